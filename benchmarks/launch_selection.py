@@ -1,0 +1,152 @@
+"""Does the automatic launch configuration find the fast one? (issue 2's acceptance figure)
+
+A grid-stride vector add of 2^28 float32 is timed (CUDA events, median) with:
+  * the configuration ``@gpu_kernel`` chooses (``vector_add(a, b, c)``),
+  * every block size 64..1024 (powers of two) with one thread per element, and with
+    grid-stride grids of 1, 2, 4, 8, 16, 32 blocks per SM,
+  * a device-to-device copy moving the same number of bytes (the ceiling).
+Rounds interleave all configurations so clock drift affects them alike. Writes JSON with
+``auto_fraction_of_best``, ``auto_fraction_of_copy`` and the full sweep.
+
+    python benchmarks/launch_selection.py --out benchmarks/results/launch_selection.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--log2n", type=int, default=28)
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds over all configurations")
+    p.add_argument("--reps", type=int, default=10, help="timed launches per configuration per round")
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args()
+
+    from numba import cuda
+
+    from ringkernel import GpuArchitecture
+    from ringkernel.cli import _driver_version, _versions
+    from ringkernel.kernels import vector_add
+
+    if not cuda.is_available():
+        print("needs a CUDA GPU", file=sys.stderr)
+        return 2
+    arch = GpuArchitecture.current()
+    n = 1 << args.log2n
+    rng = np.random.default_rng()
+    a_h = rng.standard_normal(n, dtype=np.float32)
+    b_h = rng.standard_normal(n, dtype=np.float32)
+    a, b = cuda.to_device(a_h), cuda.to_device(b_h)
+    c = cuda.device_array(n, np.float32)
+    moved = 3 * n * 4  # two reads and one write of 4 bytes per element
+    copy_src = cuda.to_device(rng.standard_normal(3 * n // 2, dtype=np.float32))
+    copy_dst = cuda.device_array(3 * n // 2, np.float32)  # copy moves 2 * its size: the same bytes
+    ref = a_h + b_h
+
+    def poison() -> None:
+        c.copy_to_device(np.full(n, np.nan, dtype=np.float32))
+
+    # Warm-up and correctness: the automatic launch compiles, then must be right.
+    poison()
+    vector_add(a, b, c)
+    cuda.synchronize()
+    auto = vector_add.last_config
+    assert auto is not None
+    if not np.array_equal(c.copy_to_host(), ref):
+        print("automatic launch gave a wrong result", file=sys.stderr)
+        return 1
+    dispatcher = vector_add.dispatcher
+
+    configs: list[dict] = [{"kind": "auto", "grid": auto.grid[0], "block": auto.block[0]}]
+    for block in (64, 128, 256, 512, 1024):
+        configs.append({"kind": "one_per_element", "grid": -(-n // block), "block": block})
+        for per_sm in (1, 2, 4, 8, 16, 32):
+            configs.append({"kind": "grid_stride", "blocks_per_sm": per_sm, "grid": per_sm * arch.sm_count, "block": block})
+    configs.append({"kind": "copy"})
+
+    # Every swept configuration must also be correct (poisoned output, full comparison).
+    for cfg in configs[1:-1]:
+        poison()
+        dispatcher[cfg["grid"], cfg["block"]](a, b, c)
+        if not np.array_equal(c.copy_to_host(), ref):
+            print(f"sweep configuration {cfg} gave a wrong result", file=sys.stderr)
+            return 1
+
+    start, end = cuda.event(), cuda.event()
+
+    def time_one(cfg: dict) -> float:
+        start.record()
+        if cfg["kind"] == "auto":
+            vector_add(a, b, c)
+        elif cfg["kind"] == "copy":
+            copy_dst.copy_to_device(copy_src)
+        else:
+            dispatcher[cfg["grid"], cfg["block"]](a, b, c)
+        end.record()
+        end.synchronize()
+        return cuda.event_elapsed_time(start, end)
+
+    for cfg in configs:  # warm each once
+        time_one(cfg)
+        cfg["times_ms"] = []
+    t0 = time.perf_counter()
+    for r in range(args.rounds):
+        order = configs[:]
+        random.shuffle(order)
+        for cfg in order:
+            cfg["times_ms"].extend(time_one(cfg) for _ in range(args.reps))
+        print(f"round {r + 1}/{args.rounds} done ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
+    for cfg in configs:
+        med = float(np.median(cfg["times_ms"]))
+        cfg["median_ms"] = med
+        cfg["gbps"] = moved / (med * 1e-3) / 1e9
+    auto_cfg = configs[0]
+    copy_cfg = configs[-1]
+    sweep = configs[1:-1]
+    best = max(sweep, key=lambda c_: c_["gbps"])
+    result = {
+        "benchmark": "launch_selection",
+        "auto_fraction_of_best": auto_cfg["gbps"] / best["gbps"],
+        "auto_fraction_of_copy": auto_cfg["gbps"] / copy_cfg["gbps"],
+        "auto": {**{k: v for k, v in auto_cfg.items() if k != "times_ms"}, "explain": auto.explain()},
+        "best": {k: v for k, v in best.items() if k != "times_ms"},
+        "copy_gbps": copy_cfg["gbps"],
+        "copy_median_ms": copy_cfg["median_ms"],
+        "elements": n,
+        "bytes_moved_per_launch": moved,
+        "samples_per_config": args.rounds * args.reps,
+        "sweep": [{k: v for k, v in s.items() if k != "times_ms"} for s in sweep],
+        "device": {"name": arch.name, "compute_capability": list(arch.compute_capability), "sm_count": arch.sm_count,
+                   "l2_cache_bytes": arch.l2_cache_bytes, "driver": _driver_version()},
+        "versions": _versions(),
+        "host": platform.node(),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": "python benchmarks/launch_selection.py " + " ".join(sys.argv[1:]),
+        "timing": "CUDA events around each launch, median over all samples; rounds interleave configurations in random order",
+    }
+    print(f"{'config':<34} {'grid':>9} {'block':>5} {'ms':>8} {'GB/s':>8} {'of best':>8}")
+    for cfg in sorted(configs, key=lambda c_: -c_["gbps"]):
+        label = cfg["kind"] + (f" {cfg['blocks_per_sm']}/SM" if "blocks_per_sm" in cfg else "")
+        print(f"{label:<34} {cfg.get('grid', '-'):>9} {cfg.get('block', '-'):>5} {cfg['median_ms']:>8.4f} "
+              f"{cfg['gbps']:>8.1f} {cfg['gbps'] / best['gbps']:>8.3f}")
+    print(f"auto_fraction_of_best = {result['auto_fraction_of_best']:.4f}")
+    print(f"auto_fraction_of_copy = {result['auto_fraction_of_copy']:.4f}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""ringkernel: the infrastructure every numba-cuda project ends up writing by hand.
+
+Importing ringkernel neither imports numba nor initialises CUDA nor writes to disk: numba
+is imported when a kernel is first compiled or a device is first queried. The device-side
+helpers (``thread_idx_x``, ``global_thread_id``, ``grid_stride``, ...) are numba device
+functions and are therefore resolved lazily, on first access.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .device import PRESETS, SIMULATED, GpuArchitecture
+from .dsl import ConfiguredLaunch, GpuKernel, gpu_kernel
+from .errors import (
+    ConfigurationError,
+    DeviceError,
+    KernelArgumentError,
+    KernelCompileError,
+    KernelError,
+    KernelLaunchError,
+    LaunchConfigError,
+    RingKernelError,
+)
+from .launch import (
+    AccessPattern,
+    KernelMode,
+    KernelModeSelector,
+    KernelResources,
+    LaunchConfig,
+    LaunchDecision,
+    ModeKind,
+    PatternKind,
+    WorkloadProfile,
+)
+
+__version__ = "0.1.0"
+
+_INTRINSICS = (
+    "thread_idx_x", "thread_idx_y", "thread_idx_z",
+    "block_idx_x", "block_idx_y", "block_idx_z",
+    "block_dim_x", "block_dim_y", "block_dim_z",
+    "grid_dim_x", "grid_dim_y", "grid_dim_z",
+    "global_thread_id", "global_thread_id_2d", "grid_stride", "grid_stride_2d", "sync_threads",
+)  # fmt: skip
+
+__all__ = [
+    "__version__",
+    # device
+    "GpuArchitecture", "PRESETS", "SIMULATED",
+    # launch
+    "AccessPattern", "KernelMode", "KernelModeSelector", "KernelResources", "LaunchConfig",
+    "LaunchDecision", "ModeKind", "PatternKind", "WorkloadProfile",
+    # dsl
+    "gpu_kernel", "GpuKernel", "ConfiguredLaunch",
+    # errors
+    "RingKernelError", "ConfigurationError", "DeviceError", "KernelError", "KernelArgumentError",
+    "LaunchConfigError", "KernelCompileError", "KernelLaunchError",
+    # device-side helpers (lazy)
+    *_INTRINSICS,
+]  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name in _INTRINSICS:
+        from . import intrinsics
+
+        return getattr(intrinsics, name)
+    raise AttributeError(f"module 'ringkernel' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_INTRINSICS))

@@ -1,0 +1,654 @@
+"""``@gpu_kernel``: numba.cuda kernels that choose their own launch configuration.
+
+::
+
+    @gpu_kernel(grid_stride=True)
+    def vector_add(a, b, c):
+        for i in range(global_thread_id(), c.size, grid_stride()):
+            c[i] = a[i] + b[i]
+
+    vector_add(a, b, c)                 # configuration chosen by KernelModeSelector
+    vector_add[grid, block](a, b, c)    # numba's explicit form keeps working
+    vector_add.last_config.explain()    # which mode, block and grid, and why
+
+The body is ordinary numba.cuda kernel code and is compiled by numba on first launch (the
+decorator itself neither imports numba nor touches the GPU). Arguments are numba device
+arrays or anything with ``__cuda_array_interface__`` (CuPy, PyTorch); a NumPy host array
+is refused with an error that says how to move it, unless the call opts into copying with
+``host_transfer=True``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .device import GpuArchitecture
+from .errors import (
+    ConfigurationError,
+    KernelArgumentError,
+    KernelCompileError,
+    KernelLaunchError,
+    LaunchConfigError,
+)
+from .launch import (
+    KernelMode,
+    KernelModeSelector,
+    KernelResources,
+    LaunchConfig,
+    LaunchDecision,
+    WorkloadProfile,
+)
+
+__all__ = ["gpu_kernel", "GpuKernel", "ConfiguredLaunch"]
+
+log = logging.getLogger(__name__)
+
+_DECISION_CACHE_LIMIT = 256
+
+
+@dataclass(frozen=True)
+class _ArrayInfo:
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    size: int
+
+
+def _array_info(arg: Any) -> _ArrayInfo | None:
+    """Shape/dtype of a device array (numba, simulator, or ``__cuda_array_interface__``), else None."""
+    cai = getattr(arg, "__cuda_array_interface__", None)
+    if cai is not None:
+        shape = tuple(int(s) for s in cai["shape"])
+        size = 1
+        for s in shape:
+            size *= s
+        return _ArrayInfo(shape, np.dtype(cai["typestr"]), size)
+    if _is_sim_array(arg):
+        return _ArrayInfo(tuple(arg.shape), np.dtype(arg.dtype), int(arg.size))
+    return None
+
+
+def _is_sim_array(arg: Any) -> bool:
+    cls = type(arg)
+    return cls.__name__ == "FakeCUDAArray" and cls.__module__.startswith("numba.cuda.simulator")
+
+
+def _describe(arg: Any) -> str:
+    info = _array_info(arg)
+    if info is not None:
+        return f"device array {info.dtype}{list(info.shape)}"
+    if isinstance(arg, np.ndarray):
+        return f"host ndarray {arg.dtype}{list(arg.shape)}"
+    return type(arg).__name__
+
+
+class GpuKernel:
+    """A numba.cuda kernel with automatic launch configuration; made by :func:`gpu_kernel`.
+
+    Call it like a function to launch with a configuration from
+    :class:`~ringkernel.launch.KernelModeSelector`; index it (``kernel[grid, block]``) for an
+    explicit one; ``kernel.launch(..., config=...)`` takes a :class:`LaunchConfig`.
+    """
+
+    def __init__(
+        self,
+        py_func: Callable[..., None],
+        *,
+        signatures: Sequence[Any] | str | None = None,
+        grid_stride: bool = False,
+        mode: KernelMode = KernelMode.AUTO,
+        block: int | None = None,
+        elements: str | None = None,
+        same_size: Sequence[str] = (),
+        fastmath: bool = False,
+        lineinfo: bool = False,
+        debug: bool = False,
+        arch: GpuArchitecture | None = None,
+    ) -> None:
+        if not callable(py_func):
+            raise ConfigurationError(f"@gpu_kernel decorates a function, got {py_func!r}")
+        functools.update_wrapper(self, py_func)  # type: ignore[arg-type]
+        self.py_func = py_func
+        self.name: str = getattr(py_func, "__name__", "kernel")
+        self._params = list(inspect.signature(py_func).parameters)
+        if not isinstance(mode, KernelMode):
+            raise ConfigurationError(f"kernel '{self.name}': mode must be a KernelMode, got {mode!r}")
+        self.mode = mode
+        self.grid_stride = bool(grid_stride)
+        if block is not None and (isinstance(block, bool) or not isinstance(block, int) or block <= 0):
+            raise ConfigurationError(f"kernel '{self.name}': block must be a positive int, got {block!r}")
+        self.block = block
+        self._elements_index = self._param_index(elements, "elements") if elements is not None else None
+        self._same_size = tuple(self._param_index(n, "same_size") for n in same_size)
+        if isinstance(signatures, str):
+            signatures = [signatures]
+        self._raw_signatures = list(signatures) if signatures is not None else None
+        self._jit_options = {"fastmath": fastmath, "lineinfo": lineinfo, "debug": debug}
+        self._arch = arch
+        self._lock = threading.Lock()
+        self._dispatcher: Any = None
+        self._selector: KernelModeSelector | None = None
+        self._signatures: list[tuple[Any, ...]] | None = None
+        self._resources: dict[tuple[Any, ...], KernelResources | None] = {}
+        self._decisions: dict[tuple[Any, ...], LaunchDecision] = {}
+        self._last: LaunchDecision | None = None
+
+    # -- set-up (lazy) ------------------------------------------------------------------
+    def _param_index(self, name: str, option: str) -> int:
+        try:
+            return self._params.index(name)
+        except ValueError:
+            raise ConfigurationError(
+                f"kernel '{self.name}': {option}= names {name!r}, which is not a parameter",
+                hint=f"parameters are {self._params}",
+            ) from None
+
+    @property
+    def dispatcher(self) -> Any:
+        """The underlying numba dispatcher (created, not compiled, on first access)."""
+        if self._dispatcher is None:
+            with self._lock:
+                if self._dispatcher is None:
+                    self._dispatcher = self._make_dispatcher()
+        return self._dispatcher
+
+    def _make_dispatcher(self) -> Any:
+        from numba import config as numba_config
+        from numba import cuda
+
+        opts = dict(self._jit_options)
+        if numba_config.ENABLE_CUDASIM:
+            opts.pop("lineinfo", None)
+        return cuda.jit(**opts)(self.py_func)
+
+    @property
+    def arch(self) -> GpuArchitecture:
+        """The GPU this kernel plans for (the current device unless given)."""
+        if self._arch is None:
+            self._arch = GpuArchitecture.current()
+        return self._arch
+
+    @property
+    def selector(self) -> KernelModeSelector:
+        if self._selector is None:
+            self._selector = KernelModeSelector(self.arch)
+        return self._selector
+
+    @property
+    def signatures(self) -> list[tuple[Any, ...]] | None:
+        """Declared signatures as tuples of numba types (``None``: any types, compiled lazily)."""
+        if self._raw_signatures is None:
+            return None
+        if self._signatures is None:
+            from numba.core import sigutils
+
+            parsed = []
+            for sig in self._raw_signatures:
+                try:
+                    args, _ = sigutils.normalize_signature(sig)
+                except Exception as exc:
+                    raise ConfigurationError(
+                        f"kernel '{self.name}': cannot parse signature {sig!r}: {exc}",
+                        hint="write it as 'void(float32[:], float32[:])' or a tuple of numba types",
+                    ) from exc
+                if len(args) != len(self._params):
+                    raise ConfigurationError(
+                        f"kernel '{self.name}': signature {sig!r} has {len(args)} arguments, "
+                        f"the function takes {len(self._params)}"
+                    )
+                parsed.append(tuple(args))
+            self._signatures = parsed
+        return self._signatures
+
+    # -- argument checks --------------------------------------------------------------
+    def _prepare_args(self, args: tuple[Any, ...], host_transfer: bool) -> tuple[tuple[Any, ...], list[tuple[int, np.ndarray, Any]]]:
+        if len(args) != len(self._params):
+            raise KernelArgumentError(
+                f"takes {len(self._params)} arguments ({', '.join(self._params)}), got {len(args)}",
+                kernel_name=self.name,
+                details={"expected": len(self._params), "got": len(args)},
+            )
+        copies: list[tuple[int, np.ndarray, Any]] = []
+        for i, arg in enumerate(args):
+            if isinstance(arg, np.ndarray) and arg.ndim > 0:
+                if not host_transfer:
+                    raise KernelArgumentError(
+                        f"argument '{self._params[i]}' (position {i}) is a NumPy array in host memory "
+                        f"({arg.dtype}{list(arg.shape)}); kernels read device memory",
+                        kernel_name=self.name,
+                        hint=(
+                            f"copy it once with numba.cuda.to_device({self._params[i]}) and pass the device array "
+                            "(reuse it across launches), or pass host_transfer=True to copy in and out on every "
+                            "call (slow: two PCIe transfers per launch)"
+                        ),
+                        details={"parameter": self._params[i], "position": i, "shape": arg.shape, "dtype": str(arg.dtype)},
+                    )
+                copies.append((i, arg, None))
+        if not copies:
+            return args, copies
+        from numba import cuda
+
+        moved = list(args)
+        out = []
+        for i, host, _ in copies:
+            dev = cuda.to_device(host)
+            moved[i] = dev
+            out.append((i, host, dev))
+        return tuple(moved), out
+
+    def _check_types(self, args: tuple[Any, ...]) -> None:
+        sigs = self.signatures
+        if not sigs:
+            return
+        for sig in sigs:
+            if all(_accepts(t, a) for t, a in zip(sig, args)):
+                return
+        got = ", ".join(_describe(a) for a in args)
+        accepted = "; ".join("(" + ", ".join(_fmt_type(t) for t in s) + ")" for s in sigs)
+        raise KernelArgumentError(
+            f"no declared signature accepts ({got})",
+            kernel_name=self.name,
+            hint=f"declared signatures: {accepted}. Convert the arguments (e.g. arr.astype(np.float32)) "
+            "or add a signature to @gpu_kernel(signatures=[...])",
+            details={"arguments": got, "signatures": accepted},
+        )
+
+    def _elements_from(self, args: tuple[Any, ...]) -> int:
+        infos = [_array_info(a) for a in args]
+        if self._same_size:
+            sizes = {self._params[i]: (infos[i].size if infos[i] is not None else None) for i in self._same_size}
+            distinct = {s for s in sizes.values()}
+            if len(distinct) > 1:
+                raise KernelArgumentError(
+                    "arguments declared the same size differ: "
+                    + ", ".join(f"{k}={v}" for k, v in sizes.items()),
+                    kernel_name=self.name,
+                    hint="pass arrays of equal length (the kernel declares same_size="
+                    f"{tuple(self._params[i] for i in self._same_size)})",
+                    details={"sizes": sizes},
+                )
+        if self._elements_index is not None:
+            info = infos[self._elements_index]
+            if info is None:
+                raise KernelArgumentError(
+                    f"elements= names '{self._params[self._elements_index]}', which is not an array here "
+                    f"({_describe(args[self._elements_index])})",
+                    kernel_name=self.name,
+                )
+            return info.size
+        sizes_all = [i.size for i in infos if i is not None]
+        if not sizes_all:
+            raise LaunchConfigError(
+                "cannot infer the element count: no argument is an array",
+                kernel_name=self.name,
+                hint="pass elements=N (or profile=WorkloadProfile(N)) or an explicit kernel[grid, block]",
+            )
+        return max(sizes_all)
+
+    # -- compilation and resources ----------------------------------------------------
+    def _type_key(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        key = []
+        for a in args:
+            info = _array_info(a)
+            key.append((info.dtype, len(info.shape)) if info is not None else type(a))
+        return tuple(key)
+
+    def resources(self, *args: Any) -> KernelResources | None:
+        """Registers and shared memory of the kernel compiled for ``args`` (``None`` on the simulator)."""
+        key = self._type_key(args)
+        try:
+            return self._resources[key]
+        except KeyError:
+            pass
+        from numba import config as numba_config
+
+        res: KernelResources | None = None
+        if not numba_config.ENABLE_CUDASIM:
+            compiled = self._compile_for(args)
+            try:
+                res = KernelResources(
+                    registers_per_thread=int(compiled.regs_per_thread),
+                    shared_mem_per_block=int(compiled.shared_mem_per_block),
+                    max_threads_per_block=int(compiled.max_threads_per_block),
+                )
+            except Exception as exc:  # attribute query unsupported: plan without it
+                log.debug("kernel %s: resource query failed: %s", self.name, exc)
+        self._resources[key] = res
+        return res
+
+    def _compile_for(self, args: tuple[Any, ...]) -> Any:
+        try:
+            return self.dispatcher._compile_for_args(*args)
+        except Exception as exc:
+            raise self._compile_error(args, exc) from exc
+
+    def _compile_error(self, args: tuple[Any, ...], exc: Exception) -> KernelCompileError:
+        got = ", ".join(_describe(a) for a in args)
+        first = str(exc).strip().splitlines()
+        return KernelCompileError(
+            f"numba could not compile it for ({got}): {type(exc).__name__}: {first[0] if first else ''}",
+            kernel_name=self.name,
+            hint="the body must be numba.cuda kernel code (no Python objects, no return value); "
+            "the full numba message is chained below",
+            details={"arguments": got},
+        )
+
+    # -- planning ---------------------------------------------------------------------
+    def plan(
+        self,
+        *args: Any,
+        elements: int | None = None,
+        profile: WorkloadProfile | None = None,
+        stream: Any = None,
+    ) -> LaunchDecision:
+        """The configuration a launch with these arguments would use, without launching."""
+        return self._plan(args, elements, profile, stream)
+
+    def _plan(self, args: tuple[Any, ...], elements: int | None, profile: WorkloadProfile | None, stream: Any) -> LaunchDecision:
+        if profile is not None:
+            if not isinstance(profile, WorkloadProfile):
+                raise KernelArgumentError(f"profile must be a WorkloadProfile, got {profile!r}", kernel_name=self.name)
+            if elements is not None and elements != profile.element_count:
+                raise LaunchConfigError(
+                    f"elements={elements} contradicts profile.element_count={profile.element_count}",
+                    kernel_name=self.name,
+                    hint="pass one or the other",
+                )
+            n = profile.element_count
+            if self._same_size:
+                self._elements_from(args)  # still check declared sizes
+        elif elements is not None:
+            if isinstance(elements, bool) or not isinstance(elements, (int, np.integer)):
+                raise LaunchConfigError(f"elements must be an int, got {elements!r}", kernel_name=self.name)
+            n = int(elements)
+            if self._same_size:
+                self._elements_from(args)
+        else:
+            n = self._elements_from(args)
+        if n <= 0:
+            raise LaunchConfigError(
+                f"asked to launch over {n} elements",
+                kernel_name=self.name,
+                hint="skip the launch when there is nothing to do, or pass elements= with a positive count",
+                details={"elements": n},
+            )
+        resources = self.resources(*args)
+        key = (n, resources, profile)
+        decision = self._decisions.get(key)
+        if decision is None:
+            prof = profile if profile is not None else WorkloadProfile(n)
+            try:
+                decision = self.selector.plan(
+                    prof, mode=self.mode, grid_stride=self.grid_stride, resources=resources, block=self.block
+                )
+            except ConfigurationError as exc:
+                raise LaunchConfigError(exc.message, kernel_name=self.name, hint=exc.hint, details=exc.details) from exc
+            self._check_config(decision.config, resources)
+            if len(self._decisions) >= _DECISION_CACHE_LIMIT:
+                self._decisions.clear()
+            self._decisions[key] = decision
+        if stream is not None:
+            decision = _with_stream(decision, stream)
+        return decision
+
+    def _check_config(self, config: LaunchConfig, resources: KernelResources | None) -> None:
+        problems = config.violations(self.arch, resources)
+        if problems:
+            raise LaunchConfigError(
+                "launch configuration out of range: " + "; ".join(problems),
+                kernel_name=self.name,
+                hint=f"use a block of at most {self.arch.max_threads_per_block} threads "
+                "(or let ringkernel choose: call the kernel without [grid, block])",
+                details={"grid": config.grid, "block": config.block, "shared_mem": config.shared_mem},
+            )
+
+    # -- launching --------------------------------------------------------------------
+    def __call__(
+        self,
+        *args: Any,
+        elements: int | None = None,
+        profile: WorkloadProfile | None = None,
+        stream: Any = None,
+        host_transfer: bool = False,
+    ) -> None:
+        """Launch with a configuration chosen for these arguments and this GPU."""
+        self.launch(*args, elements=elements, profile=profile, stream=stream, host_transfer=host_transfer)
+
+    def launch(
+        self,
+        *args: Any,
+        config: LaunchConfig | None = None,
+        stream: Any = None,
+        elements: int | None = None,
+        profile: WorkloadProfile | None = None,
+        host_transfer: bool = False,
+    ) -> LaunchDecision:
+        """Launch with ``config`` if given, else an automatic one; returns the decision used."""
+        dev_args, copies = self._prepare_args(args, host_transfer)
+        self._check_types(dev_args)
+        if config is None:
+            decision = self._plan(dev_args, elements, profile, stream)
+        else:
+            if not isinstance(config, LaunchConfig):
+                raise LaunchConfigError(
+                    f"config must be a LaunchConfig, got {type(config).__name__}",
+                    kernel_name=self.name,
+                    hint="LaunchConfig(grid=..., block=...)",
+                )
+            if stream is not None:
+                config = LaunchConfig(config.grid, config.block, config.shared_mem, stream)
+            decision = self._explicit_decision(config, dev_args)
+        self._run(decision.config, dev_args)
+        self._last = decision
+        for _, host, dev in copies:
+            dev.copy_to_host(host)
+        return decision
+
+    def _explicit_decision(self, config: LaunchConfig, args: tuple[Any, ...]) -> LaunchDecision:
+        resources = self.resources(*args)
+        self._check_config(config, resources)
+        infos = [_array_info(a) for a in args]
+        n = max((i.size for i in infos if i is not None), default=0)
+        tpb = config.threads_per_block
+        sel = self.selector
+        return LaunchDecision(
+            mode=self.mode,
+            config=config,
+            elements=n,
+            grid_stride=self.grid_stride,
+            resident_blocks_per_sm=sel.resident_blocks_per_sm(tpb, resources),
+            occupancy=sel.occupancy(tpb, resources),
+            reasons=("explicit configuration from the caller",),
+            arch_name=self.arch.name,
+        )
+
+    def _run(self, config: LaunchConfig, args: tuple[Any, ...]) -> None:
+        stream = config.stream if config.stream is not None else 0
+        try:
+            self.dispatcher[config.grid, config.block, stream, config.shared_mem](*args)
+        except Exception as exc:
+            raise self._translate(exc, config, args) from exc
+
+    def _translate(self, exc: Exception, config: LaunchConfig, args: tuple[Any, ...]) -> Exception:
+        from numba.core.errors import TypingError
+
+        if isinstance(exc, TypingError) or "No matching definition" in str(exc):
+            return self._compile_error(args, exc)
+        if type(exc).__name__ in ("CudaAPIError", "CudaDriverError", "CudaSupportError"):
+            return KernelLaunchError(
+                f"the driver refused the launch grid={config.grid} block={config.block} "
+                f"shared_mem={config.shared_mem}: {exc}",
+                kernel_name=self.name,
+                hint="check the configuration against `ringkernel info`; an earlier asynchronous error "
+                "(an out-of-bounds access) also surfaces here",
+                details={"grid": config.grid, "block": config.block},
+            )
+        return exc
+
+    def __getitem__(self, spec: Any) -> "ConfiguredLaunch":
+        """numba's explicit form: ``kernel[grid, block]``, ``[grid, block, stream]``, ``[grid, block, stream, shared_mem]``."""
+        if not isinstance(spec, tuple) or not 2 <= len(spec) <= 4:
+            raise LaunchConfigError(
+                f"kernel[...] takes (grid, block[, stream[, shared_mem]]), got {spec!r}",
+                kernel_name=self.name,
+            )
+        grid, block = spec[0], spec[1]
+        stream = spec[2] if len(spec) > 2 and spec[2] != 0 else None
+        shared = spec[3] if len(spec) > 3 else 0
+        try:
+            config = LaunchConfig(grid=grid, block=block, shared_mem=shared, stream=stream)
+        except ConfigurationError as exc:
+            raise LaunchConfigError(exc.message, kernel_name=self.name, hint=exc.hint) from exc
+        self._check_config(config, None)
+        return ConfiguredLaunch(self, config)
+
+    # -- introspection ----------------------------------------------------------------
+    @property
+    def last_config(self) -> LaunchDecision | None:
+        """The decision of the most recent launch (``None`` before the first)."""
+        return self._last
+
+    def explain(self, *args: Any, elements: int | None = None, profile: WorkloadProfile | None = None) -> str:
+        """Why the last launch (or, given arguments, a launch with them) got its configuration."""
+        if args or elements is not None or profile is not None:
+            return self._plan(args, elements, profile, None).explain()
+        if self._last is None:
+            return f"kernel '{self.name}' has not been launched yet; pass arguments to see the plan"
+        return self._last.explain()
+
+    def __repr__(self) -> str:
+        return f"<GpuKernel {self.name}({', '.join(self._params)}) grid_stride={self.grid_stride} mode={self.mode}>"
+
+
+class ConfiguredLaunch:
+    """``kernel[grid, block, ...]``: call it with the kernel's arguments."""
+
+    __slots__ = ("kernel", "config")
+
+    def __init__(self, kernel: GpuKernel, config: LaunchConfig) -> None:
+        self.kernel = kernel
+        self.config = config
+
+    def __call__(self, *args: Any, host_transfer: bool = False) -> None:
+        self.kernel.launch(*args, config=self.config, host_transfer=host_transfer)
+
+
+def _with_stream(decision: LaunchDecision, stream: Any) -> LaunchDecision:
+    from dataclasses import replace
+
+    c = decision.config
+    return replace(decision, config=LaunchConfig(c.grid, c.block, c.shared_mem, stream))
+
+
+def _fmt_type(numba_type: Any) -> str:
+    """numba type in signature notation: ``float32[:]`` rather than ``array(float32, 1d, A)``."""
+    from numba.core import types
+
+    if isinstance(numba_type, types.Array):
+        return f"{numba_type.dtype}[{', '.join([':'] * numba_type.ndim)}]"
+    return str(numba_type)
+
+
+def _accepts(numba_type: Any, arg: Any) -> bool:
+    from numba.core import types
+    from numba.np.numpy_support import as_dtype
+
+    if isinstance(numba_type, types.Array):
+        info = _array_info(arg)
+        if info is None:
+            return False
+        return info.dtype == as_dtype(numba_type.dtype) and len(info.shape) == numba_type.ndim
+    if isinstance(numba_type, types.Boolean):
+        return isinstance(arg, (bool, np.bool_))
+    if isinstance(numba_type, types.Integer):
+        return isinstance(arg, (int, np.integer)) and not isinstance(arg, bool)
+    if isinstance(numba_type, types.Float):
+        return isinstance(arg, (int, float, np.integer, np.floating)) and not isinstance(arg, bool)
+    if isinstance(numba_type, types.Complex):
+        return isinstance(arg, (int, float, complex, np.number)) and not isinstance(arg, bool)
+    return True  # other numba types: let numba decide
+
+
+def gpu_kernel(
+    func: Callable[..., None] | None = None,
+    *,
+    signatures: Sequence[Any] | str | None = None,
+    grid_stride: bool = False,
+    mode: KernelMode = KernelMode.AUTO,
+    block: int | None = None,
+    elements: str | None = None,
+    same_size: Sequence[str] = (),
+    fastmath: bool = False,
+    lineinfo: bool = False,
+    debug: bool = False,
+    arch: GpuArchitecture | None = None,
+) -> Any:
+    """Turn a function with a numba.cuda kernel body into a :class:`GpuKernel`.
+
+    Works bare (``@gpu_kernel``) and with options (``@gpu_kernel(grid_stride=True)``).
+
+    Parameters
+    ----------
+    signatures:
+        numba signatures the kernel accepts (``"void(float32[:], float32[:])"``); arguments
+        matching none are refused before launch. ``None``: compile for whatever is passed.
+    grid_stride:
+        The body loops ``for i in range(global_thread_id(), n, grid_stride())``, so it is
+        correct for any grid; only then may the selector launch fewer threads than elements.
+    mode:
+        A fixed :class:`KernelMode`, or ``KernelMode.AUTO`` (default).
+    block:
+        A fixed block size (e.g. when the body sizes a shared array by it).
+    elements:
+        Name of the parameter whose size is the element count (default: the largest array).
+    same_size:
+        Names of array parameters that must have equal sizes; a mismatch is refused.
+    fastmath, lineinfo, debug:
+        Passed to ``numba.cuda.jit``.
+    arch:
+        Plan for this architecture instead of the current device.
+    """
+    options = dict(
+        signatures=signatures,
+        grid_stride=grid_stride,
+        mode=mode,
+        block=block,
+        elements=elements,
+        same_size=same_size,
+        fastmath=fastmath,
+        lineinfo=lineinfo,
+        debug=debug,
+        arch=arch,
+    )
+    if func is not None:
+        return GpuKernel(func, **options)  # type: ignore[arg-type]
+
+    def decorate(f: Callable[..., None]) -> GpuKernel:
+        return GpuKernel(f, **options)  # type: ignore[arg-type]
+
+    return decorate
+
+
+_INTRINSICS = {
+    "thread_idx_x", "thread_idx_y", "thread_idx_z",
+    "block_idx_x", "block_idx_y", "block_idx_z",
+    "block_dim_x", "block_dim_y", "block_dim_z",
+    "grid_dim_x", "grid_dim_y", "grid_dim_z",
+    "global_thread_id", "global_thread_id_2d", "grid_stride", "grid_stride_2d", "sync_threads",
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    # Device helpers live in .intrinsics, which imports numba.cuda; resolve them lazily so
+    # that importing ringkernel stays cheap and never decides simulator-vs-GPU early.
+    if name in _INTRINSICS:
+        from . import intrinsics
+
+        return getattr(intrinsics, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

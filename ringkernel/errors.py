@@ -1,0 +1,98 @@
+"""The exceptions ringkernel raises, each carrying the numbers behind it.
+
+::
+
+    RingKernelError
+    ├── ConfigurationError        (also ValueError)  an option or profile is out of range
+    ├── DeviceError                                   no usable device, or a driver call failed
+    └── KernelError                                   something about one kernel
+        ├── KernelArgumentError   (also TypeError)   an argument no signature accepts, a host array
+        ├── LaunchConfigError     (also ValueError)  grid/block/shared memory/elements out of range
+        ├── KernelCompileError                        numba could not type or compile the body
+        └── KernelLaunchError                         the driver refused the launch
+
+Every error says what happened, the values involved and what to do; the values are also
+kept as attributes (``kernel_name``, ``details``, ``hint``) so callers can act on them
+without parsing the message.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+__all__ = [
+    "RingKernelError",
+    "ConfigurationError",
+    "DeviceError",
+    "KernelError",
+    "KernelArgumentError",
+    "LaunchConfigError",
+    "KernelCompileError",
+    "KernelLaunchError",
+]
+
+
+class RingKernelError(Exception):
+    """Base of every ringkernel error.
+
+    Parameters
+    ----------
+    message:
+        What happened, with the values involved.
+    hint:
+        What to do about it; appended to the message.
+    details:
+        The values behind the message, kept as a mapping for programs.
+    """
+
+    def __init__(
+        self, message: str, *, hint: str | None = None, details: Mapping[str, Any] | None = None
+    ) -> None:
+        self.message = message
+        self.hint = hint
+        self.details: dict[str, Any] = dict(details or {})
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        if self.hint:
+            return f"{self.message}\n  hint: {self.hint}"
+        return self.message
+
+
+class ConfigurationError(RingKernelError, ValueError):
+    """An option, profile or preset name is invalid."""
+
+
+class DeviceError(RingKernelError):
+    """No usable CUDA device, or a device query failed."""
+
+
+class KernelError(RingKernelError):
+    """An error about one kernel; ``kernel_name`` names it."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kernel_name: str,
+        hint: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.kernel_name = kernel_name
+        super().__init__(f"kernel '{kernel_name}': {message}", hint=hint, details=details)
+
+
+class KernelArgumentError(KernelError, TypeError):
+    """An argument has a type, dtype or location (host memory) the kernel cannot take."""
+
+
+class LaunchConfigError(KernelError, ValueError):
+    """A launch configuration or element count is out of the device's or kernel's range."""
+
+
+class KernelCompileError(KernelError):
+    """numba could not type or compile the kernel for the given arguments."""
+
+
+class KernelLaunchError(KernelError):
+    """The driver rejected a launch that passed ringkernel's own checks."""

@@ -1,0 +1,600 @@
+"""Launch configuration: kernel modes, workload profiles and the ``KernelModeSelector``.
+
+Everything here is arithmetic on a :class:`~ringkernel.device.GpuArchitecture` and a
+:class:`WorkloadProfile`; nothing touches the GPU, so every rule is unit-tested on a laptop.
+
+The Rust design's enums with payloads (``KernelMode::Tiled { tile_size }``,
+``AccessPattern::Strided { stride }``) become frozen dataclasses carrying an ``Enum`` tag
+(``mode.kind``) and the payload, with the payload-free members as class constants:
+``KernelMode.ELEMENT_CENTRIC``, ``KernelMode.tiled(256)``. They are immutable, hashable and
+work with ``match mode.kind:``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, ClassVar, Sequence
+
+from .device import GpuArchitecture
+from .errors import ConfigurationError
+
+__all__ = [
+    "ModeKind",
+    "KernelMode",
+    "PatternKind",
+    "AccessPattern",
+    "WorkloadProfile",
+    "KernelResources",
+    "LaunchConfig",
+    "LaunchDecision",
+    "KernelModeSelector",
+    "GRID_STRIDE_WAVES",
+]
+
+Dim3 = tuple[int, int, int]
+
+#: Resident-grid multiple used for grid-stride kernels: the grid is capped at
+#: ``sm_count * resident_blocks_per_sm * GRID_STRIDE_WAVES`` blocks. See docs/dsl.md for
+#: the measurement it comes from.
+GRID_STRIDE_WAVES = 8
+
+# Candidate block sizes the occupancy search considers, in order of general preference.
+_BLOCK_CANDIDATES = (256, 512, 128, 1024, 384, 768, 192, 640, 896, 64, 320, 448, 576, 704, 832, 960)
+
+
+class ModeKind(Enum):
+    """Tag of a :class:`KernelMode`."""
+
+    ELEMENT_CENTRIC = "ElementCentric"
+    SOA = "SoA"
+    WORK_ITEM_CENTRIC = "WorkItemCentric"
+    TILED = "Tiled"
+    WARP_COOPERATIVE = "WarpCooperative"
+    AUTO = "Auto"
+
+
+@dataclass(frozen=True)
+class KernelMode:
+    """How work maps onto threads.
+
+    ``ELEMENT_CENTRIC``: one thread per element. ``SOA``: one thread per element over a
+    structure-of-arrays layout (chosen for strided access; the layout is the caller's).
+    ``WORK_ITEM_CENTRIC``: one thread per unit of work, for skewed per-element work.
+    ``tiled(n)``: one block per tile of ``n`` elements staged through shared memory.
+    ``WARP_COOPERATIVE``: one warp per element, for elements with a lot of work each.
+    ``AUTO``: let :meth:`KernelModeSelector.select` decide.
+    """
+
+    kind: ModeKind
+    tile_size: int | None = None
+
+    ELEMENT_CENTRIC: ClassVar["KernelMode"]
+    SOA: ClassVar["KernelMode"]
+    WORK_ITEM_CENTRIC: ClassVar["KernelMode"]
+    WARP_COOPERATIVE: ClassVar["KernelMode"]
+    AUTO: ClassVar["KernelMode"]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, ModeKind):
+            raise ConfigurationError(f"KernelMode.kind must be a ModeKind, got {self.kind!r}")
+        if self.kind is ModeKind.TILED:
+            if not isinstance(self.tile_size, int) or self.tile_size <= 0:
+                raise ConfigurationError(
+                    f"KernelMode.tiled needs a positive integer tile_size, got {self.tile_size!r}",
+                    hint="e.g. KernelMode.tiled(256)",
+                )
+        elif self.tile_size is not None:
+            raise ConfigurationError(f"tile_size applies only to Tiled mode, not {self.kind.value}")
+
+    @staticmethod
+    def tiled(tile_size: int) -> "KernelMode":
+        """Tiled mode with ``tile_size`` elements per tile (one block per tile)."""
+        return KernelMode(ModeKind.TILED, tile_size)
+
+    @property
+    def is_auto(self) -> bool:
+        return self.kind is ModeKind.AUTO
+
+    def __str__(self) -> str:
+        if self.kind is ModeKind.TILED:
+            return f"Tiled({self.tile_size})"
+        return self.kind.value
+
+
+KernelMode.ELEMENT_CENTRIC = KernelMode(ModeKind.ELEMENT_CENTRIC)
+KernelMode.SOA = KernelMode(ModeKind.SOA)
+KernelMode.WORK_ITEM_CENTRIC = KernelMode(ModeKind.WORK_ITEM_CENTRIC)
+KernelMode.WARP_COOPERATIVE = KernelMode(ModeKind.WARP_COOPERATIVE)
+KernelMode.AUTO = KernelMode(ModeKind.AUTO)
+
+
+class PatternKind(Enum):
+    """Tag of an :class:`AccessPattern`."""
+
+    SEQUENTIAL = "Sequential"
+    STRIDED = "Strided"
+    RANDOM = "Random"
+    NEIGHBOR = "Neighbor"
+
+
+@dataclass(frozen=True)
+class AccessPattern:
+    """How a kernel walks memory: ``SEQUENTIAL``, ``strided(n)``, ``RANDOM``, ``NEIGHBOR`` (graph-like)."""
+
+    kind: PatternKind
+    stride: int = 1
+
+    SEQUENTIAL: ClassVar["AccessPattern"]
+    RANDOM: ClassVar["AccessPattern"]
+    NEIGHBOR: ClassVar["AccessPattern"]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, PatternKind):
+            raise ConfigurationError(f"AccessPattern.kind must be a PatternKind, got {self.kind!r}")
+        if not isinstance(self.stride, int) or self.stride <= 0:
+            raise ConfigurationError(f"AccessPattern stride must be a positive integer, got {self.stride!r}")
+        if self.kind is not PatternKind.STRIDED and self.stride != 1:
+            raise ConfigurationError("stride applies only to the Strided access pattern")
+
+    @staticmethod
+    def strided(stride: int) -> "AccessPattern":
+        return AccessPattern(PatternKind.STRIDED, stride)
+
+    def __str__(self) -> str:
+        if self.kind is PatternKind.STRIDED:
+            return f"Strided({self.stride})"
+        return self.kind.value
+
+
+AccessPattern.SEQUENTIAL = AccessPattern(PatternKind.SEQUENTIAL)
+AccessPattern.RANDOM = AccessPattern(PatternKind.RANDOM)
+AccessPattern.NEIGHBOR = AccessPattern(PatternKind.NEIGHBOR)
+
+
+@dataclass(frozen=True)
+class WorkloadProfile:
+    """What the selector knows about one launch's work.
+
+    Parameters
+    ----------
+    element_count:
+        Number of elements (``>= 0``).
+    max_work_per_element, avg_work_per_element:
+        Units of work (e.g. neighbours visited) of the busiest and the average element.
+    memory_access_pattern:
+        How the kernel walks memory.
+    bytes_per_element:
+        Bytes the kernel touches per element, when known (working-set estimate for the
+        L2 comparison); ``None`` means unknown.
+    """
+
+    element_count: int
+    max_work_per_element: int = 1
+    avg_work_per_element: float = 1.0
+    memory_access_pattern: AccessPattern = AccessPattern.SEQUENTIAL
+    bytes_per_element: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.element_count, bool) or not isinstance(self.element_count, int) or self.element_count < 0:
+            raise ConfigurationError(
+                f"WorkloadProfile.element_count must be a non-negative integer, got {self.element_count!r}"
+            )
+        if not isinstance(self.max_work_per_element, int) or self.max_work_per_element < 1:
+            raise ConfigurationError(
+                f"max_work_per_element must be an integer >= 1, got {self.max_work_per_element!r}"
+            )
+        if not (self.avg_work_per_element > 0) or self.avg_work_per_element > self.max_work_per_element:
+            raise ConfigurationError(
+                f"avg_work_per_element must be in (0, max_work_per_element={self.max_work_per_element}], "
+                f"got {self.avg_work_per_element!r}"
+            )
+        if not isinstance(self.memory_access_pattern, AccessPattern):
+            raise ConfigurationError(
+                f"memory_access_pattern must be an AccessPattern, got {self.memory_access_pattern!r}",
+                hint="e.g. AccessPattern.SEQUENTIAL or AccessPattern.strided(4)",
+            )
+        if self.bytes_per_element is not None and self.bytes_per_element <= 0:
+            raise ConfigurationError(f"bytes_per_element must be positive, got {self.bytes_per_element!r}")
+
+    @property
+    def working_set_bytes(self) -> int | None:
+        if self.bytes_per_element is None:
+            return None
+        return self.element_count * self.bytes_per_element
+
+
+@dataclass(frozen=True)
+class KernelResources:
+    """What a compiled kernel needs per thread and block (from the compiler, when known)."""
+
+    registers_per_thread: int | None = None
+    shared_mem_per_block: int = 0
+    max_threads_per_block: int | None = None
+
+
+def _dim3(value: Any, what: str) -> Dim3:
+    if isinstance(value, bool):
+        raise ConfigurationError(f"{what} must be an int or a tuple of up to 3 ints, got {value!r}")
+    if isinstance(value, int):
+        dims: Sequence[Any] = (value,)
+    else:
+        try:
+            dims = tuple(value)
+        except TypeError:
+            raise ConfigurationError(f"{what} must be an int or a tuple of up to 3 ints, got {value!r}") from None
+    if not 1 <= len(dims) <= 3:
+        raise ConfigurationError(f"{what} must have 1 to 3 dimensions, got {value!r}")
+    out = []
+    for d in dims:
+        if isinstance(d, bool) or not isinstance(d, int):
+            try:
+                import operator
+
+                d = operator.index(d)
+            except TypeError:
+                raise ConfigurationError(f"{what} dimensions must be integers, got {value!r}") from None
+        if d < 1:
+            raise ConfigurationError(f"{what} dimensions must be >= 1, got {value!r}", details={what: value})
+        out.append(int(d))
+    while len(out) < 3:
+        out.append(1)
+    return (out[0], out[1], out[2])
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """Grid, block, dynamic shared memory and stream of one launch.
+
+    ``grid`` and ``block`` take an int or a tuple of up to three ints and are stored as
+    3-tuples. ``stream`` is anything numba accepts as a stream (``None``: the default).
+    """
+
+    grid: Dim3
+    block: Dim3
+    shared_mem: int = 0
+    stream: Any = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "grid", _dim3(self.grid, "grid"))
+        object.__setattr__(self, "block", _dim3(self.block, "block"))
+        if isinstance(self.shared_mem, bool) or not isinstance(self.shared_mem, int) or self.shared_mem < 0:
+            raise ConfigurationError(f"shared_mem must be a non-negative integer of bytes, got {self.shared_mem!r}")
+
+    @property
+    def threads_per_block(self) -> int:
+        return self.block[0] * self.block[1] * self.block[2]
+
+    @property
+    def block_count(self) -> int:
+        return self.grid[0] * self.grid[1] * self.grid[2]
+
+    @property
+    def total_threads(self) -> int:
+        return self.threads_per_block * self.block_count
+
+    def violations(self, arch: GpuArchitecture, resources: KernelResources | None = None) -> list[str]:
+        """Every device or kernel limit this configuration breaks, as sentences (empty: fine)."""
+        problems: list[str] = []
+        tpb = self.threads_per_block
+        limit = arch.max_threads_per_block
+        if resources is not None and resources.max_threads_per_block:
+            limit = min(limit, resources.max_threads_per_block)
+        if tpb > limit:
+            problems.append(
+                f"block {self.block} has {tpb} threads; at most {limit} are allowed"
+                + (" for this compiled kernel" if limit < arch.max_threads_per_block else f" on {arch.name}")
+            )
+        for axis, (b, m) in enumerate(zip(self.block, arch.max_block_dim)):
+            if b > m:
+                problems.append(f"block dimension {'xyz'[axis]}={b} exceeds the device limit {m}")
+        for axis, (g, m) in enumerate(zip(self.grid, arch.max_grid_dim)):
+            if g > m:
+                problems.append(f"grid dimension {'xyz'[axis]}={g} exceeds the device limit {m}")
+        static = resources.shared_mem_per_block if resources is not None else 0
+        if self.shared_mem + static > arch.max_shared_memory_per_block:
+            problems.append(
+                f"shared memory {self.shared_mem} B dynamic + {static} B static exceeds "
+                f"{arch.max_shared_memory_per_block} B per block"
+            )
+        return problems
+
+
+@dataclass(frozen=True)
+class LaunchDecision:
+    """A chosen configuration and the reasons for it (``kernel.last_config``)."""
+
+    mode: KernelMode
+    config: LaunchConfig
+    elements: int
+    grid_stride: bool
+    resident_blocks_per_sm: int
+    occupancy: float
+    reasons: tuple[str, ...]
+    arch_name: str
+
+    @property
+    def grid(self) -> Dim3:
+        return self.config.grid
+
+    @property
+    def block(self) -> Dim3:
+        return self.config.block
+
+    def explain(self) -> str:
+        """A short human-readable account of the decision."""
+        lines = [
+            f"mode {self.mode}, grid {self.grid[0]}x{self.grid[1]}x{self.grid[2]}, "
+            f"block {self.block[0]}x{self.block[1]}x{self.block[2]}, "
+            f"{self.elements} elements on {self.arch_name}",
+            f"occupancy {self.occupancy:.0%} ({self.resident_blocks_per_sm} resident blocks/SM), "
+            + ("grid-stride safe kernel" if self.grid_stride else "kernel needs one thread per work unit"),
+        ]
+        lines += [f"- {r}" for r in self.reasons]
+        return "\n".join(lines)
+
+    __str__ = explain
+
+
+class KernelModeSelector:
+    """Chooses a kernel mode, block and grid for a workload on a GPU.
+
+    Parameters
+    ----------
+    gpu_arch:
+        The GPU to plan for.
+    preferred_block:
+        Block size preferred for element-wise work (default 256, or
+        ``RINGKERNEL_DEFAULT_BLOCK``); the occupancy search departs from it only when
+        another size keeps more threads resident.
+    """
+
+    def __init__(self, gpu_arch: GpuArchitecture, *, preferred_block: int | None = None) -> None:
+        if not isinstance(gpu_arch, GpuArchitecture):
+            raise ConfigurationError(f"KernelModeSelector needs a GpuArchitecture, got {type(gpu_arch).__name__}")
+        if preferred_block is None:
+            from .config import settings
+
+            preferred_block = settings().default_block or 256
+        if preferred_block <= 0 or preferred_block % gpu_arch.warp_size or preferred_block > gpu_arch.max_threads_per_block:
+            raise ConfigurationError(
+                f"preferred_block={preferred_block} must be a positive multiple of {gpu_arch.warp_size} "
+                f"and at most {gpu_arch.max_threads_per_block}"
+            )
+        self.gpu_arch = gpu_arch
+        self.preferred_block = preferred_block
+
+    # -- mode -------------------------------------------------------------------------
+    def select(self, profile: WorkloadProfile) -> KernelMode:
+        """A concrete mode for ``profile`` (never ``AUTO``)."""
+        return self._select(profile)[0]
+
+    def _select(self, profile: WorkloadProfile) -> tuple[KernelMode, str]:
+        arch = self.gpu_arch
+        avg, mx = profile.avg_work_per_element, profile.max_work_per_element
+        pattern = profile.memory_access_pattern
+        if avg >= arch.warp_size:
+            return KernelMode.WARP_COOPERATIVE, (
+                f"average work per element {avg:g} >= warp size {arch.warp_size}: one warp per element"
+            )
+        if mx >= arch.warp_size and mx > 4 * avg:
+            return KernelMode.WORK_ITEM_CENTRIC, (
+                f"work per element is skewed (max {mx} > 4x average {avg:g}): one thread per work item balances load"
+            )
+        if pattern.kind is PatternKind.STRIDED and pattern.stride > 1:
+            return KernelMode.SOA, (
+                f"strided access (stride {pattern.stride}) does not coalesce: use a structure-of-arrays layout"
+            )
+        ws = profile.working_set_bytes
+        if pattern.kind is PatternKind.NEIGHBOR and ws is not None and ws > arch.l2_cache_bytes:
+            tile = self._tile_for(profile.bytes_per_element or 4)
+            return KernelMode.tiled(tile), (
+                f"neighbour access over {ws} B > L2 {arch.l2_cache_bytes} B: stage tiles of {tile} elements in shared memory"
+            )
+        why = "uniform work, coalesced access: one thread per element"
+        if pattern.kind is PatternKind.RANDOM:
+            why = "random access gains nothing from tiling: one thread per element for the most memory parallelism"
+        elif pattern.kind is PatternKind.NEIGHBOR:
+            why = "neighbour access whose working set fits in L2: one thread per element"
+        return KernelMode.ELEMENT_CENTRIC, why
+
+    def _tile_for(self, bytes_per_element: int) -> int:
+        # Half the per-block shared memory, so two blocks fit per SM; power of two.
+        budget = self.gpu_arch.max_shared_memory_per_block // 2
+        tile = 1 << max(5, int(math.log2(max(1, budget // bytes_per_element))))
+        return min(tile, 8192)
+
+    def _resolve(self, mode: KernelMode, profile: WorkloadProfile | None) -> KernelMode:
+        if not isinstance(mode, KernelMode):
+            raise ConfigurationError(f"mode must be a KernelMode, got {mode!r}")
+        if mode.is_auto:
+            return self.select(profile) if profile is not None else KernelMode.ELEMENT_CENTRIC
+        return mode
+
+    # -- occupancy --------------------------------------------------------------------
+    def resident_blocks_per_sm(self, block_threads: int, resources: KernelResources | None = None) -> int:
+        """Blocks of ``block_threads`` one SM holds at once, limited by threads, blocks, registers, shared memory."""
+        arch = self.gpu_arch
+        if block_threads <= 0 or block_threads > arch.max_threads_per_block:
+            return 0
+        warps = -(-block_threads // arch.warp_size)
+        limits = [arch.max_threads_per_sm // (warps * arch.warp_size), arch.max_blocks_per_sm]
+        if resources is not None:
+            if resources.max_threads_per_block and block_threads > resources.max_threads_per_block:
+                return 0
+            if resources.registers_per_thread:
+                # Registers are allocated per warp in units of 256.
+                per_warp = -(-resources.registers_per_thread * arch.warp_size // 256) * 256
+                limits.append(arch.registers_per_sm // (per_warp * warps))
+            if resources.shared_mem_per_block:
+                if resources.shared_mem_per_block > arch.max_shared_memory_per_block:
+                    return 0
+                reserved = 1024 if arch.compute_capability >= (8, 0) else 0
+                limits.append(arch.shared_memory_per_sm // (resources.shared_mem_per_block + reserved))
+        return max(0, min(limits))
+
+    def occupancy(self, block_threads: int, resources: KernelResources | None = None) -> float:
+        """Fraction of the SM's thread slots that blocks of ``block_threads`` keep busy."""
+        blocks = self.resident_blocks_per_sm(block_threads, resources)
+        return blocks * block_threads / self.gpu_arch.max_threads_per_sm
+
+    # -- block and grid ---------------------------------------------------------------
+    def _preferred_block(self, mode: KernelMode) -> int:
+        arch = self.gpu_arch
+        if mode.kind is ModeKind.TILED:
+            t = min(mode.tile_size or self.preferred_block, arch.max_threads_per_block)
+            return max(arch.warp_size, t - t % arch.warp_size)
+        if mode.kind is ModeKind.WORK_ITEM_CENTRIC:
+            return min(128, self.preferred_block)
+        return self.preferred_block
+
+    def recommended_block_size(
+        self,
+        mode: KernelMode,
+        *,
+        resources: KernelResources | None = None,
+        elements: int | None = None,
+    ) -> Dim3:
+        """Block shape for ``mode``: the preferred size unless another keeps more threads resident.
+
+        With ``elements`` known and small, the block shrinks to the warps those elements need.
+        """
+        arch = self.gpu_arch
+        mode = self._resolve(mode, None)
+        preferred = self._preferred_block(mode)
+        limit = arch.max_threads_per_block
+        if resources is not None and resources.max_threads_per_block:
+            limit = min(limit, resources.max_threads_per_block)
+        limit -= limit % arch.warp_size
+        if limit <= 0:
+            raise ConfigurationError(
+                f"the kernel allows {resources.max_threads_per_block if resources else 0} threads per block, "
+                "less than one warp",
+                hint="reduce the kernel's register or shared-memory use",
+            )
+        # Preferred first, then the usual sizes, then every other warp multiple; among equal
+        # occupancies the earliest wins.
+        ordered = [preferred, *_BLOCK_CANDIDATES, *range(arch.warp_size, limit + 1, arch.warp_size)]
+        candidates = list(dict.fromkeys(c for c in ordered if c <= limit)) or [limit]
+        rank = {c: i for i, c in enumerate(candidates)}
+        best = max(candidates, key=lambda c: (self.occupancy(c, resources), -rank[c]))
+        if self.occupancy(best, resources) == 0:
+            # Nothing fits at full size (e.g. big static shared memory): fall back to the limit.
+            best = limit
+        if elements is not None and mode.kind is not ModeKind.TILED:
+            threads_needed = elements * (arch.warp_size if mode.kind is ModeKind.WARP_COOPERATIVE else 1)
+            small = -(-max(threads_needed, 1) // arch.warp_size) * arch.warp_size
+            best = min(best, small)
+        return (best, 1, 1)
+
+    def threads_needed(self, mode: KernelMode, elements: int) -> int:
+        """Threads that cover ``elements`` in ``mode`` with one work unit each."""
+        mode = self._resolve(mode, None)
+        if mode.kind is ModeKind.WARP_COOPERATIVE:
+            return elements * self.gpu_arch.warp_size
+        return elements
+
+    def recommended_grid_size(
+        self,
+        mode: KernelMode,
+        elements: int,
+        *,
+        block: int | Sequence[int] | None = None,
+        grid_stride: bool = False,
+        resources: KernelResources | None = None,
+    ) -> Dim3:
+        """Grid shape covering ``elements`` in ``mode``.
+
+        Without ``grid_stride`` the grid always has at least one thread per work unit (and
+        raises :class:`ConfigurationError` if that exceeds the device's grid limit). With it,
+        the grid is capped at ``GRID_STRIDE_WAVES`` full waves of resident blocks.
+        """
+        return self._grid(mode, elements, block, grid_stride, resources)[0]
+
+    def _grid(
+        self,
+        mode: KernelMode,
+        elements: int,
+        block: int | Sequence[int] | None,
+        grid_stride: bool,
+        resources: KernelResources | None,
+    ) -> tuple[Dim3, str]:
+        arch = self.gpu_arch
+        if isinstance(elements, bool) or not isinstance(elements, int) or elements < 0:
+            raise ConfigurationError(f"elements must be a non-negative integer, got {elements!r}")
+        mode = self._resolve(mode, None)
+        if block is None:
+            block = self.recommended_block_size(mode, resources=resources, elements=elements)
+        tpb = math.prod(_dim3(block, "block"))
+        if mode.kind is ModeKind.TILED:
+            assert mode.tile_size is not None
+            full = max(1, -(-elements // mode.tile_size))
+            why = f"one block per tile of {mode.tile_size} elements"
+        else:
+            full = max(1, -(-self.threads_needed(mode, elements) // tpb))
+            why = "one thread per " + ("warp-element" if mode.kind is ModeKind.WARP_COOPERATIVE else "work unit")
+        grid = full
+        if grid_stride:
+            resident = max(1, self.resident_blocks_per_sm(tpb, resources))
+            cap = min(arch.sm_count * resident * GRID_STRIDE_WAVES, arch.max_grid_dim[0])
+            if full > cap:
+                grid = cap
+                why = (
+                    f"grid-stride: capped at {GRID_STRIDE_WAVES} waves of {resident} resident blocks x "
+                    f"{arch.sm_count} SMs = {cap} blocks (each thread loops ~{-(-full // cap)} times)"
+                )
+        if grid > arch.max_grid_dim[0]:
+            raise ConfigurationError(
+                f"{elements} elements need {grid} blocks of {tpb} threads, over the device's grid limit "
+                f"{arch.max_grid_dim[0]}",
+                hint="declare the kernel grid-stride safe (gpu_kernel(grid_stride=True)) and loop over elements",
+                details={"elements": elements, "grid": grid, "limit": arch.max_grid_dim[0]},
+            )
+        return (grid, 1, 1), why
+
+    def plan(
+        self,
+        profile: WorkloadProfile,
+        *,
+        mode: KernelMode = KernelMode.AUTO,
+        grid_stride: bool = False,
+        resources: KernelResources | None = None,
+        block: int | Sequence[int] | None = None,
+        shared_mem: int = 0,
+        stream: Any = None,
+    ) -> LaunchDecision:
+        """Mode, block and grid for ``profile``, with the reasons (what ``@gpu_kernel`` launches with)."""
+        reasons: list[str] = []
+        if mode.is_auto:
+            mode, why = self._select(profile)
+            reasons.append(f"mode {mode}: {why}")
+        else:
+            mode = self._resolve(mode, profile)
+            reasons.append(f"mode {mode}: fixed by the kernel")
+        if block is None:
+            block3 = self.recommended_block_size(mode, resources=resources, elements=profile.element_count)
+            occ = self.occupancy(block3[0], resources)
+            detail = f"block {block3[0]}: occupancy {occ:.0%}"
+            if resources is not None and resources.registers_per_thread:
+                detail += f" at {resources.registers_per_thread} registers/thread"
+            if resources is not None and resources.shared_mem_per_block:
+                detail += f", {resources.shared_mem_per_block} B static shared memory"
+            reasons.append(detail)
+        else:
+            block3 = _dim3(block, "block")
+            reasons.append(f"block {block3}: fixed by the kernel")
+        grid, why = self._grid(mode, profile.element_count, block3, grid_stride, resources)
+        reasons.append(f"grid {grid[0]}: {why}")
+        config = LaunchConfig(grid=grid, block=block3, shared_mem=shared_mem, stream=stream)
+        tpb = config.threads_per_block
+        return LaunchDecision(
+            mode=mode,
+            config=config,
+            elements=profile.element_count,
+            grid_stride=grid_stride,
+            resident_blocks_per_sm=self.resident_blocks_per_sm(tpb, resources),
+            occupancy=self.occupancy(tpb, resources),
+            reasons=tuple(reasons),
+            arch_name=self.gpu_arch.name,
+        )

@@ -1,0 +1,41 @@
+"""Test set-up: numba's CUDA simulator unless RINGKERNEL_GPU_TESTS=1; fresh random data."""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+# Must happen before anything imports numba: numba picks simulator or GPU at import time.
+if os.environ.get("RINGKERNEL_GPU_TESTS") != "1":
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not SIMULATOR:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU: run with RINGKERNEL_GPU_TESTS=1 on the GPU machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A generator with a fresh seed, printed so a failure can be replayed."""
+    seed = secrets.randbits(32)
+    print(f"random seed: {seed}")
+    return np.random.default_rng(seed)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings() -> None:
+    from ringkernel import config
+
+    config.reset()
+    yield
+    config.reset()

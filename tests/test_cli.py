@@ -1,0 +1,48 @@
+"""The command line and the examples, run as a user would (subprocesses, no GPU: simulator)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def test_info_json() -> None:
+    out = _run("-m", "ringkernel", "info", "--json")
+    assert out.returncode == 0, out.stderr
+    facts = json.loads(out.stdout)
+    assert facts["device"] and facts["sm_count"] >= 1 and "numba-cuda" in facts["versions"]
+
+
+def test_info_text() -> None:
+    out = _run("-m", "ringkernel", "info")
+    assert out.returncode == 0, out.stderr
+    assert "compute_capability" in out.stdout and "max_threads_per_block" in out.stdout
+
+
+def test_demo_checks_and_times() -> None:
+    out = _run("-m", "ringkernel", "demo", "--elements", "2000", "--repeat", "2")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "result matches NumPy: yes" in out.stdout
+    assert "mode ElementCentric" in out.stdout and "GB/s" in out.stdout
+
+
+def test_demo_rejects_bad_size() -> None:
+    out = _run("-m", "ringkernel", "demo", "--elements", "0")
+    assert out.returncode == 2 and "--elements must be positive" in out.stderr
+
+
+def test_example_vector_add() -> None:
+    out = _run(str(ROOT / "examples" / "vector_add.py"), "500")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "matches NumPy: True" in out.stdout and "grid 2" in out.stdout
