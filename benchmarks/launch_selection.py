@@ -4,7 +4,9 @@ A grid-stride vector add of 2^28 float32 is timed (CUDA events, median) with:
   * the configuration ``@gpu_kernel`` chooses (``vector_add(a, b, c)``),
   * every block size 64..1024 (powers of two) with one thread per element, and with
     grid-stride grids of 1, 2, 4, 8, 16, 32 blocks per SM,
-  * a device-to-device copy moving the same number of bytes (the ceiling).
+  * device-to-device copies moving the same number of bytes: numba's ``copy_to_device``
+    (cuMemcpyDtoD), and CuPy's and PyTorch's copies where installed; the fastest is the
+    ceiling ``auto_fraction_of_copy`` is taken against.
 Rounds interleave all configurations so clock drift affects them alike. Writes JSON with
 ``auto_fraction_of_best``, ``auto_fraction_of_copy`` and the full sweep.
 
@@ -73,10 +75,30 @@ def main() -> int:
         configs.append({"kind": "one_per_element", "grid": -(-n // block), "block": block})
         for per_sm in (1, 2, 4, 8, 16, 32):
             configs.append({"kind": "grid_stride", "blocks_per_sm": per_sm, "grid": per_sm * arch.sm_count, "block": block})
-    configs.append({"kind": "copy"})
+    copies: list[dict] = [{"kind": "copy", "via": "numba copy_to_device (cuMemcpyDtoD)"}]
+    extra_copy: dict[str, tuple] = {}
+    try:
+        import cupy
+
+        cp_src = cupy.asarray(copy_src)
+        cp_dst = cupy.empty_like(cp_src)
+        extra_copy["cupy"] = (lambda: cp_dst.__setitem__(Ellipsis, cp_src))
+        copies.append({"kind": "copy", "via": "cupy dst[...] = src"})
+    except Exception:  # not installed here
+        pass
+    try:
+        import torch
+
+        t_src = torch.as_tensor(copy_src, device="cuda")
+        t_dst = torch.empty_like(t_src)
+        extra_copy["torch"] = (lambda: t_dst.copy_(t_src))
+        copies.append({"kind": "copy", "via": "torch dst.copy_(src)"})
+    except Exception:
+        pass
+    configs.extend(copies)
 
     # Every swept configuration must also be correct (poisoned output, full comparison).
-    for cfg in configs[1:-1]:
+    for cfg in configs[1 : -len(copies)]:
         poison()
         dispatcher[cfg["grid"], cfg["block"]](a, b, c)
         if not np.array_equal(c.copy_to_host(), ref):
@@ -90,7 +112,11 @@ def main() -> int:
         if cfg["kind"] == "auto":
             vector_add(a, b, c)
         elif cfg["kind"] == "copy":
-            copy_dst.copy_to_device(copy_src)
+            via = cfg["via"].split()[0]
+            if via == "numba":
+                copy_dst.copy_to_device(copy_src)
+            else:
+                extra_copy[via]()
         else:
             dispatcher[cfg["grid"], cfg["block"]](a, b, c)
         end.record()
@@ -112,8 +138,8 @@ def main() -> int:
         cfg["median_ms"] = med
         cfg["gbps"] = moved / (med * 1e-3) / 1e9
     auto_cfg = configs[0]
-    copy_cfg = configs[-1]
-    sweep = configs[1:-1]
+    copy_cfg = max(copies, key=lambda c_: c_["gbps"])
+    sweep = configs[1 : -len(copies)]
     best = max(sweep, key=lambda c_: c_["gbps"])
     result = {
         "benchmark": "launch_selection",
@@ -123,6 +149,8 @@ def main() -> int:
         "best": {k: v for k, v in best.items() if k != "times_ms"},
         "copy_gbps": copy_cfg["gbps"],
         "copy_median_ms": copy_cfg["median_ms"],
+        "copy_via": copy_cfg["via"],
+        "copies": [{k: v for k, v in c_.items() if k != "times_ms"} for c_ in copies],
         "elements": n,
         "bytes_moved_per_launch": moved,
         "samples_per_config": args.rounds * args.reps,
@@ -138,6 +166,7 @@ def main() -> int:
     print(f"{'config':<34} {'grid':>9} {'block':>5} {'ms':>8} {'GB/s':>8} {'of best':>8}")
     for cfg in sorted(configs, key=lambda c_: -c_["gbps"]):
         label = cfg["kind"] + (f" {cfg['blocks_per_sm']}/SM" if "blocks_per_sm" in cfg else "")
+        label += f" {cfg['via'].split()[0]}" if "via" in cfg else ""
         print(f"{label:<34} {cfg.get('grid', '-'):>9} {cfg.get('block', '-'):>5} {cfg['median_ms']:>8.4f} "
               f"{cfg['gbps']:>8.1f} {cfg['gbps'] / best['gbps']:>8.3f}")
     print(f"auto_fraction_of_best = {result['auto_fraction_of_best']:.4f}")

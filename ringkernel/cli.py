@@ -15,8 +15,10 @@ __all__ = ["main"]
 def _versions() -> dict[str, str]:
     from importlib import metadata
 
-    out = {"python": platform.python_version()}
-    for pkg in ("ringkernel", "numba", "numba-cuda", "numpy", "scipy", "nvtx", "platformdirs", "cuda-bindings", "cupy-cuda13x", "cupy-cuda12x"):
+    from . import __version__
+
+    out = {"python": platform.python_version(), "ringkernel": __version__}
+    for pkg in ("numba", "numba-cuda", "numpy", "scipy", "nvtx", "platformdirs", "cuda-bindings", "cupy-cuda13x", "cupy-cuda12x"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:

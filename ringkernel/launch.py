@@ -36,9 +36,11 @@ __all__ = [
 Dim3 = tuple[int, int, int]
 
 #: Resident-grid multiple used for grid-stride kernels: the grid is capped at
-#: ``sm_count * resident_blocks_per_sm * GRID_STRIDE_WAVES`` blocks. See docs/dsl.md for
-#: the measurement it comes from.
-GRID_STRIDE_WAVES = 8
+#: ``sm_count * resident_blocks_per_sm * GRID_STRIDE_WAVES`` blocks. Measured on an H200
+#: (benchmarks/results/launch_selection*.json, 2^28-element vector add): 1, 2 and 4 full
+#: waves all reach 99-100% of the best swept configuration, 8 waves of 256-thread blocks
+#: only 94%, and one thread per element (no cap) 60%.
+GRID_STRIDE_WAVES = 2
 
 # Candidate block sizes the occupancy search considers, in order of general preference.
 _BLOCK_CANDIDATES = (256, 512, 128, 1024, 384, 768, 192, 640, 896, 64, 320, 448, 576, 704, 832, 960)
@@ -574,16 +576,17 @@ class KernelModeSelector:
             reasons.append(f"mode {mode}: fixed by the kernel")
         if block is None:
             block3 = self.recommended_block_size(mode, resources=resources, elements=profile.element_count)
-            occ = self.occupancy(block3[0], resources)
-            detail = f"block {block3[0]}: occupancy {occ:.0%}"
-            if resources is not None and resources.registers_per_thread:
-                detail += f" at {resources.registers_per_thread} registers/thread"
-            if resources is not None and resources.shared_mem_per_block:
-                detail += f", {resources.shared_mem_per_block} B static shared memory"
-            reasons.append(detail)
+            detail = f"block {block3[0]}: occupancy {self.occupancy(block3[0], resources):.0%}"
         else:
             block3 = _dim3(block, "block")
-            reasons.append(f"block {block3}: fixed by the kernel")
+            detail = f"block {block3[0]}x{block3[1]}x{block3[2]} fixed by the kernel: occupancy " + (
+                f"{self.occupancy(math.prod(block3), resources):.0%}"
+            )
+        if resources is not None and resources.registers_per_thread:
+            detail += f" at {resources.registers_per_thread} registers/thread"
+        if resources is not None and resources.shared_mem_per_block:
+            detail += f", {resources.shared_mem_per_block} B static shared memory"
+        reasons.append(detail)
         grid, why = self._grid(mode, profile.element_count, block3, grid_stride, resources)
         reasons.append(f"grid {grid[0]}: {why}")
         config = LaunchConfig(grid=grid, block=block3, shared_mem=shared_mem, stream=stream)

@@ -83,10 +83,12 @@ def test_grid_stride_kernel_correct_with_any_grid(rng: np.random.Generator) -> N
 
 def test_grid_stride_lets_selector_launch_fewer_threads() -> None:
     out = cuda.device_array(1, np.int64)
-    # The simulated GPU holds 1024 threads; 8 waves of 4 blocks of 256 -> at most 32 blocks.
+    from ringkernel.launch import GRID_STRIDE_WAVES
+
+    # The simulated GPU holds 1024 threads: 4 resident blocks of 256 per wave.
     count_threads(out, elements=100_000)
     blocks = int(out.copy_to_host()[0])
-    assert blocks == count_threads.last_config.grid[0] == 32
+    assert blocks == count_threads.last_config.grid[0] == 4 * GRID_STRIDE_WAVES
     assert "capped" in count_threads.explain()
 
 
@@ -189,7 +191,7 @@ def test_bad_options() -> None:
 
 
 def test_fixed_mode_is_reported() -> None:
-    @gpu_kernel(mode=KernelMode.WARP_COOPERATIVE, grid_stride=True)
+    @gpu_kernel(mode=KernelMode.WARP_COOPERATIVE)
     def warp_per_elem(out):  # type: ignore[no-untyped-def]
         pass
 

@@ -56,7 +56,7 @@ def test_sum_reduce(rng: np.random.Generator, n: int, dtype: type) -> None:
 
 
 def test_sum_reduce_capped_grid_still_sums_everything(rng: np.random.Generator) -> None:
-    # 9000 elements: more than the simulated device's 8192-thread grid-stride cap.
+    # 9000 elements: more than the simulated device's grid-stride cap (threads loop).
     x = rng.random(9000)
     assert sum_reduce(cuda.to_device(x)) == pytest.approx(x.sum(), rel=1e-12)
 
