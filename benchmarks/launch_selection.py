@@ -7,7 +7,12 @@ A grid-stride vector add of 2^28 float32 is timed (CUDA events, median) with:
   * device-to-device copies moving the same number of bytes: numba's ``copy_to_device``
     (cuMemcpyDtoD), and CuPy's and PyTorch's copies where installed; the fastest is the
     ceiling ``auto_fraction_of_copy`` is taken against.
-Rounds interleave all configurations so clock drift affects them alike. Writes JSON with
+Each sample is one CUDA-event pair around ``--batch`` back-to-back launches (time / batch),
+so the host's launch overhead overlaps the previous launch instead of leaving the GPU idle
+between the events: the figure is the kernel's bandwidth, whatever path launched it. The
+host overhead per launch is measured separately (``launch_overhead_us``, small arrays, host
+clock, one synchronize at the end). Rounds interleave all configurations in random order so
+clock drift affects them alike. Writes JSON with
 ``auto_fraction_of_best``, ``auto_fraction_of_copy`` and the full sweep.
 
     python benchmarks/launch_selection.py --out benchmarks/results/launch_selection.json
@@ -31,7 +36,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--log2n", type=int, default=28)
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds over all configurations")
-    p.add_argument("--reps", type=int, default=10, help="timed launches per configuration per round")
+    p.add_argument("--reps", type=int, default=10, help="samples per configuration per round")
+    p.add_argument("--batch", type=int, default=10, help="back-to-back launches per sample")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
 
@@ -107,21 +113,27 @@ def main() -> int:
 
     start, end = cuda.event(), cuda.event()
 
+    batch = args.batch
+
     def time_one(cfg: dict) -> float:
-        start.record()
         if cfg["kind"] == "auto":
-            vector_add(a, b, c)
+            def go() -> None:
+                vector_add(a, b, c)
         elif cfg["kind"] == "copy":
             via = cfg["via"].split()[0]
-            if via == "numba":
-                copy_dst.copy_to_device(copy_src)
-            else:
-                extra_copy[via]()
+            go = (lambda: copy_dst.copy_to_device(copy_src)) if via == "numba" else extra_copy[via]
         else:
-            dispatcher[cfg["grid"], cfg["block"]](a, b, c)
+            launcher = dispatcher[cfg["grid"], cfg["block"]]
+
+            def go() -> None:
+                launcher(a, b, c)
+        cuda.synchronize()
+        start.record()
+        for _ in range(batch):
+            go()
         end.record()
         end.synchronize()
-        return cuda.event_elapsed_time(start, end)
+        return cuda.event_elapsed_time(start, end) / batch
 
     for cfg in configs:  # warm each once
         time_one(cfg)
@@ -137,6 +149,33 @@ def main() -> int:
         med = float(np.median(cfg["times_ms"]))
         cfg["median_ms"] = med
         cfg["gbps"] = moved / (med * 1e-3) / 1e9
+    # Host overhead per launch, small arrays so the GPU is never the bottleneck.
+    small = 4096
+    sa, sb, sc = cuda.to_device(a_h[:small]), cuda.to_device(b_h[:small]), cuda.device_array(small, np.float32)
+    sg, sbk = -(-small // 256), 256
+    overhead_paths = {
+        "ringkernel_auto": lambda: vector_add(sa, sb, sc),
+        "ringkernel_explicit": lambda: vector_add[sg, sbk](sa, sb, sc),
+        "numba_dispatcher": lambda: dispatcher[sg, sbk](sa, sb, sc),
+    }
+    import warnings
+
+    launch_overhead: dict[str, float] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numba's low-occupancy warning for the tiny grid
+        for name, fn in overhead_paths.items():
+            for _ in range(200):
+                fn()
+            cuda.synchronize()
+            per = []
+            for _ in range(5):
+                t = time.perf_counter()
+                for _ in range(2000):
+                    fn()
+                cuda.synchronize()
+                per.append((time.perf_counter() - t) / 2000 * 1e6)
+            launch_overhead[name] = float(np.median(per))
+
     auto_cfg = configs[0]
     copy_cfg = max(copies, key=lambda c_: c_["gbps"])
     sweep = configs[1 : -len(copies)]
@@ -154,6 +193,8 @@ def main() -> int:
         "elements": n,
         "bytes_moved_per_launch": moved,
         "samples_per_config": args.rounds * args.reps,
+        "launches_per_sample": batch,
+        "launch_overhead_us": launch_overhead,
         "sweep": [{k: v for k, v in s.items() if k != "times_ms"} for s in sweep],
         "device": {"name": arch.name, "compute_capability": list(arch.compute_capability), "sm_count": arch.sm_count,
                    "l2_cache_bytes": arch.l2_cache_bytes, "driver": _driver_version()},
@@ -161,7 +202,9 @@ def main() -> int:
         "host": platform.node(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": "python benchmarks/launch_selection.py " + " ".join(sys.argv[1:]),
-        "timing": "CUDA events around each launch, median over all samples; rounds interleave configurations in random order",
+        "timing": "CUDA events around --batch back-to-back launches (time/batch), median over all samples; "
+        "rounds interleave configurations in random order; launch_overhead_us: host clock per launch, "
+        "4096-element arrays, 2000 launches then one synchronize, median of 5",
     }
     print(f"{'config':<34} {'grid':>9} {'block':>5} {'ms':>8} {'GB/s':>8} {'of best':>8}")
     for cfg in sorted(configs, key=lambda c_: -c_["gbps"]):
@@ -169,6 +212,7 @@ def main() -> int:
         label += f" {cfg['via'].split()[0]}" if "via" in cfg else ""
         print(f"{label:<34} {cfg.get('grid', '-'):>9} {cfg.get('block', '-'):>5} {cfg['median_ms']:>8.4f} "
               f"{cfg['gbps']:>8.1f} {cfg['gbps'] / best['gbps']:>8.3f}")
+    print("host overhead per launch (us):", {k: round(v, 2) for k, v in launch_overhead.items()})
     print(f"auto_fraction_of_best = {result['auto_fraction_of_best']:.4f}")
     print(f"auto_fraction_of_copy = {result['auto_fraction_of_copy']:.4f}")
     if args.out:

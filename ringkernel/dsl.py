@@ -61,7 +61,18 @@ class _ArrayInfo:
 
 
 def _array_info(arg: Any) -> _ArrayInfo | None:
-    """Shape/dtype of a device array (numba, simulator, or ``__cuda_array_interface__``), else None."""
+    """Shape/dtype of a device array (numba, simulator, CuPy, ``__cuda_array_interface__``), else None.
+
+    numba's and CuPy's arrays expose ``shape``/``dtype``/``size`` as plain attributes, which
+    is several times cheaper than building their ``__cuda_array_interface__`` dict; the
+    interface is the fallback (PyTorch tensors, whose ``dtype`` is not a NumPy dtype).
+    """
+    if isinstance(arg, (int, float, complex, bool, np.generic, np.ndarray)) or arg is None:
+        return None
+    dtype = getattr(arg, "dtype", None)
+    # hasattr on the type: on an instance it would build the interface dict.
+    if isinstance(dtype, np.dtype) and (hasattr(type(arg), "__cuda_array_interface__") or _is_sim_array(arg)):
+        return _ArrayInfo(tuple(arg.shape), dtype, int(arg.size))
     cai = getattr(arg, "__cuda_array_interface__", None)
     if cai is not None:
         shape = tuple(int(s) for s in cai["shape"])
@@ -69,8 +80,6 @@ def _array_info(arg: Any) -> _ArrayInfo | None:
         for s in shape:
             size *= s
         return _ArrayInfo(shape, np.dtype(cai["typestr"]), size)
-    if _is_sim_array(arg):
-        return _ArrayInfo(tuple(arg.shape), np.dtype(arg.dtype), int(arg.size))
     return None
 
 
@@ -242,12 +251,12 @@ class GpuKernel:
             out.append((i, host, dev))
         return tuple(moved), out
 
-    def _check_types(self, args: tuple[Any, ...]) -> None:
+    def _check_types(self, args: tuple[Any, ...], infos: list[_ArrayInfo | None]) -> None:
         sigs = self.signatures
         if not sigs:
             return
         for sig in sigs:
-            if all(_accepts(t, a) for t, a in zip(sig, args)):
+            if all(_accepts(t, a, i) for t, a, i in zip(sig, args, infos)):
                 return
         got = ", ".join(_describe(a) for a in args)
         accepted = "; ".join("(" + ", ".join(_fmt_type(t) for t in s) + ")" for s in sigs)
@@ -259,8 +268,7 @@ class GpuKernel:
             details={"arguments": got, "signatures": accepted},
         )
 
-    def _elements_from(self, args: tuple[Any, ...]) -> int:
-        infos = [_array_info(a) for a in args]
+    def _elements_from(self, args: tuple[Any, ...], infos: list[_ArrayInfo | None]) -> int:
         if self._same_size:
             sizes = {self._params[i]: (infos[i].size if infos[i] is not None else None) for i in self._same_size}
             distinct = {s for s in sizes.values()}
@@ -292,16 +300,12 @@ class GpuKernel:
         return max(sizes_all)
 
     # -- compilation and resources ----------------------------------------------------
-    def _type_key(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        key = []
-        for a in args:
-            info = _array_info(a)
-            key.append((info.dtype, len(info.shape)) if info is not None else type(a))
-        return tuple(key)
-
     def resources(self, *args: Any) -> KernelResources | None:
         """Registers and shared memory of the kernel compiled for ``args`` (``None`` on the simulator)."""
-        key = self._type_key(args)
+        return self._resources_for(args, [_array_info(a) for a in args])
+
+    def _resources_for(self, args: tuple[Any, ...], infos: list[_ArrayInfo | None]) -> KernelResources | None:
+        key = tuple((i.dtype, len(i.shape)) if i is not None else type(a) for a, i in zip(args, infos))
         try:
             return self._resources[key]
         except KeyError:
@@ -348,9 +352,16 @@ class GpuKernel:
         stream: Any = None,
     ) -> LaunchDecision:
         """The configuration a launch with these arguments would use, without launching."""
-        return self._plan(args, elements, profile, stream)
+        return self._plan(args, [_array_info(a) for a in args], elements, profile, stream)
 
-    def _plan(self, args: tuple[Any, ...], elements: int | None, profile: WorkloadProfile | None, stream: Any) -> LaunchDecision:
+    def _plan(
+        self,
+        args: tuple[Any, ...],
+        infos: list[_ArrayInfo | None],
+        elements: int | None,
+        profile: WorkloadProfile | None,
+        stream: Any,
+    ) -> LaunchDecision:
         if profile is not None:
             if not isinstance(profile, WorkloadProfile):
                 raise KernelArgumentError(f"profile must be a WorkloadProfile, got {profile!r}", kernel_name=self.name)
@@ -362,15 +373,15 @@ class GpuKernel:
                 )
             n = profile.element_count
             if self._same_size:
-                self._elements_from(args)  # still check declared sizes
+                self._elements_from(args, infos)  # still check declared sizes
         elif elements is not None:
             if isinstance(elements, bool) or not isinstance(elements, (int, np.integer)):
                 raise LaunchConfigError(f"elements must be an int, got {elements!r}", kernel_name=self.name)
             n = int(elements)
             if self._same_size:
-                self._elements_from(args)
+                self._elements_from(args, infos)
         else:
-            n = self._elements_from(args)
+            n = self._elements_from(args, infos)
         if n <= 0:
             raise LaunchConfigError(
                 f"asked to launch over {n} elements",
@@ -378,7 +389,7 @@ class GpuKernel:
                 hint="skip the launch when there is nothing to do, or pass elements= with a positive count",
                 details={"elements": n},
             )
-        resources = self.resources(*args)
+        resources = self._resources_for(args, infos)
         key = (n, resources, profile)
         decision = self._decisions.get(key)
         if decision is None:
@@ -431,9 +442,10 @@ class GpuKernel:
     ) -> LaunchDecision:
         """Launch with ``config`` if given, else an automatic one; returns the decision used."""
         dev_args, copies = self._prepare_args(args, host_transfer)
-        self._check_types(dev_args)
+        infos = [_array_info(a) for a in dev_args]
+        self._check_types(dev_args, infos)
         if config is None:
-            decision = self._plan(dev_args, elements, profile, stream)
+            decision = self._plan(dev_args, infos, elements, profile, stream)
         else:
             if not isinstance(config, LaunchConfig):
                 raise LaunchConfigError(
@@ -443,17 +455,18 @@ class GpuKernel:
                 )
             if stream is not None:
                 config = LaunchConfig(config.grid, config.block, config.shared_mem, stream)
-            decision = self._explicit_decision(config, dev_args)
+            decision = self._explicit_decision(config, dev_args, infos)
         self._run(decision.config, dev_args)
         self._last = decision
         for _, host, dev in copies:
             dev.copy_to_host(host)
         return decision
 
-    def _explicit_decision(self, config: LaunchConfig, args: tuple[Any, ...]) -> LaunchDecision:
-        resources = self.resources(*args)
+    def _explicit_decision(
+        self, config: LaunchConfig, args: tuple[Any, ...], infos: list[_ArrayInfo | None]
+    ) -> LaunchDecision:
+        resources = self._resources_for(args, infos)
         self._check_config(config, resources)
-        infos = [_array_info(a) for a in args]
         n = max((i.size for i in infos if i is not None), default=0)
         tpb = config.threads_per_block
         sel = self.selector
@@ -517,7 +530,7 @@ class GpuKernel:
     def explain(self, *args: Any, elements: int | None = None, profile: WorkloadProfile | None = None) -> str:
         """Why the last launch (or, given arguments, a launch with them) got its configuration."""
         if args or elements is not None or profile is not None:
-            return self._plan(args, elements, profile, None).explain()
+            return self._plan(args, [_array_info(a) for a in args], elements, profile, None).explain()
         if self._last is None:
             return f"kernel '{self.name}' has not been launched yet; pass arguments to see the plan"
         return self._last.explain()
@@ -555,12 +568,11 @@ def _fmt_type(numba_type: Any) -> str:
     return str(numba_type)
 
 
-def _accepts(numba_type: Any, arg: Any) -> bool:
+def _accepts(numba_type: Any, arg: Any, info: _ArrayInfo | None) -> bool:
     from numba.core import types
     from numba.np.numpy_support import as_dtype
 
     if isinstance(numba_type, types.Array):
-        info = _array_info(arg)
         if info is None:
             return False
         return info.dtype == as_dtype(numba_type.dtype) and len(info.shape) == numba_type.ndim
