@@ -37,9 +37,10 @@ Dim3 = tuple[int, int, int]
 
 #: Resident-grid multiple used for grid-stride kernels: the grid is capped at
 #: ``sm_count * resident_blocks_per_sm * GRID_STRIDE_WAVES`` blocks. Measured on an H200
-#: (benchmarks/results/launch_selection*.json, 2^28-element vector add): 1, 2 and 4 full
-#: waves all reach 99-100% of the best swept configuration, 8 waves of 256-thread blocks
-#: only 94%, and one thread per element (no cap) 60%.
+#: (benchmarks/results/launch_selection.json, 2^28-element vector add): every grid of 1 to
+#: 16 full waves reaches 98.7-100% of the best swept configuration, while one thread per
+#: element (no cap) reaches 59%. Two waves leave slack for uneven progress between SMs
+#: while keeping the per-block overhead of very large grids away.
 GRID_STRIDE_WAVES = 2
 
 # Candidate block sizes the occupancy search considers, in order of general preference.
