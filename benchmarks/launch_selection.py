@@ -44,7 +44,9 @@ def main() -> int:
     from numba import cuda
 
     from ringkernel import GpuArchitecture
-    from ringkernel.cli import _driver_version, _versions
+    from ringkernel.benchmark import GpuTimer, Statistics
+    from ringkernel._versions import driver_version as _driver_version
+    from ringkernel._versions import library_versions as _versions
     from ringkernel.kernels import vector_add
 
     if not cuda.is_available():
@@ -111,7 +113,7 @@ def main() -> int:
             print(f"sweep configuration {cfg} gave a wrong result", file=sys.stderr)
             return 1
 
-    start, end = cuda.event(), cuda.event()
+    timer = GpuTimer()  # ringkernel.benchmark's event timing: events around a batch of launches
 
     batch = args.batch
 
@@ -127,13 +129,8 @@ def main() -> int:
 
             def go() -> None:
                 launcher(a, b, c)
-        cuda.synchronize()
-        start.record()
-        for _ in range(batch):
-            go()
-        end.record()
-        end.synchronize()
-        return cuda.event_elapsed_time(start, end) / batch
+        timer.synchronize()
+        return timer.time_batch(go, batch)
 
     for cfg in configs:  # warm each once
         time_one(cfg)
@@ -146,9 +143,10 @@ def main() -> int:
             cfg["times_ms"].extend(time_one(cfg) for _ in range(args.reps))
         print(f"round {r + 1}/{args.rounds} done ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
     for cfg in configs:
-        med = float(np.median(cfg["times_ms"]))
-        cfg["median_ms"] = med
-        cfg["gbps"] = moved / (med * 1e-3) / 1e9
+        ci = Statistics.median_confidence_interval(cfg["times_ms"], 0.95)
+        cfg["median_ms"] = ci.estimate
+        cfg["median_ms_ci95"] = [ci.low, ci.high]
+        cfg["gbps"] = moved / (ci.estimate * 1e-3) / 1e9
     # Host overhead per launch, small arrays so the GPU is never the bottleneck.
     small = 4096
     sa, sb, sc = cuda.to_device(a_h[:small]), cuda.to_device(b_h[:small]), cuda.device_array(small, np.float32)

@@ -10,6 +10,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from .benchmark import (
+    Benchmark,
+    BenchmarkBaseline,
+    BenchmarkConfig,
+    BenchmarkResult,
+    BenchmarkRunner,
+    BenchmarkSuite,
+    EnvironmentFingerprint,
+    RegressionReport,
+    RegressionStatus,
+    ScalingMetrics,
+    Statistics,
+)
 from .device import PRESETS, SIMULATED, GpuArchitecture
 from .dsl import ConfiguredLaunch, GpuKernel, gpu_kernel
 from .errors import (
@@ -19,6 +32,8 @@ from .errors import (
     KernelCompileError,
     KernelError,
     KernelLaunchError,
+    BenchmarkError,
+    EnvironmentMismatchError,
     LaunchConfigError,
     RingKernelError,
 )
@@ -53,9 +68,13 @@ __all__ = [
     "LaunchDecision", "ModeKind", "PatternKind", "WorkloadProfile",
     # dsl
     "gpu_kernel", "GpuKernel", "ConfiguredLaunch",
+    # benchmark
+    "Benchmark", "BenchmarkBaseline", "BenchmarkConfig", "BenchmarkResult", "BenchmarkRunner",
+    "BenchmarkSuite", "EnvironmentFingerprint", "RegressionReport", "RegressionStatus", "ScalingMetrics",
+    "Statistics",
     # errors
     "RingKernelError", "ConfigurationError", "DeviceError", "KernelError", "KernelArgumentError",
-    "LaunchConfigError", "KernelCompileError", "KernelLaunchError",
+    "LaunchConfigError", "KernelCompileError", "KernelLaunchError", "BenchmarkError", "EnvironmentMismatchError",
     # device-side helpers (lazy)
     *_INTRINSICS,
 ]  # fmt: skip

@@ -1,39 +1,17 @@
-"""``ringkernel`` command line: ``demo`` (vector add, checked and timed) and ``info`` (device facts)."""
+"""``ringkernel`` command line: ``demo``, ``info``, and ``bench run|compare|report``."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from typing import Any, Sequence
 
+from ._versions import driver_version as _driver_version
+from ._versions import library_versions as _versions
+
 __all__ = ["main"]
-
-
-def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    from . import __version__
-
-    out = {"python": platform.python_version(), "ringkernel": __version__}
-    for pkg in ("numba", "numba-cuda", "numpy", "scipy", "nvtx", "platformdirs", "cuda-bindings", "cupy-cuda13x", "cupy-cuda12x"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
-
-
-def _driver_version() -> str | None:
-    try:
-        from numba import cuda
-
-        major, minor = cuda.cudadrv.driver.driver.get_version()
-        return f"{major}.{minor}"
-    except Exception:
-        return None
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -131,6 +109,81 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _load_benchmarks(script: str) -> list[Any]:
+    import importlib.util
+    from pathlib import Path
+
+    from .benchmark import Benchmark
+
+    path = Path(script)
+    if not path.is_file():
+        raise SystemExit(f"ringkernel bench run: no such script {script!r}")
+    spec = importlib.util.spec_from_file_location(f"_ringkernel_bench_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    factory = getattr(module, "benchmarks", None)
+    if not callable(factory):
+        raise SystemExit(f"ringkernel bench run: {script} must define benchmarks() returning Benchmark objects")
+    cases = list(factory())
+    bad = [c for c in cases if not isinstance(c, Benchmark)]
+    if bad or not cases:
+        raise SystemExit(f"ringkernel bench run: benchmarks() in {script} must return Benchmark objects, got {bad[:1] or 'none'}")
+    return cases
+
+
+def cmd_bench_run(args: argparse.Namespace) -> int:
+    from .config import use_simulator_if_no_gpu
+
+    use_simulator_if_no_gpu()
+    from .benchmark import BenchmarkConfig, BenchmarkRunner, BenchmarkSuite
+
+    cfg = BenchmarkConfig.quick() if args.quick else BenchmarkConfig()
+    overrides = {k: v for k, v in (("measurement_iterations", args.iterations), ("regression_threshold", args.threshold),
+                                   ("flush_l2", True if args.flush_l2 else None)) if v is not None}  # fmt: skip
+    if overrides:
+        from dataclasses import replace
+
+        cfg = replace(cfg, **overrides)
+    cases = _load_benchmarks(args.script)
+    suite = BenchmarkSuite(cfg)
+    if args.baseline:
+        suite.set_baseline(args.baseline)
+    suite.run(cases, runner=BenchmarkRunner(cfg, progress=None), progress=None)
+    paths = suite.write_reports(args.out, args.formats, title=args.title or f"Benchmarks: {args.script}")
+    print(suite.generate_markdown_report(args.title or f"Benchmarks: {args.script}"))
+    for fmt, path in paths.items():
+        print(f"wrote {fmt}: {path}")
+    report = suite.compare_to_baseline()
+    return 1 if report is not None and report.has_regressions else 0
+
+
+def cmd_bench_compare(args: argparse.Namespace) -> int:
+    from .benchmark import BenchmarkBaseline, EnvironmentPolicy, compare_results
+
+    current = BenchmarkBaseline.load(args.current)
+    baseline = BenchmarkBaseline.load(args.baseline)
+    report = compare_results(
+        baseline.results, current.results, threshold=args.threshold, confidence=args.confidence,
+        baseline_environment=baseline.environment, current_environment=current.environment,
+        policy=EnvironmentPolicy(args.policy),
+    )  # fmt: skip
+    print(report.to_markdown())
+    return 1 if report.has_regressions else 0
+
+
+def cmd_bench_report(args: argparse.Namespace) -> int:
+    from .benchmark import BenchmarkSuite
+
+    suite = BenchmarkSuite.from_json(args.results)
+    if args.baseline:
+        suite.set_baseline(args.baseline)
+    paths = suite.write_reports(args.out, args.formats, title=args.title or "Benchmark report")
+    for fmt, path in paths.items():
+        print(f"wrote {fmt}: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ringkernel", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -142,6 +195,37 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="device facts and versions")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(func=cmd_info)
+
+    from .benchmark.suite import REPORT_FORMATS
+
+    bench = sub.add_parser("bench", help="run benchmark scripts, compare to baselines, write reports")
+    bsub = bench.add_subparsers(dest="bench_command", required=True)
+    run = bsub.add_parser("run", help="run the Benchmark objects a script's benchmarks() returns")
+    run.add_argument("script", help="a Python file defining benchmarks() -> iterable of ringkernel.benchmark.Benchmark")
+    run.add_argument("--out", default="bench-results", help="directory for the reports (default: bench-results)")
+    run.add_argument("--formats", nargs="+", default=list(REPORT_FORMATS), choices=list(REPORT_FORMATS))
+    run.add_argument("--baseline", help="JSON export to compare against (exit status 1 on a regression)")
+    run.add_argument("--iterations", type=int, help="samples per benchmark (default 30)")
+    run.add_argument("--threshold", type=float, help="regression threshold (default 0.10)")
+    run.add_argument("--flush-l2", action="store_true", help="flush the L2 cache before every GPU sample")
+    run.add_argument("--quick", action="store_true", help="5 samples, 1 warm-up: a smoke test")
+    run.add_argument("--title", help="report title")
+    run.set_defaults(func=cmd_bench_run)
+    cmp_ = bsub.add_parser("compare", help="judge CURRENT against BASELINE (both JSON exports); exit 1 on a regression")
+    cmp_.add_argument("current")
+    cmp_.add_argument("baseline")
+    cmp_.add_argument("--threshold", type=float, default=0.10)
+    cmp_.add_argument("--confidence", type=float, default=0.95)
+    cmp_.add_argument("--policy", choices=["warn", "refuse", "ignore"], default="warn",
+                      help="when the environments differ (default: warn)")  # fmt: skip
+    cmp_.set_defaults(func=cmd_bench_compare)
+    rep = bsub.add_parser("report", help="write reports from a JSON export")
+    rep.add_argument("results")
+    rep.add_argument("--out", default="bench-results")
+    rep.add_argument("--formats", nargs="+", default=list(REPORT_FORMATS), choices=list(REPORT_FORMATS))
+    rep.add_argument("--baseline", help="JSON export to compare against, shown in the reports")
+    rep.add_argument("--title")
+    rep.set_defaults(func=cmd_bench_report)
     return parser
 
 
@@ -153,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except RingKernelError as exc:
         print(f"ringkernel {args.command}: {exc}", file=sys.stderr)
-        return 1
+        return 2 if args.command == "bench" else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

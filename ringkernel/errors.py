@@ -5,6 +5,8 @@
     RingKernelError
     ├── ConfigurationError        (also ValueError)  an option or profile is out of range
     ├── DeviceError                                   no usable device, or a driver call failed
+    ├── BenchmarkError                                a benchmark could not run or be compared
+    │   └── EnvironmentMismatchError                  baseline taken on another GPU/driver/version
     └── KernelError                                   something about one kernel
         ├── KernelArgumentError   (also TypeError)   an argument no signature accepts, a host array
         ├── LaunchConfigError     (also ValueError)  grid/block/shared memory/elements out of range
@@ -29,6 +31,8 @@ __all__ = [
     "LaunchConfigError",
     "KernelCompileError",
     "KernelLaunchError",
+    "BenchmarkError",
+    "EnvironmentMismatchError",
 ]
 
 
@@ -96,3 +100,11 @@ class KernelCompileError(KernelError):
 
 class KernelLaunchError(KernelError):
     """The driver rejected a launch that passed ringkernel's own checks."""
+
+
+class BenchmarkError(RingKernelError):
+    """A benchmark failed to run, or results could not be read or compared."""
+
+
+class EnvironmentMismatchError(BenchmarkError):
+    """A baseline was measured in a different environment; ``details['differences']`` lists how."""

@@ -1,0 +1,350 @@
+"""Regression detection against a baseline: a significance test *and* an effect size.
+
+A change is called only when both hold:
+
+1. the two samples differ significantly (two-sided Mann-Whitney U test, ``p < alpha``), and
+2. the bootstrap confidence interval of ``median(current) / median(baseline)`` (times)
+   lies entirely beyond the threshold: above ``1 + threshold`` (Regressed) or below
+   ``1 - threshold`` (Improved).
+
+If the interval lies entirely inside ``[1 - threshold, 1 + threshold]`` the result is
+Unchanged (possibly a real but small change); anything else (an interval straddling a
+threshold, or too few samples) is Inconclusive: measure more. The threshold is therefore
+the smallest change you want to be *sure* of; to catch 10% shifts reliably, use a
+threshold below 10% (docs/benchmark.md has the measured detection rates).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from ..errors import BenchmarkError, ConfigurationError, EnvironmentMismatchError
+from .environment import EnvironmentFingerprint
+from .results import BenchmarkResult
+
+__all__ = [
+    "RegressionStatus",
+    "EnvironmentPolicy",
+    "RegressionResult",
+    "RegressionReport",
+    "BenchmarkBaseline",
+    "compare_samples",
+    "compare_results",
+    "MIN_SAMPLES",
+]
+
+log = logging.getLogger(__name__)
+
+#: Fewer samples per side than this are always Inconclusive.
+MIN_SAMPLES = 5
+
+
+class RegressionStatus(Enum):
+    IMPROVED = "improved"
+    UNCHANGED = "unchanged"
+    REGRESSED = "regressed"
+    INCONCLUSIVE = "inconclusive"
+
+
+class EnvironmentPolicy(Enum):
+    """What to do when baseline and current environments differ."""
+
+    WARN = "warn"  # compare, log a warning, list the differences in the report
+    REFUSE = "refuse"  # raise EnvironmentMismatchError
+    IGNORE = "ignore"  # compare silently (differences still listed in the report)
+
+
+@dataclass(frozen=True)
+class RegressionResult:
+    """The verdict on one benchmark (``name`` at ``workload_size``)."""
+
+    name: str
+    workload_size: int
+    status: RegressionStatus
+    baseline_median_ms: float
+    current_median_ms: float
+    ratio: float
+    ratio_ci: tuple[float, float]
+    p_value: float
+    threshold: float
+    confidence: float
+    message: str
+
+    @property
+    def change(self) -> float:
+        """Relative change of the median time (+0.12 = 12% slower)."""
+        return self.ratio - 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "workload_size": self.workload_size,
+            "status": self.status.value,
+            "baseline_median_ms": self.baseline_median_ms,
+            "current_median_ms": self.current_median_ms,
+            "ratio": self.ratio,
+            "ratio_ci": list(self.ratio_ci),
+            "p_value": self.p_value,
+            "threshold": self.threshold,
+            "confidence": self.confidence,
+            "message": self.message,
+        }
+
+
+def _bootstrap_ratio_ci(
+    base: np.ndarray, cur: np.ndarray, confidence: float, n_resamples: int, rng: np.random.Generator
+) -> tuple[float, float]:
+    # Percentile bootstrap of the ratio of medians, resampling each side independently.
+    bi = rng.integers(0, base.size, size=(n_resamples, base.size))
+    ci = rng.integers(0, cur.size, size=(n_resamples, cur.size))
+    ratios = np.median(cur[ci], axis=1) / np.median(base[bi], axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(ratios, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def compare_samples(
+    baseline_ms: Sequence[float],
+    current_ms: Sequence[float],
+    *,
+    threshold: float = 0.10,
+    confidence: float = 0.95,
+    alpha: float = 0.05,
+    n_resamples: int = 2000,
+    seed: int | np.random.Generator | None = 0,
+    name: str = "",
+    workload_size: int = 0,
+) -> RegressionResult:
+    """Judge ``current_ms`` against ``baseline_ms`` (times: larger is worse)."""
+    from scipy import stats
+
+    if not 0 < threshold < 1:
+        raise ConfigurationError(f"threshold must be in (0, 1), got {threshold!r}")
+    base = np.asarray(baseline_ms, dtype=np.float64)
+    cur = np.asarray(current_ms, dtype=np.float64)
+    if base.size == 0 or cur.size == 0:
+        raise ConfigurationError(f"'{name}': both samples need measurements (baseline {base.size}, current {cur.size})")
+    if np.any(base <= 0) or np.any(cur <= 0) or not (np.all(np.isfinite(base)) and np.all(np.isfinite(cur))):
+        raise ConfigurationError(f"'{name}': times must be positive and finite")
+    bmed, cmed = float(np.median(base)), float(np.median(cur))
+    ratio = cmed / bmed
+    common = dict(
+        name=name, workload_size=workload_size, baseline_median_ms=bmed, current_median_ms=cmed,
+        ratio=ratio, threshold=threshold, confidence=confidence,
+    )  # fmt: skip
+    if base.size < MIN_SAMPLES or cur.size < MIN_SAMPLES:
+        return RegressionResult(
+            status=RegressionStatus.INCONCLUSIVE, ratio_ci=(float("nan"), float("nan")), p_value=float("nan"),
+            message=f"too few samples ({base.size} baseline, {cur.size} current; need {MIN_SAMPLES} each)",
+            **common,
+        )  # type: ignore[arg-type]
+    p = float(stats.mannwhitneyu(cur, base, alternative="two-sided").pvalue)
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    low, high = _bootstrap_ratio_ci(base, cur, confidence, n_resamples, rng)
+    significant = p < alpha
+    pct = f"{(ratio - 1) * 100:+.1f}% (CI {(low - 1) * 100:+.1f}%..{(high - 1) * 100:+.1f}%, p={p:.3g})"
+    if significant and low > 1 + threshold:
+        status, msg = RegressionStatus.REGRESSED, f"slower by {pct}, beyond the {threshold:.0%} threshold"
+    elif significant and high < 1 - threshold:
+        status, msg = RegressionStatus.IMPROVED, f"faster by {pct}, beyond the {threshold:.0%} threshold"
+    elif low >= 1 - threshold and high <= 1 + threshold:
+        status = RegressionStatus.UNCHANGED
+        msg = f"within ±{threshold:.0%}: {pct}" + (" (a small but significant change)" if significant else "")
+    else:
+        status = RegressionStatus.INCONCLUSIVE
+        msg = f"{pct}: the interval crosses the ±{threshold:.0%} threshold; take more samples"
+    return RegressionResult(status=status, ratio_ci=(low, high), p_value=p, message=msg, **common)  # type: ignore[arg-type]
+
+
+@dataclass
+class RegressionReport:
+    """Verdicts for every benchmark present in both runs, plus what could not be matched."""
+
+    results: list[RegressionResult]
+    threshold: float
+    environment_differences: list[tuple[str, Any, Any]] = field(default_factory=list)
+    missing_in_current: list[tuple[str, int]] = field(default_factory=list)
+    new_in_current: list[tuple[str, int]] = field(default_factory=list)
+
+    def by_status(self, status: RegressionStatus) -> list[RegressionResult]:
+        return [r for r in self.results if r.status is status]
+
+    @property
+    def has_regressions(self) -> bool:
+        return any(r.status is RegressionStatus.REGRESSED for r in self.results)
+
+    def counts(self) -> dict[str, int]:
+        return {s.value: len(self.by_status(s)) for s in RegressionStatus}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "threshold": self.threshold,
+            "counts": self.counts(),
+            "results": [r.to_dict() for r in self.results],
+            "environment_differences": [list(d) for d in self.environment_differences],
+            "missing_in_current": [list(k) for k in self.missing_in_current],
+            "new_in_current": [list(k) for k in self.new_in_current],
+        }
+
+    def to_markdown(self) -> str:
+        lines = [f"### Regression check (threshold {self.threshold:.0%})", ""]
+        c = self.counts()
+        lines.append(", ".join(f"{v} {k}" for k, v in c.items()))
+        lines.append("")
+        if self.environment_differences:
+            lines.append("**Environment differs from the baseline:** " + "; ".join(
+                f"{f}: {a} -> {b}" for f, a, b in self.environment_differences))  # fmt: skip
+            lines.append("")
+        lines.append("| benchmark | size | baseline | current | change | 95% CI | p | status |")
+        lines.append("|---|---:|---:|---:|---:|---|---:|---|")
+        for r in self.results:
+            lo, hi = r.ratio_ci
+            lines.append(
+                f"| {r.name} | {r.workload_size} | {r.baseline_median_ms:.4g} ms | {r.current_median_ms:.4g} ms | "
+                f"{r.change * 100:+.1f}% | {(lo - 1) * 100:+.1f}%..{(hi - 1) * 100:+.1f}% | {r.p_value:.3g} | "
+                f"**{r.status.value}** |"
+            )
+        for key in self.missing_in_current:
+            lines.append(f"| {key[0]} | {key[1]} | | | | | | missing in current |")
+        for key in self.new_in_current:
+            lines.append(f"| {key[0]} | {key[1]} | | | | | | new (no baseline) |")
+        return "\n".join(lines) + "\n"
+
+
+def compare_results(
+    baseline: Iterable[BenchmarkResult],
+    current: Iterable[BenchmarkResult],
+    *,
+    threshold: float = 0.10,
+    confidence: float = 0.95,
+    alpha: float = 0.05,
+    baseline_environment: EnvironmentFingerprint | None = None,
+    current_environment: EnvironmentFingerprint | None = None,
+    policy: EnvironmentPolicy = EnvironmentPolicy.WARN,
+    seed: int = 0,
+) -> RegressionReport:
+    """Match results by ``(name, workload_size)`` and judge each pair."""
+    base = {r.key: r for r in baseline}
+    cur = {r.key: r for r in current}
+    diffs: list[tuple[str, Any, Any]] = []
+    b_env = baseline_environment or next((r.environment for r in base.values() if r.environment), None)
+    c_env = current_environment or next((r.environment for r in cur.values() if r.environment), None)
+    if b_env is not None and c_env is not None:
+        diffs = b_env.differences(c_env)
+    if diffs:
+        text = "; ".join(f"{f}: baseline {a!r}, current {b!r}" for f, a, b in diffs)
+        if policy is EnvironmentPolicy.REFUSE:
+            raise EnvironmentMismatchError(
+                f"the baseline was measured in a different environment: {text}",
+                hint="re-measure the baseline here, or compare with policy=EnvironmentPolicy.WARN",
+                details={"differences": diffs},
+            )
+        if policy is EnvironmentPolicy.WARN:
+            log.warning("benchmark baseline environment differs: %s", text)
+    results = [
+        compare_samples(
+            base[k].measurement_times, cur[k].measurement_times, threshold=threshold, confidence=confidence,
+            alpha=alpha, seed=seed, name=k[0], workload_size=k[1],
+        )  # fmt: skip
+        for k in cur
+        if k in base
+    ]
+    return RegressionReport(
+        results=results,
+        threshold=threshold,
+        environment_differences=diffs,
+        missing_in_current=[k for k in base if k not in cur],
+        new_in_current=[k for k in cur if k not in base],
+    )
+
+
+SCHEMA = "ringkernel.benchmark/1"
+
+
+@dataclass
+class BenchmarkBaseline:
+    """Saved results to compare later runs against (stored as the suite's JSON export)."""
+
+    results: list[BenchmarkResult]
+    environment: EnvironmentFingerprint | None = None
+    created: str = ""
+    label: str = ""
+
+    @classmethod
+    def from_results(cls, results: Iterable[BenchmarkResult], *, label: str = "") -> "BenchmarkBaseline":
+        results = list(results)
+        env = next((r.environment for r in results if r.environment), None)
+        now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        return cls(results=results, environment=env, created=now, label=label)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write atomically (temp file + ``os.replace``): a crash never leaves half a file."""
+        doc = {
+            "schema": SCHEMA,
+            "kind": "baseline",
+            "label": self.label,
+            "generated": self.created,
+            "environment": self.environment.to_dict() if self.environment else None,
+            "results": [r.to_dict() for r in self.results],
+        }
+        return atomic_write_text(Path(path), json.dumps(doc, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "BenchmarkBaseline":
+        """Read a baseline or any JSON export of a suite; a corrupt file raises ``BenchmarkError``."""
+        path = Path(path)
+        try:
+            doc = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise BenchmarkError(f"no baseline at {path}", hint="save one with suite.save_baseline(path)") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BenchmarkError(
+                f"baseline {path} is not readable JSON: {exc}",
+                hint="re-create it with `ringkernel bench run ... --out` or suite.save_baseline()",
+            ) from exc
+        if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+            found = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
+            raise BenchmarkError(
+                f"{path} is not a ringkernel benchmark file (schema {found!r}, expected {SCHEMA!r})",
+                hint="baselines are JSON exports of a BenchmarkSuite",
+            )
+        try:
+            results = [BenchmarkResult.from_dict(r) for r in doc["results"]]
+        except (KeyError, TypeError, ConfigurationError) as exc:
+            raise BenchmarkError(f"baseline {path} has malformed results: {exc}") from exc
+        env = doc.get("environment")
+        return cls(
+            results=results,
+            environment=EnvironmentFingerprint.from_dict(env) if env else None,
+            created=str(doc.get("generated", "")),
+            label=str(doc.get("label", "")),
+        )
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` via a temp file in the same directory and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path

@@ -1,0 +1,224 @@
+"""``BenchmarkConfig`` (how to measure) and ``BenchmarkResult`` (what was measured)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from ..errors import ConfigurationError
+from .environment import EnvironmentFingerprint
+from .statistics import Statistics, Summary
+
+__all__ = ["BenchmarkConfig", "BenchmarkResult", "format_rate", "format_time_ms"]
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """How a benchmark is measured and judged.
+
+    Parameters
+    ----------
+    warmup_iterations:
+        Untimed calls before measuring (JIT compilation, caches, clocks ramping up).
+    measurement_iterations:
+        Timed samples to take (at least; more if ``min_time_s`` has not passed).
+    min_time_s, max_time_s:
+        Keep sampling until ``min_time_s`` of measured time; stop at ``max_time_s`` even if
+        fewer than ``measurement_iterations`` samples were taken (at least 2 always are).
+    regression_threshold:
+        Relative change of the median that counts as a regression or improvement (0.10 = 10%).
+    confidence:
+        Confidence level of every interval (0.95).
+    alpha:
+        Significance level of the Mann-Whitney U test in regression checks.
+    target_batch_time_ms:
+        GPU work shorter than this is timed in batches of back-to-back calls, so event
+        resolution (~0.5 us) and launch gaps do not dominate.
+    flush_l2:
+        Overwrite the GPU's L2 cache before every GPU sample, outside the timed window.
+    """
+
+    warmup_iterations: int = 3
+    measurement_iterations: int = 30
+    min_time_s: float = 0.0
+    max_time_s: float = 60.0
+    regression_threshold: float = 0.10
+    confidence: float = 0.95
+    alpha: float = 0.05
+    target_batch_time_ms: float = 1.0
+    flush_l2: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.warmup_iterations, int) or self.warmup_iterations < 0:
+            raise ConfigurationError(f"warmup_iterations must be an int >= 0, got {self.warmup_iterations!r}")
+        if not isinstance(self.measurement_iterations, int) or self.measurement_iterations < 2:
+            raise ConfigurationError(
+                f"measurement_iterations must be an int >= 2, got {self.measurement_iterations!r}",
+                hint="statistics need at least two samples; 30 is a good default",
+            )
+        if self.min_time_s < 0 or self.max_time_s <= 0 or self.min_time_s > self.max_time_s:
+            raise ConfigurationError(
+                f"need 0 <= min_time_s <= max_time_s and max_time_s > 0, got {self.min_time_s!r}, {self.max_time_s!r}"
+            )
+        if not 0 < self.regression_threshold < 1:
+            raise ConfigurationError(
+                f"regression_threshold must be in (0, 1), got {self.regression_threshold!r}", hint="e.g. 0.10 for 10%"
+            )
+        if not 0 < self.confidence < 1:
+            raise ConfigurationError(f"confidence must be in (0, 1), got {self.confidence!r}")
+        if not 0 < self.alpha < 1:
+            raise ConfigurationError(f"alpha must be in (0, 1), got {self.alpha!r}")
+        if self.target_batch_time_ms <= 0:
+            raise ConfigurationError(f"target_batch_time_ms must be positive, got {self.target_batch_time_ms!r}")
+
+    @classmethod
+    def quick(cls) -> "BenchmarkConfig":
+        """Few samples, for smoke tests."""
+        return cls(warmup_iterations=1, measurement_iterations=5, max_time_s=10.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def _to_ms(m: Any) -> float:
+    if isinstance(m, _dt.timedelta):
+        return m.total_seconds() * 1e3
+    if isinstance(m, (int, float)) and not isinstance(m, bool):
+        return float(m) * 1e3
+    try:
+        return float(m) * 1e3  # numpy scalars
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            f"a measurement must be seconds (float) or a datetime.timedelta, got {m!r}"
+        ) from None
+
+
+@dataclass
+class BenchmarkResult:
+    """One benchmark at one workload size: its samples and what follows from them.
+
+    ``measurement_times`` are milliseconds per call; ``throughput`` is
+    ``workload_size / median time`` in ``throughput_unit`` (``"<unit>/s"``).
+    """
+
+    name: str
+    workload_size: int
+    throughput: float
+    throughput_unit: str
+    total_time_ms: float
+    measurement_times: list[float]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    timestamp: str = ""
+    environment: EnvironmentFingerprint | None = None
+
+    @classmethod
+    def from_measurements(
+        cls,
+        name: str,
+        workload_size: int,
+        measurements: Sequence[float | _dt.timedelta],
+        *,
+        unit: str = "elements",
+        metadata: Mapping[str, Any] | None = None,
+        environment: EnvironmentFingerprint | None = None,
+    ) -> "BenchmarkResult":
+        """Build a result from per-call durations (seconds as floats, or ``timedelta``)."""
+        if not name:
+            raise ConfigurationError("a benchmark needs a name")
+        if isinstance(workload_size, bool) or not isinstance(workload_size, int) or workload_size <= 0:
+            raise ConfigurationError(f"workload_size must be a positive int, got {workload_size!r}")
+        times = [_to_ms(m) for m in measurements]
+        if not times:
+            raise ConfigurationError(f"benchmark '{name}': no measurements")
+        if any(not math.isfinite(t) or t <= 0 for t in times):
+            raise ConfigurationError(
+                f"benchmark '{name}': measurements must be positive and finite, got min {min(times)!r}",
+                hint="a zero time usually means the work ran asynchronously and was not waited for",
+            )
+        med = Statistics.median(times)
+        return cls(
+            name=name,
+            workload_size=workload_size,
+            throughput=workload_size / (med * 1e-3),
+            throughput_unit=f"{unit}/s",
+            total_time_ms=float(sum(times)),
+            measurement_times=times,
+            metadata=dict(metadata or {}),
+            timestamp=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            environment=environment,
+        )
+
+    @property
+    def median_ms(self) -> float:
+        return Statistics.median(self.measurement_times)
+
+    @property
+    def mean_ms(self) -> float:
+        return Statistics.mean(self.measurement_times)
+
+    def summary(self, confidence: float = 0.95) -> Summary:
+        return Statistics.summarize(self.measurement_times, confidence)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """``(name, workload_size)``: how results are matched against a baseline."""
+        return (self.name, self.workload_size)
+
+    def to_dict(self, confidence: float = 0.95) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "workload_size": self.workload_size,
+            "throughput": self.throughput,
+            "throughput_unit": self.throughput_unit,
+            "total_time_ms": self.total_time_ms,
+            "median_ms": self.median_ms,
+            "measurement_times_ms": list(self.measurement_times),
+            "summary": self.summary(confidence).to_dict(),
+            "metadata": self.metadata,
+            "timestamp": self.timestamp,
+            "environment": self.environment.to_dict() if self.environment else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "BenchmarkResult":
+        try:
+            env = data.get("environment")
+            return cls(
+                name=str(data["name"]),
+                workload_size=int(data["workload_size"]),
+                throughput=float(data["throughput"]),
+                throughput_unit=str(data["throughput_unit"]),
+                total_time_ms=float(data["total_time_ms"]),
+                measurement_times=[float(x) for x in data["measurement_times_ms"]],
+                metadata=dict(data.get("metadata") or {}),
+                timestamp=str(data.get("timestamp", "")),
+                environment=EnvironmentFingerprint.from_dict(env) if env else None,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigurationError(
+                f"not a benchmark result: {exc!r}",
+                hint="results are read from ringkernel's JSON export (schema in docs/benchmark.md)",
+            ) from exc
+
+
+_PREFIXES = [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")]
+
+
+def format_rate(value: float, unit: str) -> str:
+    """``3.6e12, "B/s"`` -> ``"3.60 TB/s"``."""
+    for scale, prefix in _PREFIXES:
+        if abs(value) >= scale:
+            return f"{value / scale:.3g} {prefix}{unit}"
+    return f"{value:.3g} {unit}"
+
+
+def format_time_ms(ms: float) -> str:
+    if ms >= 1000:
+        return f"{ms / 1000:.3g} s"
+    if ms >= 1:
+        return f"{ms:.3g} ms"
+    if ms >= 1e-3:
+        return f"{ms * 1e3:.3g} us"
+    return f"{ms * 1e6:.3g} ns"
