@@ -38,6 +38,10 @@ class BenchmarkConfig:
         resolution (~0.5 us) and launch gaps do not dominate.
     flush_l2:
         Overwrite the GPU's L2 cache before every GPU sample, outside the timed window.
+    cover_launch_overhead:
+        Queue each GPU batch behind a spin kernel so the host's launch overhead never
+        leaves the GPU idle inside the timed window (the kernel's own time is measured).
+        ``False`` measures what back-to-back launches from this host sustain.
     """
 
     warmup_iterations: int = 3
@@ -49,6 +53,7 @@ class BenchmarkConfig:
     alpha: float = 0.05
     target_batch_time_ms: float = 1.0
     flush_l2: bool = False
+    cover_launch_overhead: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.warmup_iterations, int) or self.warmup_iterations < 0:

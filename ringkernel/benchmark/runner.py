@@ -5,11 +5,18 @@ GPU hygiene, in order, for every GPU benchmark:
 1. ``warmup_iterations`` untimed calls, then a device synchronise: JIT compilation, module
    loading and clock ramp-up never fall inside a measurement;
 2. the batch size: work shorter than ``target_batch_time_ms`` is timed as a batch of
-   back-to-back calls between one event pair (time / batch), so event resolution and the
-   host's launch gaps do not dominate;
-3. for each sample: the optional L2 flush (a kernel overwriting twice the L2's size) is
-   enqueued *before* the start event, so it is never timed; then start event, the batch,
-   end event, synchronise on the end event.
+   back-to-back calls between one event pair (time / batch), so event resolution does not
+   dominate;
+3. for each sample: a one-thread *spin kernel* (``nanosleep`` in a loop) keeps the GPU busy
+   while the host enqueues the whole batch, then the optional L2 flush (a kernel
+   overwriting twice the L2's size), then start event, the batch, end event. Both the
+   spin and the flush run before the start event, so neither is timed, and because every
+   launch is queued before the start event executes, the host's launch overhead never
+   leaves the GPU idle inside the window. Whether that held is checked, not assumed: the
+   start event must still be pending when the host has enqueued the batch
+   (``cudaEventQuery``); if not, the sample is retaken with a longer spin. This is the
+   technique of NVIDIA's nvbench ("blocking kernel"). ``cover_launch_overhead=False``
+   measures instead what back-to-back launches from this host sustain.
 
 Under numba's CUDA simulator events carry no timing, so GPU benchmarks fall back to the
 host clock around a synchronised batch (the simulator is synchronous anyway); results
@@ -102,7 +109,7 @@ class GpuTimer:
     ``flush_l2`` allocates a scratch buffer of twice the L2 size once, lazily.
     """
 
-    def __init__(self, stream: Any = None) -> None:
+    def __init__(self, stream: Any = None, *, cover_launch_overhead: bool = True) -> None:
         from numba import config as numba_config
         from numba import cuda
 
@@ -114,7 +121,13 @@ class GpuTimer:
             self._start = cuda.event(timing=True)
             self._end = cuda.event(timing=True)
         self._scratch: Any = None
-        self.method = "host clock (simulator)" if self.simulated else "cuda events"
+        self.cover = cover_launch_overhead and not self.simulated
+        self.method = "host clock (simulator)" if self.simulated else (
+            "cuda events, launches queued behind a spin kernel" if self.cover else "cuda events"
+        )
+        self.host_enqueue_s = 0.0  # largest per-call host enqueue time seen
+        self.samples = 0
+        self.covered_samples = 0
 
     def synchronize(self) -> None:
         if self._stream_arg is None:
@@ -135,8 +148,6 @@ class GpuTimer:
 
     def time_batch(self, fn: Callable[[], Any], batch: int, *, flush: bool = False) -> float:
         """Milliseconds per call of ``fn`` over ``batch`` back-to-back calls."""
-        if flush:
-            self.flush_l2()
         if self.simulated:
             self.synchronize()
             t = time.perf_counter()
@@ -144,12 +155,52 @@ class GpuTimer:
                 fn()
             self.synchronize()
             return (time.perf_counter() - t) * 1e3 / batch
-        self._start.record(self.stream)
-        for _ in range(batch):
-            fn()
-        self._end.record(self.stream)
-        self._end.synchronize()
-        return self._cuda.event_elapsed_time(self._start, self._end) / batch
+        scale = 1.5
+        for _attempt in range(_MAX_COVER_ATTEMPTS):
+            if self.cover:
+                # Long enough for the host to enqueue the batch (+20 us for the event records).
+                spin_ns = int(scale * self.host_enqueue_s * batch * 1e9) + 20_000
+                _spin(min(spin_ns, _MAX_SPIN_NS), self._stream_arg)
+            if flush:
+                self.flush_l2()
+            self._start.record(self.stream)
+            t = time.perf_counter()
+            for _ in range(batch):
+                fn()
+            host = (time.perf_counter() - t) / batch
+            self._end.record(self.stream)
+            # Still pending: the GPU had not reached the start event when the last launch was
+            # queued, so no launch gap can lie inside the window.
+            covered = not self._start.query()
+            self._end.synchronize()
+            ms = self._cuda.event_elapsed_time(self._start, self._end) / batch
+            self.host_enqueue_s = max(self.host_enqueue_s, host)
+            if covered or not self.cover:
+                break
+            scale *= 2
+        self.samples += 1
+        self.covered_samples += int(covered)
+        return ms
+
+
+_MAX_COVER_ATTEMPTS = 4
+_MAX_SPIN_NS = 2_000_000_000
+_SPIN: Any = None
+
+
+def _spin(ns: int, stream: Any) -> None:
+    """Keep the GPU busy for about ``ns`` nanoseconds (one thread, ``nanosleep`` in 1 us steps)."""
+    global _SPIN
+    if _SPIN is None:
+        from numba import cuda
+
+        @cuda.jit
+        def spin(steps):  # type: ignore[no-untyped-def]
+            for _ in range(steps):
+                cuda.nanosleep(1000)
+
+        _SPIN = spin
+    _SPIN[1, 1, stream if stream is not None else 0](max(1, ns // 1000))
 
 
 def _scribble(buf: Any, value: float, *, stream: Any) -> None:
@@ -263,7 +314,7 @@ class BenchmarkRunner:
         key = id(stream) if stream is not None else 0
         t = self._timers.get(key)
         if t is None:
-            t = self._timers[key] = GpuTimer(stream)
+            t = self._timers[key] = GpuTimer(stream, cover_launch_overhead=self.config.cover_launch_overhead)
         return t
 
     def run_gpu(
@@ -286,28 +337,43 @@ class BenchmarkRunner:
         flush = cfg.flush_l2 if flush_l2 is None else flush_l2
         timer = self.timer(stream)
         for _ in range(cfg.warmup_iterations):
+            t = time.perf_counter()
             fn()
+            timer.host_enqueue_s = max(timer.host_enqueue_s, time.perf_counter() - t)
         timer.synchronize()
         if batch is None:
             if flush:
                 batch = 1  # every timed call must start with a cold L2
             else:
-                one = timer.time_batch(fn, 1)
-                batch = 1 if one <= 0 else min(_MAX_BATCH, max(1, math.ceil(cfg.target_batch_time_ms / one)))
+                one = timer.time_batch(fn, 10)
+                batch = 1 if one <= 0 else math.ceil(cfg.target_batch_time_ms / one)
+                # keep the host's enqueueing of one sample under ~50 ms
+                host_cap = max(1, int(0.05 / max(timer.host_enqueue_s, 1e-7)))
+                batch = max(1, min(batch, host_cap, _MAX_BATCH))
         elif isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise ConfigurationError(f"benchmark '{name}': batch must be a positive int, got {batch!r}")
 
         def measure() -> float:
             return timer.time_batch(fn, batch, flush=flush)
 
+        before = (timer.samples, timer.covered_samples)
         times = self._sample(name, measure, setup)
-        meta = {
+        taken, covered = timer.samples - before[0], timer.covered_samples - before[1]
+        meta: dict[str, Any] = {
             "timer": timer.method,
             "batch": batch,
             "flush_l2": flush,
             "warmup_iterations": cfg.warmup_iterations,
-            **(metadata or {}),
+            "host_enqueue_us_per_call": timer.host_enqueue_s * 1e6,
         }
+        if timer.cover:
+            meta["covered_samples"] = f"{covered}/{taken}"
+            if covered < taken:
+                log.warning(
+                    "benchmark %s: %d of %d samples may include host launch gaps (the spin did not cover "
+                    "the host's enqueueing)", name, taken - covered, taken,
+                )  # fmt: skip
+        meta.update(metadata or {})
         return BenchmarkResult.from_measurements(
             name, workload_size, [t / 1e3 for t in times], unit=unit, metadata=meta, environment=self.environment
         )

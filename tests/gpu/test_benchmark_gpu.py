@@ -63,3 +63,20 @@ def test_l2_flush_is_untimed_and_makes_cached_data_cold() -> None:
     # (overwriting 120 MB, ~40 us) is not inside the window.
     assert cold.median_ms > warm.median_ms
     assert cold.median_ms < warm.median_ms + 0.02
+
+
+def test_spin_cover_removes_launch_gaps_from_tiny_kernels() -> None:
+    from ringkernel.benchmark import BenchmarkConfig, BenchmarkRunner
+    from ringkernel.kernels import vector_add
+
+    a, b, c = _arrays(1 << 12)
+    covered = BenchmarkRunner(BenchmarkConfig(measurement_iterations=10)).run_gpu("cov", lambda: vector_add(a, b, c), 1 << 12)
+    gappy = BenchmarkRunner(BenchmarkConfig(measurement_iterations=10, cover_launch_overhead=False)).run_gpu(
+        "gap", lambda: vector_add(a, b, c), 1 << 12
+    )
+    n, total = (int(x) for x in covered.metadata["covered_samples"].split("/"))
+    assert n == total == 10
+    # a 4096-element add runs in a few microseconds; the host needs tens to launch it
+    assert covered.median_ms < 0.015
+    assert gappy.median_ms > 2 * covered.median_ms
+    assert covered.metadata["host_enqueue_us_per_call"] > 1000 * covered.median_ms
