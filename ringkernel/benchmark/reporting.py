@@ -134,7 +134,7 @@ def _results_chart(results: Sequence[BenchmarkResult], confidence: float) -> str
     """Horizontal bars: throughput of each result, whiskers = CI of the median."""
     if not results:
         return ""
-    row_h, left, right, top = 26, 260, 40, 30
+    row_h, left, right, top = 26, 260, 80, 30
     width = 900
     plot_w = width - left - right
     height = top + row_h * len(results) + 40
@@ -171,15 +171,19 @@ def _results_chart(results: Sequence[BenchmarkResult], confidence: float) -> str
 
 
 def _log_ticks(lo: float, hi: float) -> list[float]:
-    ticks = []
-    e = math.floor(math.log10(lo))
-    while 10**e <= hi * 1.0001:
-        if 10**e >= lo / 1.0001:
-            ticks.append(10.0**e)
-        e += 1
-    if len(ticks) < 2:
-        ticks = [lo, hi]
-    return ticks
+    """Ticks at 1, 2, 5 x 10^k inside [lo, hi]; powers of ten only when there are many."""
+    def within(mults: tuple[int, ...]) -> list[float]:
+        out = []
+        e = math.floor(math.log10(lo))
+        while 10.0**e <= hi:
+            out += [m * 10.0**e for m in mults if lo <= m * 10.0**e <= hi]
+            e += 1
+        return out
+
+    ticks = within((1,))
+    if len(ticks) < 3:
+        ticks = within((1, 2, 5))
+    return ticks if len(ticks) >= 2 else [lo, hi]
 
 
 def _scaling_chart(groups: dict[str, list[BenchmarkResult]], fits: dict[str, ScalingMetrics]) -> str:
@@ -187,8 +191,10 @@ def _scaling_chart(groups: dict[str, list[BenchmarkResult]], fits: dict[str, Sca
     series = {k: v for k, v in groups.items() if len({r.workload_size for r in v}) >= 2}
     if not series:
         return ""
-    width, height, left, right, top, bottom = 900, 420, 90, 180, 30, 50
-    pw, ph = width - left - right, height - top - bottom
+    width, left, right, top, bottom = 900, 140, 30, 30, 50
+    height = 420 + 20 * len(series)
+    legend_top = 420 - 10
+    pw, ph = width - left - right, 420 - top - bottom
     xs = [r.workload_size for rs in series.values() for r in rs]
     ys = [r.throughput for rs in series.values() for r in rs]
     x0, x1 = math.log10(min(xs)) - 0.1, math.log10(max(xs)) + 0.1
@@ -209,11 +215,11 @@ def _scaling_chart(groups: dict[str, list[BenchmarkResult]], fits: dict[str, Sca
     ]
     for t in _log_ticks(10**x0, 10**x1):
         out.append(f'<line x1="{px(t):.1f}" y1="{top}" x2="{px(t):.1f}" y2="{top + ph}" class="grid"/>')
-        out.append(f'<text x="{px(t):.1f}" y="{top + ph + 18}" class="tick" text-anchor="middle">{t:.0e}</text>')
+        out.append(f'<text x="{px(t):.1f}" y="{top + ph + 18}" class="tick" text-anchor="middle">{t:.3g}</text>')
     for t in _log_ticks(10**y0, 10**y1):
         out.append(f'<line x1="{left}" y1="{py(t):.1f}" x2="{left + pw}" y2="{py(t):.1f}" class="grid"/>')
         out.append(f'<text x="{left - 6}" y="{py(t) + 4:.1f}" class="tick" text-anchor="end">{_e(format_rate(t, unit))}</text>')
-    out.append(f'<text x="{left + pw / 2}" y="{height - 8}" class="tick" text-anchor="middle">workload size</text>')
+    out.append(f'<text x="{left + pw / 2}" y="{top + ph + 36}" class="tick" text-anchor="middle">workload size</text>')
     for i, (name, rs) in enumerate(series.items()):
         color = _COLORS[i % len(_COLORS)]
         pts = sorted(rs, key=lambda r: r.workload_size)
@@ -231,9 +237,9 @@ def _scaling_chart(groups: dict[str, list[BenchmarkResult]], fits: dict[str, Sca
                 f'stroke="{color}" stroke-dasharray="5,3" stroke-width="1.5"/>'
             )
             label += f" (k={fit.exponent:.2f}, R²={fit.r_squared:.3f})"
-        ly = top + 16 + 20 * i
-        out.append(f'<rect x="{left + pw + 12}" y="{ly - 9}" width="10" height="10" fill="{color}"/>')
-        out.append(f'<text x="{left + pw + 26}" y="{ly}" class="legend">{label}</text>')
+        ly = legend_top + 20 * (i + 1)
+        out.append(f'<rect x="{left}" y="{ly - 9}" width="10" height="10" fill="{color}"/>')
+        out.append(f'<text x="{left + 14}" y="{ly}" class="legend">{label}</text>')
     out.append("</svg>")
     return "\n".join(out)
 

@@ -34,7 +34,7 @@ def test_event_timing_matches_host_clock_for_long_work() -> None:
         vector_add(a, b, c)
     cuda.synchronize()
     host = (time.perf_counter() - t) * 1e3 / 20
-    assert timer.method == "cuda events"
+    assert timer.method.startswith("cuda events")
     assert ev == pytest.approx(host, rel=0.15)
 
 
