@@ -1,4 +1,4 @@
-"""``ringkernel`` command line: ``demo``, ``info``, and ``bench run|compare|report``."""
+"""``ringkernel`` command line: ``demo``, ``info``, ``cache stats|clear|path``, ``bench run|compare|report``."""
 
 from __future__ import annotations
 
@@ -184,6 +184,23 @@ def cmd_bench_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    from .compile import PtxCache
+
+    cache = PtxCache()
+    if args.cache_command == "path":
+        print(cache.cache_dir)
+    elif args.cache_command == "clear":
+        print(f"removed {cache.clear()} entries from {cache.cache_dir}")
+    else:
+        st = cache.stats()
+        if args.json:
+            print(json.dumps({"directory": st.directory, "entries": st.entries, "bytes": st.bytes}, indent=2))
+        else:
+            print(f"directory  {st.directory}\nentries    {st.entries}\nbytes      {st.bytes:,}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ringkernel", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -195,6 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="device facts and versions")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(func=cmd_info)
+
+    cache = sub.add_parser("cache", help="the on-disk kernel cache (RINGKERNEL_CACHE_DIR)")
+    csub = cache.add_subparsers(dest="cache_command", required=True)
+    cst = csub.add_parser("stats", help="entries and bytes on disk")
+    cst.add_argument("--json", action="store_true")
+    csub.add_parser("clear", help="delete every cached kernel")
+    csub.add_parser("path", help="print the cache directory")
+    cache.set_defaults(func=cmd_cache)
 
     from .benchmark.suite import REPORT_FORMATS
 

@@ -24,6 +24,7 @@ import functools
 import inspect
 import logging
 import threading
+from struct import error as struct_error
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -147,6 +148,14 @@ class GpuKernel:
         self._resources: dict[tuple[Any, ...], KernelResources | None] = {}
         self._decisions: dict[tuple[Any, ...], LaunchDecision] = {}
         self._last: LaunchDecision | None = None
+        # Compiled-kernel runtime (GPU only): compiled kernels by argument type key, and the
+        # launches the fast path may repeat without re-checking: (type key, elements) for
+        # automatic launches, (type key, grid, block, shared_mem) for explicit ones.
+        self._runtime: bool | None = None
+        self._compiled: dict[tuple[Any, ...], Any] = {}
+        self._fast_auto: dict[tuple[Any, ...], LaunchDecision] = {}
+        self._fast_explicit: dict[tuple[Any, ...], LaunchDecision] = {}
+        self._configured: dict[Any, ConfiguredLaunch] = {}
 
     # -- set-up (lazy) ------------------------------------------------------------------
     def _param_index(self, name: str, option: str) -> int:
@@ -166,6 +175,45 @@ class GpuKernel:
                 if self._dispatcher is None:
                     self._dispatcher = self._make_dispatcher()
         return self._dispatcher
+
+    @property
+    def compile_options(self) -> dict[str, Any]:
+        """Options that change the compiled code (part of the cache key)."""
+        return dict(self._jit_options)
+
+    @property
+    def uses_runtime(self) -> bool:
+        """True when launches go through ringkernel's cache and driver launcher (a real GPU, no debug)."""
+        if self._runtime is None:
+            from numba import config as numba_config
+
+            self._runtime = not numba_config.ENABLE_CUDASIM and not self._jit_options["debug"]
+        return self._runtime
+
+    def compiled(self, *args: Any) -> Any:
+        """The :class:`~ringkernel.compile.CompiledKernel` for these arguments (compiling or loading it)."""
+        from .compile.launcher import describe_arg
+
+        infos = [describe_arg(a) for a in args]
+        if any(i is None for i in infos):
+            raise KernelArgumentError(
+                "compiled() takes device arrays and scalars", kernel_name=self.name,
+                details={"arguments": ", ".join(_describe(a) for a in args)},
+            )  # fmt: skip
+        return self._compiled_for(args, infos, self._check_types(args, [_array_info(a) for a in args]))
+
+    def _compiled_for(self, args: tuple[Any, ...], fast_infos: list[Any], sig: tuple[Any, ...] | None) -> Any:
+        tkey = tuple(i.type_key for i in fast_infos)
+        ck = self._compiled.get(tkey)
+        if ck is None:
+            from .compile.compiler import default_compiler
+
+            argtypes = sig if sig is not None else tuple(self.dispatcher.typeof_pyval(a) for a in args)
+            ck = default_compiler().load_or_compile(
+                self.py_func, tuple(argtypes), self.compile_options, self.dispatcher, self.name
+            )
+            self._compiled[tkey] = ck
+        return ck
 
     def _make_dispatcher(self) -> Any:
         from numba import config as numba_config
@@ -251,13 +299,14 @@ class GpuKernel:
             out.append((i, host, dev))
         return tuple(moved), out
 
-    def _check_types(self, args: tuple[Any, ...], infos: list[_ArrayInfo | None]) -> None:
+    def _check_types(self, args: tuple[Any, ...], infos: list[_ArrayInfo | None]) -> tuple[Any, ...] | None:
+        """The declared signature these arguments match (``None`` if none are declared)."""
         sigs = self.signatures
         if not sigs:
-            return
+            return None
         for sig in sigs:
             if all(_accepts(t, a, i) for t, a, i in zip(sig, args, infos)):
-                return
+                return sig
         got = ", ".join(_describe(a) for a in args)
         accepted = "; ".join("(" + ", ".join(_fmt_type(t) for t in s) + ")" for s in sigs)
         raise KernelArgumentError(
@@ -313,6 +362,15 @@ class GpuKernel:
         from numba import config as numba_config
 
         res: KernelResources | None = None
+        if self.uses_runtime:
+            from .compile.launcher import describe_arg
+
+            fast = [describe_arg(a) for a in args]
+            if all(f is not None for f in fast):
+                ck = self._compiled_for(args, fast, self._check_types(args, infos))
+                res = KernelResources(ck.registers_per_thread, ck.shared_mem_per_block, ck.max_threads_per_block)
+                self._resources[key] = res
+                return res
         if not numba_config.ENABLE_CUDASIM:
             compiled = self._compile_for(args)
             try:
@@ -361,6 +419,7 @@ class GpuKernel:
         elements: int | None,
         profile: WorkloadProfile | None,
         stream: Any,
+        resources: Any = "unknown",
     ) -> LaunchDecision:
         if profile is not None:
             if not isinstance(profile, WorkloadProfile):
@@ -389,7 +448,8 @@ class GpuKernel:
                 hint="skip the launch when there is nothing to do, or pass elements= with a positive count",
                 details={"elements": n},
             )
-        resources = self._resources_for(args, infos)
+        if resources == "unknown":
+            resources = self._resources_for(args, infos)
         key = (n, resources, profile)
         decision = self._decisions.get(key)
         if decision is None:
@@ -429,6 +489,9 @@ class GpuKernel:
         host_transfer: bool = False,
     ) -> None:
         """Launch with a configuration chosen for these arguments and this GPU."""
+        if self._fast_auto and elements is None and profile is None and not host_transfer:
+            if len(args) == len(self._params) and self._try_fast(args, self._fast_auto, None, stream):
+                return
         self.launch(*args, elements=elements, profile=profile, stream=stream, host_transfer=host_transfer)
 
     def launch(
@@ -443,9 +506,17 @@ class GpuKernel:
         """Launch with ``config`` if given, else an automatic one; returns the decision used."""
         dev_args, copies = self._prepare_args(args, host_transfer)
         infos = [_array_info(a) for a in dev_args]
-        self._check_types(dev_args, infos)
+        sig = self._check_types(dev_args, infos)
+        ck, fast_infos, resources = None, None, "unknown"
+        if self.uses_runtime:
+            from .compile.launcher import describe_arg
+
+            fast_infos = [describe_arg(a) for a in dev_args]
+            if all(i is not None for i in fast_infos):
+                ck = self._compiled_for(dev_args, fast_infos, sig)
+                resources = KernelResources(ck.registers_per_thread, ck.shared_mem_per_block, ck.max_threads_per_block)
         if config is None:
-            decision = self._plan(dev_args, infos, elements, profile, stream)
+            decision = self._plan(dev_args, infos, elements, profile, stream, resources)
         else:
             if not isinstance(config, LaunchConfig):
                 raise LaunchConfigError(
@@ -455,17 +526,28 @@ class GpuKernel:
                 )
             if stream is not None:
                 config = LaunchConfig(config.grid, config.block, config.shared_mem, stream)
-            decision = self._explicit_decision(config, dev_args, infos)
-        self._run(decision.config, dev_args)
+            decision = self._explicit_decision(config, dev_args, infos, resources)
+        if ck is not None:
+            self._run_compiled(ck, fast_infos, decision.config)  # type: ignore[arg-type]
+            if not copies:  # remember what the fast path may repeat
+                tkey = tuple(i.type_key for i in fast_infos)  # type: ignore[union-attr]
+                c = decision.config
+                if config is None and elements is None and profile is None:
+                    self._remember(self._fast_auto, (tkey, decision.elements), decision)
+                elif config is not None:
+                    self._remember(self._fast_explicit, (tkey, c.grid, c.block, c.shared_mem), decision)
+        else:
+            self._run(decision.config, dev_args)
         self._last = decision
         for _, host, dev in copies:
             dev.copy_to_host(host)
         return decision
 
     def _explicit_decision(
-        self, config: LaunchConfig, args: tuple[Any, ...], infos: list[_ArrayInfo | None]
+        self, config: LaunchConfig, args: tuple[Any, ...], infos: list[_ArrayInfo | None], resources: Any = "unknown"
     ) -> LaunchDecision:
-        resources = self._resources_for(args, infos)
+        if resources == "unknown":
+            resources = self._resources_for(args, infos)
         self._check_config(config, resources)
         n = max((i.size for i in infos if i is not None), default=0)
         tpb = config.threads_per_block
@@ -480,6 +562,66 @@ class GpuKernel:
             reasons=("explicit configuration from the caller",),
             arch_name=self.arch.name,
         )
+
+    @staticmethod
+    def _remember(table: dict[Any, LaunchDecision], key: Any, decision: LaunchDecision) -> None:
+        if len(table) >= _DECISION_CACHE_LIMIT:
+            table.clear()
+        table[key] = decision
+
+    def _run_compiled(self, ck: Any, fast_infos: list[Any], config: LaunchConfig) -> None:
+        from .compile.launcher import stream_handle
+
+        try:
+            ck.launcher.launch(fast_infos, config.grid, config.block, config.shared_mem, stream_handle(config.stream))
+        except RuntimeError as exc:
+            raise KernelLaunchError(
+                f"the driver refused the launch grid={config.grid} block={config.block} "
+                f"shared_mem={config.shared_mem}: {exc}",
+                kernel_name=self.name,
+                hint="check the configuration against `ringkernel info`; an earlier asynchronous error "
+                "(an out-of-bounds access) also surfaces here",
+                details={"grid": config.grid, "block": config.block},
+            ) from exc
+        except struct_error as exc:
+            raise KernelArgumentError(
+                f"an argument does not fit the compiled signature ({', '.join(str(t) for t in ck.argtypes)}): {exc}",
+                kernel_name=self.name,
+            ) from exc
+
+    def _try_fast(self, args: tuple[Any, ...], table: dict[Any, LaunchDecision], extra: Any, stream: Any) -> bool:
+        """Repeat a launch the checked path has seen before, with nothing but packing and the driver call."""
+        from .compile.launcher import describe_arg, stream_handle
+
+        infos = []
+        for a in args:
+            info = describe_arg(a)
+            if info is None:
+                return False
+            infos.append(info)
+        tkey = tuple(i.type_key for i in infos)
+        if extra is None:  # automatic: the element count picks the decision
+            if self._elements_index is not None:
+                n = infos[self._elements_index].size
+            else:
+                n = max(i.size for i in infos)
+            if self._same_size:
+                first = infos[self._same_size[0]].size
+                if any(infos[j].size != first for j in self._same_size):
+                    return False  # the checked path raises the proper error
+            decision = table.get((tkey, n))
+        else:
+            decision = table.get((tkey, *extra))
+        if decision is None:
+            return False
+        ck = self._compiled[tkey]
+        c = decision.config
+        try:
+            ck.launcher.launch(infos, c.grid, c.block, c.shared_mem, stream_handle(stream))
+        except Exception:
+            return False  # let the checked path launch again and raise a proper error
+        self._last = decision
+        return True
 
     def _run(self, config: LaunchConfig, args: tuple[Any, ...]) -> None:
         stream = config.stream if config.stream is not None else 0
@@ -506,6 +648,12 @@ class GpuKernel:
 
     def __getitem__(self, spec: Any) -> "ConfiguredLaunch":
         """numba's explicit form: ``kernel[grid, block]``, ``[grid, block, stream]``, ``[grid, block, stream, shared_mem]``."""
+        try:
+            hit = self._configured.get(spec)
+        except TypeError:  # unhashable stream object
+            hit = None
+        if hit is not None:
+            return hit
         if not isinstance(spec, tuple) or not 2 <= len(spec) <= 4:
             raise LaunchConfigError(
                 f"kernel[...] takes (grid, block[, stream[, shared_mem]]), got {spec!r}",
@@ -519,7 +667,14 @@ class GpuKernel:
         except ConfigurationError as exc:
             raise LaunchConfigError(exc.message, kernel_name=self.name, hint=exc.hint) from exc
         self._check_config(config, None)
-        return ConfiguredLaunch(self, config)
+        launch = ConfiguredLaunch(self, config)
+        try:
+            if len(self._configured) >= _DECISION_CACHE_LIMIT:
+                self._configured.clear()
+            self._configured[spec] = launch
+        except TypeError:
+            pass
+        return launch
 
     # -- introspection ----------------------------------------------------------------
     @property
@@ -542,14 +697,19 @@ class GpuKernel:
 class ConfiguredLaunch:
     """``kernel[grid, block, ...]``: call it with the kernel's arguments."""
 
-    __slots__ = ("kernel", "config")
+    __slots__ = ("kernel", "config", "_extra")
 
     def __init__(self, kernel: GpuKernel, config: LaunchConfig) -> None:
         self.kernel = kernel
         self.config = config
+        self._extra = (config.grid, config.block, config.shared_mem)
 
     def __call__(self, *args: Any, host_transfer: bool = False) -> None:
-        self.kernel.launch(*args, config=self.config, host_transfer=host_transfer)
+        k = self.kernel
+        if k._fast_explicit and not host_transfer and len(args) == len(k._params):
+            if k._try_fast(args, k._fast_explicit, self._extra, self.config.stream):
+                return
+        k.launch(*args, config=self.config, host_transfer=host_transfer)
 
 
 def _with_stream(decision: LaunchDecision, stream: Any) -> LaunchDecision:

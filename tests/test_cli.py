@@ -46,3 +46,27 @@ def test_example_vector_add() -> None:
     out = _run(str(ROOT / "examples" / "vector_add.py"), "500")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "matches NumPy: True" in out.stdout and "grid 2" in out.stdout
+
+
+def test_cache_commands(tmp_path: Path) -> None:
+    import os as _os
+
+    env_dir = tmp_path / "kc"
+    old = _os.environ.get("RINGKERNEL_CACHE_DIR")
+    _os.environ["RINGKERNEL_CACHE_DIR"] = str(env_dir)
+    try:
+        from ringkernel.compile import CacheEntry, PtxCache
+
+        PtxCache.with_dir(env_dir).put_entry(CacheEntry(PtxCache.hash_source("k"), "sm_90", "ptx", b"cubin"))
+        path = _run("-m", "ringkernel", "cache", "path")
+        assert path.returncode == 0 and path.stdout.strip() == str(env_dir)
+        stats = _run("-m", "ringkernel", "cache", "stats", "--json")
+        assert json.loads(stats.stdout)["entries"] == 1
+        clear = _run("-m", "ringkernel", "cache", "clear")
+        assert clear.returncode == 0 and "removed 1" in clear.stdout
+        assert json.loads(_run("-m", "ringkernel", "cache", "stats", "--json").stdout)["entries"] == 0
+    finally:
+        if old is None:
+            _os.environ.pop("RINGKERNEL_CACHE_DIR", None)
+        else:
+            _os.environ["RINGKERNEL_CACHE_DIR"] = old

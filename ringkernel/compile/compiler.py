@@ -1,0 +1,247 @@
+"""``CachingCompiler``: compile a kernel for a signature through numba, cache first.
+
+On a hit the cubin is loaded straight into the current CUDA context: numba's typing,
+lowering, NVVM and the linker are all skipped. On a miss numba compiles the kernel, and
+the PTX, the linked cubin and the entry point's name are stored.
+
+The cache key (:meth:`CachingCompiler.cache_key`) is the SHA-256 of: ``CACHE_VERSION``;
+the ringkernel, numba-cuda and Python (major.minor) versions; the compute capability the
+code is built for (``sm_90``, or ``sm_90a`` with an arch suffix); the argument types; the
+compile options (fastmath, lineinfo, debug, max_registers); and the kernel's
+:func:`~ringkernel.compile.fingerprint.code_fingerprint`, which covers its code and that of
+every device function it calls.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from ..errors import ConfigurationError, KernelCompileError
+from .cache import CACHE_VERSION, CacheEntry, PtxCache
+from .fingerprint import code_fingerprint
+from .launcher import KernelLauncher
+
+__all__ = ["CachingCompiler", "CompiledKernel", "default_compiler"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CompiledKernel:
+    """A kernel loaded for one signature: launcher, resources, and where it came from."""
+
+    name: str
+    entry_name: str
+    argtypes: tuple[Any, ...]
+    key: str
+    compute_cap: str
+    from_cache: bool
+    registers_per_thread: int
+    shared_mem_per_block: int
+    max_threads_per_block: int
+    launcher: KernelLauncher
+    ptx: str = field(repr=False, default="")
+    load_ms: float = 0.0
+    _module: Any = field(repr=False, default=None)  # keeps the loaded module alive
+
+
+def _versions_for_key() -> dict[str, str]:
+    import numba_cuda
+
+    from .. import __version__
+
+    return {
+        "ringkernel": __version__,
+        "numba_cuda": getattr(numba_cuda, "__version__", "unknown"),
+        "python": f"{platform.python_implementation()}-{platform.python_version_tuple()[0]}.{platform.python_version_tuple()[1]}",
+    }
+
+
+class CachingCompiler:
+    """Compiles kernels through numba with a :class:`PtxCache` in front.
+
+    Parameters
+    ----------
+    cache:
+        The cache (default: ``PtxCache()`` at the default directory).
+    compute_cap:
+        Target such as ``"sm_90"``; default: the current device's.
+    """
+
+    def __init__(self, cache: PtxCache | None = None, *, compute_cap: str | None = None) -> None:
+        self.cache = cache if cache is not None else PtxCache()
+        if compute_cap is not None:
+            _parse_cc(compute_cap)
+        self._cc = compute_cap
+        self._lock = threading.Lock()
+        self._versions: dict[str, str] | None = None
+        self._fingerprints: dict[int, tuple[Any, str]] = {}
+
+    @property
+    def compute_cap(self) -> str:
+        if self._cc is None:
+            from numba import cuda
+
+            major, minor = cuda.get_current_device().compute_capability
+            self._cc = f"sm_{major}{minor}"
+        return self._cc
+
+    def fingerprint(self, py_func: Callable[..., Any]) -> str:
+        hit = self._fingerprints.get(id(py_func))
+        if hit is not None and hit[0] is py_func:
+            return hit[1]
+        fp = code_fingerprint(py_func)
+        self._fingerprints[id(py_func)] = (py_func, fp)
+        return fp
+
+    def cache_key(self, py_func: Callable[..., Any], argtypes: Sequence[Any], options: dict[str, Any]) -> str:
+        """The SHA-256 key of ``py_func`` compiled for ``argtypes`` with ``options`` (see module doc)."""
+        if self._versions is None:
+            self._versions = _versions_for_key()
+        doc = {
+            "cache_version": CACHE_VERSION,
+            "versions": self._versions,
+            "cc": self.compute_cap,
+            "argtypes": [str(t) for t in argtypes],
+            "options": {k: options[k] for k in sorted(options)},
+            "code": self.fingerprint(py_func),
+        }
+        return PtxCache.hash_source(json.dumps(doc, sort_keys=True, default=str))
+
+    def compile(self, kernel_or_func: Any, signature: Sequence[Any] | str) -> CompiledKernel:
+        """Load ``kernel_or_func`` (a ``GpuKernel`` or a kernel function) for ``signature``.
+
+        ``signature`` is a tuple of numba types or a signature string
+        (``"void(float32[:], float32[:])"``).
+        """
+        from ..dsl import GpuKernel
+
+        if isinstance(kernel_or_func, GpuKernel):
+            kernel = kernel_or_func
+        elif callable(kernel_or_func) and hasattr(kernel_or_func, "__code__"):
+            kernel = GpuKernel(kernel_or_func)
+        else:
+            raise ConfigurationError(
+                f"CachingCompiler.compile takes a GpuKernel or a kernel function, got {type(kernel_or_func).__name__}"
+            )
+        if isinstance(signature, str):
+            from numba.core import sigutils
+
+            signature, _ = sigutils.normalize_signature(signature)
+        return self.load_or_compile(kernel.py_func, tuple(signature), kernel.compile_options, kernel.dispatcher, kernel.name)
+
+    def load_or_compile(
+        self,
+        py_func: Callable[..., Any],
+        argtypes: tuple[Any, ...],
+        options: dict[str, Any],
+        dispatcher: Any,
+        name: str,
+    ) -> CompiledKernel:
+        t0 = time.perf_counter()
+        key = self.cache_key(py_func, argtypes, options)
+        cc = self.compute_cap
+        entry = self.cache.get_entry(key, cc)
+        if entry is not None and entry.cubin and entry.meta.get("entry_name"):
+            try:
+                return self._load(entry, argtypes, name, from_cache=True, t0=t0)
+            except Exception as exc:  # a valid file the driver still refuses: recompile
+                log.warning("ringkernel cache: entry for %s could not be loaded (%s); recompiling", name, exc)
+        with self._lock:
+            entry = self._compile(py_func, argtypes, dispatcher, name, key, cc)
+        return self._load(entry, argtypes, name, from_cache=False, t0=t0)
+
+    def _compile(self, py_func: Any, argtypes: tuple[Any, ...], dispatcher: Any, name: str, key: str, cc: str) -> CacheEntry:
+        try:
+            compiled = dispatcher.compile(argtypes)
+        except Exception as exc:
+            raise KernelCompileError(
+                f"numba could not compile it for ({', '.join(str(t) for t in argtypes)}): "
+                f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}",
+                kernel_name=name,
+                hint="the body must be numba.cuda kernel code; the full numba message is chained below",
+            ) from exc
+        lib = compiled._codelibrary
+        cubin = lib.get_cubin(cc=_parse_cc(cc))
+        ptx = lib.get_asm_str(cc=_parse_cc(cc))
+        meta = {"entry_name": lib._entry_name, "name": name, "argtypes": [str(t) for t in argtypes],
+                "cooperative": bool(getattr(compiled, "cooperative", False))}  # fmt: skip
+        entry = CacheEntry(key, cc, ptx, bytes(cubin), meta)
+        if not meta["cooperative"]:
+            self.cache.put_entry(entry)
+        return entry
+
+    def _load(self, entry: CacheEntry, argtypes: tuple[Any, ...], name: str, *, from_cache: bool, t0: float) -> CompiledKernel:
+        from numba import cuda
+
+        ctx = cuda.current_context()
+        module = ctx.create_module_image(entry.cubin)
+        func = module.get_function(entry.meta["entry_name"])
+        handle = _function_pointer(func)
+        attrs = func.attrs
+        return CompiledKernel(
+            name=name,
+            entry_name=str(entry.meta["entry_name"]),
+            argtypes=argtypes,
+            key=entry.key,
+            compute_cap=entry.compute_cap,
+            from_cache=from_cache,
+            registers_per_thread=int(attrs.regs),
+            shared_mem_per_block=int(attrs.shared),
+            max_threads_per_block=int(attrs.maxthreads),
+            launcher=KernelLauncher(handle, argtypes, name),
+            ptx=entry.ptx,
+            load_ms=(time.perf_counter() - t0) * 1e3,
+            _module=(module, func),
+        )
+
+
+def _parse_cc(cc: str) -> tuple[int, int]:
+    """``"sm_90"`` / ``"sm_90a"`` -> ``(9, 0)``."""
+    import re
+
+    m = re.fullmatch(r"sm_(\d+)(\d)a?", cc)
+    if m is None:
+        raise ConfigurationError(f"compute capability {cc!r} is not of the form sm_XY or sm_XYa")
+    return int(m.group(1)), int(m.group(2))
+
+
+def _function_pointer(func: Any) -> int:
+    """A ``CUfunction`` usable with ``cuLaunchKernel`` in the current context."""
+    handle = func.handle
+    try:  # numba-cuda >= 0.2x loads through cuLibrary: the handle is a CUkernel
+        from cuda.bindings import driver as drv
+
+        if isinstance(handle, drv.CUkernel):
+            err, f = drv.cuKernelGetFunction(handle)
+            if err == drv.CUresult.CUDA_SUCCESS:
+                return int(f)
+    except ImportError:
+        pass
+    return int(getattr(handle, "value", handle))
+
+
+_default: CachingCompiler | None = None
+_default_lock = threading.Lock()
+
+
+def default_compiler() -> CachingCompiler:
+    """The process-wide compiler ``@gpu_kernel`` uses (cache at the default directory)."""
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                _default = CachingCompiler()
+    return _default
+
+
+def reset() -> None:
+    """Forget the process-wide compiler (tests; after changing RINGKERNEL_CACHE_DIR)."""
+    global _default
+    _default = None

@@ -1,0 +1,99 @@
+"""What a kernel's compiled code depends on, hashed: its code and everything it calls.
+
+The fingerprint of a kernel covers its code object (bytecode, constants, names, nested
+code: exactly what its source compiles to, so editing a comment does not invalidate the
+cache but editing an expression does), and recursively the code of every numba device
+function it reaches through its globals or closure, and the values of the simple
+constants it reads (``REDUCE_BLOCK = 256``, numba types such as ``float64``). Bytecode
+depends on the Python version, which is therefore part of the cache key too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import types
+from typing import Any, Callable
+
+__all__ = ["code_fingerprint"]
+
+_SIMPLE = (int, float, complex, bool, str, bytes, type(None))
+
+
+def code_fingerprint(func: Callable[..., Any]) -> str:
+    """SHA-256 over ``func``'s code and the code/values it depends on."""
+    h = hashlib.sha256()
+    _feed_function(h, func, set())
+    return h.hexdigest()
+
+
+def _feed_function(h: "hashlib._Hash", func: Any, seen: set[int]) -> None:
+    code = getattr(func, "__code__", None)
+    if code is None:
+        h.update(f"<opaque {type(func).__qualname__}>".encode())
+        return
+    _feed_code(h, code)
+    names: set[str] = set()
+    _collect_names(code, names)
+    glb = getattr(func, "__globals__", {})
+    for name in sorted(names):
+        if name in glb:
+            h.update(b"\x00g:" + name.encode())
+            _feed_value(h, glb[name], seen)
+    for name, cell in zip(code.co_freevars, getattr(func, "__closure__", None) or ()):
+        h.update(b"\x00c:" + name.encode())
+        try:
+            _feed_value(h, cell.cell_contents, seen)
+        except ValueError:  # empty cell
+            h.update(b"<empty>")
+
+
+def _collect_names(code: types.CodeType, out: set[str]) -> None:
+    out.update(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _collect_names(const, out)
+
+
+def _feed_code(h: "hashlib._Hash", code: types.CodeType) -> None:
+    h.update(code.co_code)
+    h.update(repr((code.co_names, code.co_varnames, code.co_argcount, code.co_kwonlyargcount)).encode())
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _feed_code(h, const)
+        else:
+            h.update(repr(const).encode())
+
+
+def _feed_value(h: "hashlib._Hash", obj: Any, seen: set[int]) -> None:
+    # numba device functions (CUDADispatcher, or FakeCUDAKernel on the simulator), and
+    # anything else wrapping a Python function: follow it.
+    inner = getattr(obj, "py_func", None) or getattr(obj, "fn", None)
+    if inner is not None and callable(inner) and hasattr(inner, "__code__"):
+        if id(obj) in seen:
+            h.update(b"<seen>")
+            return
+        seen.add(id(obj))
+        h.update(b"<device function>")
+        _feed_function(h, inner, seen)
+        return
+    if isinstance(obj, types.ModuleType):
+        h.update(b"<module " + obj.__name__.encode() + b">")
+        return
+    if isinstance(obj, _SIMPLE):
+        h.update(repr(obj).encode())
+        return
+    if isinstance(obj, tuple) and all(isinstance(x, _SIMPLE) for x in obj):
+        h.update(repr(obj).encode())
+        return
+    if isinstance(obj, types.FunctionType):
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        _feed_function(h, obj, seen)
+        return
+    mod = type(obj).__module__ or ""
+    if mod.startswith(("numpy", "numba")):
+        # numpy scalars/dtypes, numba types (float64, ...): their repr is their identity
+        h.update(repr(obj).encode())
+        return
+    h.update(f"<{type(obj).__module__}.{type(obj).__qualname__}>".encode())

@@ -1,0 +1,250 @@
+"""The fast launch path: arguments packed once per array object, one ``cuLaunchKernel`` call.
+
+numba's kernel ABI passes each array as ``meminfo, parent, nitems, itemsize, data,
+shape[ndim], strides[ndim]`` (all 8 bytes) and each scalar as itself. A
+:class:`KernelLauncher` is built once per compiled signature: it knows the ``struct``
+format of the whole parameter block, so a launch is one ``struct.pack_into`` into a
+per-thread buffer whose slot addresses were computed in advance, and one ctypes call of
+the driver's ``cuLaunchKernel``.
+
+What an array contributes is read once per array object and cached by identity, with a
+weak reference that drops the entry when the array dies. Only numba device arrays are
+cached this way: their pointer and shape cannot change. Other ``__cuda_array_interface__``
+objects (CuPy, PyTorch) are read on every launch, since CuPy can reshape in place and
+PyTorch can resize.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+import threading
+import weakref
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+
+__all__ = ["ArgInfo", "describe_arg", "KernelLauncher", "stream_handle", "driver_error_name"]
+
+_PARAM = 8  # bytes per parameter slot (complex numbers take two slots)
+
+
+class ArgInfo(NamedTuple):
+    """What one argument contributes to a launch (a NamedTuple: cheap to build per launch)."""
+
+    type_key: Any  # hashable: picks the compiled signature
+    size: int  # elements (0 for scalars)
+    values: tuple  # values for the parameter slots (arrays); the scalar itself otherwise
+    is_array: bool
+    ref: Any = None  # weakref to the array (cached entries only)
+    sync_stream: int | None = None  # producer stream to synchronise with (CAI 'stream')
+
+
+_CACHE: dict[int, ArgInfo] = {}
+_NUMBA_ARRAY_TYPES: tuple[type, ...] | None = None
+
+
+def _numba_array_types() -> tuple[type, ...]:
+    global _NUMBA_ARRAY_TYPES
+    if _NUMBA_ARRAY_TYPES is None:
+        from numba.cuda.cudadrv.devicearray import DeviceNDArrayBase
+
+        _NUMBA_ARRAY_TYPES = (DeviceNDArrayBase,)
+    return _NUMBA_ARRAY_TYPES
+
+
+def _strides_c(shape: Sequence[int], itemsize: int) -> tuple[int, ...]:
+    strides = []
+    acc = itemsize
+    for dim in reversed(shape):
+        strides.append(acc)
+        acc *= dim
+    return tuple(reversed(strides))
+
+
+def _layout(shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int) -> str:
+    if strides == _strides_c(shape, itemsize):
+        return "C"
+    if strides == tuple(reversed(_strides_c(tuple(reversed(shape)), itemsize))):
+        return "F"
+    return "A"
+
+
+def describe_arg(obj: Any) -> ArgInfo | None:
+    """An argument's launch contribution; ``None`` if the fast path cannot take it (host arrays, ...)."""
+    hit = _CACHE.get(id(obj))
+    if hit is not None and hit.ref() is obj:
+        return hit
+    if isinstance(obj, (bool, np.bool_)):
+        return ArgInfo(("scalar", "bool"), 0, (bool(obj),), False)
+    if isinstance(obj, int):
+        return ArgInfo(("scalar", "int"), 0, (obj,), False)
+    if isinstance(obj, float):
+        return ArgInfo(("scalar", "float"), 0, (obj,), False)
+    if isinstance(obj, complex):
+        return ArgInfo(("scalar", "complex"), 0, (obj,), False)
+    if isinstance(obj, np.generic):
+        return ArgInfo(("scalar", obj.dtype.str), 0, (obj,), False)
+    if isinstance(obj, np.ndarray) or not hasattr(type(obj), "__cuda_array_interface__"):
+        return None
+    cai = obj.__cuda_array_interface__
+    shape = tuple(int(s) for s in cai["shape"])
+    dtype = np.dtype(cai["typestr"])
+    if dtype.hasobject or dtype.fields:
+        return None
+    itemsize = dtype.itemsize
+    strides = tuple(int(s) for s in cai["strides"]) if cai.get("strides") else _strides_c(shape, itemsize)
+    ptr, readonly = cai["data"]
+    size = 1
+    for s in shape:
+        size *= s
+    values = (0, 0, size, itemsize, int(ptr or 0), *shape, *strides)
+    key = ("array", dtype.str, len(shape), _layout(shape, strides, itemsize), bool(readonly))
+    producer = cai.get("stream") if cai.get("version", 0) >= 3 else None
+    if isinstance(obj, _numba_array_types()):
+        try:
+            k = id(obj)
+            ref = weakref.ref(obj, lambda _r, k=k: _CACHE.pop(k, None))
+        except TypeError:
+            return ArgInfo(key, size, values, True, None, producer)
+        info = ArgInfo(key, size, values, True, ref, None)
+        _CACHE[k] = info
+        return info
+    return ArgInfo(key, size, values, True, None, producer if producer not in (None, 1) else None)
+
+
+# -- the driver, through ctypes -------------------------------------------------------------
+_lib: Any = None
+_launch_fn: Any = None
+_sync_fn: Any = None
+
+
+def _driver() -> Any:
+    global _lib, _launch_fn, _sync_fn
+    if _lib is None:
+        import ctypes.util
+
+        last: Exception | None = None
+        for name in ("libcuda.so.1", "libcuda.so", ctypes.util.find_library("cuda") or "", "nvcuda.dll"):
+            if not name:
+                continue
+            try:
+                _lib = ctypes.CDLL(name)
+                break
+            except OSError as exc:
+                last = exc
+        if _lib is None:
+            raise OSError(f"cannot load the CUDA driver library: {last}")
+        fn = _lib.cuLaunchKernel
+        u = ctypes.c_uint
+        fn.argtypes = [ctypes.c_void_p, u, u, u, u, u, u, u, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+        fn.restype = ctypes.c_int
+        _launch_fn = fn
+        _sync_fn = _lib.cuStreamSynchronize
+        _sync_fn.argtypes = [ctypes.c_void_p]
+        _sync_fn.restype = ctypes.c_int
+    return _lib
+
+
+def driver_error_name(code: int) -> str:
+    lib = _driver()
+    name = ctypes.c_char_p()
+    desc = ctypes.c_char_p()
+    try:
+        lib.cuGetErrorName(code, ctypes.byref(name))
+        lib.cuGetErrorString(code, ctypes.byref(desc))
+        return f"{(name.value or b'?').decode()}: {(desc.value or b'').decode()}"
+    except Exception:
+        return f"CUresult {code}"
+
+
+def stream_handle(stream: Any) -> int:
+    """The raw ``CUstream`` of a numba stream, a cuda.core stream, a raw int, or 0 for ``None``."""
+    if stream is None or stream == 0:
+        return 0
+    if isinstance(stream, int):
+        return stream
+    proto = getattr(stream, "__cuda_stream__", None)
+    if proto is not None:
+        return int(proto()[1])
+    handle = getattr(stream, "handle", None)
+    if handle is None:
+        raise TypeError(f"not a CUDA stream: {stream!r}")
+    value = getattr(handle, "value", handle)  # ctypes handles (older numba) or cuda-bindings objects
+    return int(value or 0)
+
+
+# -- per-signature launchers ---------------------------------------------------------------
+_SCALAR_FORMATS = {
+    "int8": "b7x", "uint8": "B7x", "int16": "h6x", "uint16": "H6x", "int32": "i4x", "uint32": "I4x",
+    "int64": "q", "uint64": "Q", "float32": "f4x", "float64": "d", "bool": "?7x",
+    "complex64": "f4xf4x", "complex128": "dd",
+}  # fmt: skip
+
+
+def _format_for(numba_type: Any) -> tuple[str, int]:
+    """``struct`` format and number of parameter slots for one numba argument type."""
+    from numba.core import types
+
+    if isinstance(numba_type, types.Array):
+        return "qqqqQ" + "q" * (2 * numba_type.ndim), 5 + 2 * numba_type.ndim
+    name = "bool" if isinstance(numba_type, types.Boolean) else str(numba_type)
+    fmt = _SCALAR_FORMATS.get(name)
+    if fmt is None:
+        raise NotImplementedError(f"the fast launch path does not pack arguments of type {numba_type}")
+    return fmt, (2 if name.startswith("complex") else 1)
+
+
+class KernelLauncher:
+    """Launches one loaded kernel (one compiled signature) straight through the driver."""
+
+    def __init__(self, function_handle: int, argtypes: Sequence[Any], name: str) -> None:
+        self.handle = int(function_handle)
+        self.name = name
+        self.argtypes = tuple(argtypes)
+        fmts, slots, complex_at = [], 0, []
+        for i, t in enumerate(self.argtypes):
+            f, n = _format_for(t)
+            fmts.append(f)
+            slots += n
+            if str(t).startswith("complex"):
+                complex_at.append(i)
+        self._fmt = struct.Struct("<" + "".join(fmts))
+        self._slots = slots
+        self._complex_at = tuple(complex_at)
+        self._local = threading.local()
+        _driver()
+
+    def _buffers(self) -> tuple[Any, Any]:
+        bufs = getattr(self._local, "bufs", None)
+        if bufs is None:
+            buf = ctypes.create_string_buffer(max(1, self._slots) * _PARAM)
+            base = ctypes.addressof(buf)
+            ptrs = (ctypes.c_void_p * max(1, self._slots))(*[base + _PARAM * i for i in range(self._slots)])
+            bufs = self._local.bufs = (buf, ptrs)
+        return bufs
+
+    def launch(self, infos: Sequence[ArgInfo], grid: tuple[int, int, int], block: tuple[int, int, int], shared_mem: int, stream: int) -> None:
+        """Pack ``infos`` and call ``cuLaunchKernel``; raises ``RuntimeError`` with the driver's error."""
+        values: list[Any] = []
+        for info in infos:
+            if info.sync_stream is not None:
+                _sync_fn(info.sync_stream)  # the producer's stream, as CUDA Array Interface v3 asks
+            values.extend(info.values)
+        if self._complex_at:
+            values = self._split_complex(infos)
+        buf, ptrs = self._buffers()
+        self._fmt.pack_into(buf, 0, *values)
+        rc = _launch_fn(self.handle, grid[0], grid[1], grid[2], block[0], block[1], block[2], shared_mem, stream, ptrs, None)
+        if rc:
+            raise RuntimeError(driver_error_name(rc))
+
+    def _split_complex(self, infos: Sequence[ArgInfo]) -> list[Any]:
+        out: list[Any] = []
+        for i, info in enumerate(infos):
+            if i in self._complex_at:
+                z = complex(info.values[0])
+                out += [z.real, z.imag]
+            else:
+                out.extend(info.values)
+        return out
