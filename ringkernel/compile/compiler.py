@@ -168,11 +168,12 @@ class CachingCompiler:
                 hint="the body must be numba.cuda kernel code; the full numba message is chained below",
             ) from exc
         lib = compiled._codelibrary
-        cubin = lib.get_cubin(cc=_parse_cc(cc))
+        image = lib.get_cubin(cc=_parse_cc(cc))
         ptx = lib.get_asm_str(cc=_parse_cc(cc))
+        code, code_type = _image_bytes(image)
         meta = {"entry_name": lib._entry_name, "name": name, "argtypes": [str(t) for t in argtypes],
-                "cooperative": bool(getattr(compiled, "cooperative", False))}  # fmt: skip
-        entry = CacheEntry(key, cc, ptx, bytes(cubin), meta)
+                "cooperative": bool(getattr(compiled, "cooperative", False)), "code_type": code_type}  # fmt: skip
+        entry = CacheEntry(key, cc, ptx, code, meta)
         if not meta["cooperative"]:
             self.cache.put_entry(entry)
         return entry
@@ -181,7 +182,7 @@ class CachingCompiler:
         from numba import cuda
 
         ctx = cuda.current_context()
-        module = ctx.create_module_image(entry.cubin)
+        module = ctx.create_module_image(_image_object(entry.cubin, str(entry.meta.get("code_type", "cubin"))))
         func = module.get_function(entry.meta["entry_name"])
         handle = _function_pointer(func)
         attrs = func.attrs
@@ -200,6 +201,33 @@ class CachingCompiler:
             load_ms=(time.perf_counter() - t0) * 1e3,
             _module=(module, func),
         )
+
+
+def _image_bytes(image: Any) -> tuple[bytes, str]:
+    """The bytes of what numba linked: raw bytes (older numba) or a cuda.core ``ObjectCode``."""
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return bytes(image), "cubin"
+    code = image.code
+    if not isinstance(code, (bytes, bytearray, memoryview)):  # a path to the object on disk
+        with open(code, "rb") as f:
+            code = f.read()
+    return bytes(code), str(getattr(image, "code_type", "cubin"))
+
+
+def _image_object(data: bytes, code_type: str) -> Any:
+    """What numba's ``create_module_image`` takes: a cuda.core ``ObjectCode`` where numba uses them."""
+    try:
+        from cuda.core import ObjectCode
+    except ImportError:
+        try:
+            from cuda.core.experimental import ObjectCode
+        except ImportError:
+            return data
+    makers = {"cubin": ObjectCode.from_cubin, "fatbin": ObjectCode.from_fatbin, "object": ObjectCode.from_object,
+              "library": ObjectCode.from_library}  # fmt: skip
+    if code_type not in makers:
+        raise ValueError(f"cannot load cached code of type {code_type!r}")
+    return makers[code_type](data)
 
 
 def _parse_cc(cc: str) -> tuple[int, int]:
