@@ -156,6 +156,9 @@ class GpuKernel:
         self._fast_auto: dict[tuple[Any, ...], LaunchDecision] = {}
         self._fast_explicit: dict[tuple[Any, ...], LaunchDecision] = {}
         self._configured: dict[Any, ConfiguredLaunch] = {}
+        # Launch memo: identity of the arguments' cached ArgInfos -> (launcher, infos, config,
+        # decision). A hit skips every check, plan and packing step (see _memo_launch).
+        self._memo: dict[tuple[int, ...], tuple[Any, ...]] = {}
 
     # -- set-up (lazy) ------------------------------------------------------------------
     def _param_index(self, name: str, option: str) -> int:
@@ -489,10 +492,30 @@ class GpuKernel:
         host_transfer: bool = False,
     ) -> None:
         """Launch with a configuration chosen for these arguments and this GPU."""
-        if self._fast_auto and elements is None and profile is None and not host_transfer:
-            if len(args) == len(self._params) and self._try_fast(args, self._fast_auto, None, stream):
+        plain = elements is None and profile is None and not host_transfer
+        if plain and self._memo and _memo_launch(self, self._memo, args, stream):
+            return
+        if plain and self._fast_auto and len(args) == len(self._params):
+            if self._try_fast(args, self._fast_auto, None, stream):
+                self._memoize(self._memo, args, self._last)
                 return
-        self.launch(*args, elements=elements, profile=profile, stream=stream, host_transfer=host_transfer)
+        decision = self.launch(*args, elements=elements, profile=profile, stream=stream, host_transfer=host_transfer)
+        if plain and self.uses_runtime:
+            self._memoize(self._memo, args, decision)
+
+    def _memoize(self, memo: dict[tuple[int, ...], tuple[Any, ...]], args: tuple[Any, ...], decision: Any) -> None:
+        """Remember a checked launch on these very arrays (numba device arrays only)."""
+        from .compile.launcher import describe_arg
+
+        infos = [describe_arg(a) for a in args]
+        if decision is None or not all(i is not None and i.ref is not None for i in infos):
+            return
+        ck = self._compiled.get(tuple(i.type_key for i in infos))  # type: ignore[union-attr]
+        if ck is None:
+            return
+        if len(memo) >= _DECISION_CACHE_LIMIT:
+            memo.clear()
+        memo[tuple(id(i) for i in infos)] = (ck.launcher, infos, decision.config, decision)
 
     def launch(
         self,
@@ -573,7 +596,15 @@ class GpuKernel:
         from .compile.launcher import stream_handle
 
         try:
-            ck.launcher.launch(fast_infos, config.grid, config.block, config.shared_mem, stream_handle(config.stream))
+            try:
+                ck.launcher.launch(fast_infos, config.grid, config.block, config.shared_mem, stream_handle(config.stream))
+            except RuntimeError as exc:
+                if "CUDA_ERROR_INVALID_CONTEXT" not in str(exc):
+                    raise
+                from numba import cuda
+
+                cuda.current_context()  # a new thread: make numba's context current, then retry
+                ck.launcher.launch(fast_infos, config.grid, config.block, config.shared_mem, stream_handle(config.stream))
         except RuntimeError as exc:
             raise KernelLaunchError(
                 f"the driver refused the launch grid={config.grid} block={config.block} "
@@ -697,19 +728,61 @@ class GpuKernel:
 class ConfiguredLaunch:
     """``kernel[grid, block, ...]``: call it with the kernel's arguments."""
 
-    __slots__ = ("kernel", "config", "_extra")
+    __slots__ = ("kernel", "config", "_extra", "_memo")
 
     def __init__(self, kernel: GpuKernel, config: LaunchConfig) -> None:
         self.kernel = kernel
         self.config = config
         self._extra = (config.grid, config.block, config.shared_mem)
+        self._memo: dict[tuple[int, ...], tuple[Any, ...]] = {}
 
     def __call__(self, *args: Any, host_transfer: bool = False) -> None:
         k = self.kernel
-        if k._fast_explicit and not host_transfer and len(args) == len(k._params):
-            if k._try_fast(args, k._fast_explicit, self._extra, self.config.stream):
+        if not host_transfer:
+            if self._memo and _memo_launch(k, self._memo, args, self.config.stream):
                 return
-        k.launch(*args, config=self.config, host_transfer=host_transfer)
+            if k._fast_explicit and len(args) == len(k._params):
+                if k._try_fast(args, k._fast_explicit, self._extra, self.config.stream):
+                    k._memoize(self._memo, args, k._last)
+                    return
+        decision = k.launch(*args, config=self.config, host_transfer=host_transfer)
+        if not host_transfer and k.uses_runtime:
+            k._memoize(self._memo, args, decision)
+
+
+_ARGS: dict[int, Any] | None = None
+_stream_handle: Any = None
+
+
+def _memo_launch(kernel: GpuKernel, memo: dict[tuple[int, ...], tuple[Any, ...]], args: tuple[Any, ...], stream: Any) -> bool:
+    """The hot path: the same arrays as a checked launch before, so no check can fail now.
+
+    Each argument is looked up by identity in the launcher's cache of numba device arrays
+    (a hit proves it is the same, unchanged array); the tuple of those entries' identities
+    finds the remembered launcher, parameter block and configuration.
+    """
+    global _ARGS, _stream_handle
+    if _ARGS is None:
+        from .compile import launcher
+
+        _ARGS, _stream_handle = launcher._CACHE, launcher.stream_handle
+    cache = _ARGS
+    ids = []
+    for a in args:
+        hit = cache.get(id(a))
+        if hit is None or hit.ref() is not a:
+            return False
+        ids.append(id(hit))
+    m = memo.get(tuple(ids))
+    if m is None:
+        return False
+    launcher, infos, c, decision = m
+    try:
+        launcher.launch(infos, c.grid, c.block, c.shared_mem, _stream_handle(stream) if stream is not None else 0)
+    except RuntimeError:
+        return False  # the checked path launches again and raises a translated error
+    kernel._last = decision
+    return True
 
 
 def _with_stream(decision: LaunchDecision, stream: Any) -> LaunchDecision:

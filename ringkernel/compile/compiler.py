@@ -48,7 +48,8 @@ class CompiledKernel:
     launcher: KernelLauncher
     ptx: str = field(repr=False, default="")
     load_ms: float = 0.0
-    _module: Any = field(repr=False, default=None)  # keeps the loaded module alive
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    _module: Any = field(repr=False, default=None)
 
 
 def _versions_for_key() -> dict[str, str]:
@@ -145,17 +146,21 @@ class CachingCompiler:
         name: str,
     ) -> CompiledKernel:
         t0 = time.perf_counter()
-        key = self.cache_key(py_func, argtypes, options)
         cc = self.compute_cap
+        key = self.cache_key(py_func, argtypes, options)
+        t1 = time.perf_counter()
         entry = self.cache.get_entry(key, cc)
+        t2 = time.perf_counter()
+        timings = {"key_ms": (t1 - t0) * 1e3, "read_ms": (t2 - t1) * 1e3}
         if entry is not None and entry.cubin and entry.meta.get("entry_name"):
             try:
-                return self._load(entry, argtypes, name, from_cache=True, t0=t0)
+                return self._load(entry, argtypes, name, from_cache=True, t0=t0, timings=timings)
             except Exception as exc:  # a valid file the driver still refuses: recompile
                 log.warning("ringkernel cache: entry for %s could not be loaded (%s); recompiling", name, exc)
         with self._lock:
             entry = self._compile(py_func, argtypes, dispatcher, name, key, cc)
-        return self._load(entry, argtypes, name, from_cache=False, t0=t0)
+        timings["compile_ms"] = (time.perf_counter() - t2) * 1e3
+        return self._load(entry, argtypes, name, from_cache=False, t0=t0, timings=timings)
 
     def _compile(self, py_func: Any, argtypes: tuple[Any, ...], dispatcher: Any, name: str, key: str, cc: str) -> CacheEntry:
         try:
@@ -178,29 +183,42 @@ class CachingCompiler:
             self.cache.put_entry(entry)
         return entry
 
-    def _load(self, entry: CacheEntry, argtypes: tuple[Any, ...], name: str, *, from_cache: bool, t0: float) -> CompiledKernel:
+    def _load(
+        self, entry: CacheEntry, argtypes: tuple[Any, ...], name: str, *, from_cache: bool, t0: float,
+        timings: dict[str, float],
+    ) -> CompiledKernel:  # fmt: skip
+        import weakref
+
         from numba import cuda
 
-        ctx = cuda.current_context()
-        module = ctx.create_module_image(_image_object(entry.cubin, str(entry.meta.get("code_type", "cubin"))))
-        func = module.get_function(entry.meta["entry_name"])
-        handle = _function_pointer(func)
-        attrs = func.attrs
-        return CompiledKernel(
+        from .launcher import load_function, unload_module
+
+        t = time.perf_counter()
+        cuda.current_context()  # make numba's context current on this thread
+        if entry.meta.get("code_type", "cubin") not in ("cubin", "fatbin"):
+            raise ValueError(f"cannot load cached code of type {entry.meta.get('code_type')!r}")
+        fn = load_function(entry.cubin, str(entry.meta["entry_name"]))
+        timings["module_ms"] = (time.perf_counter() - t) * 1e3
+        ck = CompiledKernel(
             name=name,
             entry_name=str(entry.meta["entry_name"]),
             argtypes=argtypes,
             key=entry.key,
             compute_cap=entry.compute_cap,
             from_cache=from_cache,
-            registers_per_thread=int(attrs.regs),
-            shared_mem_per_block=int(attrs.shared),
-            max_threads_per_block=int(attrs.maxthreads),
-            launcher=KernelLauncher(handle, argtypes, name),
+            registers_per_thread=fn.registers_per_thread,
+            shared_mem_per_block=fn.shared_mem_per_block,
+            max_threads_per_block=fn.max_threads_per_block,
+            launcher=KernelLauncher(fn.function, argtypes, name),
             ptx=entry.ptx,
             load_ms=(time.perf_counter() - t0) * 1e3,
-            _module=(module, func),
+            timings_ms=timings,
+            _module=fn.module,
         )
+        # Unload when the compiled kernel is dropped, not at exit (the context goes first then).
+        fin = weakref.finalize(ck, unload_module, fn.module)
+        fin.atexit = False
+        return ck
 
 
 def _image_bytes(image: Any) -> tuple[bytes, str]:
@@ -214,22 +232,6 @@ def _image_bytes(image: Any) -> tuple[bytes, str]:
     return bytes(code), str(getattr(image, "code_type", "cubin"))
 
 
-def _image_object(data: bytes, code_type: str) -> Any:
-    """What numba's ``create_module_image`` takes: a cuda.core ``ObjectCode`` where numba uses them."""
-    try:
-        from cuda.core import ObjectCode
-    except ImportError:
-        try:
-            from cuda.core.experimental import ObjectCode
-        except ImportError:
-            return data
-    makers = {"cubin": ObjectCode.from_cubin, "fatbin": ObjectCode.from_fatbin, "object": ObjectCode.from_object,
-              "library": ObjectCode.from_library}  # fmt: skip
-    if code_type not in makers:
-        raise ValueError(f"cannot load cached code of type {code_type!r}")
-    return makers[code_type](data)
-
-
 def _parse_cc(cc: str) -> tuple[int, int]:
     """``"sm_90"`` / ``"sm_90a"`` -> ``(9, 0)``."""
     import re
@@ -238,21 +240,6 @@ def _parse_cc(cc: str) -> tuple[int, int]:
     if m is None:
         raise ConfigurationError(f"compute capability {cc!r} is not of the form sm_XY or sm_XYa")
     return int(m.group(1)), int(m.group(2))
-
-
-def _function_pointer(func: Any) -> int:
-    """A ``CUfunction`` usable with ``cuLaunchKernel`` in the current context."""
-    handle = func.handle
-    try:  # numba-cuda >= 0.2x loads through cuLibrary: the handle is a CUkernel
-        from cuda.bindings import driver as drv
-
-        if isinstance(handle, drv.CUkernel):
-            err, f = drv.cuKernelGetFunction(handle)
-            if err == drv.CUresult.CUDA_SUCCESS:
-                return int(f)
-    except ImportError:
-        pass
-    return int(getattr(handle, "value", handle))
 
 
 _default: CachingCompiler | None = None

@@ -147,3 +147,31 @@ def test_cupy_and_torch_through_fast_path(cache_dir: Path, rng: np.random.Genera
         c = cupy.full(4097, cupy.nan, dtype=cupy.float32)
         vector_add(a, a, c)
         np.testing.assert_array_equal(cupy.asnumpy(c), 2 * cupy.asnumpy(a))
+
+
+def test_launch_from_another_thread(cache_dir: Path) -> None:
+    import threading
+
+    from numba import cuda
+
+    from ringkernel.kernels import vector_add
+
+    a = cuda.to_device(np.arange(512, dtype=np.float32))
+    c = cuda.device_array(512, np.float32)
+    vector_add(a, a, c)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            out = cuda.device_array(512, np.float32)
+            for _ in range(3):
+                vector_add(a, a, out)
+            cuda.synchronize()
+            np.testing.assert_array_equal(out.copy_to_host(), 2 * np.arange(512, dtype=np.float32))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    assert not errors, errors
