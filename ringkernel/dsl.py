@@ -494,23 +494,16 @@ class GpuKernel:
         """Launch with a configuration chosen for these arguments and this GPU."""
         plain = elements is None and profile is None and not host_transfer
         if plain and self._memo:
-            # The hot path, inlined (every attribute lookup and call shows at ~5 us a launch):
-            # the same numba arrays as a checked launch before -> the remembered parameter
-            # block and configuration, one driver call. See _memo_launch for the general form.
-            ids = []
-            for a in args:
-                hit = _ARGS.get(id(a))  # type: ignore[union-attr]
-                if hit is None or hit.ref() is not a:
-                    break
-                ids.append(id(hit))
-            else:
-                m = self._memo.get(tuple(ids))
-                if m is not None and stream is None:
-                    launcher, infos, c, decision, fn, handle, dims, st_local = m
-                    st = getattr(st_local, "state", None)
-                    if st is not None and st.last is infos and not fn(handle, *dims, None, st.ptrs, None):
-                        self._last = decision
-                        return
+            # The hot path, inlined (every attribute lookup shows at ~5 us a launch): the very
+            # numba arrays of an earlier checked launch -> its parameter block and
+            # configuration, one driver call. Entries die with their arrays (launcher._DEPENDENTS).
+            m = self._memo.get(tuple(map(id, args)))
+            if m is not None and stream is None:
+                launcher, infos, c, decision, fn, handle, dims, st_local = m
+                st = getattr(st_local, "state", None)
+                if st is not None and st.last is infos and not fn(handle, *dims, None, st.ptrs, None):
+                    self._last = decision
+                    return
             if _memo_launch(self, self._memo, args, stream):
                 return
         if plain and self._fast_auto and len(args) == len(self._params):
@@ -535,12 +528,12 @@ class GpuKernel:
             memo.clear()
         from .compile import launcher as L
 
-        global _ARGS
-        _ARGS = L._CACHE
         c = decision.config
         lau = ck.launcher
         dims = (*c.grid, *c.block, c.shared_mem)
-        memo[tuple(id(i) for i in infos)] = (lau, infos, c, decision, L._launch_fn, lau._chandle, dims, lau._local)
+        key = tuple(map(id, args))
+        memo[key] = (lau, infos, c, decision, L._launch_fn, lau._chandle, dims, lau._local)
+        L.register_memo(memo, key, args)
 
     def launch(
         self,
@@ -766,20 +759,13 @@ class ConfiguredLaunch:
         if not host_transfer:
             memo = self._memo
             if memo and self.config.stream is None:  # inlined hot path, as in GpuKernel.__call__
-                ids = []
-                for a in args:
-                    hit = _ARGS.get(id(a))  # type: ignore[union-attr]
-                    if hit is None or hit.ref() is not a:
-                        break
-                    ids.append(id(hit))
-                else:
-                    m = memo.get(tuple(ids))
-                    if m is not None:
-                        launcher, infos, c, decision, fn, handle, dims, st_local = m
-                        st = getattr(st_local, "state", None)
-                        if st is not None and st.last is infos and not fn(handle, *dims, None, st.ptrs, None):
-                            k._last = decision
-                            return
+                m = memo.get(tuple(map(id, args)))
+                if m is not None:
+                    launcher, infos, c, decision, fn, handle, dims, st_local = m
+                    st = getattr(st_local, "state", None)
+                    if st is not None and st.last is infos and not fn(handle, *dims, None, st.ptrs, None):
+                        k._last = decision
+                        return
             if memo and _memo_launch(k, memo, args, self.config.stream):
                 return
             if k._fast_explicit and len(args) == len(k._params):
@@ -791,30 +777,22 @@ class ConfiguredLaunch:
             k._memoize(self._memo, args, decision)
 
 
-_ARGS: dict[int, Any] | None = None
 _stream_handle: Any = None
 
 
 def _memo_launch(kernel: GpuKernel, memo: dict[tuple[int, ...], tuple[Any, ...]], args: tuple[Any, ...], stream: Any) -> bool:
     """The hot path: the same arrays as a checked launch before, so no check can fail now.
 
-    Each argument is looked up by identity in the launcher's cache of numba device arrays
-    (a hit proves it is the same, unchanged array); the tuple of those entries' identities
-    finds the remembered launcher, parameter block and configuration.
+    The memo is keyed by the arguments' ids; an entry is dropped the moment one of its
+    numba arrays dies (their pointer and shape never change while alive), so a hit means
+    the very same arrays. Packs the parameters again if another launch used the buffer.
     """
-    global _ARGS, _stream_handle
-    if _ARGS is None:
-        from .compile import launcher
+    global _stream_handle
+    if _stream_handle is None:
+        from .compile.launcher import stream_handle
 
-        _ARGS, _stream_handle = launcher._CACHE, launcher.stream_handle
-    cache = _ARGS
-    ids = []
-    for a in args:
-        hit = cache.get(id(a))
-        if hit is None or hit.ref() is not a:
-            return False
-        ids.append(id(hit))
-    m = memo.get(tuple(ids))
+        _stream_handle = stream_handle
+    m = memo.get(tuple(map(id, args)))
     if m is None:
         return False
     launcher, infos, c, decision = m[:4]

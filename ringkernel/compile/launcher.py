@@ -42,6 +42,22 @@ class ArgInfo(NamedTuple):
 
 
 _CACHE: dict[int, ArgInfo] = {}
+# Launch memos keyed by the ids of numba arrays (see GpuKernel): id -> [(memo, key), ...].
+# When an array dies its weakref callback drops every memo entry naming it, before CPython
+# can hand its id to a new object, so a memo hit by id always means the same live arrays.
+_DEPENDENTS: dict[int, list[tuple[dict, tuple]]] = {}
+
+
+def _array_died(k: int) -> None:
+    _CACHE.pop(k, None)
+    for memo, key in _DEPENDENTS.pop(k, ()):
+        memo.pop(key, None)
+
+
+def register_memo(memo: dict, key: tuple, args: Sequence[Any]) -> None:
+    """Record that ``memo[key]`` must go when any of ``args`` (cached numba arrays) dies."""
+    for a in args:
+        _DEPENDENTS.setdefault(id(a), []).append((memo, key))
 _NUMBA_ARRAY_TYPES: tuple[type, ...] | None = None
 
 
@@ -105,7 +121,7 @@ def describe_arg(obj: Any) -> ArgInfo | None:
     if isinstance(obj, _numba_array_types()):
         try:
             k = id(obj)
-            ref = weakref.ref(obj, lambda _r, k=k: _CACHE.pop(k, None))
+            ref = weakref.ref(obj, lambda _r, k=k: _array_died(k))
         except TypeError:
             return ArgInfo(key, size, values, True, None, producer)
         info = ArgInfo(key, size, values, True, ref, None)

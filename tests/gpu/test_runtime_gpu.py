@@ -175,3 +175,21 @@ def test_launch_from_another_thread(cache_dir: Path) -> None:
     t.start()
     t.join()
     assert not errors, errors
+
+
+def test_memo_entries_die_with_their_arrays(cache_dir: Path, rng: np.random.Generator) -> None:
+    import gc
+
+    from numba import cuda
+
+    from ringkernel.kernels import vector_add
+
+    for round_ in range(20):  # new arrays each round: ids get reused, pointers change
+        a = rng.standard_normal(3000, dtype=np.float32)
+        da, dc = cuda.to_device(a), cuda.device_array(3000, np.float32)
+        for _ in range(3):
+            vector_add(da, da, dc)
+        np.testing.assert_array_equal(dc.copy_to_host(), 2 * a, err_msg=f"round {round_}")
+        del da, dc
+        gc.collect()
+    assert len(vector_add._memo) <= 2  # entries of dead arrays were dropped
