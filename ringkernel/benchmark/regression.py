@@ -20,7 +20,6 @@ import datetime as _dt
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from .._fileio import atomic_write_bytes
 from ..errors import BenchmarkError, ConfigurationError, EnvironmentMismatchError
 from .environment import EnvironmentFingerprint
 from .results import BenchmarkResult
@@ -332,19 +332,5 @@ class BenchmarkBaseline:
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temp file in the same directory and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
+    """Write ``text`` to ``path`` atomically (temp file + ``os.replace``)."""
+    return atomic_write_bytes(path, text.encode("utf-8"))

@@ -22,13 +22,13 @@ import json
 import logging
 import os
 import struct
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .._fileio import atomic_write_bytes
 from ..errors import ConfigurationError
 
 __all__ = ["CACHE_VERSION", "PtxCache", "CacheEntry", "PtxCacheStats", "default_cache_dir"]
@@ -224,31 +224,13 @@ class PtxCache:
         }).encode("utf-8")  # fmt: skip
         blob = _MAGIC + struct.pack("<I", len(header)) + header + payload
         try:
-            self._ensure_dir()
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(blob)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-                raise
+            atomic_write_bytes(path, blob, dir_mode=0o700)
         except OSError as exc:
             self._warn_unwritable(exc)
             return None
         if self.max_bytes is not None:
             self._evict()
         return path
-
-    def _ensure_dir(self) -> None:
-        d = self.cache_dir
-        if not d.is_dir():
-            d.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def _warn_unwritable(self, exc: OSError) -> None:
         with self._lock:
