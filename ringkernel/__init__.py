@@ -24,6 +24,7 @@ from .benchmark import (
     Statistics,
 )
 from .device import PRESETS, SIMULATED, GpuArchitecture
+from .memory import GpuMemoryPool, MemoryEstimate, PoolConfig, PoolDiagnostics, PooledBuffer, ResourceGuard, SizeClass
 from .dsl import ConfiguredLaunch, GpuKernel, gpu_kernel
 from .errors import (
     ConfigurationError,
@@ -34,6 +35,8 @@ from .errors import (
     KernelLaunchError,
     BenchmarkError,
     EnvironmentMismatchError,
+    InsufficientMemory,
+    InvalidFree,
     LaunchConfigError,
     RingKernelError,
 )
@@ -72,9 +75,12 @@ __all__ = [
     "Benchmark", "BenchmarkBaseline", "BenchmarkConfig", "BenchmarkResult", "BenchmarkRunner",
     "BenchmarkSuite", "EnvironmentFingerprint", "RegressionReport", "RegressionStatus", "ScalingMetrics",
     "Statistics",
+    # memory
+    "GpuMemoryPool", "MemoryEstimate", "PoolConfig", "PoolDiagnostics", "PooledBuffer", "ResourceGuard", "SizeClass",
     # errors
     "RingKernelError", "ConfigurationError", "DeviceError", "KernelError", "KernelArgumentError",
     "LaunchConfigError", "KernelCompileError", "KernelLaunchError", "BenchmarkError", "EnvironmentMismatchError",
+    "InsufficientMemory", "InvalidFree",
     # device-side helpers (lazy)
     *_INTRINSICS,
 ]  # fmt: skip

@@ -5,6 +5,9 @@
     RingKernelError
     ├── ConfigurationError        (also ValueError)  an option or profile is out of range
     ├── DeviceError                                   no usable device, or a driver call failed
+    ├── MemoryError_                                  pool and guard errors (not Python's MemoryError)
+    │   ├── InsufficientMemory                        an allocation would exceed a limit
+    │   └── InvalidFree                   (ValueError) double free, foreign pointer, wrong size
     ├── BenchmarkError                                a benchmark could not run or be compared
     │   └── EnvironmentMismatchError                  baseline taken on another GPU/driver/version
     └── KernelError                                   something about one kernel
@@ -33,6 +36,9 @@ __all__ = [
     "KernelLaunchError",
     "BenchmarkError",
     "EnvironmentMismatchError",
+    "MemoryError_",
+    "InsufficientMemory",
+    "InvalidFree",
 ]
 
 
@@ -108,3 +114,29 @@ class BenchmarkError(RingKernelError):
 
 class EnvironmentMismatchError(BenchmarkError):
     """A baseline was measured in a different environment; ``details['differences']`` lists how."""
+
+
+class MemoryError_(RingKernelError):  # noqa: N801 - Python's own MemoryError is a different thing
+    """Errors of the memory pool and the resource guard."""
+
+
+class InsufficientMemory(MemoryError_):
+    """An allocation would exceed the device's free memory or a configured limit.
+
+    ``needed``, ``available`` and ``recommended_max`` (elements, when an element size is
+    known) are attributes as well as in the message.
+    """
+
+    def __init__(
+        self, needed: int, available: int, recommended_max: int | None = None, *, what: str = "GPU memory",
+        hint: str | None = None,
+    ) -> None:  # fmt: skip
+        self.needed, self.available, self.recommended_max = needed, available, recommended_max
+        msg = f"Insufficient {what}: need {needed} bytes, have {available} bytes."
+        if recommended_max is not None:
+            msg += f" Reduce workload to {recommended_max} elements."
+        super().__init__(msg, hint=hint, details={"needed": needed, "available": available, "recommended_max": recommended_max})
+
+
+class InvalidFree(MemoryError_, ValueError):
+    """A deallocation the pool refuses: a double free, a pointer it never gave out, a wrong size."""

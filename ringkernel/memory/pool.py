@@ -1,0 +1,521 @@
+"""``GpuMemoryPool``: size-stratified device memory with O(1) allocate and free.
+
+Six size classes (256 B .. 256 KB) each keep a LIFO free list of blocks carved from slabs,
+so one driver allocation serves many blocks and a freed block is reused while it is still
+warm in cache. Larger requests, and requests beyond a class's ``max_counts``, go straight
+to the driver and are tracked. Every operation holds one lock; the bookkeeping (which
+block is live, which slab it belongs to, a generation per allocation) is what lets the
+pool refuse a double free, a foreign pointer or a wrong size without corrupting anything.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import weakref
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import ConfigurationError, InsufficientMemory, InvalidFree
+from .backend import MemoryBackend, default_backend
+
+__all__ = ["SizeClass", "PoolConfig", "PooledBuffer", "GpuMemoryPool", "PoolDiagnostics", "ClassDiagnostics"]
+
+log = logging.getLogger(__name__)
+
+KiB, MiB = 1024, 1024 * 1024
+
+
+class SizeClass(Enum):
+    """Pool block sizes."""
+
+    SIZE_256B = 256
+    SIZE_1KB = 1 * KiB
+    SIZE_4KB = 4 * KiB
+    SIZE_16KB = 16 * KiB
+    SIZE_64KB = 64 * KiB
+    SIZE_256KB = 256 * KiB
+
+    def bytes(self) -> int:
+        return self.value
+
+    @classmethod
+    def for_size(cls, nbytes: int) -> "SizeClass | None":
+        """The smallest class holding ``nbytes``; ``None`` above 256 KB (a direct allocation)."""
+        if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)) or nbytes <= 0:
+            raise ConfigurationError(f"allocation size must be a positive integer of bytes, got {nbytes!r}")
+        for c in _CLASSES:
+            if nbytes <= c.value:
+                return c
+        return None
+
+
+_CLASSES: tuple[SizeClass, ...] = tuple(SizeClass)
+_INDEX = {c: i for i, c in enumerate(_CLASSES)}
+
+
+def _six(values: Sequence[int], name: str) -> tuple[int, ...]:
+    t = tuple(int(v) for v in values)
+    if len(t) != len(_CLASSES) or any(v < 0 for v in t):
+        raise ConfigurationError(f"{name} needs {len(_CLASSES)} non-negative counts (256B..256KB), got {values!r}")
+    return t
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """How a pool grows and where it stops.
+
+    Parameters
+    ----------
+    initial_counts:
+        Blocks per class allocated up front (256B, 1KB, 4KB, 16KB, 64KB, 256KB).
+    max_counts:
+        Most blocks per class; beyond, requests become direct (tracked) allocations.
+    track_allocations:
+        Keep the requested size of each live allocation for diagnostics (live bytes,
+        internal fragmentation). Costs a little per call.
+    max_pool_bytes:
+        Hard cap on everything the pool holds (slabs and direct allocations); ``None``:
+        no cap. An allocation that would pass it raises :class:`InsufficientMemory`.
+    slab_bytes:
+        Size of the driver allocation blocks are carved from (at least one block).
+    """
+
+    initial_counts: tuple[int, ...] = (0, 0, 0, 0, 0, 0)
+    max_counts: tuple[int, ...] = (65536, 16384, 4096, 1024, 256, 64)
+    track_allocations: bool = True
+    max_pool_bytes: int | None = None
+    slab_bytes: int = 1 * MiB
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "initial_counts", _six(self.initial_counts, "initial_counts"))
+        object.__setattr__(self, "max_counts", _six(self.max_counts, "max_counts"))
+        if any(i > m for i, m in zip(self.initial_counts, self.max_counts)):
+            raise ConfigurationError(f"initial_counts {self.initial_counts} exceed max_counts {self.max_counts}")
+        if self.max_pool_bytes is not None and self.max_pool_bytes <= 0:
+            raise ConfigurationError(f"max_pool_bytes must be positive or None, got {self.max_pool_bytes!r}")
+        if self.slab_bytes < SizeClass.SIZE_256B.value:
+            raise ConfigurationError(f"slab_bytes must be at least 256, got {self.slab_bytes!r}")
+        if self.max_pool_bytes is not None:
+            warm = sum(c.value * n for c, n in zip(_CLASSES, self.initial_counts))
+            if warm > self.max_pool_bytes:
+                raise ConfigurationError(
+                    f"initial_counts need {warm} bytes, more than max_pool_bytes={self.max_pool_bytes}"
+                )
+
+    @classmethod
+    def default(cls) -> "PoolConfig":
+        return cls()
+
+    @classmethod
+    def for_compute(cls) -> "PoolConfig":
+        """Many mid-size scratch buffers: warm 64 x 64KB and 16 x 256KB blocks."""
+        return cls(initial_counts=(0, 0, 64, 64, 64, 16))
+
+    @classmethod
+    def for_messaging(cls) -> "PoolConfig":
+        """Many small message buffers: warm 1024 x 256B and 256 x 1KB blocks."""
+        return cls(initial_counts=(1024, 256, 0, 0, 0, 0))
+
+    @classmethod
+    def minimal(cls, max_pool_bytes: int = 64 * MiB) -> "PoolConfig":
+        """Nothing up front, small slabs, a hard cap: tests and constrained devices."""
+        return cls(max_pool_bytes=max_pool_bytes, slab_bytes=256 * KiB)
+
+
+@dataclass(frozen=True)
+class ClassDiagnostics:
+    size_class: SizeClass
+    in_use: int
+    free: int
+    slabs: int
+
+    @property
+    def in_use_bytes(self) -> int:
+        return self.in_use * self.size_class.value
+
+    @property
+    def free_bytes(self) -> int:
+        return self.free * self.size_class.value
+
+
+@dataclass(frozen=True)
+class PoolDiagnostics:
+    """A snapshot of the pool."""
+
+    classes: tuple[ClassDiagnostics, ...]
+    large_allocations: int
+    large_bytes: int
+    hits: int
+    misses: int
+    pool_bytes: int
+    peak_pool_bytes: int
+    live_bytes: int
+    peak_live_bytes: int
+    live_block_bytes: int
+    max_pool_bytes: int | None
+
+    @property
+    def hit_rate(self) -> float:
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0
+
+    @property
+    def free_bytes(self) -> int:
+        return sum(c.free_bytes for c in self.classes)
+
+    @property
+    def internal_fragmentation(self) -> float:
+        """Share of live block bytes not requested (a 300 B request in a 1 KB block wastes 70%)."""
+        return 1 - self.live_bytes / self.live_block_bytes if self.live_block_bytes else 0.0
+
+    @property
+    def external_fragmentation(self) -> float:
+        """Share of the pool's bytes sitting in free blocks."""
+        return self.free_bytes / self.pool_bytes if self.pool_bytes else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "classes": [{"size": c.size_class.value, "in_use": c.in_use, "free": c.free, "slabs": c.slabs} for c in self.classes],
+            "large_allocations": self.large_allocations, "large_bytes": self.large_bytes,
+            "hits": self.hits, "misses": self.misses, "hit_rate": self.hit_rate,
+            "pool_bytes": self.pool_bytes, "peak_pool_bytes": self.peak_pool_bytes,
+            "live_bytes": self.live_bytes, "peak_live_bytes": self.peak_live_bytes,
+            "live_block_bytes": self.live_block_bytes,
+            "internal_fragmentation": self.internal_fragmentation,
+            "external_fragmentation": self.external_fragmentation,
+        }  # fmt: skip
+
+
+class PooledBuffer:
+    """A block from a :class:`GpuMemoryPool`: ``ptr``, ``nbytes`` requested, ``capacity``.
+
+    ``as_array(shape, dtype)`` views it as a numba device array (any dtype and shape that
+    fits). Free it with ``free()`` / ``pool.deallocate(buf)`` or a ``with`` block; a buffer
+    used after being freed is refused, never silently reused.
+    """
+
+    __slots__ = ("pool", "ptr", "nbytes", "size_class", "_gen", "__weakref__")
+
+    def __init__(self, pool: "GpuMemoryPool", ptr: int, nbytes: int, size_class: SizeClass | None, gen: int) -> None:
+        self.pool, self.ptr, self.nbytes, self.size_class, self._gen = pool, ptr, nbytes, size_class, gen
+
+    @property
+    def capacity(self) -> int:
+        return self.size_class.value if self.size_class is not None else self.nbytes
+
+    def as_array(self, shape: int | Sequence[int], dtype: Any = np.uint8) -> Any:
+        """A numba device array over this block (a view: freeing the block invalidates it)."""
+        dt = np.dtype(dtype)
+        shp = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
+        if any(s < 0 for s in shp):
+            raise ConfigurationError(f"shape must be non-negative, got {shp}")
+        need = int(np.prod(shp, dtype=np.int64)) * dt.itemsize
+        if need > self.capacity:
+            raise ConfigurationError(
+                f"an array of shape {shp} and dtype {dt} needs {need} bytes; this block holds {self.capacity}",
+                hint="allocate a larger buffer",
+            )
+        self.pool._check_live(self)
+        return self.pool.backend.array(self.ptr, shp, dt, None)
+
+    def free(self) -> None:
+        self.pool.deallocate(self)
+
+    def __enter__(self) -> "PooledBuffer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.deallocate(self)
+
+    def __repr__(self) -> str:
+        return f"<PooledBuffer 0x{self.ptr:x} {self.nbytes} B in {self.size_class.name if self.size_class else 'direct'}>"
+
+
+class GpuMemoryPool:
+    """Size-stratified device memory pool (see the module docstring).
+
+    Parameters
+    ----------
+    config:
+        Growth limits and presets (:class:`PoolConfig`).
+    backend:
+        Where memory comes from (default: the driver on a GPU, host memory on the simulator).
+    """
+
+    def __init__(self, config: PoolConfig | None = None, *, backend: MemoryBackend | None = None) -> None:
+        self.config = config or PoolConfig()
+        self.backend = backend if backend is not None else default_backend()
+        self._lock = threading.Lock()
+        n = len(_CLASSES)
+        self._free: list[list[int]] = [[] for _ in range(n)]
+        self._count = [0] * n  # blocks per class, free or in use
+        self._block_slab: dict[int, int] = {}  # block ptr -> slab ptr
+        self._slabs: dict[int, tuple[int, tuple[int, ...]]] = {}  # slab ptr -> (class index, blocks)
+        self._slab_free: dict[int, int] = {}  # slab ptr -> free blocks in it
+        self._live: dict[int, tuple[int, int]] = {}  # ptr -> (requested bytes, generation)
+        self._large: dict[int, int] = {}  # direct allocations: ptr -> bytes
+        self._gen = 0
+        self._hits = self._misses = 0
+        self._pool_bytes = self._peak_pool = 0
+        self._live_bytes = self._peak_live = self._live_block_bytes = 0
+        self._closed = False
+        self._finalizer = weakref.finalize(self, _release_all, self.backend, self._slabs, self._large)
+        for cls, count in zip(_CLASSES, self.config.initial_counts):
+            if count:
+                self.warm_bucket(cls, count)
+
+    # -- allocation ---------------------------------------------------------------------
+    def allocate(self, nbytes: int) -> PooledBuffer:
+        """A block of at least ``nbytes`` (O(1) when its class has a free block)."""
+        cls = SizeClass.for_size(nbytes)
+        with self._lock:
+            self._check_open()
+            if cls is None:
+                ptr = self._direct(int(nbytes), why="larger than 256 KB")
+                bytes_ = int(nbytes)
+            else:
+                i = _INDEX[cls]
+                stack = self._free[i]
+                if stack:
+                    ptr = stack.pop()
+                    self._hits += 1
+                    self._slab_free[self._block_slab[ptr]] -= 1
+                    bytes_ = cls.value
+                elif self._count[i] < self.config.max_counts[i]:
+                    self._grow(i, 1)
+                    self._misses += 1
+                    ptr = stack.pop()
+                    self._slab_free[self._block_slab[ptr]] -= 1
+                    bytes_ = cls.value
+                else:
+                    ptr = self._direct(cls.value, why=f"{cls.name} is at max_counts={self.config.max_counts[i]}")
+                    bytes_ = cls.value
+            self._gen += 1
+            self._live[ptr] = (int(nbytes), self._gen)
+            self._live_bytes += int(nbytes)
+            self._live_block_bytes += bytes_
+            if self._live_bytes > self._peak_live:
+                self._peak_live = self._live_bytes
+            return PooledBuffer(self, ptr, int(nbytes), cls if ptr not in self._large else None, self._gen)
+
+    def device_array(self, shape: int | Sequence[int], dtype: Any = np.float32) -> Any:
+        """A numba device array from the pool, returned to the pool when the array is collected."""
+        dt = np.dtype(dtype)
+        shp = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
+        nbytes = max(1, int(np.prod(shp, dtype=np.int64)) * dt.itemsize)
+        buf = self.allocate(nbytes)
+        return self.backend.array(buf.ptr, shp, dt, functools.partial(self._release, buf.ptr, buf._gen))
+
+    def _direct(self, nbytes: int, *, why: str) -> int:
+        self._reserve(nbytes)
+        ptr = self.backend.alloc(nbytes)
+        self._large[ptr] = nbytes
+        self._pool_bytes += nbytes
+        self._peak_pool = max(self._peak_pool, self._pool_bytes)
+        self._misses += 1
+        log.debug("pool: direct allocation of %d bytes (%s)", nbytes, why)
+        return ptr
+
+    def _reserve(self, nbytes: int) -> None:
+        cap = self.config.max_pool_bytes
+        if cap is not None and self._pool_bytes + nbytes > cap:
+            raise InsufficientMemory(
+                nbytes, cap - self._pool_bytes, what="pool capacity",
+                hint=f"the pool holds {self._pool_bytes} of max_pool_bytes={cap}; free buffers, call compact(), "
+                "or raise PoolConfig.max_pool_bytes",
+            )  # fmt: skip
+
+    def _grow(self, i: int, at_least: int) -> None:
+        """Carve a new slab for class ``i`` with at least ``at_least`` blocks (lock held)."""
+        size = _CLASSES[i].value
+        room = self.config.max_counts[i] - self._count[i]
+        per_slab = max(at_least, self.config.slab_bytes // size)
+        nblocks = max(1, min(per_slab, room))
+        cap = self.config.max_pool_bytes
+        if cap is not None:  # shrink the slab to what the cap allows, down to the blocks needed
+            fit = (cap - self._pool_bytes) // size
+            if fit < min(at_least, nblocks):
+                self._reserve(size * min(at_least, nblocks))  # raises with the numbers
+            nblocks = min(nblocks, fit)
+        slab = self.backend.alloc(size * nblocks)
+        blocks = tuple(slab + k * size for k in range(nblocks))
+        self._slabs[slab] = (i, blocks)
+        self._slab_free[slab] = nblocks
+        for b in blocks:
+            self._block_slab[b] = slab
+        # LIFO: the lowest address is handed out first
+        self._free[i].extend(reversed(blocks))
+        self._count[i] += nblocks
+        self._pool_bytes += size * nblocks
+        self._peak_pool = max(self._peak_pool, self._pool_bytes)
+
+    def warm_bucket(self, size_class: SizeClass, count: int) -> None:
+        """Make sure ``count`` blocks of ``size_class`` are free, allocating slabs now."""
+        if not isinstance(size_class, SizeClass):
+            raise ConfigurationError(f"warm_bucket takes a SizeClass, got {size_class!r}")
+        i = _INDEX[size_class]
+        with self._lock:
+            self._check_open()
+            need = count - len(self._free[i])
+            if need <= 0:
+                return
+            if self._count[i] + need > self.config.max_counts[i]:
+                raise ConfigurationError(
+                    f"warming {count} {size_class.name} blocks would pass max_counts={self.config.max_counts[i]} "
+                    f"({self._count[i]} exist)",
+                    hint="raise PoolConfig.max_counts for this class",
+                )
+            while need > 0:
+                before = len(self._free[i])
+                self._grow(i, need)
+                need -= len(self._free[i]) - before
+
+    # -- deallocation -------------------------------------------------------------------
+    def deallocate(self, buffer: PooledBuffer | int, nbytes: int | None = None) -> None:
+        """Return a block. ``buffer`` is a :class:`PooledBuffer` or a raw pointer; ``nbytes``,
+        if given, must match what was allocated (in the same size class)."""
+        if isinstance(buffer, PooledBuffer):
+            if buffer.pool is not self:
+                raise InvalidFree(f"buffer 0x{buffer.ptr:x} belongs to another pool", hint="free it with its own pool")
+            ptr, gen = buffer.ptr, buffer._gen
+        elif isinstance(buffer, (int, np.integer)) and not isinstance(buffer, bool):
+            ptr, gen = int(buffer), None
+        else:
+            raise InvalidFree(f"deallocate takes a PooledBuffer or a pointer, got {type(buffer).__name__}")
+        with self._lock:
+            self._free_locked(ptr, gen, nbytes)
+
+    def _free_locked(self, ptr: int, gen: int | None, nbytes: int | None) -> None:
+        live = self._live.get(ptr)
+        if live is None or (gen is not None and live[1] != gen):
+            if ptr in self._block_slab or gen is not None:
+                raise InvalidFree(
+                    f"double free: block 0x{ptr:x} is not allocated (freed already, or reallocated since)",
+                    hint="free each buffer once; a `with pool.allocate(n) as buf:` block does it for you",
+                    details={"ptr": ptr},
+                )
+            raise InvalidFree(
+                f"pointer 0x{ptr:x} was not allocated by this pool",
+                hint="free it with the allocator it came from",
+                details={"ptr": ptr},
+            )
+        requested = live[0]
+        if nbytes is not None:
+            if ptr in self._large:
+                ok = nbytes == self._large[ptr] or nbytes == requested
+            else:
+                ok = SizeClass.for_size(nbytes) == SizeClass.for_size(requested)
+            if not ok:
+                raise InvalidFree(
+                    f"wrong size: block 0x{ptr:x} was allocated with {requested} bytes, freed with {nbytes}",
+                    hint="pass the size used at allocation (or none)",
+                    details={"ptr": ptr, "allocated": requested, "freed_with": nbytes},
+                )
+        del self._live[ptr]
+        self._live_bytes -= requested
+        large = self._large.pop(ptr, None)
+        if large is not None:
+            self._live_block_bytes -= large
+            self._pool_bytes -= large
+            self.backend.free(ptr)
+            return
+        slab = self._block_slab[ptr]
+        i = self._slabs[slab][0]
+        self._live_block_bytes -= _CLASSES[i].value
+        self._slab_free[slab] += 1
+        self._free[i].append(ptr)
+
+    def _release(self, ptr: int, gen: int) -> None:
+        """Finalizer of arrays from :meth:`device_array`: never raises."""
+        try:
+            with self._lock:
+                if not self._closed:
+                    self._free_locked(ptr, gen, None)
+        except Exception as exc:  # pragma: no cover - a bug, not a user error
+            log.error("pool: automatic release of 0x%x failed: %s", ptr, exc)
+
+    def _check_live(self, buf: PooledBuffer) -> None:
+        live = self._live.get(buf.ptr)
+        if live is None or live[1] != buf._gen:
+            raise InvalidFree(f"buffer 0x{buf.ptr:x} was freed; it cannot be used", hint="allocate a new one")
+
+    # -- maintenance --------------------------------------------------------------------
+    def compact(self) -> int:
+        """Return every slab whose blocks are all free to the device; returns the bytes released."""
+        released = 0
+        with self._lock:
+            self._check_open()
+            empty = [s for s, (i, blocks) in self._slabs.items() if self._slab_free[s] == len(blocks)]
+            if not empty:
+                return 0
+            gone: set[int] = set()
+            for slab in empty:
+                i, blocks = self._slabs.pop(slab)
+                del self._slab_free[slab]
+                gone.update(blocks)
+                for b in blocks:
+                    del self._block_slab[b]
+                size = _CLASSES[i].value * len(blocks)
+                self._count[i] -= len(blocks)
+                self._pool_bytes -= size
+                released += size
+                self.backend.free(slab)
+            for i, stack in enumerate(self._free):
+                if any(b in gone for b in stack):
+                    self._free[i] = [b for b in stack if b not in gone]
+        return released
+
+    def diagnostics(self) -> PoolDiagnostics:
+        with self._lock:
+            slabs_per = [0] * len(_CLASSES)
+            for i, _ in self._slabs.values():
+                slabs_per[i] += 1
+            classes = tuple(
+                ClassDiagnostics(c, self._count[i] - len(self._free[i]), len(self._free[i]), slabs_per[i])
+                for i, c in enumerate(_CLASSES)
+            )
+            return PoolDiagnostics(
+                classes=classes, large_allocations=len(self._large), large_bytes=sum(self._large.values()),
+                hits=self._hits, misses=self._misses, pool_bytes=self._pool_bytes, peak_pool_bytes=self._peak_pool,
+                live_bytes=self._live_bytes, peak_live_bytes=self._peak_live,
+                live_block_bytes=self._live_block_bytes, max_pool_bytes=self.config.max_pool_bytes,
+            )  # fmt: skip
+
+    def reset_peaks(self) -> None:
+        """Start peak tracking and hit counting afresh (e.g. after warm-up)."""
+        with self._lock:
+            self._peak_pool, self._peak_live = self._pool_bytes, self._live_bytes
+            self._hits = self._misses = 0
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConfigurationError("this memory pool is closed", hint="create a new GpuMemoryPool")
+
+    def close(self) -> None:
+        """Free every slab and direct allocation (idempotent). Live buffers become invalid."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._finalizer()
+
+    def __enter__(self) -> "GpuMemoryPool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _release_all(backend: MemoryBackend, slabs: dict[int, Any], large: dict[int, int]) -> None:
+    for ptr in list(slabs) + list(large):
+        try:
+            backend.free(ptr)
+        except Exception:  # the context may be gone at exit
+            pass
+    slabs.clear()
+    large.clear()
