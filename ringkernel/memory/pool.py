@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from bisect import bisect_left
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -46,16 +47,26 @@ class SizeClass(Enum):
     @classmethod
     def for_size(cls, nbytes: int) -> "SizeClass | None":
         """The smallest class holding ``nbytes``; ``None`` above 256 KB (a direct allocation)."""
-        if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)) or nbytes <= 0:
-            raise ConfigurationError(f"allocation size must be a positive integer of bytes, got {nbytes!r}")
-        for c in _CLASSES:
-            if nbytes <= c.value:
-                return c
-        return None
+        i = _class_index(nbytes)
+        return None if i < 0 else _CLASSES[i]
 
 
 _CLASSES: tuple[SizeClass, ...] = tuple(SizeClass)
 _INDEX = {c: i for i, c in enumerate(_CLASSES)}
+_LIMITS = [c.value for c in _CLASSES]
+
+
+def _class_index(nbytes: int) -> int:
+    """Index of the smallest class holding ``nbytes``; -1 above 256 KB. Validates ``nbytes``."""
+    if type(nbytes) is not int:  # noqa: E721 - exact int is the fast path; bool is refused
+        if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)):
+            raise ConfigurationError(f"allocation size must be a positive integer of bytes, got {nbytes!r}")
+        nbytes = int(nbytes)
+    if nbytes <= 0:
+        raise ConfigurationError(f"allocation size must be a positive integer of bytes, got {nbytes!r}")
+    if nbytes > 262144:
+        return -1
+    return bisect_left(_LIMITS, nbytes)
 
 
 def _six(values: Sequence[int], name: str) -> tuple[int, ...]:
@@ -86,7 +97,7 @@ class PoolConfig:
     """
 
     initial_counts: tuple[int, ...] = (0, 0, 0, 0, 0, 0)
-    max_counts: tuple[int, ...] = (65536, 16384, 4096, 1024, 256, 64)
+    max_counts: tuple[int, ...] = (1 << 16, 1 << 15, 1 << 14, 1 << 12, 1 << 11, 1 << 10)
     track_allocations: bool = True
     max_pool_bytes: int | None = None
     slab_bytes: int = 1 * MiB
@@ -255,6 +266,7 @@ class GpuMemoryPool:
         self._free: list[list[int]] = [[] for _ in range(n)]
         self._count = [0] * n  # blocks per class, free or in use
         self._block_slab: dict[int, int] = {}  # block ptr -> slab ptr
+        self._block_class: dict[int, int] = {}  # block ptr -> class index
         self._slabs: dict[int, tuple[int, tuple[int, ...]]] = {}  # slab ptr -> (class index, blocks)
         self._slab_free: dict[int, int] = {}  # slab ptr -> free blocks in it
         self._live: dict[int, tuple[int, int]] = {}  # ptr -> (requested bytes, generation)
@@ -272,36 +284,38 @@ class GpuMemoryPool:
     # -- allocation ---------------------------------------------------------------------
     def allocate(self, nbytes: int) -> PooledBuffer:
         """A block of at least ``nbytes`` (O(1) when its class has a free block)."""
-        cls = SizeClass.for_size(nbytes)
+        i = _class_index(nbytes)
+        nbytes = int(nbytes)
+        cls = _CLASSES[i] if i >= 0 else None
         with self._lock:
-            self._check_open()
-            if cls is None:
-                ptr = self._direct(int(nbytes), why="larger than 256 KB")
-                bytes_ = int(nbytes)
+            if self._closed:
+                self._check_open()
+            if i < 0:
+                ptr = self._direct(nbytes, why="larger than 256 KB")
+                block = nbytes
             else:
-                i = _INDEX[cls]
                 stack = self._free[i]
+                block = _LIMITS[i]
                 if stack:
-                    ptr = stack.pop()
                     self._hits += 1
-                    self._slab_free[self._block_slab[ptr]] -= 1
-                    bytes_ = cls.value
                 elif self._count[i] < self.config.max_counts[i]:
                     self._grow(i, 1)
                     self._misses += 1
+                else:
+                    stack = None
+                if stack is not None:
                     ptr = stack.pop()
                     self._slab_free[self._block_slab[ptr]] -= 1
-                    bytes_ = cls.value
                 else:
-                    ptr = self._direct(cls.value, why=f"{cls.name} is at max_counts={self.config.max_counts[i]}")
-                    bytes_ = cls.value
-            self._gen += 1
-            self._live[ptr] = (int(nbytes), self._gen)
-            self._live_bytes += int(nbytes)
-            self._live_block_bytes += bytes_
+                    ptr = self._direct(block, why=f"{_CLASSES[i].name} is at max_counts={self.config.max_counts[i]}")
+                    cls = None
+            self._gen = gen = self._gen + 1
+            self._live[ptr] = (nbytes, gen)
+            self._live_bytes += nbytes
+            self._live_block_bytes += block
             if self._live_bytes > self._peak_live:
                 self._peak_live = self._live_bytes
-            return PooledBuffer(self, ptr, int(nbytes), cls if ptr not in self._large else None, self._gen)
+        return PooledBuffer(self, ptr, nbytes, cls, gen)
 
     def device_array(self, shape: int | Sequence[int], dtype: Any = np.float32) -> Any:
         """A numba device array from the pool, returned to the pool when the array is collected."""
@@ -348,6 +362,7 @@ class GpuMemoryPool:
         self._slab_free[slab] = nblocks
         for b in blocks:
             self._block_slab[b] = slab
+            self._block_class[b] = i
         # LIFO: the lowest address is handed out first
         self._free[i].extend(reversed(blocks))
         self._count[i] += nblocks
@@ -379,7 +394,7 @@ class GpuMemoryPool:
     def deallocate(self, buffer: PooledBuffer | int, nbytes: int | None = None) -> None:
         """Return a block. ``buffer`` is a :class:`PooledBuffer` or a raw pointer; ``nbytes``,
         if given, must match what was allocated (in the same size class)."""
-        if isinstance(buffer, PooledBuffer):
+        if type(buffer) is PooledBuffer:
             if buffer.pool is not self:
                 raise InvalidFree(f"buffer 0x{buffer.ptr:x} belongs to another pool", hint="free it with its own pool")
             ptr, gen = buffer.ptr, buffer._gen
@@ -388,6 +403,17 @@ class GpuMemoryPool:
         else:
             raise InvalidFree(f"deallocate takes a PooledBuffer or a pointer, got {type(buffer).__name__}")
         with self._lock:
+            live = self._live.get(ptr)
+            if nbytes is None and live is not None and (gen is None or live[1] == gen):
+                slab = self._block_slab.get(ptr)
+                if slab is not None:  # the common case, inlined: a pooled block, no size given
+                    del self._live[ptr]
+                    self._live_bytes -= live[0]
+                    i = self._block_class[ptr]
+                    self._live_block_bytes -= _LIMITS[i]
+                    self._slab_free[slab] += 1
+                    self._free[i].append(ptr)
+                    return
             self._free_locked(ptr, gen, nbytes)
 
     def _free_locked(self, ptr: int, gen: int | None, nbytes: int | None) -> None:
@@ -460,6 +486,7 @@ class GpuMemoryPool:
                 gone.update(blocks)
                 for b in blocks:
                     del self._block_slab[b]
+                    del self._block_class[b]
                 size = _CLASSES[i].value * len(blocks)
                 self._count[i] -= len(blocks)
                 self._pool_bytes -= size
