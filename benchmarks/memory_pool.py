@@ -65,21 +65,34 @@ def main() -> int:
     except Exception as exc:
         print(f"cupy unavailable: {exc}", file=sys.stderr)
 
-    results: dict[str, dict[str, float]] = {}
-    for cls in SizeClass:
-        n = cls.bytes()
-        results[cls.name] = {}
-        for name, fn in paths.items():
-            pairs = args.pairs if name != "numba" else max(2000, args.pairs // 10)
+    import gc
+
+    # 3 rounds; in each, every (class, path) in turn: clock ramp-up and drift touch all alike.
+    # The garbage collector is paused while timing (for every path): a collection landing in
+    # one path's samples measures Python, not the allocator.
+    per_round: dict[str, dict[str, list[float]]] = {c.name: {k: [] for k in paths} for c in SizeClass}
+    for fn in paths.values():
+        for cls in SizeClass:
             for _ in range(200):
-                fn(n)
-            samples = np.empty(pairs, dtype=np.int64)
-            for i in range(pairs):
-                t = clock()
-                fn(n)
-                samples[i] = clock() - t
-            results[cls.name][name] = float(np.median(samples)) / 1e3
+                fn(cls.bytes())
+    for _ in range(3):
+        for cls in SizeClass:
+            n = cls.bytes()
+            for name, fn in paths.items():
+                pairs = args.pairs if name != "numba" else max(2000, args.pairs // 10)
+                samples = np.empty(pairs, dtype=np.int64)
+                gc.collect()
+                gc.disable()
+                try:
+                    for i in range(pairs):
+                        t = clock()
+                        fn(n)
+                        samples[i] = clock() - t
+                finally:
+                    gc.enable()
+                per_round[cls.name][name].append(float(np.median(samples)) / 1e3)
     cuda.synchronize()
+    results = {c: {k: float(np.median(v)) for k, v in d.items()} for c, d in per_round.items()}
 
     # steady mixed workload
     work = GpuMemoryPool(PoolConfig())
@@ -112,6 +125,9 @@ def main() -> int:
     result = {
         "benchmark": "memory_pool",
         "alloc_free_us": results,
+        "alloc_free_us_per_round": per_round,
+        "method": "perf_counter_ns around each allocate+free pair; median per round; 3 interleaved rounds; "
+        "garbage collector paused while timing, for every path",
         "hit_rate": d.hit_rate,
         "peak_over_live": d.peak_pool_bytes / d.peak_live_bytes,
         "steady_workload": d.to_dict(),

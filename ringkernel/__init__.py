@@ -24,7 +24,7 @@ from .benchmark import (
     Statistics,
 )
 from .device import PRESETS, SIMULATED, GpuArchitecture
-from .memory import GpuMemoryPool, MemoryEstimate, PoolConfig, PoolDiagnostics, PooledBuffer, ResourceGuard, SizeClass
+from .memory import GpuMemoryPool, ManagedBuffer, MemoryEstimate, PoolConfig, PoolDiagnostics, PooledBuffer, ResourceGuard, SizeClass
 from .dsl import ConfiguredLaunch, GpuKernel, gpu_kernel
 from .errors import (
     ConfigurationError,
@@ -76,7 +76,7 @@ __all__ = [
     "BenchmarkSuite", "EnvironmentFingerprint", "RegressionReport", "RegressionStatus", "ScalingMetrics",
     "Statistics",
     # memory
-    "GpuMemoryPool", "MemoryEstimate", "PoolConfig", "PoolDiagnostics", "PooledBuffer", "ResourceGuard", "SizeClass",
+    "GpuMemoryPool", "ManagedBuffer", "MemoryEstimate", "PoolConfig", "PoolDiagnostics", "PooledBuffer", "ResourceGuard", "SizeClass",
     # errors
     "RingKernelError", "ConfigurationError", "DeviceError", "KernelError", "KernelArgumentError",
     "LaunchConfigError", "KernelCompileError", "KernelLaunchError", "BenchmarkError", "EnvironmentMismatchError",

@@ -86,3 +86,25 @@ def test_resource_guard_reads_the_device() -> None:
     with pytest.raises(InsufficientMemory) as err:
         guard.check_allocation(MemoryEstimate.for_arrays(total // 4, 4, 4, 4))
     assert err.value.recommended_max == guard.max_safe_elements(12)
+
+
+def test_managed_buffer_on_the_gpu(rng: np.random.Generator) -> None:
+    from numba import cuda
+
+    from ringkernel import GpuMemoryPool, ManagedBuffer
+    from ringkernel.kernels import vector_add
+
+    s = cuda.stream()
+    n = 1_000_003
+    a = rng.standard_normal(n).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    with GpuMemoryPool() as pool:
+        ma, mb = ManagedBuffer(n, data=a, stream=s), ManagedBuffer(n, data=b, stream=s, pool=pool)
+        mc = ManagedBuffer(n, stream=s)
+        s.synchronize()
+        vector_add(ma, mb.device_view(readonly=True), mc)  # buffers go straight into kernels
+        cuda.synchronize()
+        np.testing.assert_array_equal(mc.read(), a + b)
+        assert mc.d2h_copies == 1 and mb.d2h_copies == 0
+        mb.read()
+        assert mb.d2h_copies == 0

@@ -1,0 +1,175 @@
+"""``ManagedBuffer``: a device array with a pinned host shadow that copies only what changed.
+
+``write(data)`` updates the host shadow and starts an asynchronous host-to-device copy (the
+shadow is pinned, so the copy overlaps host work). ``read()`` returns the host shadow,
+copying it back from the device only when the device side may have changed since the last
+copy: after ``device`` or ``__cuda_array_interface__`` handed the array to a kernel, or
+``mark_device_dirty()``. ``device_view(readonly=True)`` hands it out for reading only, so a
+later ``read()`` does not copy.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import ConfigurationError, KernelArgumentError
+
+__all__ = ["ManagedBuffer"]
+
+
+class ManagedBuffer:
+    """Device array + pinned host shadow with dirty tracking.
+
+    Parameters
+    ----------
+    shape, dtype:
+        Of both sides.
+    pool:
+        A :class:`~ringkernel.memory.GpuMemoryPool` to take the device side from (default:
+        numba's allocator).
+    stream:
+        numba stream for the copies (default: the default stream).
+    data:
+        Initial contents (copied to both sides).
+    """
+
+    def __init__(
+        self,
+        shape: int | Sequence[int],
+        dtype: Any = np.float32,
+        *,
+        pool: Any = None,
+        stream: Any = None,
+        data: Any = None,
+    ) -> None:
+        from numba import cuda
+
+        self.shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
+        if any(s < 0 for s in self.shape):
+            raise ConfigurationError(f"ManagedBuffer shape must be non-negative, got {self.shape}")
+        self.dtype = np.dtype(dtype)
+        self._stream = stream if stream is not None else 0
+        self._host = cuda.pinned_array(self.shape, dtype=self.dtype)
+        self._device = pool.device_array(self.shape, self.dtype) if pool is not None else cuda.device_array(self.shape, self.dtype)
+        self._device_dirty = False  # device may hold data the host shadow lacks
+        self._pending_h2d = False  # a host-to-device copy may still be running
+        self._closed = False
+        self._lock = threading.Lock()
+        self.h2d_copies = 0
+        self.d2h_copies = 0
+        if data is not None:
+            self.write(data)
+        else:
+            self._host[...] = 0
+            self._copy_h2d()
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    # -- host side ------------------------------------------------------------------------
+    def write(self, data: Any) -> None:
+        """Copy ``data`` into the host shadow and start copying it to the device."""
+        arr = np.asarray(data)
+        if arr.shape != self.shape and arr.size != int(np.prod(self.shape)):
+            raise KernelArgumentError(
+                f"write() got shape {arr.shape}, the buffer is {self.shape}",
+                kernel_name="ManagedBuffer.write",
+                hint="write data of the buffer's shape (or as many elements)",
+            )
+        if not np.can_cast(arr.dtype, self.dtype, casting="same_kind"):
+            raise KernelArgumentError(
+                f"write() got dtype {arr.dtype}, the buffer holds {self.dtype}",
+                kernel_name="ManagedBuffer.write",
+                hint=f"convert first: data.astype(np.{self.dtype.name})",
+            )
+        with self._lock:
+            self._check_open()
+            self._wait_h2d()  # do not overwrite the shadow while a copy reads it
+            self._host[...] = arr.reshape(self.shape)
+            self._copy_h2d()
+            self._device_dirty = False
+
+    def read(self) -> np.ndarray:
+        """The contents, as a read-only view of the host shadow (copied back only if the device changed)."""
+        with self._lock:
+            self._check_open()
+            if self._device_dirty:
+                self._device.copy_to_host(self._host, stream=self._stream)
+                self._synchronize()
+                self.d2h_copies += 1
+                self._device_dirty = False
+            else:
+                self._wait_h2d()
+            view = self._host.view()
+            view.flags.writeable = False
+            return view
+
+    # -- device side ----------------------------------------------------------------------
+    def device_view(self, *, readonly: bool = False) -> Any:
+        """The device array for kernels. Unless ``readonly``, the next ``read()`` copies back."""
+        with self._lock:
+            self._check_open()
+            if not readonly:
+                self._device_dirty = True
+            return self._device
+
+    @property
+    def device(self) -> Any:
+        """The device array (marks the device side as possibly changed)."""
+        return self.device_view()
+
+    @property
+    def __cuda_array_interface__(self) -> dict[str, Any]:
+        # Passing the buffer to a kernel hands out the device side for writing.
+        return self.device_view().__cuda_array_interface__
+
+    def mark_device_dirty(self) -> None:
+        """Declare that device code changed the data (the next ``read()`` copies back)."""
+        self._device_dirty = True
+
+    # -- internals ------------------------------------------------------------------------
+    def _copy_h2d(self) -> None:
+        self._device.copy_to_device(self._host, stream=self._stream)
+        self.h2d_copies += 1
+        self._pending_h2d = self._stream != 0
+
+    def _wait_h2d(self) -> None:
+        if self._pending_h2d:
+            self._synchronize()
+            self._pending_h2d = False
+
+    def _synchronize(self) -> None:
+        if self._stream == 0:
+            from numba import cuda
+
+            cuda.synchronize()
+        else:
+            self._stream.synchronize()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConfigurationError("this ManagedBuffer is closed", hint="create a new one")
+
+    def close(self) -> None:
+        """Drop both sides (idempotent); pooled device memory returns to its pool."""
+        with self._lock:
+            if self._closed:
+                return
+            self._wait_h2d()
+            self._closed = True
+            self._device = None
+            self._host = None
+
+    def __enter__(self) -> "ManagedBuffer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("device newer" if self._device_dirty else "in sync")
+        return f"<ManagedBuffer {self.dtype}{list(self.shape)} {state}>"
