@@ -70,3 +70,10 @@ def test_cache_commands(tmp_path: Path) -> None:
             _os.environ.pop("RINGKERNEL_CACHE_DIR", None)
         else:
             _os.environ["RINGKERNEL_CACHE_DIR"] = old
+
+
+def test_example_memory_pool() -> None:
+    out = _run(str(ROOT / "examples" / "memory_pool.py"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "vector add correct: True" in out.stdout and "doubled correctly: True" in out.stdout
+    assert "Reduce workload to" in out.stdout
