@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from numba import cuda
 
 
@@ -29,7 +28,7 @@ def main() -> None:
     f = files[0]
     for label in ("read1", "read2"):
         t = time.perf_counter()
-        data = f.read_bytes()
+        f.read_bytes()
         out[label + "_ms"] = (time.perf_counter() - t) * 1e3
     from ringkernel.compile import PtxCache
 

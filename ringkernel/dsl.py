@@ -24,8 +24,6 @@ import functools
 import inspect
 import logging
 import threading
-from struct import error as struct_error
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -38,6 +36,8 @@ from .errors import (
     KernelLaunchError,
     LaunchConfigError,
 )
+from ._args import ArrayInfo, accepts, array_info, describe, fmt_type
+from .compile.runtime import DECISION_CACHE_LIMIT, RuntimeLaunchMixin, memo_launch
 from .launch import (
     KernelMode,
     KernelModeSelector,
@@ -51,54 +51,9 @@ __all__ = ["gpu_kernel", "GpuKernel", "ConfiguredLaunch"]
 
 log = logging.getLogger(__name__)
 
-_DECISION_CACHE_LIMIT = 256
 
 
-@dataclass(frozen=True)
-class _ArrayInfo:
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    size: int
-
-
-def _array_info(arg: Any) -> _ArrayInfo | None:
-    """Shape/dtype of a device array (numba, simulator, CuPy, ``__cuda_array_interface__``), else None.
-
-    numba's and CuPy's arrays expose ``shape``/``dtype``/``size`` as plain attributes, which
-    is several times cheaper than building their ``__cuda_array_interface__`` dict; the
-    interface is the fallback (PyTorch tensors, whose ``dtype`` is not a NumPy dtype).
-    """
-    if isinstance(arg, (int, float, complex, bool, np.generic, np.ndarray)) or arg is None:
-        return None
-    dtype = getattr(arg, "dtype", None)
-    # hasattr on the type: on an instance it would build the interface dict.
-    if isinstance(dtype, np.dtype) and (hasattr(type(arg), "__cuda_array_interface__") or _is_sim_array(arg)):
-        return _ArrayInfo(tuple(arg.shape), dtype, int(arg.size))
-    cai = getattr(arg, "__cuda_array_interface__", None)
-    if cai is not None:
-        shape = tuple(int(s) for s in cai["shape"])
-        size = 1
-        for s in shape:
-            size *= s
-        return _ArrayInfo(shape, np.dtype(cai["typestr"]), size)
-    return None
-
-
-def _is_sim_array(arg: Any) -> bool:
-    cls = type(arg)
-    return cls.__name__ == "FakeCUDAArray" and cls.__module__.startswith("numba.cuda.simulator")
-
-
-def _describe(arg: Any) -> str:
-    info = _array_info(arg)
-    if info is not None:
-        return f"device array {info.dtype}{list(info.shape)}"
-    if isinstance(arg, np.ndarray):
-        return f"host ndarray {arg.dtype}{list(arg.shape)}"
-    return type(arg).__name__
-
-
-class GpuKernel:
+class GpuKernel(RuntimeLaunchMixin):
     """A numba.cuda kernel with automatic launch configuration; made by :func:`gpu_kernel`.
 
     Call it like a function to launch with a configuration from
@@ -178,45 +133,6 @@ class GpuKernel:
                 if self._dispatcher is None:
                     self._dispatcher = self._make_dispatcher()
         return self._dispatcher
-
-    @property
-    def compile_options(self) -> dict[str, Any]:
-        """Options that change the compiled code (part of the cache key)."""
-        return dict(self._jit_options)
-
-    @property
-    def uses_runtime(self) -> bool:
-        """True when launches go through ringkernel's cache and driver launcher (a real GPU, no debug)."""
-        if self._runtime is None:
-            from numba import config as numba_config
-
-            self._runtime = not numba_config.ENABLE_CUDASIM and not self._jit_options["debug"]
-        return self._runtime
-
-    def compiled(self, *args: Any) -> Any:
-        """The :class:`~ringkernel.compile.CompiledKernel` for these arguments (compiling or loading it)."""
-        from .compile.launcher import describe_arg
-
-        infos = [describe_arg(a) for a in args]
-        if any(i is None for i in infos):
-            raise KernelArgumentError(
-                "compiled() takes device arrays and scalars", kernel_name=self.name,
-                details={"arguments": ", ".join(_describe(a) for a in args)},
-            )  # fmt: skip
-        return self._compiled_for(args, infos, self._check_types(args, [_array_info(a) for a in args]))
-
-    def _compiled_for(self, args: tuple[Any, ...], fast_infos: list[Any], sig: tuple[Any, ...] | None) -> Any:
-        tkey = tuple(i.type_key for i in fast_infos)
-        ck = self._compiled.get(tkey)
-        if ck is None:
-            from .compile.compiler import default_compiler
-
-            argtypes = sig if sig is not None else tuple(self.dispatcher.typeof_pyval(a) for a in args)
-            ck = default_compiler().load_or_compile(
-                self.py_func, tuple(argtypes), self.compile_options, self.dispatcher, self.name
-            )
-            self._compiled[tkey] = ck
-        return ck
 
     def _make_dispatcher(self) -> Any:
         from numba import config as numba_config
@@ -302,16 +218,16 @@ class GpuKernel:
             out.append((i, host, dev))
         return tuple(moved), out
 
-    def _check_types(self, args: tuple[Any, ...], infos: list[_ArrayInfo | None]) -> tuple[Any, ...] | None:
+    def _check_types(self, args: tuple[Any, ...], infos: list[ArrayInfo | None]) -> tuple[Any, ...] | None:
         """The declared signature these arguments match (``None`` if none are declared)."""
         sigs = self.signatures
         if not sigs:
             return None
         for sig in sigs:
-            if all(_accepts(t, a, i) for t, a, i in zip(sig, args, infos)):
+            if all(accepts(t, a, i) for t, a, i in zip(sig, args, infos)):
                 return sig
-        got = ", ".join(_describe(a) for a in args)
-        accepted = "; ".join("(" + ", ".join(_fmt_type(t) for t in s) + ")" for s in sigs)
+        got = ", ".join(describe(a) for a in args)
+        accepted = "; ".join("(" + ", ".join(fmt_type(t) for t in s) + ")" for s in sigs)
         raise KernelArgumentError(
             f"no declared signature accepts ({got})",
             kernel_name=self.name,
@@ -320,7 +236,7 @@ class GpuKernel:
             details={"arguments": got, "signatures": accepted},
         )
 
-    def _elements_from(self, args: tuple[Any, ...], infos: list[_ArrayInfo | None]) -> int:
+    def _elements_from(self, args: tuple[Any, ...], infos: list[ArrayInfo | None]) -> int:
         if self._same_size:
             sizes = {self._params[i]: (infos[i].size if infos[i] is not None else None) for i in self._same_size}
             distinct = {s for s in sizes.values()}
@@ -338,7 +254,7 @@ class GpuKernel:
             if info is None:
                 raise KernelArgumentError(
                     f"elements= names '{self._params[self._elements_index]}', which is not an array here "
-                    f"({_describe(args[self._elements_index])})",
+                    f"({describe(args[self._elements_index])})",
                     kernel_name=self.name,
                 )
             return info.size
@@ -354,9 +270,9 @@ class GpuKernel:
     # -- compilation and resources ----------------------------------------------------
     def resources(self, *args: Any) -> KernelResources | None:
         """Registers and shared memory of the kernel compiled for ``args`` (``None`` on the simulator)."""
-        return self._resources_for(args, [_array_info(a) for a in args])
+        return self._resources_for(args, [array_info(a) for a in args])
 
-    def _resources_for(self, args: tuple[Any, ...], infos: list[_ArrayInfo | None]) -> KernelResources | None:
+    def _resources_for(self, args: tuple[Any, ...], infos: list[ArrayInfo | None]) -> KernelResources | None:
         key = tuple((i.dtype, len(i.shape)) if i is not None else type(a) for a, i in zip(args, infos))
         try:
             return self._resources[key]
@@ -394,7 +310,7 @@ class GpuKernel:
             raise self._compile_error(args, exc) from exc
 
     def _compile_error(self, args: tuple[Any, ...], exc: Exception) -> KernelCompileError:
-        got = ", ".join(_describe(a) for a in args)
+        got = ", ".join(describe(a) for a in args)
         first = str(exc).strip().splitlines()
         return KernelCompileError(
             f"numba could not compile it for ({got}): {type(exc).__name__}: {first[0] if first else ''}",
@@ -413,12 +329,12 @@ class GpuKernel:
         stream: Any = None,
     ) -> LaunchDecision:
         """The configuration a launch with these arguments would use, without launching."""
-        return self._plan(args, [_array_info(a) for a in args], elements, profile, stream)
+        return self._plan(args, [array_info(a) for a in args], elements, profile, stream)
 
     def _plan(
         self,
         args: tuple[Any, ...],
-        infos: list[_ArrayInfo | None],
+        infos: list[ArrayInfo | None],
         elements: int | None,
         profile: WorkloadProfile | None,
         stream: Any,
@@ -464,7 +380,7 @@ class GpuKernel:
             except ConfigurationError as exc:
                 raise LaunchConfigError(exc.message, kernel_name=self.name, hint=exc.hint, details=exc.details) from exc
             self._check_config(decision.config, resources)
-            if len(self._decisions) >= _DECISION_CACHE_LIMIT:
+            if len(self._decisions) >= DECISION_CACHE_LIMIT:
                 self._decisions.clear()
             self._decisions[key] = decision
         if stream is not None:
@@ -504,7 +420,7 @@ class GpuKernel:
                 if st is not None and st.last is infos and not fn(handle, *dims, None, st.ptrs, None):
                     self._last = decision
                     return
-            if _memo_launch(self, self._memo, args, stream):
+            if memo_launch(self, self._memo, args, stream):
                 return
         if plain and self._fast_auto and len(args) == len(self._params):
             if self._try_fast(args, self._fast_auto, None, stream):
@@ -513,27 +429,6 @@ class GpuKernel:
         decision = self.launch(*args, elements=elements, profile=profile, stream=stream, host_transfer=host_transfer)
         if plain and self.uses_runtime:
             self._memoize(self._memo, args, decision)
-
-    def _memoize(self, memo: dict[tuple[int, ...], tuple[Any, ...]], args: tuple[Any, ...], decision: Any) -> None:
-        """Remember a checked launch on these very arrays (numba device arrays only)."""
-        from .compile.launcher import describe_arg
-
-        infos = [describe_arg(a) for a in args]
-        if decision is None or not all(i is not None and i.ref is not None for i in infos):
-            return
-        ck = self._compiled.get(tuple(i.type_key for i in infos))  # type: ignore[union-attr]
-        if ck is None:
-            return
-        if len(memo) >= _DECISION_CACHE_LIMIT:
-            memo.clear()
-        from .compile import launcher as L
-
-        c = decision.config
-        lau = ck.launcher
-        dims = (*c.grid, *c.block, c.shared_mem)
-        key = tuple(map(id, args))
-        memo[key] = (lau, infos, c, decision, L._launch_fn, lau._chandle, dims, lau._local)
-        L.register_memo(memo, key, args)
 
     def launch(
         self,
@@ -546,7 +441,7 @@ class GpuKernel:
     ) -> LaunchDecision:
         """Launch with ``config`` if given, else an automatic one; returns the decision used."""
         dev_args, copies = self._prepare_args(args, host_transfer)
-        infos = [_array_info(a) for a in dev_args]
+        infos = [array_info(a) for a in dev_args]
         sig = self._check_types(dev_args, infos)
         ck, fast_infos, resources = None, None, "unknown"
         if self.uses_runtime:
@@ -585,7 +480,7 @@ class GpuKernel:
         return decision
 
     def _explicit_decision(
-        self, config: LaunchConfig, args: tuple[Any, ...], infos: list[_ArrayInfo | None], resources: Any = "unknown"
+        self, config: LaunchConfig, args: tuple[Any, ...], infos: list[ArrayInfo | None], resources: Any = "unknown"
     ) -> LaunchDecision:
         if resources == "unknown":
             resources = self._resources_for(args, infos)
@@ -603,74 +498,6 @@ class GpuKernel:
             reasons=("explicit configuration from the caller",),
             arch_name=self.arch.name,
         )
-
-    @staticmethod
-    def _remember(table: dict[Any, LaunchDecision], key: Any, decision: LaunchDecision) -> None:
-        if len(table) >= _DECISION_CACHE_LIMIT:
-            table.clear()
-        table[key] = decision
-
-    def _run_compiled(self, ck: Any, fast_infos: list[Any], config: LaunchConfig) -> None:
-        from .compile.launcher import stream_handle
-
-        try:
-            try:
-                ck.launcher.launch(fast_infos, config.grid, config.block, config.shared_mem, stream_handle(config.stream))
-            except RuntimeError as exc:
-                if "CUDA_ERROR_INVALID_CONTEXT" not in str(exc):
-                    raise
-                from numba import cuda
-
-                cuda.current_context()  # a new thread: make numba's context current, then retry
-                ck.launcher.launch(fast_infos, config.grid, config.block, config.shared_mem, stream_handle(config.stream))
-        except RuntimeError as exc:
-            raise KernelLaunchError(
-                f"the driver refused the launch grid={config.grid} block={config.block} "
-                f"shared_mem={config.shared_mem}: {exc}",
-                kernel_name=self.name,
-                hint="check the configuration against `ringkernel info`; an earlier asynchronous error "
-                "(an out-of-bounds access) also surfaces here",
-                details={"grid": config.grid, "block": config.block},
-            ) from exc
-        except struct_error as exc:
-            raise KernelArgumentError(
-                f"an argument does not fit the compiled signature ({', '.join(str(t) for t in ck.argtypes)}): {exc}",
-                kernel_name=self.name,
-            ) from exc
-
-    def _try_fast(self, args: tuple[Any, ...], table: dict[Any, LaunchDecision], extra: Any, stream: Any) -> bool:
-        """Repeat a launch the checked path has seen before, with nothing but packing and the driver call."""
-        from .compile.launcher import describe_arg, stream_handle
-
-        infos = []
-        for a in args:
-            info = describe_arg(a)
-            if info is None:
-                return False
-            infos.append(info)
-        tkey = tuple(i.type_key for i in infos)
-        if extra is None:  # automatic: the element count picks the decision
-            if self._elements_index is not None:
-                n = infos[self._elements_index].size
-            else:
-                n = max(i.size for i in infos)
-            if self._same_size:
-                first = infos[self._same_size[0]].size
-                if any(infos[j].size != first for j in self._same_size):
-                    return False  # the checked path raises the proper error
-            decision = table.get((tkey, n))
-        else:
-            decision = table.get((tkey, *extra))
-        if decision is None:
-            return False
-        ck = self._compiled[tkey]
-        c = decision.config
-        try:
-            ck.launcher.launch(infos, c.grid, c.block, c.shared_mem, stream_handle(stream))
-        except Exception:
-            return False  # let the checked path launch again and raise a proper error
-        self._last = decision
-        return True
 
     def _run(self, config: LaunchConfig, args: tuple[Any, ...]) -> None:
         stream = config.stream if config.stream is not None else 0
@@ -718,7 +545,7 @@ class GpuKernel:
         self._check_config(config, None)
         launch = ConfiguredLaunch(self, config)
         try:
-            if len(self._configured) >= _DECISION_CACHE_LIMIT:
+            if len(self._configured) >= DECISION_CACHE_LIMIT:
                 self._configured.clear()
             self._configured[spec] = launch
         except TypeError:
@@ -734,7 +561,7 @@ class GpuKernel:
     def explain(self, *args: Any, elements: int | None = None, profile: WorkloadProfile | None = None) -> str:
         """Why the last launch (or, given arguments, a launch with them) got its configuration."""
         if args or elements is not None or profile is not None:
-            return self._plan(args, [_array_info(a) for a in args], elements, profile, None).explain()
+            return self._plan(args, [array_info(a) for a in args], elements, profile, None).explain()
         if self._last is None:
             return f"kernel '{self.name}' has not been launched yet; pass arguments to see the plan"
         return self._last.explain()
@@ -766,7 +593,7 @@ class ConfiguredLaunch:
                     if st is not None and st.last is infos and not fn(handle, *dims, None, st.ptrs, None):
                         k._last = decision
                         return
-            if memo and _memo_launch(k, memo, args, self.config.stream):
+            if memo and memo_launch(k, memo, args, self.config.stream):
                 return
             if k._fast_explicit and len(args) == len(k._params):
                 if k._try_fast(args, k._fast_explicit, self._extra, self.config.stream):
@@ -777,66 +604,11 @@ class ConfiguredLaunch:
             k._memoize(self._memo, args, decision)
 
 
-_stream_handle: Any = None
-
-
-def _memo_launch(kernel: GpuKernel, memo: dict[tuple[int, ...], tuple[Any, ...]], args: tuple[Any, ...], stream: Any) -> bool:
-    """The hot path: the same arrays as a checked launch before, so no check can fail now.
-
-    The memo is keyed by the arguments' ids; an entry is dropped the moment one of its
-    numba arrays dies (their pointer and shape never change while alive), so a hit means
-    the very same arrays. Packs the parameters again if another launch used the buffer.
-    """
-    global _stream_handle
-    if _stream_handle is None:
-        from .compile.launcher import stream_handle
-
-        _stream_handle = stream_handle
-    m = memo.get(tuple(map(id, args)))
-    if m is None:
-        return False
-    launcher, infos, c, decision = m[:4]
-    try:
-        launcher.launch(infos, c.grid, c.block, c.shared_mem, _stream_handle(stream) if stream is not None else 0)
-    except RuntimeError:
-        return False  # the checked path launches again and raises a translated error
-    kernel._last = decision
-    return True
-
-
 def _with_stream(decision: LaunchDecision, stream: Any) -> LaunchDecision:
     from dataclasses import replace
 
     c = decision.config
     return replace(decision, config=LaunchConfig(c.grid, c.block, c.shared_mem, stream))
-
-
-def _fmt_type(numba_type: Any) -> str:
-    """numba type in signature notation: ``float32[:]`` rather than ``array(float32, 1d, A)``."""
-    from numba.core import types
-
-    if isinstance(numba_type, types.Array):
-        return f"{numba_type.dtype}[{', '.join([':'] * numba_type.ndim)}]"
-    return str(numba_type)
-
-
-def _accepts(numba_type: Any, arg: Any, info: _ArrayInfo | None) -> bool:
-    from numba.core import types
-    from numba.np.numpy_support import as_dtype
-
-    if isinstance(numba_type, types.Array):
-        if info is None:
-            return False
-        return info.dtype == as_dtype(numba_type.dtype) and len(info.shape) == numba_type.ndim
-    if isinstance(numba_type, types.Boolean):
-        return isinstance(arg, (bool, np.bool_))
-    if isinstance(numba_type, types.Integer):
-        return isinstance(arg, (int, np.integer)) and not isinstance(arg, bool)
-    if isinstance(numba_type, types.Float):
-        return isinstance(arg, (int, float, np.integer, np.floating)) and not isinstance(arg, bool)
-    if isinstance(numba_type, types.Complex):
-        return isinstance(arg, (int, float, complex, np.number)) and not isinstance(arg, bool)
-    return True  # other numba types: let numba decide
 
 
 def gpu_kernel(

@@ -15,7 +15,7 @@ import logging
 from bisect import bisect_left
 import threading
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Sequence
 

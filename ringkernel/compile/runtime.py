@@ -1,0 +1,180 @@
+"""The runtime half of ``GpuKernel``: compile through the cache, launch through the driver.
+
+``GpuKernel`` (ringkernel.dsl) checks arguments and plans configurations; these methods
+load the compiled kernel for an argument signature (``CachingCompiler``), launch it with
+one ``cuLaunchKernel`` (``KernelLauncher``), and remember checked launches so that repeats
+skip every check (the launch memo and the per-type-key decision tables). Only used on a
+real GPU; under the simulator launches go through numba's dispatcher.
+"""
+
+from __future__ import annotations
+
+from struct import error as struct_error
+from typing import Any
+
+from .._args import array_info, describe
+from ..errors import KernelArgumentError, KernelLaunchError
+from ..launch import LaunchConfig, LaunchDecision
+
+__all__ = ["RuntimeLaunchMixin", "memo_launch", "DECISION_CACHE_LIMIT"]
+
+DECISION_CACHE_LIMIT = 256
+
+
+class RuntimeLaunchMixin:
+    """Methods ``GpuKernel`` gets for the compiled-kernel runtime (see the module docstring)."""
+
+    @property
+    def compile_options(self) -> dict[str, Any]:
+        """Options that change the compiled code (part of the cache key)."""
+        return dict(self._jit_options)
+
+    @property
+    def uses_runtime(self) -> bool:
+        """True when launches go through ringkernel's cache and driver launcher (a real GPU, no debug)."""
+        if self._runtime is None:
+            from numba import config as numba_config
+
+            self._runtime = not numba_config.ENABLE_CUDASIM and not self._jit_options["debug"]
+        return self._runtime
+
+    def compiled(self, *args: Any) -> Any:
+        """The :class:`~ringkernel.compile.CompiledKernel` for these arguments (compiling or loading it)."""
+        from .launcher import describe_arg
+
+        infos = [describe_arg(a) for a in args]
+        if any(i is None for i in infos):
+            raise KernelArgumentError(
+                "compiled() takes device arrays and scalars", kernel_name=self.name,
+                details={"arguments": ", ".join(describe(a) for a in args)},
+            )  # fmt: skip
+        return self._compiled_for(args, infos, self._check_types(args, [array_info(a) for a in args]))
+
+    def _compiled_for(self, args: tuple[Any, ...], fast_infos: list[Any], sig: tuple[Any, ...] | None) -> Any:
+        tkey = tuple(i.type_key for i in fast_infos)
+        ck = self._compiled.get(tkey)
+        if ck is None:
+            from .compiler import default_compiler
+
+            argtypes = sig if sig is not None else tuple(self.dispatcher.typeof_pyval(a) for a in args)
+            ck = default_compiler().load_or_compile(
+                self.py_func, tuple(argtypes), self.compile_options, self.dispatcher, self.name
+            )
+            self._compiled[tkey] = ck
+        return ck
+
+    def _memoize(self, memo: dict[tuple[int, ...], tuple[Any, ...]], args: tuple[Any, ...], decision: Any) -> None:
+        """Remember a checked launch on these very arrays (numba device arrays only)."""
+        from .launcher import describe_arg
+
+        infos = [describe_arg(a) for a in args]
+        if decision is None or not all(i is not None and i.ref is not None for i in infos):
+            return
+        ck = self._compiled.get(tuple(i.type_key for i in infos))  # type: ignore[union-attr]
+        if ck is None:
+            return
+        if len(memo) >= DECISION_CACHE_LIMIT:
+            memo.clear()
+        from . import launcher as L
+
+        c = decision.config
+        lau = ck.launcher
+        dims = (*c.grid, *c.block, c.shared_mem)
+        key = tuple(map(id, args))
+        memo[key] = (lau, infos, c, decision, L._launch_fn, lau._chandle, dims, lau._local)
+        L.register_memo(memo, key, args)
+
+    @staticmethod
+    def _remember(table: dict[Any, LaunchDecision], key: Any, decision: LaunchDecision) -> None:
+        if len(table) >= DECISION_CACHE_LIMIT:
+            table.clear()
+        table[key] = decision
+
+    def _run_compiled(self, ck: Any, fast_infos: list[Any], config: LaunchConfig) -> None:
+        from .launcher import stream_handle
+
+        try:
+            try:
+                ck.launcher.launch(fast_infos, config.grid, config.block, config.shared_mem, stream_handle(config.stream))
+            except RuntimeError as exc:
+                if "CUDA_ERROR_INVALID_CONTEXT" not in str(exc):
+                    raise
+                from numba import cuda
+
+                cuda.current_context()  # a new thread: make numba's context current, then retry
+                ck.launcher.launch(fast_infos, config.grid, config.block, config.shared_mem, stream_handle(config.stream))
+        except RuntimeError as exc:
+            raise KernelLaunchError(
+                f"the driver refused the launch grid={config.grid} block={config.block} "
+                f"shared_mem={config.shared_mem}: {exc}",
+                kernel_name=self.name,
+                hint="check the configuration against `ringkernel info`; an earlier asynchronous error "
+                "(an out-of-bounds access) also surfaces here",
+                details={"grid": config.grid, "block": config.block},
+            ) from exc
+        except struct_error as exc:
+            raise KernelArgumentError(
+                f"an argument does not fit the compiled signature ({', '.join(str(t) for t in ck.argtypes)}): {exc}",
+                kernel_name=self.name,
+            ) from exc
+
+    def _try_fast(self, args: tuple[Any, ...], table: dict[Any, LaunchDecision], extra: Any, stream: Any) -> bool:
+        """Repeat a launch the checked path has seen before, with nothing but packing and the driver call."""
+        from .launcher import describe_arg, stream_handle
+
+        infos = []
+        for a in args:
+            info = describe_arg(a)
+            if info is None:
+                return False
+            infos.append(info)
+        tkey = tuple(i.type_key for i in infos)
+        if extra is None:  # automatic: the element count picks the decision
+            if self._elements_index is not None:
+                n = infos[self._elements_index].size
+            else:
+                n = max(i.size for i in infos)
+            if self._same_size:
+                first = infos[self._same_size[0]].size
+                if any(infos[j].size != first for j in self._same_size):
+                    return False  # the checked path raises the proper error
+            decision = table.get((tkey, n))
+        else:
+            decision = table.get((tkey, *extra))
+        if decision is None:
+            return False
+        ck = self._compiled[tkey]
+        c = decision.config
+        try:
+            ck.launcher.launch(infos, c.grid, c.block, c.shared_mem, stream_handle(stream))
+        except Exception:
+            return False  # let the checked path launch again and raise a proper error
+        self._last = decision
+        return True
+
+
+_stream_handle: Any = None
+
+
+def memo_launch(kernel: Any, memo: dict[tuple[int, ...], tuple[Any, ...]], args: tuple[Any, ...], stream: Any) -> bool:
+    """The hot path: the same arrays as a checked launch before, so no check can fail now.
+
+    The memo is keyed by the arguments' ids; an entry is dropped the moment one of its
+    numba arrays dies (their pointer and shape never change while alive), so a hit means
+    the very same arrays. Packs the parameters again if another launch used the buffer.
+    """
+    global _stream_handle
+    if _stream_handle is None:
+        from .launcher import stream_handle
+
+        _stream_handle = stream_handle
+    m = memo.get(tuple(map(id, args)))
+    if m is None:
+        return False
+    launcher, infos, c, decision = m[:4]
+    try:
+        launcher.launch(infos, c.grid, c.block, c.shared_mem, _stream_handle(stream) if stream is not None else 0)
+    except RuntimeError:
+        return False  # the checked path launches again and raises a translated error
+    kernel._last = decision
+    return True
