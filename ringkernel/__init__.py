@@ -24,6 +24,7 @@ from .benchmark import (
     Statistics,
 )
 from .device import PRESETS, SIMULATED, GpuArchitecture
+from .streams import StreamConfig, StreamId, StreamManager, StreamPool, run_pipeline
 from .memory import GpuMemoryPool, ManagedBuffer, MemoryEstimate, PoolConfig, PoolDiagnostics, PooledBuffer, ResourceGuard, SizeClass
 from .dsl import ConfiguredLaunch, GpuKernel, gpu_kernel
 from .errors import (
@@ -77,6 +78,8 @@ __all__ = [
     "Statistics",
     # memory
     "GpuMemoryPool", "ManagedBuffer", "MemoryEstimate", "PoolConfig", "PoolDiagnostics", "PooledBuffer", "ResourceGuard", "SizeClass",
+    # streams
+    "StreamConfig", "StreamId", "StreamManager", "StreamPool", "run_pipeline",
     # errors
     "RingKernelError", "ConfigurationError", "DeviceError", "KernelError", "KernelArgumentError",
     "LaunchConfigError", "KernelCompileError", "KernelLaunchError", "BenchmarkError", "EnvironmentMismatchError",

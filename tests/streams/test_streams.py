@@ -1,0 +1,129 @@
+"""Streams on the simulator: the API, events, pools, pipelines and async/await (no real overlap here)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+from numba import cuda
+
+from ringkernel import ConfigurationError, KernelArgumentError, gpu_kernel, global_thread_id, grid_stride
+from ringkernel.streams import StreamConfig, StreamId, StreamKind, StreamManager, StreamPool, run_pipeline
+
+
+@gpu_kernel(grid_stride=True)
+def scale_add(x, out):  # type: ignore[no-untyped-def]
+    for i in range(global_thread_id(), x.size, grid_stride()):
+        out[i] = 2.0 * x[i] + 1.0
+
+
+def test_ids_and_config() -> None:
+    assert str(StreamId.compute(3)) == "Compute(3)" and str(StreamId.TRANSFER) == "Transfer"
+    assert StreamId.compute(1) == StreamId(StreamKind.COMPUTE, 1)
+    for bad in (lambda: StreamId(StreamKind.TRANSFER, 2), lambda: StreamId.compute(-1), lambda: StreamId("x")):  # type: ignore[arg-type]
+        with pytest.raises(ConfigurationError):
+            bad()
+    with pytest.raises(ConfigurationError):
+        StreamConfig(num_compute_streams=0)
+    with pytest.raises(ConfigurationError, match="not implemented"):
+        StreamConfig(enable_graph_capture=True)
+
+
+def test_manager_streams_and_round_robin(rng: np.random.Generator) -> None:
+    with StreamManager(StreamConfig(num_compute_streams=3)) as m:
+        assert len([s for s in m.stream_ids if s.kind is StreamKind.COMPUTE]) == 3
+        assert [m.stream_for_workload(i).index for i in range(5)] == [0, 1, 2, 0, 1]
+        assert m.stream_handle(StreamId.compute(0)) == 0  # no raw handles on the simulator
+        with pytest.raises(ConfigurationError, match="no stream"):
+            m.stream(StreamId.compute(7))
+        x = rng.standard_normal(300)
+        out = cuda.device_array(300)
+        scale_add(cuda.to_device(x), out, stream=m.stream(StreamId.compute(1)))
+        m.sync_stream(StreamId.compute(1))
+        np.testing.assert_allclose(out.copy_to_host(), 2 * x + 1)
+
+
+def test_events(rng: np.random.Generator) -> None:
+    m = StreamManager()
+    m.record_event("start", StreamId.compute(0))
+    scale_add(cuda.to_device(rng.standard_normal(64)), cuda.device_array(64), stream=m.stream(StreamId.compute(0)))
+    m.record_event("end", StreamId.compute(0))
+    m.stream_wait_event(StreamId.TRANSFER, "end")
+    assert m.event_elapsed_ms("start", "end") >= 0
+    with pytest.raises(ConfigurationError, match="no event named"):
+        m.event_elapsed_ms("start", "missing")
+    m.close()
+    m.close()
+
+
+def test_async_copies(rng: np.random.Generator) -> None:
+    m = StreamManager()
+    host = cuda.pinned_array(100, dtype=np.float64)
+    host[:] = rng.standard_normal(100)
+    dev = cuda.device_array(100)
+    m.async_memcpy_htod(dev, host)
+    back = cuda.pinned_array(100, dtype=np.float64)
+    m.async_memcpy_dtoh(back, dev)
+    m.sync_stream(StreamId.TRANSFER)
+    np.testing.assert_array_equal(back, host)
+    with pytest.raises(KernelArgumentError, match="NumPy host array"):
+        m.async_memcpy_htod(dev, [1.0, 2.0])  # type: ignore[arg-type]
+
+
+def test_asyncio_gather_two_kernels(rng: np.random.Generator) -> None:
+    m = StreamManager(StreamConfig(num_compute_streams=2))
+    x1, x2 = rng.standard_normal(200), rng.standard_normal(300)
+    o1, o2 = cuda.device_array(200), cuda.device_array(300)
+
+    async def run(x, out, sid):  # type: ignore[no-untyped-def]
+        scale_add(cuda.to_device(x), out, stream=m.stream(sid))
+        await m.wait(sid)
+        return out.copy_to_host()
+
+    async def both():  # type: ignore[no-untyped-def]
+        return await asyncio.gather(run(x1, o1, StreamId.compute(0)), run(x2, o2, StreamId.compute(1)))
+
+    r1, r2 = asyncio.run(both())
+    np.testing.assert_allclose(r1, 2 * x1 + 1)
+    np.testing.assert_allclose(r2, 2 * x2 + 1)
+
+    async def failing():  # type: ignore[no-untyped-def]
+        scale_add(np.zeros(4), cuda.device_array(4), stream=m.stream(StreamId.compute(0)))  # host array
+        await m.wait(StreamId.compute(0))
+
+    with pytest.raises(KernelArgumentError, match="host memory"):
+        asyncio.run(failing())
+
+
+def test_stream_pool() -> None:
+    m = StreamManager(StreamConfig(num_compute_streams=3))
+    pool = StreamPool(m)
+    seen = []
+    for w in range(6):
+        sid = pool.stream_for(w)
+        pool.track(sid)
+        seen.append(sid.index)
+    assert sorted(seen) == [0, 0, 1, 1, 2, 2]  # balanced by submitted work
+    assert pool.stream_for(4) == StreamId.compute(seen[4])  # sticky assignment
+    pool.assign_workload(99, StreamId.compute(2))
+    stats = pool.utilization_stats()
+    assert stats.workloads[99] == StreamId.compute(2)
+    assert sum(stats.submitted.values()) == 6 and all(v == 0 for v in stats.outstanding.values())
+    with pytest.raises(ConfigurationError):
+        pool.assign_workload(1, StreamId.compute(9))
+
+
+def test_pipeline_results_and_report(rng: np.random.Generator) -> None:
+    n = 2000
+    host_in = cuda.pinned_array(n, dtype=np.float64)
+    host_in[:] = rng.standard_normal(n)
+    host_out = cuda.pinned_array(n, dtype=np.float64)
+    rep = run_pipeline(host_in, host_out, lambda d_in, d_out, s: scale_add(d_in, d_out, stream=s), chunks=4)
+    np.testing.assert_allclose(host_out, 2 * host_in + 1)
+    assert rep.chunks == 4 and rep.pipelined_ms > 0 and rep.ideal_ms == max(rep.h2d_ms, rep.kernel_ms, rep.d2h_ms)
+    assert rep.overlap_efficiency > 0 and rep.speedup_vs_one_stream > 0
+    with pytest.raises(KernelArgumentError):
+        run_pipeline(host_in, host_out[:10], lambda *a: None)
+    with pytest.raises(ConfigurationError):
+        run_pipeline(host_in, host_out, lambda *a: None, chunks=0)
