@@ -77,3 +77,9 @@ def test_example_memory_pool() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     assert "vector add correct: True" in out.stdout and "doubled correctly: True" in out.stdout
     assert "Reduce workload to" in out.stdout
+
+
+def test_example_streams_async() -> None:
+    out = _run(str(ROOT / "examples" / "streams_async.py"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "asyncio.gather of two kernels correct: True" in out.stdout and "pipeline correct: True" in out.stdout
