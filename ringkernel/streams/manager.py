@@ -178,8 +178,11 @@ class StreamManager:
         """``(least, greatest)`` stream priorities of the current context, e.g. ``(0, -5)``."""
         if _simulated():
             return (0, 0)
+        from numba import cuda
+
         from ..compile.launcher import _driver
 
+        cuda.current_context()  # the query needs a current context
         lib = _driver()
         least, greatest = ctypes.c_int(), ctypes.c_int()
         if lib.cuCtxGetStreamPriorityRange(ctypes.byref(least), ctypes.byref(greatest)):
