@@ -51,6 +51,8 @@ __all__ = ["gpu_kernel", "GpuKernel", "ConfiguredLaunch"]
 
 log = logging.getLogger(__name__)
 
+_UNKNOWN: Any = object()  # "resources not looked up yet" (None means "none known": the simulator)
+
 
 
 class GpuKernel(RuntimeLaunchMixin):
@@ -338,7 +340,7 @@ class GpuKernel(RuntimeLaunchMixin):
         elements: int | None,
         profile: WorkloadProfile | None,
         stream: Any,
-        resources: Any = "unknown",
+        resources: Any = _UNKNOWN,
     ) -> LaunchDecision:
         if profile is not None:
             if not isinstance(profile, WorkloadProfile):
@@ -367,7 +369,7 @@ class GpuKernel(RuntimeLaunchMixin):
                 hint="skip the launch when there is nothing to do, or pass elements= with a positive count",
                 details={"elements": n},
             )
-        if resources == "unknown":
+        if resources is _UNKNOWN:
             resources = self._resources_for(args, infos)
         key = (n, resources, profile)
         decision = self._decisions.get(key)
@@ -443,7 +445,7 @@ class GpuKernel(RuntimeLaunchMixin):
         dev_args, copies = self._prepare_args(args, host_transfer)
         infos = [array_info(a) for a in dev_args]
         sig = self._check_types(dev_args, infos)
-        ck, fast_infos, resources = None, None, "unknown"
+        ck, fast_infos, resources = None, None, _UNKNOWN
         if self.uses_runtime:
             from .compile.launcher import describe_arg
 
@@ -480,9 +482,9 @@ class GpuKernel(RuntimeLaunchMixin):
         return decision
 
     def _explicit_decision(
-        self, config: LaunchConfig, args: tuple[Any, ...], infos: list[ArrayInfo | None], resources: Any = "unknown"
+        self, config: LaunchConfig, args: tuple[Any, ...], infos: list[ArrayInfo | None], resources: Any = _UNKNOWN
     ) -> LaunchDecision:
-        if resources == "unknown":
+        if resources is _UNKNOWN:
             resources = self._resources_for(args, infos)
         self._check_config(config, resources)
         n = max((i.size for i in infos if i is not None), default=0)
