@@ -265,10 +265,9 @@ class GpuMemoryPool:
         n = len(_CLASSES)
         self._free: list[list[int]] = [[] for _ in range(n)]
         self._count = [0] * n  # blocks per class, free or in use
+        self._block_class: dict[int, int] = {}  # block ptr -> class index (pooled blocks only)
         self._block_slab: dict[int, int] = {}  # block ptr -> slab ptr
-        self._block_class: dict[int, int] = {}  # block ptr -> class index
         self._slabs: dict[int, tuple[int, tuple[int, ...]]] = {}  # slab ptr -> (class index, blocks)
-        self._slab_free: dict[int, int] = {}  # slab ptr -> free blocks in it
         self._live: dict[int, tuple[int, int]] = {}  # ptr -> (requested bytes, generation)
         self._large: dict[int, int] = {}  # direct allocations: ptr -> bytes
         self._gen = 0
@@ -284,8 +283,11 @@ class GpuMemoryPool:
     # -- allocation ---------------------------------------------------------------------
     def allocate(self, nbytes: int) -> PooledBuffer:
         """A block of at least ``nbytes`` (O(1) when its class has a free block)."""
-        i = _class_index(nbytes)
-        nbytes = int(nbytes)
+        if type(nbytes) is int and 0 < nbytes <= 262144:  # noqa: E721 - the hot path, inlined
+            i = bisect_left(_LIMITS, nbytes)
+        else:
+            i = _class_index(nbytes)
+            nbytes = int(nbytes)
         cls = _CLASSES[i] if i >= 0 else None
         with self._lock:
             if self._closed:
@@ -305,7 +307,6 @@ class GpuMemoryPool:
                     stack = None
                 if stack is not None:
                     ptr = stack.pop()
-                    self._slab_free[self._block_slab[ptr]] -= 1
                 else:
                     ptr = self._direct(block, why=f"{_CLASSES[i].name} is at max_counts={self.config.max_counts[i]}")
                     cls = None
@@ -359,7 +360,6 @@ class GpuMemoryPool:
         slab = self.backend.alloc(size * nblocks)
         blocks = tuple(slab + k * size for k in range(nblocks))
         self._slabs[slab] = (i, blocks)
-        self._slab_free[slab] = nblocks
         for b in blocks:
             self._block_slab[b] = slab
             self._block_class[b] = i
@@ -405,13 +405,11 @@ class GpuMemoryPool:
         with self._lock:
             live = self._live.get(ptr)
             if nbytes is None and live is not None and (gen is None or live[1] == gen):
-                slab = self._block_slab.get(ptr)
-                if slab is not None:  # the common case, inlined: a pooled block, no size given
+                i = self._block_class.get(ptr)
+                if i is not None:  # the common case, inlined: a pooled block, no size given
                     del self._live[ptr]
                     self._live_bytes -= live[0]
-                    i = self._block_class[ptr]
                     self._live_block_bytes -= _LIMITS[i]
-                    self._slab_free[slab] += 1
                     self._free[i].append(ptr)
                     return
             self._free_locked(ptr, gen, nbytes)
@@ -450,10 +448,8 @@ class GpuMemoryPool:
             self._pool_bytes -= large
             self.backend.free(ptr)
             return
-        slab = self._block_slab[ptr]
-        i = self._slabs[slab][0]
-        self._live_block_bytes -= _CLASSES[i].value
-        self._slab_free[slab] += 1
+        i = self._block_class[ptr]
+        self._live_block_bytes -= _LIMITS[i]
         self._free[i].append(ptr)
 
     def _release(self, ptr: int, gen: int) -> None:
@@ -476,13 +472,19 @@ class GpuMemoryPool:
         released = 0
         with self._lock:
             self._check_open()
-            empty = [s for s, (i, blocks) in self._slabs.items() if self._slab_free[s] == len(blocks)]
+            # free blocks per slab, counted now: keeping the count on every allocate and
+            # free would tax the hot paths for the sake of this rare call
+            free_in: dict[int, int] = {}
+            for stack in self._free:
+                for b in stack:
+                    s = self._block_slab[b]
+                    free_in[s] = free_in.get(s, 0) + 1
+            empty = [s for s, (i, blocks) in self._slabs.items() if free_in.get(s, 0) == len(blocks)]
             if not empty:
                 return 0
             gone: set[int] = set()
             for slab in empty:
                 i, blocks = self._slabs.pop(slab)
-                del self._slab_free[slab]
                 gone.update(blocks)
                 for b in blocks:
                     del self._block_slab[b]
