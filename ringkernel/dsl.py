@@ -114,7 +114,7 @@ class GpuKernel(RuntimeLaunchMixin):
         self._fast_explicit: dict[tuple[Any, ...], LaunchDecision] = {}
         self._configured: dict[Any, ConfiguredLaunch] = {}
         # Launch memo: identity of the arguments' cached ArgInfos -> (launcher, infos, config,
-        # decision). A hit skips every check, plan and packing step (see _memo_launch).
+        # decision). A hit skips every check, plan and packing step (see compile/runtime.py).
         self._memo: dict[tuple[int, ...], tuple[Any, ...]] = {}
 
     # -- set-up (lazy) ------------------------------------------------------------------
@@ -413,15 +413,13 @@ class GpuKernel(RuntimeLaunchMixin):
         plain = elements is None and profile is None and not host_transfer
         if plain and self._memo:
             # The hot path, inlined (every attribute lookup shows at ~5 us a launch): the very
-            # numba arrays of an earlier checked launch -> its parameter block and
-            # configuration, one driver call. Entries die with their arrays (launcher._DEPENDENTS).
+            # numba arrays of an earlier checked launch -> the entry's own, constant parameter
+            # block and the driver call's arguments; one call. Entries die with their arrays
+            # (launcher._DEPENDENTS); a non-zero result falls through to the checked path.
             m = self._memo.get(tuple(map(id, args)))
-            if m is not None and stream is None:
-                launcher, infos, c, decision, fn, handle, dims, st_local = m
-                st = getattr(st_local, "state", None)
-                if st is not None and st.last is infos and not fn(handle, *dims, None, st.ptrs, None):
-                    self._last = decision
-                    return
+            if m is not None and stream is None and not m[0](*m[1]):
+                self._last = m[2]
+                return
             if memo_launch(self, self._memo, args, stream):
                 return
         if plain and self._fast_auto and len(args) == len(self._params):
@@ -587,23 +585,20 @@ class ConfiguredLaunch:
         k = self.kernel
         if not host_transfer:
             memo = self._memo
-            if memo and self.config.stream is None:  # inlined hot path, as in GpuKernel.__call__
+            if memo:  # the inlined hot path of GpuKernel.__call__ (entries carry this config's stream)
                 m = memo.get(tuple(map(id, args)))
-                if m is not None:
-                    launcher, infos, c, decision, fn, handle, dims, st_local = m
-                    st = getattr(st_local, "state", None)
-                    if st is not None and st.last is infos and not fn(handle, *dims, None, st.ptrs, None):
-                        k._last = decision
-                        return
-            if memo and memo_launch(k, memo, args, self.config.stream):
-                return
+                if m is not None and not m[0](*m[1]):
+                    k._last = m[2]
+                    return
+                if memo_launch(k, memo, args, self.config.stream):
+                    return
             if k._fast_explicit and len(args) == len(k._params):
                 if k._try_fast(args, k._fast_explicit, self._extra, self.config.stream):
-                    k._memoize(self._memo, args, k._last)
+                    k._memoize(self._memo, args, k._last, self.config.stream)
                     return
         decision = k.launch(*args, config=self.config, host_transfer=host_transfer)
         if not host_transfer and k.uses_runtime:
-            k._memoize(self._memo, args, decision)
+            k._memoize(self._memo, args, decision, self.config.stream)
 
 
 def _with_stream(decision: LaunchDecision, stream: Any) -> LaunchDecision:

@@ -307,6 +307,17 @@ class KernelLauncher:
         st = self._state()
         return st.buf, st.ptrs
 
+    def pack_constant(self, infos: Sequence[ArgInfo]) -> tuple[Any, Any]:
+        """A parameter block of its own for ``infos`` (cached numba arrays, scalars): ``(buffer, pointers)``."""
+        values: list[Any] = []
+        for info in infos:
+            values.extend(info.values)
+        if self._complex_at:
+            values = self._split_complex(infos)
+        st = _ThreadState(self._slots)
+        self._fmt.pack_into(st.buf, 0, *values)
+        return st.buf, st.ptrs
+
     def launch(self, infos: Sequence[ArgInfo], grid: tuple[int, int, int], block: tuple[int, int, int], shared_mem: int, stream: int) -> None:
         """Pack ``infos`` and call ``cuLaunchKernel``; raises ``RuntimeError`` with the driver's error.
 

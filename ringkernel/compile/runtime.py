@@ -63,9 +63,17 @@ class RuntimeLaunchMixin:
             self._compiled[tkey] = ck
         return ck
 
-    def _memoize(self, memo: dict[tuple[int, ...], tuple[Any, ...]], args: tuple[Any, ...], decision: Any) -> None:
-        """Remember a checked launch on these very arrays (numba device arrays only)."""
-        from .launcher import describe_arg
+    def _memoize(
+        self, memo: dict[tuple[int, ...], tuple[Any, ...]], args: tuple[Any, ...], decision: Any, stream: Any = None
+    ) -> None:
+        """Remember a checked launch on these very arrays (numba device arrays only).
+
+        The entry is ``(fn, call_args, decision, launcher, infos, config, keepalive)``:
+        ``fn(*call_args)`` is the complete ``cuLaunchKernel`` call on ``stream``, with a
+        parameter block of the entry's own, packed once. It never changes, so threads may
+        launch from it concurrently.
+        """
+        from .launcher import describe_arg, stream_handle
 
         infos = [describe_arg(a) for a in args]
         if decision is None or not all(i is not None and i.ref is not None for i in infos):
@@ -79,9 +87,11 @@ class RuntimeLaunchMixin:
 
         c = decision.config
         lau = ck.launcher
-        dims = (*c.grid, *c.block, c.shared_mem)
+        buf, ptrs = lau.pack_constant(infos)
+        h = stream_handle(stream)
+        call_args = (lau._chandle, *c.grid, *c.block, c.shared_mem, L.ctypes.c_void_p(h) if h else None, ptrs, None)
         key = tuple(map(id, args))
-        memo[key] = (lau, infos, c, decision, L._launch_fn, lau._chandle, dims, lau._local)
+        memo[key] = (L._launch_fn, call_args, decision, lau, infos, c, buf)
         L.register_memo(memo, key, args)
 
     @staticmethod
@@ -171,7 +181,7 @@ def memo_launch(kernel: Any, memo: dict[tuple[int, ...], tuple[Any, ...]], args:
     m = memo.get(tuple(map(id, args)))
     if m is None:
         return False
-    launcher, infos, c, decision = m[:4]
+    decision, launcher, infos, c = m[2], m[3], m[4], m[5]
     try:
         launcher.launch(infos, c.grid, c.block, c.shared_mem, _stream_handle(stream) if stream is not None else 0)
     except RuntimeError:
