@@ -1,0 +1,159 @@
+"""@gpu_kernel's GPU launch path (cache -> launcher -> memo) driven against a fake driver.
+
+The simulator cannot run ringkernel's runtime (there is no driver), so here the driver call
+is a ctypes callback that decodes the parameter block, the compiler is a stub returning a
+launcher for a made-up function handle, and the arrays are minimal CUDA-Array-Interface
+objects treated like numba's. Everything between ``kernel(a, b, c)`` and ``cuLaunchKernel``
+is the real code; the GPU tests check the same paths on hardware.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import struct
+
+import numpy as np
+import pytest
+
+from ringkernel import GpuArchitecture, gpu_kernel
+from ringkernel.compile import compiler as C
+from ringkernel.compile import launcher as L
+
+U = ctypes.c_uint
+PROTO = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, U, U, U, U, U, U, U, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+
+
+class FakeDeviceArray:
+    """What the launcher needs from a numba device array: the CUDA Array Interface."""
+
+    _next = 0x7000_0000
+
+    def __init__(self, n: int, dtype: str = "float32") -> None:
+        self.dtype = np.dtype(dtype)
+        self.shape = (n,)
+        self.size = n
+        self.ptr = FakeDeviceArray._next
+        FakeDeviceArray._next += 1 << 20
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        return {"shape": self.shape, "typestr": self.dtype.str, "data": (self.ptr, False), "strides": None,
+                "version": 3, "stream": None}  # fmt: skip
+
+
+class FakeStream:
+    def __init__(self, handle: int) -> None:
+        self.handle = handle
+
+
+@pytest.fixture
+def runtime(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    calls: list[dict] = []
+
+    def launch(f, gx, gy, gz, bx, by, bz, shm, stream, params, extra):  # type: ignore[no-untyped-def]
+        ptrs = ctypes.cast(params, ctypes.POINTER(ctypes.c_void_p))
+        data = [struct.unpack("<q", ctypes.string_at(ptrs[k * 7 + 4], 8))[0] for k in range(3)]
+        calls.append({"f": f, "grid": (gx, gy, gz), "block": (bx, by, bz), "stream": stream, "data": data})
+        return 0
+
+    cb = PROTO(launch)
+    monkeypatch.setattr(L, "_lib", object())
+    monkeypatch.setattr(L, "_launch_fn", cb)
+    monkeypatch.setattr(L, "_NUMBA_ARRAY_TYPES", (FakeDeviceArray,))
+    compiled: list[tuple] = []
+
+    class StubCompiler:
+        def load_or_compile(self, py_func, argtypes, options, dispatcher, name):  # type: ignore[no-untyped-def]
+            compiled.append(argtypes)
+            return C.CompiledKernel(
+                name=name, entry_name="_Z1k", argtypes=argtypes, key="0" * 64, compute_cap="sm_90", from_cache=True,
+                registers_per_thread=32, shared_mem_per_block=0, max_threads_per_block=1024,
+                launcher=L.KernelLauncher(0xF00D, argtypes, name),
+            )  # fmt: skip
+
+    monkeypatch.setattr(C, "default_compiler", lambda: StubCompiler())
+    return calls, compiled, cb
+
+
+def _kernel():  # type: ignore[no-untyped-def]
+    def add(a, b, c):  # type: ignore[no-untyped-def]
+        pass
+
+    k = gpu_kernel(grid_stride=True, same_size=("a", "b", "c"), arch=GpuArchitecture.preset("H200"),
+                   signatures=["void(float32[::1], float32[::1], float32[::1])"])(add)  # fmt: skip
+    k._runtime = True  # as on a GPU
+    return k
+
+
+def test_auto_launch_then_memo(runtime) -> None:  # type: ignore[no-untyped-def]
+    calls, compiled, _ = runtime
+    k = _kernel()
+    a, b, c = FakeDeviceArray(1000), FakeDeviceArray(1000), FakeDeviceArray(1000)
+    for _ in range(3):
+        k(a, b, c)
+    assert len(compiled) == 1  # compiled (here: loaded) once for the signature
+    assert len(calls) == 3 and all(call["f"] == 0xF00D for call in calls)
+    assert all(call["data"] == [a.ptr, b.ptr, c.ptr] for call in calls)
+    assert calls[0]["block"] == (256, 1, 1) and calls[0]["grid"] == (4, 1, 1)
+    assert calls[0]["stream"] is None
+    assert k.last_config is not None and k.last_config.grid == (4, 1, 1)
+    assert len(k._memo) == 1
+
+
+def test_new_arrays_same_types_take_the_fast_table(runtime) -> None:  # type: ignore[no-untyped-def]
+    calls, compiled, _ = runtime
+    k = _kernel()
+    arrays = [FakeDeviceArray(5000) for _ in range(3)]
+    k(*arrays)
+    fresh = [FakeDeviceArray(5000) for _ in range(3)]
+    k(*fresh)
+    assert calls[-1]["data"] == [x.ptr for x in fresh] and len(compiled) == 1
+    with pytest.raises(Exception, match="differ"):
+        k(FakeDeviceArray(5000), FakeDeviceArray(4999), FakeDeviceArray(5000))
+
+
+def test_explicit_and_streams(runtime) -> None:  # type: ignore[no-untyped-def]
+    calls, _, _ = runtime
+    k = _kernel()
+    a, b, c = FakeDeviceArray(100), FakeDeviceArray(100), FakeDeviceArray(100)
+    for _ in range(2):
+        k[2, 64](a, b, c)
+    assert [call["grid"] for call in calls] == [(2, 1, 1)] * 2 and calls[-1]["block"] == (64, 1, 1)
+    s = FakeStream(0x5151)
+    for _ in range(2):
+        k[3, 32, s](a, b, c)
+    assert calls[-1]["stream"] == 0x5151 and calls[-2]["stream"] == 0x5151
+    k(a, b, c, stream=s)  # an automatic launch on a stream goes around the (default-stream) memo entry
+    assert calls[-1]["stream"] == 0x5151
+    k(a, b, c)
+    assert calls[-1]["stream"] is None
+
+
+def test_memo_entries_die_with_their_arrays(runtime) -> None:  # type: ignore[no-untyped-def]
+    calls, _, _ = runtime
+    k = _kernel()
+    a, b, c = FakeDeviceArray(64), FakeDeviceArray(64), FakeDeviceArray(64)
+    k(a, b, c)
+    k(a, b, c)
+    assert len(k._memo) == 1
+    del a
+    gc.collect()
+    assert len(k._memo) == 0
+    a2 = FakeDeviceArray(64)
+    k(a2, b, c)
+    assert calls[-1]["data"][0] == a2.ptr
+
+
+def test_driver_error_is_translated(runtime, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from ringkernel import KernelLaunchError
+
+    k = _kernel()
+    a = FakeDeviceArray(10)
+    k(a, a, a)
+    failing = PROTO(lambda *args: 1)  # CUDA_ERROR_INVALID_VALUE
+    monkeypatch.setattr(L, "_launch_fn", failing)
+    monkeypatch.setattr(L, "driver_error_name", lambda rc: f"CUresult {rc}")
+    k._memo.clear()  # memo entries captured the old function pointer
+    with pytest.raises(KernelLaunchError, match="CUresult 1"):
+        k(a, a, a)
