@@ -10,7 +10,6 @@ host clock, since the simulator runs everything synchronously.
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import threading
 import time
@@ -124,6 +123,8 @@ class Event:
 
 
 async def _poll(done: Any) -> None:
+    import asyncio  # imported here: it costs ~20 ms, and only async users need it
+
     delay = 20e-6
     while not done():
         await asyncio.sleep(delay)
