@@ -72,11 +72,6 @@ class StreamConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.num_compute_streams, int) or not 1 <= self.num_compute_streams <= 64:
             raise ConfigurationError(f"num_compute_streams must be 1..64, got {self.num_compute_streams!r}")
-        if self.enable_graph_capture:
-            raise ConfigurationError(
-                "graph capture is not implemented yet",
-                hint="leave enable_graph_capture=False (see docs/streams.md)",
-            )
 
 
 class Event:
@@ -237,6 +232,23 @@ class StreamManager:
         ev = Event(self.simulated)
         ev.record(self.stream(stream_id))
         await ev
+
+    def capture(self, stream_id: StreamId) -> Any:
+        """A :class:`~ringkernel.streams.graph.CapturedGraph` recording launches on ``stream_id``.
+
+        Needs ``StreamConfig(enable_graph_capture=True)`` and a GPU (the simulator has no graphs).
+        """
+        if not self.config.enable_graph_capture:
+            raise ConfigurationError(
+                "graph capture is off for this manager", hint="create it with StreamConfig(enable_graph_capture=True)"
+            )
+        if self.simulated:
+            raise ConfigurationError(
+                "numba's simulator has no CUDA graphs", hint="capture on a GPU; on the simulator launch directly"
+            )
+        from .graph import CapturedGraph
+
+        return CapturedGraph(self.stream(stream_id), self.stream_handle(stream_id))
 
     # -- events ---------------------------------------------------------------------------
     def record_event(self, name: str, stream_id: StreamId) -> Event:

@@ -99,3 +99,29 @@ def test_pageable_memory_is_refused_unless_sync_is_asked(rng: np.random.Generato
     m.sync_all()
     np.testing.assert_array_equal(pinned, pageable)
     m.close()
+
+
+def test_graph_capture_replays_launches(rng: np.random.Generator) -> None:
+    from numba import cuda
+
+    from ringkernel.kernels import vector_add
+    from ringkernel.streams import StreamConfig, StreamId, StreamManager
+
+    n = 100_000
+    a = cuda.to_device(rng.standard_normal(n).astype(np.float32))
+    b = cuda.device_array(n, np.float32)
+    c = cuda.device_array(n, np.float32)
+    with StreamManager(StreamConfig(num_compute_streams=1, enable_graph_capture=True)) as m:
+        s = m.stream(StreamId.compute(0))
+        vector_add(a, a, b, stream=s)  # warm: load the kernel outside the capture
+        vector_add(b, b, c, stream=s)
+        s.synchronize()
+        c.copy_to_device(np.zeros(n, np.float32))
+        with m.capture(StreamId.compute(0)) as graph:
+            vector_add(a, a, b, stream=s)  # b = 2a
+            vector_add(b, b, c, stream=s)  # c = 4a
+        assert not np.any(c.copy_to_host())  # captured, not run
+        graph.replay()
+        s.synchronize()
+        np.testing.assert_allclose(c.copy_to_host(), 4 * a.copy_to_host(), rtol=1e-6)
+        graph.close()

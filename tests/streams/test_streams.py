@@ -26,8 +26,10 @@ def test_ids_and_config() -> None:
             bad()
     with pytest.raises(ConfigurationError):
         StreamConfig(num_compute_streams=0)
-    with pytest.raises(ConfigurationError, match="not implemented"):
-        StreamConfig(enable_graph_capture=True)
+    with pytest.raises(ConfigurationError, match="graph capture is off"):
+        StreamManager().capture(StreamId.compute(0))
+    with pytest.raises(ConfigurationError, match="simulator has no CUDA graphs"):
+        StreamManager(StreamConfig(enable_graph_capture=True)).capture(StreamId.compute(0))
 
 
 def test_manager_streams_and_round_robin(rng: np.random.Generator) -> None:
