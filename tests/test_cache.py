@@ -198,3 +198,29 @@ def test_settings_cache_dir_override(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.delenv("RINGKERNEL_CACHE_DIR")
     config.reset()
     assert default_cache_dir().name == "ringkernel"
+
+
+def test_kernel_from_source_runs_and_fingerprints(rng) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+    from numba import cuda
+
+    from ringkernel.compile import kernel_from_source
+
+    src = """
+    def triple(x, out):
+        for i in range(global_thread_id(), x.size, grid_stride()):
+            out[i] = 3 * x[i]
+    """
+    k = kernel_from_source(src)
+    assert k.name == "triple"
+    x = rng.standard_normal(50)
+    out = cuda.device_array(50)
+    k[1, 64](cuda.to_device(x), out)
+    np.testing.assert_allclose(out.copy_to_host(), 3 * x)
+    assert code_fingerprint(k.py_func) == code_fingerprint(kernel_from_source(src).py_func)
+    assert code_fingerprint(k.py_func) != code_fingerprint(kernel_from_source(src.replace("3 *", "4 *")).py_func)
+    with pytest.raises(ConfigurationError, match="expected one"):
+        kernel_from_source("def a(x): pass\ndef b(x): pass")
+    assert kernel_from_source("def a(x): pass\ndef b(x): pass", name="b").name == "b"
+    with pytest.raises(ConfigurationError, match="does not parse"):
+        kernel_from_source("def (")

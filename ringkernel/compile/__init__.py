@@ -1,10 +1,10 @@
 """Compiled-kernel runtime: the on-disk PTX/cubin cache, the caching compiler, the fast launcher."""
 
 from .cache import CACHE_VERSION, CacheEntry, PtxCache, PtxCacheStats, default_cache_dir
-from .compiler import CachingCompiler, CompiledKernel, default_compiler
+from .compiler import CachingCompiler, CompiledKernel, default_compiler, kernel_from_source
 from .fingerprint import code_fingerprint
 
 __all__ = [
     "CACHE_VERSION", "CacheEntry", "PtxCache", "PtxCacheStats", "default_cache_dir",
-    "CachingCompiler", "CompiledKernel", "default_compiler", "code_fingerprint",
+    "CachingCompiler", "CompiledKernel", "default_compiler", "kernel_from_source", "code_fingerprint",
 ]  # fmt: skip

@@ -27,7 +27,7 @@ from .cache import CACHE_VERSION, CacheEntry, PtxCache
 from .fingerprint import code_fingerprint
 from .launcher import KernelLauncher
 
-__all__ = ["CachingCompiler", "CompiledKernel", "default_compiler"]
+__all__ = ["CachingCompiler", "CompiledKernel", "default_compiler", "kernel_from_source"]
 
 log = logging.getLogger(__name__)
 
@@ -115,21 +115,25 @@ class CachingCompiler:
         }
         return PtxCache.hash_source(json.dumps(doc, sort_keys=True, default=str))
 
-    def compile(self, kernel_or_func: Any, signature: Sequence[Any] | str) -> CompiledKernel:
-        """Load ``kernel_or_func`` (a ``GpuKernel`` or a kernel function) for ``signature``.
+    def compile(self, kernel_or_source: Any, signature: Sequence[Any] | str) -> CompiledKernel:
+        """Load ``kernel_or_source`` for ``signature``, from the cache when it is there.
 
-        ``signature`` is a tuple of numba types or a signature string
-        (``"void(float32[:], float32[:])"``).
+        ``kernel_or_source`` is a ``GpuKernel``, a kernel function, or the Python source text
+        of one kernel function (see :func:`kernel_from_source`). ``signature`` is a tuple of
+        numba types or a signature string (``"void(float32[:], float32[:])"``).
         """
         from ..dsl import GpuKernel
 
-        if isinstance(kernel_or_func, GpuKernel):
-            kernel = kernel_or_func
-        elif callable(kernel_or_func) and hasattr(kernel_or_func, "__code__"):
-            kernel = GpuKernel(kernel_or_func)
+        if isinstance(kernel_or_source, GpuKernel):
+            kernel = kernel_or_source
+        elif isinstance(kernel_or_source, str):
+            kernel = kernel_from_source(kernel_or_source)
+        elif callable(kernel_or_source) and hasattr(kernel_or_source, "__code__"):
+            kernel = GpuKernel(kernel_or_source)
         else:
             raise ConfigurationError(
-                f"CachingCompiler.compile takes a GpuKernel or a kernel function, got {type(kernel_or_func).__name__}"
+                "CachingCompiler.compile takes a GpuKernel, a kernel function or its source text, "
+                f"got {type(kernel_or_source).__name__}"
             )
         if isinstance(signature, str):
             from numba.core import sigutils
@@ -219,6 +223,46 @@ class CachingCompiler:
         fin = weakref.finalize(ck, unload_module, fn.module)
         fin.atexit = False
         return ck
+
+
+def kernel_from_source(source: str, name: str | None = None) -> Any:
+    """A ``GpuKernel`` from the Python source text of a kernel function.
+
+    The source runs in a fresh namespace that already holds ``cuda`` (numba.cuda), ``np``,
+    ``math`` and ringkernel's device helpers (``global_thread_id``, ``grid_stride``, ...).
+    It must define exactly one function, or ``name`` must say which one.
+    """
+    import inspect
+    import math
+    import textwrap
+
+    import numpy as np
+
+    from .. import intrinsics
+    from ..dsl import GpuKernel
+
+    ns: dict[str, Any] = {"np": np, "math": math, "__name__": "ringkernel_source_kernel"}
+    from numba import cuda
+
+    ns["cuda"] = cuda
+    ns.update({k: getattr(intrinsics, k) for k in intrinsics.__all__})
+    before = set(ns)
+    try:
+        code = compile(textwrap.dedent(source), "<ringkernel kernel source>", "exec")
+        exec(code, ns)  # noqa: S102 - compiling the caller's own kernel source is the point
+    except SyntaxError as exc:
+        raise ConfigurationError(f"kernel source does not parse: {exc}", hint="pass the text of one `def`") from exc
+    funcs = {k: v for k, v in ns.items() if k not in before and inspect.isfunction(v)}
+    if name is not None:
+        if name not in funcs:
+            raise ConfigurationError(f"the source defines no function {name!r}", details={"defined": sorted(funcs)})
+        return GpuKernel(funcs[name])
+    if len(funcs) != 1:
+        raise ConfigurationError(
+            f"the source defines {len(funcs)} functions ({', '.join(sorted(funcs)) or 'none'}); expected one",
+            hint="pass name= to choose",
+        )
+    return GpuKernel(next(iter(funcs.values())))
 
 
 def _image_bytes(image: Any) -> tuple[bytes, str]:
