@@ -224,3 +224,22 @@ def test_kernel_from_source_runs_and_fingerprints(rng) -> None:  # type: ignore[
     assert kernel_from_source("def a(x): pass\ndef b(x): pass", name="b").name == "b"
     with pytest.raises(ConfigurationError, match="does not parse"):
         kernel_from_source("def (")
+
+
+def test_fingerprint_follows_device_functions_in_other_modules(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import importlib
+    import sys
+
+    pkg = tmp_path / "fpmods"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    helper_src = "from numba import cuda\n\n@cuda.jit(device=True)\ndef helper(x):\n    return x * {k}\n"
+    (pkg / "lib.py").write_text(helper_src.format(k=2))
+    (pkg / "kern.py").write_text("from fpmods import lib\n\ndef kernel(a):\n    a[0] = lib.helper(a[0])\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import fpmods.kern as kern  # type: ignore[import-not-found]
+
+    before = code_fingerprint(kern.kernel)
+    (pkg / "lib.py").write_text(helper_src.format(k=3))
+    importlib.reload(sys.modules["fpmods.lib"])
+    assert code_fingerprint(kern.kernel) != before  # the helper's body changed behind `lib.`

@@ -38,7 +38,15 @@ def _feed_function(h: "hashlib._Hash", func: Any, seen: set[int]) -> None:
     for name in sorted(names):
         if name in glb:
             h.update(b"\x00g:" + name.encode())
-            _feed_value(h, glb[name], seen)
+            value = glb[name]
+            _feed_value(h, value, seen)
+            if isinstance(value, types.ModuleType):
+                # `mylib.helper(x)`: follow device functions reached through a module attribute
+                for attr in sorted(names):
+                    inner = getattr(value, attr, None) if not attr.startswith("__") else None
+                    if inner is not None and _is_device_function(inner):
+                        h.update(b"\x00m:" + name.encode() + b"." + attr.encode())
+                        _feed_value(h, inner, seen)
     for name, cell in zip(code.co_freevars, getattr(func, "__closure__", None) or ()):
         h.update(b"\x00c:" + name.encode())
         try:
@@ -62,6 +70,11 @@ def _feed_code(h: "hashlib._Hash", code: types.CodeType) -> None:
             _feed_code(h, const)
         else:
             h.update(repr(const).encode())
+
+
+def _is_device_function(obj: Any) -> bool:
+    inner = getattr(obj, "py_func", None) or getattr(obj, "fn", None)
+    return inner is not None and hasattr(inner, "__code__") and not isinstance(obj, types.ModuleType)
 
 
 def _feed_value(h: "hashlib._Hash", obj: Any, seen: set[int]) -> None:
