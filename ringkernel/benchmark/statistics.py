@@ -223,24 +223,21 @@ class Statistics:
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         import warnings
 
-        with warnings.catch_warnings():
-            # BCa warns on degenerate (heavily tied) resamples and falls back to NaN; we
-            # then use the percentile method below.
-            warnings.simplefilter("ignore")
-            res = stats.bootstrap(
-                (arr,), np.median, confidence_level=confidence, n_resamples=n_resamples,
-                method="BCa", random_state=rng, vectorized=True, axis=-1,
-            )  # fmt: skip
-        low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
-        method = "bootstrap-bca"
-        if not (math.isfinite(low) and math.isfinite(high)):
+        def interval(method: str) -> tuple[float, float]:
             with warnings.catch_warnings():
+                # BCa warns on degenerate (heavily tied) resamples and returns NaN; the
+                # percentile method is the fallback then.
                 warnings.simplefilter("ignore")
                 res = stats.bootstrap(
                     (arr,), np.median, confidence_level=confidence, n_resamples=n_resamples,
-                    method="percentile", random_state=rng, vectorized=True, axis=-1,
+                    method=method, random_state=rng, vectorized=True, axis=-1,
                 )  # fmt: skip
-            low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+            return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+        low, high = interval("BCa")
+        method = "bootstrap-bca"
+        if not (math.isfinite(low) and math.isfinite(high)):
+            low, high = interval("percentile")
             method = "bootstrap-percentile"
         return ConfidenceInterval(med, min(low, med), max(high, med), confidence, method)
 

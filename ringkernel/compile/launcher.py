@@ -303,10 +303,6 @@ class KernelLauncher:
             st = self._local.state = _ThreadState(self._slots)
             return st
 
-    def _buffers(self) -> tuple[Any, Any]:
-        st = self._state()
-        return st.buf, st.ptrs
-
     def pack_constant(self, infos: Sequence[ArgInfo]) -> tuple[Any, Any]:
         """A parameter block of its own for ``infos`` (cached numba arrays, scalars): ``(buffer, pointers)``."""
         values: list[Any] = []

@@ -70,7 +70,9 @@ class DriverBackend:
 
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         mem = MemoryPointer(self._ctx, ctypes.c_void_p(ptr), nbytes, finalizer=finalizer)
-        strides = _c_strides(shape, dtype.itemsize)
+        from ..compile.launcher import _strides_c
+
+        strides = _strides_c(shape, dtype.itemsize)
         return DeviceNDArray(shape, strides, dtype, gpu_data=mem)
 
     def mem_info(self) -> tuple[int, int]:
@@ -132,14 +134,6 @@ class SimulatorBackend:
 
     def mem_info(self) -> tuple[int, int]:
         return self.total_bytes - self.allocated_bytes, self.total_bytes
-
-
-def _c_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
-    strides, acc = [], itemsize
-    for dim in reversed(shape):
-        strides.append(acc)
-        acc *= dim
-    return tuple(reversed(strides))
 
 
 def default_backend() -> MemoryBackend:
