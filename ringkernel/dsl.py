@@ -417,11 +417,13 @@ class GpuKernel(RuntimeLaunchMixin):
             # block and the driver call's arguments; one call. Entries die with their arrays
             # (launcher._DEPENDENTS); a non-zero result falls through to the checked path.
             m = self._memo.get(tuple(map(id, args)))
-            if m is not None and stream is None and not m[0](*m[1]):
-                self._last = m[2]
-                return
-            if memo_launch(self, self._memo, args, stream):
-                return
+            if m is not None:
+                if stream is None:
+                    if not m[0](*m[1]):
+                        self._last = m[2]
+                        return
+                elif memo_launch(self, m, stream):  # same arrays, another stream
+                    return
         if plain and self._fast_auto and len(args) == len(self._params):
             if self._try_fast(args, self._fast_auto, None, stream):
                 self._memoize(self._memo, args, self._last)
@@ -589,8 +591,6 @@ class ConfiguredLaunch:
                 m = memo.get(tuple(map(id, args)))
                 if m is not None and not m[0](*m[1]):
                     k._last = m[2]
-                    return
-                if memo_launch(k, memo, args, self.config.stream):
                     return
             if k._fast_explicit and len(args) == len(k._params):
                 if k._try_fast(args, k._fast_explicit, self._extra, self.config.stream):

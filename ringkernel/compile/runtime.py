@@ -166,21 +166,18 @@ class RuntimeLaunchMixin:
 _stream_handle: Any = None
 
 
-def memo_launch(kernel: Any, memo: dict[tuple[int, ...], tuple[Any, ...]], args: tuple[Any, ...], stream: Any) -> bool:
-    """The hot path: the same arrays as a checked launch before, so no check can fail now.
+def memo_launch(kernel: Any, m: tuple[Any, ...], stream: Any) -> bool:
+    """Launch a launch-memo entry (see ``_memoize``) on another ``stream`` than it was built for.
 
-    The memo is keyed by the arguments' ids; an entry is dropped the moment one of its
-    numba arrays dies (their pointer and shape never change while alive), so a hit means
-    the very same arrays. Packs the parameters again if another launch used the buffer.
+    A memo entry is found by the arguments' ids and dropped the moment one of its numba
+    arrays dies, so it means the very same arrays: no check can fail now. Packs into this
+    thread's buffer (the entry's own block is bound to its stream in ``m[1]``).
     """
     global _stream_handle
     if _stream_handle is None:
         from .launcher import stream_handle
 
         _stream_handle = stream_handle
-    m = memo.get(tuple(map(id, args)))
-    if m is None:
-        return False
     decision, launcher, infos, c = m[2], m[3], m[4], m[5]
     try:
         launcher.launch(infos, c.grid, c.block, c.shared_mem, _stream_handle(stream) if stream is not None else 0)
