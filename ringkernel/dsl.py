@@ -33,11 +33,10 @@ from .errors import (
     ConfigurationError,
     KernelArgumentError,
     KernelCompileError,
-    KernelLaunchError,
     LaunchConfigError,
 )
 from ._args import ArrayInfo, accepts, array_info, describe, fmt_type
-from .compile.runtime import DECISION_CACHE_LIMIT, RuntimeLaunchMixin, memo_launch
+from .compile.runtime import DECISION_CACHE_LIMIT, RuntimeLaunchMixin, launch_error, memo_launch
 from .launch import (
     KernelMode,
     KernelModeSelector,
@@ -514,14 +513,7 @@ class GpuKernel(RuntimeLaunchMixin):
         if isinstance(exc, TypingError) or "No matching definition" in str(exc):
             return self._compile_error(args, exc)
         if type(exc).__name__ in ("CudaAPIError", "CudaDriverError", "CudaSupportError"):
-            return KernelLaunchError(
-                f"the driver refused the launch grid={config.grid} block={config.block} "
-                f"shared_mem={config.shared_mem}: {exc}",
-                kernel_name=self.name,
-                hint="check the configuration against `ringkernel info`; an earlier asynchronous error "
-                "(an out-of-bounds access) also surfaces here",
-                details={"grid": config.grid, "block": config.block},
-            )
+            return launch_error(self.name, config, exc)
         return exc
 
     def __getitem__(self, spec: Any) -> "ConfiguredLaunch":

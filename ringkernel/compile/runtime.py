@@ -16,7 +16,7 @@ from .._args import array_info, describe
 from ..errors import KernelArgumentError, KernelLaunchError
 from ..launch import LaunchConfig, LaunchDecision
 
-__all__ = ["RuntimeLaunchMixin", "memo_launch", "DECISION_CACHE_LIMIT"]
+__all__ = ["RuntimeLaunchMixin", "memo_launch", "launch_error", "DECISION_CACHE_LIMIT"]
 
 DECISION_CACHE_LIMIT = 256
 
@@ -114,14 +114,7 @@ class RuntimeLaunchMixin:
                 cuda.current_context()  # a new thread: make numba's context current, then retry
                 ck.launcher.launch(fast_infos, config.grid, config.block, config.shared_mem, stream_handle(config.stream))
         except RuntimeError as exc:
-            raise KernelLaunchError(
-                f"the driver refused the launch grid={config.grid} block={config.block} "
-                f"shared_mem={config.shared_mem}: {exc}",
-                kernel_name=self.name,
-                hint="check the configuration against `ringkernel info`; an earlier asynchronous error "
-                "(an out-of-bounds access) also surfaces here",
-                details={"grid": config.grid, "block": config.block},
-            ) from exc
+            raise launch_error(self.name, config, exc) from exc
         except struct_error as exc:
             raise KernelArgumentError(
                 f"an argument does not fit the compiled signature ({', '.join(str(t) for t in ck.argtypes)}): {exc}",
@@ -161,6 +154,17 @@ class RuntimeLaunchMixin:
             return False  # let the checked path launch again and raise a proper error
         self._last = decision
         return True
+
+
+def launch_error(kernel_name: str, config: LaunchConfig, exc: Exception) -> KernelLaunchError:
+    """The error for a launch the driver refused (numba's dispatcher or ringkernel's launcher)."""
+    return KernelLaunchError(
+        f"the driver refused the launch grid={config.grid} block={config.block} shared_mem={config.shared_mem}: {exc}",
+        kernel_name=kernel_name,
+        hint="check the configuration against `ringkernel info`; an earlier asynchronous error "
+        "(an out-of-bounds access) also surfaces here",
+        details={"grid": config.grid, "block": config.block},
+    )
 
 
 _stream_handle: Any = None
