@@ -117,6 +117,8 @@ class BenchmarkResult:
     metadata: dict[str, Any] = field(default_factory=dict)
     timestamp: str = ""
     environment: EnvironmentFingerprint | None = None
+    # Summaries bootstrap 2000 resamples; every report format asks for them.
+    _summaries: dict[tuple[Any, ...], Summary] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_measurements(
@@ -164,7 +166,12 @@ class BenchmarkResult:
         return Statistics.mean(self.measurement_times)
 
     def summary(self, confidence: float = 0.95) -> Summary:
-        return Statistics.summarize(self.measurement_times, confidence)
+        """Descriptive statistics of the samples (computed once per confidence and sample set)."""
+        key = (confidence, tuple(self.measurement_times))
+        s = self._summaries.get(key)
+        if s is None:
+            s = self._summaries[key] = Statistics.summarize(self.measurement_times, confidence)
+        return s
 
     @property
     def key(self) -> tuple[str, int]:
