@@ -9,6 +9,7 @@ numba frees the array.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from numba.cuda.cudadrv.driver import GetIpcHandleMixin, HostOnlyCUDAMemoryManager, MemoryInfo, MemoryPointer
@@ -33,13 +34,12 @@ class RingKernelMemoryManager(GetIpcHandleMixin, HostOnlyCUDAMemoryManager):
     def memalloc(self, size: int) -> MemoryPointer:
         pool = self.pool
         buf = pool.allocate(max(1, int(size)))
-        ptr, gen = buf.ptr, buf._gen
         import ctypes
         import weakref
 
         # numba calls the finalizer when the last reference to the memory goes
-        return MemoryPointer(weakref.proxy(self.context), ctypes.c_void_p(ptr), size,
-                             finalizer=lambda: pool._release(ptr, gen))  # fmt: skip
+        return MemoryPointer(weakref.proxy(self.context), ctypes.c_void_p(buf.ptr), size,
+                             finalizer=functools.partial(pool._release, buf))  # fmt: skip
 
     def get_memory_info(self) -> MemoryInfo:
         free, total = self.pool.backend.mem_info()

@@ -4,7 +4,7 @@ Six size classes (256 B .. 256 KB) each keep a LIFO free list of blocks carved f
 so one driver allocation serves many blocks and a freed block is reused while it is still
 warm in cache. Larger requests, and requests beyond a class's ``max_counts``, go straight
 to the driver and are tracked. Every operation holds one lock; the bookkeeping (which
-block is live, which slab it belongs to, a generation per allocation) is what lets the
+block is live and which buffer object holds it, which slab it belongs to) is what lets the
 pool refuse a double free, a foreign pointer or a wrong size without corrupting anything.
 """
 
@@ -210,14 +210,22 @@ class PooledBuffer:
     used after being freed is refused, never silently reused.
     """
 
-    __slots__ = ("pool", "ptr", "nbytes", "size_class", "_gen", "__weakref__")
+    __slots__ = ("pool", "ptr", "nbytes", "_i")
 
-    def __init__(self, pool: "GpuMemoryPool", ptr: int, nbytes: int, size_class: SizeClass | None, gen: int) -> None:
-        self.pool, self.ptr, self.nbytes, self.size_class, self._gen = pool, ptr, nbytes, size_class, gen
+    def __init__(self, pool: "GpuMemoryPool", ptr: int, nbytes: int, class_index: int) -> None:
+        self.pool = pool
+        self.ptr = ptr
+        self.nbytes = nbytes
+        self._i = class_index  # index into the size classes; -1: a direct allocation
+
+    @property
+    def size_class(self) -> SizeClass | None:
+        """The block's class; ``None`` for a direct allocation (> 256 KB, or a class at its limit)."""
+        return _CLASSES[self._i] if self._i >= 0 else None
 
     @property
     def capacity(self) -> int:
-        return self.size_class.value if self.size_class is not None else self.nbytes
+        return _LIMITS[self._i] if self._i >= 0 else self.nbytes
 
     def as_array(self, shape: int | Sequence[int], dtype: Any = np.uint8) -> Any:
         """A numba device array over this block (a view: freeing the block invalidates it)."""
@@ -244,7 +252,8 @@ class PooledBuffer:
         self.pool.deallocate(self)
 
     def __repr__(self) -> str:
-        return f"<PooledBuffer 0x{self.ptr:x} {self.nbytes} B in {self.size_class.name if self.size_class else 'direct'}>"
+        where = self.size_class.name if self._i >= 0 else "direct"
+        return f"<PooledBuffer 0x{self.ptr:x} {self.nbytes} B in {where}>"
 
 
 class GpuMemoryPool:
@@ -263,17 +272,20 @@ class GpuMemoryPool:
         self.backend = backend if backend is not None else default_backend()
         self._lock = threading.Lock()
         n = len(_CLASSES)
-        self._free: list[list[int]] = [[] for _ in range(n)]
+        # One LIFO free list per class, plus an always-empty one at index -1 (= n), so that
+        # allocate's hot path needs no separate test for "larger than every class".
+        self._free: list[list[int]] = [[] for _ in range(n + 1)]
         self._count = [0] * n  # blocks per class, free or in use
         self._block_class: dict[int, int] = {}  # block ptr -> class index (pooled blocks only)
         self._block_slab: dict[int, int] = {}  # block ptr -> slab ptr
         self._slabs: dict[int, tuple[int, tuple[int, ...]]] = {}  # slab ptr -> (class index, blocks)
-        self._live: dict[int, tuple[int, int]] = {}  # ptr -> (requested bytes, generation)
+        # ptr -> the live buffer. Freeing checks identity, so a stale buffer object (its
+        # block freed and handed out again since) is refused without a generation counter.
+        self._live: dict[int, PooledBuffer] = {}
         self._large: dict[int, int] = {}  # direct allocations: ptr -> bytes
-        self._gen = 0
         self._hits = self._misses = 0
         self._pool_bytes = self._peak_pool = 0
-        self._live_bytes = self._peak_live = self._live_block_bytes = 0
+        self._live_bytes = self._peak_live = 0  # bytes requested (blocks in use are counted on demand)
         self._closed = False
         self._finalizer = weakref.finalize(self, _release_all, self.backend, self._slabs, self._large)
         for cls, count in zip(_CLASSES, self.config.initial_counts):
@@ -288,35 +300,34 @@ class GpuMemoryPool:
         else:
             i = _class_index(nbytes)
             nbytes = int(nbytes)
-        cls = _CLASSES[i] if i >= 0 else None
-        with self._lock:
-            if self._closed:
-                self._check_open()
-            if i < 0:
-                ptr = self._direct(nbytes, why="larger than 256 KB")
-                block = nbytes
+        lock = self._lock
+        lock.acquire()  # acquire/release in try/finally: half the cost of `with` on the hot path
+        try:
+            stack = self._free[i]  # i == -1: the always-empty list
+            if stack and not self._closed:  # the hot path: a free block of the class
+                self._hits += 1
+                buf = PooledBuffer(self, stack.pop(), nbytes, i)
             else:
-                stack = self._free[i]
-                block = _LIMITS[i]
-                if stack:
-                    self._hits += 1
-                elif self._count[i] < self.config.max_counts[i]:
-                    self._grow(i, 1)
-                    self._misses += 1
-                else:
-                    stack = None
-                if stack is not None:
-                    ptr = stack.pop()
-                else:
-                    ptr = self._direct(block, why=f"{_CLASSES[i].name} is at max_counts={self.config.max_counts[i]}")
-                    cls = None
-            self._gen = gen = self._gen + 1
-            self._live[ptr] = (nbytes, gen)
-            self._live_bytes += nbytes
-            self._live_block_bytes += block
-            if self._live_bytes > self._peak_live:
-                self._peak_live = self._live_bytes
-        return PooledBuffer(self, ptr, nbytes, cls, gen)
+                buf = self._allocate_slow(i, nbytes)
+            self._live[buf.ptr] = buf
+            live = self._live_bytes = self._live_bytes + nbytes
+            if live > self._peak_live:
+                self._peak_live = live
+        finally:
+            lock.release()
+        return buf
+
+    def _allocate_slow(self, i: int, nbytes: int) -> PooledBuffer:
+        """Allocate when the class's free list is empty (lock held): grow, or go direct."""
+        self._check_open()
+        if i < 0:
+            return PooledBuffer(self, self._direct(nbytes, why="larger than 256 KB"), nbytes, -1)
+        if self._count[i] < self.config.max_counts[i]:
+            self._grow(i, 1)
+            self._misses += 1
+            return PooledBuffer(self, self._free[i].pop(), nbytes, i)
+        why = f"{_CLASSES[i].name} is at max_counts={self.config.max_counts[i]}"
+        return PooledBuffer(self, self._direct(_LIMITS[i], why=why), nbytes, -1)
 
     def device_array(self, shape: int | Sequence[int], dtype: Any = np.float32) -> Any:
         """A numba device array from the pool, returned to the pool when the array is collected."""
@@ -324,7 +335,7 @@ class GpuMemoryPool:
         shp = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
         nbytes = max(1, int(np.prod(shp, dtype=np.int64)) * dt.itemsize)
         buf = self.allocate(nbytes)
-        return self.backend.array(buf.ptr, shp, dt, functools.partial(self._release, buf.ptr, buf._gen))
+        return self.backend.array(buf.ptr, shp, dt, functools.partial(self._release, buf))
 
     def _direct(self, nbytes: int, *, why: str) -> int:
         self._reserve(nbytes)
@@ -394,30 +405,37 @@ class GpuMemoryPool:
     def deallocate(self, buffer: PooledBuffer | int, nbytes: int | None = None) -> None:
         """Return a block. ``buffer`` is a :class:`PooledBuffer` or a raw pointer; ``nbytes``,
         if given, must match what was allocated (in the same size class)."""
+        lock = self._lock
+        if type(buffer) is PooledBuffer and nbytes is None:
+            lock.acquire()
+            try:
+                i = buffer._i
+                if i >= 0:  # the hot path, inlined: a pooled block, no size given
+                    ptr = buffer.ptr
+                    live = self._live.pop(ptr, None)
+                    if live is buffer:
+                        self._live_bytes -= buffer.nbytes
+                        self._free[i].append(ptr)
+                        return
+                    if live is not None:  # another buffer holds the block now: put it back
+                        self._live[ptr] = live
+            finally:
+                lock.release()
         if type(buffer) is PooledBuffer:
             if buffer.pool is not self:
                 raise InvalidFree(f"buffer 0x{buffer.ptr:x} belongs to another pool", hint="free it with its own pool")
-            ptr, gen = buffer.ptr, buffer._gen
+            ptr, buf = buffer.ptr, buffer
         elif isinstance(buffer, (int, np.integer)) and not isinstance(buffer, bool):
-            ptr, gen = int(buffer), None
+            ptr, buf = int(buffer), None
         else:
             raise InvalidFree(f"deallocate takes a PooledBuffer or a pointer, got {type(buffer).__name__}")
-        with self._lock:
-            live = self._live.get(ptr)
-            if nbytes is None and live is not None and (gen is None or live[1] == gen):
-                i = self._block_class.get(ptr)
-                if i is not None:  # the common case, inlined: a pooled block, no size given
-                    del self._live[ptr]
-                    self._live_bytes -= live[0]
-                    self._live_block_bytes -= _LIMITS[i]
-                    self._free[i].append(ptr)
-                    return
-            self._free_locked(ptr, gen, nbytes)
+        with lock:
+            self._free_locked(ptr, buf, nbytes)
 
-    def _free_locked(self, ptr: int, gen: int | None, nbytes: int | None) -> None:
+    def _free_locked(self, ptr: int, buf: PooledBuffer | None, nbytes: int | None) -> None:
         live = self._live.get(ptr)
-        if live is None or (gen is not None and live[1] != gen):
-            if ptr in self._block_slab or gen is not None:
+        if live is None or (buf is not None and live is not buf):
+            if ptr in self._block_slab or buf is not None:
                 raise InvalidFree(
                     f"double free: block 0x{ptr:x} is not allocated (freed already, or reallocated since)",
                     hint="free each buffer once; a `with pool.allocate(n) as buf:` block does it for you",
@@ -428,7 +446,7 @@ class GpuMemoryPool:
                 hint="free it with the allocator it came from",
                 details={"ptr": ptr},
             )
-        requested = live[0]
+        requested = live.nbytes
         if nbytes is not None:
             if ptr in self._large:
                 ok = nbytes == self._large[ptr] or nbytes == requested
@@ -444,26 +462,22 @@ class GpuMemoryPool:
         self._live_bytes -= requested
         large = self._large.pop(ptr, None)
         if large is not None:
-            self._live_block_bytes -= large
             self._pool_bytes -= large
             self.backend.free(ptr)
             return
-        i = self._block_class[ptr]
-        self._live_block_bytes -= _LIMITS[i]
-        self._free[i].append(ptr)
+        self._free[self._block_class[ptr]].append(ptr)
 
-    def _release(self, ptr: int, gen: int) -> None:
-        """Finalizer of arrays from :meth:`device_array`: never raises."""
+    def _release(self, buf: PooledBuffer) -> None:
+        """Finalizer of arrays from :meth:`device_array` and the numba plugin: never raises."""
         try:
             with self._lock:
                 if not self._closed:
-                    self._free_locked(ptr, gen, None)
+                    self._free_locked(buf.ptr, buf, None)
         except Exception as exc:  # pragma: no cover - a bug, not a user error
-            log.error("pool: automatic release of 0x%x failed: %s", ptr, exc)
+            log.error("pool: automatic release of 0x%x failed: %s", buf.ptr, exc)
 
     def _check_live(self, buf: PooledBuffer) -> None:
-        live = self._live.get(buf.ptr)
-        if live is None or live[1] != buf._gen:
+        if self._live.get(buf.ptr) is not buf:
             raise InvalidFree(f"buffer 0x{buf.ptr:x} was freed; it cannot be used", hint="allocate a new one")
 
     # -- maintenance --------------------------------------------------------------------
@@ -512,7 +526,8 @@ class GpuMemoryPool:
                 classes=classes, large_allocations=len(self._large), large_bytes=sum(self._large.values()),
                 hits=self._hits, misses=self._misses, pool_bytes=self._pool_bytes, peak_pool_bytes=self._peak_pool,
                 live_bytes=self._live_bytes, peak_live_bytes=self._peak_live,
-                live_block_bytes=self._live_block_bytes, max_pool_bytes=self.config.max_pool_bytes,
+                live_block_bytes=sum(c.in_use_bytes for c in classes) + sum(self._large.values()),
+                max_pool_bytes=self.config.max_pool_bytes,
             )  # fmt: skip
 
     def reset_peaks(self) -> None:
