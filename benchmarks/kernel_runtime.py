@@ -65,6 +65,14 @@ def child(which: str) -> None:
         prof.disable()
         pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(18)
         return
+    if which == "trace":
+        out.update(_trace_first_launch(a, b, c))
+        print("RESULT " + json.dumps(out))
+        return
+    if which in ("first_module", "first_library"):
+        out.update(_first_load(which))
+        print("RESULT " + json.dumps(out))
+        return
     if which == "ringkernel":
         from ringkernel.kernels import vector_add
 
@@ -101,6 +109,97 @@ def child(which: str) -> None:
     print("RESULT " + json.dumps(out))
 
 
+def _mapped_libraries() -> set[str]:
+    with open("/proc/self/maps") as f:
+        return {line.split()[-1] for line in f if ".so" in line}
+
+
+def _trace_first_launch(a, b, c) -> dict:  # type: ignore[no-untyped-def]
+    """Where does the first cache hit's time go? Time each step, every GC pass and every
+    shared library the driver maps during it (diagnostic for cache_hit_ms)."""
+    import ctypes
+    import gc
+
+    from ringkernel.compile import cache as cache_mod
+    from ringkernel.compile import launcher as launcher_mod
+    from ringkernel.kernels import vector_add
+
+    steps: list[tuple[str, float]] = []
+    gcs: list[dict] = []
+    gc_start: list[float] = []
+
+    def on_gc(phase: str, info: dict) -> None:
+        if phase == "start":
+            gc_start.append(time.perf_counter())
+        elif gc_start:
+            gcs.append({"generation": info["generation"], "ms": (time.perf_counter() - gc_start.pop()) * 1e3})
+
+    def timed(label: str, fn):  # type: ignore[no-untyped-def]
+        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                steps.append((label, (time.perf_counter() - t) * 1e3))
+
+        return wrapper
+
+    lib = launcher_mod._driver()
+
+    class TimedDriver:
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return timed(name, getattr(lib, name))
+
+    cache_mod.Path.read_bytes = timed("read_bytes", cache_mod.Path.read_bytes)  # type: ignore[method-assign]
+    cache_mod.PtxCache._decode = timed("decode", cache_mod.PtxCache._decode)  # type: ignore[method-assign]
+    cache_mod.PtxCache._path = timed("path", cache_mod.PtxCache._path)  # type: ignore[method-assign]
+    launcher_mod._driver = lambda: TimedDriver()  # type: ignore[assignment]
+    before = _mapped_libraries()
+    gc.callbacks.append(on_gc)
+    t = time.perf_counter()
+    vector_add(a, b, c)
+    ctypes.CDLL("libcuda.so.1").cuCtxSynchronize()
+    total = (time.perf_counter() - t) * 1e3
+    gc.callbacks.remove(on_gc)
+    ck = next(iter(vector_add._compiled.values()))
+    return {
+        "first_launch_ms": total,
+        "from_cache": ck.from_cache,
+        "cache_hit_ms": ck.load_ms,
+        "cache_hit_breakdown_ms": ck.timings_ms,
+        "steps_ms": steps,
+        "gc_passes": gcs,
+        "libraries_mapped_during_first_launch": sorted(_mapped_libraries() - before),
+    }
+
+
+def _first_load(which: str) -> dict:
+    """The driver's first module load in a process: cuModuleLoadData or cuLibraryLoadData,
+    of the cached vector-add cubin, then the same again (diagnostic for cache_hit_ms)."""
+    import ctypes
+
+    from ringkernel.compile.cache import PtxCache, default_cache_dir
+    from ringkernel.compile.launcher import _driver
+
+    f = sorted(Path(default_cache_dir()).glob("*.rkc"))[0]
+    key, cc = f.stem.rsplit("-", 1)
+    entry = PtxCache.with_dir(default_cache_dir()).get_entry(key, cc)
+    assert entry is not None
+    lib = _driver()
+    times = []
+    before = _mapped_libraries()
+    for _ in range(3):
+        h = ctypes.c_void_p()
+        t = time.perf_counter()
+        if which == "first_module":
+            rc = lib.cuModuleLoadData(ctypes.byref(h), ctypes.c_char_p(entry.cubin))
+        else:
+            rc = lib.cuLibraryLoadData(ctypes.byref(h), ctypes.c_char_p(entry.cubin), None, None, 0, None, None, 0)
+        times.append((time.perf_counter() - t) * 1e3)
+        assert rc == 0, rc
+    return {"load_ms": times, "libraries_mapped": sorted(_mapped_libraries() - before)}
+
+
 def _spawn(which: str, env: dict) -> dict:
     r = subprocess.run([sys.executable, __file__, "--child", which], env=env, capture_output=True, text=True, timeout=300)
     for line in r.stdout.splitlines():
@@ -120,6 +219,12 @@ def first_launch(processes: int) -> dict:
     assert all(r["correct"] for rs in runs.values() for r in rs)
     assert all(r["from_cache"] for r in runs["ringkernel"]), "ringkernel did not load from its cache"
     med = {w: float(np.median([r["first_launch_ms"] for r in rs])) for w, rs in runs.items()}
+    diagnosis = {}
+    for w in ("trace", "first_module", "first_library"):
+        try:
+            diagnosis[w] = _spawn(w, env)
+        except Exception as exc:  # a diagnostic: never fail the benchmark
+            diagnosis[w] = {"error": str(exc)[-2000:]}
     return {
         "first_launch_ms": {"ringkernel": med["ringkernel"], "numba_cache": med["numba"]},
         "cache_hit_ms": float(np.median([r["cache_hit_ms"] for r in runs["ringkernel"]])),
@@ -131,6 +236,7 @@ def first_launch(processes: int) -> dict:
         "populate": warm,
         "first_launch_runs": runs,
         "numba_cache_hits_per_process": [r["numba_cache_hits"] for r in runs["numba"]],
+        "cold_start_diagnosis": diagnosis,
     }
 
 
@@ -241,7 +347,7 @@ def launch_overhead(launches: int, rounds: int) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path)
-    p.add_argument("--child", choices=["ringkernel", "numba", "profile"])
+    p.add_argument("--child", choices=["ringkernel", "numba", "profile", "trace", "first_module", "first_library"])
     p.add_argument("--launches", type=int, default=20000)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--processes", type=int, default=5)

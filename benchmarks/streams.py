@@ -2,11 +2,12 @@
 
     python benchmarks/streams.py --out benchmarks/results/streams.json
 
-8 chunks of 64 MiB (float32) from pinned host memory: host-to-device copy, a kernel tuned
+32 chunks of 64 MiB (float32, 2 GiB) from pinned host memory: host-to-device copy, a kernel tuned
 to take about as long as one chunk's copy, device-to-host copy. Reports each stage alone,
 one stream, and pipelined over 4 compute streams: ``overlap_efficiency`` (ideal / achieved,
-ideal = the longest stage alone) and ``speedup_vs_one_stream``. (Written this session; not
-yet run on the GPU.)
+ideal = the longest stage alone) and ``speedup_vs_one_stream``; each measurement is the
+median of 3 runs. With n equal stages' chunks the fill and drain cap the efficiency at
+n / (n + 2): 0.80 for 8 chunks, 0.94 for 32, hence 32 (``--chunks 8`` shows the 8-chunk case).
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ import numpy as np
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path)
-    p.add_argument("--chunks", type=int, default=8)
+    p.add_argument("--chunks", type=int, default=32)
     p.add_argument("--chunk-mib", type=int, default=64)
     args = p.parse_args()
     from numba import cuda
 
     from ringkernel import gpu_kernel, global_thread_id, grid_stride
     from ringkernel._versions import driver_version, library_versions
+    from ringkernel.device import GpuArchitecture
     from ringkernel.streams import StreamConfig, StreamManager, run_pipeline
 
     @gpu_kernel(grid_stride=True)
@@ -64,21 +66,30 @@ def main() -> int:
         if cuda.event_elapsed_time(start, end) >= copy_ms or rounds > 1 << 14:
             break
         rounds *= 2
+    reports = {}
     with StreamManager(StreamConfig(num_compute_streams=4, use_transfer_stream=False)) as m:
-        rep = run_pipeline(host_in, host_out, lambda a, b, s: work(a, b, np.int32(rounds), stream=s),
-                           chunks=args.chunks, manager=m)  # fmt: skip
-    ref = host_in.copy()
+        for nch in sorted({8, args.chunks}):  # the largest last: it fills host_out entirely
+            part = slice(0, nch * chunk)
+            reports[nch] = run_pipeline(host_in[part], host_out[part],
+                                        lambda a, b, s: work(a, b, np.int32(rounds), stream=s),
+                                        chunks=nch, manager=m, repeats=3)  # fmt: skip
+    rep = reports[args.chunks]
+    sample = slice(None, None, 997)  # every 997th element against NumPy (the whole array takes minutes)
+    ref = host_in[sample].copy()
     for _ in range(rounds):
         ref = ref * np.float32(0.999) + np.float32(0.001)
-    ok = bool(np.allclose(host_out, ref, rtol=1e-4, atol=1e-5))
+    ok = bool(np.allclose(host_out[sample], ref, rtol=1e-4, atol=1e-5))
     result = {
         "benchmark": "streams",
         "overlap_efficiency": rep.overlap_efficiency,
         "speedup_vs_one_stream": rep.speedup_vs_one_stream,
         "stages_ms": {"h2d": rep.h2d_ms, "kernel": rep.kernel_ms, "d2h": rep.d2h_ms},
         "pipelined_ms": rep.pipelined_ms, "one_stream_ms": rep.one_stream_ms,
-        "chunks": rep.chunks, "chunk_mib": args.chunk_mib, "kernel_rounds": rounds, "one_chunk_copy_ms": copy_ms,
-        "correct": ok, "driver": driver_version(), "versions": library_versions(),
+        "by_chunks": {str(k): {"overlap_efficiency": r.overlap_efficiency, "speedup_vs_one_stream": r.speedup_vs_one_stream,
+                               "pipelined_ms": r.pipelined_ms, "one_stream_ms": r.one_stream_ms,
+                               "bound_n_over_n_plus_2": k / (k + 2)} for k, r in reports.items()},
+        "streams": rep.streams, "chunks": rep.chunks, "chunk_mib": args.chunk_mib, "kernel_rounds": rounds, "one_chunk_copy_ms": copy_ms,
+        "correct": ok, "device": GpuArchitecture.current().name, "driver": driver_version(), "versions": library_versions(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": "python benchmarks/streams.py " + " ".join(sys.argv[1:]),
     }  # fmt: skip
