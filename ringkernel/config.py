@@ -92,13 +92,14 @@ def gpu_present() -> bool:
     before numba is imported (numba decides between GPU and simulator at import time).
     """
     import ctypes
-    import ctypes.util
 
-    names = ["libcuda.so.1", "libcuda.so", "nvcuda.dll"]
-    found = ctypes.util.find_library("cuda")
-    if found:
-        names.insert(0, found)
-    for name in names:
+    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll", None):
+        if name is None:  # the fallback: find_library runs ldconfig in a subprocess
+            import ctypes.util
+
+            name = ctypes.util.find_library("cuda")
+            if not name:
+                return False
         try:
             lib = ctypes.CDLL(name)
         except OSError:
