@@ -95,9 +95,9 @@ def gpu_present() -> bool:
 
     for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll", None):
         if name is None:  # the fallback: find_library runs ldconfig in a subprocess
-            import ctypes.util
+            from ctypes.util import find_library
 
-            name = ctypes.util.find_library("cuda")
+            name = find_library("cuda")
             if not name:
                 return False
         try:

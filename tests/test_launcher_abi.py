@@ -99,3 +99,52 @@ def test_complex_scalars_take_two_slots(fake_driver) -> None:  # type: ignore[no
 def test_unsupported_argument_type() -> None:
     with pytest.raises(NotImplementedError):
         L._format_for(types.UniTuple(types.int32, 2))
+
+
+def test_driver_library_is_found_by_its_usual_name_before_find_library(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``find_library`` runs ``ldconfig`` in a subprocess (ms): it is only the fallback, in
+    the launcher and in ``gpu_present``."""
+    import ctypes.util
+
+    from ringkernel import config
+
+    opened: list[str] = []
+
+    class FakeLib:
+        def cuInit(self, flags: int) -> int:
+            return 0
+
+        def cuDeviceGetCount(self, ref: object) -> int:
+            return 0
+
+    def fake_cdll(name: str) -> FakeLib:
+        opened.append(name)
+        if name != "libcuda.so.1":
+            raise OSError(f"{name}: not here")
+        return FakeLib()
+
+    def no_find_library(name: str) -> str:
+        raise AssertionError("find_library must not run when libcuda.so.1 loads")
+
+    monkeypatch.setattr(ctypes, "CDLL", fake_cdll)
+    monkeypatch.setattr(ctypes.util, "find_library", no_find_library)
+    assert isinstance(L._load_driver_library(), FakeLib)
+    config.gpu_present.cache_clear()
+    try:
+        assert config.gpu_present() is False  # loads, but no device
+    finally:
+        config.gpu_present.cache_clear()
+    assert opened == ["libcuda.so.1", "libcuda.so.1"]
+
+    # the fallback: every usual name fails, find_library's answer is tried, then a clear error
+    opened.clear()
+
+    def no_cdll(name: str) -> FakeLib:
+        opened.append(name)
+        raise OSError(f"{name}: not here")
+
+    monkeypatch.setattr(ctypes, "CDLL", no_cdll)
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: "libcuda-found.so")
+    with pytest.raises(OSError, match="cannot load the CUDA driver library"):
+        L._load_driver_library()
+    assert opened == ["libcuda.so.1", "libcuda.so", "nvcuda.dll", "libcuda-found.so"]

@@ -143,9 +143,9 @@ def _load_driver_library() -> Any:
     last: Exception | None = None
     for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll", None):
         if name is None:
-            import ctypes.util
+            from ctypes.util import find_library
 
-            name = ctypes.util.find_library("cuda")
+            name = find_library("cuda")
             if not name:
                 break
         try:
