@@ -7,7 +7,7 @@ set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-RINGKERNEL_GPU_TESTS=1 timeout 300 python3 -m pytest -m gpu -q -p no:cacheprovider tests/gpu > "$OUT/gpu_tests.txt" 2>&1
+RINGKERNEL_GPU_TESTS=1 timeout 300 python3 -m pytest -m gpu -q -rA -p no:cacheprovider tests/gpu > "$OUT/gpu_tests.txt" 2>&1
 tail -3 "$OUT/gpu_tests.txt"
 for b in launch_selection kernel_runtime memory_pool streams; do
   [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $b "* ]] && continue

@@ -92,12 +92,22 @@ class Event:
             self._ev.record(stream)
 
     def query(self) -> bool:
-        """True once the work before the record has finished."""
-        return True if self.simulated else bool(self._ev.query())
+        """True once the work before the record has finished. Raises :class:`DeviceError` if
+        that work failed on the GPU (an illegal address, a trap): the error reaches whoever
+        awaits the event."""
+        if self.simulated:
+            return True
+        try:
+            return bool(self._ev.query())
+        except Exception as exc:
+            raise _gpu_failure(exc) from exc
 
     def synchronize(self) -> None:
         if not self.simulated:
-            self._ev.synchronize()
+            try:
+                self._ev.synchronize()
+            except Exception as exc:
+                raise _gpu_failure(exc) from exc
 
     def wait_on(self, stream: Any) -> None:
         """Make ``stream`` wait for this event (GPU side; the host does not block)."""
@@ -115,6 +125,14 @@ class Event:
 
     def __await__(self) -> Any:
         return _poll(self.query).__await__()
+
+
+def _gpu_failure(exc: Exception) -> DeviceError:
+    return DeviceError(
+        f"GPU work before this event failed: {exc}",
+        hint="a kernel queued earlier faulted; the CUDA context is unusable after such an error, so "
+        "restart the process (run the kernel under compute-sanitizer to find the faulting access)",
+    )
 
 
 async def _poll(done: Any) -> None:

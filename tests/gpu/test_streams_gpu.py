@@ -125,3 +125,44 @@ def test_graph_capture_replays_launches(rng: np.random.Generator) -> None:
         s.synchronize()
         np.testing.assert_allclose(c.copy_to_host(), 4 * a.copy_to_host(), rtol=1e-6)
         graph.close()
+
+
+def test_a_kernel_fault_raises_in_the_awaiting_task(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A kernel that faults on the GPU (illegal address) makes `await manager.wait(...)`
+    raise DeviceError in the awaiting task. In a subprocess: the fault ruins the context."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import asyncio
+        import numpy as np
+        from numba import cuda
+        from ringkernel import DeviceError
+        from ringkernel.streams import StreamConfig, StreamId, StreamManager
+
+        @cuda.jit
+        def bad(a):
+            a[cuda.threadIdx.x + (1 << 40)] = 1.0  # far outside any allocation
+
+        m = StreamManager(StreamConfig(num_compute_streams=1))
+        a = cuda.device_array(16, np.float32)
+
+        async def task():
+            bad[1, 32, m.stream(StreamId.compute(0))](a)
+            await m.wait(StreamId.compute(0))
+
+        try:
+            asyncio.run(task())
+        except DeviceError as exc:
+            print("RAISED", type(exc).__name__, str(exc).replace(chr(10), " "))
+        else:
+            print("NOT RAISED")
+        """
+    )
+    path = tmp_path / "fault.py"
+    path.write_text(script)
+    r = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=120)
+    assert "RAISED DeviceError" in r.stdout, r.stdout + r.stderr
+    assert "restart the process" in r.stdout

@@ -129,3 +129,35 @@ def test_pipeline_results_and_report(rng: np.random.Generator) -> None:
         run_pipeline(host_in, host_out[:10], lambda *a: None)
     with pytest.raises(ConfigurationError):
         run_pipeline(host_in, host_out, lambda *a: None, chunks=0)
+
+
+def test_gpu_failure_seen_by_an_event_raises_device_error_in_the_awaiting_task() -> None:
+    """What the driver reports for failed GPU work (here a stand-in event) reaches the
+    awaiting task as DeviceError with what to do; the GPU test makes a real fault."""
+    from ringkernel import DeviceError
+    from ringkernel.streams.manager import Event
+
+    class Faulted:
+        def query(self) -> bool:
+            raise RuntimeError("CUDA_ERROR_ILLEGAL_ADDRESS")
+
+        def synchronize(self) -> None:
+            raise RuntimeError("CUDA_ERROR_ILLEGAL_ADDRESS")
+
+    ev = Event.__new__(Event)  # a GPU event without a GPU: its numba event is the stand-in
+    ev.simulated, ev._t, ev._ev = False, None, Faulted()
+
+    async def task() -> None:
+        await ev
+
+    with pytest.raises(DeviceError, match="ILLEGAL_ADDRESS") as info:
+        asyncio.run(task())
+    assert "restart the process" in str(info.value)
+    with pytest.raises(DeviceError):
+        ev.synchronize()
+
+
+def test_pipeline_repeats_validated() -> None:
+    host = np.zeros(8, np.float32)
+    with pytest.raises(ConfigurationError, match="repeats"):
+        run_pipeline(host, host.copy(), lambda *a: None, chunks=2, repeats=0)
