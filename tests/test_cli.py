@@ -83,3 +83,10 @@ def test_example_streams_async() -> None:
     out = _run(str(ROOT / "examples" / "streams_async.py"))
     assert out.returncode == 0, out.stdout + out.stderr
     assert "asyncio.gather of two kernels correct: True" in out.stdout and "pipeline correct: True" in out.stdout
+
+
+def test_example_kernel_cache() -> None:
+    out = _run(str(ROOT / "examples" / "kernel_cache.py"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "miss first: True" in out.stdout and "then a hit: True" in out.stdout
+    assert "changes the key" in out.stdout and "(True)" in out.stdout
