@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import struct
 import threading
 import time
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 1
 
 _MAGIC = b"RKCACHE\n"
+_HEX = re.compile(r"[0-9a-fA-F]+")
+_CC = re.compile(r"\w+", re.ASCII)
 _SUFFIX = ".rkc"
 
 
@@ -98,7 +101,13 @@ class PtxCache:
     def __init__(self, cache_dir: str | os.PathLike[str] | None = None, *, max_bytes: int | None = None, enabled: bool = True) -> None:
         if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0):
             raise ConfigurationError(f"max_bytes must be a positive int or None, got {max_bytes!r}")
-        self._dir = Path(cache_dir).expanduser() if cache_dir is not None else None
+        # Resolved now, not at the first lookup: a cache object keeps its directory, and the
+        # lookup on a kernel's first launch does no configuration work.
+        if cache_dir is not None:
+            self._dir: Path | None = Path(cache_dir).expanduser()
+        else:
+            self._dir = default_cache_dir() if enabled else None
+        self._dir_str = str(self._dir) if self._dir is not None else ""
         self.max_bytes = max_bytes
         self.enabled = enabled
         self._hits = 0
@@ -117,8 +126,9 @@ class PtxCache:
 
     @property
     def cache_dir(self) -> Path:
-        if self._dir is None:
+        if self._dir is None:  # a disabled cache asked for its directory
             self._dir = default_cache_dir()
+            self._dir_str = str(self._dir)
         return self._dir
 
     @staticmethod
@@ -129,11 +139,14 @@ class PtxCache:
 
     # -- paths --------------------------------------------------------------------------
     def _path(self, key: str, compute_cap: str) -> Path:
-        if not key or any(c not in "0123456789abcdefABCDEF" for c in key):
+        return Path(self._file(key, compute_cap))
+
+    def _file(self, key: str, compute_cap: str) -> str:
+        if not isinstance(key, str) or not _HEX.fullmatch(key):
             raise ConfigurationError(f"cache key must be a hex digest, got {key!r}", hint="use PtxCache.hash_source()")
-        if not compute_cap or not all(c.isalnum() or c == "_" for c in compute_cap):
+        if not isinstance(compute_cap, str) or not _CC.fullmatch(compute_cap):
             raise ConfigurationError(f"compute capability must look like 'sm_90' or 'sm_90a', got {compute_cap!r}")
-        return self.cache_dir / f"{key}-{compute_cap}{_SUFFIX}"
+        return os.path.join(self._dir_str or str(self.cache_dir), f"{key}-{compute_cap}{_SUFFIX}")
 
     # -- the proposal's PTX API ----------------------------------------------------------
     def get(self, source_hash: str, compute_cap: str) -> str | None:
@@ -151,9 +164,10 @@ class PtxCache:
         if not self.enabled:
             self._count(hit=False)
             return None
-        path = self._path(key, compute_cap)
+        path = self._file(key, compute_cap)  # a str: pathlib costs more than the read itself here
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as f:
+                data = f.read()
         except FileNotFoundError:
             self._count(hit=False)
             return None
@@ -170,7 +184,7 @@ class PtxCache:
                 pass
         return entry
 
-    def _decode(self, data: bytes, key: str, compute_cap: str, path: Path) -> CacheEntry | None:
+    def _decode(self, data: bytes, key: str, compute_cap: str, path: str | Path) -> CacheEntry | None:
         def bad(why: str) -> None:
             log.warning("ringkernel cache: ignoring %s: %s (it will be recompiled and replaced)", path, why)
 
@@ -195,7 +209,7 @@ class PtxCache:
         if hkey != key or hcc != compute_cap:
             bad(f"holds key {hkey[:12]}/{hcc}, expected {key[:12]}/{compute_cap}")
             return None
-        payload = data[start + hlen :]
+        payload = memoryview(data)[start + hlen :]  # no copies of the payload until the end
         if len(payload) != nptx + ncubin:
             bad(f"payload is {len(payload)} bytes, header says {nptx + ncubin} (truncated?)")
             return None
@@ -203,11 +217,11 @@ class PtxCache:
             bad("checksum mismatch")
             return None
         try:
-            ptx = payload[:nptx].decode("utf-8")
+            ptx = str(payload[:nptx], "utf-8")
         except UnicodeDecodeError:
             bad("PTX is not UTF-8")
             return None
-        return CacheEntry(key, compute_cap, ptx, bytes(payload[nptx:]), dict(header.get("meta") or {}))
+        return CacheEntry(key, compute_cap, ptx, payload[nptx:].tobytes(), dict(header.get("meta") or {}))
 
     def put_entry(self, entry: CacheEntry) -> Path | None:
         """Write ``entry`` atomically; returns its path, or ``None`` if caching is off or failed."""

@@ -14,9 +14,8 @@ every device function it calls.
 
 from __future__ import annotations
 
-import json
 import logging
-import platform
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -60,7 +59,7 @@ def _versions_for_key() -> dict[str, str]:
     return {
         "ringkernel": __version__,
         "numba_cuda": getattr(numba_cuda, "__version__", "unknown"),
-        "python": f"{platform.python_implementation()}-{platform.python_version_tuple()[0]}.{platform.python_version_tuple()[1]}",
+        "python": f"{sys.implementation.name}-{sys.version_info[0]}.{sys.version_info[1]}",
     }
 
 
@@ -105,15 +104,16 @@ class CachingCompiler:
         """The SHA-256 key of ``py_func`` compiled for ``argtypes`` with ``options`` (see module doc)."""
         if self._versions is None:
             self._versions = _versions_for_key()
-        doc = {
-            "cache_version": CACHE_VERSION,
-            "versions": self._versions,
-            "cc": self.compute_cap,
-            "argtypes": [str(t) for t in argtypes],
-            "options": {k: options[k] for k in sorted(options)},
-            "code": self.fingerprint(py_func),
-        }
-        return PtxCache.hash_source(json.dumps(doc, sort_keys=True, default=str))
+        v = self._versions
+        doc = "\n".join((
+            f"cache_version={CACHE_VERSION}",
+            f"ringkernel={v['ringkernel']} numba_cuda={v['numba_cuda']} python={v['python']}",
+            f"cc={self.compute_cap}",
+            "argtypes=" + ",".join(str(t) for t in argtypes),
+            "options=" + repr(sorted(options.items())),
+            "code=" + self.fingerprint(py_func),
+        ))  # fmt: skip
+        return PtxCache.hash_source(doc)
 
     def compile(self, kernel_or_source: Any, signature: Sequence[Any] | str) -> CompiledKernel:
         """Load ``kernel_or_source`` for ``signature``, from the cache when it is there.

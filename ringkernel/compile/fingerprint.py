@@ -17,19 +17,20 @@ from typing import Any, Callable
 __all__ = ["code_fingerprint"]
 
 _SIMPLE = (int, float, complex, bool, str, bytes, type(None))
+_Sink = Callable[[bytes], None]
 
 
 def code_fingerprint(func: Callable[..., Any]) -> str:
     """SHA-256 over ``func``'s code and the code/values it depends on."""
-    h = hashlib.sha256()
-    _feed_function(h, func, set())
-    return h.hexdigest()
+    parts: list[bytes] = []  # hashed once at the end: one C call instead of one per part
+    _feed_function(parts.append, func, set())
+    return hashlib.sha256(b"\x1f".join(parts)).hexdigest()
 
 
-def _feed_function(h: "hashlib._Hash", func: Any, seen: set[int]) -> None:
+def _feed_function(h: "_Sink", func: Any, seen: set[int]) -> None:
     code = getattr(func, "__code__", None)
     if code is None:
-        h.update(f"<opaque {type(func).__qualname__}>".encode())
+        h(f"<opaque {type(func).__qualname__}>".encode())
         return
     _feed_code(h, code)
     names: set[str] = set()
@@ -37,7 +38,7 @@ def _feed_function(h: "hashlib._Hash", func: Any, seen: set[int]) -> None:
     glb = getattr(func, "__globals__", {})
     for name in sorted(names):
         if name in glb:
-            h.update(b"\x00g:" + name.encode())
+            h(b"\x00g:" + name.encode())
             value = glb[name]
             _feed_value(h, value, seen)
             if isinstance(value, types.ModuleType):
@@ -45,14 +46,14 @@ def _feed_function(h: "hashlib._Hash", func: Any, seen: set[int]) -> None:
                 for attr in sorted(names):
                     inner = getattr(value, attr, None) if not attr.startswith("__") else None
                     if inner is not None and _is_device_function(inner):
-                        h.update(b"\x00m:" + name.encode() + b"." + attr.encode())
+                        h(b"\x00m:" + name.encode() + b"." + attr.encode())
                         _feed_value(h, inner, seen)
     for name, cell in zip(code.co_freevars, getattr(func, "__closure__", None) or ()):
-        h.update(b"\x00c:" + name.encode())
+        h(b"\x00c:" + name.encode())
         try:
             _feed_value(h, cell.cell_contents, seen)
         except ValueError:  # empty cell
-            h.update(b"<empty>")
+            h(b"<empty>")
 
 
 def _collect_names(code: types.CodeType, out: set[str]) -> None:
@@ -62,14 +63,14 @@ def _collect_names(code: types.CodeType, out: set[str]) -> None:
             _collect_names(const, out)
 
 
-def _feed_code(h: "hashlib._Hash", code: types.CodeType) -> None:
-    h.update(code.co_code)
-    h.update(repr((code.co_names, code.co_varnames, code.co_argcount, code.co_kwonlyargcount)).encode())
+def _feed_code(h: "_Sink", code: types.CodeType) -> None:
+    h(code.co_code)
+    h(repr((code.co_names, code.co_varnames, code.co_argcount, code.co_kwonlyargcount)).encode())
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             _feed_code(h, const)
         else:
-            h.update(repr(const).encode())
+            h(repr(const).encode())
 
 
 def _is_device_function(obj: Any) -> bool:
@@ -77,26 +78,26 @@ def _is_device_function(obj: Any) -> bool:
     return inner is not None and hasattr(inner, "__code__") and not isinstance(obj, types.ModuleType)
 
 
-def _feed_value(h: "hashlib._Hash", obj: Any, seen: set[int]) -> None:
+def _feed_value(h: "_Sink", obj: Any, seen: set[int]) -> None:
     # numba device functions (CUDADispatcher, or FakeCUDAKernel on the simulator), and
     # anything else wrapping a Python function: follow it.
     inner = getattr(obj, "py_func", None) or getattr(obj, "fn", None)
     if inner is not None and callable(inner) and hasattr(inner, "__code__"):
         if id(obj) in seen:
-            h.update(b"<seen>")
+            h(b"<seen>")
             return
         seen.add(id(obj))
-        h.update(b"<device function>")
+        h(b"<device function>")
         _feed_function(h, inner, seen)
         return
     if isinstance(obj, types.ModuleType):
-        h.update(b"<module " + obj.__name__.encode() + b">")
+        h(b"<module " + obj.__name__.encode() + b">")
         return
     if isinstance(obj, _SIMPLE):
-        h.update(repr(obj).encode())
+        h(repr(obj).encode())
         return
     if isinstance(obj, tuple) and all(isinstance(x, _SIMPLE) for x in obj):
-        h.update(repr(obj).encode())
+        h(repr(obj).encode())
         return
     if isinstance(obj, types.FunctionType):
         if id(obj) in seen:
@@ -107,6 +108,6 @@ def _feed_value(h: "hashlib._Hash", obj: Any, seen: set[int]) -> None:
     mod = type(obj).__module__ or ""
     if mod.startswith(("numpy", "numba")):
         # numpy scalars/dtypes, numba types (float64, ...): their repr is their identity
-        h.update(repr(obj).encode())
+        h(repr(obj).encode())
         return
-    h.update(f"<{type(obj).__module__}.{type(obj).__qualname__}>".encode())
+    h(f"<{type(obj).__module__}.{type(obj).__qualname__}>".encode())
