@@ -75,13 +75,27 @@ class CachingCompiler:
     """
 
     def __init__(self, cache: PtxCache | None = None, *, compute_cap: str | None = None) -> None:
+        t = time.perf_counter()
         self.cache = cache if cache is not None else PtxCache()
         if compute_cap is not None:
             _parse_cc(compute_cap)
         self._cc = compute_cap
         self._lock = threading.Lock()
-        self._versions: dict[str, str] | None = None
+        self._versions: dict[str, str] = _versions_for_key()
         self._fingerprints: dict[int, tuple[Any, str]] = {}
+        #: Milliseconds this compiler spent on its once-per-process set-up (``__init__`` and
+        #: :meth:`prepare`), reported apart from the per-kernel cache hit (``load_ms``).
+        self.setup_ms = (time.perf_counter() - t) * 1e3
+
+    def prepare(self) -> None:
+        """Do the once-per-process GPU set-up now: the device's compute capability and the
+        driver library's handle. Otherwise the first kernel lookup does it. Needs a GPU."""
+        t = time.perf_counter()
+        from .launcher import _driver
+
+        _ = self.compute_cap
+        _driver()
+        self.setup_ms += (time.perf_counter() - t) * 1e3
 
     @property
     def compute_cap(self) -> str:
@@ -102,8 +116,6 @@ class CachingCompiler:
 
     def cache_key(self, py_func: Callable[..., Any], argtypes: Sequence[Any], options: dict[str, Any]) -> str:
         """The SHA-256 key of ``py_func`` compiled for ``argtypes`` with ``options`` (see module doc)."""
-        if self._versions is None:
-            self._versions = _versions_for_key()
         v = self._versions
         doc = "\n".join((
             f"cache_version={CACHE_VERSION}",
@@ -291,12 +303,22 @@ _default_lock = threading.Lock()
 
 
 def default_compiler() -> CachingCompiler:
-    """The process-wide compiler ``@gpu_kernel`` uses (cache at the default directory)."""
+    """The process-wide compiler ``@gpu_kernel`` uses (cache at the default directory).
+
+    Created on the first launch of any kernel, with the process's one-time set-up (cache
+    directory, versions, the device's compute capability, the driver library's handle:
+    ``setup_ms``), so that each kernel's first lookup does only that kernel's work.
+    """
     global _default
     if _default is None:
         with _default_lock:
             if _default is None:
-                _default = CachingCompiler()
+                compiler = CachingCompiler()
+                from ..config import simulator_enabled
+
+                if not simulator_enabled():
+                    compiler.prepare()
+                _default = compiler
     return _default
 
 
