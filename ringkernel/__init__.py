@@ -11,21 +11,69 @@ from __future__ import annotations
 from typing import Any
 
 from .benchmark import (
+    REPORT_FORMATS,
     Benchmark,
     BenchmarkBaseline,
     BenchmarkConfig,
     BenchmarkResult,
     BenchmarkRunner,
     BenchmarkSuite,
+    ConfidenceInterval,
     EnvironmentFingerprint,
+    EnvironmentPolicy,
+    GpuTimer,
+    OutlierKind,
+    OutlierReport,
+    Progress,
     RegressionReport,
+    RegressionResult,
     RegressionStatus,
     ScalingMetrics,
     Statistics,
+    Summary,
+    compare_results,
+    compare_samples,
+)
+from .compile import (
+    CACHE_VERSION,
+    CacheEntry,
+    CachingCompiler,
+    CompiledKernel,
+    PtxCache,
+    PtxCacheStats,
+    code_fingerprint,
+    default_cache_dir,
+    default_compiler,
+    kernel_from_source,
 )
 from .device import PRESETS, SIMULATED, GpuArchitecture
-from .streams import StreamConfig, StreamId, StreamManager, StreamPool, run_pipeline
-from .memory import GpuMemoryPool, ManagedBuffer, MemoryEstimate, PoolConfig, PoolDiagnostics, PooledBuffer, ResourceGuard, SizeClass
+from .streams import (
+    CapturedGraph,
+    Event,
+    PipelineReport,
+    StreamConfig,
+    StreamId,
+    StreamKind,
+    StreamManager,
+    StreamPool,
+    StreamPoolStats,
+    run_pipeline,
+)
+from .memory import (
+    ClassDiagnostics,
+    DriverBackend,
+    GpuMemoryPool,
+    ManagedBuffer,
+    MemoryBackend,
+    MemoryEstimate,
+    PoolConfig,
+    PoolDiagnostics,
+    PooledBuffer,
+    ResourceGuard,
+    SimulatorBackend,
+    SizeClass,
+    default_backend,
+)
 from .dsl import ConfiguredLaunch, GpuKernel, gpu_kernel
 from .errors import (
     ConfigurationError,
@@ -74,12 +122,19 @@ __all__ = [
     "gpu_kernel", "GpuKernel", "ConfiguredLaunch",
     # benchmark
     "Benchmark", "BenchmarkBaseline", "BenchmarkConfig", "BenchmarkResult", "BenchmarkRunner",
-    "BenchmarkSuite", "EnvironmentFingerprint", "RegressionReport", "RegressionStatus", "ScalingMetrics",
-    "Statistics",
-    # memory
-    "GpuMemoryPool", "ManagedBuffer", "MemoryEstimate", "PoolConfig", "PoolDiagnostics", "PooledBuffer", "ResourceGuard", "SizeClass",
+    "BenchmarkSuite", "ConfidenceInterval", "EnvironmentFingerprint", "EnvironmentPolicy", "GpuTimer",
+    "OutlierKind", "OutlierReport", "Progress", "REPORT_FORMATS", "RegressionReport", "RegressionResult",
+    "RegressionStatus", "ScalingMetrics", "Statistics", "Summary", "compare_results", "compare_samples",
+    # compile
+    "CACHE_VERSION", "CacheEntry", "PtxCache", "PtxCacheStats", "default_cache_dir",
+    "CachingCompiler", "CompiledKernel", "default_compiler", "kernel_from_source", "code_fingerprint",
+    # memory (use_pool and plugin_pool resolve lazily: see __getattr__)
+    "GpuMemoryPool", "ManagedBuffer", "MemoryEstimate", "PoolConfig", "PoolDiagnostics", "ClassDiagnostics",
+    "PooledBuffer", "ResourceGuard", "SizeClass", "MemoryBackend", "DriverBackend", "SimulatorBackend",
+    "default_backend", "use_pool", "plugin_pool",
     # streams
-    "StreamConfig", "StreamId", "StreamManager", "StreamPool", "run_pipeline",
+    "CapturedGraph", "Event", "StreamConfig", "StreamId", "StreamKind", "StreamManager",
+    "PipelineReport", "run_pipeline", "StreamPool", "StreamPoolStats",
     # errors
     "RingKernelError", "ConfigurationError", "DeviceError", "KernelError", "KernelArgumentError",
     "LaunchConfigError", "KernelCompileError", "KernelLaunchError", "BenchmarkError", "EnvironmentMismatchError",
@@ -94,8 +149,12 @@ def __getattr__(name: str) -> Any:
         from . import intrinsics
 
         return getattr(intrinsics, name)
+    if name in ("use_pool", "plugin_pool"):
+        from .memory import plugin_state
+
+        return getattr(plugin_state, name)
     raise AttributeError(f"module 'ringkernel' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_INTRINSICS))
+    return sorted(set(globals()) | set(_INTRINSICS) | {"use_pool", "plugin_pool"})

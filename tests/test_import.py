@@ -80,3 +80,19 @@ def test_lazy_device_helpers_resolve() -> None:
         assert "no_such_name" in str(exc)
     else:
         raise AssertionError("unknown attribute must raise AttributeError")
+
+
+def test_every_public_name_of_a_subpackage_is_re_exported() -> None:
+    """STYLE.md: public means listed in ``__all__`` and re-exported from ``ringkernel``."""
+    import importlib
+
+    import ringkernel
+
+    for sub in ("benchmark", "compile", "memory", "streams"):
+        mod = importlib.import_module(f"ringkernel.{sub}")
+        for name in mod.__all__:
+            assert name in ringkernel.__all__, f"ringkernel.{sub}.{name} is not in ringkernel.__all__"
+            assert getattr(ringkernel, name) is getattr(mod, name), name
+    for name in ringkernel.__all__:
+        assert hasattr(ringkernel, name), name
+    assert callable(ringkernel.use_pool) and callable(ringkernel.plugin_pool)
