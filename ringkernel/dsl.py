@@ -239,7 +239,7 @@ class GpuKernel(RuntimeLaunchMixin):
 
     def _elements_from(self, args: tuple[Any, ...], infos: list[ArrayInfo | None]) -> int:
         if self._same_size:
-            sizes = {self._params[i]: (infos[i].size if infos[i] is not None else None) for i in self._same_size}
+            sizes = {self._params[i]: (info.size if (info := infos[i]) is not None else None) for i in self._same_size}
             distinct = {s for s in sizes.values()}
             if len(distinct) > 1:
                 raise KernelArgumentError(

@@ -138,7 +138,7 @@ def compare_samples(
         raise ConfigurationError(f"'{name}': times must be positive and finite")
     bmed, cmed = float(np.median(base)), float(np.median(cur))
     ratio = cmed / bmed
-    common = dict(
+    common: dict[str, Any] = dict(
         name=name, workload_size=workload_size, baseline_median_ms=bmed, current_median_ms=cmed,
         ratio=ratio, threshold=threshold, confidence=confidence,
     )  # fmt: skip
@@ -147,7 +147,7 @@ def compare_samples(
             status=RegressionStatus.INCONCLUSIVE, ratio_ci=(float("nan"), float("nan")), p_value=float("nan"),
             message=f"too few samples ({base.size} baseline, {cur.size} current; need {MIN_SAMPLES} each)",
             **common,
-        )  # type: ignore[arg-type]
+        )
     p = float(stats.mannwhitneyu(cur, base, alternative="two-sided").pvalue)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     low, high = _bootstrap_ratio_ci(base, cur, confidence, n_resamples, rng)

@@ -115,7 +115,7 @@ class GpuTimer:
 
         self._cuda = cuda
         self._stream_arg = stream  # None: the default stream
-        self.stream = stream if stream is not None else 0
+        self.stream: Any = stream if stream is not None else 0
         self.simulated = bool(numba_config.ENABLE_CUDASIM)
         if not self.simulated:
             self._start = cuda.event(timing=True)

@@ -11,11 +11,15 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from enum import Enum
-from typing import Any, Sequence
+from typing import Any, Sequence, Union
 
 import numpy as np
 
 from ..errors import ConfigurationError
+
+
+#: What the statistics accept: any sequence of numbers, or a NumPy array of them.
+Samples = Union[Sequence[float], np.ndarray]
 
 __all__ = [
     "ConfidenceInterval",
@@ -149,7 +153,7 @@ class ScalingMetrics:
         }
 
 
-def _as_array(values: Sequence[float] | np.ndarray, what: str = "values", minimum: int = 1) -> np.ndarray:
+def _as_array(values: Samples, what: str = "values", minimum: int = 1) -> np.ndarray:
     arr = np.asarray(values, dtype=np.float64).ravel()
     if arr.size < minimum:
         raise ConfigurationError(f"{what} needs at least {minimum} value(s), got {arr.size}")
@@ -167,21 +171,21 @@ class Statistics:
     """Static helpers (the design proposal's ``Statistics``)."""
 
     @staticmethod
-    def mean(values: Sequence[float]) -> float:
+    def mean(values: Samples) -> float:
         return float(np.mean(_as_array(values)))
 
     @staticmethod
-    def stddev(values: Sequence[float]) -> float:
+    def stddev(values: Samples) -> float:
         """Sample standard deviation (ddof=1; 0 for a single value)."""
         arr = _as_array(values)
         return float(np.std(arr, ddof=1)) if arr.size > 1 else 0.0
 
     @staticmethod
-    def median(values: Sequence[float]) -> float:
+    def median(values: Samples) -> float:
         return float(np.median(_as_array(values)))
 
     @staticmethod
-    def percentile(sorted_values: Sequence[float], p: float) -> float:
+    def percentile(sorted_values: Samples, p: float) -> float:
         """The ``p``-th percentile (0..100), linear interpolation as ``numpy.percentile``.
 
         The input need not be sorted (the proposal's name is kept; sorting is done here).
@@ -191,7 +195,7 @@ class Statistics:
         return float(np.percentile(_as_array(sorted_values), p))
 
     @staticmethod
-    def confidence_interval(values: Sequence[float], confidence: float = 0.95) -> ConfidenceInterval:
+    def confidence_interval(values: Samples, confidence: float = 0.95) -> ConfidenceInterval:
         """Student-t interval for the mean."""
         from scipy import stats
 
@@ -206,7 +210,7 @@ class Statistics:
 
     @staticmethod
     def median_confidence_interval(
-        values: Sequence[float],
+        values: Samples,
         confidence: float = 0.95,
         *,
         n_resamples: int = 2000,
@@ -242,7 +246,7 @@ class Statistics:
         return ConfidenceInterval(med, min(low, med), max(high, med), confidence, method)
 
     @staticmethod
-    def classify_outliers(values: Sequence[float]) -> OutlierReport:
+    def classify_outliers(values: Samples) -> OutlierReport:
         """Tukey's fences: mild beyond 1.5 IQR of the quartiles, severe beyond 3 IQR."""
         arr = _as_array(values)
         q1, q3 = (float(x) for x in np.percentile(arr, [25, 75]))
@@ -257,7 +261,7 @@ class Statistics:
         return OutlierReport(q1=q1, q3=q3, fences=fences, indices=idx)
 
     @staticmethod
-    def summarize(values: Sequence[float], confidence: float = 0.95, *, seed: int | None = 0) -> Summary:
+    def summarize(values: Samples, confidence: float = 0.95, *, seed: int | None = 0) -> Summary:
         """Every descriptive statistic of a sample at once."""
         arr = _as_array(values)
         if arr.size == 1:

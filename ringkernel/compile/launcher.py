@@ -17,6 +17,7 @@ PyTorch can resize.
 from __future__ import annotations
 
 import ctypes
+import functools
 import struct
 import threading
 import weakref
@@ -48,7 +49,8 @@ _CACHE: dict[int, ArgInfo] = {}
 _DEPENDENTS: dict[int, list[tuple[dict, tuple]]] = {}
 
 
-def _array_died(k: int) -> None:
+def _array_died(k: int, _ref: Any = None) -> None:
+    """Forget array ``k`` and the memo entries that use it (also a weakref callback)."""
     _CACHE.pop(k, None)
     for memo, key in _DEPENDENTS.pop(k, ()):
         memo.pop(key, None)
@@ -121,7 +123,7 @@ def describe_arg(obj: Any) -> ArgInfo | None:
     if isinstance(obj, _numba_array_types()):
         try:
             k = id(obj)
-            ref = weakref.ref(obj, lambda _r, k=k: _array_died(k))
+            ref = weakref.ref(obj, functools.partial(_array_died, k))
         except TypeError:
             return ArgInfo(key, size, values, True, None, producer)
         info = ArgInfo(key, size, values, True, ref, None)

@@ -10,7 +10,7 @@ real GPU; under the simulator launches go through numba's dispatcher.
 from __future__ import annotations
 
 from struct import error as struct_error
-from typing import Any
+from typing import Any, Callable
 
 from .._args import array_info, describe
 from ..errors import KernelArgumentError, KernelLaunchError
@@ -23,6 +23,18 @@ DECISION_CACHE_LIMIT = 256
 
 class RuntimeLaunchMixin:
     """Methods ``GpuKernel`` gets for the compiled-kernel runtime (see the module docstring)."""
+
+    # Set by GpuKernel.__init__ (declared here for the type checker).
+    name: str
+    py_func: Callable[..., None]
+    dispatcher: Any
+    _jit_options: dict[str, Any]
+    _runtime: bool | None
+    _compiled: dict[tuple[Any, ...], Any]
+    _same_size: tuple[int, ...]
+    _elements_index: int | None
+    _last: LaunchDecision | None
+    _check_types: Callable[..., tuple[Any, ...] | None]
 
     @property
     def compile_options(self) -> dict[str, Any]:

@@ -51,7 +51,7 @@ class ManagedBuffer:
         if any(s < 0 for s in self.shape):
             raise ConfigurationError(f"ManagedBuffer shape must be non-negative, got {self.shape}")
         self.dtype = np.dtype(dtype)
-        self._stream = stream if stream is not None else 0
+        self._stream: Any = stream if stream is not None else 0
         self._host = cuda.pinned_array(self.shape, dtype=self.dtype)
         self._device = pool.device_array(self.shape, self.dtype) if pool is not None else cuda.device_array(self.shape, self.dtype)
         self._device_dirty = False  # device may hold data the host shadow lacks

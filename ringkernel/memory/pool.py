@@ -252,7 +252,7 @@ class PooledBuffer:
         self.pool.deallocate(self)
 
     def __repr__(self) -> str:
-        where = self.size_class.name if self._i >= 0 else "direct"
+        where = _CLASSES[self._i].name if self._i >= 0 else "direct"
         return f"<PooledBuffer 0x{self.ptr:x} {self.nbytes} B in {where}>"
 
 
