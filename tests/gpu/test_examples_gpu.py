@@ -19,3 +19,18 @@ def test_example_runs_on_the_gpu(name: str) -> None:
     assert "simulator" not in r.stdout.lower(), r.stdout
     if name == "kernel_cache.py":
         assert "first process: from cache=False" in r.stdout and "second process: from cache=True" in r.stdout, r.stdout
+
+
+def test_demo_compiles_then_loads_from_the_cache(tmp_path: Path) -> None:
+    import os
+
+    env = dict(os.environ, RINGKERNEL_CACHE_DIR=str(tmp_path / "kernels"))
+    outs = []
+    for _ in range(2):
+        r = subprocess.run([sys.executable, "-m", "ringkernel", "demo", "--elements", "1000003"],
+                           capture_output=True, text=True, timeout=240, env=env, cwd=ROOT)  # fmt: skip
+        assert r.returncode == 0, r.stdout + r.stderr
+        outs.append(r.stdout)
+    assert "result matches NumPy: yes" in outs[0] and "result matches NumPy: yes" in outs[1]
+    assert "compiled by numba" in outs[0], outs[0]
+    assert "loaded from the kernel cache" in outs[1], outs[1]
