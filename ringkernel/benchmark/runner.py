@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, TextIO
 
+from ..compile.launcher import event_done
 from ..errors import BenchmarkError, ConfigurationError
 from .environment import EnvironmentFingerprint
 from .results import BenchmarkConfig, BenchmarkResult
@@ -171,7 +172,7 @@ class GpuTimer:
             self._end.record(self.stream)
             # Still pending: the GPU had not reached the start event when the last launch was
             # queued, so no launch gap can lie inside the window.
-            covered = not self._start.query()
+            covered = not event_done(self._start)
             self._end.synchronize()
             ms = self._cuda.event_elapsed_time(self._start, self._end) / batch
             self.host_enqueue_s = max(self.host_enqueue_s, host)

@@ -185,6 +185,26 @@ def driver_error_name(code: int) -> str:
         return f"CUresult {code}"
 
 
+CUDA_ERROR_NOT_READY = 600
+
+
+def event_done(event: Any) -> bool:
+    """``cuEventQuery`` on a numba event: True when its work finished, False while it runs.
+
+    Straight through ctypes because numba logs every ``CUDA_ERROR_NOT_READY`` of its own
+    ``Event.query()`` at ERROR level, which turns polling into log spam. Any other result
+    (the work before the event failed) raises ``RuntimeError`` naming the driver's error.
+    """
+    handle = event.handle
+    value = getattr(handle, "value", None)  # ctypes handles (older numba)
+    rc = _driver().cuEventQuery(ctypes.c_void_p(int(value if value is not None else handle) or 0))
+    if rc == 0:
+        return True
+    if rc == CUDA_ERROR_NOT_READY:
+        return False
+    raise RuntimeError(f"cuEventQuery failed: {driver_error_name(rc)}")
+
+
 def stream_handle(stream: Any) -> int:
     """The raw ``CUstream`` of a numba stream, a cuda.core stream, a raw int, or 0 for ``None``."""
     if stream is None or stream == 0:

@@ -98,7 +98,7 @@ class Event:
         if self.simulated:
             return True
         try:
-            return bool(self._ev.query())
+            return _event_done(self._ev)
         except Exception as exc:
             raise _gpu_failure(exc) from exc
 
@@ -125,6 +125,12 @@ class Event:
 
     def __await__(self) -> Any:
         return _poll(self.query).__await__()
+
+
+def _event_done(ev: Any) -> bool:
+    from ..compile.launcher import event_done
+
+    return event_done(ev)
 
 
 def _gpu_failure(exc: Exception) -> DeviceError:

@@ -131,30 +131,38 @@ def test_pipeline_results_and_report(rng: np.random.Generator) -> None:
         run_pipeline(host_in, host_out, lambda *a: None, chunks=0)
 
 
-def test_gpu_failure_seen_by_an_event_raises_device_error_in_the_awaiting_task() -> None:
-    """What the driver reports for failed GPU work (here a stand-in event) reaches the
-    awaiting task as DeviceError with what to do; the GPU test makes a real fault."""
+def test_gpu_failure_seen_by_an_event_raises_device_error_in_the_awaiting_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Events are polled with cuEventQuery (a stand-in driver here): NOT_READY keeps the
+    task waiting, success ends it, and a failure of the work before the event reaches the
+    awaiting task as DeviceError with what to do. The GPU test makes a real fault."""
     from ringkernel import DeviceError
+    from ringkernel.compile import launcher
     from ringkernel.streams.manager import Event
 
-    class Faulted:
-        def query(self) -> bool:
-            raise RuntimeError("CUDA_ERROR_ILLEGAL_ADDRESS")
+    answers = [600, 600, 0, 600, 700]  # not ready, not ready, done; then not ready, illegal address
+    queried: list[int] = []
 
-        def synchronize(self) -> None:
-            raise RuntimeError("CUDA_ERROR_ILLEGAL_ADDRESS")
+    class Driver:
+        def cuEventQuery(self, handle: object) -> int:
+            queried.append(handle.value)  # type: ignore[attr-defined]
+            return answers.pop(0)
 
-    ev = Event.__new__(Event)  # a GPU event without a GPU: its numba event is the stand-in
-    ev.simulated, ev._t, ev._ev = False, None, Faulted()
+    class NumbaEvent:
+        handle = 0x1234
+
+    monkeypatch.setattr(launcher, "_driver", lambda: Driver())
+    monkeypatch.setattr(launcher, "driver_error_name", lambda rc: "CUDA_ERROR_ILLEGAL_ADDRESS: an illegal memory access")
+    ev = Event.__new__(Event)  # a GPU event without a GPU
+    ev.simulated, ev._t, ev._ev = False, None, NumbaEvent()
 
     async def task() -> None:
         await ev
 
+    asyncio.run(task())  # two NOT_READY answers, then done
+    assert queried == [0x1234] * 3
     with pytest.raises(DeviceError, match="ILLEGAL_ADDRESS") as info:
         asyncio.run(task())
     assert "restart the process" in str(info.value)
-    with pytest.raises(DeviceError):
-        ev.synchronize()
 
 
 def test_pipeline_repeats_validated() -> None:
