@@ -3,7 +3,7 @@
     python benchmarks/streams.py --out benchmarks/results/streams.json
 
 32 chunks of 64 MiB (float32, 2 GiB) from pinned host memory: host-to-device copy, a kernel tuned
-to take about as long as one chunk's copy, device-to-host copy. Reports each stage alone,
+to take as long as one chunk's copy (bisected on the round count), device-to-host copy. Reports each stage alone,
 one stream, and pipelined over 4 compute streams: ``overlap_efficiency`` (ideal / achieved,
 ideal = the longest stage alone) and ``speedup_vs_one_stream``; each measurement is the
 median of 3 runs. With n equal stages' chunks the fill and drain cap the efficiency at
@@ -50,22 +50,31 @@ def main() -> int:
     chunk = args.chunk_mib * (1 << 20) // 4
     d_in, d_out = cuda.to_device(host_in[:chunk]), cuda.device_array(chunk, np.float32)
     start, end = cuda.event(), cuda.event()
-    start.record()
-    d_in.copy_to_device(host_in[:chunk])
-    end.record()
-    end.synchronize()
-    copy_ms = cuda.event_elapsed_time(start, end)
-    rounds = 1
-    while True:
-        work(d_in, d_out, np.int32(rounds))
-        cuda.synchronize()
-        start.record()
-        work(d_in, d_out, np.int32(rounds))
-        end.record()
-        end.synchronize()
-        if cuda.event_elapsed_time(start, end) >= copy_ms or rounds > 1 << 14:
-            break
-        rounds *= 2
+
+    def event_ms(fn) -> float:  # type: ignore[no-untyped-def]
+        times = []
+        for _ in range(5):
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(cuda.event_elapsed_time(start, end))
+        return float(np.median(times))
+
+    copy_ms = event_ms(lambda: d_in.copy_to_device(host_in[:chunk]))
+
+    def kernel_ms(r: int) -> float:
+        return event_ms(lambda: work(d_in, d_out, np.int32(r)))
+
+    kernel_ms(1)  # compile
+    lo, hi = 1, 1
+    while kernel_ms(hi) < copy_ms and hi < 1 << 16:  # double until the kernel is at least one copy
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:  # then bisect: the smallest round count whose kernel takes a copy's time
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if kernel_ms(mid) < copy_ms else (lo, mid)
+    rounds = hi
+    one_kernel_ms = kernel_ms(rounds)
     reports = {}
     with StreamManager(StreamConfig(num_compute_streams=4, use_transfer_stream=False)) as m:
         for nch in sorted({8, args.chunks}):  # the largest last: it fills host_out entirely
@@ -89,6 +98,7 @@ def main() -> int:
                                "pipelined_ms": r.pipelined_ms, "one_stream_ms": r.one_stream_ms,
                                "bound_n_over_n_plus_2": k / (k + 2)} for k, r in reports.items()},
         "streams": rep.streams, "chunks": rep.chunks, "chunk_mib": args.chunk_mib, "kernel_rounds": rounds, "one_chunk_copy_ms": copy_ms,
+        "one_chunk_kernel_ms": one_kernel_ms, "kernel_over_copy": one_kernel_ms / copy_ms,
         "correct": ok, "device": GpuArchitecture.current().name, "driver": driver_version(), "versions": library_versions(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": "python benchmarks/streams.py " + " ".join(sys.argv[1:]),
