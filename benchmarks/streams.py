@@ -90,6 +90,7 @@ def main() -> int:
                                         lambda a, b, s: work(a, b, np.int32(rounds), stream=s),
                                         chunks=nch, manager=m, repeats=3)  # fmt: skip
     rep = reports[args.chunks]
+    schedules = _schedules(host_in, host_out, chunk, args.chunks, lambda a, b, s: work(a, b, np.int32(rounds), stream=s))
     sample = slice(None, None, 997)  # every 997th element against NumPy (the whole array takes minutes)
     ref = host_in[sample].copy()
     for _ in range(rounds):
@@ -104,6 +105,7 @@ def main() -> int:
         "by_chunks": {str(k): {"overlap_efficiency": r.overlap_efficiency, "speedup_vs_one_stream": r.speedup_vs_one_stream,
                                "pipelined_ms": r.pipelined_ms, "one_stream_ms": r.one_stream_ms,
                                "bound_n_over_n_plus_2": k / (k + 2)} for k, r in reports.items()},
+        "schedules_ms": schedules,
         "streams": rep.streams, "chunks": rep.chunks, "chunk_mib": args.chunk_mib, "kernel_rounds": rounds, "one_chunk_copy_ms": copy_ms,
         "one_chunk_kernel_ms": one_kernel_ms, "kernel_over_copy": one_kernel_ms / copy_ms,
         "correct": ok, "device": GpuArchitecture.current().name, "driver": driver_version(), "versions": library_versions(),
@@ -114,6 +116,78 @@ def main() -> int:
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
     return 0 if ok else 1
+
+
+def _schedules(host_in, host_out, chunk, n, kernel) -> dict:  # type: ignore[no-untyped-def]
+    """Diagnostic: the same chunks under other issue orders (median of 3, wall clock, ms)."""
+    import time
+
+    from numba import cuda
+
+    d_in = [cuda.device_array(chunk, np.float32) for _ in range(n)]
+    d_out = [cuda.device_array(chunk, np.float32) for _ in range(n)]
+    sl = [slice(i * chunk, (i + 1) * chunk) for i in range(n)]
+    cs = [cuda.stream() for _ in range(4)]
+    # non-blocking streams, as StreamManager makes them
+    from ringkernel.streams import StreamConfig, StreamId, StreamManager
+
+    m = StreamManager(StreamConfig(num_compute_streams=6, use_transfer_stream=False))
+    st = [m.stream(StreamId.compute(i)) for i in range(6)]
+    del cs
+
+    def h2d(i, s):  # type: ignore[no-untyped-def]
+        d_in[i].copy_to_device(host_in[sl[i]], stream=s)
+
+    def d2h(i, s):  # type: ignore[no-untyped-def]
+        d_out[i].copy_to_host(host_out[sl[i]], stream=s)
+
+    def depth() -> None:
+        for i in range(n):
+            s = st[i % 4]
+            h2d(i, s)
+            kernel(d_in[i], d_out[i], s)
+            d2h(i, s)
+
+    def breadth() -> None:
+        for step in range(n + 2):
+            if step < n:
+                h2d(step, st[step % 4])
+            if 0 <= step - 1 < n:
+                kernel(d_in[step - 1], d_out[step - 1], st[(step - 1) % 4])
+            if 0 <= step - 2 < n:
+                d2h(step - 2, st[(step - 2) % 4])
+
+    def queues() -> None:
+        s_in, s_out, s_k = st[4], st[5], st[:4]
+        for i in range(n):
+            h2d(i, s_in)
+            e = cuda.event(timing=False)
+            e.record(s_in)
+            e.wait(s_k[i % 4])
+            kernel(d_in[i], d_out[i], s_k[i % 4])
+            e2 = cuda.event(timing=False)
+            e2.record(s_k[i % 4])
+            e2.wait(s_out)
+            d2h(i, s_out)
+
+    def copies_only() -> None:
+        for i in range(n):
+            h2d(i, st[4])
+            d2h(i, st[5])
+
+    out = {}
+    for name, fn in (("depth_first", depth), ("breadth_first", breadth), ("copy_queues", queues), ("copies_only", copies_only)):
+        times = []
+        for _ in range(3):
+            cuda.synchronize()
+            t = time.perf_counter()
+            fn()
+            m.sync_all()
+            cuda.synchronize()
+            times.append((time.perf_counter() - t) * 1e3)
+        out[name] = float(np.median(times))
+    m.close()
+    return out
 
 
 if __name__ == "__main__":
