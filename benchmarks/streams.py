@@ -127,13 +127,11 @@ def _schedules(host_in, host_out, chunk, n, kernel) -> dict:  # type: ignore[no-
     d_in = [cuda.device_array(chunk, np.float32) for _ in range(n)]
     d_out = [cuda.device_array(chunk, np.float32) for _ in range(n)]
     sl = [slice(i * chunk, (i + 1) * chunk) for i in range(n)]
-    cs = [cuda.stream() for _ in range(4)]
     # non-blocking streams, as StreamManager makes them
     from ringkernel.streams import StreamConfig, StreamId, StreamManager
 
     m = StreamManager(StreamConfig(num_compute_streams=6, use_transfer_stream=False))
     st = [m.stream(StreamId.compute(i)) for i in range(6)]
-    del cs
 
     def h2d(i, s):  # type: ignore[no-untyped-def]
         d_in[i].copy_to_device(host_in[sl[i]], stream=s)
