@@ -125,6 +125,8 @@ def test_pipeline_results_and_report(rng: np.random.Generator) -> None:
     np.testing.assert_allclose(host_out, 2 * host_in + 1)
     assert rep.chunks == 4 and rep.pipelined_ms > 0 and rep.ideal_ms == max(rep.h2d_ms, rep.kernel_ms, rep.d2h_ms)
     assert rep.overlap_efficiency > 0 and rep.speedup_vs_one_stream > 0
+    assert rep.copies_together_ms > 0 and rep.bound_ms == max(rep.kernel_ms, rep.copies_together_ms)
+    assert rep.efficiency_vs_bound == pytest.approx(rep.bound_ms / rep.pipelined_ms)
     with pytest.raises(KernelArgumentError):
         run_pipeline(host_in, host_out[:10], lambda *a: None)
     with pytest.raises(ConfigurationError):
@@ -163,6 +165,17 @@ def test_gpu_failure_seen_by_an_event_raises_device_error_in_the_awaiting_task(m
     with pytest.raises(DeviceError, match="ILLEGAL_ADDRESS") as info:
         asyncio.run(task())
     assert "restart the process" in str(info.value)
+
+
+def test_pipeline_report_arithmetic() -> None:
+    from ringkernel.streams import PipelineReport
+
+    r = PipelineReport(32, 4, h2d_ms=78.0, kernel_ms=80.0, d2h_ms=78.0, pipelined_ms=90.0, one_stream_ms=236.0,
+                       copies_together_ms=87.6)  # fmt: skip
+    assert r.ideal_ms == 80.0 and r.overlap_efficiency == pytest.approx(80 / 90)
+    assert r.bound_ms == 87.6 and r.efficiency_vs_bound == pytest.approx(87.6 / 90)
+    unmeasured = PipelineReport(8, 2, 10.0, 5.0, 12.0, 20.0, 27.0)
+    assert unmeasured.bound_ms == 12.0  # without the copies-together figure: the longest copy
 
 
 def test_pipeline_repeats_validated() -> None:
