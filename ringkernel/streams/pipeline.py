@@ -5,10 +5,10 @@
 *achieved* is the pipelined run: 1.0 means the other two stages hid completely behind the
 longest. ``efficiency_vs_bound`` compares with what the machine allows instead: the kernels
 alone or both copy directions at once, whichever is longer (on the H200's host the two
-directions together run 12% slower than either alone, which caps ``overlap_efficiency``
-near 0.9 when the stages are equal). With ``n`` chunks and three stages of equal length the pipeline needs ``n + 2``
-chunk-times against an ideal of ``n``, so the efficiency is at most ``n / (n + 2)``: 0.80 with
-8 chunks, 0.94 with 32. Use enough chunks for the fill and drain to stay small.
+directions together run 9-12% slower than either alone, which keeps ``overlap_efficiency``
+under 0.9 when the stages are equal). With ``n`` chunks and three stages of equal length
+the pipeline also needs ``n + 2`` chunk-times against an ideal of ``n`` (one to fill, one to
+drain), so the efficiency is at most ``n / (n + 2)``: 0.80 with 8 chunks, 0.94 with 32.
 """
 
 from __future__ import annotations
