@@ -193,3 +193,33 @@ def test_memo_entries_die_with_their_arrays(cache_dir: Path, rng: np.random.Gene
         del da, dc
         gc.collect()
     assert len(vector_add._memo) <= 2  # entries of dead arrays were dropped
+
+
+def test_numba_type_shortcut_agrees_with_typeof(rng: np.random.Generator) -> None:
+    """The runtime reads numba arrays' own ``_numba_type_`` instead of calling ``typeof``:
+    the two must agree for every layout, dtype and a read-only array; others use typeof."""
+    from numba import cuda
+
+    from ringkernel.compile.runtime import numba_type
+    from ringkernel.kernels import vector_add
+
+    d = vector_add.dispatcher
+    base = cuda.to_device(rng.standard_normal((8, 6)).astype(np.float64))
+    values = [
+        cuda.to_device(rng.standard_normal(100).astype(np.float32)),
+        base, base.T, base[::2], base[:, 1],
+        cuda.to_device(np.arange(10, dtype=np.int16)),
+        cuda.to_device(np.zeros(0, np.complex64)),
+        np.float32(1.5), 3, 2.0,
+    ]
+    ro = np.arange(5.0)
+    ro.flags.writeable = False
+    values.append(cuda.to_device(ro))
+    try:
+        import cupy
+
+        values.append(cupy.arange(7, dtype=cupy.float32))
+    except Exception:  # CuPy is optional
+        pass
+    for v in values:
+        assert numba_type(d, v) == d.typeof_pyval(v), v
