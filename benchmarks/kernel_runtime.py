@@ -7,7 +7,7 @@
    median per path. Paths: ringkernel's automatic launch ``vector_add(a, b, c)`` (key
    ``ringkernel``) and explicit ``vector_add[4, 256](a, b, c)``; CuPy ``RawKernel``;
    numba ``kernel[4, 256](a, b, c)``; and a bare ``cuLaunchKernel`` through ctypes with
-   parameters packed once (``raw``, the floor). Paths are interleaved over 3 rounds.
+   parameters packed once (``raw``, the floor). Paths are interleaved over 7 rounds, their order rotating.
 2. ``first_launch_ms``: in fresh processes whose CUDA context already exists, the first
    launch + synchronize of a kernel already in ringkernel's cache, and of the same kernel
    through numba with ``cache=True`` and a warm numba cache (5 processes each, median).
@@ -326,8 +326,11 @@ def launch_overhead(launches: int, rounds: int) -> dict:
 
     def measure(drain_every: int) -> dict[str, list[float]]:
         per_round: dict[str, list[float]] = {k: [] for k in paths}
-        for _ in range(rounds):
-            for name, fn in paths.items():
+        names = list(paths)
+        for r in range(rounds):
+            # rotate the order each round: every path takes every position (drift, queue state)
+            for name in names[r % len(names):] + names[: r % len(names)]:
+                fn = paths[name]
                 samples = np.empty(launches, dtype=np.int64)
                 for i in range(launches):
                     if drain_every and i % drain_every == 0:
@@ -355,9 +358,11 @@ def launch_overhead(launches: int, rounds: int) -> dict:
         "launch_us_drained_per_round": drained,
         "launches_per_round": launches,
         "rounds": rounds,
-        "method": "perf_counter_ns around each launch, median; launch_us: one synchronize at the end of each "
-        "20000 (the issue's protocol); launch_us_drained: an untimed synchronize every 256 launches, so a "
-        "full launch queue never blocks the host and the figure is host overhead alone",
+        "method": "perf_counter_ns around each launch, median per round, median of the rounds; the order of the "
+        "paths rotates each round; launch_us: one synchronize at the end of each 20000 (the issue's protocol: "
+        "once the launch queue is full every fast path waits for the GPU to retire a launch, so they converge on "
+        "the GPU's launch rate and single rounds swing by 30%); launch_us_drained: an untimed synchronize every "
+        "256 launches, so a full queue never blocks the host and the figure is host overhead alone",
     }
 
 
@@ -366,7 +371,7 @@ def main() -> int:
     p.add_argument("--out", type=Path)
     p.add_argument("--child", choices=["ringkernel", "numba", "profile", "trace", "first_module", "first_library"])
     p.add_argument("--launches", type=int, default=20000)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--processes", type=int, default=5)
     args = p.parse_args()
     if args.child:
