@@ -243,3 +243,16 @@ def test_fingerprint_follows_device_functions_in_other_modules(tmp_path, monkeyp
     (pkg / "lib.py").write_text(helper_src.format(k=3))
     importlib.reload(sys.modules["fpmods.lib"])
     assert code_fingerprint(kern.kernel) != before  # the helper's body changed behind `lib.`
+
+
+def test_compiler_set_up_is_timed_and_the_default_one_skips_gpu_set_up_on_the_simulator(tmp_path: Path) -> None:
+    from ringkernel.compile import CachingCompiler, compiler
+
+    c = CachingCompiler(PtxCache.with_dir(tmp_path), compute_cap="sm_90")
+    assert c.setup_ms >= 0 and c.cache.cache_dir == tmp_path
+    compiler.reset()
+    try:
+        d = compiler.default_compiler()  # on the simulator: no driver to prepare
+        assert d is compiler.default_compiler() and d.setup_ms >= 0
+    finally:
+        compiler.reset()
