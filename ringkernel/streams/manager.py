@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..compile.launcher import event_done
 from ..errors import ConfigurationError, DeviceError, KernelArgumentError
 
 __all__ = ["StreamKind", "StreamId", "StreamConfig", "StreamManager", "Event"]
@@ -98,8 +99,8 @@ class Event:
         if self.simulated:
             return True
         try:
-            return _event_done(self._ev)
-        except Exception as exc:
+            return event_done(self._ev)
+        except RuntimeError as exc:  # the driver's answer for failed work (see event_done)
             raise _gpu_failure(exc) from exc
 
     def synchronize(self) -> None:
@@ -125,12 +126,6 @@ class Event:
 
     def __await__(self) -> Any:
         return _poll(self.query).__await__()
-
-
-def _event_done(ev: Any) -> bool:
-    from ..compile.launcher import event_done
-
-    return event_done(ev)
 
 
 def _gpu_failure(exc: Exception) -> DeviceError:

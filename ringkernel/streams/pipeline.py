@@ -82,7 +82,7 @@ def run_pipeline(
     host arrays should be pinned (``numba.cuda.pinned_array``) for the copies to overlap.
     Runs each stage alone, then everything on one stream, then pipelined over the
     manager's compute streams (chunk i on stream i mod n); ``host_out`` holds the result.
-    Each of the five measurements is the median of ``repeats`` runs (wall clock from the
+    Each of the six measurements is the median of ``repeats`` runs (wall clock from the
     first enqueue to the last stream's completion).
     """
     from numba import cuda
