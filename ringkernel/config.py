@@ -93,27 +93,21 @@ def gpu_present() -> bool:
     """
     import ctypes
 
-    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll", None):
-        if name is None:  # the fallback: find_library runs ldconfig in a subprocess
-            from ctypes.util import find_library
+    from .compile.launcher import _load_driver_library  # imports no numba
 
-            name = find_library("cuda")
-            if not name:
-                return False
-        try:
-            lib = ctypes.CDLL(name)
-        except OSError:
-            continue
-        try:
-            if lib.cuInit(0) != 0:
-                return False
-            count = ctypes.c_int(0)
-            if lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
-                return False
-            return count.value > 0
-        except AttributeError:
+    try:
+        lib = _load_driver_library()
+    except OSError:
+        return False
+    try:
+        if lib.cuInit(0) != 0:
             return False
-    return False
+        count = ctypes.c_int(0)
+        if lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
+            return False
+        return count.value > 0
+    except AttributeError:
+        return False
 
 
 def use_simulator_if_no_gpu() -> bool:

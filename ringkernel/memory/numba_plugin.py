@@ -9,7 +9,9 @@ numba frees the array.
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import weakref
 from typing import Any
 
 from numba.cuda.cudadrv.driver import GetIpcHandleMixin, HostOnlyCUDAMemoryManager, MemoryInfo, MemoryPointer
@@ -34,9 +36,6 @@ class RingKernelMemoryManager(GetIpcHandleMixin, HostOnlyCUDAMemoryManager):
     def memalloc(self, size: int) -> MemoryPointer:
         pool = self.pool
         buf = pool.allocate(max(1, int(size)))
-        import ctypes
-        import weakref
-
         # numba calls the finalizer when the last reference to the memory goes
         return MemoryPointer(weakref.proxy(self.context), ctypes.c_void_p(buf.ptr), size,
                              finalizer=functools.partial(pool._release, buf))  # fmt: skip
