@@ -15,6 +15,18 @@ class ArrayInfo:
     shape: tuple[int, ...]
     dtype: np.dtype
     size: int
+    #: Bytes between elements per axis; ``None``: C-contiguous (what the interface's absent
+    #: ``strides`` means).
+    strides: tuple[int, ...] | None = None
+
+    def contiguous_axis(self) -> int | None:
+        """The axis whose neighbours are adjacent in memory (smallest stride among axes longer than 1)."""
+        if not self.shape:
+            return None
+        if self.strides is None:
+            return len(self.shape) - 1
+        axes = [a for a, n in enumerate(self.shape) if n > 1] or list(range(len(self.shape)))
+        return min(axes, key=lambda a: (abs(self.strides[a]), -a))  # type: ignore[index]
 
 
 def array_info(arg: Any) -> ArrayInfo | None:
@@ -29,14 +41,16 @@ def array_info(arg: Any) -> ArrayInfo | None:
     dtype = getattr(arg, "dtype", None)
     # hasattr on the type: on an instance it would build the interface dict.
     if isinstance(dtype, np.dtype) and (hasattr(type(arg), "__cuda_array_interface__") or _is_sim_array(arg)):
-        return ArrayInfo(tuple(arg.shape), dtype, int(arg.size))
+        strides = getattr(arg, "strides", None)
+        return ArrayInfo(tuple(arg.shape), dtype, int(arg.size), tuple(strides) if strides is not None else None)
     cai = getattr(arg, "__cuda_array_interface__", None)
     if cai is not None:
         shape = tuple(int(s) for s in cai["shape"])
         size = 1
         for s in shape:
             size *= s
-        return ArrayInfo(shape, np.dtype(cai["typestr"]), size)
+        st = cai.get("strides")
+        return ArrayInfo(shape, np.dtype(cai["typestr"]), size, tuple(int(x) for x in st) if st else None)
     return None
 
 

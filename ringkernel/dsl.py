@@ -36,9 +36,11 @@ from .errors import (
     LaunchConfigError,
 )
 from ._args import ArrayInfo, accepts, array_info, describe, fmt_type
+from .indexing import KernelIndexing, analyze_kernel
 from .compile.runtime import DECISION_CACHE_LIMIT, RuntimeLaunchMixin, launch_error, memo_launch
 from .launch import (
     KernelMode,
+    ModeKind,
     KernelModeSelector,
     KernelResources,
     LaunchConfig,
@@ -69,9 +71,10 @@ class GpuKernel(RuntimeLaunchMixin):
         signatures: Sequence[Any] | str | None = None,
         grid_stride: bool = False,
         mode: KernelMode = KernelMode.AUTO,
-        block: int | None = None,
+        block: int | tuple[int, ...] | None = None,
         elements: str | None = None,
         same_size: Sequence[str] = (),
+        ndim: int | None = None,
         fastmath: bool = False,
         lineinfo: bool = False,
         debug: bool = False,
@@ -87,9 +90,16 @@ class GpuKernel(RuntimeLaunchMixin):
             raise ConfigurationError(f"kernel '{self.name}': mode must be a KernelMode, got {mode!r}")
         self.mode = mode
         self.grid_stride = bool(grid_stride)
-        if block is not None and (isinstance(block, bool) or not isinstance(block, int) or block <= 0):
-            raise ConfigurationError(f"kernel '{self.name}': block must be a positive int, got {block!r}")
+        if block is not None and not _is_block(block):
+            raise ConfigurationError(
+                f"kernel '{self.name}': block must be a positive int or a tuple of 1 to 3 positive ints, got {block!r}"
+            )
         self.block = block
+        if ndim is not None and (type(ndim) is not int or not 1 <= ndim <= 3):
+            raise ConfigurationError(f"kernel '{self.name}': ndim must be 1, 2 or 3, got {ndim!r}")
+        self.ndim = ndim
+        self._indexing: KernelIndexing | None = None
+        self._nd_launch = ndim is not None and ndim > 1  # the fast path keys N-D launches by shapes
         self._elements_index = self._param_index(elements, "elements") if elements is not None else None
         self._same_size = tuple(self._param_index(n, "same_size") for n in same_size)
         if isinstance(signatures, str):
@@ -336,11 +346,23 @@ class GpuKernel(RuntimeLaunchMixin):
         self,
         args: tuple[Any, ...],
         infos: list[ArrayInfo | None],
-        elements: int | None,
+        elements: Any,
         profile: WorkloadProfile | None,
         stream: Any,
         resources: Any = _UNKNOWN,
+        ck: Any = None,
     ) -> LaunchDecision:
+        ndim = self._launch_ndim(ck)
+        if ndim > 1:
+            return self._plan_nd(ndim, args, infos, elements, profile, stream, resources, ck)
+        if isinstance(elements, (tuple, list)):
+            if len(elements) != 1:
+                raise LaunchConfigError(
+                    f"elements={elements!r} has {len(elements)} extents; this kernel is 1-D",
+                    kernel_name=self.name,
+                    hint="pass one count (elements=N); declare @gpu_kernel(ndim=...) if the analysis is wrong",
+                )
+            elements = elements[0]
         if profile is not None:
             if not isinstance(profile, WorkloadProfile):
                 raise KernelArgumentError(f"profile must be a WorkloadProfile, got {profile!r}", kernel_name=self.name)
@@ -374,9 +396,12 @@ class GpuKernel(RuntimeLaunchMixin):
         decision = self._decisions.get(key)
         if decision is None:
             prof = profile if profile is not None else WorkloadProfile(n)
+            block = self.block
+            if isinstance(block, tuple):
+                block = block[0] if len(block) == 1 or all(b == 1 for b in block[1:]) else block
             try:
                 decision = self.selector.plan(
-                    prof, mode=self.mode, grid_stride=self.grid_stride, resources=resources, block=self.block
+                    prof, mode=self.mode, grid_stride=self.grid_stride, resources=resources, block=block
                 )
             except ConfigurationError as exc:
                 raise LaunchConfigError(exc.message, kernel_name=self.name, hint=exc.hint, details=exc.details) from exc
@@ -387,6 +412,193 @@ class GpuKernel(RuntimeLaunchMixin):
         if stream is not None:
             decision = _with_stream(decision, stream)
         return decision
+
+    # -- dimensionality and N-D planning ------------------------------------------------
+    @property
+    def indexing(self) -> KernelIndexing:
+        """What the kernel's code says about its grid (see :mod:`ringkernel.indexing`)."""
+        return self._indexing_for(None)
+
+    def _indexing_for(self, ck: Any) -> KernelIndexing:
+        ix = self._indexing
+        if ix is None:
+            raw = getattr(ck, "indexing", None) if ck is not None else None
+            if raw:
+                try:
+                    ix = KernelIndexing.from_json(raw)
+                except ValueError as exc:
+                    log.warning("kernel %s: cached indexing record unreadable (%s); analysing again", self.name, exc)
+            if ix is None:
+                ix = analyze_kernel(self.py_func)
+            self._indexing = ix
+        return ix
+
+    def _launch_ndim(self, ck: Any) -> int:
+        if self.ndim is not None:
+            return self.ndim
+        ix = self._indexing_for(ck)
+        how = (
+            "declare it, e.g. @gpu_kernel(ndim=2), and pass elements=(nx, ny) if the extents cannot be read "
+            "from the arrays, or launch explicitly: kernel[grid, block](...)"
+        )
+        if ix.problems:
+            raise LaunchConfigError(
+                "cannot tell the kernel's grid dimensionality from its code: " + "; ".join(ix.problems),
+                kernel_name=self.name,
+                hint=how,
+                details={"problems": ix.problems},
+            )
+        if ix.ndim is None:
+            raise LaunchConfigError(
+                "the kernel reads no thread or block index (cuda.grid, cuda.threadIdx, global_thread_id, ...), "
+                "so nothing says how many threads it needs",
+                kernel_name=self.name,
+                hint="launch it explicitly, e.g. kernel[1, 1](...), or declare @gpu_kernel(ndim=1) to launch one "
+                "thread per element",
+            )
+        if ix.single_block:
+            raise LaunchConfigError(
+                "the kernel indexes threads with cuda.threadIdx but never with cuda.blockIdx or cuda.grid: "
+                "it is written for one block, and more blocks would repeat its work",
+                kernel_name=self.name,
+                hint="launch one block explicitly, kernel[1, threads](...), or compute a global index "
+                "(cuda.grid(n) or threadIdx + blockIdx * blockDim) to let ringkernel choose",
+            )
+        if ix.ndim > 1:
+            self._nd_launch = True
+        return ix.ndim
+
+    def _plan_nd(
+        self,
+        ndim: int,
+        args: tuple[Any, ...],
+        infos: list[ArrayInfo | None],
+        elements: Any,
+        profile: WorkloadProfile | None,
+        stream: Any,
+        resources: Any,
+        ck: Any,
+    ) -> LaunchDecision:
+        dims = "xyz"[:ndim]
+        if profile is not None:
+            raise LaunchConfigError(
+                f"profile= describes 1-D work; this kernel is {ndim}-D",
+                kernel_name=self.name,
+                hint=f"pass elements=({', '.join('n' + d for d in dims)}) or nothing (extents from the arrays)",
+            )
+        if self.mode.kind not in (ModeKind.AUTO, ModeKind.ELEMENT_CENTRIC):
+            raise LaunchConfigError(
+                f"mode {self.mode} is 1-D; {ndim}-D kernels launch one thread per element",
+                kernel_name=self.name,
+                hint="drop mode= for this kernel, or launch explicitly",
+            )
+        if self._same_size:
+            self._elements_from(args, infos)  # declared equal sizes still hold
+        ix = self._indexing if self._indexing is not None else (self._indexing_for(ck) if elements is None else None)
+        chosen: list[int] = []
+        cdim: int | None = 0
+        if elements is not None:
+            ext = self._explicit_extent(elements, ndim)
+            note = f"{ndim}-D kernel; extent {ext} given by the caller (x first)"
+            if ix is not None:  # contiguity, if the arrays say
+                cands = self._nd_candidates(ndim, infos, ix)
+                if cands:
+                    cdim = self._contiguous_dim(cands[0], infos, ix)
+        else:
+            assert ix is not None
+            cands = self._nd_candidates(ndim, infos, ix)
+            if not cands:
+                named = self._params[self._elements_index] if self._elements_index is not None else None
+                raise LaunchConfigError(
+                    (f"elements= names '{named}', but the kernel does not index it with its grid position in all "
+                     f"{ndim} dimensions" if named else
+                     f"cannot tell which array axis each grid dimension of this {ndim}-D kernel runs along")
+                    + f" (found: {ix.describe()})",
+                    kernel_name=self.name,
+                    hint=f"pass elements=({', '.join('n' + d for d in dims)}) with the extent of each grid dimension "
+                    "(x first, as numba's grid tuples), or name the array that spans the work with "
+                    "@gpu_kernel(elements='out'), or launch explicitly: kernel[grid, block](...)",
+                    details={"indexing": ix.describe()},
+                )  # fmt: skip
+            chosen = cands
+            ext = tuple(
+                max(infos[i].shape[ix.axis_maps[self._params[i]].axes[d]] for i in cands)  # type: ignore[union-attr,index]
+                for d in range(ndim)
+            )  # fmt: skip
+            big = max(cands, key=lambda i: infos[i].size)  # type: ignore[union-attr]
+            cdim = self._contiguous_dim(big, infos, ix)
+            m = ix.axis_maps[self._params[big]]
+            src = ", ".join(f"{d} = axis {m.axes[k]}" for k, d in enumerate(dims))
+            names = ", ".join(f"{self._params[i]}{list(infos[i].shape)}" for i in cands)  # type: ignore[union-attr]
+            note = f"{ndim}-D kernel (its code indexes {names}: {src}); extent {ext} (x first)"
+        if any(e <= 0 for e in ext):
+            raise LaunchConfigError(
+                f"asked to launch over an empty extent {ext}",
+                kernel_name=self.name,
+                hint="skip the launch when there is nothing to do",
+                details={"extent": ext},
+            )
+        if resources is _UNKNOWN:
+            resources = self._resources_for(args, infos)
+        key = ("nd", ext, cdim, resources)
+        decision = self._decisions.get(key)
+        if decision is None:
+            block = self.block
+            threads = None
+            if isinstance(block, int):
+                threads, block = block, None
+            try:
+                if threads is not None:
+                    b3 = self.selector.recommended_block_shape(ext, contiguous_dim=cdim, resources=resources, threads=threads)
+                    block = b3
+                decision = self.selector.plan_nd(
+                    ext, contiguous_dim=cdim, grid_stride=self.grid_stride, resources=resources, block=block,
+                    notes=(note,),
+                )  # fmt: skip
+            except ConfigurationError as exc:
+                raise LaunchConfigError(exc.message, kernel_name=self.name, hint=exc.hint, details=exc.details) from exc
+            self._check_config(decision.config, resources)
+            if len(self._decisions) >= DECISION_CACHE_LIMIT:
+                self._decisions.clear()
+            self._decisions[key] = decision
+        if stream is not None:
+            decision = _with_stream(decision, stream)
+        return decision
+
+    def _explicit_extent(self, elements: Any, ndim: int) -> tuple[int, ...]:
+        dims = "xyz"[:ndim]
+        ok = isinstance(elements, (tuple, list)) and len(elements) == ndim and all(
+            isinstance(e, (int, np.integer)) and not isinstance(e, bool) for e in elements
+        )
+        if not ok:
+            raise LaunchConfigError(
+                f"elements={elements!r}: this kernel is {ndim}-D and needs one extent per grid dimension",
+                kernel_name=self.name,
+                hint=f"pass elements=({', '.join('n' + d for d in dims)}), x first as in numba's grid tuples",
+            )
+        return tuple(int(e) for e in elements)
+
+    def _nd_candidates(self, ndim: int, infos: list[ArrayInfo | None], ix: KernelIndexing) -> list[int]:
+        """Array arguments the kernel indexes with all ``ndim`` grid positions (one axis each)."""
+        idxs = [self._elements_index] if self._elements_index is not None else range(len(infos))
+        out = []
+        for i in idxs:
+            info = infos[i]
+            m = ix.axis_maps.get(self._params[i])
+            if info is None or m is None or not m.complete(ndim):
+                continue
+            if max(a for a in m.axes[:ndim] if a is not None) >= len(info.shape):
+                continue
+            out.append(i)
+        return out
+
+    def _contiguous_dim(self, i: int, infos: list[ArrayInfo | None], ix: KernelIndexing) -> int | None:
+        info = infos[i]
+        m = ix.axis_maps.get(self._params[i])
+        if info is None or m is None:
+            return 0
+        axis = info.contiguous_axis()
+        return m.axes.index(axis) if axis in m.axes else None
 
     def _check_config(self, config: LaunchConfig, resources: KernelResources | None) -> None:
         problems = config.violations(self.arch, resources)
@@ -453,7 +665,7 @@ class GpuKernel(RuntimeLaunchMixin):
                 ck = self._compiled_for(dev_args, fast_infos, sig)
                 resources = KernelResources(ck.registers_per_thread, ck.shared_mem_per_block, ck.max_threads_per_block)
         if config is None:
-            decision = self._plan(dev_args, infos, elements, profile, stream, resources)
+            decision = self._plan(dev_args, infos, elements, profile, stream, resources, ck)
         else:
             if not isinstance(config, LaunchConfig):
                 raise LaunchConfigError(
@@ -470,7 +682,7 @@ class GpuKernel(RuntimeLaunchMixin):
                 tkey = tuple(i.type_key for i in fast_infos)  # type: ignore[union-attr]
                 c = decision.config
                 if config is None and elements is None and profile is None:
-                    self._remember(self._fast_auto, (tkey, decision.elements), decision)
+                    self._remember(self._fast_auto, self._auto_key(tkey, fast_infos), decision)  # type: ignore[arg-type]
                 elif config is not None:
                     self._remember(self._fast_explicit, (tkey, c.grid, c.block, c.shared_mem), decision)
         else:
@@ -593,6 +805,15 @@ class ConfiguredLaunch:
             k._memoize(self._memo, args, decision, self.config.stream)
 
 
+def _is_block(block: Any) -> bool:
+    def pos(v: Any) -> bool:
+        return bool(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0)
+
+    if isinstance(block, tuple):
+        return 1 <= len(block) <= 3 and all(pos(b) for b in block)
+    return pos(block)
+
+
 def _with_stream(decision: LaunchDecision, stream: Any) -> LaunchDecision:
     from dataclasses import replace
 
@@ -606,9 +827,10 @@ def gpu_kernel(
     signatures: Sequence[Any] | str | None = None,
     grid_stride: bool = False,
     mode: KernelMode = KernelMode.AUTO,
-    block: int | None = None,
+    block: int | tuple[int, ...] | None = None,
     elements: str | None = None,
     same_size: Sequence[str] = (),
+    ndim: int | None = None,
     fastmath: bool = False,
     lineinfo: bool = False,
     debug: bool = False,
@@ -629,11 +851,17 @@ def gpu_kernel(
     mode:
         A fixed :class:`KernelMode`, or ``KernelMode.AUTO`` (default).
     block:
-        A fixed block size (e.g. when the body sizes a shared array by it).
+        A fixed block: an int (threads per block; for 2-D/3-D kernels the shape is still
+        chosen) or a tuple (the exact shape), e.g. when the body sizes a shared array by it.
     elements:
-        Name of the parameter whose size is the element count (default: the largest array).
+        Name of the parameter whose shape gives the launch's extent (default: the largest
+        array; for 2-D/3-D kernels, the arrays the kernel indexes with its grid position).
     same_size:
         Names of array parameters that must have equal sizes; a mismatch is refused.
+    ndim:
+        The kernel's grid dimensionality (1-3). Default: read from its code
+        (``cuda.grid(2)``, ``cuda.threadIdx.y``, ...; see :mod:`ringkernel.indexing`); give it
+        when the code calls something the analysis cannot read.
     fastmath, lineinfo, debug:
         Passed to ``numba.cuda.jit``.
     arch:
@@ -646,6 +874,7 @@ def gpu_kernel(
         block=block,
         elements=elements,
         same_size=same_size,
+        ndim=ndim,
         fastmath=fastmath,
         lineinfo=lineinfo,
         debug=debug,

@@ -31,6 +31,7 @@ __all__ = [
     "LaunchDecision",
     "KernelModeSelector",
     "GRID_STRIDE_WAVES",
+    "WARP_ROW",
 ]
 
 Dim3 = tuple[int, int, int]
@@ -42,6 +43,11 @@ Dim3 = tuple[int, int, int]
 #: element (no cap) reaches 59%. Two waves leave slack for uneven progress between SMs
 #: while keeping the per-block overhead of very large grids away.
 GRID_STRIDE_WAVES = 2
+
+#: Block extent along the contiguous axis of a 2-D/3-D launch when other dimensions take
+#: the rest of the block: one warp, so each warp reads whole 128-byte lines of 4-byte data
+#: (two of 8-byte data). See KernelModeSelector.recommended_block_shape.
+WARP_ROW = 32
 
 # Candidate block sizes the occupancy search considers, in order of general preference.
 _BLOCK_CANDIDATES = (256, 512, 128, 1024, 384, 768, 192, 640, 896, 64, 320, 448, 576, 704, 832, 960)
@@ -316,6 +322,10 @@ class LaunchDecision:
     occupancy: float
     reasons: tuple[str, ...]
     arch_name: str
+    #: Grid dimensionality the kernel was planned for (1-3).
+    ndim: int = 1
+    #: Elements per grid dimension, x first (``None``: a 1-D count, ``elements``).
+    extent: tuple[int, ...] | None = None
 
     @property
     def grid(self) -> Dim3:
@@ -327,10 +337,13 @@ class LaunchDecision:
 
     def explain(self) -> str:
         """A short human-readable account of the decision."""
+        over = f"{self.elements} elements"
+        if self.extent is not None and len(self.extent) > 1:
+            over = f"{' x '.join(str(e) for e in self.extent)} = {self.elements} elements (x first)"
         lines = [
-            f"mode {self.mode}, grid {self.grid[0]}x{self.grid[1]}x{self.grid[2]}, "
+            f"{self.ndim}-D launch, mode {self.mode}, grid {self.grid[0]}x{self.grid[1]}x{self.grid[2]}, "
             f"block {self.block[0]}x{self.block[1]}x{self.block[2]}, "
-            f"{self.elements} elements on {self.arch_name}",
+            f"{over} on {self.arch_name}",
             f"occupancy {self.occupancy:.0%} ({self.resident_blocks_per_sm} resident blocks/SM), "
             + ("grid-stride safe kernel" if self.grid_stride else "kernel needs one thread per work unit"),
         ]
@@ -602,3 +615,161 @@ class KernelModeSelector:
             reasons=tuple(reasons),
             arch_name=self.gpu_arch.name,
         )
+
+    # -- 2-D and 3-D ------------------------------------------------------------------
+    def recommended_block_shape(
+        self,
+        extent: Sequence[int],
+        *,
+        contiguous_dim: int | None = 0,
+        resources: KernelResources | None = None,
+        threads: int | None = None,
+    ) -> Dim3:
+        """Block shape for an N-D launch over ``extent`` (elements per grid dimension, x first).
+
+        Rules, in order:
+
+        1. The thread count is the 1-D occupancy choice (:meth:`recommended_block_size`), or
+           ``threads``.
+        2. Warps are formed x-fastest, so a warp reads consecutive addresses only along the
+           grid dimension that runs along the array's contiguous axis (``contiguous_dim``).
+           It gets one warp row (:data:`WARP_ROW`) when later dimensions exist, else all the
+           threads; later dimensions take the rest in order, and threads they cannot use go
+           back to it.
+        3. No dimension is wider than its extent rounded up to a power of two (small arrays
+           get small blocks), nor than the device's per-dimension limit.
+        4. Dimensions before the contiguous one stay 1 (wider, they would split every warp
+           across rows), unless the block would otherwise hold less than one warp. A block
+           smaller than the occupancy choice is then accepted: small blocks still fill an
+           SM up to its resident-block limit.
+        """
+        arch = self.gpu_arch
+        ext = _extent(extent)
+        nd = len(ext)
+        c = 0 if contiguous_dim is None else contiguous_dim
+        if not 0 <= c < nd:
+            raise ConfigurationError(f"contiguous_dim={contiguous_dim} is not a dimension of a {nd}-D extent")
+        total = threads if threads is not None else self.recommended_block_size(
+            KernelMode.ELEMENT_CENTRIC, resources=resources, elements=math.prod(ext)
+        )[0]
+        cap = [min(_pow2_at_least(e), m) for e, m in zip(ext, arch.max_block_dim)]
+        block = [1] * nd
+        left = total
+        for d in [c] + [d for d in range(nd) if d > c]:
+            want = left
+            if d == c and any(cap[o] > 1 for o in range(c + 1, nd)):
+                want = min(WARP_ROW, left)
+            block[d] = max(1, min(want, cap[d]))
+            left = max(1, left // block[d])
+        # Threads the later dimensions could not use go back to the contiguous one.
+        used = math.prod(block)
+        if used < total and cap[c] > block[c]:
+            block[c] = min(cap[c], block[c] * max(1, total // used))
+        # Dimensions before the contiguous one break coalescing when wider than 1 (lanes run
+        # x-first): they only fill a block that would otherwise be less than one warp.
+        for d in range(c - 1, -1, -1):
+            used = math.prod(block)
+            if used >= arch.warp_size:
+                break
+            block[d] = max(1, min(cap[d], arch.warp_size // used))
+        while len(block) < 3:
+            block.append(1)
+        return (block[0], block[1], block[2])
+
+    def plan_nd(
+        self,
+        extent: Sequence[int],
+        *,
+        contiguous_dim: int | None = 0,
+        grid_stride: bool = False,
+        resources: KernelResources | None = None,
+        block: int | Sequence[int] | None = None,
+        shared_mem: int = 0,
+        stream: Any = None,
+        notes: Sequence[str] = (),
+    ) -> LaunchDecision:
+        """Block and grid of a 2-D or 3-D element-wise launch over ``extent`` (x first).
+
+        Without ``grid_stride`` every element gets a thread (grid = extent / block, rounded
+        up, per dimension); with it the grid is capped at ``GRID_STRIDE_WAVES`` waves of
+        resident blocks, shrinking the slowest dimensions first. ``notes`` are prepended to
+        the reasons (what the caller knows about where the extent came from).
+        """
+        arch = self.gpu_arch
+        ext = _extent(extent)
+        nd = len(ext)
+        reasons = list(notes)
+        if block is None:
+            b3 = self.recommended_block_shape(ext, contiguous_dim=contiguous_dim, resources=resources)
+            cdesc = "xyz"[contiguous_dim] if contiguous_dim is not None else "none known"
+            detail = (
+                f"block {b3[0]}x{b3[1]}x{b3[2]}: {math.prod(b3)} threads at occupancy "
+                f"{self.occupancy(math.prod(b3), resources):.0%}; warps run along {cdesc} (the contiguous axis)"
+            )
+        else:
+            b3 = _dim3(block, "block")
+            detail = f"block {b3[0]}x{b3[1]}x{b3[2]} fixed by the kernel: occupancy {self.occupancy(math.prod(b3), resources):.0%}"
+        reasons.append(detail)
+        full = [max(1, -(-e // b)) for e, b in zip(ext, b3)] + [1] * (3 - nd)
+        grid = list(full)
+        why = "one thread per element in every dimension"
+        if grid_stride:
+            tpb = math.prod(b3)
+            resident = max(1, self.resident_blocks_per_sm(tpb, resources))
+            cap = arch.sm_count * resident * GRID_STRIDE_WAVES
+            for d in range(3):
+                grid[d] = min(grid[d], arch.max_grid_dim[d])
+            for d in (2, 1, 0):  # slowest dimension first
+                if math.prod(grid) <= cap:
+                    break
+                others = math.prod(grid) // grid[d]
+                grid[d] = max(1, cap // others)
+            if grid != full:
+                why = (
+                    f"grid-stride: capped at {GRID_STRIDE_WAVES} waves of {resident} resident blocks x "
+                    f"{arch.sm_count} SMs = {cap} blocks, slowest dimensions shrunk first"
+                )
+        for d in range(3):
+            if grid[d] > arch.max_grid_dim[d]:
+                raise ConfigurationError(
+                    f"extent {ext} needs {grid[d]} blocks along {'xyz'[d]}, over the device's limit {arch.max_grid_dim[d]}",
+                    hint="declare the kernel grid-stride safe (gpu_kernel(grid_stride=True)) and loop over "
+                    "elements with cuda.gridsize, or launch it explicitly",
+                    details={"extent": ext, "grid": tuple(grid), "limit": arch.max_grid_dim},
+                )
+        reasons.append(f"grid {grid[0]}x{grid[1]}x{grid[2]}: {why}")
+        config = LaunchConfig(grid=(grid[0], grid[1], grid[2]), block=b3, shared_mem=shared_mem, stream=stream)
+        tpb = config.threads_per_block
+        return LaunchDecision(
+            mode=KernelMode.ELEMENT_CENTRIC,
+            config=config,
+            elements=math.prod(ext),
+            grid_stride=grid_stride,
+            resident_blocks_per_sm=self.resident_blocks_per_sm(tpb, resources),
+            occupancy=self.occupancy(tpb, resources),
+            reasons=tuple(reasons),
+            arch_name=arch.name,
+            ndim=nd,
+            extent=ext,
+        )
+
+
+def _extent(extent: Sequence[int]) -> tuple[int, ...]:
+    try:
+        ext = tuple(extent)
+    except TypeError:
+        raise ConfigurationError(f"extent must be a tuple of 1 to 3 positive ints, got {extent!r}") from None
+    if not 1 <= len(ext) <= 3 or not all(type(e) is int or (hasattr(e, "__index__") and not isinstance(e, bool)) for e in ext):
+        raise ConfigurationError(f"extent must be a tuple of 1 to 3 positive ints, got {extent!r}")
+    ext = tuple(int(e) for e in ext)
+    if any(e < 1 for e in ext):
+        raise ConfigurationError(
+            f"extent {ext} has an empty dimension",
+            hint="skip the launch when there is nothing to do",
+            details={"extent": ext},
+        )
+    return ext
+
+
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())

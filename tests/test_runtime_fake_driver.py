@@ -76,9 +76,13 @@ def runtime(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     return calls, compiled, cb
 
 
+from ringkernel.intrinsics import global_thread_id, grid_stride  # noqa: E402
+
+
 def _kernel():  # type: ignore[no-untyped-def]
     def add(a, b, c):  # type: ignore[no-untyped-def]
-        pass
+        for i in range(global_thread_id(), c.size, grid_stride()):
+            c[i] = a[i] + b[i]
 
     k = gpu_kernel(grid_stride=True, same_size=("a", "b", "c"), arch=GpuArchitecture.preset("H200"),
                    signatures=["void(float32[::1], float32[::1], float32[::1])"])(add)  # fmt: skip

@@ -33,6 +33,7 @@ class RuntimeLaunchMixin:
     _compiled: dict[tuple[Any, ...], Any]
     _same_size: tuple[int, ...]
     _elements_index: int | None
+    _nd_launch: bool
     _last: LaunchDecision | None
     _check_types: Callable[..., tuple[Any, ...] | None]
 
@@ -106,6 +107,15 @@ class RuntimeLaunchMixin:
         memo[key] = (L._launch_fn, call_args, decision, lau, infos, c, buf)
         L.register_memo(memo, key, args)
 
+    def _auto_key(self, tkey: tuple[Any, ...], infos: list[Any]) -> tuple[Any, ...]:
+        """Key of an automatic launch's decision: the element count of a 1-D kernel; every
+        array's shape and strides for a 2-D/3-D one (equal sizes can have other shapes)."""
+        if self._nd_launch:
+            return (tkey, tuple(i.values[5:] for i in infos if i.is_array))
+        if self._elements_index is not None:
+            return (tkey, infos[self._elements_index].size)
+        return (tkey, max(i.size for i in infos))
+
     @staticmethod
     def _remember(table: dict[Any, LaunchDecision], key: Any, decision: LaunchDecision) -> None:
         if len(table) >= DECISION_CACHE_LIMIT:
@@ -144,16 +154,12 @@ class RuntimeLaunchMixin:
                 return False
             infos.append(info)
         tkey = tuple(i.type_key for i in infos)
-        if extra is None:  # automatic: the element count picks the decision
-            if self._elements_index is not None:
-                n = infos[self._elements_index].size
-            else:
-                n = max(i.size for i in infos)
+        if extra is None:  # automatic: the element count (1-D) or the shapes (N-D) pick the decision
             if self._same_size:
                 first = infos[self._same_size[0]].size
                 if any(infos[j].size != first for j in self._same_size):
                     return False  # the checked path raises the proper error
-            decision = table.get((tkey, n))
+            decision = table.get(self._auto_key(tkey, infos))
         else:
             decision = table.get((tkey, *extra))
         if decision is None:

@@ -1,0 +1,491 @@
+"""What a kernel body reveals about its launch: its grid dimensionality and which array axis
+each grid dimension indexes.
+
+An automatic launch must know two things the call's arguments do not say: whether the
+kernel is written for a 1-, 2- or 3-D grid (``cuda.grid(2)``, ``cuda.threadIdx.y``,
+``global_thread_id_2d()``), and, for 2-D and 3-D kernels, along which axis of which array
+each grid dimension runs (``col, row = cuda.grid(2); out[row, col]`` puts x on axis 1,
+``row, col = cuda.grid(2); out[row, col]`` puts x on axis 0). Guessing either silently
+leaves outputs unwritten, so both are read from the kernel's code.
+
+The analysis runs on numba's untyped IR (``run_frontend``: bytecode to IR, no typing, no
+GPU), which is the same on the simulator and on a GPU. It follows
+
+* uses of the thread/block index objects and of ``cuda.grid``/``cuda.gridsize`` (through
+  aliases, ``from numba.cuda import grid``, and every device function the kernel calls);
+* the *position* components (``cuda.grid(n)[d]``, ``threadIdx.<d>``, ``blockIdx.<d>``)
+  through assignments, arithmetic, ``range`` loops (grid-stride loops), tuples and calls
+  into device functions, to the subscripts of array parameters: ``u[row - 1, col]``
+  records "axis 0 of ``u`` is indexed by y, axis 1 by x". Values loaded from memory carry
+  no position (``a[idx[row], col]`` says nothing about axis 0).
+
+The result, :class:`KernelIndexing`, is plain data (JSON-serialisable, stored with the
+compiled kernel in the cache so that a cache hit does not rerun the analysis).
+Anything the analysis cannot see through (an external ``declare_device`` function, a
+non-constant ``cuda.grid(n)``) is listed in ``problems``; the launcher then refuses an
+automatic launch instead of guessing, and the user gives ``ndim=`` or a configuration.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+__all__ = ["KernelIndexing", "AxisMap", "analyze_kernel"]
+
+_DIMS = "xyz"
+
+# A dependence: a frozenset of atoms, or a tuple of dependences (a tuple value whose
+# elements are known, e.g. the result of cuda.grid(2)). Atoms: ("pos", d) = a position
+# along grid dimension d; ("arg", i) = the value of parameter i (inside device functions).
+_EMPTY: frozenset = frozenset()
+
+
+@dataclass(frozen=True)
+class AxisMap:
+    """For one array parameter: the array axis each grid dimension indexes (``None``: unseen).
+
+    ``axes[d]`` is the axis that grid dimension ``d`` (0 = x) indexes; ``conflict`` says why
+    no single mapping holds (a dimension used on two axes, two dimensions on one axis).
+    """
+
+    axes: tuple[int | None, ...]
+    conflict: str | None = None
+
+    def complete(self, ndim: int) -> bool:
+        return self.conflict is None and len(self.axes) >= ndim and all(a is not None for a in self.axes[:ndim])
+
+
+@dataclass(frozen=True)
+class KernelIndexing:
+    """What the analysis found (see the module docstring).
+
+    Attributes
+    ----------
+    ndim:
+        Grid dimensionality the kernel uses (1-3), or ``None`` when it reads no thread or
+        block index at all.
+    dims_used:
+        Grid dimensions read in any way (positions, block or grid sizes), e.g. ``(0, 1)``.
+    axis_maps:
+        For each array parameter subscripted with grid positions: its :class:`AxisMap`.
+    problems:
+        What the analysis could not see through; non-empty means "do not trust ``ndim``".
+    """
+
+    ndim: int | None
+    dims_used: tuple[int, ...]
+    axis_maps: dict[str, AxisMap] = field(default_factory=dict)
+    problems: tuple[str, ...] = ()
+    #: Where positions come from: any of "grid" (cuda.grid), "threadIdx", "blockIdx".
+    sources: tuple[str, ...] = ()
+
+    @property
+    def single_block(self) -> bool:
+        """Positions from ``threadIdx`` alone: a kernel written for one block."""
+        return "grid" not in self.sources and "blockIdx" not in self.sources and "threadIdx" in self.sources
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "ndim": self.ndim,
+            "dims_used": list(self.dims_used),
+            "axis_maps": {k: {"axes": list(v.axes), "conflict": v.conflict} for k, v in self.axis_maps.items()},
+            "problems": list(self.problems),
+            "sources": list(self.sources),
+        }, sort_keys=True)  # fmt: skip
+
+    @classmethod
+    def from_json(cls, text: str) -> "KernelIndexing":
+        """Rebuild from :meth:`to_json`; raises ``ValueError`` on anything malformed."""
+        try:
+            d = json.loads(text)
+            ndim = d["ndim"]
+            if ndim is not None and (type(ndim) is not int or not 1 <= ndim <= 3):
+                raise ValueError(f"ndim {ndim!r}")
+            dims = tuple(d["dims_used"])
+            if not all(type(x) is int and 0 <= x <= 2 for x in dims):
+                raise ValueError(f"dims_used {dims!r}")
+            maps = {}
+            for name, m in dict(d["axis_maps"]).items():
+                axes = tuple(m["axes"])
+                if not isinstance(name, str) or len(axes) > 3 or not all(a is None or (type(a) is int and 0 <= a < 32) for a in axes):
+                    raise ValueError(f"axis map {name!r}: {m!r}")
+                conflict = m["conflict"]
+                if conflict is not None and not isinstance(conflict, str):
+                    raise ValueError(f"conflict {conflict!r}")
+                maps[name] = AxisMap(axes, conflict)
+            problems = tuple(d["problems"])
+            if not all(isinstance(p, str) for p in problems):
+                raise ValueError("problems")
+            sources = tuple(d["sources"])
+            if not all(x in ("grid", "threadIdx", "blockIdx") for x in sources):
+                raise ValueError(f"sources {sources!r}")
+        except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"malformed kernel indexing record: {exc}") from exc
+        return cls(ndim, dims, maps, problems, sources)
+
+    def describe(self) -> str:
+        if self.ndim is None:
+            return "reads no thread or block index"
+        parts = [f"{self.ndim}-D (uses {', '.join(_DIMS[d] for d in self.dims_used)})"]
+        for name, m in self.axis_maps.items():
+            if m.conflict:
+                parts.append(f"{name}: {m.conflict}")
+            else:
+                parts.append(name + ": " + ", ".join(f"{_DIMS[d]}->axis {a}" for d, a in enumerate(m.axes) if a is not None))
+        return "; ".join(parts)
+
+
+# -- the analysis ------------------------------------------------------------------------
+@dataclass
+class _Summary:
+    """A function's facts, with parameters left symbolic (``("arg", i)`` atoms)."""
+
+    ret: Any  # dependence of the return value
+    dims_used: set[int]
+    sources: set[str]
+    # (parameter index, index-tuple length, position, dependence of that index)
+    subscripts: list[tuple[int, int, int, frozenset]]
+    problems: list[str]
+
+
+def analyze_kernel(py_func: Callable[..., Any]) -> KernelIndexing:
+    """Analyse ``py_func`` (a kernel's Python function) and every device function it calls."""
+    import inspect
+
+    summary = _Analyzer({}).summarize(py_func)
+    params = list(inspect.signature(py_func).parameters)
+    dims = sorted(summary.dims_used)
+    ndim = (max(dims) + 1) if dims else None
+    # Axis maps: from subscripts whose index at a position depends on exactly one grid dimension.
+    seen: dict[int, dict[int, set[int]]] = {}  # param -> dim -> axes
+    for pidx, _k, pos, dep in summary.subscripts:
+        pdims = {a[1] for a in dep if a[0] == "pos"}
+        if len(pdims) == 1:
+            seen.setdefault(pidx, {}).setdefault(pdims.pop(), set()).add(pos)
+    maps: dict[str, AxisMap] = {}
+    for pidx, by_dim in sorted(seen.items()):
+        if pidx >= len(params):
+            continue
+        axes: list[int | None] = [None, None, None]
+        conflict = None
+        for d, ax in sorted(by_dim.items()):
+            if len(ax) > 1:
+                conflict = f"{_DIMS[d]} indexes axes {sorted(ax)}"
+            else:
+                axes[d] = next(iter(ax))
+        used = [a for a in axes if a is not None]
+        if conflict is None and len(used) != len(set(used)):
+            conflict = "two grid dimensions index the same axis"
+        while axes and axes[-1] is None:
+            axes.pop()
+        maps[params[pidx]] = AxisMap(tuple(axes), conflict)
+    return KernelIndexing(
+        ndim, tuple(dims), maps, tuple(dict.fromkeys(summary.problems)), tuple(sorted(summary.sources))
+    )
+
+
+class _Analyzer:
+    def __init__(self, summaries: dict[int, _Summary | None]) -> None:
+        self.summaries = summaries  # id(py_func) -> summary (None while in progress)
+        self._cuda = _cuda_objects()
+
+    def summarize(self, func: Any) -> _Summary:
+        key = id(func)
+        if key in self.summaries:
+            s = self.summaries[key]
+            if s is None:  # recursion: the in-progress function contributes nothing more
+                return _Summary(_EMPTY, set(), set(), [], [])
+            return s
+        self.summaries[key] = None
+        try:
+            from numba.core.compiler import run_frontend
+
+            ir = run_frontend(func)
+        except Exception as exc:  # noqa: BLE001 - any frontend failure means "cannot see"
+            s = _Summary(_EMPTY, set(), set(), [], [f"cannot read {getattr(func, '__name__', func)!r}: {type(exc).__name__}: {exc}"])
+        else:
+            s = _FunctionAnalysis(self, ir).run()
+        self.summaries[key] = s
+        return s
+
+
+def _cuda_objects() -> dict[str, Any]:
+    from numba import cuda
+
+    out = {}
+    for name in _CUDA_NAMES:
+        obj = getattr(cuda, name, None)
+        if obj is not None:
+            out[name] = obj
+    return out
+
+
+_UNRESOLVED = object()
+_CUDA_NAMES = ("threadIdx", "blockIdx", "blockDim", "gridDim", "grid", "gridsize")
+
+
+@dataclass(frozen=True)
+class _CudaName:
+    """``numba.cuda.<name>`` resolved by name."""
+
+    name: str
+
+
+class _FunctionAnalysis:
+    def __init__(self, analyzer: _Analyzer, func_ir: Any) -> None:
+        from numba.core import ir
+
+        self.ir = ir
+        self.an = analyzer
+        self.func_ir = func_ir
+        self.defs: dict[str, list[Any]] = {}
+        self.arg_of: dict[str, int] = {}
+        self.dims: set[int] = set()
+        self.sources: set[str] = set()
+        self.subscripts: list[tuple[int, int, int, frozenset]] = []
+        self.problems: list[str] = []
+        self.memo: dict[str, Any] = {}
+        self.returns: list[Any] = []
+        self.stmts: list[Any] = []
+        for block in func_ir.blocks.values():
+            for stmt in block.body:
+                self.stmts.append(stmt)
+                if isinstance(stmt, ir.Assign):
+                    self.defs.setdefault(stmt.target.name, []).append(stmt.value)
+                    if isinstance(stmt.value, ir.Arg):
+                        self.arg_of[stmt.target.name] = stmt.value.index
+                elif isinstance(stmt, ir.Return):
+                    self.returns.append(stmt.value)
+        self.name = getattr(func_ir, "func_id", None) and func_ir.func_id.func_name
+
+    # -- objects (globals and their attributes) ---------------------------------------
+    def resolve(self, var: Any, depth: int = 0) -> Any:
+        ir = self.ir
+        if depth > 20:
+            return _UNRESOLVED
+        defs = self.defs.get(var.name, [])
+        if len(defs) != 1:
+            return _UNRESOLVED
+        d = defs[0]
+        if isinstance(d, (ir.Global, ir.FreeVar)):
+            return d.value
+        if isinstance(d, ir.Const):
+            return d.value
+        if isinstance(d, ir.Var):
+            return self.resolve(d, depth + 1)
+        if isinstance(d, ir.Expr) and d.op == "getattr":
+            base = self.resolve(d.value, depth + 1)
+            if base is _UNRESOLVED:
+                return _UNRESOLVED
+            if getattr(base, "__name__", None) == "numba.cuda" and d.attr in _CUDA_NAMES:
+                # By name: the simulator's numba.cuda has no threadIdx until a kernel runs
+                # (it swaps in a fake module per launch).
+                return _CudaName(d.attr)
+            try:
+                return getattr(base, d.attr)
+            except Exception:  # noqa: BLE001
+                return _UNRESOLVED
+        return _UNRESOLVED
+
+    def param_of(self, var: Any, depth: int = 0) -> int | None:
+        """The parameter index ``var`` is (through plain copies), else None."""
+        if var.name in self.arg_of:
+            return self.arg_of[var.name]
+        defs = self.defs.get(var.name, [])
+        if len(defs) == 1 and isinstance(defs[0], self.ir.Var) and depth < 20:
+            return self.param_of(defs[0], depth + 1)
+        return None
+
+    def _is(self, obj: Any, name: str) -> bool:
+        if isinstance(obj, _CudaName):
+            return obj.name == name
+        target = self.an._cuda.get(name)
+        return target is not None and obj is target
+
+    # -- dependences --------------------------------------------------------------------
+    def dep(self, var: Any) -> Any:
+        name = var.name
+        if name in self.memo:
+            return self.memo[name]
+        self.memo[name] = _EMPTY  # cycles (loop-carried values) see nothing more through themselves
+        result: Any = None
+        for d in self.defs.get(name, []):
+            v = self.dep_of_value(d)
+            result = v if result is None else _join(result, v)
+        if result is None:
+            result = _EMPTY
+        self.memo[name] = result
+        return result
+
+    def dep_of_value(self, d: Any) -> Any:
+        ir = self.ir
+        if isinstance(d, ir.Var):
+            return self.dep(d)
+        if isinstance(d, ir.Arg):
+            return frozenset({("arg", d.index)})
+        if isinstance(d, (ir.Const, ir.Global, ir.FreeVar)):
+            return _EMPTY
+        if not isinstance(d, ir.Expr):
+            return _EMPTY
+        op = d.op
+        if op == "getattr":
+            obj = self.resolve(d.value)
+            for idx_name in ("threadIdx", "blockIdx"):
+                if self._is(obj, idx_name) and d.attr in _DIMS:
+                    dim = _DIMS.index(d.attr)
+                    self.dims.add(dim)
+                    self.sources.add(idx_name)
+                    return frozenset({("pos", dim)})
+            for size_name in ("blockDim", "gridDim"):
+                if self._is(obj, size_name) and d.attr in _DIMS:
+                    self.dims.add(_DIMS.index(d.attr))
+                    return _EMPTY
+            return _flat(self.dep(d.value))
+        if op == "call":
+            return self.dep_of_call(d)
+        if op in ("static_getitem", "getitem"):
+            base = self.dep(d.value)
+            self.record_subscript(d.value, d.index if op == "static_getitem" else d.index, op == "static_getitem")
+            if isinstance(base, tuple):
+                if op == "static_getitem" and isinstance(d.index, int) and -len(base) <= d.index < len(base):
+                    return base[d.index]
+                if op == "getitem":
+                    k = self.resolve(d.index)
+                    if isinstance(k, int) and -len(base) <= k < len(base):
+                        return base[k]
+                return _flat(base)
+            return _EMPTY  # a load from memory: data, not a position
+        if op == "build_tuple":
+            return tuple(self.dep(v) for v in d.items)
+        if op in ("exhaust_iter",):
+            return self.dep(d.value)
+        if op == "cast":
+            return self.dep(d.value)
+        if op in ("getiter", "iternext", "pair_first"):
+            return _flat(self.dep(d.value))
+        if op == "pair_second":
+            return _EMPTY
+        if op in ("binop", "inplace_binop"):
+            return _flat(self.dep(d.lhs)) | _flat(self.dep(d.rhs))
+        if op == "unary":
+            return _flat(self.dep(d.value))
+        out: frozenset = _EMPTY
+        for v in d.list_vars():
+            out = out | _flat(self.dep(v))
+        return out
+
+    def dep_of_call(self, d: Any) -> Any:
+        fn = self.resolve(d.func)
+        args = list(d.args) + [v for _, v in (d.kws or ())]
+        if self._is(fn, "grid") or self._is(fn, "gridsize"):
+            n = self.resolve(d.args[0]) if d.args else _UNRESOLVED
+            if type(n) is not int or not 1 <= n <= 3:
+                self.problems.append(f"cuda.{'grid' if self._is(fn, 'grid') else 'gridsize'}() with a non-constant or invalid dimension count")
+                return _EMPTY
+            self.dims.update(range(n))
+            if self._is(fn, "gridsize"):
+                return _EMPTY if n == 1 else tuple(_EMPTY for _ in range(n))
+            self.sources.add("grid")
+            comps = tuple(frozenset({("pos", k)}) for k in range(n))
+            return comps[0] if n == 1 else comps
+        py = _device_py_func(fn)
+        if py is not None:
+            s = self.an.summarize(py)
+            self.dims.update(s.dims_used)
+            self.sources.update(s.sources)
+            self.problems.extend(s.problems)
+            argdeps = [self.dep(v) for v in d.args]
+            for pidx, k, pos, dep in s.subscripts:
+                if pidx < len(d.args):
+                    param = self.param_of(d.args[pidx])
+                    if param is not None:
+                        self.subscripts.append((param, k, pos, _subst(dep, argdeps)))
+            return _subst(s.ret, argdeps)
+        if fn is _UNRESOLVED or _is_external_device(fn):
+            if _is_external_device(fn):
+                self.problems.append(f"calls {getattr(fn, 'name', fn)!r}, a function whose code is not Python")
+        out: frozenset = _EMPTY
+        for v in args:
+            out = out | _flat(self.dep(v))
+        return out
+
+    def record_subscript(self, arr_var: Any, index: Any, static: bool) -> None:
+        param = self.param_of(arr_var)
+        if param is None or static:
+            return  # constant subscripts carry no position
+        dep = self.dep(index)
+        if isinstance(dep, tuple):
+            for pos, p in enumerate(dep):
+                self.subscripts.append((param, len(dep), pos, _flat(p)))
+        else:
+            self.subscripts.append((param, 1, 0, dep))
+
+    def run(self) -> _Summary:
+        ir = self.ir
+        for stmt in self.stmts:
+            if isinstance(stmt, ir.Assign):
+                self.dep(stmt.target)
+            elif isinstance(stmt, ir.SetItem):
+                self.record_subscript(stmt.target, stmt.index, False)
+            elif isinstance(stmt, ir.StaticSetItem):
+                pass
+            else:
+                for v in stmt.list_vars():
+                    self.dep(v)
+        ret: Any = None
+        for r in self.returns:
+            v = self.dep(r)
+            ret = v if ret is None else _join(ret, v)
+        return _Summary(ret if ret is not None else _EMPTY, self.dims, self.sources, self.subscripts, self.problems)
+
+
+def _flat(dep: Any) -> frozenset:
+    if isinstance(dep, tuple):
+        out: frozenset = _EMPTY
+        for x in dep:
+            out = out | _flat(x)
+        return out
+    return dep
+
+
+def _join(a: Any, b: Any) -> Any:
+    if isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b):
+        return tuple(_join(x, y) for x, y in zip(a, b))
+    return _flat(a) | _flat(b)
+
+
+def _subst(dep: Any, argdeps: list[Any]) -> Any:
+    """Replace ``("arg", i)`` atoms by the caller's dependence of argument ``i``."""
+    if isinstance(dep, tuple):
+        return tuple(_subst(x, argdeps) for x in dep)
+    out: frozenset = _EMPTY
+    for atom in dep:
+        if atom[0] == "arg":
+            if atom[1] < len(argdeps):
+                out = out | _flat(argdeps[atom[1]])
+        else:
+            out = out | {atom}
+    return out
+
+
+def _device_py_func(obj: Any) -> Any:
+    """The Python function of a numba CUDA device function (GPU or simulator), else None."""
+    if obj is _UNRESOLVED or obj is None:
+        return None
+    py = getattr(obj, "py_func", None) or getattr(obj, "fn", None)
+    if py is None or not hasattr(py, "__code__"):
+        return None
+    mod = type(obj).__module__ or ""
+    if mod.startswith("numba") or mod.startswith("ringkernel"):
+        return py
+    return None
+
+
+def _is_external_device(obj: Any) -> bool:
+    """A ``cuda.declare_device`` function (code in another language: opaque to the analysis)."""
+    mod = type(obj).__module__ or ""
+    return mod.startswith("numba") and type(obj).__name__ in ("ExternFunction", "FakeExternFunction") or (
+        type(obj).__name__ == "Function" and hasattr(obj, "typing_key") and "declare_device" in repr(obj)
+    )

@@ -1,0 +1,231 @@
+"""2-D and 3-D kernels launched without a configuration: right answers on odd shapes, or a refusal."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numba import cuda
+
+from ringkernel import LaunchConfigError, gpu_kernel
+from ringkernel.indexing import KernelIndexing, analyze_kernel
+from ringkernel.intrinsics import global_thread_id_2d, grid_stride_2d
+
+
+@gpu_kernel
+def stencil2d(u, out):  # type: ignore[no-untyped-def]
+    col, row = cuda.grid(2)  # x along the contiguous axis
+    if 0 < row < out.shape[0] - 1 and 0 < col < out.shape[1] - 1:
+        out[row, col] = u[row - 1, col] + u[row + 1, col] + u[row, col - 1] + u[row, col + 1] - 4 * u[row, col]
+
+
+@gpu_kernel
+def matrix_add(a, b, c):  # type: ignore[no-untyped-def]
+    row, col = cuda.grid(2)  # numba's documentation's convention: x along axis 0
+    if row < c.shape[0] and col < c.shape[1]:
+        c[row, col] = a[row, col] + b[row, col]
+
+
+@gpu_kernel
+def stencil3d(u, out):  # type: ignore[no-untyped-def]
+    i = cuda.threadIdx.x + cuda.blockIdx.x * cuda.blockDim.x
+    j = cuda.threadIdx.y + cuda.blockIdx.y * cuda.blockDim.y
+    k = cuda.threadIdx.z + cuda.blockIdx.z * cuda.blockDim.z
+    if 0 < k < u.shape[0] - 1 and 0 < j < u.shape[1] - 1 and 0 < i < u.shape[2] - 1:
+        out[k, j, i] = (
+            u[k - 1, j, i] + u[k + 1, j, i] + u[k, j - 1, i] + u[k, j + 1, i] + u[k, j, i - 1] + u[k, j, i + 1]
+            - 6 * u[k, j, i]
+        )  # fmt: skip
+
+
+@gpu_kernel(grid_stride=True)
+def scale2d_gs(a, out, s):  # type: ignore[no-untyped-def]
+    x0, y0 = global_thread_id_2d()
+    sx, sy = grid_stride_2d()
+    for r in range(y0, out.shape[0], sy):
+        for c in range(x0, out.shape[1], sx):
+            out[r, c] = s * a[r, c]
+
+
+@cuda.jit(device=True)
+def _laplace_rows(u, r, c):  # type: ignore[no-untyped-def]
+    return u[r - 1, c] - 2 * u[r, c] + u[r + 1, c]
+
+
+@gpu_kernel
+def rows_second_diff(u, out):  # type: ignore[no-untyped-def]
+    tid = cuda.threadIdx  # an alias, and the subscripts inside a device function
+    x = tid.x + cuda.blockIdx.x * cuda.blockDim.x
+    y = tid.y + cuda.blockIdx.y * cuda.blockDim.y
+    if 0 < y < u.shape[0] - 1 and x < u.shape[1]:
+        out[y, x] = _laplace_rows(u, y, x)
+
+
+def _stencil2d_ref(u: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(u)
+    out[1:-1, 1:-1] = u[:-2, 1:-1] + u[2:, 1:-1] + u[1:-1, :-2] + u[1:-1, 2:] - 4 * u[1:-1, 1:-1]
+    return out
+
+
+def test_stencil2d_odd_shape(rng: np.random.Generator) -> None:
+    u = rng.standard_normal((37, 61)).astype(np.float32)
+    d_out = cuda.to_device(np.zeros_like(u))
+    stencil2d(cuda.to_device(u), d_out)
+    np.testing.assert_allclose(d_out.copy_to_host(), _stencil2d_ref(u), rtol=1e-5, atol=1e-5)
+    d = stencil2d.last_config
+    assert d is not None and d.ndim == 2 and d.extent == (61, 37)
+    assert d.grid[0] * d.block[0] >= 61 and d.grid[1] * d.block[1] >= 37
+    assert d.block[0] >= d.block[1]  # warps run along x, the contiguous axis
+    text = d.explain()
+    assert "2-D launch" in text and "61 x 37" in text and "out" in text
+
+
+def test_matrix_add_transposed_convention(rng: np.random.Generator) -> None:
+    shape = (37, 61)  # not square: a wrong axis mapping would leave a band unwritten
+    a = rng.standard_normal(shape)
+    b = rng.standard_normal(shape)
+    d_c = cuda.to_device(np.full(shape, np.nan))
+    matrix_add(cuda.to_device(a), cuda.to_device(b), d_c)
+    np.testing.assert_array_equal(d_c.copy_to_host(), a + b)
+    d = matrix_add.last_config
+    assert d is not None and d.extent == (37, 61)
+    assert d.block[0] == 1  # x runs along axis 0 (strided): warps are laid along y, the contiguous axis
+
+
+def test_stencil3d_odd_shape(rng: np.random.Generator) -> None:
+    u = rng.standard_normal((5, 7, 9)).astype(np.float64)
+    d_out = cuda.to_device(np.zeros_like(u))
+    stencil3d(cuda.to_device(u), d_out)
+    ref = np.zeros_like(u)
+    c = u[1:-1, 1:-1, 1:-1]
+    ref[1:-1, 1:-1, 1:-1] = (
+        u[:-2, 1:-1, 1:-1] + u[2:, 1:-1, 1:-1] + u[1:-1, :-2, 1:-1] + u[1:-1, 2:, 1:-1]
+        + u[1:-1, 1:-1, :-2] + u[1:-1, 1:-1, 2:] - 6 * c
+    )  # fmt: skip
+    np.testing.assert_allclose(d_out.copy_to_host(), ref, rtol=1e-12, atol=1e-12)
+    d = stencil3d.last_config
+    assert d is not None and d.ndim == 3 and d.extent == (9, 7, 5)
+
+
+def test_grid_stride_2d(rng: np.random.Generator) -> None:
+    a = rng.standard_normal((45, 23)).astype(np.float32)
+    d_out = cuda.to_device(np.zeros_like(a))
+    scale2d_gs(cuda.to_device(a), d_out, np.float32(2.5))
+    np.testing.assert_allclose(d_out.copy_to_host(), 2.5 * a, rtol=1e-6)
+    d = scale2d_gs.last_config
+    assert d is not None and d.ndim == 2 and d.grid_stride and d.extent == (23, 45)
+
+
+def test_subscripts_inside_device_function(rng: np.random.Generator) -> None:
+    u = rng.standard_normal((19, 33))
+    d_out = cuda.to_device(np.zeros_like(u))
+    rows_second_diff(cuda.to_device(u), d_out)
+    ref = np.zeros_like(u)
+    ref[1:-1] = u[:-2] - 2 * u[1:-1] + u[2:]
+    np.testing.assert_allclose(d_out.copy_to_host(), ref, atol=1e-12)
+
+
+def test_fortran_order_puts_warps_on_axis_0(rng: np.random.Generator) -> None:
+    u = np.asfortranarray(rng.standard_normal((37, 61)).astype(np.float32))
+    d_u = cuda.to_device(u)
+    d_out = cuda.to_device(np.asfortranarray(np.zeros_like(u)))
+    stencil2d(d_u, d_out)
+    np.testing.assert_allclose(d_out.copy_to_host(), _stencil2d_ref(np.ascontiguousarray(u)), rtol=1e-5, atol=1e-5)
+    d = stencil2d.last_config
+    assert d is not None and d.block[0] == 1  # x is axis 1, which is strided in Fortran order
+
+
+def test_same_size_other_shape_is_replanned(rng: np.random.Generator) -> None:
+    for shape in ((20, 30), (30, 20), (600, 1)):
+        a = rng.standard_normal(shape)
+        d_c = cuda.to_device(np.full(shape, np.nan))
+        matrix_add(cuda.to_device(a), cuda.to_device(a), d_c)
+        np.testing.assert_array_equal(d_c.copy_to_host(), 2 * a)
+        assert matrix_add.last_config is not None and matrix_add.last_config.extent == shape
+
+
+@gpu_kernel
+def flat2d(a, n):  # type: ignore[no-untyped-def]
+    x, y = cuda.grid(2)
+    if x < n and y < n:
+        a[y * n + x] = y * n + x
+
+
+def test_unknown_extent_is_refused_with_the_fix() -> None:
+    d_a = cuda.to_device(np.zeros(30, np.int64))
+    with pytest.raises(LaunchConfigError) as err:
+        flat2d(d_a, 5)
+    msg = str(err.value)
+    assert "flat2d" in msg and "elements=(nx, ny)" in msg and "kernel[grid, block]" in msg
+    flat2d(d_a, 5, elements=(5, 5))  # the fix the message names works
+    np.testing.assert_array_equal(d_a.copy_to_host()[:25], np.arange(25))
+    with pytest.raises(LaunchConfigError, match="one extent per grid dimension"):
+        flat2d(d_a, 5, elements=25)
+
+
+def test_kernel_without_index_is_refused() -> None:
+    @gpu_kernel
+    def no_index(a):  # type: ignore[no-untyped-def]
+        a[0] = 1
+
+    with pytest.raises(LaunchConfigError, match="reads no thread or block index") as err:
+        no_index(cuda.to_device(np.zeros(4)))
+    assert "kernel[1, 1]" in str(err.value)
+
+
+def test_single_block_kernel_is_refused() -> None:
+    @gpu_kernel
+    def one_block(a):  # type: ignore[no-untyped-def]
+        i = cuda.threadIdx.x
+        if i < a.size:
+            a[i] += 1
+
+    with pytest.raises(LaunchConfigError, match="written for one block"):
+        one_block(cuda.to_device(np.zeros(300)))
+
+
+def test_non_constant_dimension_is_refused() -> None:
+    @gpu_kernel
+    def dyn(a):  # type: ignore[no-untyped-def]
+        i = cuda.grid(a.ndim)
+        a[i] = 1
+
+    with pytest.raises(LaunchConfigError, match="dimensionality") as err:
+        dyn(cuda.to_device(np.zeros(4)))
+    assert "ndim=" in str(err.value)
+
+
+def test_declared_ndim_with_explicit_extent(rng: np.random.Generator) -> None:
+    @gpu_kernel(ndim=2)
+    def fill(a, w):  # type: ignore[no-untyped-def]
+        i = cuda.grid(a.ndim + 1)[0]  # non-constant: the analysis gives up, the declaration stands
+        j = cuda.threadIdx.y + cuda.blockIdx.y * cuda.blockDim.y
+        if i < w and j * w + i < a.size:
+            a[j * w + i] = 1.0
+
+    d_a = cuda.to_device(np.zeros(7 * 11))
+    fill(d_a, 7, elements=(7, 11))
+    assert d_a.copy_to_host().sum() == 77
+
+
+def test_indexing_record_round_trip_and_refuses_garbage() -> None:
+    ix = analyze_kernel(stencil3d.py_func)
+    assert ix.ndim == 3 and ix.axis_maps["u"].axes == (2, 1, 0)
+    assert KernelIndexing.from_json(ix.to_json()) == ix
+    for bad in ("{}", "[]", '{"ndim": 7, "dims_used": [], "axis_maps": {}, "problems": [], "sources": []}', "nope"):
+        with pytest.raises(ValueError):
+            KernelIndexing.from_json(bad)
+
+
+def test_one_d_kernels_unchanged(rng: np.random.Generator) -> None:
+    @gpu_kernel
+    def twice(a, out):  # type: ignore[no-untyped-def]
+        i = cuda.grid(1)
+        if i < out.size:
+            out[i] = 2 * a[i]
+
+    a = rng.standard_normal(1001)
+    d_out = cuda.device_array_like(a)
+    twice(cuda.to_device(a), d_out)
+    np.testing.assert_array_equal(d_out.copy_to_host(), 2 * a)
+    d = twice.last_config
+    assert d is not None and d.ndim == 1 and d.elements == 1001
