@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
-from typing import Any, Sequence
+import traceback
+from typing import Any, Callable, Sequence
 
 from ._versions import driver_version as _driver_version
 from ._versions import library_versions as _versions
@@ -64,9 +66,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     arch = GpuArchitecture.current()
     n = args.elements if args.elements is not None else (4096 if simulated else 1 << 26)
-    if n <= 0:
-        print(f"error: --elements must be positive, got {n}", file=sys.stderr)
-        return 2
     print(f"ringkernel demo: vector add of {n:,} float32 on {arch.name}"
           + (" (no GPU found: running on numba's CUDA simulator, which is slow)" if simulated else ""))
     rng = np.random.default_rng(args.seed)
@@ -83,7 +82,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     assert decision is not None
     print("configuration:\n  " + decision.explain().replace("\n", "\n  "))
 
-    reps = args.repeat if args.repeat else (3 if simulated else 50)
+    reps = args.repeat if args.repeat is not None else (3 if simulated else 50)
     times = []
     for _ in range(reps):
         if simulated:
@@ -120,21 +119,43 @@ def _load_benchmarks(script: str) -> list[Any]:
     from pathlib import Path
 
     from .benchmark import Benchmark
+    from .errors import BenchmarkError
 
     path = Path(script)
+    shown = str(path) if path.is_absolute() else f"{path} (absolute: {path.absolute()})"
     if not path.is_file():
-        raise SystemExit(f"ringkernel bench run: no such script {script!r}")
+        what = "is a directory, not a script" if path.is_dir() else "does not exist"
+        raise BenchmarkError(
+            f"the benchmark script {shown} {what}",
+            hint="pass a Python file that defines benchmarks(), e.g. examples/benchmark_suite.py",
+        )
     spec = importlib.util.spec_from_file_location(f"_ringkernel_bench_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
+    if spec is None or spec.loader is None:
+        raise BenchmarkError(f"cannot import the benchmark script {shown}", hint="pass a .py file")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    factory = getattr(module, "benchmarks", None)
-    if not callable(factory):
-        raise SystemExit(f"ringkernel bench run: {script} must define benchmarks() returning Benchmark objects")
-    cases = list(factory())
+    try:
+        spec.loader.exec_module(module)
+        factory = getattr(module, "benchmarks", None)
+        if not callable(factory):
+            raise BenchmarkError(
+                f"the benchmark script {shown} must define benchmarks() returning Benchmark objects",
+                hint="see examples/benchmark_suite.py",
+            )
+        cases = list(factory())
+    except (BenchmarkError, KeyboardInterrupt):
+        raise
+    except BaseException as exc:  # the user's code: SyntaxError, ImportError, SystemExit, anything
+        where = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        raise BenchmarkError(
+            f"the benchmark script {shown} failed while loading its benchmarks: {where}",
+            hint=f"run `python {script}` to see the full traceback",
+        ) from exc
     bad = [c for c in cases if not isinstance(c, Benchmark)]
     if bad or not cases:
-        raise SystemExit(f"ringkernel bench run: benchmarks() in {script} must return Benchmark objects, got {bad[:1] or 'none'}")
+        raise BenchmarkError(
+            f"benchmarks() in {shown} must return Benchmark objects, got {bad[:1] or 'none'}",
+            hint="return e.g. [Benchmark('name', fn, workload_size)]",
+        )
     return cases
 
 
@@ -166,14 +187,22 @@ def cmd_bench_run(args: argparse.Namespace) -> int:
 
 def cmd_bench_compare(args: argparse.Namespace) -> int:
     from .benchmark import BenchmarkBaseline, EnvironmentPolicy, compare_results
+    from .errors import EnvironmentMismatchError
 
-    current = BenchmarkBaseline.load(args.current)
-    baseline = BenchmarkBaseline.load(args.baseline)
-    report = compare_results(
-        baseline.results, current.results, threshold=args.threshold, confidence=args.confidence,
-        baseline_environment=baseline.environment, current_environment=current.environment,
-        policy=EnvironmentPolicy(args.policy),
-    )  # fmt: skip
+    current = BenchmarkBaseline.load(args.current, role="current results")
+    baseline = BenchmarkBaseline.load(args.baseline, role="baseline")
+    try:
+        report = compare_results(
+            baseline.results, current.results, threshold=args.threshold, confidence=args.confidence,
+            baseline_environment=baseline.environment, current_environment=current.environment,
+            policy=EnvironmentPolicy(args.policy),
+        )  # fmt: skip
+    except EnvironmentMismatchError as exc:
+        raise EnvironmentMismatchError(
+            exc.message,
+            hint="re-measure the baseline on this machine, or pass --policy warn to compare anyway",
+            details=exc.details,
+        ) from exc
     print(report.to_markdown())
     return 1 if report.has_regressions else 0
 
@@ -207,68 +236,191 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+# reST that docstrings carry and --help must not show: :role:`target`, ``literal``, `text`.
+_REST_ROLE = re.compile(r":(?:[A-Za-z][\w+-]*:)?[A-Za-z][\w+-]*:`([^`]+)`")
+_REST_LITERAL = re.compile(r"``(.+?)``", re.DOTALL)
+_REST_INTERPRETED = re.compile(r"`([^`]+)`_{0,2}")
+_REST_TARGET = re.compile(r"^(.*?)\s*<[^<>]+>$", re.DOTALL)
+
+
+def _role_text(match: re.Match[str]) -> str:
+    target = match.group(1)
+    titled = _REST_TARGET.match(target)
+    if titled and titled.group(1):
+        return titled.group(1)  # :ref:`the title <label>` -> the title
+    target = target.lstrip("!")
+    if target.startswith("~"):
+        return target[1:].rsplit(".", 1)[-1]  # :class:`~a.b.C` -> C
+    return target
+
+
+def _plain(text: str | None) -> str | None:
+    """``text`` without reST markup: roles, double-backtick literals and interpreted text.
+
+    argparse shows descriptions and help verbatim; docstrings use reST. Examples::
+
+        _plain("see :func:`ringkernel.cli.main`") == "see ringkernel.cli.main"
+        _plain("``demo``, :class:`~ringkernel.benchmark.Benchmark`") == "demo, Benchmark"
+    """
+    if not text:
+        return text
+    text = _REST_ROLE.sub(_role_text, text)
+    text = _REST_LITERAL.sub(r"\1", text)
+    text = _REST_INTERPRETED.sub(lambda m: (_REST_TARGET.match(m.group(1)) or m).group(1), text)
+    return re.sub(r"(?<=\S)::(?=\s|$)", ":", text)  # "Examples::" -> "Examples:"
+
+
+def _strip_markup(parser: argparse.ArgumentParser) -> None:
+    """Apply :func:`_plain` to every description, epilog and help text, subcommands included."""
+    parser.description = _plain(parser.description)
+    parser.epilog = _plain(parser.epilog)
+    for action in parser._actions:
+        action.help = _plain(action.help)
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                choice.help = _plain(choice.help)
+            for subparser in action.choices.values():
+                _strip_markup(subparser)
+
+
+def _int_at_least(minimum: int, what: str) -> Callable[[str], int]:
+    """An argparse ``type``: an integer >= ``minimum``; argparse names the option in the error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum} ({what}), got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum} ({what}), got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _fraction(example: str) -> Callable[[str], float]:
+    """An argparse ``type``: a number strictly between 0 and 1."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not 0 < value < 1:  # also rejects nan and inf
+            raise argparse.ArgumentTypeError(f"must be a number strictly between 0 and 1 (e.g. {example}), got {text!r}")
+        return value
+
+    parse.__name__ = "fraction"
+    return parse
+
+
+_EXIT = "Exit status: 0 when nothing regressed, 1 when something regressed, 2 on an error "
+_BENCH_EXIT = _EXIT + "(a missing or malformed file, a bad option, a failing script)."
+_COMPARE_EXIT = _EXIT + "(a missing or malformed file, a bad option, differing environments under --policy refuse)."
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ringkernel", description=__doc__)
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="ringkernel",
+        description="ringkernel's command line: a checked and timed vector add (demo), the device's facts "
+        "(info), the on-disk kernel cache (cache), and benchmark runs, comparisons and reports (bench).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                        help="print the version and exit")  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="vector add on the GPU (or the simulator), checked against NumPy and timed")
-    demo.add_argument("--elements", type=int, default=None, help="vector length (default 2^26 on a GPU, 4096 on the simulator)")
-    demo.add_argument("--repeat", type=int, default=None, help="timed launches (default 50 on a GPU, 3 on the simulator)")
-    demo.add_argument("--seed", type=int, default=None, help="random seed (default: fresh)")
+
+    def add(subs: Any, name: str, text: str, epilog: str | None = None) -> argparse.ArgumentParser:
+        return subs.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".", epilog=epilog)
+
+    demo = add(sub, "demo", "vector add on the GPU (or the simulator), checked against NumPy and timed")
+    demo.add_argument("--elements", type=_int_at_least(1, "the vector length"), default=None,
+                      help="vector length (default 2^26 on a GPU, 4096 on the simulator)")  # fmt: skip
+    demo.add_argument("--repeat", type=_int_at_least(1, "the number of timed launches"), default=None,
+                      help="timed launches (default 50 on a GPU, 3 on the simulator)")  # fmt: skip
+    demo.add_argument("--seed", type=_int_at_least(0, "a random seed"), default=None,
+                      help="random seed, an integer >= 0 (default: fresh)")  # fmt: skip
     demo.set_defaults(func=cmd_demo)
-    info = sub.add_parser("info", help="device facts and versions")
+    info = add(sub, "info", "device facts and versions")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(func=cmd_info)
 
-    cache = sub.add_parser("cache", help="the on-disk kernel cache (RINGKERNEL_CACHE_DIR)")
+    cache = add(sub, "cache", "the on-disk kernel cache (RINGKERNEL_CACHE_DIR)")
     csub = cache.add_subparsers(dest="cache_command", required=True)
-    cst = csub.add_parser("stats", help="entries and bytes on disk")
-    cst.add_argument("--json", action="store_true")
-    csub.add_parser("clear", help="delete every cached kernel")
-    csub.add_parser("path", help="print the cache directory")
+    cst = add(csub, "stats", "entries and bytes on disk")
+    cst.add_argument("--json", action="store_true", help="print JSON")
+    add(csub, "clear", "delete every cached kernel")
+    add(csub, "path", "print the cache directory")
     cache.set_defaults(func=cmd_cache)
 
     from .benchmark.suite import REPORT_FORMATS
 
-    bench = sub.add_parser("bench", help="run benchmark scripts, compare to baselines, write reports")
+    formats = ", ".join(REPORT_FORMATS)
+    bench = add(sub, "bench", "run benchmark scripts, compare to baselines, write reports", _BENCH_EXIT)
     bsub = bench.add_subparsers(dest="bench_command", required=True)
-    run = bsub.add_parser("run", help="run the Benchmark objects a script's benchmarks() returns")
+    run = add(bsub, "run", "run the Benchmark objects a script's benchmarks() returns", _BENCH_EXIT)
     run.add_argument("script", help="a Python file defining benchmarks() -> iterable of ringkernel.benchmark.Benchmark")
     run.add_argument("--out", default="bench-results", help="directory for the reports (default: bench-results)")
-    run.add_argument("--formats", nargs="+", default=list(REPORT_FORMATS), choices=list(REPORT_FORMATS))
+    run.add_argument("--formats", nargs="+", default=list(REPORT_FORMATS), choices=list(REPORT_FORMATS),
+                     metavar="FORMAT", help=f"reports to write, any of {formats} (default: all)")  # fmt: skip
     run.add_argument("--baseline", help="JSON export to compare against (exit status 1 on a regression)")
-    run.add_argument("--iterations", type=int, help="samples per benchmark (default 30)")
-    run.add_argument("--threshold", type=float, help="regression threshold (default 0.10)")
+    run.add_argument("--iterations", type=_int_at_least(2, "samples per benchmark"),
+                     help="samples per benchmark, at least 2 (default 30)")  # fmt: skip
+    run.add_argument("--threshold", type=_fraction("0.10 for 10%"),
+                     help="regression threshold, strictly between 0 and 1 (default 0.10 = 10%%)")  # fmt: skip
     run.add_argument("--flush-l2", action="store_true", help="flush the L2 cache before every GPU sample")
     run.add_argument("--quick", action="store_true", help="5 samples, 1 warm-up: a smoke test")
     run.add_argument("--title", help="report title")
     run.set_defaults(func=cmd_bench_run)
-    cmp_ = bsub.add_parser("compare", help="judge CURRENT against BASELINE (both JSON exports); exit 1 on a regression")
-    cmp_.add_argument("current")
-    cmp_.add_argument("baseline")
-    cmp_.add_argument("--threshold", type=float, default=0.10)
-    cmp_.add_argument("--confidence", type=float, default=0.95)
+    cmp_ = add(bsub, "compare", "judge CURRENT against BASELINE (both JSON exports)", _COMPARE_EXIT)
+    cmp_.add_argument("current", help="JSON export of the run to judge (the results.json of bench run)")
+    cmp_.add_argument("baseline", help="JSON export to judge it against")
+    cmp_.add_argument("--threshold", type=_fraction("0.10 for 10%"), default=0.10,
+                      help="smallest change of the median to call, strictly between 0 and 1 (default 0.10 = 10%%)")  # fmt: skip
+    cmp_.add_argument("--confidence", type=_fraction("0.95"), default=0.95,
+                      help="level of the interval of the change, strictly between 0 and 1 (default 0.95)")  # fmt: skip
     cmp_.add_argument("--policy", choices=["warn", "refuse", "ignore"], default="warn",
-                      help="when the environments differ (default: warn)")  # fmt: skip
+                      help="when the environments differ: compare with a warning, refuse (exit 2), "
+                           "or compare silently (default: warn)")  # fmt: skip
     cmp_.set_defaults(func=cmd_bench_compare)
-    rep = bsub.add_parser("report", help="write reports from a JSON export")
-    rep.add_argument("results")
-    rep.add_argument("--out", default="bench-results")
-    rep.add_argument("--formats", nargs="+", default=list(REPORT_FORMATS), choices=list(REPORT_FORMATS))
+    rep = add(bsub, "report", "write reports from a JSON export",
+              "Exit status: 0 when the reports were written, 2 on an error (a missing or malformed file).")  # fmt: skip
+    rep.add_argument("results", help="JSON export to report on (the results.json of bench run)")
+    rep.add_argument("--out", default="bench-results", help="directory for the reports (default: bench-results)")
+    rep.add_argument("--formats", nargs="+", default=list(REPORT_FORMATS), choices=list(REPORT_FORMATS),
+                     metavar="FORMAT", help=f"reports to write, any of {formats} (default: all)")  # fmt: skip
     rep.add_argument("--baseline", help="JSON export to compare against, shown in the reports")
-    rep.add_argument("--title")
+    rep.add_argument("--title", help="report title")
     rep.set_defaults(func=cmd_bench_report)
+    _strip_markup(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``ringkernel`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status.
+
+    ``bench`` exits 0 when nothing regressed, 1 when something did and 2 on any error;
+    argparse exits 2 (``SystemExit``) on bad arguments.
+    """
     args = build_parser().parse_args(argv)
     from .errors import RingKernelError
 
+    sub = getattr(args, "bench_command", None) or getattr(args, "cache_command", None)
+    prog = f"ringkernel {args.command}" + (f" {sub}" if sub else "")
     try:
         return int(args.func(args))
     except RingKernelError as exc:
-        print(f"ringkernel {args.command}: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2 if args.command == "bench" else 1
+    except Exception as exc:
+        if args.command != "bench":
+            raise
+        # Exit status 1 means "regressed" to CI; an unexpected failure must not look like one.
+        traceback.print_exc()
+        print(f"{prog}: error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+import ringkernel
+from ringkernel.cli import _plain, build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +46,8 @@ def test_demo_checks_and_times() -> None:
 
 def test_demo_rejects_bad_size() -> None:
     out = _run("-m", "ringkernel", "demo", "--elements", "0")
-    assert out.returncode == 2 and "--elements must be positive" in out.stderr
+    assert out.returncode == 2 and "argument --elements: must be an integer >= 1" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_example_vector_add() -> None:
@@ -90,3 +98,111 @@ def test_example_kernel_cache() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     assert "miss first: True" in out.stdout and "then a hit: True" in out.stdout
     assert "changes the key" in out.stdout and "(True)" in out.stdout
+
+
+# -- --version, --help, option checks ---------------------------------------------------------
+
+
+def test_version() -> None:
+    out = _run("-m", "ringkernel", "--version")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"ringkernel {ringkernel.__version__}"
+
+
+def _command_paths(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command and subcommand of the parser, found by walking it (so new ones are covered)."""
+    paths = [prefix]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                paths += _command_paths(sub, (*prefix, name))
+    return paths
+
+
+COMMANDS = _command_paths(build_parser())
+# reST that must not leak into --help: ``literal``, :role:`x`, `interpreted`, "Examples::".
+REST = re.compile(r"``|:[A-Za-z][\w+-]*:`|`[^`\n]+`|\S::(\s|$)")
+
+
+def test_every_command_is_walked() -> None:
+    assert {("bench", "run"), ("bench", "compare"), ("bench", "report"), ("cache", "stats"), ("demo",)} <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "ringkernel")
+def test_help_has_no_rest_markup(path: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([*path, "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: ringkernel"), text
+    assert REST.search(text) is None, f"reST markup in `ringkernel {' '.join(path)} --help`:\n{text}"
+    if path:  # every subcommand says what it does, not only how to call it
+        assert len(text.split("\n\n")) >= 3, text
+
+
+def test_help_subprocess_top_level() -> None:
+    out = _run("-m", "ringkernel", "--help")
+    assert out.returncode == 0 and "--version" in out.stdout and "bench" in out.stdout
+    assert REST.search(out.stdout) is None, out.stdout
+
+
+def test_bench_help_states_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    for path in (("bench",), ("bench", "run"), ("bench", "compare")):
+        with pytest.raises(SystemExit):
+            main([*path, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "0 when nothing regressed, 1 when something regressed, 2 on an error" in text, text
+
+
+def test_plain_strips_rest() -> None:
+    assert _plain("``ringkernel`` command line: ``demo``, ``bench run|compare``.") == (
+        "ringkernel command line: demo, bench run|compare."
+    )
+    assert _plain("see :func:`ringkernel.cli.main` and :class:`~ringkernel.benchmark.Benchmark`") == (
+        "see ringkernel.cli.main and Benchmark"
+    )
+    assert _plain(":py:meth:`save <BenchmarkSuite.save_baseline>` writes `it`_. Example::") == "save writes it. Example:"
+    assert _plain("10% of 2^26, a::b") == "10% of 2^26, a::b"
+    assert _plain(None) is None
+
+
+BAD_OPTIONS = [
+    (["demo", "--repeat", "0"], "--repeat"),
+    (["demo", "--repeat", "-2"], "--repeat"),
+    (["demo", "--repeat", "two"], "--repeat"),
+    (["demo", "--elements", "0"], "--elements"),
+    (["demo", "--elements", "-5"], "--elements"),
+    (["demo", "--elements", "1e3"], "--elements"),
+    (["demo", "--seed", "-1"], "--seed"),
+    (["bench", "run", "s.py", "--iterations", "1"], "--iterations"),
+    (["bench", "run", "s.py", "--threshold", "0"], "--threshold"),
+    (["bench", "run", "s.py", "--threshold", "1.5"], "--threshold"),
+    (["bench", "run", "s.py", "--formats", "pdf"], "--formats"),
+    (["bench", "compare", "a.json", "b.json", "--threshold", "-0.1"], "--threshold"),
+    (["bench", "compare", "a.json", "b.json", "--threshold", "nan"], "--threshold"),
+    (["bench", "compare", "a.json", "b.json", "--confidence", "1"], "--confidence"),
+    (["bench", "compare", "a.json", "b.json", "--confidence", "inf"], "--confidence"),
+    (["bench", "compare", "a.json", "b.json", "--confidence", "high"], "--confidence"),
+    (["bench", "compare", "a.json", "b.json", "--policy", "maybe"], "--policy"),
+    (["bench", "report", "r.json", "--formats", "docx"], "--formats"),
+]
+
+
+@pytest.mark.parametrize("argv,option", BAD_OPTIONS, ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+def test_bad_numeric_options_are_rejected_at_parse_time(
+    argv: list[str], option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Rejected before the command runs: no file named in argv exists, and nothing is compiled.
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}:" in err, err
+    assert "Traceback" not in err
+
+
+def test_demo_repeat_one_is_accepted() -> None:
+    args = build_parser().parse_args(["demo", "--repeat", "1", "--elements", "1", "--seed", "0"])
+    assert (args.repeat, args.elements, args.seed) == (1, 1, 0)
+    args = build_parser().parse_args(["bench", "compare", "a", "b", "--threshold", "0.05", "--confidence", "0.99"])
+    assert (args.threshold, args.confidence) == (0.05, 0.99)

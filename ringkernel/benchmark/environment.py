@@ -14,6 +14,8 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
+from . import _fields
+
 __all__ = ["EnvironmentFingerprint", "COMPARABLE_FIELDS"]
 
 #: Fields whose change makes timings incomparable.
@@ -105,11 +107,40 @@ class EnvironmentFingerprint:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "EnvironmentFingerprint":
-        known = {f for f in cls.__dataclass_fields__}
-        kwargs = {k: v for k, v in data.items() if k in known}
-        kwargs.setdefault("backend", "unknown")
-        kwargs["versions"] = dict(kwargs.get("versions") or {})
-        return cls(**kwargs)
+        """Read :meth:`to_dict`'s output; unknown keys are ignored, missing ones take their defaults.
+
+        Raises
+        ------
+        ConfigurationError
+            A field has the wrong type; ``details['field']`` names it.
+        """
+        return _environment_from_dict(data, "")
+
+
+_TEXT_FIELDS = ("host", "platform", "python", "captured_at")
+_OPTIONAL_TEXT_FIELDS = ("gpu_name", "compute_capability", "driver_version")
+_OPTIONAL_INT_FIELDS = ("sm_clock_mhz", "mem_clock_mhz", "max_sm_clock_mhz")
+
+
+def _environment_from_dict(data: Any, where: str) -> EnvironmentFingerprint:
+    """``EnvironmentFingerprint.from_dict`` with field paths in errors prefixed by ``where``."""
+    data = _fields.require_object(data, where, "an environment fingerprint")
+    kwargs: dict[str, Any] = {}
+    backend = _fields.get(data, "backend", where, "a string", _fields.is_str, optional=True)
+    kwargs["backend"] = "unknown" if backend is None else backend
+    for name in _TEXT_FIELDS:
+        value = _fields.get(data, name, where, "a string", _fields.is_str, optional=True)
+        kwargs[name] = "" if value is None else value
+    for name in _OPTIONAL_TEXT_FIELDS:
+        kwargs[name] = _fields.get(data, name, where, "a string or null", _fields.is_str, optional=True)
+    for name in _OPTIONAL_INT_FIELDS:
+        kwargs[name] = _fields.get(data, name, where, "an integer (MHz) or null", _fields.is_int, optional=True)
+    versions = _fields.get(data, "versions", where, "an object", lambda v: isinstance(v, Mapping), optional=True)
+    for package, version in (versions or {}).items():
+        if not isinstance(version, str):
+            raise _fields.field_error(_fields.join(where, f"versions.{package}"), "a version string", version)
+    kwargs["versions"] = dict(versions or {})
+    return EnvironmentFingerprint(**kwargs)
 
 
 def _read_clocks() -> dict[str, int]:

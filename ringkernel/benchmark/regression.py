@@ -27,10 +27,12 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .._fileio import atomic_write_bytes
+from .._fileio import atomic_write_bytes, shared_file_mode
 from ..errors import BenchmarkError, ConfigurationError, EnvironmentMismatchError
-from .environment import EnvironmentFingerprint
-from .results import BenchmarkResult
+from . import _fields
+from .environment import EnvironmentFingerprint, _environment_from_dict
+from .results import BenchmarkResult, _result_from_dict
+from .statistics import _check_confidence, _check_fraction, _check_resamples
 
 __all__ = [
     "RegressionStatus",
@@ -125,17 +127,49 @@ def compare_samples(
     name: str = "",
     workload_size: int = 0,
 ) -> RegressionResult:
-    """Judge ``current_ms`` against ``baseline_ms`` (times: larger is worse)."""
+    """Judge ``current_ms`` against ``baseline_ms`` (times: larger is worse).
+
+    Parameters
+    ----------
+    baseline_ms, current_ms:
+        Per-call times in milliseconds (positive and finite), at least one each; fewer than
+        :data:`MIN_SAMPLES` on either side is always Inconclusive.
+    threshold:
+        Smallest relative change of the median to call, strictly between 0 and 1 (0.10 = 10%).
+    confidence:
+        Level of the bootstrap interval of the ratio of medians, strictly between 0 and 1.
+    alpha:
+        Significance level of the Mann-Whitney U test, strictly between 0 and 1.
+    n_resamples:
+        Bootstrap resamples, an int of at least 100 (``statistics.MIN_RESAMPLES``): fewer
+        leave almost nothing in the interval's tails.
+    seed:
+        Seed or generator of the bootstrap; the default makes verdicts reproducible.
+    name, workload_size:
+        Copied into the result, and ``name`` into error messages.
+
+    Raises
+    ------
+    ConfigurationError
+        A parameter is out of range, or a sample is empty, non-numeric, or not positive and finite.
+    """
     from scipy import stats
 
-    if not 0 < threshold < 1:
-        raise ConfigurationError(f"threshold must be in (0, 1), got {threshold!r}")
-    base = np.asarray(baseline_ms, dtype=np.float64)
-    cur = np.asarray(current_ms, dtype=np.float64)
+    _check_comparison(threshold, confidence, alpha)
+    _check_resamples(n_resamples)
+    _check_seed(seed)
+    label = f"'{name}': " if name else ""
+    base = _times(baseline_ms, f"{label}baseline_ms")
+    cur = _times(current_ms, f"{label}current_ms")
     if base.size == 0 or cur.size == 0:
-        raise ConfigurationError(f"'{name}': both samples need measurements (baseline {base.size}, current {cur.size})")
+        raise ConfigurationError(
+            f"{label}both samples need measurements (baseline {base.size}, current {cur.size})",
+            hint="pass at least one time per side; 30 each give reliable verdicts",
+        )
     if np.any(base <= 0) or np.any(cur <= 0) or not (np.all(np.isfinite(base)) and np.all(np.isfinite(cur))):
-        raise ConfigurationError(f"'{name}': times must be positive and finite")
+        raise ConfigurationError(
+            f"{label}times must be positive and finite", hint="drop failed or zero-length measurements first"
+        )
     bmed, cmed = float(np.median(base)), float(np.median(cur))
     ratio = cmed / bmed
     common: dict[str, Any] = dict(
@@ -164,6 +198,35 @@ def compare_samples(
         status = RegressionStatus.INCONCLUSIVE
         msg = f"{pct}: the interval crosses the ±{threshold:.0%} threshold; take more samples"
     return RegressionResult(status=status, ratio_ci=(low, high), p_value=p, message=msg, **common)  # type: ignore[arg-type]
+
+
+def _times(values: Sequence[float], what: str) -> np.ndarray:
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(
+            f"{what} must be numbers (milliseconds), got {values!r:.80}", hint="pass a sequence of floats or a NumPy array"
+        ) from exc
+    if arr.ndim != 1:
+        raise ConfigurationError(f"{what} must be one-dimensional, got shape {arr.shape}")
+    return arr
+
+
+def _check_seed(seed: object) -> None:
+    ok = seed is None or isinstance(seed, np.random.Generator) or (
+        isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0
+    )
+    if not ok:
+        raise ConfigurationError(
+            f"seed must be an int >= 0, a numpy.random.Generator or None, got {seed!r}",
+            hint="pass e.g. seed=0 (reproducible verdicts, the default) or seed=None (fresh randomness)",
+        )
+
+
+def _check_comparison(threshold: object, confidence: object, alpha: object) -> None:
+    _check_fraction("threshold", threshold, "0.10 for 10%")
+    _check_confidence(confidence)
+    _check_fraction("alpha", alpha, "0.05")
 
 
 @dataclass
@@ -233,9 +296,26 @@ def compare_results(
     policy: EnvironmentPolicy = EnvironmentPolicy.WARN,
     seed: int = 0,
 ) -> RegressionReport:
-    """Match results by ``(name, workload_size)`` and judge each pair."""
-    base = {r.key: r for r in baseline}
-    cur = {r.key: r for r in current}
+    """Match results by ``(name, workload_size)`` and judge each pair with :func:`compare_samples`.
+
+    ``threshold``, ``confidence`` and ``alpha`` are as for :func:`compare_samples` and are
+    checked even when no pair matches; ``policy`` must be an :class:`EnvironmentPolicy`.
+
+    Raises
+    ------
+    ConfigurationError
+        A parameter is out of range or of the wrong type.
+    EnvironmentMismatchError
+        The environments differ and ``policy`` is ``EnvironmentPolicy.REFUSE``.
+    """
+    _check_comparison(threshold, confidence, alpha)
+    if not isinstance(policy, EnvironmentPolicy):
+        raise ConfigurationError(
+            f"policy must be an EnvironmentPolicy, got {policy!r}",
+            hint="pass EnvironmentPolicy.WARN, EnvironmentPolicy.REFUSE or EnvironmentPolicy.IGNORE",
+        )
+    base = {_checked_key(r, "baseline"): r for r in baseline}
+    cur = {_checked_key(r, "current"): r for r in current}
     diffs: list[tuple[str, Any, Any]] = []
     b_env = baseline_environment or next((r.environment for r in base.values() if r.environment), None)
     c_env = current_environment or next((r.environment for r in cur.values() if r.environment), None)
@@ -268,6 +348,15 @@ def compare_results(
     )
 
 
+def _checked_key(r: object, side: str) -> tuple[str, int]:
+    if not isinstance(r, BenchmarkResult):
+        raise ConfigurationError(
+            f"{side} must hold BenchmarkResult objects, got {type(r).__name__}",
+            hint="pass suite.results, or BenchmarkBaseline.load(path).results",
+        )
+    return r.key
+
+
 SCHEMA = "ringkernel.benchmark/1"
 
 
@@ -288,7 +377,11 @@ class BenchmarkBaseline:
         return cls(results=results, environment=env, created=now, label=label)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write atomically (temp file + ``os.replace``): a crash never leaves half a file."""
+        """Write atomically (temp file + ``os.replace``): a crash never leaves half a file.
+
+        The file gets the mode ``open()`` would give (0o644 under umask 0o022). Raises
+        ``BenchmarkError`` when it cannot be written.
+        """
         doc = {
             "schema": SCHEMA,
             "kind": "baseline",
@@ -300,37 +393,120 @@ class BenchmarkBaseline:
         return atomic_write_text(Path(path), json.dumps(doc, indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "BenchmarkBaseline":
-        """Read a baseline or any JSON export of a suite; a corrupt file raises ``BenchmarkError``."""
+    def load(cls, path: str | os.PathLike[str], *, role: str = "baseline") -> "BenchmarkBaseline":
+        """Read a baseline or any JSON export of a suite.
+
+        Parameters
+        ----------
+        path:
+            The file.
+        role:
+            What the file is to the caller (``"baseline"``, ``"current results"``); error
+            messages call it that.
+
+        Raises
+        ------
+        BenchmarkError
+            The file is missing, unreadable, not JSON, not a ringkernel benchmark export, or
+            a field is missing or has the wrong type; the message names the file and the
+            field (``details['path']``, ``details['field']``).
+        """
         path = Path(path)
-        try:
-            doc = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise BenchmarkError(f"no baseline at {path}", hint="save one with suite.save_baseline(path)") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BenchmarkError(
-                f"baseline {path} is not readable JSON: {exc}",
-                hint="re-create it with `ringkernel bench run ... --out` or suite.save_baseline()",
-            ) from exc
-        if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-            found = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
-            raise BenchmarkError(
-                f"{path} is not a ringkernel benchmark file (schema {found!r}, expected {SCHEMA!r})",
-                hint="baselines are JSON exports of a BenchmarkSuite",
-            )
-        try:
-            results = [BenchmarkResult.from_dict(r) for r in doc["results"]]
-        except (KeyError, TypeError, ConfigurationError) as exc:
-            raise BenchmarkError(f"baseline {path} has malformed results: {exc}") from exc
+        return _baseline_from_doc(_read_export(path, role=role), _where(path, role))
+
+
+def _shown(path: Path) -> str:
+    """The path as given and, if relative, where that is: the reader may not know the cwd."""
+    return str(path) if path.is_absolute() else f"{path} (absolute: {path.absolute()})"
+
+
+def _where(path: Path, role: str) -> str:
+    return f"{role} file {_shown(path)}"
+
+
+def _read_export(path: Path, *, role: str = "baseline") -> dict[str, Any]:
+    """The parsed JSON of a benchmark export at ``path``, its schema checked (not its fields).
+
+    Raises ``BenchmarkError`` naming ``role`` and the path.
+    """
+    where = _where(path, role)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BenchmarkError(
+            f"no {role} file at {_shown(path)}",
+            hint="check the path; benchmark files are the results.json that `ringkernel bench run --out DIR` "
+                 "writes, or files written by BenchmarkSuite.save_baseline()",
+            details={"path": str(path), "role": role},
+        ) from None
+    except IsADirectoryError:
+        raise BenchmarkError(
+            f"{where} is a directory, not a file", hint="pass the results.json inside it",
+            details={"path": str(path), "role": role},
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BenchmarkError(
+            f"{where} is not readable: {exc}", hint="check its permissions and that it is a JSON export",
+            details={"path": str(path), "role": role},
+        ) from exc
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BenchmarkError(
+            f"{where} is not readable JSON: {exc}", hint=_fields.SCHEMA_HINT, details={"path": str(path), "role": role}
+        ) from exc
+    _check_schema(doc, where, details={"path": str(path), "role": role})
+    assert isinstance(doc, dict)
+    return doc
+
+
+def _check_schema(doc: Any, where: str, details: dict[str, Any] | None = None) -> None:
+    if not isinstance(doc, dict):
+        problem = f"its top level is {_fields.describe(doc)}, not an object"
+    elif "schema" not in doc:
+        problem = "it has no \"schema\" field"
+    elif doc["schema"] != SCHEMA:
+        problem = f"its schema is {_fields.describe(doc['schema'])}"
+    else:
+        return
+    raise BenchmarkError(
+        f"{where} is not a ringkernel benchmark file: {problem} (expected \"schema\": \"{SCHEMA}\")",
+        hint=_fields.SCHEMA_HINT,
+        details=details,
+    )
+
+
+def _baseline_from_doc(doc: dict[str, Any], where: str) -> BenchmarkBaseline:
+    """Validate every field of a parsed export; errors say ``where`` (the file) and the field."""
+    try:
+        raw = _fields.get(doc, "results", "", "a list of benchmark results", lambda v: isinstance(v, list))
+        results = [_result_from_dict(r, f"results[{i}]") for i, r in enumerate(raw)]
         env = doc.get("environment")
-        return cls(
-            results=results,
-            environment=EnvironmentFingerprint.from_dict(env) if env else None,
-            created=str(doc.get("generated", "")),
-            label=str(doc.get("label", "")),
-        )
+        environment = None if env is None else _environment_from_dict(env, "environment")
+        created = _fields.get(doc, "generated", "", "a string (ISO 8601)", _fields.is_str, optional=True)
+        label = _fields.get(doc, "label", "", "a string", _fields.is_str, optional=True)
+    except ConfigurationError as exc:
+        raise BenchmarkError(f"{where}: {exc.message}", hint=exc.hint, details=exc.details) from exc
+    return BenchmarkBaseline(results=results, environment=environment, created=created or "", label=label or "")
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (temp file + ``os.replace``)."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    """Write ``text`` to ``path`` atomically (temp file + ``os.replace``), readable as the umask allows.
+
+    Reports and baselines are for people and CI to read, so they get the mode ``open()``
+    would give (0o644 under the usual umask), not the temp file's private 0o600. An
+    ``OSError`` (read-only directory, a file where a directory should be, a full disk)
+    becomes ``BenchmarkError`` naming the path.
+    """
+    try:
+        return atomic_write_bytes(path, text.encode("utf-8"), mode=shared_file_mode())
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            reason = f"{blocker} is a file, not a directory"
+        raise BenchmarkError(
+            f"could not write {path}: {reason}",
+            hint="choose a directory you can write to (`--out DIR` on the command line)",
+            details={"path": str(path), "errno": exc.errno},
+        ) from exc

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from ..errors import ConfigurationError
-from .environment import EnvironmentFingerprint
-from .statistics import Statistics, Summary
+from . import _fields
+from .environment import EnvironmentFingerprint, _environment_from_dict
+from .statistics import Statistics, Summary, _check_confidence, _check_fraction, _is_real
 
 __all__ = ["BenchmarkConfig", "BenchmarkResult", "format_rate", "format_time_ms"]
 
@@ -56,27 +57,35 @@ class BenchmarkConfig:
     cover_launch_overhead: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.warmup_iterations, int) or self.warmup_iterations < 0:
-            raise ConfigurationError(f"warmup_iterations must be an int >= 0, got {self.warmup_iterations!r}")
-        if not isinstance(self.measurement_iterations, int) or self.measurement_iterations < 2:
+        def is_int(v: object) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        if not is_int(self.warmup_iterations) or self.warmup_iterations < 0:
+            raise ConfigurationError(
+                f"warmup_iterations must be an int >= 0, got {self.warmup_iterations!r}", hint="pass e.g. warmup_iterations=3"
+            )
+        if not is_int(self.measurement_iterations) or self.measurement_iterations < 2:
             raise ConfigurationError(
                 f"measurement_iterations must be an int >= 2, got {self.measurement_iterations!r}",
                 hint="statistics need at least two samples; 30 is a good default",
             )
-        if self.min_time_s < 0 or self.max_time_s <= 0 or self.min_time_s > self.max_time_s:
+        if not (_is_real(self.min_time_s) and _is_real(self.max_time_s)) \
+                or self.min_time_s < 0 or self.max_time_s <= 0 or self.min_time_s > self.max_time_s:  # fmt: skip
             raise ConfigurationError(
-                f"need 0 <= min_time_s <= max_time_s and max_time_s > 0, got {self.min_time_s!r}, {self.max_time_s!r}"
+                f"need 0 <= min_time_s <= max_time_s and max_time_s > 0 (seconds), got {self.min_time_s!r}, {self.max_time_s!r}",
+                hint="pass e.g. min_time_s=0.0, max_time_s=60.0",
             )
-        if not 0 < self.regression_threshold < 1:
+        _check_fraction("regression_threshold", self.regression_threshold, "0.10 for 10%")
+        _check_confidence(self.confidence)
+        _check_fraction("alpha", self.alpha, "0.05")
+        if not _is_real(self.target_batch_time_ms) or self.target_batch_time_ms <= 0:
             raise ConfigurationError(
-                f"regression_threshold must be in (0, 1), got {self.regression_threshold!r}", hint="e.g. 0.10 for 10%"
+                f"target_batch_time_ms must be a positive number, got {self.target_batch_time_ms!r}",
+                hint="pass e.g. target_batch_time_ms=1.0",
             )
-        if not 0 < self.confidence < 1:
-            raise ConfigurationError(f"confidence must be in (0, 1), got {self.confidence!r}")
-        if not 0 < self.alpha < 1:
-            raise ConfigurationError(f"alpha must be in (0, 1), got {self.alpha!r}")
-        if self.target_batch_time_ms <= 0:
-            raise ConfigurationError(f"target_batch_time_ms must be positive, got {self.target_batch_time_ms!r}")
+        for name in ("flush_l2", "cover_launch_overhead"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigurationError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
     @classmethod
     def quick(cls) -> "BenchmarkConfig":
@@ -195,24 +204,55 @@ class BenchmarkResult:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "BenchmarkResult":
-        try:
-            env = data.get("environment")
-            return cls(
-                name=str(data["name"]),
-                workload_size=int(data["workload_size"]),
-                throughput=float(data["throughput"]),
-                throughput_unit=str(data["throughput_unit"]),
-                total_time_ms=float(data["total_time_ms"]),
-                measurement_times=[float(x) for x in data["measurement_times_ms"]],
-                metadata=dict(data.get("metadata") or {}),
-                timestamp=str(data.get("timestamp", "")),
-                environment=EnvironmentFingerprint.from_dict(env) if env else None,
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigurationError(
-                f"not a benchmark result: {exc!r}",
-                hint="results are read from ringkernel's JSON export (schema in docs/benchmark.md)",
-            ) from exc
+        """Read one entry of a JSON export's ``results`` (the output of :meth:`to_dict`).
+
+        Every field's type is checked, so a hand-edited or foreign file fails here, naming
+        the field, rather than later inside the statistics. ``summary`` and ``median_ms``
+        are recomputed from the samples, not read.
+
+        Raises
+        ------
+        ConfigurationError
+            A field is missing or has the wrong type; ``details['field']`` names it.
+        """
+        return _result_from_dict(data, "")
+
+
+def _positive_number(v: Any) -> bool:
+    return _fields.is_number(v) and v > 0
+
+
+def _result_from_dict(data: Any, where: str) -> BenchmarkResult:
+    """``BenchmarkResult.from_dict`` with field paths in errors prefixed by ``where`` (``results[3]``)."""
+    data = _fields.require_object(data, where, "one benchmark result")
+
+    def get(key: str, expected: str, ok: Any, *, optional: bool = False) -> Any:
+        return _fields.get(data, key, where, expected, ok, optional=optional)
+
+    name = get("name", "a non-empty string", lambda v: isinstance(v, str) and bool(v))
+    size = get("workload_size", "a positive integer", lambda v: _fields.is_int(v) and v > 0)
+    throughput = get("throughput", "a positive number", _positive_number)
+    unit = get("throughput_unit", "a string", _fields.is_str)
+    total = get("total_time_ms", "a number >= 0 (milliseconds)", lambda v: _fields.is_number(v) and v >= 0)
+    key = "measurement_times_ms"
+    times = get(key, "a non-empty list of times in milliseconds", lambda v: isinstance(v, list) and bool(v))
+    for i, t in enumerate(times):
+        if not _positive_number(t):
+            raise _fields.field_error(_fields.join(where, f"{key}[{i}]"), "a positive number (milliseconds)", t)
+    metadata = get("metadata", "an object or null", lambda v: isinstance(v, Mapping), optional=True)
+    timestamp = get("timestamp", "a string (ISO 8601)", _fields.is_str, optional=True)
+    env = data.get("environment")
+    return BenchmarkResult(
+        name=name,
+        workload_size=size,
+        throughput=float(throughput),
+        throughput_unit=unit,
+        total_time_ms=float(total),
+        measurement_times=[float(t) for t in times],
+        metadata=dict(metadata or {}),
+        timestamp=timestamp or "",
+        environment=None if env is None else _environment_from_dict(env, _fields.join(where, "environment")),
+    )
 
 
 _PREFIXES = [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")]

@@ -153,8 +153,18 @@ class ScalingMetrics:
         }
 
 
+def _preview(values: object) -> str:
+    text = repr(values)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _as_array(values: Samples, what: str = "values", minimum: int = 1) -> np.ndarray:
-    arr = np.asarray(values, dtype=np.float64).ravel()
+    try:
+        arr = np.asarray(values, dtype=np.float64).ravel()
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(
+            f"{what} must be numbers, got {_preview(values)}", hint="pass a sequence of floats or a NumPy array"
+        ) from exc
     if arr.size < minimum:
         raise ConfigurationError(f"{what} needs at least {minimum} value(s), got {arr.size}")
     if not np.all(np.isfinite(arr)):
@@ -162,9 +172,41 @@ def _as_array(values: Samples, what: str = "values", minimum: int = 1) -> np.nda
     return arr
 
 
-def _check_confidence(confidence: float) -> None:
-    if not 0 < confidence < 1:
-        raise ConfigurationError(f"confidence must be in (0, 1), got {confidence!r}", hint="e.g. 0.95")
+#: Fewest bootstrap resamples accepted: below this the tails of a 95% interval hold a
+#: handful of resamples (2.5% of 100 is 2.5), and the interval is noise.
+MIN_RESAMPLES = 100
+
+
+def _is_real(value: object) -> bool:
+    """A finite real number: an int or float (NumPy's included), not a bool."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return False
+    return math.isfinite(value)
+
+
+def _check_fraction(name: str, value: object, example: str) -> None:
+    """``value`` must be a number strictly between 0 and 1 (``name`` and ``example`` go in the message)."""
+    if not _is_real(value) or not 0 < value < 1:  # type: ignore[operator]
+        raise ConfigurationError(
+            f"{name} must be a number strictly between 0 and 1, got {value!r}",
+            hint=f"pass e.g. {name}={example}",
+            details={name: value},
+        )
+
+
+def _check_confidence(confidence: object) -> None:
+    _check_fraction("confidence", confidence, "0.95 for a 95% interval")
+
+
+def _check_resamples(n_resamples: object) -> None:
+    if isinstance(n_resamples, (bool, np.bool_)) or not isinstance(n_resamples, (int, np.integer)) \
+            or n_resamples < MIN_RESAMPLES:  # fmt: skip
+        raise ConfigurationError(
+            f"n_resamples must be an int >= {MIN_RESAMPLES}, got {n_resamples!r}",
+            hint=f"pass n_resamples=2000 (the default) or another int >= {MIN_RESAMPLES}: the bootstrap "
+                 "interval's tails need enough resamples to mean anything",
+            details={"n_resamples": n_resamples, "minimum": MIN_RESAMPLES},
+        )
 
 
 class Statistics:
@@ -190,8 +232,8 @@ class Statistics:
 
         The input need not be sorted (the proposal's name is kept; sorting is done here).
         """
-        if not 0 <= p <= 100:
-            raise ConfigurationError(f"percentile p must be in [0, 100], got {p!r}")
+        if not _is_real(p) or not 0 <= p <= 100:
+            raise ConfigurationError(f"percentile p must be a number in [0, 100], got {p!r}", hint="pass e.g. p=95")
         return float(np.percentile(_as_array(sorted_values), p))
 
     @staticmethod
@@ -220,6 +262,7 @@ class Statistics:
         from scipy import stats
 
         _check_confidence(confidence)
+        _check_resamples(n_resamples)
         arr = _as_array(values, minimum=2)
         med = float(np.median(arr))
         if np.all(arr == arr[0]):
@@ -263,6 +306,7 @@ class Statistics:
     @staticmethod
     def summarize(values: Samples, confidence: float = 0.95, *, seed: int | None = 0) -> Summary:
         """Every descriptive statistic of a sample at once."""
+        _check_confidence(confidence)
         arr = _as_array(values)
         if arr.size == 1:
             v = float(arr[0])

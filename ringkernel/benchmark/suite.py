@@ -9,11 +9,15 @@ from typing import Iterable, Sequence
 
 from ..errors import BenchmarkError, ConfigurationError
 from .environment import EnvironmentFingerprint
+from . import _fields
 from .regression import (
-    SCHEMA,
     BenchmarkBaseline,
     EnvironmentPolicy,
     RegressionReport,
+    _baseline_from_doc,
+    _check_schema,
+    _read_export,
+    _where,
     atomic_write_text,
     compare_results,
 )
@@ -45,6 +49,16 @@ class BenchmarkSuite:
         *,
         environment_policy: EnvironmentPolicy = EnvironmentPolicy.WARN,
     ) -> None:
+        if config is not None and not isinstance(config, BenchmarkConfig):
+            raise ConfigurationError(
+                f"config must be a BenchmarkConfig, got {type(config).__name__}",
+                hint="pass e.g. BenchmarkConfig(measurement_iterations=30), or nothing for the defaults",
+            )
+        if not isinstance(environment_policy, EnvironmentPolicy):
+            raise ConfigurationError(
+                f"environment_policy must be an EnvironmentPolicy, got {environment_policy!r}",
+                hint="pass EnvironmentPolicy.WARN, EnvironmentPolicy.REFUSE or EnvironmentPolicy.IGNORE",
+            )
         self.config = config or BenchmarkConfig()
         self.environment_policy = environment_policy
         self._results: list[BenchmarkResult] = []
@@ -91,7 +105,16 @@ class BenchmarkSuite:
 
     # -- baseline ---------------------------------------------------------------------
     def set_baseline(self, baseline: BenchmarkBaseline | str | os.PathLike[str]) -> None:
-        """Use ``baseline`` (or the baseline file at that path) for comparisons."""
+        """Use ``baseline`` (or the baseline file at that path) for comparisons.
+
+        Raises ``BenchmarkError`` when the file is missing or malformed (see
+        :meth:`BenchmarkBaseline.load`).
+        """
+        if not isinstance(baseline, (BenchmarkBaseline, str, os.PathLike)):
+            raise ConfigurationError(
+                f"baseline must be a BenchmarkBaseline or a path, got {type(baseline).__name__}",
+                hint="pass e.g. suite.set_baseline('baseline.json')",
+            )
         if not isinstance(baseline, BenchmarkBaseline):
             baseline = BenchmarkBaseline.load(baseline)
         self._baseline = baseline
@@ -112,6 +135,10 @@ class BenchmarkSuite:
         if self._baseline is None:
             return None
         policy = policy or self.environment_policy
+        if not isinstance(policy, EnvironmentPolicy):
+            raise ConfigurationError(
+                f"policy must be an EnvironmentPolicy, got {policy!r}", hint="pass e.g. policy=EnvironmentPolicy.REFUSE"
+            )
         key = hash((len(self._results), id(self._baseline), policy))
         if self._report_cache is not None and self._report_cache[0] == key:
             return self._report_cache[1]
@@ -165,7 +192,14 @@ class BenchmarkSuite:
     def write_reports(
         self, directory: str | os.PathLike[str], formats: Sequence[str] = tuple(REPORT_FORMATS), *, title: str = "Benchmark report"
     ) -> dict[str, Path]:
-        """Write the chosen report formats into ``directory`` (atomic writes); returns the paths."""
+        """Write the chosen report formats into ``directory`` (atomic writes); returns the paths.
+
+        Files get the mode ``open()`` would give (0o644 under umask 0o022), and an existing
+        report is replaced whole. Raises ``BenchmarkError`` when a file cannot be written,
+        ``ConfigurationError`` for an unknown format.
+        """
+        if isinstance(formats, str):
+            formats = [formats]
         unknown = [f for f in formats if f not in REPORT_FORMATS]
         if unknown:
             raise ConfigurationError(f"unknown report format(s) {unknown}", hint=f"choose from {list(REPORT_FORMATS)}")
@@ -183,23 +217,25 @@ class BenchmarkSuite:
     # -- loading ----------------------------------------------------------------------
     @classmethod
     def from_json(cls, source: str | os.PathLike[str], *, config: BenchmarkConfig | None = None) -> "BenchmarkSuite":
-        """A suite holding the results of a JSON export (a path, or the JSON text itself)."""
+        """A suite holding the results of a JSON export (a path, or the JSON text itself).
+
+        The export's ``config`` is used unless ``config`` is given (or it is not a valid
+        ``BenchmarkConfig``). Raises ``BenchmarkError`` naming the file and the field when
+        the file is missing or malformed.
+        """
         text = str(source)
         if not text.lstrip().startswith("{"):
             path = Path(source)
-            baseline = BenchmarkBaseline.load(path)
-            try:
-                doc = json.loads(path.read_text())
-            except Exception:  # already validated by load()
-                doc = {}
+            doc = _read_export(path, role="results")
+            where = _where(path, "results")
         else:
+            where = "the JSON text"
             try:
                 doc = json.loads(text)
             except json.JSONDecodeError as exc:
-                raise BenchmarkError(f"not valid JSON: {exc}") from exc
-            if doc.get("schema") != SCHEMA:
-                raise BenchmarkError(f"not a ringkernel benchmark export (schema {doc.get('schema')!r})")
-            baseline = BenchmarkBaseline(results=[BenchmarkResult.from_dict(r) for r in doc["results"]])
+                raise BenchmarkError(f"{where} is not valid JSON: {exc}", hint=_fields.SCHEMA_HINT) from exc
+            _check_schema(doc, where)
+        baseline = _baseline_from_doc(doc, where)
         if config is None and isinstance(doc.get("config"), dict):
             try:
                 config = BenchmarkConfig(**doc["config"])
