@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import sys
+
 import numpy as np
 
-__all__ = ["ArrayInfo", "array_info", "describe", "fmt_type", "accepts"]
+__all__ = ["ArrayInfo", "array_info", "describe", "fmt_type", "accepts", "argument_kind", "ArgumentProblem"]
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,19 @@ class ArrayInfo:
     #: Bytes between elements per axis; ``None``: C-contiguous (what the interface's absent
     #: ``strides`` means).
     strides: tuple[int, ...] | None = None
+
+    def is_contiguous(self, order: str) -> bool:
+        """Whether the elements are packed in ``order`` ("C" or "F"), as numba's layouts mean."""
+        if self.strides is None:
+            return order == "C" or sum(1 for n in self.shape if n > 1) <= 1
+        shape = self.shape if order == "C" else self.shape[::-1]
+        strides = self.strides if order == "C" else self.strides[::-1]
+        expect = self.dtype.itemsize
+        for n, st in zip(reversed(shape), reversed(strides)):
+            if n > 1 and st != expect:
+                return False
+            expect *= n
+        return True
 
     def contiguous_axis(self) -> int | None:
         """The axis whose neighbours are adjacent in memory (smallest stride among axes longer than 1)."""
@@ -54,6 +69,116 @@ def array_info(arg: Any) -> ArrayInfo | None:
     return None
 
 
+class ArgumentProblem(Exception):
+    """Why a value cannot be a kernel argument (``message``) and what to do (``hint``)."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+_INT_MIN, _UINT_MAX = -(2**63), 2**64 - 1
+
+
+def argument_kind(arg: Any) -> str:
+    """What a kernel argument is: ``"array"`` (device memory), ``"host"`` (a NumPy array),
+    ``"managed"`` (a :class:`~ringkernel.ManagedBuffer`), ``"scalar"`` or ``"tuple"``.
+
+    Raises :class:`ArgumentProblem` for anything numba cannot pass to a kernel, saying what
+    to pass instead: ``None``, strings, lists, dicts, 0-d arrays, integers beyond 64 bits,
+    a ``PooledBuffer`` (raw bytes: no shape, no dtype), objects in host memory.
+    """
+    if arg is None:
+        raise ArgumentProblem(
+            "is None",
+            "pass a device array or a number (did a function return None instead of an array?)",
+        )
+    if isinstance(arg, (bool, np.bool_, float, complex)):
+        return "scalar"
+    if isinstance(arg, int):
+        if not _INT_MIN <= arg <= _UINT_MAX:
+            raise ArgumentProblem(
+                f"is the integer {arg}, which does not fit in 64 bits",
+                "pass a value in [-2**63, 2**64) or a float",
+            )
+        return "scalar"
+    if isinstance(arg, np.ndarray):
+        if arg.ndim == 0:
+            raise ArgumentProblem(
+                f"is a 0-d NumPy array ({arg.dtype})",
+                "pass the number itself: x.item() or x[()]",
+            )
+        if arg.dtype.hasobject:
+            raise ArgumentProblem(f"is a NumPy array of Python objects ({arg.dtype})", "use a numeric dtype")
+        return "host"
+    if isinstance(arg, (np.str_, np.bytes_, str, bytes, bytearray)):
+        raise ArgumentProblem(
+            f"is a {type(arg).__name__}; kernels cannot take text",
+            "pass numbers or arrays (text as bytes: cuda.to_device(np.frombuffer(s.encode(), np.uint8)))",
+        )
+    if isinstance(arg, np.generic):
+        if isinstance(arg, np.object_):
+            raise ArgumentProblem("is a NumPy object scalar", "pass a number")
+        return "scalar"
+    managed = sys.modules.get("ringkernel.memory.buffer")
+    if managed is not None and isinstance(arg, managed.ManagedBuffer):
+        return "managed"
+    pooled = sys.modules.get("ringkernel.memory.pool")
+    if pooled is not None and isinstance(arg, pooled.PooledBuffer):
+        raise ArgumentProblem(
+            f"is a PooledBuffer ({arg.nbytes} bytes): raw device memory with no shape or dtype",
+            "view it as an array first: buf.as_array(shape, dtype), or allocate with pool.device_array(shape, dtype)",
+        )
+    if hasattr(type(arg), "__cuda_array_interface__") or _is_sim_array(arg):
+        try:
+            cai = arg.__cuda_array_interface__ if not _is_sim_array(arg) else None
+            if cai is not None and np.dtype(cai["typestr"]).hasobject:
+                raise ArgumentProblem("is a device array of Python objects", "use a numeric dtype")
+        except ArgumentProblem:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a broken interface: say so, do not crash in numba
+            raise ArgumentProblem(
+                f"has a __cuda_array_interface__ that cannot be read ({type(exc).__name__}: {exc})",
+                "pass a numba device array (numba.cuda.as_cuda_array(x)) or a CuPy/PyTorch array",
+            ) from exc
+        return "array"
+    if isinstance(arg, tuple):
+        for k, item in enumerate(arg):
+            try:
+                kind = argument_kind(item)
+            except ArgumentProblem as p:
+                raise ArgumentProblem(
+                    f"is a tuple whose item {k} {p.message}",
+                    "a tuple argument may hold numbers and device arrays only; " + p.hint,
+                ) from None
+            if kind not in ("scalar", "array", "tuple"):
+                raise ArgumentProblem(
+                    f"is a tuple holding a {type(item).__name__} ({kind})",
+                    "a tuple argument may hold numbers and device arrays only",
+                )
+        return "tuple"
+    if isinstance(arg, list):
+        raise ArgumentProblem(
+            f"is a Python list of {len(arg)} items; kernels take device arrays",
+            "copy it to the GPU once: numba.cuda.to_device(np.asarray(x, dtype=np.float32)) (choose the dtype), "
+            "or pass a tuple for a fixed handful of numbers",
+        )
+    if isinstance(arg, dict):
+        raise ArgumentProblem("is a dict; kernels take device arrays and numbers", "pass the values as separate arguments")
+    what = type(arg).__name__
+    if hasattr(arg, "__array__") or hasattr(arg, "__array_interface__"):
+        raise ArgumentProblem(
+            f"is a {what} in host memory (it has no __cuda_array_interface__)",
+            "move it to the GPU: numba.cuda.to_device(np.asarray(x)), tensor.cuda(), or cupy.asarray(x)",
+        )
+    raise ArgumentProblem(
+        f"is a {type(arg).__module__}.{what}, which numba cannot pass to a kernel",
+        "pass a device array (numba, CuPy, PyTorch: anything with __cuda_array_interface__), a number, "
+        "or a tuple of those",
+    )
+
+
 def _is_sim_array(arg: Any) -> bool:
     cls = type(arg)
     return cls.__name__ == "FakeCUDAArray" and cls.__module__.startswith("numba.cuda.simulator")
@@ -62,7 +187,8 @@ def _is_sim_array(arg: Any) -> bool:
 def describe(arg: Any) -> str:
     info = array_info(arg)
     if info is not None:
-        return f"device array {info.dtype}{list(info.shape)}"
+        layout = "" if info.is_contiguous("C") else (" (Fortran order)" if info.is_contiguous("F") else " (strided)")
+        return f"device array {info.dtype}{list(info.shape)}{layout}"
     if isinstance(arg, np.ndarray):
         return f"host ndarray {arg.dtype}{list(arg.shape)}"
     return type(arg).__name__
@@ -73,7 +199,12 @@ def fmt_type(numba_type: Any) -> str:
     from numba.core import types
 
     if isinstance(numba_type, types.Array):
-        return f"{numba_type.dtype}[{', '.join([':'] * numba_type.ndim)}]"
+        dims = [":"] * numba_type.ndim
+        if dims and numba_type.layout == "C":
+            dims[-1] = "::1"
+        elif dims and numba_type.layout == "F":
+            dims[0] = "::1"
+        return f"{numba_type.dtype}[{', '.join(dims)}]"
     return str(numba_type)
 
 
@@ -84,7 +215,13 @@ def accepts(numba_type: Any, arg: Any, info: ArrayInfo | None) -> bool:
     if isinstance(numba_type, types.Array):
         if info is None:
             return False
-        return info.dtype == as_dtype(numba_type.dtype) and len(info.shape) == numba_type.ndim
+        if info.dtype != as_dtype(numba_type.dtype) or len(info.shape) != numba_type.ndim:
+            return False
+        if numba_type.layout == "C":
+            return info.is_contiguous("C")
+        if numba_type.layout == "F":
+            return info.is_contiguous("F")
+        return True
     if isinstance(numba_type, types.Boolean):
         return isinstance(arg, (bool, np.bool_))
     if isinstance(numba_type, types.Integer):

@@ -35,7 +35,7 @@ from .errors import (
     KernelCompileError,
     LaunchConfigError,
 )
-from ._args import ArrayInfo, accepts, array_info, describe, fmt_type
+from ._args import ArgumentProblem, ArrayInfo, accepts, argument_kind, array_info, describe, fmt_type
 from .indexing import KernelIndexing, analyze_kernel
 from .compile.runtime import DECISION_CACHE_LIMIT, RuntimeLaunchMixin, launch_error, memo_launch
 from .launch import (
@@ -195,39 +195,77 @@ class GpuKernel(RuntimeLaunchMixin):
 
     # -- argument checks --------------------------------------------------------------
     def _prepare_args(self, args: tuple[Any, ...], host_transfer: bool) -> tuple[tuple[Any, ...], list[tuple[int, np.ndarray, Any]]]:
+        """Check every argument before anything reaches numba or the driver; convert what has
+        one right conversion (a ManagedBuffer to its device side, host arrays when
+        ``host_transfer``). Returns the arguments to launch with and the host arrays to copy
+        back afterwards (only those the kernel may write)."""
         if len(args) != len(self._params):
             raise KernelArgumentError(
                 f"takes {len(self._params)} arguments ({', '.join(self._params)}), got {len(args)}",
                 kernel_name=self.name,
                 details={"expected": len(self._params), "got": len(args)},
             )
-        copies: list[tuple[int, np.ndarray, Any]] = []
+        kinds = []
         for i, arg in enumerate(args):
-            if isinstance(arg, np.ndarray) and arg.ndim > 0:
+            try:
+                kinds.append(argument_kind(arg))
+            except ArgumentProblem as p:
+                raise KernelArgumentError(
+                    f"argument '{self._params[i]}' (position {i}) {p.message}",
+                    kernel_name=self.name,
+                    hint=p.hint,
+                    details={"parameter": self._params[i], "position": i, "type": type(arg).__name__},
+                ) from None
+        if "host" not in kinds and "managed" not in kinds:
+            return args, []
+        written = set(self._written_params())
+        moved = list(args)
+        copies: list[tuple[int, np.ndarray, Any]] = []
+        to_copy: list[int] = []
+        for i, (arg, kind) in enumerate(zip(args, kinds)):
+            name = self._params[i]
+            if kind == "managed":
+                moved[i] = arg.device_view(readonly=name not in written)
+            elif kind == "host":
                 if not host_transfer:
                     raise KernelArgumentError(
-                        f"argument '{self._params[i]}' (position {i}) is a NumPy array in host memory "
+                        f"argument '{name}' (position {i}) is a NumPy array in host memory "
                         f"({arg.dtype}{list(arg.shape)}); kernels read device memory",
                         kernel_name=self.name,
                         hint=(
-                            f"copy it once with numba.cuda.to_device({self._params[i]}) and pass the device array "
+                            f"copy it once with numba.cuda.to_device({name}) and pass the device array "
                             "(reuse it across launches), or pass host_transfer=True to copy in and out on every "
                             "call (slow: two PCIe transfers per launch)"
                         ),
-                        details={"parameter": self._params[i], "position": i, "shape": arg.shape, "dtype": str(arg.dtype)},
+                        details={"parameter": name, "position": i, "shape": arg.shape, "dtype": str(arg.dtype)},
                     )
-                copies.append((i, arg, None))
-        if not copies:
-            return args, copies
-        from numba import cuda
+                if name in written and not arg.flags.writeable:
+                    raise KernelArgumentError(
+                        f"argument '{name}' (position {i}) is a read-only host array, and the kernel may write it: "
+                        "host_transfer=True would have to copy the result back into it",
+                        kernel_name=self.name,
+                        hint=f"pass a writable array ({name}.copy()), or a device array and copy the result yourself",
+                        details={"parameter": name, "position": i},
+                    )
+                to_copy.append(i)
+        if to_copy:
+            from numba import cuda
 
-        moved = list(args)
-        out = []
-        for i, host, _ in copies:
-            dev = cuda.to_device(host)
-            moved[i] = dev
-            out.append((i, host, dev))
-        return tuple(moved), out
+            for i in to_copy:  # all checks passed: now copy in
+                host = args[i]
+                dev = cuda.to_device(host)
+                moved[i] = dev
+                if self._params[i] in written:
+                    copies.append((i, host, dev))
+        return tuple(moved), copies
+
+    def _written_params(self) -> tuple[str, ...]:
+        """Parameters the kernel may write (an over-approximation, from its code)."""
+        try:
+            return self.indexing.written
+        except Exception as exc:  # noqa: BLE001 - cannot tell: treat every parameter as written
+            log.debug("kernel %s: write analysis failed (%s); copying every array back", self.name, exc)
+            return tuple(self._params)
 
     def _check_types(self, args: tuple[Any, ...], infos: list[ArrayInfo | None]) -> tuple[Any, ...] | None:
         """The declared signature these arguments match (``None`` if none are declared)."""

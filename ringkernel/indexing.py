@@ -80,6 +80,9 @@ class KernelIndexing:
     problems: tuple[str, ...] = ()
     #: Where positions come from: any of "grid" (cuda.grid), "threadIdx", "blockIdx".
     sources: tuple[str, ...] = ()
+    #: Parameters the kernel may write (stores, atomics, device functions that write them,
+    #: calls the analysis cannot see into): an over-approximation, never an under-one.
+    written: tuple[str, ...] = ()
 
     @property
     def single_block(self) -> bool:
@@ -93,6 +96,7 @@ class KernelIndexing:
             "axis_maps": {k: {"axes": list(v.axes), "conflict": v.conflict} for k, v in self.axis_maps.items()},
             "problems": list(self.problems),
             "sources": list(self.sources),
+            "written": list(self.written),
         }, sort_keys=True)  # fmt: skip
 
     @classmethod
@@ -121,9 +125,12 @@ class KernelIndexing:
             sources = tuple(d["sources"])
             if not all(x in ("grid", "threadIdx", "blockIdx") for x in sources):
                 raise ValueError(f"sources {sources!r}")
+            written = tuple(d["written"])
+            if not all(isinstance(x, str) for x in written):
+                raise ValueError(f"written {written!r}")
         except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
             raise ValueError(f"malformed kernel indexing record: {exc}") from exc
-        return cls(ndim, dims, maps, problems, sources)
+        return cls(ndim, dims, maps, problems, sources, written)
 
     def describe(self) -> str:
         if self.ndim is None:
@@ -145,6 +152,7 @@ class _Summary:
     ret: Any  # dependence of the return value
     dims_used: set[int]
     sources: set[str]
+    written: set[int]  # parameters it may write
     # (parameter index, index-tuple length, position, dependence of that index)
     subscripts: list[tuple[int, int, int, frozenset]]
     problems: list[str]
@@ -181,8 +189,9 @@ def analyze_kernel(py_func: Callable[..., Any]) -> KernelIndexing:
         while axes and axes[-1] is None:
             axes.pop()
         maps[params[pidx]] = AxisMap(tuple(axes), conflict)
+    written = tuple(params[i] for i in sorted(summary.written) if i < len(params))
     return KernelIndexing(
-        ndim, tuple(dims), maps, tuple(dict.fromkeys(summary.problems)), tuple(sorted(summary.sources))
+        ndim, tuple(dims), maps, tuple(dict.fromkeys(summary.problems)), tuple(sorted(summary.sources)), written
     )
 
 
@@ -196,7 +205,7 @@ class _Analyzer:
         if key in self.summaries:
             s = self.summaries[key]
             if s is None:  # recursion: the in-progress function contributes nothing more
-                return _Summary(_EMPTY, set(), set(), [], [])
+                return _Summary(_EMPTY, set(), set(), set(), [], [])
             return s
         self.summaries[key] = None
         try:
@@ -204,7 +213,7 @@ class _Analyzer:
 
             ir = run_frontend(func)
         except Exception as exc:  # noqa: BLE001 - any frontend failure means "cannot see"
-            s = _Summary(_EMPTY, set(), set(), [], [f"cannot read {getattr(func, '__name__', func)!r}: {type(exc).__name__}: {exc}"])
+            s = _Summary(_EMPTY, set(), set(), set(range(getattr(getattr(func, '__code__', None), 'co_argcount', 0))), [], [f"cannot read {getattr(func, '__name__', func)!r}: {type(exc).__name__}: {exc}"])
         else:
             s = _FunctionAnalysis(self, ir).run()
         self.summaries[key] = s
@@ -244,6 +253,8 @@ class _FunctionAnalysis:
         self.arg_of: dict[str, int] = {}
         self.dims: set[int] = set()
         self.sources: set[str] = set()
+        self.written: set[int] = set()
+        self._alias_memo: dict[str, frozenset] = {}
         self.subscripts: list[tuple[int, int, int, frozenset]] = []
         self.problems: list[str] = []
         self.memo: dict[str, Any] = {}
@@ -279,10 +290,12 @@ class _FunctionAnalysis:
             base = self.resolve(d.value, depth + 1)
             if base is _UNRESOLVED:
                 return _UNRESOLVED
-            if getattr(base, "__name__", None) == "numba.cuda" and d.attr in _CUDA_NAMES:
-                # By name: the simulator's numba.cuda has no threadIdx until a kernel runs
-                # (it swaps in a fake module per launch).
+            if getattr(base, "__name__", None) == "numba.cuda":
+                # By name: the simulator's numba.cuda has no threadIdx (or atomic, ...) until
+                # a kernel runs (it swaps in a fake module per launch).
                 return _CudaName(d.attr)
+            if isinstance(base, _CudaName):
+                return _CudaName(f"{base.name}.{d.attr}")
             try:
                 return getattr(base, d.attr)
             except Exception:  # noqa: BLE001
@@ -390,9 +403,22 @@ class _FunctionAnalysis:
             self.sources.add("grid")
             comps = tuple(frozenset({("pos", k)}) for k in range(n))
             return comps[0] if n == 1 else comps
+        if isinstance(fn, _CudaName) and fn.name.startswith("atomic.") and d.args:
+            self.written |= self.aliases(d.args[0])  # atomics write their first argument
+        elif not _pure(fn):
+            py = _device_py_func(fn)
+            if py is None:  # a call the analysis cannot see into may write any array it is given
+                for v in args:
+                    self.written |= self.aliases(v)
+                base = self._method_base(d.func)
+                if base is not None:
+                    self.written |= self.aliases(base)
         py = _device_py_func(fn)
         if py is not None:
             s = self.an.summarize(py)
+            for i in s.written:
+                if i < len(d.args):
+                    self.written |= self.aliases(d.args[i])
             self.dims.update(s.dims_used)
             self.sources.update(s.sources)
             self.problems.extend(s.problems)
@@ -410,6 +436,44 @@ class _FunctionAnalysis:
         for v in args:
             out = out | _flat(self.dep(v))
         return out
+
+    def aliases(self, var: Any) -> frozenset:
+        """Parameters whose memory ``var`` may refer to (views, elements, tuples of them)."""
+        name = var.name
+        if name in self._alias_memo:
+            return self._alias_memo[name]
+        self._alias_memo[name] = _EMPTY
+        ir = self.ir
+        out: frozenset = _EMPTY
+        for d in self.defs.get(name, []):
+            if isinstance(d, ir.Arg):
+                out = out | {d.index}
+            elif isinstance(d, ir.Var):
+                out = out | self.aliases(d)
+            elif isinstance(d, ir.Expr):
+                if d.op in ("getattr", "getitem", "static_getitem", "exhaust_iter", "cast"):
+                    out = out | self.aliases(d.value)
+                elif d.op == "build_tuple":
+                    for v in d.items:
+                        out = out | self.aliases(v)
+                elif d.op == "call":
+                    fn = self.resolve(d.func)
+                    if not _pure(fn):
+                        for v in list(d.args) + [v for _, v in (d.kws or ())]:
+                            out = out | self.aliases(v)
+                        base = self._method_base(d.func)
+                        if base is not None:
+                            out = out | self.aliases(base)
+        self._alias_memo[name] = out
+        return out
+
+    def _method_base(self, func_var: Any) -> Any:
+        """``a`` for a call of ``a.method``, where ``a`` is not a module or global object."""
+        defs = self.defs.get(func_var.name, [])
+        if len(defs) == 1 and isinstance(defs[0], self.ir.Expr) and defs[0].op == "getattr":
+            if self.resolve(defs[0].value) is _UNRESOLVED:
+                return defs[0].value
+        return None
 
     def record_subscript(self, arr_var: Any, index: Any, static: bool) -> None:
         param = self.param_of(arr_var)
@@ -429,8 +493,13 @@ class _FunctionAnalysis:
                 self.dep(stmt.target)
             elif isinstance(stmt, ir.SetItem):
                 self.record_subscript(stmt.target, stmt.index, False)
+                self.written |= self.aliases(stmt.target)
+                for v in stmt.list_vars():
+                    self.dep(v)
             elif isinstance(stmt, ir.StaticSetItem):
-                pass
+                self.written |= self.aliases(stmt.target)
+                for v in stmt.list_vars():
+                    self.dep(v)
             else:
                 for v in stmt.list_vars():
                     self.dep(v)
@@ -438,7 +507,9 @@ class _FunctionAnalysis:
         for r in self.returns:
             v = self.dep(r)
             ret = v if ret is None else _join(ret, v)
-        return _Summary(ret if ret is not None else _EMPTY, self.dims, self.sources, self.subscripts, self.problems)
+        return _Summary(
+            ret if ret is not None else _EMPTY, self.dims, self.sources, self.written, self.subscripts, self.problems
+        )
 
 
 def _flat(dep: Any) -> frozenset:
@@ -468,6 +539,27 @@ def _subst(dep: Any, argdeps: list[Any]) -> Any:
         else:
             out = out | {atom}
     return out
+
+
+def _pure(fn: Any) -> bool:
+    """Callees that never write memory they are given: builtins, math, numba.cuda's helpers
+    other than atomics, thread-index helpers, constructors of local/shared arrays."""
+    import builtins
+    import math
+
+    if isinstance(fn, _CudaName):
+        return not fn.name.startswith("atomic.")
+    if fn is _UNRESOLVED or fn is None:
+        return False
+    if isinstance(fn, type) and fn.__module__ == "builtins":
+        return True  # int, float, bool, range, ...
+    name = getattr(fn, "__name__", None)
+    if name is not None and getattr(builtins, name, None) is fn:
+        return True  # len, min, max, abs, ...
+    if getattr(fn, "__module__", None) == "math" or (name is not None and getattr(math, name, None) is fn):
+        return True
+    mod = getattr(type(fn), "__module__", "") or ""
+    return type(fn).__name__ == "ufunc" and mod.startswith("numpy")
 
 
 def _device_py_func(obj: Any) -> Any:
