@@ -38,7 +38,7 @@ __all__ = ["CACHE_VERSION", "PtxCache", "CacheEntry", "PtxCacheStats", "default_
 log = logging.getLogger(__name__)
 
 #: Bumped whenever the file format or what goes into a key changes.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 _MAGIC = b"RKCACHE\n"
 _HEX = re.compile(r"[0-9a-fA-F]+")

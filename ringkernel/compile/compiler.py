@@ -8,8 +8,10 @@ The cache key (:meth:`CachingCompiler.cache_key`) is the SHA-256 of: ``CACHE_VER
 the ringkernel, numba-cuda and Python (major.minor) versions; the compute capability the
 code is built for (``sm_90``, or ``sm_90a`` with an arch suffix); the argument types; the
 compile options (fastmath, lineinfo, debug, max_registers); and the kernel's
-:func:`~ringkernel.compile.fingerprint.code_fingerprint`, which covers its code and that of
-every device function it calls.
+:func:`~ringkernel.compile.fingerprint.code_fingerprint`, which covers its code, default
+values, globals and closure cells, and those of every device function it calls. A kernel
+that reads a value the fingerprint can hash only by type (an object of an arbitrary class)
+gets one warning (docs/cache.md, "Known blind spots").
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 from ..errors import ConfigurationError, KernelCompileError
 from .cache import CACHE_VERSION, CacheEntry, PtxCache
-from .fingerprint import code_fingerprint
+from .fingerprint import code_fingerprint_report
 from .launcher import KernelLauncher
 
 __all__ = ["CachingCompiler", "CompiledKernel", "default_compiler", "kernel_from_source"]
@@ -48,6 +50,9 @@ class CompiledKernel:
     ptx: str = field(repr=False, default="")
     load_ms: float = 0.0
     timings_ms: dict[str, float] = field(default_factory=dict)
+    #: The kernel's :class:`~ringkernel.indexing.KernelIndexing` as JSON, stored with the
+    #: entry so that a cache hit does not rerun the analysis (``None``: not recorded).
+    indexing: str | None = None
     _module: Any = field(repr=False, default=None)
 
 
@@ -107,10 +112,20 @@ class CachingCompiler:
         return self._cc
 
     def fingerprint(self, py_func: Callable[..., Any]) -> str:
+        """``py_func``'s code fingerprint, computed once per function (values changed later
+        in the process are not seen); warns once if it reads values hashed by type only."""
         hit = self._fingerprints.get(id(py_func))
         if hit is not None and hit[0] is py_func:
             return hit[1]
-        fp = code_fingerprint(py_func)
+        fp, opaque = code_fingerprint_report(py_func)
+        if opaque:
+            log.warning(
+                "ringkernel cache: kernel %s reads %s, which the cache key can only hash by type: "
+                "changing their contents does not change the key, and a later process may load code "
+                "compiled with the old values. Pass such values as kernel arguments or module-level "
+                "constants (numbers, tuples, NumPy arrays), or run `ringkernel cache clear` after changing them",
+                getattr(py_func, "__qualname__", py_func), ", ".join(opaque),
+            )  # fmt: skip
         self._fingerprints[id(py_func)] = (py_func, fp)
         return fp
 
@@ -194,6 +209,12 @@ class CachingCompiler:
         code, code_type = _image_bytes(image)
         meta = {"entry_name": lib._entry_name, "name": name, "argtypes": [str(t) for t in argtypes],
                 "cooperative": bool(getattr(compiled, "cooperative", False)), "code_type": code_type}  # fmt: skip
+        try:
+            from ..indexing import analyze_kernel
+
+            meta["indexing"] = analyze_kernel(py_func).to_json()
+        except Exception as exc:  # noqa: BLE001 - the launcher analyses again (and reports) when it needs to
+            log.debug("kernel %s: indexing analysis failed at compile time: %s", name, exc)
         entry = CacheEntry(key, cc, ptx, code, meta)
         if not meta["cooperative"]:
             self.cache.put_entry(entry)
@@ -227,6 +248,7 @@ class CachingCompiler:
             max_threads_per_block=fn.max_threads_per_block,
             launcher=KernelLauncher(fn.function, argtypes, name),
             ptx=entry.ptx,
+            indexing=ix if isinstance(ix := entry.meta.get("indexing"), str) else None,
             load_ms=(time.perf_counter() - t0) * 1e3,
             timings_ms=timings,
             _module=fn.module,
