@@ -93,6 +93,13 @@ def test_example_streams_async() -> None:
     assert "asyncio.gather of two kernels correct: True" in out.stdout and "pipeline correct: True" in out.stdout
 
 
+def test_example_stencil_nd() -> None:
+    out = _run(str(ROOT / "examples" / "stencil_nd.py"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "2-D matches NumPy: True" in out.stdout and "3-D matches NumPy: True" in out.stdout
+    assert "refused, as it should be" in out.stdout and "with elements=(width, height): True" in out.stdout
+
+
 def test_example_kernel_cache() -> None:
     out = _run(str(ROOT / "examples" / "kernel_cache.py"))
     assert out.returncode == 0, out.stdout + out.stderr
