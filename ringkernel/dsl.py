@@ -748,6 +748,7 @@ class GpuKernel(RuntimeLaunchMixin):
             occupancy=sel.occupancy(tpb, resources),
             reasons=("explicit configuration from the caller",),
             arch_name=self.arch.name,
+            ndim=max((d + 1 for d in range(3) if config.grid[d] > 1 or config.block[d] > 1), default=1),
         )
 
     def _run(self, config: LaunchConfig, args: tuple[Any, ...]) -> None:
