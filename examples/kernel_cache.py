@@ -17,13 +17,9 @@ import sys
 import tempfile
 import time
 
-from ringkernel.config import use_simulator_if_no_gpu
+import numpy as np
 
-use_simulator_if_no_gpu()
-
-import numpy as np  # noqa: E402
-
-from ringkernel.compile import CachingCompiler, PtxCache, kernel_from_source  # noqa: E402
+from ringkernel.compile import CachingCompiler, PtxCache, kernel_from_source
 
 KERNEL_V1 = """
 from numba import cuda

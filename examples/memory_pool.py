@@ -7,13 +7,9 @@ from __future__ import annotations
 
 import sys
 
-from ringkernel.config import use_simulator_if_no_gpu
+import numpy as np
 
-use_simulator_if_no_gpu()
-
-import numpy as np  # noqa: E402
-
-from ringkernel import (  # noqa: E402
+from ringkernel import (
     GpuMemoryPool,
     InsufficientMemory,
     ManagedBuffer,
@@ -22,7 +18,7 @@ from ringkernel import (  # noqa: E402
     ResourceGuard,
     SizeClass,
 )
-from ringkernel.kernels import vector_add  # noqa: E402
+from ringkernel.kernels import vector_add
 
 
 def main() -> int:

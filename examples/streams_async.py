@@ -8,15 +8,12 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from ringkernel.config import use_simulator_if_no_gpu
+import numpy as np
 
-use_simulator_if_no_gpu()
-
-import numpy as np  # noqa: E402
-from numba import cuda  # noqa: E402
-
-from ringkernel.kernels import saxpy  # noqa: E402
-from ringkernel.streams import StreamConfig, StreamId, StreamManager, run_pipeline  # noqa: E402
+# ringkernel before numba.cuda, so that it can choose numba's CUDA simulator when there is no GPU
+from ringkernel.kernels import saxpy
+from ringkernel.streams import StreamConfig, StreamId, StreamManager, run_pipeline
+from numba import cuda
 
 
 async def scaled(m: StreamManager, sid: StreamId, x: np.ndarray, alpha: float) -> np.ndarray:

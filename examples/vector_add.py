@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import sys
 
-from ringkernel.config import use_simulator_if_no_gpu
+import numpy as np
 
-use_simulator_if_no_gpu()  # before numba is imported: simulator only when there is no GPU
-
-import numpy as np  # noqa: E402
-from numba import cuda  # noqa: E402
-
-from ringkernel import block_dim_x, block_idx_x, gpu_kernel, thread_idx_x  # noqa: E402
+# ringkernel before numba.cuda, so that it can choose numba's CUDA simulator when there is no GPU
+from ringkernel import block_dim_x, block_idx_x, gpu_kernel, thread_idx_x
+from numba import cuda
 
 
 @gpu_kernel

@@ -4,11 +4,21 @@ Importing ringkernel neither imports numba nor initialises CUDA nor writes to di
 is imported when a kernel is first compiled or a device is first queried. The device-side
 helpers (``thread_idx_x``, ``global_thread_id``, ``grid_stride``, ...) are numba device
 functions and are therefore resolved lazily, on first access.
+
+Importing ringkernel installs an import hook (:func:`ringkernel.config.install_import_hook`):
+the first import of ``numba.cuda``, ringkernel's or the user's own, first chooses between
+the GPU and numba's CUDA simulator (:func:`ringkernel.config.select_backend`), so a machine
+without a GPU runs on the simulator. Import ringkernel before ``numba.cuda`` for that.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from .config import install_import_hook as _install_import_hook
+
+_install_import_hook()  # before anything below can import numba.cuda
+del _install_import_hook
 
 from .benchmark import (
     REPORT_FORMATS,

@@ -141,10 +141,14 @@ class GpuArchitecture:
 
     @classmethod
     def current(cls) -> "GpuArchitecture":
-        """The current device, queried once per process and device (simulator: :data:`SIMULATED`)."""
-        from .config import simulator_enabled
+        """The current device, queried once per process and device (simulator: :data:`SIMULATED`).
 
-        if simulator_enabled():
+        Raises :class:`~ringkernel.errors.DeviceError` when the GPU was chosen and is not usable
+        (see :func:`ringkernel.config.require_backend`).
+        """
+        from .config import require_backend
+
+        if require_backend():
             return SIMULATED
         from numba import cuda
 
@@ -153,7 +157,8 @@ class GpuArchitecture:
         except Exception as exc:  # numba raises CudaSupportError / CudaDriverError
             raise DeviceError(
                 f"no usable CUDA device: {exc}",
-                hint="check `nvidia-smi`; to run without a GPU set NUMBA_ENABLE_CUDASIM=1 before importing numba",
+                hint="check `nvidia-smi`; to run on numba's CUDA simulator instead, set RINGKERNEL_SIMULATOR=1 "
+                "in the environment (and import ringkernel before numba.cuda)",
             ) from exc
         return _query_device(int(dev.id))
 

@@ -146,11 +146,13 @@ class GpuKernel(RuntimeLaunchMixin):
         return self._dispatcher
 
     def _make_dispatcher(self) -> Any:
-        from numba import config as numba_config
+        from .config import simulator_enabled
+
+        sim = simulator_enabled()  # before numba.cuda: ringkernel picks the backend first
         from numba import cuda
 
         opts = dict(self._jit_options)
-        if numba_config.ENABLE_CUDASIM:
+        if sim:
             opts.pop("lineinfo", None)
         return cuda.jit(**opts)(self.py_func)
 
@@ -327,7 +329,7 @@ class GpuKernel(RuntimeLaunchMixin):
             return self._resources[key]
         except KeyError:
             pass
-        from numba import config as numba_config
+        from .config import simulator_enabled
 
         res: KernelResources | None = None
         if self.uses_runtime:
@@ -339,7 +341,7 @@ class GpuKernel(RuntimeLaunchMixin):
                 res = KernelResources(ck.registers_per_thread, ck.shared_mem_per_block, ck.max_threads_per_block)
                 self._resources[key] = res
                 return res
-        if not numba_config.ENABLE_CUDASIM:
+        if not simulator_enabled():
             compiled = self._compile_for(args)
             try:
                 res = KernelResources(

@@ -7,15 +7,19 @@ of a 1-D grid, so the grid-stride loop idiom reads::
     for i in range(global_thread_id(), n, grid_stride()):
         ...
 
-Importing this module imports ``numba.cuda``; ``import ringkernel`` does not (these names
-are resolved lazily on first access). The helpers are compiled with ``forceinline`` on the
+Importing this module chooses the GPU or numba's simulator
+(:func:`ringkernel.config.select_backend`), then imports ``numba.cuda``; ``import ringkernel``
+does neither (these names are resolved lazily on first access). The helpers are compiled with ``forceinline`` on the
 GPU, so they cost nothing over writing ``cuda.threadIdx.x`` by hand.
 """
 
 from __future__ import annotations
 
-from numba import config as _numba_config
-from numba import cuda
+from .config import select_backend, simulator_enabled
+
+select_backend()  # before numba.cuda is imported: the simulator when there is no GPU
+
+from numba import cuda  # noqa: E402
 
 __all__ = [
     "thread_idx_x", "thread_idx_y", "thread_idx_z",
@@ -26,7 +30,7 @@ __all__ = [
     "sync_threads",
 ]  # fmt: skip
 
-_OPTS = {} if _numba_config.ENABLE_CUDASIM else {"forceinline": True}
+_OPTS = {} if simulator_enabled() else {"forceinline": True}
 _device = cuda.jit(device=True, **_OPTS)
 
 

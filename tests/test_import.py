@@ -42,6 +42,7 @@ PROBE = textwrap.dedent(
         "events": events,
         "numba_imported": any(m == "numba" or m.startswith("numba.") for m in sys.modules),
         "cuda_bindings_imported": any(m.startswith("cuda.") for m in sys.modules),
+        "hook_first": type(sys.meta_path[0]).__name__,
     }))
     """
 )
@@ -50,6 +51,7 @@ PROBE = textwrap.dedent(
 def test_import_is_side_effect_free(tmp_path: Path) -> None:
     env = dict(os.environ)
     env.pop("NUMBA_ENABLE_CUDASIM", None)
+    env.pop("RINGKERNEL_SIMULATOR", None)
     env.update(
         PYTHONDONTWRITEBYTECODE="1",
         HOME=str(tmp_path / "home"),
@@ -65,6 +67,7 @@ def test_import_is_side_effect_free(tmp_path: Path) -> None:
     assert report["events"] == [], f"import ringkernel touched the disk or loaded a driver: {report['events']}"
     assert not report["numba_imported"], "import ringkernel must not import numba (it would fix simulator-vs-GPU early)"
     assert not report["cuda_bindings_imported"]
+    assert report["hook_first"] == "_SelectBeforeNumbaCuda", "the backend is chosen at the first numba.cuda import"
     assert list(tmp_path.iterdir()) == [], "nothing may be created"
 
 

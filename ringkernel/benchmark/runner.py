@@ -111,13 +111,14 @@ class GpuTimer:
     """
 
     def __init__(self, stream: Any = None, *, cover_launch_overhead: bool = True) -> None:
-        from numba import config as numba_config
+        from ..config import require_backend
+
+        self.simulated = require_backend()  # before numba.cuda is imported; DeviceError without a GPU
         from numba import cuda
 
         self._cuda = cuda
         self._stream_arg = stream  # None: the default stream
         self.stream: Any = stream if stream is not None else 0
-        self.simulated = bool(numba_config.ENABLE_CUDASIM)
         if not self.simulated:
             self._start = cuda.event(timing=True)
             self._end = cuda.event(timing=True)

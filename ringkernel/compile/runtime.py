@@ -46,9 +46,9 @@ class RuntimeLaunchMixin:
     def uses_runtime(self) -> bool:
         """True when launches go through ringkernel's cache and driver launcher (a real GPU, no debug)."""
         if self._runtime is None:
-            from numba import config as numba_config
+            from ..config import simulator_enabled
 
-            self._runtime = not numba_config.ENABLE_CUDASIM and not self._jit_options["debug"]
+            self._runtime = not simulator_enabled() and not self._jit_options["debug"]
         return self._runtime
 
     def compiled(self, *args: Any) -> Any:

@@ -137,9 +137,13 @@ class SimulatorBackend:
 
 
 def default_backend() -> MemoryBackend:
-    """The driver on a GPU, host memory under the simulator."""
-    from ..config import simulator_enabled
+    """The driver on a GPU, host memory under the simulator.
 
-    if simulator_enabled():
+    Raises :class:`~ringkernel.errors.DeviceError` when the GPU was chosen and is not usable
+    (see :func:`ringkernel.config.require_backend`).
+    """
+    from ..config import require_backend
+
+    if require_backend():
         return SimulatorBackend()
     return DriverBackend()

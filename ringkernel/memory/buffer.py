@@ -45,6 +45,9 @@ class ManagedBuffer:
         stream: Any = None,
         data: Any = None,
     ) -> None:
+        from ..config import require_backend
+
+        require_backend()  # a clear error, not numba's, when the GPU was chosen and there is none
         from numba import cuda
 
         self.shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)

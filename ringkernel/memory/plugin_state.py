@@ -25,10 +25,10 @@ def use_pool(config: PoolConfig | None = None) -> None:
     Equivalent to ``NUMBA_CUDA_MEMORY_MANAGER=ringkernel.memory``. Not available on numba's
     simulator, which has no memory-manager interface.
     """
-    from numba import config as numba_config
+    from ..config import simulator_enabled
 
     global _pool_config
-    if numba_config.ENABLE_CUDASIM:
+    if simulator_enabled():
         raise ConfigurationError(
             "numba's CUDA simulator has no memory-manager interface",
             hint="use GpuMemoryPool directly (pool.device_array) on the simulator",

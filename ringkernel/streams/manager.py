@@ -146,9 +146,10 @@ async def _poll(done: Any) -> None:
 
 
 def _simulated() -> bool:
-    from ..config import simulator_enabled
+    """The backend choice; a clear DeviceError when the GPU was chosen and there is none."""
+    from ..config import require_backend
 
-    return simulator_enabled()
+    return require_backend()
 
 
 class StreamManager:
