@@ -127,7 +127,6 @@ def main() -> int:
         return 2
     arch = GpuArchitecture.current()
     rng = np.random.default_rng()
-    timer = GpuTimer()
     try:
         import cupy
     except Exception:  # not installed
@@ -221,11 +220,15 @@ def main() -> int:
             launch = k[tuple(cfg["grid"]), tuple(cfg["block"])]
             return lambda: launch(*kargs)
 
+        timer = GpuTimer()  # one per workload: nothing carries over between them
         for cfg in configs:
             cfg["_go"] = runner(cfg)
-            timer.synchronize()
-            timer.time_batch(cfg["_go"], args.batch)  # warm
+            cfg["_go"]()  # warm outside the timer (CuPy compiles its kernels on first use)
+            cuda.synchronize()
+            timer.time_batch(cfg["_go"], args.batch)
             cfg["times_ms"] = []
+        print(f"  {w['name']}: checked {len(configs)} configurations ({time.perf_counter() - t0:.1f} s)",
+              file=sys.stderr, flush=True)
         for _ in range(args.rounds):
             order = configs[:]
             random.shuffle(order)

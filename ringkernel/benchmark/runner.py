@@ -176,7 +176,10 @@ class GpuTimer:
             covered = not event_done(self._start)
             self._end.synchronize()
             ms = self._cuda.event_elapsed_time(self._start, self._end) / batch
-            self.host_enqueue_s = max(self.host_enqueue_s, host)
+            # A decaying maximum: one slow call (a library compiling on first use) must not
+            # make every later sample spin for seconds; an estimate that falls too short is
+            # caught below (not covered: retry with a longer spin).
+            self.host_enqueue_s = max(host, 0.5 * self.host_enqueue_s)
             if covered or not self.cover:
                 break
             scale *= 2
