@@ -52,6 +52,7 @@ from .compile import (
     PtxCache,
     PtxCacheStats,
     code_fingerprint,
+    code_fingerprint_report,
     default_cache_dir,
     default_compiler,
     kernel_from_source,
@@ -99,6 +100,7 @@ from .errors import (
     LaunchConfigError,
     RingKernelError,
 )
+from .indexing import AxisMap, KernelIndexing, analyze_kernel
 from .launch import (
     AccessPattern,
     KernelMode,
@@ -123,6 +125,9 @@ _INTRINSICS = (
 
 __all__ = [
     "__version__",
+    "AxisMap",
+    "KernelIndexing",
+    "analyze_kernel",
     # device
     "GpuArchitecture", "PRESETS", "SIMULATED",
     # launch
@@ -137,7 +142,7 @@ __all__ = [
     "RegressionStatus", "ScalingMetrics", "Statistics", "Summary", "compare_results", "compare_samples",
     # compile
     "CACHE_VERSION", "CacheEntry", "PtxCache", "PtxCacheStats", "default_cache_dir",
-    "CachingCompiler", "CompiledKernel", "default_compiler", "kernel_from_source", "code_fingerprint",
+    "CachingCompiler", "CompiledKernel", "default_compiler", "kernel_from_source", "code_fingerprint", "code_fingerprint_report",
     # memory (use_pool and plugin_pool resolve lazily: see __getattr__)
     "GpuMemoryPool", "ManagedBuffer", "MemoryEstimate", "PoolConfig", "PoolDiagnostics", "ClassDiagnostics",
     "PooledBuffer", "ResourceGuard", "SizeClass", "MemoryBackend", "DriverBackend", "SimulatorBackend",

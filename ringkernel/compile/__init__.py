@@ -2,9 +2,10 @@
 
 from .cache import CACHE_VERSION, CacheEntry, PtxCache, PtxCacheStats, default_cache_dir
 from .compiler import CachingCompiler, CompiledKernel, default_compiler, kernel_from_source
-from .fingerprint import code_fingerprint
+from .fingerprint import code_fingerprint, code_fingerprint_report
 
 __all__ = [
     "CACHE_VERSION", "CacheEntry", "PtxCache", "PtxCacheStats", "default_cache_dir",
     "CachingCompiler", "CompiledKernel", "default_compiler", "kernel_from_source", "code_fingerprint",
+    "code_fingerprint_report",
 ]  # fmt: skip
