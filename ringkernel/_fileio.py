@@ -52,16 +52,22 @@ def shared_file_mode() -> int:
     return 0o666 & ~current_umask()
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, dir_mode: int = 0o777, mode: int = PRIVATE_MODE) -> Path:
+def atomic_write_bytes(
+    path: Path, data: bytes, *, dir_mode: int = 0o777, mode: int = PRIVATE_MODE, prefix: str | None = None,
+    suffix: str = ".tmp",
+) -> Path:  # fmt: skip
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part.
 
     The directory is created (with ``dir_mode``) if needed; the temp file is removed on failure.
     The file gets permission bits ``mode``: private (0o600) by default, as the kernel cache
     wants; files meant for people to read and share (reports) pass ``shared_file_mode()``.
+    The temp file is named ``prefix + <random> + suffix`` in the target's directory
+    (default prefix: ``"." + path.name + "."``); a caller that cleans up the temp files of
+    killed writers passes a prefix of its own, so it can recognise them and only them.
     Raises ``OSError`` (read-only or full file systems) for the caller to handle.
     """
     path.parent.mkdir(mode=dir_mode, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}." if prefix is None else prefix, suffix=suffix, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             if mode != PRIVATE_MODE:

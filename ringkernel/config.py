@@ -5,6 +5,10 @@ variable                       meaning
 =============================  ==========================================================
 ``RINGKERNEL_CACHE_DIR``       directory of the on-disk kernel cache (default: the
                                platform's user cache dir + ``ringkernel``)
+``RINGKERNEL_CACHE_SHARED``    ``1``: the kernel cache is shared by the members of its
+                               directory's group (entries written 0640, other members'
+                               entries accepted; docs/cache.md, "Trust model"); ``0`` or
+                               unset: private to the current user
 ``RINGKERNEL_GPU_TESTS``       ``1``: the test suite runs on the real GPU instead of the
                                CUDA simulator
 ``RINGKERNEL_DEFAULT_BLOCK``   override of the selector's preferred block size (testing
@@ -93,6 +97,8 @@ class Settings:
     default_block: int | None
     #: ``RINGKERNEL_SIMULATOR``: True forces the simulator, False the GPU, None is automatic.
     simulator: bool | None = None
+    #: ``RINGKERNEL_CACHE_SHARED=1``: the kernel cache is shared with the directory's group.
+    cache_shared: bool = False
 
     @classmethod
     def from_environ(cls, environ: os._Environ[str] | dict[str, str] | None = None) -> "Settings":
@@ -114,11 +120,19 @@ class Settings:
                     hint="set it to a multiple of 32 between 32 and 1024, or unset it",
                     details={"value": block},
                 )
+        raw_shared = (env.get("RINGKERNEL_CACHE_SHARED") or "").strip()
+        if raw_shared not in ("", "0", "1"):
+            raise ConfigurationError(
+                f"RINGKERNEL_CACHE_SHARED={raw_shared!r} is not one of the allowed values",
+                hint="set it to 1 (share the kernel cache with the directory's group), 0 or unset (private cache)",
+                details={"value": raw_shared},
+            )
         return cls(
             cache_dir=Path(raw_dir).expanduser() if raw_dir else None,
             gpu_tests=env.get("RINGKERNEL_GPU_TESTS", "") == "1",
             default_block=block,
             simulator=_simulator_choice(env),
+            cache_shared=raw_shared == "1",
         )
 
 
@@ -143,20 +157,21 @@ def _probe_gpu() -> tuple[bool, str]:
     """``(present, why not)`` from ``cuInit`` and ``cuDeviceGetCount`` through ctypes (no numba)."""
     import ctypes
 
-    from .compile.launcher import _load_driver_library  # imports no numba
+    from . import driver  # imports no numba
+    from .errors import DriverError
 
     try:
-        lib = _load_driver_library()
-    except OSError:
+        lib = driver.lib()
+    except DriverError:
         return False, "the CUDA driver library, libcuda, could not be loaded"
     try:
         rc = lib.cuInit(0)
         if rc != 0:
-            return False, f"cuInit failed with CUresult {rc}"
+            return False, f"cuInit failed with {driver.error_name(rc)}"
         count = ctypes.c_int(0)
         rc = lib.cuDeviceGetCount(ctypes.byref(count))
         if rc != 0:
-            return False, f"cuDeviceGetCount failed with CUresult {rc}"
+            return False, f"cuDeviceGetCount failed with {driver.error_name(rc)}"
         if count.value <= 0:
             return False, "the CUDA driver reports no device"
         return True, ""

@@ -5,6 +5,7 @@
     RingKernelError
     ├── ConfigurationError        (also ValueError)  an option or profile is out of range
     ├── DeviceError                                   no usable device, or a driver call failed
+    │   └── DriverError                               a driver call failed: result, its name, operation
     ├── MemoryError_                                  pool and guard errors (not Python's MemoryError)
     │   ├── InsufficientMemory                        an allocation would exceed a limit
     │   └── InvalidFree                   (ValueError) double free, foreign pointer, wrong size
@@ -29,6 +30,7 @@ __all__ = [
     "RingKernelError",
     "ConfigurationError",
     "DeviceError",
+    "DriverError",
     "KernelError",
     "KernelArgumentError",
     "LaunchConfigError",
@@ -75,6 +77,31 @@ class ConfigurationError(RingKernelError, ValueError):
 
 class DeviceError(RingKernelError):
     """No usable CUDA device, or a device query failed."""
+
+
+class DriverError(DeviceError):
+    """A CUDA driver call failed (raised by ``ringkernel.driver.check``, the one choke point).
+
+    ``result`` is the numeric ``CUresult`` (``None`` when the driver library could not be
+    loaded at all), ``result_name`` its name (``"CUDA_ERROR_ILLEGAL_ADDRESS"``) and
+    ``operation`` the call that failed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        operation: str,
+        result: int | None,
+        result_name: str | None = None,
+        hint: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.operation = operation
+        self.result = result
+        self.result_name = result_name
+        merged = {"operation": operation, "result": result, "result_name": result_name, **dict(details or {})}
+        super().__init__(message, hint=hint, details=merged)
 
 
 class KernelError(RingKernelError):

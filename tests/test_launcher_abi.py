@@ -12,7 +12,10 @@ import struct
 import pytest
 from numba.core import types
 
+from ringkernel import driver as D
+from ringkernel._args import c_strides
 from ringkernel.compile import launcher as L
+from ringkernel.errors import DriverError
 
 U = ctypes.c_uint
 PROTO = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, U, U, U, U, U, U, U, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
@@ -30,13 +33,13 @@ def fake_driver(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def
         return 0
 
     cb = PROTO(launch)
-    monkeypatch.setattr(L, "_lib", object())  # _driver() returns without loading libcuda
+    monkeypatch.setattr(D, "_lib", object())  # driver.lib() returns without loading libcuda
     monkeypatch.setattr(L, "_launch_fn", cb)
     return calls, slots, cb
 
 
 def _array_info(ptr: int, shape: tuple[int, ...], itemsize: int) -> L.ArgInfo:
-    strides = L._strides_c(shape, itemsize)
+    strides = c_strides(shape, itemsize)
     size = 1
     for s in shape:
         size *= s
@@ -111,6 +114,9 @@ def test_driver_library_is_found_by_its_usual_name_before_find_library(monkeypat
     opened: list[str] = []
 
     class FakeLib:
+        cuLaunchKernel = ctypes.CFUNCTYPE(ctypes.c_int)(lambda: 0)
+        cuStreamSynchronize = ctypes.CFUNCTYPE(ctypes.c_int)(lambda: 0)
+
         def cuInit(self, flags: int) -> int:
             return 0
 
@@ -126,9 +132,11 @@ def test_driver_library_is_found_by_its_usual_name_before_find_library(monkeypat
     def no_find_library(name: str) -> str:
         raise AssertionError("find_library must not run when libcuda.so.1 loads")
 
+    for attr in ("_lib", "launch_fn", "sync_fn"):  # whatever this test loads is forgotten after it
+        monkeypatch.setattr(D, attr, None)
     monkeypatch.setattr(ctypes, "CDLL", fake_cdll)
     monkeypatch.setattr(ctypes.util, "find_library", no_find_library)
-    assert isinstance(L._load_driver_library(), FakeLib)
+    assert isinstance(D._load_library(), FakeLib)
     config.gpu_present.cache_clear()
     try:
         assert config.gpu_present() is False  # loads, but no device
@@ -145,6 +153,6 @@ def test_driver_library_is_found_by_its_usual_name_before_find_library(monkeypat
 
     monkeypatch.setattr(ctypes, "CDLL", no_cdll)
     monkeypatch.setattr(ctypes.util, "find_library", lambda name: "libcuda-found.so")
-    with pytest.raises(OSError, match="cannot load the CUDA driver library"):
-        L._load_driver_library()
+    with pytest.raises(DriverError, match="cannot load the CUDA driver library"):
+        D._load_library()
     assert opened == ["libcuda.so.1", "libcuda.so", "nvcuda.dll", "libcuda-found.so"]

@@ -18,6 +18,7 @@ import pytest
 
 from ringkernel import GpuArchitecture, gpu_kernel
 from ringkernel.compile import compiler as C
+from ringkernel import driver as D
 from ringkernel.compile import launcher as L
 
 U = ctypes.c_uint
@@ -58,7 +59,7 @@ def runtime(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
         return 0
 
     cb = PROTO(launch)
-    monkeypatch.setattr(L, "_lib", object())
+    monkeypatch.setattr(D, "_lib", object())
     monkeypatch.setattr(L, "_launch_fn", cb)
     monkeypatch.setattr(L, "_NUMBA_ARRAY_TYPES", (FakeDeviceArray,))
     compiled: list[tuple] = []
@@ -157,7 +158,8 @@ def test_driver_error_is_translated(runtime, monkeypatch: pytest.MonkeyPatch) ->
     k(a, a, a)
     failing = PROTO(lambda *args: 1)  # CUDA_ERROR_INVALID_VALUE
     monkeypatch.setattr(L, "_launch_fn", failing)
-    monkeypatch.setattr(L, "driver_error_name", lambda rc: f"CUresult {rc}")
+    monkeypatch.setattr(D, "error_name", lambda rc: f"CUresult {rc}")
+    monkeypatch.setattr(D, "_error_string", lambda rc: "")
     k._memo.clear()  # memo entries captured the old function pointer
     with pytest.raises(KernelLaunchError, match="CUresult 1"):
         k(a, a, a)

@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, TextIO
 
-from ..compile.launcher import event_done
+from ..driver import event_done
 from ..errors import BenchmarkError, ConfigurationError
 from .environment import EnvironmentFingerprint
 from .results import BenchmarkConfig, BenchmarkResult

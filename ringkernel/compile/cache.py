@@ -1,49 +1,110 @@
-"""``PtxCache``: compiled kernels (PTX and the linked cubin) on disk, verified on every read.
+"""``PtxCache``: compiled kernels (PTX and the linked cubin) on disk, trusted only after they are checked.
 
 One file per key, ``<key>-<compute capability>.rkc``::
 
     b"RKCACHE\\n"                 magic
-    4 bytes, little endian        length of the header
+    4 bytes, little endian        length of the header (at most 64 KiB)
     header (JSON, UTF-8)          {"format", "key", "compute_cap", "sha256", "ptx_bytes",
                                    "cubin_bytes", "meta", "created"}
     payload                       PTX bytes, then cubin bytes
 
-A file whose magic, header, key, lengths or SHA-256 do not match is a miss: it is logged,
-never loaded, and replaced by the next ``put``. Writes go to a temp file in the same
-directory and are ``os.replace``d into place, so readers and concurrent writers only ever
-see whole entries. An unwritable directory (read-only, full) turns caching off for that
-cache object with one warning; compiling still works.
+What is loaded is passed to ``cuModuleLoadData``, so nothing in the directory is trusted
+before it is checked (docs/cache.md, "Trust model"):
+
+* the directory must be owned by the current user and writable by no one else; in the
+  shared mode (:attr:`CacheMode.SHARED`, ``RINGKERNEL_CACHE_SHARED=1``) it must be
+  group-owned by one of the user's groups and not world-writable. A directory that fails
+  turns the cache off with one warning saying why and what to do; compiling still works;
+* an entry is opened without following symbolic links and without blocking, and must be a
+  regular file owned by the current user (shared mode: or group-owned by the directory's
+  group), writable by its owner only, and not larger than the limits; it is read with a
+  size bound;
+* every header field is type- and range-checked, and the payload's SHA-256 must match.
+
+Anything that fails is a miss: logged (a warning once per file version, then debug),
+never loaded, never an exception to the caller, and replaced by the next ``put``. Writes go
+to a temp file named ``.rkc-*.tmp`` in the same directory and are ``os.replace``d into
+place, so readers and concurrent writers only ever see whole entries; temp files of
+killed writers are removed once they are an hour old. An unwritable directory (read-only,
+full) turns caching off for that cache object with one warning; compiling still works.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
+import math
 import os
 import re
+import stat
 import struct
 import threading
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Mapping
 
-from .._fileio import atomic_write_bytes
+from .._fileio import PRIVATE_MODE, atomic_write_bytes
 from ..config import settings  # at import: a first import here cost 1.5 ms inside the first cache hit
 from ..errors import ConfigurationError
 
-__all__ = ["CACHE_VERSION", "PtxCache", "CacheEntry", "PtxCacheStats", "default_cache_dir"]
+__all__ = [
+    "CACHE_VERSION", "CacheMode", "PtxCache", "CacheEntry", "PtxCacheStats", "default_cache_dir",
+    "DEFAULT_MAX_ENTRY_BYTES", "STALE_TEMP_SECONDS",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
 #: Bumped whenever the file format or what goes into a key changes.
 CACHE_VERSION = 2
 
+#: Largest payload (PTX + cubin) an entry may hold unless ``max_entry_bytes`` says otherwise.
+DEFAULT_MAX_ENTRY_BYTES = 256 << 20
+#: Temp files of the cache older than this (seconds) belong to killed writers and are removed.
+STALE_TEMP_SECONDS = 3600.0
+
 _MAGIC = b"RKCACHE\n"
+_MAX_HEADER = 64 << 10
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _CC = re.compile(r"\w+", re.ASCII)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _SUFFIX = ".rkc"
+_ENTRY_NAME = re.compile(r"[0-9a-fA-F]+-\w+\.rkc", re.ASCII)
+_TEMP_PREFIX = ".rkc-"
+_TEMP_SUFFIX = ".tmp"
+# The cache's own temp files: this version's (``.rkc-<random>.tmp``) and those of older
+# ringkernels (``.<key>-<cc>.rkc.<random>.tmp``); tempfile's random part is [a-z0-9_].
+_TEMP_NAME = re.compile(r"\.rkc-[a-z0-9_]+\.tmp|\.[0-9a-fA-F]+-\w+\.rkc\.[a-z0-9_]+\.tmp", re.ASCII)
+_SWEEP_INTERVAL = 600.0  # a put looks for stale temp files at most this often (seconds)
+
+# No symbolic link is followed at the last component, and a FIFO does not block the open.
+_OPEN_FLAGS = (
+    os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)  # fmt: skip
+_HAVE_NOFOLLOW = hasattr(os, "O_NOFOLLOW")
+_GROUP_OR_OTHER_WRITE = stat.S_IWGRP | stat.S_IWOTH
+
+# meta: what the compiler stores; anything else is refused on read and on write.
+_META_MAX_KEYS = 64
+_META_MAX_LIST = 4096
+_META_STR_FIELDS = ("entry_name", "name", "code_type", "indexing")
+_INT_RANGE = 1 << 63
+
+
+class CacheMode(Enum):
+    """Whose entries a :class:`PtxCache` loads (docs/cache.md, "Trust model")."""
+
+    #: The directory and every entry are the current user's and writable by no one else;
+    #: entries are written 0600.
+    PRIVATE = "private"
+    #: The directory belongs to a group the user is in and is not world-writable; entries
+    #: are written 0640, and entries of other users are loaded when they are group-owned by
+    #: the directory's group and writable by their owner only.
+    SHARED = "shared"
 
 
 def default_cache_dir() -> Path:
@@ -58,7 +119,12 @@ def default_cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class CacheEntry:
-    """A cached kernel: its PTX, the linked cubin (may be empty) and metadata (entry name, ...)."""
+    """A cached kernel: its PTX, the linked cubin (may be empty) and metadata (entry name, ...).
+
+    ``meta`` maps strings to JSON scalars (``str``, ``int``, finite ``float``, ``bool``,
+    ``None``) or lists of them; ``entry_name``, ``name``, ``code_type`` and ``indexing`` are
+    strings, ``cooperative`` a bool and ``argtypes`` a list of strings.
+    """
 
     key: str
     compute_cap: str
@@ -69,7 +135,13 @@ class CacheEntry:
 
 @dataclass(frozen=True)
 class PtxCacheStats:
-    """Entries and bytes on disk; hits and misses of this cache object."""
+    """Entries and bytes on disk; hits and misses of this cache object.
+
+    ``enabled`` is False when the cache was created disabled or its directory was refused
+    (``refused_reason`` says why). ``temp_files`` counts the cache's temp files present
+    now (writes in progress); ``stale_temp_removed`` how many temp files of killed writers
+    (older than an hour) this cache object has removed.
+    """
 
     entries: int
     bytes: int
@@ -77,6 +149,9 @@ class PtxCacheStats:
     misses: int
     enabled: bool
     directory: str | None
+    temp_files: int = 0
+    stale_temp_removed: int = 0
+    refused_reason: str | None = None
 
     @property
     def hit_rate(self) -> float:
@@ -90,17 +165,34 @@ class PtxCache:
     Parameters
     ----------
     cache_dir:
-        Directory (created owner-only on first write). ``None``: :func:`default_cache_dir`.
+        Directory (created on first write: 0700, or 0770 less the umask in the shared
+        mode). ``None``: :func:`default_cache_dir`.
     max_bytes:
         Optional size cap; after a ``put`` the least recently used entries are evicted
         until the cache fits. Loading an entry marks it used.
     enabled:
         ``False`` makes every ``get`` a miss and every ``put`` a no-op.
+    mode:
+        :attr:`CacheMode.PRIVATE` or :attr:`CacheMode.SHARED`; ``None``: shared when
+        ``RINGKERNEL_CACHE_SHARED=1``, else private.
+    max_entry_bytes:
+        Largest payload (PTX + cubin) written or read; larger files are refused unread.
     """
 
-    def __init__(self, cache_dir: str | os.PathLike[str] | None = None, *, max_bytes: int | None = None, enabled: bool = True) -> None:
+    def __init__(
+        self, cache_dir: str | os.PathLike[str] | None = None, *, max_bytes: int | None = None, enabled: bool = True,
+        mode: CacheMode | None = None, max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
+    ) -> None:  # fmt: skip
         if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0):
             raise ConfigurationError(f"max_bytes must be a positive int or None, got {max_bytes!r}")
+        if isinstance(max_entry_bytes, bool) or not isinstance(max_entry_bytes, int) or max_entry_bytes <= 0:
+            raise ConfigurationError(f"max_entry_bytes must be a positive int, got {max_entry_bytes!r}")
+        if mode is None:
+            mode = CacheMode.SHARED if settings().cache_shared else CacheMode.PRIVATE
+        elif not isinstance(mode, CacheMode):
+            raise ConfigurationError(
+                f"mode must be a CacheMode, got {mode!r}", hint="pass CacheMode.PRIVATE or CacheMode.SHARED"
+            )
         # Resolved now, not at the first lookup: a cache object keeps its directory, and the
         # lookup on a kernel's first launch does no configuration work.
         if cache_dir is not None:
@@ -109,16 +201,27 @@ class PtxCache:
             self._dir = default_cache_dir() if enabled else None
         self._dir_str = str(self._dir) if self._dir is not None else ""
         self.max_bytes = max_bytes
+        self.max_entry_bytes = max_entry_bytes
         self.enabled = enabled
+        self.mode = mode
+        self._file_mode = 0o640 if mode is CacheMode.SHARED else PRIVATE_MODE
+        self._euid: int | None = os.geteuid() if hasattr(os, "geteuid") else None  # None: no POSIX owners
         self._hits = 0
         self._misses = 0
         self._warned = False
+        self._dir_ok = False  # the directory passed the checks (kept: it is ours, no one else can change it)
+        self._refused: str | None = None  # why the directory was refused; the cache is off
+        self._noted: set[tuple[Any, ...]] = set()  # refusals already warned about
+        self._stale_removed = 0
+        self._last_sweep = 0.0
         self._lock = threading.Lock()
 
     # -- constructors (the design proposal's names) ------------------------------------
     @classmethod
-    def with_dir(cls, cache_dir: str | os.PathLike[str], *, max_bytes: int | None = None) -> "PtxCache":
-        return cls(cache_dir, max_bytes=max_bytes)
+    def with_dir(
+        cls, cache_dir: str | os.PathLike[str], *, max_bytes: int | None = None, mode: CacheMode | None = None
+    ) -> "PtxCache":
+        return cls(cache_dir, max_bytes=max_bytes, mode=mode)
 
     @classmethod
     def disabled(cls) -> "PtxCache":
@@ -158,89 +261,194 @@ class PtxCache:
         """Store PTX (no cubin)."""
         self.put_entry(CacheEntry(source_hash, compute_cap, ptx))
 
+    # -- trust --------------------------------------------------------------------------
+    def _check_dir(self) -> bool:
+        """Whether the directory may be used. A refusal turns the cache off, with one warning."""
+        if self._dir_ok:
+            return True
+        if self._refused is not None:
+            return False
+        try:
+            st = os.stat(self._dir_str or str(self.cache_dir))
+        except OSError:
+            return False  # absent (a put creates it) or unreachable (a put reports it): a miss
+        problem = _dir_problem(st, self.mode, self._euid)
+        if problem is None:
+            self._dir_ok = True
+            return True
+        why, fix = problem
+        self._refused = why
+        with self._lock:
+            warned, self._warned = self._warned, True
+        if not warned:
+            shared = self.mode is CacheMode.SHARED
+            log.warning(
+                "ringkernel cache: not using %s: %s; kernels will be compiled but not cached. To use it, %s; "
+                "or set RINGKERNEL_CACHE_DIR to a directory %s (docs/cache.md, \"Trust model\").",
+                self._dir_str, why, fix,
+                "of your group that others cannot write" if shared else "that only you can write",
+            )  # fmt: skip
+        return False
+
+    def _entry_problem(self, st: os.stat_result) -> str | None:
+        """Why the opened file ``st`` must not be loaded, or ``None``."""
+        if not stat.S_ISREG(st.st_mode):
+            return f"it is not a regular file but {_kind(st.st_mode)}"
+        limit = len(_MAGIC) + 4 + _MAX_HEADER + self.max_entry_bytes
+        if st.st_size > limit:
+            return f"it is {st.st_size} bytes, more than the {limit} an entry may have (max_entry_bytes)"
+        euid = self._euid
+        if euid is None:
+            return None
+        if st.st_mode & _GROUP_OR_OTHER_WRITE:
+            return f"it is writable by others than its owner (mode {stat.S_IMODE(st.st_mode):04o})"
+        if st.st_uid == euid:
+            return None
+        if self.mode is CacheMode.PRIVATE:
+            return f"it is owned by uid {st.st_uid}, not by you (uid {euid})"
+        # Shared: another user's entry, if the directory (looked at again now: its mode may
+        # have changed since it was checked) still keeps out everyone outside its group.
+        try:
+            dst = os.stat(self._dir_str)
+        except OSError as exc:
+            return f"its directory cannot be checked ({exc})"
+        if not stat.S_ISDIR(dst.st_mode) or dst.st_mode & stat.S_IWOTH:
+            return "it belongs to another user and the directory is now writable by everyone"
+        if st.st_gid != dst.st_gid:
+            return f"it is owned by uid {st.st_uid} and group {st.st_gid}, not the directory's group {dst.st_gid}"
+        return None
+
+    def _note(self, path: str, why: str, st: os.stat_result | None = None) -> None:
+        """Log a refused entry: a warning once per file version and reason, then debug."""
+        ident = (path, why) if st is None else (path, why, st.st_ino, st.st_size, st.st_mtime_ns)
+        with self._lock:
+            first = ident not in self._noted
+            if first:
+                if len(self._noted) >= 4096:
+                    self._noted.clear()
+                self._noted.add(ident)
+        log.log(
+            logging.WARNING if first else logging.DEBUG,
+            "ringkernel cache: ignoring %s: %s (compiling instead; the next compile replaces it)", path, why,
+        )  # fmt: skip
+
     # -- entries ------------------------------------------------------------------------
     def get_entry(self, key: str, compute_cap: str) -> CacheEntry | None:
-        """The whole entry, verified; ``None`` (a miss) if absent, unreadable or corrupt."""
+        """The whole entry, checked; ``None`` (a miss) if absent, untrusted, unreadable or corrupt."""
         if not self.enabled:
             self._count(hit=False)
             return None
         path = self._file(key, compute_cap)  # a str: pathlib costs more than the read itself here
+        if not self._dir_ok and not self._check_dir():
+            self._count(hit=False)
+            return None
         try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            self._count(hit=False)
-            return None
-        except OSError as exc:
-            log.warning("ringkernel cache: cannot read %s (%s); compiling instead", path, exc)
-            self._count(hit=False)
-            return None
-        entry = self._decode(data, key, compute_cap, path)
+            entry = self._read(path, key, compute_cap)
+        except Exception as exc:  # noqa: BLE001 - the cache only saves time: a failure in it must not stop a compile
+            log.warning("ringkernel cache: unexpected error reading %s (%s: %s); compiling instead",
+                        path, type(exc).__name__, exc)  # fmt: skip
+            entry = None
         self._count(hit=entry is not None)
-        if entry is not None and self.max_bytes is not None:
-            try:
-                os.utime(path)  # mark used, for least-recently-used eviction
-            except OSError:
-                pass
         return entry
 
-    def _decode(self, data: bytes, key: str, compute_cap: str, path: str | Path) -> CacheEntry | None:
-        def bad(why: str) -> None:
-            log.warning("ringkernel cache: ignoring %s: %s (it will be recompiled and replaced)", path, why)
+    def _read(self, path: str, key: str, compute_cap: str) -> CacheEntry | None:
+        if not _HAVE_NOFOLLOW:  # pragma: no cover - Windows: look before opening instead
+            try:
+                if stat.S_ISLNK(os.lstat(path).st_mode):
+                    self._note(path, "it is a symbolic link")
+                    return None
+            except FileNotFoundError:
+                return None
+            except OSError:
+                pass
+        try:
+            fd = os.open(path, _OPEN_FLAGS)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EMLINK) or os.path.islink(path):
+                self._note(path, "it is a symbolic link")
+            else:
+                self._note(path, f"it cannot be opened ({exc.strerror or exc})")
+            return None
+        try:
+            st = os.fstat(fd)
+            why = self._entry_problem(st)
+            if why is not None:
+                self._note(path, why, st)
+                return None
+            data = _read_at_most(fd, st.st_size + 1)
+            if len(data) > st.st_size:
+                self._note(path, "it grew while it was read", st)
+                return None
+            entry = self._decode(data, key, compute_cap, path, st)
+            if entry is not None and self.max_bytes is not None:
+                try:
+                    os.utime(fd if os.utime in os.supports_fd else path)  # mark used, for LRU eviction
+                except OSError:
+                    pass
+            return entry
+        finally:
+            os.close(fd)
 
-        if len(data) < len(_MAGIC) + 4 or not data.startswith(_MAGIC):
-            bad("not a ringkernel cache entry" if data else "empty file")
+    def _decode(
+        self, data: bytes, key: str, compute_cap: str, path: str | Path, st: os.stat_result | None = None
+    ) -> CacheEntry | None:
+        entry = _parse_entry(data, key, compute_cap, self.max_entry_bytes)
+        if isinstance(entry, str):
+            self._note(str(path), entry, st)
             return None
-        (hlen,) = struct.unpack_from("<I", data, len(_MAGIC))
-        start = len(_MAGIC) + 4
-        if start + hlen > len(data):
-            bad("truncated header")
-            return None
-        try:
-            header = json.loads(data[start : start + hlen].decode("utf-8"))
-            fmt, hkey, hcc = header["format"], header["key"], header["compute_cap"]
-            nptx, ncubin, digest = int(header["ptx_bytes"]), int(header["cubin_bytes"]), header["sha256"]
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-            bad(f"unreadable header ({exc})")
-            return None
-        if fmt != CACHE_VERSION:
-            bad(f"format {fmt}, this ringkernel writes {CACHE_VERSION}")
-            return None
-        if hkey != key or hcc != compute_cap:
-            bad(f"holds key {hkey[:12]}/{hcc}, expected {key[:12]}/{compute_cap}")
-            return None
-        payload = memoryview(data)[start + hlen :]  # no copies of the payload until the end
-        if len(payload) != nptx + ncubin:
-            bad(f"payload is {len(payload)} bytes, header says {nptx + ncubin} (truncated?)")
-            return None
-        if hashlib.sha256(payload).hexdigest() != digest:
-            bad("checksum mismatch")
-            return None
-        try:
-            ptx = str(payload[:nptx], "utf-8")
-        except UnicodeDecodeError:
-            bad("PTX is not UTF-8")
-            return None
-        return CacheEntry(key, compute_cap, ptx, payload[nptx:].tobytes(), dict(header.get("meta") or {}))
+        return entry
 
     def put_entry(self, entry: CacheEntry) -> Path | None:
-        """Write ``entry`` atomically; returns its path, or ``None`` if caching is off or failed."""
+        """Write ``entry`` atomically; returns its path, or ``None`` if caching is off or failed.
+
+        Raises
+        ------
+        ConfigurationError
+            A bad key or compute capability, or ``meta`` holding values an entry cannot
+            hold (see :class:`CacheEntry`).
+        """
         if not self.enabled:
             return None
         path = self._path(entry.key, entry.compute_cap)
+        meta = dict(entry.meta)
+        why = _meta_problem(meta)
+        if why is not None:
+            raise ConfigurationError(f"cache entry meta is not storable: {why}", details={"key": entry.key})
+        if self._refused is not None:
+            return None
         ptx = entry.ptx.encode("utf-8")
         payload = ptx + bytes(entry.cubin)
+        if len(payload) > self.max_entry_bytes:
+            log.info("ringkernel cache: not caching %s: %d bytes, more than max_entry_bytes=%d",
+                     path, len(payload), self.max_entry_bytes)  # fmt: skip
+            return None
         header = json.dumps({
             "format": CACHE_VERSION, "key": entry.key, "compute_cap": entry.compute_cap,
             "sha256": hashlib.sha256(payload).hexdigest(), "ptx_bytes": len(ptx), "cubin_bytes": len(entry.cubin),
-            "meta": dict(entry.meta), "created": time.time(),
+            "meta": meta, "created": time.time(),
         }).encode("utf-8")  # fmt: skip
+        if len(header) > _MAX_HEADER:
+            log.info("ringkernel cache: not caching %s: its header is %d bytes, more than %d",
+                     path, len(header), _MAX_HEADER)  # fmt: skip
+            return None
         blob = _MAGIC + struct.pack("<I", len(header)) + header + payload
+        dir_mode = 0o770 if self.mode is CacheMode.SHARED else 0o700
         try:
-            atomic_write_bytes(path, blob, dir_mode=0o700)
+            if not self._dir_ok:
+                path.parent.mkdir(mode=dir_mode, parents=True, exist_ok=True)
+                if not self._check_dir():
+                    return None
+            atomic_write_bytes(path, blob, dir_mode=dir_mode, mode=self._file_mode, prefix=_TEMP_PREFIX,
+                               suffix=_TEMP_SUFFIX)  # fmt: skip
         except OSError as exc:
             self._warn_unwritable(exc)
             return None
+        now = time.time()
+        if now - self._last_sweep >= _SWEEP_INTERVAL:
+            self._last_sweep = now
+            self._sweep_temp(now)
         if self.max_bytes is not None:
             self._evict()
         return path
@@ -256,29 +464,60 @@ class PtxCache:
             self.cache_dir, exc,
         )  # fmt: skip
 
-    def _files(self) -> list[Path]:
+    # -- the directory's files ----------------------------------------------------------
+    def _scan(self) -> list[tuple[str, os.stat_result]]:
+        """``(name, lstat)`` of every entry and own temp file: by name, links not followed."""
+        out = []
         try:
-            return [p for p in self.cache_dir.iterdir() if p.suffix == _SUFFIX and p.is_file()]
+            names = os.listdir(self._dir_str or str(self.cache_dir))
         except OSError:
             return []
+        for name in names:
+            if _ENTRY_NAME.fullmatch(name) or _TEMP_NAME.fullmatch(name):
+                try:
+                    out.append((name, os.lstat(os.path.join(self._dir_str, name))))
+                except OSError:
+                    pass
+        return out
+
+    def _files(self) -> list[tuple[str, os.stat_result]]:
+        """The entries that are regular files."""
+        return [(n, st) for n, st in self._scan() if _ENTRY_NAME.fullmatch(n) and stat.S_ISREG(st.st_mode)]
+
+    def _sweep_temp(self, now: float | None = None) -> int:
+        """Remove the cache's temp files older than an hour (killed writers); returns how many are left."""
+        now = time.time() if now is None else now
+        left = 0
+        for name, st in self._scan():
+            if not _TEMP_NAME.fullmatch(name) or stat.S_ISDIR(st.st_mode):
+                continue
+            if now - st.st_mtime < STALE_TEMP_SECONDS:
+                left += 1  # a write in progress
+                continue
+            try:
+                os.unlink(os.path.join(self._dir_str, name))
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.debug("ringkernel cache: cannot remove stale temp file %s: %s", name, exc)
+                left += 1
+                continue
+            with self._lock:
+                self._stale_removed += 1
+            log.info("ringkernel cache: removed %s, a temp file of a writer killed %.0f s ago", name, now - st.st_mtime)
+        return left
 
     def _evict(self) -> None:
         assert self.max_bytes is not None
-        files = []
-        for p in self._files():
-            try:
-                st = p.stat()
-            except OSError:
-                continue
-            files.append((st.st_mtime, st.st_size, p))
+        files = [(st.st_mtime, st.st_size, name) for name, st in self._files()]
         total = sum(size for _, size, _ in files)
-        for _, size, p in sorted(files):
+        for _, size, name in sorted(files):
             if total <= self.max_bytes:
                 break
             try:
-                p.unlink()
+                os.unlink(os.path.join(self._dir_str, name))
                 total -= size
-                log.debug("ringkernel cache: evicted %s (%d bytes)", p.name, size)
+                log.debug("ringkernel cache: evicted %s (%d bytes)", name, size)
             except OSError:
                 pass
 
@@ -291,30 +530,212 @@ class PtxCache:
 
     # -- maintenance --------------------------------------------------------------------
     def clear(self) -> int:
-        """Delete every entry (and stray temp files); returns how many entries were removed."""
+        """Delete every entry and the temp files of killed writers; returns how many entries were removed.
+
+        Only files the cache wrote are touched (``<key>-<cc>.rkc`` and its ``.rkc-*.tmp``
+        temp files); temp files younger than an hour belong to writes in progress and are
+        left to their writers. Nothing else in the directory is removed, links are not
+        followed, and it works in a directory the cache refuses to use.
+        """
         removed = 0
-        try:
-            items = list(self.cache_dir.iterdir())
-        except OSError:
-            return 0
-        for p in items:
-            if p.suffix == _SUFFIX or (p.name.startswith(".") and p.suffix == ".tmp"):
-                try:
-                    p.unlink()
-                    removed += p.suffix == _SUFFIX
-                except OSError as exc:
-                    log.warning("ringkernel cache: cannot remove %s: %s", p, exc)
+        for name, st in self._scan():
+            if stat.S_ISDIR(st.st_mode):
+                continue
+            if _TEMP_NAME.fullmatch(name):
+                continue  # below
+            try:
+                os.unlink(os.path.join(self._dir_str, name))
+                removed += 1
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("ringkernel cache: cannot remove %s: %s", os.path.join(self._dir_str, name), exc)
+        self._sweep_temp()
         return removed
 
     def stats(self) -> PtxCacheStats:
+        """Entries and bytes on disk (after removing stale temp files), and this object's counters."""
+        trusted = self.enabled and self._check_dir()
         files = self._files()
-        size = 0
-        for p in files:
-            try:
-                size += p.stat().st_size
-            except OSError:
-                pass
+        temp = self._sweep_temp() if trusted else sum(1 for n, _ in self._scan() if _TEMP_NAME.fullmatch(n))
         return PtxCacheStats(
-            entries=len(files), bytes=size, hits=self._hits, misses=self._misses, enabled=self.enabled,
-            directory=str(self.cache_dir) if self.enabled else None,
+            entries=len(files), bytes=sum(st.st_size for _, st in files), hits=self._hits, misses=self._misses,
+            enabled=self.enabled and self._refused is None, directory=str(self.cache_dir) if self.enabled else None,
+            temp_files=temp, stale_temp_removed=self._stale_removed, refused_reason=self._refused,
         )  # fmt: skip
+
+
+# -- checks (pure functions of what was read) --------------------------------------------
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link")):  # fmt: skip
+        if test(mode):
+            return name
+    return f"a file of type {stat.S_IFMT(mode):o}"
+
+
+def _dir_problem(st: os.stat_result, mode: CacheMode, euid: int | None) -> tuple[str, str] | None:
+    """``(why, what to do)`` if a directory with status ``st`` must not be used in ``mode``."""
+    if not stat.S_ISDIR(st.st_mode):
+        return f"it is not a directory but {_kind(st.st_mode)}", "remove it or point RINGKERNEL_CACHE_DIR elsewhere"
+    if euid is None:  # no POSIX owners and modes on this platform: nothing to check
+        return None
+    perms = stat.S_IMODE(st.st_mode)
+    if mode is CacheMode.PRIVATE:
+        if st.st_uid != euid:
+            return (f"it is owned by uid {st.st_uid}, not by you (uid {euid})",
+                    f"have it owned by you (chown {euid} <dir>), or set RINGKERNEL_CACHE_SHARED=1 if it is a "
+                    "group-shared cache directory")  # fmt: skip
+        if perms & _GROUP_OR_OTHER_WRITE:
+            return (f"it is writable by {'others' if perms & stat.S_IWOTH else 'its group'} (mode {perms:04o})",
+                    "make it writable by you only (chmod go-w <dir>, or chmod 700 <dir>), or set "
+                    "RINGKERNEL_CACHE_SHARED=1 if it is meant to be shared with its group")  # fmt: skip
+        return None
+    if perms & stat.S_IWOTH:
+        return (f"it is writable by everyone (mode {perms:04o}), so anyone could plant an entry",
+                "remove others' write permission (chmod o-w <dir>; chmod 2770 <dir> is the recommended shared mode)")  # fmt: skip
+    if st.st_uid != euid and st.st_gid != os.getegid() and st.st_gid not in os.getgroups():
+        return (f"its group (gid {st.st_gid}) is not one of yours",
+                "have it group-owned by a group you are in (chgrp <group> <dir>; chmod 2770 <dir>)")  # fmt: skip
+    return None
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    """Up to ``limit`` bytes from ``fd`` (fewer at end of file)."""
+    chunks = []
+    left = limit
+    while left > 0:
+        chunk = os.read(fd, min(left, 1 << 30))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _short(v: object) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("a key appears twice")
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _small_int(text: str) -> int:
+    if len(text.lstrip("-")) > 20:
+        raise ValueError(f"integer of {len(text)} digits")
+    return int(text)
+
+
+_REQUIRED = frozenset(("format", "key", "compute_cap", "sha256", "ptx_bytes", "cubin_bytes"))
+_OPTIONAL = frozenset(("meta", "created"))
+
+
+def _scalar_ok(v: object) -> bool:
+    if v is None or isinstance(v, (bool, str)):
+        return True
+    if isinstance(v, int):
+        return -_INT_RANGE <= v < _INT_RANGE
+    return isinstance(v, float) and math.isfinite(v)
+
+
+def _meta_problem(meta: object) -> str | None:
+    """Why ``meta`` is not what an entry may carry, or ``None``."""
+    if not isinstance(meta, dict):
+        return f"meta is {type(meta).__name__}, not an object"
+    if len(meta) > _META_MAX_KEYS:
+        return f"meta has {len(meta)} fields, more than {_META_MAX_KEYS}"
+    for k, v in meta.items():
+        if not isinstance(k, str) or len(k) > 256:
+            return f"meta field name {_short(k)} is not a short string"
+        if isinstance(v, list):
+            if len(v) > _META_MAX_LIST or not all(_scalar_ok(x) for x in v):
+                return f"meta[{k!r}] is not a list of at most {_META_MAX_LIST} JSON scalars"
+        elif not _scalar_ok(v):
+            return f"meta[{k!r}] is {type(v).__name__} {_short(v)}, not a JSON scalar or list of scalars"
+    for k in _META_STR_FIELDS:
+        if k in meta and not isinstance(meta[k], str):
+            return f"meta[{k!r}] is {type(meta[k]).__name__}, not str"
+    if "cooperative" in meta and not isinstance(meta["cooperative"], bool):
+        return f"meta['cooperative'] is {type(meta['cooperative']).__name__}, not bool"
+    if "argtypes" in meta and not (isinstance(meta["argtypes"], list) and all(isinstance(t, str) for t in meta["argtypes"])):
+        return "meta['argtypes'] is not a list of strings"
+    return None
+
+
+def _header_problem(header: object, key: str, compute_cap: str, payload: int, max_payload: int) -> str | None:
+    """Why ``header`` (parsed JSON) does not describe entry ``key``/``compute_cap`` of ``payload`` bytes."""
+    if not isinstance(header, dict):
+        return f"the header is {type(header).__name__}, not an object"
+    missing = _REQUIRED - header.keys()
+    if missing:
+        return f"the header lacks {', '.join(sorted(missing))}"
+    unknown = header.keys() - _REQUIRED - _OPTIONAL
+    if unknown:
+        return f"the header has unknown fields {', '.join(sorted(_short(u) for u in unknown))}"
+    fmt = header["format"]
+    if not _is_int(fmt) or fmt != CACHE_VERSION:
+        return f"format {_short(fmt)}, this ringkernel reads {CACHE_VERSION}"
+    hkey, hcc = header["key"], header["compute_cap"]
+    if not isinstance(hkey, str) or not isinstance(hcc, str):
+        return f"key {_short(hkey)} and compute_cap {_short(hcc)} must be strings"
+    if hkey != key or hcc != compute_cap:
+        return f"holds key {hkey[:12]}/{hcc[:12]}, expected {key[:12]}/{compute_cap}"
+    digest = header["sha256"]
+    if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+        return f"sha256 {_short(digest)} is not 64 lowercase hex digits"
+    nptx, ncubin = header["ptx_bytes"], header["cubin_bytes"]
+    for name, n in (("ptx_bytes", nptx), ("cubin_bytes", ncubin)):
+        if not _is_int(n) or not 0 <= n <= max_payload:
+            return f"{name} {_short(n)} is not an int between 0 and {max_payload}"
+    if nptx + ncubin != payload:
+        return f"payload is {payload} bytes, header says {nptx + ncubin} (truncated?)"
+    created = header.get("created", 0.0)
+    if isinstance(created, bool) or not isinstance(created, (int, float)) or not 0 <= created < 1e11:
+        return f"created {_short(created)} is not a time stamp"
+    if "meta" in header:
+        return _meta_problem(header["meta"])
+    return None
+
+
+def _parse_entry(data: bytes, key: str, compute_cap: str, max_payload: int) -> CacheEntry | str:
+    """The entry ``data`` holds, or why it holds none. Never raises, whatever ``data`` is."""
+    start = len(_MAGIC) + 4
+    if len(data) < start or not data.startswith(_MAGIC):
+        return "not a ringkernel cache entry" if data else "empty file"
+    (hlen,) = struct.unpack_from("<I", data, len(_MAGIC))
+    if hlen > _MAX_HEADER:
+        return f"header length {hlen} is more than {_MAX_HEADER}"
+    if start + hlen > len(data):
+        return "truncated header"
+    try:
+        header = json.loads(
+            data[start : start + hlen].decode("utf-8"),
+            object_pairs_hook=_unique_object, parse_constant=_no_constant, parse_int=_small_int,
+        )  # fmt: skip
+    except (ValueError, RecursionError) as exc:  # JSON and UTF-8 errors are ValueErrors
+        return f"unreadable header ({type(exc).__name__}: {str(exc)[:80]})"
+    payload = memoryview(data)[start + hlen :]  # no copies of the payload until the end
+    why = _header_problem(header, key, compute_cap, len(payload), max_payload)
+    if why is not None:
+        return why
+    if hashlib.sha256(payload).hexdigest() != header["sha256"]:
+        return "checksum mismatch"
+    nptx = header["ptx_bytes"]
+    try:
+        ptx = str(payload[:nptx], "utf-8")
+    except UnicodeDecodeError:
+        return "PTX is not UTF-8"
+    return CacheEntry(key, compute_cap, ptx, payload[nptx:].tobytes(), dict(header.get("meta") or {}))

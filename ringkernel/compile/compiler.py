@@ -26,6 +26,7 @@ from typing import Any, Callable, Sequence
 from ..errors import ConfigurationError, KernelCompileError
 from .cache import CACHE_VERSION, CacheEntry, PtxCache
 from .fingerprint import code_fingerprint_report
+from .. import driver
 from .launcher import KernelLauncher
 
 __all__ = ["CachingCompiler", "CompiledKernel", "default_compiler", "kernel_from_source"]
@@ -96,10 +97,8 @@ class CachingCompiler:
         """Do the once-per-process GPU set-up now: the device's compute capability and the
         driver library's handle. Otherwise the first kernel lookup does it. Needs a GPU."""
         t = time.perf_counter()
-        from .launcher import _driver
-
         _ = self.compute_cap
-        _driver()
+        driver.lib()
         self.setup_ms += (time.perf_counter() - t) * 1e3
 
     @property
@@ -228,7 +227,7 @@ class CachingCompiler:
 
         from numba import cuda
 
-        from .launcher import load_function, unload_module
+        from ..driver import load_function, unload_module
 
         t = time.perf_counter()
         cuda.current_context()  # make numba's context current on this thread

@@ -26,7 +26,10 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-__all__ = ["ArgInfo", "describe_arg", "KernelLauncher", "stream_handle", "driver_error_name"]
+from .. import driver
+from .._args import c_strides as _strides_c
+
+__all__ = ["ArgInfo", "describe_arg", "KernelLauncher"]
 
 _PARAM = 8  # bytes per parameter slot (complex numbers take two slots)
 
@@ -70,15 +73,6 @@ def _numba_array_types() -> tuple[type, ...]:
 
         _NUMBA_ARRAY_TYPES = (DeviceNDArrayBase,)
     return _NUMBA_ARRAY_TYPES
-
-
-def _strides_c(shape: Sequence[int], itemsize: int) -> tuple[int, ...]:
-    strides = []
-    acc = itemsize
-    for dim in reversed(shape):
-        strides.append(acc)
-        acc *= dim
-    return tuple(reversed(strides))
 
 
 def _layout(shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int) -> str:
@@ -132,145 +126,8 @@ def describe_arg(obj: Any) -> ArgInfo | None:
     return ArgInfo(key, size, values, True, None, producer if producer not in (None, 1) else None)
 
 
-# -- the driver, through ctypes -------------------------------------------------------------
-_lib: Any = None
-_launch_fn: Any = None
+_launch_fn: Any = None  # driver.launch_fn, bound here for the launch path (set by KernelLauncher)
 _sync_fn: Any = None
-
-
-def _load_driver_library() -> Any:
-    """``libcuda`` through ctypes. The usual names first: ``ctypes.util.find_library`` runs
-    ``ldconfig`` in a subprocess (about 2 ms, measured inside a first cache hit on the H200),
-    so it is only the fallback."""
-    last: Exception | None = None
-    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll", None):
-        if name is None:
-            from ctypes.util import find_library
-
-            name = find_library("cuda")
-            if not name:
-                break
-        try:
-            return ctypes.CDLL(name)
-        except OSError as exc:
-            last = exc
-    raise OSError(f"cannot load the CUDA driver library (libcuda): {last}")
-
-
-def _driver() -> Any:
-    global _lib, _launch_fn, _sync_fn
-    if _lib is None:
-        _lib = _load_driver_library()
-        # No argtypes on purpose: ctypes' per-argument converters triple the cost of the call
-        # (1.3 us against 0.44 us measured). Callers pass c_void_p objects for the pointers and
-        # plain ints (< 2**31) for the unsigned dimensions, which the x86-64 and AArch64 ABIs
-        # pass in the same registers.
-        fn = _lib.cuLaunchKernel
-        fn.restype = ctypes.c_int
-        _launch_fn = fn
-        _sync_fn = _lib.cuStreamSynchronize
-        _sync_fn.restype = ctypes.c_int
-    return _lib
-
-
-def driver_error_name(code: int) -> str:
-    lib = _driver()
-    name = ctypes.c_char_p()
-    desc = ctypes.c_char_p()
-    try:
-        lib.cuGetErrorName(code, ctypes.byref(name))
-        lib.cuGetErrorString(code, ctypes.byref(desc))
-        return f"{(name.value or b'?').decode()}: {(desc.value or b'').decode()}"
-    except Exception:
-        return f"CUresult {code}"
-
-
-CUDA_ERROR_NOT_READY = 600
-
-
-def event_done(event: Any) -> bool:
-    """``cuEventQuery`` on a numba event: True when its work finished, False while it runs.
-
-    Straight through ctypes because numba logs every ``CUDA_ERROR_NOT_READY`` of its own
-    ``Event.query()`` at ERROR level, which turns polling into log spam. Any other result
-    (the work before the event failed) raises ``RuntimeError`` naming the driver's error.
-    """
-    handle = event.handle
-    value = getattr(handle, "value", None)  # ctypes handles (older numba)
-    rc = _driver().cuEventQuery(ctypes.c_void_p(int(value if value is not None else handle) or 0))
-    if rc == 0:
-        return True
-    if rc == CUDA_ERROR_NOT_READY:
-        return False
-    raise RuntimeError(f"cuEventQuery failed: {driver_error_name(rc)}")
-
-
-def stream_handle(stream: Any) -> int:
-    """The raw ``CUstream`` of a numba stream, a cuda.core stream, a raw int, or 0 for ``None``."""
-    if stream is None or stream == 0:
-        return 0
-    if isinstance(stream, int):
-        return stream
-    proto = getattr(stream, "__cuda_stream__", None)
-    if proto is not None:
-        return int(proto()[1])
-    handle = getattr(stream, "handle", None)
-    if handle is None:
-        raise TypeError(f"not a CUDA stream: {stream!r}")
-    value = getattr(handle, "value", handle)  # ctypes handles (older numba) or cuda-bindings objects
-    return int(value or 0)
-
-
-# -- loading a cubin ------------------------------------------------------------------------
-_ATTR_MAX_THREADS, _ATTR_SHARED, _ATTR_REGS = 0, 1, 4
-CUDA_ERROR_INVALID_CONTEXT = 201
-
-
-@dataclass(frozen=True)
-class LoadedFunction:
-    """A kernel loaded with ``cuModuleLoadData`` into the current context."""
-
-    module: int
-    function: int
-    registers_per_thread: int
-    shared_mem_per_block: int
-    max_threads_per_block: int
-
-
-def _check(rc: int, what: str) -> None:
-    if rc:
-        raise RuntimeError(f"{what} failed: {driver_error_name(rc)}")
-
-
-def load_function(image: bytes, entry_name: str) -> LoadedFunction:
-    """Load ``image`` (cubin/fatbin) into the current context and look up ``entry_name``.
-
-    Plain driver calls through ctypes: no numba or cuda.core objects are created, which is
-    what keeps a cache hit under a millisecond. The module stays loaded while the returned
-    object's owner keeps it (see :func:`unload_module`).
-    """
-    lib = _driver()
-    mod = ctypes.c_void_p()
-    _check(lib.cuModuleLoadData(ctypes.byref(mod), ctypes.c_char_p(image)), "cuModuleLoadData")
-    func = ctypes.c_void_p()
-    rc = lib.cuModuleGetFunction(ctypes.byref(func), mod, entry_name.encode())
-    if rc:
-        lib.cuModuleUnload(mod)
-        _check(rc, f"cuModuleGetFunction({entry_name})")
-    vals = []
-    for attr in (_ATTR_REGS, _ATTR_SHARED, _ATTR_MAX_THREADS):
-        v = ctypes.c_int()
-        _check(lib.cuFuncGetAttribute(ctypes.byref(v), attr, func), "cuFuncGetAttribute")
-        vals.append(v.value)
-    return LoadedFunction(int(mod.value or 0), int(func.value or 0), vals[0], vals[1], vals[2])
-
-
-def unload_module(module: int) -> None:
-    """``cuModuleUnload``, ignoring errors (the context may already be gone at exit)."""
-    try:
-        _driver().cuModuleUnload(ctypes.c_void_p(module))
-    except Exception:
-        pass
 
 
 # -- per-signature launchers ---------------------------------------------------------------
@@ -323,7 +180,10 @@ class KernelLauncher:
         self._slots = slots
         self._complex_at = tuple(complex_at)
         self._local = threading.local()
-        _driver()
+        global _launch_fn, _sync_fn
+        if _launch_fn is None:
+            driver.lib()
+            _launch_fn, _sync_fn = driver.launch_fn, driver.sync_fn
 
     def _state(self) -> _ThreadState:
         try:
@@ -366,7 +226,7 @@ class KernelLauncher:
         )  # fmt: skip
         if rc:
             st.last = None
-            raise RuntimeError(driver_error_name(rc))
+            raise driver.error(rc, f"cuLaunchKernel({self.name})")
 
     def _split_complex(self, infos: Sequence[ArgInfo]) -> list[Any]:
         out: list[Any] = []

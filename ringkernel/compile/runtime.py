@@ -13,7 +13,8 @@ from struct import error as struct_error
 from typing import Any, Callable
 
 from .._args import array_info, describe
-from ..errors import KernelArgumentError, KernelLaunchError
+from .. import driver
+from ..errors import DriverError, KernelArgumentError, KernelLaunchError
 from ..launch import LaunchConfig, LaunchDecision
 
 __all__ = ["RuntimeLaunchMixin", "memo_launch", "launch_error", "numba_type", "DECISION_CACHE_LIMIT"]
@@ -86,7 +87,8 @@ class RuntimeLaunchMixin:
         parameter block of the entry's own, packed once. It never changes, so threads may
         launch from it concurrently.
         """
-        from .launcher import describe_arg, stream_handle
+        from .launcher import describe_arg
+        from ..driver import stream_handle
 
         infos = [describe_arg(a) for a in args]
         if decision is None or not all(i is not None and i.ref is not None for i in infos):
@@ -123,19 +125,19 @@ class RuntimeLaunchMixin:
         table[key] = decision
 
     def _run_compiled(self, ck: Any, fast_infos: list[Any], config: LaunchConfig) -> None:
-        from .launcher import stream_handle
+        from ..driver import stream_handle
 
         try:
             try:
                 ck.launcher.launch(fast_infos, config.grid, config.block, config.shared_mem, stream_handle(config.stream))
-            except RuntimeError as exc:
-                if "CUDA_ERROR_INVALID_CONTEXT" not in str(exc):
+            except DriverError as exc:
+                if exc.result != driver.CUDA_ERROR_INVALID_CONTEXT:
                     raise
                 from numba import cuda
 
                 cuda.current_context()  # a new thread: make numba's context current, then retry
                 ck.launcher.launch(fast_infos, config.grid, config.block, config.shared_mem, stream_handle(config.stream))
-        except RuntimeError as exc:
+        except DriverError as exc:
             raise launch_error(self.name, config, exc) from exc
         except struct_error as exc:
             raise KernelArgumentError(
@@ -145,7 +147,8 @@ class RuntimeLaunchMixin:
 
     def _try_fast(self, args: tuple[Any, ...], table: dict[Any, LaunchDecision], extra: Any, stream: Any) -> bool:
         """Repeat a launch the checked path has seen before, with nothing but packing and the driver call."""
-        from .launcher import describe_arg, stream_handle
+        from .launcher import describe_arg
+        from ..driver import stream_handle
 
         infos = []
         for a in args:
@@ -205,13 +208,13 @@ def memo_launch(kernel: Any, m: tuple[Any, ...], stream: Any) -> bool:
     """
     global _stream_handle
     if _stream_handle is None:
-        from .launcher import stream_handle
+        from ..driver import stream_handle
 
         _stream_handle = stream_handle
     decision, launcher, infos, c = m[2], m[3], m[4], m[5]
     try:
         launcher.launch(infos, c.grid, c.block, c.shared_mem, _stream_handle(stream) if stream is not None else 0)
-    except RuntimeError:
+    except DriverError:
         return False  # the checked path launches again and raises a translated error
     kernel._last = decision
     return True

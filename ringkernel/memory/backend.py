@@ -14,7 +14,9 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from ..errors import DeviceError
+from .. import driver
+from .._args import c_strides
+from ..errors import DeviceError, DriverError
 
 __all__ = ["MemoryBackend", "DriverBackend", "SimulatorBackend", "default_backend"]
 
@@ -39,30 +41,24 @@ class DriverBackend:
     name = "cuda"
 
     def __init__(self, context: Any = None) -> None:
-        from ..compile.launcher import _driver
-
         if context is None:
             from numba import cuda
 
             context = cuda.current_context()
         self._ctx = context  # numba's Context: arrays made here belong to it
-        self._lib = _driver()
+        driver.lib()
 
     def alloc(self, nbytes: int) -> int:
-        ptr = ctypes.c_uint64()
-        rc = self._lib.cuMemAlloc_v2(ctypes.byref(ptr), ctypes.c_size_t(nbytes))
-        if rc:
-            from ..compile.launcher import driver_error_name
-
-            raise DeviceError(
-                f"cuMemAlloc of {nbytes} bytes failed: {driver_error_name(rc)}",
-                hint="free memory (pool.compact(), drop arrays) or lower PoolConfig.max_pool_bytes",
-                details={"bytes": nbytes, "code": rc},
-            )
-        return int(ptr.value)
+        return driver.mem_alloc(
+            nbytes, hint="free memory (pool.compact(), drop arrays) or lower PoolConfig.max_pool_bytes"
+        )
 
     def free(self, ptr: int) -> None:
-        self._lib.cuMemFree_v2(ctypes.c_uint64(ptr))
+        try:
+            driver.mem_free(ptr)
+        except DriverError as exc:
+            if exc.result not in (driver.CUDA_ERROR_DEINITIALIZED, driver.CUDA_ERROR_CONTEXT_IS_DESTROYED):
+                raise  # at interpreter exit the context goes first: nothing left to free then
 
     def array(self, ptr: int, shape: tuple[int, ...], dtype: np.dtype, finalizer: Callable[[], None] | None) -> Any:
         from numba.cuda.cudadrv.devicearray import DeviceNDArray
@@ -70,17 +66,10 @@ class DriverBackend:
 
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         mem = MemoryPointer(self._ctx, ctypes.c_void_p(ptr), nbytes, finalizer=finalizer)
-        from ..compile.launcher import _strides_c
-
-        strides = _strides_c(shape, dtype.itemsize)
-        return DeviceNDArray(shape, strides, dtype, gpu_data=mem)
+        return DeviceNDArray(shape, c_strides(shape, dtype.itemsize), dtype, gpu_data=mem)
 
     def mem_info(self) -> tuple[int, int]:
-        free, total = ctypes.c_size_t(), ctypes.c_size_t()
-        rc = self._lib.cuMemGetInfo_v2(ctypes.byref(free), ctypes.byref(total))
-        if rc:
-            raise DeviceError("cuMemGetInfo failed", details={"code": rc})
-        return int(free.value), int(total.value)
+        return driver.mem_get_info()
 
 
 class SimulatorBackend:

@@ -10,22 +10,13 @@ dispatcher launch that compiles) breaks the capture, and the driver's error says
 
 from __future__ import annotations
 
-import ctypes
 import weakref
 from typing import Any
 
-from ..errors import ConfigurationError, DeviceError
+from .. import driver
+from ..errors import ConfigurationError
 
 __all__ = ["CapturedGraph"]
-
-_CAPTURE_MODE_THREAD_LOCAL = 1
-
-
-def _check(rc: int, what: str) -> None:
-    if rc:
-        from ..compile.launcher import driver_error_name
-
-        raise DeviceError(f"{what} failed: {driver_error_name(rc)}", hint="see docs/streams.md, graph capture")
 
 
 class CapturedGraph:
@@ -38,39 +29,32 @@ class CapturedGraph:
             )
         self.stream = stream
         self._h = stream_handle
-        self._graph = ctypes.c_void_p()
-        self._exec = ctypes.c_void_p()
+        self._graph = 0
+        self._exec = 0
         self.replays = 0
         self._finalizer: Any = None
 
     def __enter__(self) -> "CapturedGraph":
-        from ..compile.launcher import _driver
-
-        _check(_driver().cuStreamBeginCapture_v2(ctypes.c_void_p(self._h), _CAPTURE_MODE_THREAD_LOCAL),
-               "cuStreamBeginCapture")  # fmt: skip
+        driver.stream_begin_capture(self._h)
         return self
 
     def __exit__(self, exc_type: Any, *exc: object) -> None:
-        from ..compile.launcher import _driver
-
-        lib = _driver()
-        rc = lib.cuStreamEndCapture(ctypes.c_void_p(self._h), ctypes.byref(self._graph))
+        rc, self._graph = driver.stream_end_capture(self._h)
         if exc_type is not None:
-            if self._graph.value:
-                lib.cuGraphDestroy(self._graph)
+            if self._graph:
+                _destroy(0, self._graph)
+                self._graph = 0
             return  # the original error propagates
-        _check(rc, "cuStreamEndCapture")
-        _check(lib.cuGraphInstantiateWithFlags(ctypes.byref(self._exec), self._graph, 0), "cuGraphInstantiate")
-        self._finalizer = weakref.finalize(self, _destroy, int(self._exec.value or 0), int(self._graph.value or 0))
+        driver.check(rc, "cuStreamEndCapture", hint="see docs/streams.md, graph capture")
+        self._exec = driver.graph_instantiate(self._graph)
+        self._finalizer = weakref.finalize(self, _destroy, self._exec, self._graph)
 
     def replay(self, stream: Any = None) -> None:
         """Launch the captured work again (on its stream, or on ``stream``)."""
-        if not self._exec.value:
+        if not self._exec:
             raise ConfigurationError("nothing captured yet", hint="use the graph as a `with` block first")
-        from ..compile.launcher import _driver, stream_handle
-
-        h = stream_handle(stream) if stream is not None else self._h
-        _check(_driver().cuGraphLaunch(self._exec, ctypes.c_void_p(h) if h else None), "cuGraphLaunch")
+        h = driver.stream_handle(stream) if stream is not None else self._h
+        driver.graph_launch(self._exec, h)
         self.replays += 1
 
     def close(self) -> None:
@@ -80,12 +64,6 @@ class CapturedGraph:
 
 def _destroy(exec_handle: int, graph: int) -> None:
     try:
-        from ..compile.launcher import _driver
-
-        lib = _driver()
-        if exec_handle:
-            lib.cuGraphExecDestroy(ctypes.c_void_p(exec_handle))
-        if graph:
-            lib.cuGraphDestroy(ctypes.c_void_p(graph))
-    except Exception:  # the context may be gone at exit
+        driver.graph_destroy(exec_handle, graph)
+    except Exception:  # noqa: BLE001 - the context may be gone at exit
         pass

@@ -10,7 +10,6 @@ host clock, since the simulator runs everything synchronously.
 
 from __future__ import annotations
 
-import ctypes
 import threading
 import time
 import weakref
@@ -20,8 +19,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..compile.launcher import event_done
-from ..errors import ConfigurationError, DeviceError, KernelArgumentError
+from .. import driver
+from ..driver import event_done
+from ..errors import ConfigurationError, DeviceError, DriverError, KernelArgumentError
 
 __all__ = ["StreamKind", "StreamId", "StreamConfig", "StreamManager", "Event"]
 
@@ -100,14 +100,14 @@ class Event:
             return True
         try:
             return event_done(self._ev)
-        except RuntimeError as exc:  # the driver's answer for failed work (see event_done)
+        except DriverError as exc:  # the driver's answer for failed work (see event_done)
             raise _gpu_failure(exc) from exc
 
     def synchronize(self) -> None:
         if not self.simulated:
             try:
-                self._ev.synchronize()
-            except Exception as exc:
+                driver.event_synchronize(self._ev)
+            except DriverError as exc:
                 raise _gpu_failure(exc) from exc
 
     def wait_on(self, stream: Any) -> None:
@@ -128,9 +128,12 @@ class Event:
         return _poll(self.query).__await__()
 
 
-def _gpu_failure(exc: Exception) -> DeviceError:
-    return DeviceError(
-        f"GPU work before this event failed: {exc}",
+def _gpu_failure(exc: DriverError) -> DriverError:
+    return DriverError(
+        f"GPU work before this event failed: {exc.message}",
+        operation=exc.operation,
+        result=exc.result,
+        result_name=exc.result_name,
         hint="a kernel queued earlier faulted; the CUDA context is unusable after such an error, so "
         "restart the process (run the kernel under compute-sanitizer to find the faulting access)",
     )
@@ -196,26 +199,14 @@ class StreamManager:
             return (0, 0)
         from numba import cuda
 
-        from ..compile.launcher import _driver
-
         cuda.current_context()  # the query needs a current context
-        lib = _driver()
-        least, greatest = ctypes.c_int(), ctypes.c_int()
-        if lib.cuCtxGetStreamPriorityRange(ctypes.byref(least), ctypes.byref(greatest)):
-            raise DeviceError("cuCtxGetStreamPriorityRange failed")
-        return least.value, greatest.value
+        return driver.stream_priority_range()
 
     def _create_stream(self, priority: int) -> Any:
-        from ..compile.launcher import _driver, driver_error_name
-
         self._cuda.current_context()
-        lib = _driver()
-        h = ctypes.c_void_p()
-        rc = lib.cuStreamCreateWithPriority(ctypes.byref(h), 1, int(priority))  # 1: CU_STREAM_NON_BLOCKING
-        if rc:
-            raise DeviceError(f"cuStreamCreateWithPriority failed: {driver_error_name(rc)}")
-        self._handles.append(int(h.value or 0))
-        return self._cuda.external_stream(int(h.value or 0))
+        h = driver.stream_create(priority, non_blocking=True)
+        self._handles.append(h)
+        return self._cuda.external_stream(h)
 
     def stream(self, stream_id: StreamId) -> Any:
         try:
@@ -228,9 +219,7 @@ class StreamManager:
         """The raw ``CUstream`` (0 for the default stream and on the simulator)."""
         if self.simulated:
             return 0
-        from ..compile.launcher import stream_handle
-
-        return stream_handle(self.stream(stream_id)) if stream_id != StreamId.DEFAULT else 0
+        return driver.stream_handle(self.stream(stream_id)) if stream_id != StreamId.DEFAULT else 0
 
     def stream_for_workload(self, workload_index: int) -> StreamId:
         """Round-robin over the compute streams."""
@@ -339,13 +328,7 @@ class StreamManager:
             )
         if self.simulated:
             return True  # the simulator cannot tell; its copies are synchronous anyway
-        from ..compile.launcher import _driver
-
-        lib = _driver()
-        val = ctypes.c_uint()
-        # CU_POINTER_ATTRIBUTE_MEMORY_TYPE = 2: succeeds only for memory the driver knows
-        rc = lib.cuPointerGetAttribute(ctypes.byref(val), 2, ctypes.c_void_p(arr.ctypes.data))
-        return rc == 0 and val.value == 1  # CU_MEMORYTYPE_HOST
+        return driver.pointer_is_pinned_host(arr.ctypes.data)
 
     # -- lifetime -------------------------------------------------------------------------
     def close(self) -> None:
@@ -368,10 +351,7 @@ def _destroy_streams(handles: list[int]) -> None:
     if not handles:
         return
     try:
-        from ..compile.launcher import _driver
-
-        lib = _driver()
         for h in handles:
-            lib.cuStreamDestroy_v2(ctypes.c_void_p(h))
+            driver.stream_destroy(h)
     except Exception:  # the context may be gone at exit
         pass

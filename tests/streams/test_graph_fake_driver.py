@@ -7,7 +7,7 @@ import ctypes
 import pytest
 
 from ringkernel import ConfigurationError, DeviceError
-from ringkernel.compile import launcher as L
+from ringkernel import driver as L
 from ringkernel.streams.graph import CapturedGraph
 
 
@@ -48,7 +48,8 @@ def test_capture_instantiate_replay_destroy(monkeypatch: pytest.MonkeyPatch) -> 
 def test_failures_are_reported_and_clean_up(monkeypatch: pytest.MonkeyPatch) -> None:
     lib = FakeLib(fail="cuStreamEndCapture")
     monkeypatch.setattr(L, "_lib", lib)
-    monkeypatch.setattr(L, "driver_error_name", lambda rc: f"CUresult {rc}")
+    monkeypatch.setattr(L, "error_name", lambda rc: f"CUresult {rc}")
+    monkeypatch.setattr(L, "_error_string", lambda rc: "")
     with pytest.raises(DeviceError, match="cuStreamEndCapture failed: CUresult 999"):
         with CapturedGraph(object(), 0x51):
             pass

@@ -138,7 +138,7 @@ def test_gpu_failure_seen_by_an_event_raises_device_error_in_the_awaiting_task(m
     task waiting, success ends it, and a failure of the work before the event reaches the
     awaiting task as DeviceError with what to do. The GPU test makes a real fault."""
     from ringkernel import DeviceError
-    from ringkernel.compile import launcher
+    from ringkernel import driver
     from ringkernel.streams.manager import Event
 
     answers = [600, 600, 0, 600, 700]  # not ready, not ready, done; then not ready, illegal address
@@ -152,8 +152,9 @@ def test_gpu_failure_seen_by_an_event_raises_device_error_in_the_awaiting_task(m
     class NumbaEvent:
         handle = 0x1234
 
-    monkeypatch.setattr(launcher, "_driver", lambda: Driver())
-    monkeypatch.setattr(launcher, "driver_error_name", lambda rc: "CUDA_ERROR_ILLEGAL_ADDRESS: an illegal memory access")
+    monkeypatch.setattr(driver, "lib", lambda: Driver())
+    monkeypatch.setattr(driver, "error_name", lambda rc: "CUDA_ERROR_ILLEGAL_ADDRESS")
+    monkeypatch.setattr(driver, "_error_string", lambda rc: "an illegal memory access")
     ev = Event.__new__(Event)  # a GPU event without a GPU
     ev.simulated, ev._t, ev._ev = False, None, NumbaEvent()
 
