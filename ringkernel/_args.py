@@ -130,6 +130,11 @@ def argument_kind(arg: Any) -> str:
     if isinstance(arg, np.generic):
         if isinstance(arg, np.object_):
             raise ArgumentProblem("is a NumPy object scalar", "pass a number")
+        if isinstance(arg, np.void):
+            raise ArgumentProblem(
+                f"is a structured NumPy scalar ({arg.dtype}), which numba cannot pass to a kernel",
+                "pass its fields as separate numbers, or a one-element device array of the record dtype",
+            )
         return "scalar"
     managed = sys.modules.get("ringkernel.memory.buffer")
     if managed is not None and isinstance(arg, managed.ManagedBuffer):

@@ -241,6 +241,16 @@ class GpuKernel(RuntimeLaunchMixin):
                         ),
                         details={"parameter": name, "position": i, "shape": arg.shape, "dtype": str(arg.dtype)},
                     )
+                if name in written and not (arg.flags.c_contiguous or arg.flags.f_contiguous):
+                    raise KernelArgumentError(
+                        f"argument '{name}' (position {i}) is a non-contiguous view of a host array "
+                        f"(strides {arg.strides}), and the kernel may write it: the result cannot be copied "
+                        "back into a view",
+                        kernel_name=self.name,
+                        hint=f"pass a contiguous array (tmp = np.ascontiguousarray({name})) and copy the result "
+                        f"back yourself ({name}[...] = tmp), or use device arrays",
+                        details={"parameter": name, "position": i},
+                    )
                 if name in written and not arg.flags.writeable:
                     raise KernelArgumentError(
                         f"argument '{name}' (position {i}) is a read-only host array, and the kernel may write it: "
@@ -255,7 +265,7 @@ class GpuKernel(RuntimeLaunchMixin):
 
             for i in to_copy:  # all checks passed: now copy in
                 host = args[i]
-                dev = cuda.to_device(host)
+                dev = cuda.to_device(np.ascontiguousarray(host) if not host.flags.c_contiguous and not host.flags.f_contiguous else host)
                 moved[i] = dev
                 if self._params[i] in written:
                     copies.append((i, host, dev))
@@ -310,6 +320,7 @@ class GpuKernel(RuntimeLaunchMixin):
                 )
             return info.size
         sizes_all = [i.size for i in infos if i is not None]
+        sizes_all += [t.size for a in args if isinstance(a, tuple) for t in _nested_arrays(a)]
         if not sizes_all:
             raise LaunchConfigError(
                 "cannot infer the element count: no argument is an array",
@@ -422,6 +433,9 @@ class GpuKernel(RuntimeLaunchMixin):
             if self._same_size:
                 self._elements_from(args, infos)
         else:
+            if self.mode.kind in (ModeKind.AUTO, ModeKind.ELEMENT_CENTRIC):
+                # (a fixed mode such as WarpCooperative states the thread/element relation itself)
+                self._require_exact_1d(self._indexing_for(ck))
             n = self._elements_from(args, infos)
         if n <= 0:
             raise LaunchConfigError(
@@ -474,21 +488,28 @@ class GpuKernel(RuntimeLaunchMixin):
         return ix
 
     def _launch_ndim(self, ck: Any) -> int:
-        if self.ndim is not None:
-            return self.ndim
         ix = self._indexing_for(ck)
         how = (
             "declare it, e.g. @gpu_kernel(ndim=2), and pass elements=(nx, ny) if the extents cannot be read "
             "from the arrays, or launch explicitly: kernel[grid, block](...)"
         )
-        if ix.problems:
+        if self.ndim is not None:
+            if not ix.problems and ix.ndim is not None and ix.ndim != self.ndim:
+                raise LaunchConfigError(
+                    f"declared ndim={self.ndim}, but its code reads a {ix.ndim}-D grid ({ix.describe()})",
+                    kernel_name=self.name,
+                    hint=f"declare ndim={ix.ndim} or drop ndim= (it is read from the code)",
+                    details={"declared": self.ndim, "found": ix.ndim},
+                )
+            ndim = self.ndim
+        elif ix.problems:
             raise LaunchConfigError(
                 "cannot tell the kernel's grid dimensionality from its code: " + "; ".join(ix.problems),
                 kernel_name=self.name,
                 hint=how,
                 details={"problems": ix.problems},
             )
-        if ix.ndim is None:
+        elif ix.ndim is None:
             raise LaunchConfigError(
                 "the kernel reads no thread or block index (cuda.grid, cuda.threadIdx, global_thread_id, ...), "
                 "so nothing says how many threads it needs",
@@ -496,6 +517,8 @@ class GpuKernel(RuntimeLaunchMixin):
                 hint="launch it explicitly, e.g. kernel[1, 1](...), or declare @gpu_kernel(ndim=1) to launch one "
                 "thread per element",
             )
+        else:
+            ndim = ix.ndim
         if ix.single_block:
             raise LaunchConfigError(
                 "the kernel indexes threads with cuda.threadIdx but never with cuda.blockIdx or cuda.grid: "
@@ -504,9 +527,43 @@ class GpuKernel(RuntimeLaunchMixin):
                 hint="launch one block explicitly, kernel[1, threads](...), or compute a global index "
                 "(cuda.grid(n) or threadIdx + blockIdx * blockDim) to let ringkernel choose",
             )
-        if ix.ndim > 1:
+        if ix.partial:
+            raise LaunchConfigError(
+                "the kernel indexes arrays with a thread or block index alone ("
+                + "; ".join(ix.partial)
+                + "): its thread count follows its own scheme (a block per row, a warp per item), not the arrays' shapes",
+                kernel_name=self.name,
+                hint="launch it explicitly, e.g. kernel[rows, threads](...), or index with the global position "
+                "(cuda.grid(n), or threadIdx + blockIdx * blockDim)",
+                details={"partial": ix.partial},
+            )
+        if ix.shared and self.block is None:
+            raise LaunchConfigError(
+                f"the kernel allocates shared memory of a fixed shape ({', '.join(ix.shared)}), which usually "
+                "fixes the block it was written for",
+                kernel_name=self.name,
+                hint="declare the block, e.g. @gpu_kernel(block=(16, 16)) for a 16x16 tile, or launch explicitly",
+                details={"shared": ix.shared},
+            )
+        if ndim > 1:
             self._nd_launch = True
-        return ix.ndim
+        return ndim
+
+    def _require_exact_1d(self, ix: KernelIndexing) -> None:
+        """A 1-D automatic launch sizes its grid from the arrays: some array must be indexed
+        by the position itself (``a[i]``, ``a[i + 1]``), or nothing ties threads to elements."""
+        if ix.problems or ix.ndim is None:
+            return  # declared ndim=1 over code the analysis cannot read: the declaration stands
+        if any(m.complete(1) for m in ix.axis_maps.values()):
+            return
+        raise LaunchConfigError(
+            "no array is indexed by the thread's position itself (found: "
+            + (ix.describe() or "no array subscripts")
+            + "), so the arrays' sizes do not say how many threads the kernel needs "
+            "(e.g. a pairwise kernel over n elements needs n*n)",
+            kernel_name=self.name,
+            hint="pass elements=N with the number of threads it needs, or launch explicitly",
+        )
 
     def _plan_nd(
         self,
@@ -534,19 +591,27 @@ class GpuKernel(RuntimeLaunchMixin):
             )
         if self._same_size:
             self._elements_from(args, infos)  # declared equal sizes still hold
-        ix = self._indexing if self._indexing is not None else (self._indexing_for(ck) if elements is None else None)
-        chosen: list[int] = []
+        ix = self._indexing_for(ck)
         cdim: int | None = 0
+        cands = self._nd_candidates(ndim, infos, ix)
+        cand_ext = self._candidate_extent(ndim, infos, ix, cands) if cands else None
         if elements is not None:
             ext = self._explicit_extent(elements, ndim)
             note = f"{ndim}-D kernel; extent {ext} given by the caller (x first)"
-            if ix is not None:  # contiguity, if the arrays say
-                cands = self._nd_candidates(ndim, infos, ix)
-                if cands:
-                    cdim = self._contiguous_dim(cands[0], infos, ix)
+            if cands:
+                assert cand_ext is not None
+                short = [d for d in range(ndim) if ext[d] < cand_ext[d]]
+                if short:
+                    raise LaunchConfigError(
+                        f"elements={tuple(elements)} is smaller than the arrays the kernel indexes with its grid "
+                        f"position need: {cand_ext} (x first); x is the first entry, like numba's grid tuples, "
+                        "not NumPy's shape order",
+                        kernel_name=self.name,
+                        hint=f"pass elements={cand_ext}, or nothing (the extent is read from the arrays)",
+                        details={"given": ext, "needed": cand_ext},
+                    )
+                cdim = self._contiguous_dim(max(cands, key=lambda i: infos[i].size), infos, ix)  # type: ignore[union-attr]
         else:
-            assert ix is not None
-            cands = self._nd_candidates(ndim, infos, ix)
             if not cands:
                 named = self._params[self._elements_index] if self._elements_index is not None else None
                 raise LaunchConfigError(
@@ -560,11 +625,17 @@ class GpuKernel(RuntimeLaunchMixin):
                     "@gpu_kernel(elements='out'), or launch explicitly: kernel[grid, block](...)",
                     details={"indexing": ix.describe()},
                 )  # fmt: skip
-            chosen = cands
-            ext = tuple(
-                max(infos[i].shape[ix.axis_maps[self._params[i]].axes[d]] for i in cands)  # type: ignore[union-attr,index]
-                for d in range(ndim)
-            )  # fmt: skip
+            hidden = [self._params[i] for i, a in enumerate(args) if isinstance(a, tuple) and _nested_arrays(a)]
+            if hidden:
+                raise LaunchConfigError(
+                    f"arrays inside the tuple argument(s) {hidden} may span more than the arrays the analysis "
+                    "can see, so the extent cannot be read from the arguments",
+                    kernel_name=self.name,
+                    hint=f"pass elements=({', '.join('n' + d for d in dims)}) (x first), pass the arrays as "
+                    "separate arguments, or launch explicitly",
+                )
+            assert cand_ext is not None
+            ext = cand_ext
             big = max(cands, key=lambda i: infos[i].size)  # type: ignore[union-attr]
             cdim = self._contiguous_dim(big, infos, ix)
             m = ix.axis_maps[self._params[big]]
@@ -605,6 +676,14 @@ class GpuKernel(RuntimeLaunchMixin):
             decision = _with_stream(decision, stream)
         return decision
 
+    def _candidate_extent(
+        self, ndim: int, infos: list[ArrayInfo | None], ix: KernelIndexing, cands: list[int]
+    ) -> tuple[int, ...]:
+        return tuple(
+            max(infos[i].shape[ix.axis_maps[self._params[i]].axes[d]] for i in cands)  # type: ignore[union-attr,index]
+            for d in range(ndim)
+        )  # fmt: skip
+
     def _explicit_extent(self, elements: Any, ndim: int) -> tuple[int, ...]:
         dims = "xyz"[:ndim]
         ok = isinstance(elements, (tuple, list)) and len(elements) == ndim and all(
@@ -612,7 +691,7 @@ class GpuKernel(RuntimeLaunchMixin):
         )
         if not ok:
             raise LaunchConfigError(
-                f"elements={elements!r}: this kernel is {ndim}-D and needs one extent per grid dimension",
+                f"elements={elements!r}: this kernel is {ndim}-D and needs one integer extent per grid dimension",
                 kernel_name=self.name,
                 hint=f"pass elements=({', '.join('n' + d for d in dims)}), x first as in numba's grid tuples",
             )
@@ -844,6 +923,19 @@ class ConfiguredLaunch:
         decision = k.launch(*args, config=self.config, host_transfer=host_transfer)
         if not host_transfer and k.uses_runtime:
             k._memoize(self._memo, args, decision, self.config.stream)
+
+
+def _nested_arrays(value: tuple[Any, ...]) -> list[ArrayInfo]:
+    """Device arrays inside a tuple argument (recursively)."""
+    out = []
+    for item in value:
+        if isinstance(item, tuple):
+            out += _nested_arrays(item)
+        else:
+            info = array_info(item)
+            if info is not None:
+                out.append(info)
+    return out
 
 
 def _is_block(block: Any) -> bool:

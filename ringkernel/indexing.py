@@ -29,6 +29,7 @@ automatic launch instead of guessing, and the user gives ``ndim=`` or a configur
 from __future__ import annotations
 
 import json
+import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -83,6 +84,11 @@ class KernelIndexing:
     #: Parameters the kernel may write (stores, atomics, device functions that write them,
     #: calls the analysis cannot see into): an over-approximation, never an under-one.
     written: tuple[str, ...] = ()
+    #: Subscripts of parameters by a thread or block index alone (``out[blockIdx.x]``): the
+    #: kernel's thread count does not follow from array shapes.
+    partial: tuple[str, ...] = ()
+    #: Shapes of the static shared arrays it allocates (they usually fix the block).
+    shared: tuple[str, ...] = ()
 
     @property
     def single_block(self) -> bool:
@@ -97,6 +103,8 @@ class KernelIndexing:
             "problems": list(self.problems),
             "sources": list(self.sources),
             "written": list(self.written),
+            "partial": list(self.partial),
+            "shared": list(self.shared),
         }, sort_keys=True)  # fmt: skip
 
     @classmethod
@@ -126,11 +134,13 @@ class KernelIndexing:
             if not all(x in ("grid", "threadIdx", "blockIdx") for x in sources):
                 raise ValueError(f"sources {sources!r}")
             written = tuple(d["written"])
-            if not all(isinstance(x, str) for x in written):
-                raise ValueError(f"written {written!r}")
+            partial = tuple(d["partial"])
+            shared = tuple(d["shared"])
+            if not all(isinstance(x, str) for x in written + partial + shared):
+                raise ValueError("written/partial/shared must hold strings")
         except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
             raise ValueError(f"malformed kernel indexing record: {exc}") from exc
-        return cls(ndim, dims, maps, problems, sources, written)
+        return cls(ndim, dims, maps, problems, sources, written, partial, shared)
 
     def describe(self) -> str:
         if self.ndim is None:
@@ -138,7 +148,7 @@ class KernelIndexing:
         parts = [f"{self.ndim}-D (uses {', '.join(_DIMS[d] for d in self.dims_used)})"]
         for name, m in self.axis_maps.items():
             if m.conflict:
-                parts.append(f"{name}: {m.conflict}")
+                parts.append(f"{name} {m.conflict}")
             else:
                 parts.append(name + ": " + ", ".join(f"{_DIMS[d]}->axis {a}" for d, a in enumerate(m.axes) if a is not None))
         return "; ".join(parts)
@@ -153,6 +163,7 @@ class _Summary:
     dims_used: set[int]
     sources: set[str]
     written: set[int]  # parameters it may write
+    shared: list[str]  # shapes of static shared arrays allocated
     # (parameter index, index-tuple length, position, dependence of that index)
     subscripts: list[tuple[int, int, int, frozenset]]
     problems: list[str]
@@ -166,16 +177,46 @@ def analyze_kernel(py_func: Callable[..., Any]) -> KernelIndexing:
     params = list(inspect.signature(py_func).parameters)
     dims = sorted(summary.dims_used)
     ndim = (max(dims) + 1) if dims else None
-    # Axis maps: from subscripts whose index at a position depends on exactly one grid dimension.
+    # Axis maps: from subscripts whose index at a position is one grid dimension's position
+    # plus an offset (cuda.grid(n)[d], or threadIdx.d with blockIdx.d). Anything else that
+    # depends on the grid marks the array as "transformed" (not an extent source); a thread or
+    # block index used alone marks the kernel as not launchable from array shapes.
     seen: dict[int, dict[int, set[int]]] = {}  # param -> dim -> axes
+    transformed: set[int] = set()
+    partial: list[str] = []
+    lone: list[tuple[str, int, str]] = []
+    exact_dims: set[int] = set()
     for pidx, _k, pos, dep in summary.subscripts:
-        pdims = {a[1] for a in dep if a[0] == "pos"}
-        if len(pdims) == 1:
-            seen.setdefault(pidx, {}).setdefault(pdims.pop(), set()).add(pos)
+        kinds: dict[int, set[str]] = {}
+        for a in dep:
+            if a[0] in ("pos", "tid", "bid", "spos"):
+                kinds.setdefault(a[1], set()).add(a[0])
+        if not kinds:
+            continue
+        name = params[pidx] if pidx < len(params) else f"#{pidx}"
+        for d, ks in kinds.items():
+            if "pos" not in ks and "spos" not in ks and len(ks & {"tid", "bid"}) == 1:
+                which = "threadIdx" if "tid" in ks else "blockIdx"
+                other = "blockIdx" if which == "threadIdx" else "threadIdx"
+                lone.append((which, d, f"'{name}' axis {pos} is indexed by {which}.{_DIMS[d]} without {other}.{_DIMS[d]}"))
+        exact = [d for d, ks in kinds.items() if "spos" not in ks and ("pos" in ks or ks >= {"tid", "bid"})]
+        if len(kinds) == 1 and len(exact) == 1:
+            seen.setdefault(pidx, {}).setdefault(exact[0], set()).add(pos)
+            exact_dims.add(exact[0])
+        else:
+            transformed.add(pidx)
+    # A block index alone (out[blockIdx.x]: one element per block) ties an array to the grid
+    # itself: never launchable from shapes. A thread index alone (a tile's column inside a
+    # block, sA[ty, tx] = A[y, tx + i * TPB]) is harmless where the dimension's extent comes
+    # from an exact subscript elsewhere, and decisive where none exists (a block per row).
+    for which, d, text in lone:
+        if which == "blockIdx" or d not in exact_dims:
+            partial.append(text)
     maps: dict[str, AxisMap] = {}
-    for pidx, by_dim in sorted(seen.items()):
+    for pidx in sorted(set(seen) | transformed):
         if pidx >= len(params):
             continue
+        by_dim = seen.get(pidx, {})
         axes: list[int | None] = [None, None, None]
         conflict = None
         for d, ax in sorted(by_dim.items()):
@@ -186,12 +227,15 @@ def analyze_kernel(py_func: Callable[..., Any]) -> KernelIndexing:
         used = [a for a in axes if a is not None]
         if conflict is None and len(used) != len(set(used)):
             conflict = "two grid dimensions index the same axis"
+        if pidx in transformed and conflict is None:
+            conflict = "indexed by a transformed grid position (e.g. 2*x, x//2, y*width+x)"
         while axes and axes[-1] is None:
             axes.pop()
         maps[params[pidx]] = AxisMap(tuple(axes), conflict)
     written = tuple(params[i] for i in sorted(summary.written) if i < len(params))
     return KernelIndexing(
-        ndim, tuple(dims), maps, tuple(dict.fromkeys(summary.problems)), tuple(sorted(summary.sources)), written
+        ndim, tuple(dims), maps, tuple(dict.fromkeys(summary.problems)), tuple(sorted(summary.sources)), written,
+        tuple(dict.fromkeys(partial)), tuple(summary.shared),
     )
 
 
@@ -205,7 +249,7 @@ class _Analyzer:
         if key in self.summaries:
             s = self.summaries[key]
             if s is None:  # recursion: the in-progress function contributes nothing more
-                return _Summary(_EMPTY, set(), set(), set(), [], [])
+                return _Summary(_EMPTY, set(), set(), set(), [], [], [])
             return s
         self.summaries[key] = None
         try:
@@ -213,7 +257,7 @@ class _Analyzer:
 
             ir = run_frontend(func)
         except Exception as exc:  # noqa: BLE001 - any frontend failure means "cannot see"
-            s = _Summary(_EMPTY, set(), set(), set(range(getattr(getattr(func, '__code__', None), 'co_argcount', 0))), [], [f"cannot read {getattr(func, '__name__', func)!r}: {type(exc).__name__}: {exc}"])
+            s = _Summary(_EMPTY, set(), set(), set(range(getattr(getattr(func, '__code__', None), 'co_argcount', 0))), [], [], [f"cannot read {getattr(func, '__name__', func)!r}: {type(exc).__name__}: {exc}"])
         else:
             s = _FunctionAnalysis(self, ir).run()
         self.summaries[key] = s
@@ -254,6 +298,7 @@ class _FunctionAnalysis:
         self.dims: set[int] = set()
         self.sources: set[str] = set()
         self.written: set[int] = set()
+        self.shared: list[str] = []  # shapes of static shared arrays
         self._alias_memo: dict[str, frozenset] = {}
         self.subscripts: list[tuple[int, int, int, frozenset]] = []
         self.problems: list[str] = []
@@ -345,16 +390,13 @@ class _FunctionAnalysis:
         op = d.op
         if op == "getattr":
             obj = self.resolve(d.value)
-            for idx_name in ("threadIdx", "blockIdx"):
+            for idx_name, kind in (("threadIdx", "tid"), ("blockIdx", "bid"), ("blockDim", "bdim"), ("gridDim", "stride")):
                 if self._is(obj, idx_name) and d.attr in _DIMS:
                     dim = _DIMS.index(d.attr)
                     self.dims.add(dim)
-                    self.sources.add(idx_name)
-                    return frozenset({("pos", dim)})
-            for size_name in ("blockDim", "gridDim"):
-                if self._is(obj, size_name) and d.attr in _DIMS:
-                    self.dims.add(_DIMS.index(d.attr))
-                    return _EMPTY
+                    if kind in ("tid", "bid"):
+                        self.sources.add(idx_name)
+                    return frozenset({(kind, dim)})
             return _flat(self.dep(d.value))
         if op == "call":
             return self.dep_of_call(d)
@@ -381,9 +423,9 @@ class _FunctionAnalysis:
         if op == "pair_second":
             return _EMPTY
         if op in ("binop", "inplace_binop"):
-            return _flat(self.dep(d.lhs)) | _flat(self.dep(d.rhs))
+            return _binop(d.fn, _flat(self.dep(d.lhs)), _flat(self.dep(d.rhs)))
         if op == "unary":
-            return _flat(self.dep(d.value))
+            return _scaled(_flat(self.dep(d.value))) if d.fn != operator.pos else _flat(self.dep(d.value))
         out: frozenset = _EMPTY
         for v in d.list_vars():
             out = out | _flat(self.dep(v))
@@ -399,12 +441,23 @@ class _FunctionAnalysis:
                 return _EMPTY
             self.dims.update(range(n))
             if self._is(fn, "gridsize"):
-                return _EMPTY if n == 1 else tuple(_EMPTY for _ in range(n))
+                strides = tuple(frozenset({("stride", k)}) for k in range(n))
+                return strides[0] if n == 1 else strides
             self.sources.add("grid")
             comps = tuple(frozenset({("pos", k)}) for k in range(n))
             return comps[0] if n == 1 else comps
-        if isinstance(fn, _CudaName) and fn.name.startswith("atomic.") and d.args:
-            self.written |= self.aliases(d.args[0])  # atomics write their first argument
+        if isinstance(fn, _CudaName):
+            if fn.name.startswith("atomic.") and d.args:
+                self.written |= self.aliases(d.args[0])  # atomics write their first argument
+                if len(d.args) > 1:  # ... at the index of their second: a subscript like any other
+                    self.record_subscript(d.args[0], d.args[1], False)
+            elif fn.name == "shared.array":
+                shape = self.resolve(d.args[0]) if d.args else _UNRESOLVED
+                if shape is _UNRESOLVED:
+                    for k, v in d.kws or ():
+                        if k == "shape":
+                            shape = self.resolve(v)
+                self.shared.append(repr(shape) if shape is not _UNRESOLVED else "?")
         elif not _pure(fn):
             py = _device_py_func(fn)
             if py is None:  # a call the analysis cannot see into may write any array it is given
@@ -416,26 +469,39 @@ class _FunctionAnalysis:
         py = _device_py_func(fn)
         if py is not None:
             s = self.an.summarize(py)
+            call_args = _positional(py, d)  # keyword arguments placed at their parameter's position
+            if call_args is None:
+                self.problems.append(f"calls {getattr(py, '__name__', py)!r} with arguments the analysis cannot match")
+                call_args = list(d.args)
             for i in s.written:
-                if i < len(d.args):
-                    self.written |= self.aliases(d.args[i])
+                if i < len(call_args) and call_args[i] is not None:
+                    self.written |= self.aliases(call_args[i])
             self.dims.update(s.dims_used)
             self.sources.update(s.sources)
             self.problems.extend(s.problems)
-            argdeps = [self.dep(v) for v in d.args]
+            self.shared.extend(s.shared)
+            argdeps = [self.dep(v) if v is not None else _EMPTY for v in call_args]
             for pidx, k, pos, dep in s.subscripts:
-                if pidx < len(d.args):
-                    param = self.param_of(d.args[pidx])
+                if pidx < len(call_args) and call_args[pidx] is not None:
+                    param = self.param_of(call_args[pidx])
                     if param is not None:
                         self.subscripts.append((param, k, pos, _subst(dep, argdeps)))
             return _subst(s.ret, argdeps)
         if fn is _UNRESOLVED or _is_external_device(fn):
             if _is_external_device(fn):
                 self.problems.append(f"calls {getattr(fn, 'name', fn)!r}, a function whose code is not Python")
+        if fn is range:
+            # A range loop's variable is its start, stepped: the position survives a grid-stride
+            # loop (range(y0, n, sy)); bounds and steps add nothing. range(n) counts from 0.
+            if len(d.args) >= 2:
+                return _flat(self.dep(d.args[0]))
+            return _scaled(_flat(self.dep(d.args[0]))) if d.args else _EMPTY
         out: frozenset = _EMPTY
         for v in args:
             out = out | _flat(self.dep(v))
-        return out
+        if fn in (min, max, int):  # clamps and casts keep a position what it is
+            return out
+        return _scaled(out)
 
     def aliases(self, var: Any) -> frozenset:
         """Parameters whose memory ``var`` may refer to (views, elements, tuples of them)."""
@@ -508,8 +574,49 @@ class _FunctionAnalysis:
             v = self.dep(r)
             ret = v if ret is None else _join(ret, v)
         return _Summary(
-            ret if ret is not None else _EMPTY, self.dims, self.sources, self.written, self.subscripts, self.problems
+            ret if ret is not None else _EMPTY, self.dims, self.sources, self.written, self.shared, self.subscripts,
+            self.problems,
         )
+
+
+_POSITION_KINDS = ("pos", "tid", "bid")
+_ADDITIVE = (operator.add, operator.sub, operator.iadd, operator.isub)
+_MULTIPLY = (operator.mul, operator.imul)
+
+
+def _scaled(dep: frozenset) -> frozenset:
+    """A position transformed other than by adding an offset (``2 * x``, ``x // 2``, ``x % 3``):
+    it still depends on the grid dimension, but no longer runs along an axis one for one."""
+    return frozenset(("spos", a[1]) if a[0] in _POSITION_KINDS else a for a in dep)
+
+
+def _binop(fn: Any, lhs: frozenset, rhs: frozenset) -> frozenset:
+    if fn in _ADDITIVE:
+        return lhs | rhs  # x + 1, threadIdx.x + blockIdx.x * blockDim.x
+    if fn in _MULTIPLY:
+        # blockIdx.d * blockDim.d is the first thread of the block: it stays a block index
+        for a, b in ((lhs, rhs), (rhs, lhs)):
+            if b and all(t[0] == "bdim" for t in b) and all(t[0] in ("bid", "arg") for t in a):
+                return a | b
+    if fn in (operator.lt, operator.le, operator.gt, operator.ge, operator.eq, operator.ne):
+        return _scaled(lhs | rhs)
+    return _scaled(lhs | rhs)
+
+
+def _positional(py: Any, call: Any) -> list[Any] | None:
+    """The call's argument variables in the callee's parameter order (``None``: cannot match)."""
+    code = getattr(py, "__code__", None)
+    if code is None:
+        return None
+    names = list(code.co_varnames[: code.co_argcount])
+    out: list[Any] = list(call.args) + [None] * max(0, len(names) - len(call.args))
+    for k, v in call.kws or ():
+        if k not in names:
+            return None
+        out[names.index(k)] = v
+    if call.vararg is not None or getattr(call, "varkwarg", None) is not None:
+        return None
+    return out
 
 
 def _flat(dep: Any) -> frozenset:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from numba import cuda
 
-from ringkernel import GpuMemoryPool, KernelArgumentError, ManagedBuffer, gpu_kernel
+from ringkernel import GpuMemoryPool, KernelArgumentError, LaunchConfigError, ManagedBuffer, gpu_kernel
 
 
 @gpu_kernel
@@ -146,3 +146,32 @@ def test_tuple_of_numbers_passes() -> None:
     out = cuda.device_array(7, np.float64)
     affine((2.0, 1.0), out)
     np.testing.assert_array_equal(out.copy_to_host(), 2.0 * np.arange(7) + 1.0)
+
+
+def test_structured_scalar_refused() -> None:
+    rec = np.zeros(1, dtype=[("a", np.float32), ("b", np.int32)])[0]
+    with pytest.raises(KernelArgumentError, match="structured NumPy scalar"):
+        axpy(rec, cuda.to_device(np.ones(5, np.float32)), cuda.to_device(np.zeros(5, np.float32)))
+
+
+def test_host_transfer_into_a_strided_view_is_refused(rng: np.random.Generator) -> None:
+    base = np.zeros(40, np.float32)
+    with pytest.raises(KernelArgumentError) as err:
+        axpy(np.float32(2), rng.random(20, dtype=np.float32), base[::2], host_transfer=True)
+    assert "non-contiguous" in err.value.message and "np.ascontiguousarray" in (err.value.hint or "")
+    x = rng.random(40, dtype=np.float32)[::2]  # a strided *input* is fine: it is only copied in
+    y = np.zeros(20, np.float32)
+    axpy(np.float32(2), x, y, host_transfer=True)
+    np.testing.assert_allclose(y, 2 * x, rtol=1e-6)
+
+
+def test_per_block_output_is_refused() -> None:
+    @gpu_kernel
+    def partial_sums(a, out, sums):  # type: ignore[no-untyped-def]
+        i = cuda.grid(1)
+        if i < a.size:
+            out[i] = a[i]
+            cuda.atomic.add(sums, cuda.blockIdx.x, a[i])
+
+    with pytest.raises(LaunchConfigError, match="blockIdx.x without threadIdx.x"):
+        partial_sums(cuda.to_device(np.ones(100)), cuda.to_device(np.zeros(100)), cuda.to_device(np.zeros(4)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from numba import cuda
@@ -158,7 +160,7 @@ def test_unknown_extent_is_refused_with_the_fix() -> None:
     assert "flat2d" in msg and "elements=(nx, ny)" in msg and "kernel[grid, block]" in msg
     flat2d(d_a, 5, elements=(5, 5))  # the fix the message names works
     np.testing.assert_array_equal(d_a.copy_to_host()[:25], np.arange(25))
-    with pytest.raises(LaunchConfigError, match="one extent per grid dimension"):
+    with pytest.raises(LaunchConfigError, match="one integer extent per grid dimension"):
         flat2d(d_a, 5, elements=25)
 
 
@@ -229,3 +231,217 @@ def test_one_d_kernels_unchanged(rng: np.random.Generator) -> None:
     np.testing.assert_array_equal(d_out.copy_to_host(), 2 * a)
     d = twice.last_config
     assert d is not None and d.ndim == 1 and d.elements == 1001
+
+
+# -- kernels an adversarial trial found launched wrongly (each now right, or refused) ----------
+def _nan(shape: tuple[int, ...]) -> Any:
+    return cuda.to_device(np.full(shape, np.nan))
+
+
+def test_block_per_row_kernel_is_refused(rng: np.random.Generator) -> None:
+    @gpu_kernel
+    def copy_rows(a, out):  # type: ignore[no-untyped-def]
+        row = cuda.blockIdx.x
+        j = cuda.threadIdx.x
+        while j < a.shape[1]:
+            out[row, j] = a[row, j]
+            j += cuda.blockDim.x
+
+    with pytest.raises(LaunchConfigError, match="blockIdx.x without threadIdx.x") as err:
+        copy_rows(cuda.to_device(rng.random((200, 3))), _nan((200, 3)))
+    assert "kernel[rows, threads]" in (err.value.hint or "")
+
+
+def test_lone_block_or_thread_index_in_nd_is_refused(rng: np.random.Generator) -> None:
+    @gpu_kernel
+    def batch(a, out):  # type: ignore[no-untyped-def]
+        x, y = cuda.grid(2)
+        b = cuda.blockIdx.z
+        if b < a.shape[0] and y < a.shape[1] and x < a.shape[2]:
+            out[b, y, x] = a[b, y, x]
+
+    @gpu_kernel
+    def mixed(a, out):  # type: ignore[no-untyped-def]
+        x = cuda.grid(1)
+        y = cuda.threadIdx.y
+        if y < a.shape[0] and x < a.shape[1]:
+            out[y, x] = a[y, x]
+
+    for k, shape in ((batch, (64, 1, 1)), (mixed, (20, 13))):
+        with pytest.raises(LaunchConfigError, match="alone"):
+            k(cuda.to_device(rng.random(shape)), _nan(shape))
+
+
+def test_small_array_indexed_modulo_does_not_set_the_extent(rng: np.random.Generator) -> None:
+    @gpu_kernel
+    def tile(w, out):  # type: ignore[no-untyped-def]
+        x, y = cuda.grid(2)
+        if y < out.shape[0] and x < out.shape[1]:
+            cuda.atomic.add(out, (y, x), w[y % 3, x % 3])
+
+    w = rng.random((3, 3))
+    out = cuda.to_device(np.zeros((7, 13)))
+    tile(cuda.to_device(w), out)  # the atomic's subscript is seen: out spans the work
+    np.testing.assert_allclose(out.copy_to_host(), np.tile(w, (3, 5))[:7, :13])
+
+    @gpu_kernel
+    def tile_flat(w, out, width):  # type: ignore[no-untyped-def]
+        x, y = cuda.grid(2)
+        if x < width and y * width + x < out.size:
+            out[y * width + x] = w[y % 3, x % 3]
+
+    with pytest.raises(LaunchConfigError, match="elements="):
+        tile_flat(cuda.to_device(w), _nan((91,)), 13)  # only w is visible, and only transformed
+
+
+def test_upsampling_both_ways(rng: np.random.Generator) -> None:
+    @gpu_kernel
+    def up_over_output(a, out):  # type: ignore[no-untyped-def]
+        x, y = cuda.grid(2)
+        if y < out.shape[0] and x < out.shape[1]:
+            out[y, x] = a[y // 2, x // 2]
+
+    @gpu_kernel
+    def up_over_input(a, out):  # type: ignore[no-untyped-def]
+        x, y = cuda.grid(2)
+        if y < a.shape[0] and x < a.shape[1]:
+            v = a[y, x]
+            out[2 * y, 2 * x] = v
+            out[2 * y + 1, 2 * x] = v
+            out[2 * y, 2 * x + 1] = v
+            out[2 * y + 1, 2 * x + 1] = v
+
+    a = rng.random((7, 13))
+    ref = np.repeat(np.repeat(a, 2, axis=0), 2, axis=1)
+    for k in (up_over_output, up_over_input):
+        out = _nan((14, 26))
+        k(cuda.to_device(a), out)
+        np.testing.assert_array_equal(out.copy_to_host(), ref)
+
+
+def test_declared_ndim_contradicting_the_code_is_refused(rng: np.random.Generator) -> None:
+    @gpu_kernel(ndim=1)
+    def k(a, out):  # type: ignore[no-untyped-def]
+        x, y = cuda.grid(2)
+        if y < out.shape[0] and x < out.shape[1]:
+            out[y, x] = a[y, x]
+
+    with pytest.raises(LaunchConfigError, match="declared ndim=1, but its code reads a 2-D grid"):
+        k(cuda.to_device(rng.random((7, 13))), _nan((7, 13)))
+
+
+def test_elements_in_numpy_order_is_refused(rng: np.random.Generator) -> None:
+    a = rng.random((7, 13))
+    with pytest.raises(LaunchConfigError, match="NumPy's shape order") as err:
+        stencil2d(cuda.to_device(a), _nan((7, 13)), elements=(7, 13))
+    assert "(13, 7)" in (err.value.hint or "")
+    out = cuda.to_device(np.zeros((7, 13)))
+    stencil2d(cuda.to_device(a), out, elements=(13, 7))
+    np.testing.assert_allclose(out.copy_to_host(), _stencil2d_ref(a), atol=1e-12)
+
+
+def test_arrays_in_tuples(rng: np.random.Generator) -> None:
+    @gpu_kernel
+    def fan_out(w, outs):  # type: ignore[no-untyped-def]
+        i = cuda.grid(1)
+        if i < outs[0].size:
+            outs[0][i] = w[i % 3]
+        if i < outs[1].size:
+            outs[1][i] = 2 * w[i % 3]
+
+    w = rng.random(3)
+    o1, o2 = _nan((50,)), _nan((20,))
+    with pytest.raises(LaunchConfigError, match="indexed by the thread's position"):
+        fan_out(cuda.to_device(w), (o1, o2))  # w is indexed i % 3 only, the outputs are hidden
+    fan_out(cuda.to_device(w), (o1, o2), elements=50)
+    np.testing.assert_array_equal(o1.copy_to_host(), w[np.arange(50) % 3])
+
+    @gpu_kernel
+    def copy_into(a, outs):  # type: ignore[no-untyped-def]
+        i = cuda.grid(1)
+        if i < a.size:
+            outs[0][i] = a[i]
+        if i < outs[1].size:
+            outs[1][i] = 1.0
+
+    big = _nan((64,))
+    copy_into(cuda.to_device(rng.random(10)), (_nan((10,)), big))  # the tuple's arrays count for the size
+    assert not np.isnan(big.copy_to_host()).any()
+
+
+def test_pairwise_kernel_needs_its_thread_count(rng: np.random.Generator) -> None:
+    @gpu_kernel
+    def pairwise(a, b, out):  # type: ignore[no-untyped-def]
+        t = cuda.grid(1)
+        n = a.size
+        if t < n * n:
+            cuda.atomic.add(out, 0, a[t // n] * b[t % n])
+
+    a, b = rng.random(9), rng.random(9)
+    out = cuda.to_device(np.zeros(1))
+    with pytest.raises(LaunchConfigError, match="pairwise"):
+        pairwise(cuda.to_device(a), cuda.to_device(b), out)
+    pairwise(cuda.to_device(a), cuda.to_device(b), out, elements=81)
+    np.testing.assert_allclose(out.copy_to_host()[0], a.sum() * b.sum())
+
+
+def test_keyword_arguments_to_device_functions(rng: np.random.Generator) -> None:
+    @cuda.jit(device=True)
+    def store(arr, i, j, v):  # type: ignore[no-untyped-def]
+        arr[i, j] = v
+
+    @gpu_kernel
+    def kw(a, out):  # type: ignore[no-untyped-def]
+        x, y = cuda.grid(2)
+        if y < a.shape[0] and x < a.shape[1]:
+            store(out, y, x, a[y, x] * 2)
+
+    assert kw.indexing.written == ("out",)
+    a = rng.random((7, 13))
+    out = np.full((7, 13), np.nan)
+    kw(a, out, host_transfer=True)
+    np.testing.assert_array_equal(out, 2 * a)
+
+    def body(a, out):  # type: ignore[no-untyped-def]
+        x, y = cuda.grid(2)
+        if y < a.shape[0] and x < a.shape[1]:
+            store(arr=out, j=x, i=y, v=a[y, x] * 2)
+
+    ix = analyze_kernel(body)  # the simulator cannot run keyword device calls; the analysis reads them
+    assert ix.written == ("out",) and ix.axis_maps["out"].axes == (1, 0)
+
+
+def test_fixed_shared_tile_needs_a_declared_block(rng: np.random.Generator) -> None:
+    from numba import float64
+
+    TPB = 4
+
+    def matmul_body(A, B, C):  # type: ignore[no-untyped-def]
+        sA = cuda.shared.array(shape=(TPB, TPB), dtype=float64)
+        sB = cuda.shared.array(shape=(TPB, TPB), dtype=float64)
+        x, y = cuda.grid(2)
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        bpg = cuda.gridDim.x
+        tmp = 0.0
+        for i in range(bpg):
+            sA[ty, tx] = 0
+            sB[ty, tx] = 0
+            if y < A.shape[0] and (tx + i * TPB) < A.shape[1]:
+                sA[ty, tx] = A[y, tx + i * TPB]
+            if x < B.shape[1] and (ty + i * TPB) < B.shape[0]:
+                sB[ty, tx] = B[ty + i * TPB, x]
+            cuda.syncthreads()
+            for j in range(TPB):
+                tmp += sA[ty, j] * sB[j, tx]
+            cuda.syncthreads()
+        if y < C.shape[0] and x < C.shape[1]:
+            C[y, x] = tmp
+
+    A, B = rng.random((8, 8)), rng.random((8, 8))
+    with pytest.raises(LaunchConfigError, match="shared memory of a fixed shape") as err:
+        gpu_kernel(matmul_body)(cuda.to_device(A), cuda.to_device(B), _nan((8, 8)))
+    assert "block=" in (err.value.hint or "")
+    C = _nan((8, 8))
+    gpu_kernel(block=(TPB, TPB))(matmul_body)(cuda.to_device(A), cuda.to_device(B), C)  # the fix works
+    np.testing.assert_allclose(C.copy_to_host(), A @ B, rtol=1e-12)
