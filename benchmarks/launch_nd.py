@@ -36,7 +36,7 @@ import numpy as np
 
 import ringkernel  # noqa: F401 - before numba.cuda: ringkernel picks the backend
 from ringkernel import gpu_kernel
-from ringkernel.intrinsics import global_thread_id_2d, grid_stride_2d
+from ringkernel.kernel.intrinsics import global_thread_id_2d, grid_stride_2d
 from numba import cuda
 
 

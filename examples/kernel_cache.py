@@ -19,7 +19,8 @@ import time
 
 import numpy as np
 
-from ringkernel.compile import CachingCompiler, PtxCache, kernel_from_source
+from ringkernel import kernel_from_source
+from ringkernel.compile import CachingCompiler, PtxCache
 
 KERNEL_V1 = """
 from numba import cuda

@@ -55,7 +55,6 @@ from .compile import (
     code_fingerprint_report,
     default_cache_dir,
     default_compiler,
-    kernel_from_source,
 )
 from .device import PRESETS, SIMULATED, GpuArchitecture
 from .streams import (
@@ -85,7 +84,16 @@ from .memory import (
     SizeClass,
     default_backend,
 )
-from .dsl import ConfiguredLaunch, GpuKernel, gpu_kernel
+from .kernel import (
+    ConfiguredLaunch,
+    kernel_from_source,
+    GpuKernel,
+    LaunchEvent,
+    add_launch_hook,
+    gpu_kernel,
+    launch_hooks,
+    remove_launch_hook,
+)
 from .errors import (
     ConfigurationError,
     DeviceError,
@@ -98,9 +106,10 @@ from .errors import (
     InsufficientMemory,
     InvalidFree,
     LaunchConfigError,
+    ResourceClosedError,
     RingKernelError,
 )
-from .indexing import AxisMap, KernelIndexing, analyze_kernel
+from .kernel.indexing import AxisMap, KernelIndexing, analyze_kernel
 from .launch import (
     AccessPattern,
     KernelMode,
@@ -125,6 +134,10 @@ _INTRINSICS = (
 
 __all__ = [
     "__version__",
+    "LaunchEvent",
+    "add_launch_hook",
+    "remove_launch_hook",
+    "launch_hooks",
     "AxisMap",
     "KernelIndexing",
     "analyze_kernel",
@@ -153,7 +166,7 @@ __all__ = [
     # errors
     "RingKernelError", "ConfigurationError", "DeviceError", "KernelError", "KernelArgumentError",
     "LaunchConfigError", "KernelCompileError", "KernelLaunchError", "BenchmarkError", "EnvironmentMismatchError",
-    "InsufficientMemory", "InvalidFree",
+    "InsufficientMemory", "InvalidFree", "ResourceClosedError",
     # device-side helpers (lazy)
     *_INTRINSICS,
 ]  # fmt: skip
@@ -161,7 +174,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in _INTRINSICS:
-        from . import intrinsics
+        from .kernel import intrinsics
 
         return getattr(intrinsics, name)
     if name in ("use_pool", "plugin_pool"):

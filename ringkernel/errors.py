@@ -4,6 +4,7 @@
 
     RingKernelError
     ├── ConfigurationError        (also ValueError)  an option or profile is out of range
+    ├── ResourceClosedError                           a resource was used after its close()
     ├── DeviceError                                   no usable device, or a driver call failed
     │   └── DriverError                               a driver call failed: result, its name, operation
     ├── MemoryError_                                  pool and guard errors (not Python's MemoryError)
@@ -41,6 +42,7 @@ __all__ = [
     "MemoryError_",
     "InsufficientMemory",
     "InvalidFree",
+    "ResourceClosedError",
 ]
 
 
@@ -73,6 +75,29 @@ class RingKernelError(Exception):
 
 class ConfigurationError(RingKernelError, ValueError):
     """An option, profile or preset name is invalid."""
+
+
+class ResourceClosedError(RingKernelError):
+    """A resource was used after its ``close()``: ``resource`` names its kind (``"StreamManager"``),
+    ``operation`` what was asked of it (``"sync_all"``; ``None`` if not known).
+
+    Raised before any driver call, so using a closed resource never reaches the driver
+    with a destroyed handle.
+    """
+
+    def __init__(
+        self,
+        resource: str,
+        *,
+        operation: str | None = None,
+        hint: str | None = "create a new one",
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.resource = resource
+        self.operation = operation
+        message = f"{resource} is closed" + (f": {operation} cannot be used after close()" if operation else "")
+        merged = {"resource": resource, "operation": operation, **dict(details or {})}
+        super().__init__(message, hint=hint, details=merged)
 
 
 class DeviceError(RingKernelError):

@@ -204,7 +204,7 @@ def test_kernel_from_source_runs_and_fingerprints(rng) -> None:  # type: ignore[
     import numpy as np
     from numba import cuda
 
-    from ringkernel.compile import kernel_from_source
+    from ringkernel import kernel_from_source
 
     src = """
     def triple(x, out):

@@ -13,7 +13,7 @@ import pytest
 from numba.core import types
 
 from ringkernel import driver as D
-from ringkernel._args import c_strides
+from ringkernel._layout import c_strides
 from ringkernel.compile import launcher as L
 from ringkernel.errors import DriverError
 

@@ -9,8 +9,8 @@ import pytest
 from numba import cuda
 
 from ringkernel import LaunchConfigError, gpu_kernel
-from ringkernel.indexing import KernelIndexing, analyze_kernel
-from ringkernel.intrinsics import global_thread_id_2d, grid_stride_2d
+from ringkernel.kernel.indexing import KernelIndexing, analyze_kernel
+from ringkernel.kernel.intrinsics import global_thread_id_2d, grid_stride_2d
 
 
 @gpu_kernel

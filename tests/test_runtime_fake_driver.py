@@ -65,7 +65,7 @@ def runtime(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     compiled: list[tuple] = []
 
     class StubCompiler:
-        def load_or_compile(self, py_func, argtypes, options, dispatcher, name):  # type: ignore[no-untyped-def]
+        def load_or_compile(self, py_func, argtypes, options, dispatcher, name, analyze=None):  # type: ignore[no-untyped-def]
             compiled.append(argtypes)
             return C.CompiledKernel(
                 name=name, entry_name="_Z1k", argtypes=argtypes, key="0" * 64, compute_cap="sm_90", from_cache=True,
@@ -77,7 +77,7 @@ def runtime(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     return calls, compiled, cb
 
 
-from ringkernel.intrinsics import global_thread_id, grid_stride  # noqa: E402
+from ringkernel.kernel.intrinsics import global_thread_id, grid_stride  # noqa: E402
 
 
 def _kernel():  # type: ignore[no-untyped-def]
@@ -163,3 +163,56 @@ def test_driver_error_is_translated(runtime, monkeypatch: pytest.MonkeyPatch) ->
     k._memo.clear()  # memo entries captured the old function pointer
     with pytest.raises(KernelLaunchError, match="CUresult 1"):
         k(a, a, a)
+
+
+def test_launch_hooks_see_every_path(runtime) -> None:  # type: ignore[no-untyped-def]
+    """Automatic (checked, fast table, memo), explicit and other-stream launches all reach the
+    hooks; with no hook registered the memo path is used again."""
+    from ringkernel import add_launch_hook, remove_launch_hook
+
+    calls, _, _ = runtime
+    k = _kernel()
+    a, b = FakeDeviceArray(10), FakeDeviceArray(10)
+    k(a, a, a)  # memoised
+    k(a, a, a)
+    assert k._memo
+    events = []
+    h = add_launch_hook(events.append)
+    try:
+        assert not k._memo  # registering a hook dropped the memos
+        k(a, a, a)  # fast table
+        k(b, b, b)  # fast table, new arrays
+        k[4, 128](a, a, a)  # explicit: checked path
+        k[4, 128](a, a, a)  # explicit: fast table
+        k(a, a, a, stream=0x77)
+        assert not k._memo  # nothing memoised while a hook is registered
+    finally:
+        remove_launch_hook(h)
+    assert [e.kind for e in events] == ["auto", "auto", "explicit", "explicit", "auto"]
+    assert all(e.kernel_name == "add" for e in events)
+    assert events[2].grid == (4, 1, 1) and events[2].block == (128, 1, 1)
+    assert events[4].stream == 0x77
+    n = len(calls)
+    k(a, a, a)
+    k(a, a, a)
+    assert k._memo and len(calls) == n + 2 and len(events) == 5  # removed: not called any more
+
+
+def test_a_failing_hook_does_not_break_launches(runtime, caplog) -> None:  # type: ignore[no-untyped-def]
+    from ringkernel import add_launch_hook, remove_launch_hook
+
+    calls, _, _ = runtime
+    k = _kernel()
+    a = FakeDeviceArray(10)
+
+    def bad(event):  # type: ignore[no-untyped-def]
+        raise ValueError("boom")
+
+    h = add_launch_hook(bad)
+    try:
+        k(a, a, a)
+        k(a, a, a)
+    finally:
+        remove_launch_hook(h)
+    assert len(calls) == 2
+    assert sum("boom" in r.getMessage() or "raised" in r.getMessage() for r in caplog.records) == 1

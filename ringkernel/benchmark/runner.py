@@ -209,8 +209,8 @@ def _spin(ns: int, stream: Any) -> None:
 
 
 def _scribble(buf: Any, value: float, *, stream: Any) -> None:
-    from ..dsl import gpu_kernel
-    from ..intrinsics import global_thread_id, grid_stride
+    from ..kernel import gpu_kernel
+    from ..kernel.intrinsics import global_thread_id, grid_stride
 
     global _SCRIBBLE
     if _SCRIBBLE is None:

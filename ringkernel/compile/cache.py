@@ -8,6 +8,10 @@ One file per key, ``<key>-<compute capability>.rkc``::
                                    "cubin_bytes", "meta", "created"}
     payload                       PTX bytes, then cubin bytes
 
+``sha256`` is the SHA-256 of ``meta`` as canonical JSON (sorted keys, no spaces, ASCII), a
+NUL byte, and the payload: the entry name the driver is asked for is covered too. The
+other header fields are compared with what the reader expects.
+
 What is loaded is passed to ``cuModuleLoadData``, so nothing in the directory is trusted
 before it is checked (docs/cache.md, "Trust model"):
 
@@ -58,8 +62,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Bumped whenever the file format or what goes into a key changes.
-CACHE_VERSION = 2
+#: Bumped whenever the file format or what goes into a key changes (3: the SHA-256 covers ``meta``).
+CACHE_VERSION = 3
 
 #: Largest payload (PTX + cubin) an entry may hold unless ``max_entry_bytes`` says otherwise.
 DEFAULT_MAX_ENTRY_BYTES = 256 << 20
@@ -209,7 +213,7 @@ class PtxCache:
         self._hits = 0
         self._misses = 0
         self._warned = False
-        self._dir_ok = False  # the directory passed the checks (kept: it is ours, no one else can change it)
+        self._dir_ok = False  # passed the checks; kept: only its owner can change its mode (see _entry_problem)
         self._refused: str | None = None  # why the directory was refused; the cache is off
         self._noted: set[tuple[Any, ...]] = set()  # refusals already warned about
         self._stale_removed = 0
@@ -366,10 +370,14 @@ class PtxCache:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.EMLINK) or os.path.islink(path):
-                self._note(path, "it is a symbolic link")
+            try:
+                lst: os.stat_result | None = os.lstat(path)
+            except OSError:
+                lst = None
+            if exc.errno in (errno.ELOOP, errno.EMLINK) or (lst is not None and stat.S_ISLNK(lst.st_mode)):
+                self._note(path, "it is a symbolic link", lst)
             else:
-                self._note(path, f"it cannot be opened ({exc.strerror or exc})")
+                self._note(path, f"it cannot be opened ({exc.strerror or exc})", lst)
             return None
         try:
             st = os.fstat(fd)
@@ -403,11 +411,14 @@ class PtxCache:
     def put_entry(self, entry: CacheEntry) -> Path | None:
         """Write ``entry`` atomically; returns its path, or ``None`` if caching is off or failed.
 
+        An entry that could not be read back (``meta`` holding other values than
+        :class:`CacheEntry` allows, or larger than ``max_entry_bytes``) is not written, with
+        a log message.
+
         Raises
         ------
         ConfigurationError
-            A bad key or compute capability, or ``meta`` holding values an entry cannot
-            hold (see :class:`CacheEntry`).
+            A bad key or compute capability.
         """
         if not self.enabled:
             return None
@@ -415,7 +426,8 @@ class PtxCache:
         meta = dict(entry.meta)
         why = _meta_problem(meta)
         if why is not None:
-            raise ConfigurationError(f"cache entry meta is not storable: {why}", details={"key": entry.key})
+            log.warning("ringkernel cache: not caching %s: %s", path, why)
+            return None
         if self._refused is not None:
             return None
         ptx = entry.ptx.encode("utf-8")
@@ -426,7 +438,7 @@ class PtxCache:
             return None
         header = json.dumps({
             "format": CACHE_VERSION, "key": entry.key, "compute_cap": entry.compute_cap,
-            "sha256": hashlib.sha256(payload).hexdigest(), "ptx_bytes": len(ptx), "cubin_bytes": len(entry.cubin),
+            "sha256": _digest(meta, payload), "ptx_bytes": len(ptx), "cubin_bytes": len(entry.cubin),
             "meta": meta, "created": time.time(),
         }).encode("utf-8")  # fmt: skip
         if len(header) > _MAX_HEADER:
@@ -710,6 +722,14 @@ def _header_problem(header: object, key: str, compute_cap: str, payload: int, ma
     return None
 
 
+def _digest(meta: Mapping[str, Any], payload: bytes | memoryview) -> str:
+    """The ``sha256`` field: of ``meta`` as canonical JSON, a NUL byte, and ``payload``."""
+    h = hashlib.sha256(json.dumps(meta, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("ascii"))
+    h.update(b"\0")
+    h.update(payload)
+    return h.hexdigest()
+
+
 def _parse_entry(data: bytes, key: str, compute_cap: str, max_payload: int) -> CacheEntry | str:
     """The entry ``data`` holds, or why it holds none. Never raises, whatever ``data`` is."""
     start = len(_MAGIC) + 4
@@ -731,11 +751,12 @@ def _parse_entry(data: bytes, key: str, compute_cap: str, max_payload: int) -> C
     why = _header_problem(header, key, compute_cap, len(payload), max_payload)
     if why is not None:
         return why
-    if hashlib.sha256(payload).hexdigest() != header["sha256"]:
+    meta = header.get("meta", {})
+    if _digest(meta, payload) != header["sha256"]:
         return "checksum mismatch"
     nptx = header["ptx_bytes"]
     try:
         ptx = str(payload[:nptx], "utf-8")
     except UnicodeDecodeError:
         return "PTX is not UTF-8"
-    return CacheEntry(key, compute_cap, ptx, payload[nptx:].tobytes(), dict(header.get("meta") or {}))
+    return CacheEntry(key, compute_cap, ptx, payload[nptx:].tobytes(), meta)

@@ -29,7 +29,7 @@ from .fingerprint import code_fingerprint_report
 from .. import driver
 from .launcher import KernelLauncher
 
-__all__ = ["CachingCompiler", "CompiledKernel", "default_compiler", "kernel_from_source"]
+__all__ = ["CachingCompiler", "CompiledKernel", "default_compiler"]
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class CompiledKernel:
     ptx: str = field(repr=False, default="")
     load_ms: float = 0.0
     timings_ms: dict[str, float] = field(default_factory=dict)
-    #: The kernel's :class:`~ringkernel.indexing.KernelIndexing` as JSON, stored with the
+    #: The kernel's :class:`~ringkernel.kernel.indexing.KernelIndexing` as JSON, stored with the
     #: entry so that a cache hit does not rerun the analysis (``None``: not recorded).
     indexing: str | None = None
     _module: Any = field(repr=False, default=None)
@@ -141,31 +141,35 @@ class CachingCompiler:
         ))  # fmt: skip
         return PtxCache.hash_source(doc)
 
-    def compile(self, kernel_or_source: Any, signature: Sequence[Any] | str) -> CompiledKernel:
-        """Load ``kernel_or_source`` for ``signature``, from the cache when it is there.
+    def compile(self, kernel: Any, signature: Sequence[Any] | str) -> CompiledKernel:
+        """Load ``kernel`` for ``signature``, from the cache when it is there.
 
-        ``kernel_or_source`` is a ``GpuKernel``, a kernel function, or the Python source text
-        of one kernel function (see :func:`kernel_from_source`). ``signature`` is a tuple of
-        numba types or a signature string (``"void(float32[:], float32[:])"``).
+        ``kernel`` is a ``GpuKernel`` (or anything with its ``py_func``, ``dispatcher``,
+        ``compile_options`` and ``name``) or a plain kernel function; for the source text of
+        one, build it first with :func:`ringkernel.kernel_from_source`. ``signature`` is a
+        tuple of numba types or a signature string (``"void(float32[:], float32[:])"``).
         """
-        from ..dsl import GpuKernel
+        if isinstance(kernel, str):
+            raise ConfigurationError(
+                "CachingCompiler.compile takes a kernel, not source text",
+                hint="build it first: ringkernel.kernel_from_source(source)",
+            )
+        if all(hasattr(kernel, a) for a in ("py_func", "dispatcher", "compile_options", "name")):
+            py_func, dispatcher, options, name = kernel.py_func, kernel.dispatcher, kernel.compile_options, kernel.name
+        elif callable(kernel) and hasattr(kernel, "__code__"):
+            from numba import cuda
 
-        if isinstance(kernel_or_source, GpuKernel):
-            kernel = kernel_or_source
-        elif isinstance(kernel_or_source, str):
-            kernel = kernel_from_source(kernel_or_source)
-        elif callable(kernel_or_source) and hasattr(kernel_or_source, "__code__"):
-            kernel = GpuKernel(kernel_or_source)
+            py_func, dispatcher, name = kernel, cuda.jit(kernel), kernel.__name__
+            options = {"fastmath": False, "lineinfo": False, "debug": False}
         else:
             raise ConfigurationError(
-                "CachingCompiler.compile takes a GpuKernel, a kernel function or its source text, "
-                f"got {type(kernel_or_source).__name__}"
+                f"CachingCompiler.compile takes a GpuKernel or a kernel function, got {type(kernel).__name__}"
             )
         if isinstance(signature, str):
             from numba.core import sigutils
 
             signature, _ = sigutils.normalize_signature(signature)
-        return self.load_or_compile(kernel.py_func, tuple(signature), kernel.compile_options, kernel.dispatcher, kernel.name)
+        return self.load_or_compile(py_func, tuple(signature), options, dispatcher, name)
 
     def load_or_compile(
         self,
@@ -174,7 +178,12 @@ class CachingCompiler:
         options: dict[str, Any],
         dispatcher: Any,
         name: str,
+        *,
+        analyze: Callable[[Any], str] | None = None,
     ) -> CompiledKernel:
+        """The compiled kernel from the cache, or compiled by numba and stored. ``analyze``
+        (``py_func -> str``) makes a record stored in the entry's metadata as ``indexing``
+        when the kernel is compiled (the kernel package's launch analysis)."""
         t0 = time.perf_counter()
         cc = self.compute_cap
         key = self.cache_key(py_func, argtypes, options)
@@ -188,11 +197,14 @@ class CachingCompiler:
             except Exception as exc:  # a valid file the driver still refuses: recompile
                 log.warning("ringkernel cache: entry for %s could not be loaded (%s); recompiling", name, exc)
         with self._lock:
-            entry = self._compile(py_func, argtypes, dispatcher, name, key, cc)
+            entry = self._compile(py_func, argtypes, dispatcher, name, key, cc, analyze)
         timings["compile_ms"] = (time.perf_counter() - t2) * 1e3
         return self._load(entry, argtypes, name, from_cache=False, t0=t0, timings=timings)
 
-    def _compile(self, py_func: Any, argtypes: tuple[Any, ...], dispatcher: Any, name: str, key: str, cc: str) -> CacheEntry:
+    def _compile(
+        self, py_func: Any, argtypes: tuple[Any, ...], dispatcher: Any, name: str, key: str, cc: str,
+        analyze: Callable[[Any], str] | None = None,
+    ) -> CacheEntry:  # fmt: skip
         try:
             compiled = dispatcher.compile(argtypes)
         except Exception as exc:
@@ -209,9 +221,8 @@ class CachingCompiler:
         meta = {"entry_name": lib._entry_name, "name": name, "argtypes": [str(t) for t in argtypes],
                 "cooperative": bool(getattr(compiled, "cooperative", False)), "code_type": code_type}  # fmt: skip
         try:
-            from ..indexing import analyze_kernel
-
-            meta["indexing"] = analyze_kernel(py_func).to_json()
+            if analyze is not None:
+                meta["indexing"] = analyze(py_func)
         except Exception as exc:  # noqa: BLE001 - the launcher analyses again (and reports) when it needs to
             log.debug("kernel %s: indexing analysis failed at compile time: %s", name, exc)
         entry = CacheEntry(key, cc, ptx, code, meta)
@@ -256,46 +267,6 @@ class CachingCompiler:
         fin = weakref.finalize(ck, unload_module, fn.module)
         fin.atexit = False
         return ck
-
-
-def kernel_from_source(source: str, name: str | None = None) -> Any:
-    """A ``GpuKernel`` from the Python source text of a kernel function.
-
-    The source runs in a fresh namespace that already holds ``cuda`` (numba.cuda), ``np``,
-    ``math`` and ringkernel's device helpers (``global_thread_id``, ``grid_stride``, ...).
-    It must define exactly one function, or ``name`` must say which one.
-    """
-    import inspect
-    import math
-    import textwrap
-
-    import numpy as np
-
-    from .. import intrinsics
-    from ..dsl import GpuKernel
-
-    ns: dict[str, Any] = {"np": np, "math": math, "__name__": "ringkernel_source_kernel"}
-    from numba import cuda
-
-    ns["cuda"] = cuda
-    ns.update({k: getattr(intrinsics, k) for k in intrinsics.__all__})
-    before = set(ns)
-    try:
-        code = compile(textwrap.dedent(source), "<ringkernel kernel source>", "exec")
-        exec(code, ns)  # noqa: S102 - compiling the caller's own kernel source is the point
-    except SyntaxError as exc:
-        raise ConfigurationError(f"kernel source does not parse: {exc}", hint="pass the text of one `def`") from exc
-    funcs = {k: v for k, v in ns.items() if k not in before and inspect.isfunction(v)}
-    if name is not None:
-        if name not in funcs:
-            raise ConfigurationError(f"the source defines no function {name!r}", details={"defined": sorted(funcs)})
-        return GpuKernel(funcs[name])
-    if len(funcs) != 1:
-        raise ConfigurationError(
-            f"the source defines {len(funcs)} functions ({', '.join(sorted(funcs)) or 'none'}); expected one",
-            hint="pass name= to choose",
-        )
-    return GpuKernel(next(iter(funcs.values())))
 
 
 def _image_bytes(image: Any) -> tuple[bytes, str]:

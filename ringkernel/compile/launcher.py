@@ -27,7 +27,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from .. import driver
-from .._args import c_strides as _strides_c
+from .._layout import c_strides as _strides_c
 
 __all__ = ["ArgInfo", "describe_arg", "KernelLauncher"]
 

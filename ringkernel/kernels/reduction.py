@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 from numba import cuda, float64
 
-from ..dsl import gpu_kernel
+from ..kernel import gpu_kernel
 from ..errors import KernelArgumentError
-from ..intrinsics import global_thread_id, grid_stride
+from ..kernel.intrinsics import global_thread_id, grid_stride
 
 __all__ = ["sum_reduce", "sum_reduce_kernel", "sum_reduce_reference", "REDUCE_BLOCK"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..dsl import gpu_kernel
-from ..intrinsics import global_thread_id, grid_stride
+from ..kernel import gpu_kernel
+from ..kernel.intrinsics import global_thread_id, grid_stride
 
 __all__ = ["vector_add", "vector_add_reference"]
 

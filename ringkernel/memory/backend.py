@@ -15,7 +15,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from .. import driver
-from .._args import c_strides
+from .._layout import c_strides
 from ..errors import DeviceError, DriverError
 
 __all__ = ["MemoryBackend", "DriverBackend", "SimulatorBackend", "default_backend"]

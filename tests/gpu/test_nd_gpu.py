@@ -131,14 +131,14 @@ def test_analysis_agrees_with_the_ptx(cache_dir: Path) -> None:
 def test_indexing_comes_from_the_cache_in_a_fresh_process(cache_dir: Path) -> None:
     script = (
         "import numpy as np\n"
-        "import ringkernel.indexing as ix\n"
+        "import ringkernel.kernel.indexing as ix\n"
         "from numba import cuda\n"
         "from tests.test_nd_launch import stencil2d\n"
         "if MODE == 'hit':\n"
         "    def boom(f):\n"
         "        raise AssertionError('analysis ran on a cache hit')\n"
         "    ix.analyze_kernel = boom\n"
-        "    import ringkernel.dsl as d; d.analyze_kernel = boom\n"
+        "    import ringkernel.kernel.core as d; d.analyze_kernel = boom\n"
         "u = cuda.to_device(np.ones((50, 70), np.float32)); o = cuda.to_device(np.zeros((50, 70), np.float32))\n"
         "stencil2d(u, o)\n"
         "ck = stencil2d.compiled(u, o)\n"

@@ -200,7 +200,7 @@ def test_numba_type_shortcut_agrees_with_typeof(rng: np.random.Generator) -> Non
     the two must agree for every layout, dtype and a read-only array; others use typeof."""
     from numba import cuda
 
-    from ringkernel.compile.runtime import numba_type
+    from ringkernel.kernel.runtime import numba_type
     from ringkernel.kernels import vector_add
 
     d = vector_add.dispatcher

@@ -1,6 +1,6 @@
 """The runtime half of ``GpuKernel``: compile through the cache, launch through the driver.
 
-``GpuKernel`` (ringkernel.dsl) checks arguments and plans configurations; these methods
+``GpuKernel`` (ringkernel.kernel.core) checks arguments and plans configurations; these methods
 load the compiled kernel for an argument signature (``CachingCompiler``), launch it with
 one ``cuLaunchKernel`` (``KernelLauncher``), and remember checked launches so that repeats
 skip every check (the launch memo and the per-type-key decision tables). Only used on a
@@ -12,7 +12,8 @@ from __future__ import annotations
 from struct import error as struct_error
 from typing import Any, Callable
 
-from .._args import array_info, describe
+from . import hooks as _hooks
+from .args import array_info, describe
 from .. import driver
 from ..errors import DriverError, KernelArgumentError, KernelLaunchError
 from ..launch import LaunchConfig, LaunchDecision
@@ -54,7 +55,7 @@ class RuntimeLaunchMixin:
 
     def compiled(self, *args: Any) -> Any:
         """The :class:`~ringkernel.compile.CompiledKernel` for these arguments (compiling or loading it)."""
-        from .launcher import describe_arg
+        from ..compile.launcher import describe_arg
 
         infos = [describe_arg(a) for a in args]
         if any(i is None for i in infos):
@@ -68,11 +69,12 @@ class RuntimeLaunchMixin:
         tkey = tuple(i.type_key for i in fast_infos)
         ck = self._compiled.get(tkey)
         if ck is None:
-            from .compiler import default_compiler
+            from ..compile.compiler import default_compiler
 
             argtypes = sig if sig is not None else tuple(numba_type(self.dispatcher, a) for a in args)
             ck = default_compiler().load_or_compile(
-                self.py_func, tuple(argtypes), self.compile_options, self.dispatcher, self.name
+                self.py_func, tuple(argtypes), self.compile_options, self.dispatcher, self.name,
+                analyze=_indexing_record,
             )
             self._compiled[tkey] = ck
         return ck
@@ -87,9 +89,11 @@ class RuntimeLaunchMixin:
         parameter block of the entry's own, packed once. It never changes, so threads may
         launch from it concurrently.
         """
-        from .launcher import describe_arg
+        from ..compile.launcher import describe_arg
         from ..driver import stream_handle
 
+        if _hooks.HOOKS:
+            return  # while hooks are registered every launch goes through the reporting paths
         infos = [describe_arg(a) for a in args]
         if decision is None or not all(i is not None and i.ref is not None for i in infos):
             return
@@ -98,7 +102,7 @@ class RuntimeLaunchMixin:
             return
         if len(memo) >= DECISION_CACHE_LIMIT:
             memo.clear()
-        from . import launcher as L
+        from ..compile import launcher as L
 
         c = decision.config
         lau = ck.launcher
@@ -147,7 +151,7 @@ class RuntimeLaunchMixin:
 
     def _try_fast(self, args: tuple[Any, ...], table: dict[Any, LaunchDecision], extra: Any, stream: Any) -> bool:
         """Repeat a launch the checked path has seen before, with nothing but packing and the driver call."""
-        from .launcher import describe_arg
+        from ..compile.launcher import describe_arg
         from ..driver import stream_handle
 
         infos = []
@@ -174,7 +178,15 @@ class RuntimeLaunchMixin:
         except Exception:
             return False  # let the checked path launch again and raise a proper error
         self._last = decision
+        if _hooks.HOOKS:
+            _hooks.notify(self.name, decision, stream, "auto" if extra is None else "explicit")
         return True
+
+
+def _indexing_record(py_func: Any) -> str:
+    from .indexing import analyze_kernel
+
+    return analyze_kernel(py_func).to_json()
 
 
 def launch_error(kernel_name: str, config: LaunchConfig, exc: Exception) -> KernelLaunchError:
@@ -217,4 +229,6 @@ def memo_launch(kernel: Any, m: tuple[Any, ...], stream: Any) -> bool:
     except DriverError:
         return False  # the checked path launches again and raises a translated error
     kernel._last = decision
+    if _hooks.HOOKS:
+        _hooks.notify(kernel.name, decision, stream, "auto")
     return True

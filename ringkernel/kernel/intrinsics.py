@@ -15,7 +15,7 @@ GPU, so they cost nothing over writing ``cuda.threadIdx.x`` by hand.
 
 from __future__ import annotations
 
-from .config import select_backend, simulator_enabled
+from ..config import select_backend, simulator_enabled
 
 select_backend()  # before numba.cuda is imported: the simulator when there is no GPU
 

@@ -1,4 +1,4 @@
-"""``@gpu_kernel``: numba.cuda kernels that choose their own launch configuration.
+"""``GpuKernel`` and ``@gpu_kernel``: numba.cuda kernels that choose their own launch configuration.
 
 ::
 
@@ -28,17 +28,18 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .device import GpuArchitecture
-from .errors import (
+from ..device import GpuArchitecture
+from ..errors import (
     ConfigurationError,
     KernelArgumentError,
     KernelCompileError,
     LaunchConfigError,
 )
-from ._args import ArgumentProblem, ArrayInfo, accepts, argument_kind, array_info, describe, fmt_type
+from . import hooks as _hooks
+from .args import ArgumentProblem, ArrayInfo, accepts, argument_kind, array_info, describe, fmt_type
 from .indexing import KernelIndexing, analyze_kernel
-from .compile.runtime import DECISION_CACHE_LIMIT, RuntimeLaunchMixin, launch_error, memo_launch
-from .launch import (
+from .runtime import DECISION_CACHE_LIMIT, RuntimeLaunchMixin, launch_error, memo_launch
+from ..launch import (
     KernelMode,
     ModeKind,
     KernelModeSelector,
@@ -48,7 +49,7 @@ from .launch import (
     WorkloadProfile,
 )
 
-__all__ = ["gpu_kernel", "GpuKernel", "ConfiguredLaunch"]
+__all__ = ["gpu_kernel", "GpuKernel", "ConfiguredLaunch", "kernel_from_source"]
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +124,16 @@ class GpuKernel(RuntimeLaunchMixin):
         self._fast_explicit: dict[tuple[Any, ...], LaunchDecision] = {}
         self._configured: dict[Any, ConfiguredLaunch] = {}
         # Launch memo: identity of the arguments' cached ArgInfos -> (launcher, infos, config,
-        # decision). A hit skips every check, plan and packing step (see compile/runtime.py).
+        # decision). A hit skips every check, plan and packing step (see kernel/runtime.py).
+        # Never made while launch hooks are registered (kernel/hooks.py).
         self._memo: dict[tuple[int, ...], tuple[Any, ...]] = {}
+        _hooks.KERNELS.add(self)
+
+    def _forget_memos(self) -> None:
+        """Drop every launch memo (a launch hook was registered: memo hits are not reported)."""
+        self._memo.clear()
+        for launch in list(self._configured.values()):
+            launch._memo.clear()
 
     # -- set-up (lazy) ------------------------------------------------------------------
     def _param_index(self, name: str, option: str) -> int:
@@ -146,7 +155,7 @@ class GpuKernel(RuntimeLaunchMixin):
         return self._dispatcher
 
     def _make_dispatcher(self) -> Any:
-        from .config import simulator_enabled
+        from ..config import simulator_enabled
 
         sim = simulator_enabled()  # before numba.cuda: ringkernel picks the backend first
         from numba import cuda
@@ -340,11 +349,11 @@ class GpuKernel(RuntimeLaunchMixin):
             return self._resources[key]
         except KeyError:
             pass
-        from .config import simulator_enabled
+        from ..config import simulator_enabled
 
         res: KernelResources | None = None
         if self.uses_runtime:
-            from .compile.launcher import describe_arg
+            from ..compile.launcher import describe_arg
 
             fast = [describe_arg(a) for a in args]
             if all(f is not None for f in fast):
@@ -470,7 +479,7 @@ class GpuKernel(RuntimeLaunchMixin):
     # -- dimensionality and N-D planning ------------------------------------------------
     @property
     def indexing(self) -> KernelIndexing:
-        """What the kernel's code says about its grid (see :mod:`ringkernel.indexing`)."""
+        """What the kernel's code says about its grid (see :mod:`ringkernel.kernel.indexing`)."""
         return self._indexing_for(None)
 
     def _indexing_for(self, ck: Any) -> KernelIndexing:
@@ -777,7 +786,7 @@ class GpuKernel(RuntimeLaunchMixin):
         sig = self._check_types(dev_args, infos)
         ck, fast_infos, resources = None, None, _UNKNOWN
         if self.uses_runtime:
-            from .compile.launcher import describe_arg
+            from ..compile.launcher import describe_arg
 
             fast_infos = [describe_arg(a) for a in dev_args]
             if all(i is not None for i in fast_infos):
@@ -807,6 +816,8 @@ class GpuKernel(RuntimeLaunchMixin):
         else:
             self._run(decision.config, dev_args)
         self._last = decision
+        if _hooks.HOOKS:  # the seam: every launch that is not a memo hit ends here or in _try_fast
+            _hooks.notify(self.name, decision, decision.config.stream, "auto" if config is None else "explicit")
         for _, host, dev in copies:
             dev.copy_to_host(host)
         return decision
@@ -993,7 +1004,7 @@ def gpu_kernel(
         Names of array parameters that must have equal sizes; a mismatch is refused.
     ndim:
         The kernel's grid dimensionality (1-3). Default: read from its code
-        (``cuda.grid(2)``, ``cuda.threadIdx.y``, ...; see :mod:`ringkernel.indexing`); give it
+        (``cuda.grid(2)``, ``cuda.threadIdx.y``, ...; see :mod:`ringkernel.kernel.indexing`); give it
         when the code calls something the analysis cannot read.
     fastmath, lineinfo, debug:
         Passed to ``numba.cuda.jit``.
@@ -1022,20 +1033,40 @@ def gpu_kernel(
     return decorate
 
 
-_INTRINSICS = {
-    "thread_idx_x", "thread_idx_y", "thread_idx_z",
-    "block_idx_x", "block_idx_y", "block_idx_z",
-    "block_dim_x", "block_dim_y", "block_dim_z",
-    "grid_dim_x", "grid_dim_y", "grid_dim_z",
-    "global_thread_id", "global_thread_id_2d", "grid_stride", "grid_stride_2d", "sync_threads",
-}  # fmt: skip
+def kernel_from_source(source: str, name: str | None = None) -> Any:
+    """A ``GpuKernel`` from the Python source text of a kernel function.
 
+    The source runs in a fresh namespace that already holds ``cuda`` (numba.cuda), ``np``,
+    ``math`` and ringkernel's device helpers (``global_thread_id``, ``grid_stride``, ...).
+    It must define exactly one function, or ``name`` must say which one.
+    """
+    import inspect
+    import math
+    import textwrap
 
-def __getattr__(name: str) -> Any:
-    # Device helpers live in .intrinsics, which imports numba.cuda; resolve them lazily so
-    # that importing ringkernel stays cheap and never decides simulator-vs-GPU early.
-    if name in _INTRINSICS:
-        from . import intrinsics
+    import numpy as np
 
-        return getattr(intrinsics, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from . import intrinsics
+
+    ns: dict[str, Any] = {"np": np, "math": math, "__name__": "ringkernel_source_kernel"}
+    from numba import cuda
+
+    ns["cuda"] = cuda
+    ns.update({k: getattr(intrinsics, k) for k in intrinsics.__all__})
+    before = set(ns)
+    try:
+        code = compile(textwrap.dedent(source), "<ringkernel kernel source>", "exec")
+        exec(code, ns)  # noqa: S102 - compiling the caller's own kernel source is the point
+    except SyntaxError as exc:
+        raise ConfigurationError(f"kernel source does not parse: {exc}", hint="pass the text of one `def`") from exc
+    funcs = {k: v for k, v in ns.items() if k not in before and inspect.isfunction(v)}
+    if name is not None:
+        if name not in funcs:
+            raise ConfigurationError(f"the source defines no function {name!r}", details={"defined": sorted(funcs)})
+        return GpuKernel(funcs[name])
+    if len(funcs) != 1:
+        raise ConfigurationError(
+            f"the source defines {len(funcs)} functions ({', '.join(sorted(funcs)) or 'none'}); expected one",
+            hint="pass name= to choose",
+        )
+    return GpuKernel(next(iter(funcs.values())))

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 
-__all__ = ["c_strides", "ArrayInfo", "array_info", "describe", "fmt_type", "accepts", "argument_kind", "ArgumentProblem"]
+__all__ = ["ArrayInfo", "array_info", "describe", "fmt_type", "accepts", "argument_kind", "ArgumentProblem"]
 
 
 @dataclass(frozen=True)
@@ -67,16 +67,6 @@ def array_info(arg: Any) -> ArrayInfo | None:
         st = cai.get("strides")
         return ArrayInfo(shape, np.dtype(cai["typestr"]), size, tuple(int(x) for x in st) if st else None)
     return None
-
-
-def c_strides(shape: Any, itemsize: int) -> tuple[int, ...]:
-    """Byte strides of a C-contiguous array of ``shape``."""
-    strides = []
-    acc = itemsize
-    for dim in reversed(tuple(shape)):
-        strides.append(acc)
-        acc *= dim
-    return tuple(reversed(strides))
 
 
 class ArgumentProblem(Exception):

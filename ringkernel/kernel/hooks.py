@@ -1,0 +1,102 @@
+"""The one launch seam: every launch of a ``GpuKernel`` is reported to the registered hooks.
+
+::
+
+    def log(event: LaunchEvent) -> None:
+        print(event.kernel_name, event.grid, event.block, event.stream)
+
+    handle = add_launch_hook(log)
+    ...
+    remove_launch_hook(handle)
+
+Hooks run on the launching thread, right after the launch was queued (not when the GPU runs
+it: ``timestamp_ns`` is the host's ``time.perf_counter_ns()``). A hook that raises does not
+break the launch: the error is logged once per hook and the hook stays registered.
+
+With no hook registered the seam costs nothing: launches take their memoised fast path.
+Registering the first hook clears every kernel's launch memo, and no memo is made while a
+hook is registered, so every launch goes through ``GpuKernel``'s checked or fast path, which
+both end in the one function that reports (``GpuKernel._submitted``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any, Callable
+
+__all__ = ["LaunchEvent", "LaunchHook", "add_launch_hook", "remove_launch_hook", "launch_hooks"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LaunchEvent:
+    """One launch, as a hook sees it."""
+
+    kernel_name: str
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    shared_mem: int
+    #: The stream object passed to the launch (``None``: the default stream).
+    stream: Any
+    #: ``"auto"`` (a configuration chosen by ringkernel) or ``"explicit"`` (``kernel[grid, block]``).
+    kind: str
+    #: Elements the launch covers (as the decision counted them).
+    elements: int
+    timestamp_ns: int
+
+
+LaunchHook = Callable[[LaunchEvent], None]
+
+#: Registered hooks (a list, mutated in place: modules test ``if HOOKS:`` on the hot path).
+HOOKS: list[tuple[int, LaunchHook]] = []
+_ids = itertools.count(1)
+_lock = threading.Lock()
+_failed: set[int] = set()
+#: Every GpuKernel, so that registering a hook can clear their launch memos.
+KERNELS: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+
+def add_launch_hook(hook: LaunchHook) -> int:
+    """Call ``hook(event)`` after every launch; returns a handle for :func:`remove_launch_hook`."""
+    if not callable(hook):
+        from ..errors import ConfigurationError
+
+        raise ConfigurationError(f"a launch hook must be callable, got {hook!r}")
+    with _lock:
+        handle = next(_ids)
+        HOOKS.append((handle, hook))
+        for k in list(KERNELS):
+            k._forget_memos()
+    return handle
+
+
+def remove_launch_hook(handle: int) -> None:
+    """Unregister a hook (unknown handles are ignored: removing twice is harmless)."""
+    with _lock:
+        HOOKS[:] = [(h, f) for h, f in HOOKS if h != handle]
+        _failed.discard(handle)
+
+
+def launch_hooks() -> list[LaunchHook]:
+    """The registered hooks, in registration order."""
+    return [f for _, f in HOOKS]
+
+
+def notify(kernel_name: str, decision: Any, stream: Any, kind: str) -> None:
+    """Report one launch to every hook (called by ``GpuKernel`` only when ``HOOKS`` is not empty)."""
+    c = decision.config
+    event = LaunchEvent(kernel_name, c.grid, c.block, c.shared_mem, stream, kind, decision.elements,
+                        time.perf_counter_ns())  # fmt: skip
+    for handle, hook in list(HOOKS):
+        try:
+            hook(event)
+        except Exception:  # noqa: BLE001 - a hook must not break the launch it observes
+            if handle not in _failed:
+                _failed.add(handle)
+                log.exception("launch hook %r raised (reported once; it stays registered)", hook)
