@@ -126,8 +126,8 @@ def _trace_first_launch(a, b, c) -> dict:  # type: ignore[no-untyped-def]
     import ctypes
     import gc
 
+    from ringkernel import driver as driver_mod
     from ringkernel.compile import cache as cache_mod
-    from ringkernel.compile import launcher as launcher_mod
     from ringkernel.kernels import vector_add
 
     steps: list[tuple[str, float]] = []
@@ -154,14 +154,14 @@ def _trace_first_launch(a, b, c) -> dict:  # type: ignore[no-untyped-def]
 
     from ringkernel.compile import compiler as compiler_mod
 
-    real_driver = launcher_mod._driver
+    real_driver = driver_mod.lib
 
     class TimedDriver:
         def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
             return timed(name, getattr(real_driver(), name))
 
     def driver():  # type: ignore[no-untyped-def]
-        timed("_driver", real_driver)()  # the first call loads libcuda's handle
+        timed("driver.lib", real_driver)()  # the first call loads libcuda's handle
         return TimedDriver()
 
     cache_mod.PtxCache._decode = timed("decode", cache_mod.PtxCache._decode)  # type: ignore[method-assign]
@@ -169,7 +169,7 @@ def _trace_first_launch(a, b, c) -> dict:  # type: ignore[no-untyped-def]
     compiler_mod.CachingCompiler.cache_key = timed("cache_key", compiler_mod.CachingCompiler.cache_key)  # type: ignore[method-assign]
     compiler_mod.KernelLauncher.__init__ = timed("KernelLauncher", compiler_mod.KernelLauncher.__init__)  # type: ignore[method-assign]
     cuda.current_context = timed("current_context", cuda.current_context)
-    launcher_mod._driver = driver  # type: ignore[assignment]
+    driver_mod.lib = driver  # type: ignore[assignment]
     before = _mapped_libraries()
     gc.callbacks.append(on_gc)
     t = time.perf_counter()
@@ -195,7 +195,7 @@ def _first_load(which: str) -> dict:
     import ctypes
 
     from ringkernel.compile.cache import PtxCache, default_cache_dir
-    from ringkernel.compile.launcher import _driver
+    from ringkernel.driver import lib as _driver
 
     f = sorted(Path(default_cache_dir()).glob("*.rkc"))[0]
     key, cc = f.stem.rsplit("-", 1)
@@ -270,7 +270,8 @@ def launch_overhead(launches: int, rounds: int) -> dict:
 
     from numba import cuda
 
-    from ringkernel.compile.launcher import _driver, describe_arg
+    from ringkernel.compile.launcher import describe_arg
+    from ringkernel.driver import lib as _driver
     from ringkernel.kernels import vector_add
 
     rng = np.random.default_rng()

@@ -109,6 +109,7 @@ from .errors import (
     ResourceClosedError,
     RingKernelError,
 )
+from .context import ContextConfig, GpuContext, GpuContextBuilder, current_context
 from .kernel.indexing import AxisMap, KernelIndexing, analyze_kernel
 from .launch import (
     AccessPattern,
@@ -134,6 +135,10 @@ _INTRINSICS = (
 
 __all__ = [
     "__version__",
+    "ContextConfig",
+    "GpuContext",
+    "GpuContextBuilder",
+    "current_context",
     "LaunchEvent",
     "add_launch_hook",
     "remove_launch_hook",

@@ -44,6 +44,7 @@ __all__ = [
     "graph_instantiate",
     "graph_launch",
     "graph_destroy",
+    "ctx_synchronize",
     "error",
     "CUDA_SUCCESS",
     "CUDA_ERROR_INVALID_VALUE",
@@ -381,3 +382,9 @@ def graph_destroy(exec_handle: int, graph: int) -> None:
         check(lib().cuGraphExecDestroy(ctypes.c_void_p(exec_handle)), "cuGraphExecDestroy")
     if graph:
         check(lib().cuGraphDestroy(ctypes.c_void_p(graph)), "cuGraphDestroy")
+
+
+def ctx_synchronize() -> None:
+    """``cuCtxSynchronize``: wait for all work of the current context; a fault in any of it
+    raises :class:`DriverError` (e.g. ``CUDA_ERROR_ILLEGAL_ADDRESS``)."""
+    check(lib().cuCtxSynchronize(), "cuCtxSynchronize")

@@ -100,6 +100,12 @@ def test_example_stencil_nd() -> None:
     assert "refused, as it should be" in out.stdout and "with elements=(width, height): True" in out.stdout
 
 
+def test_example_context() -> None:
+    out = _run(str(ROOT / "examples" / "context.py"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "3 launches recorded" in out.stdout and "results match NumPy: True" in out.stdout
+
+
 def test_example_kernel_cache() -> None:
     out = _run(str(ROOT / "examples" / "kernel_cache.py"))
     assert out.returncode == 0, out.stdout + out.stderr

@@ -29,7 +29,7 @@ import numpy as np
 from .. import driver
 from .._layout import c_strides as _strides_c
 
-__all__ = ["ArgInfo", "describe_arg", "KernelLauncher"]
+__all__ = ["ArgInfo", "describe_arg", "KernelLauncher", "register_memo"]
 
 _PARAM = 8  # bytes per parameter slot (complex numbers take two slots)
 
@@ -202,6 +202,17 @@ class KernelLauncher:
         st = _ThreadState(self._slots)
         self._fmt.pack_into(st.buf, 0, *values)
         return st.buf, st.ptrs
+
+    def constant_call(
+        self, infos: Sequence[ArgInfo], grid: tuple[int, int, int], block: tuple[int, int, int], shared_mem: int,
+        stream: int,
+    ) -> tuple[Any, tuple[Any, ...], Any]:  # fmt: skip
+        """``(fn, args, keepalive)``: ``fn(*args)`` is the complete ``cuLaunchKernel`` call for
+        ``infos`` on ``stream``, with a parameter block of its own packed now (``keepalive``
+        holds it). It never changes, so threads may call it concurrently (the launch memo)."""
+        buf, ptrs = self.pack_constant(infos)
+        args = (self._chandle, *grid, *block, shared_mem, ctypes.c_void_p(stream) if stream else None, ptrs, None)
+        return _launch_fn, args, buf
 
     def launch(self, infos: Sequence[ArgInfo], grid: tuple[int, int, int], block: tuple[int, int, int], shared_mem: int, stream: int) -> None:
         """Pack ``infos`` and call ``cuLaunchKernel``; raises ``RuntimeError`` with the driver's error.

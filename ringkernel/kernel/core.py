@@ -35,6 +35,7 @@ from ..errors import (
     KernelCompileError,
     LaunchConfigError,
 )
+from .. import _current
 from . import hooks as _hooks
 from .args import ArgumentProblem, ArrayInfo, accepts, argument_kind, array_info, describe, fmt_type
 from .indexing import KernelIndexing, analyze_kernel
@@ -750,7 +751,7 @@ class GpuKernel(RuntimeLaunchMixin):
     ) -> None:
         """Launch with a configuration chosen for these arguments and this GPU."""
         plain = elements is None and profile is None and not host_transfer
-        if plain and self._memo:
+        if plain and self._memo and not _current.active:
             # The hot path, inlined (every attribute lookup shows at ~5 us a launch): the very
             # numba arrays of an earlier checked launch -> the entry's own, constant parameter
             # block and the driver call's arguments; one call. Entries die with their arrays
@@ -922,7 +923,7 @@ class ConfiguredLaunch:
         k = self.kernel
         if not host_transfer:
             memo = self._memo
-            if memo:  # the inlined hot path of GpuKernel.__call__ (entries carry this config's stream)
+            if memo and not _current.active:  # the inlined hot path of GpuKernel.__call__ (entries carry this config's stream)
                 m = memo.get(tuple(map(id, args)))
                 if m is not None and not m[0](*m[1]):
                     k._last = m[2]

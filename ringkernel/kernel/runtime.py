@@ -12,6 +12,7 @@ from __future__ import annotations
 from struct import error as struct_error
 from typing import Any, Callable
 
+from .. import _current
 from . import hooks as _hooks
 from .args import array_info, describe
 from .. import driver
@@ -65,18 +66,29 @@ class RuntimeLaunchMixin:
             )  # fmt: skip
         return self._compiled_for(args, infos, self._check_types(args, [array_info(a) for a in args]))
 
+    def _compiled_table(self) -> tuple[dict[tuple[Any, ...], Any], Any]:
+        """``(compiled kernels by type key, compiler)`` of the current context (the process's
+        defaults outside any ``GpuContext``)."""
+        ctx = _current.current()
+        if ctx is None:
+            return self._compiled, None
+        return ctx._compiled_for_kernel(self), ctx.compiler
+
     def _compiled_for(self, args: tuple[Any, ...], fast_infos: list[Any], sig: tuple[Any, ...] | None) -> Any:
         tkey = tuple(i.type_key for i in fast_infos)
-        ck = self._compiled.get(tkey)
+        table, compiler = self._compiled_table()
+        ck = table.get(tkey)
         if ck is None:
-            from ..compile.compiler import default_compiler
+            if compiler is None:
+                from ..compile.compiler import default_compiler
 
+                compiler = default_compiler()
             argtypes = sig if sig is not None else tuple(numba_type(self.dispatcher, a) for a in args)
-            ck = default_compiler().load_or_compile(
+            ck = compiler.load_or_compile(
                 self.py_func, tuple(argtypes), self.compile_options, self.dispatcher, self.name,
                 analyze=_indexing_record,
             )
-            self._compiled[tkey] = ck
+            table[tkey] = ck
         return ck
 
     def _memoize(
@@ -92,8 +104,8 @@ class RuntimeLaunchMixin:
         from ..compile.launcher import describe_arg
         from ..driver import stream_handle
 
-        if _hooks.HOOKS:
-            return  # while hooks are registered every launch goes through the reporting paths
+        if _hooks.HOOKS or _current.active:
+            return  # hooks see every launch; a context's first launch must reach its own compiler
         infos = [describe_arg(a) for a in args]
         if decision is None or not all(i is not None and i.ref is not None for i in infos):
             return
@@ -102,16 +114,14 @@ class RuntimeLaunchMixin:
             return
         if len(memo) >= DECISION_CACHE_LIMIT:
             memo.clear()
-        from ..compile import launcher as L
+        from ..compile.launcher import register_memo
 
         c = decision.config
         lau = ck.launcher
-        buf, ptrs = lau.pack_constant(infos)
-        h = stream_handle(stream)
-        call_args = (lau._chandle, *c.grid, *c.block, c.shared_mem, L.ctypes.c_void_p(h) if h else None, ptrs, None)
+        fn, call_args, buf = lau.constant_call(infos, c.grid, c.block, c.shared_mem, stream_handle(stream))
         key = tuple(map(id, args))
-        memo[key] = (L._launch_fn, call_args, decision, lau, infos, c, buf)
-        L.register_memo(memo, key, args)
+        memo[key] = (fn, call_args, decision, lau, infos, c, buf)
+        register_memo(memo, key, args)
 
     def _auto_key(self, tkey: tuple[Any, ...], infos: list[Any]) -> tuple[Any, ...]:
         """Key of an automatic launch's decision: the element count of a 1-D kernel; every
@@ -171,7 +181,9 @@ class RuntimeLaunchMixin:
             decision = table.get((tkey, *extra))
         if decision is None:
             return False
-        ck = self._compiled[tkey]
+        ck = self._compiled_table()[0].get(tkey)
+        if ck is None:
+            return False  # first launch of this signature in this context: the checked path compiles
         c = decision.config
         try:
             ck.launcher.launch(infos, c.grid, c.block, c.shared_mem, stream_handle(stream))

@@ -1,0 +1,130 @@
+"""GpuContext and its builder on the simulator (the per-context kernel cache is a GPU test)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numba import cuda
+
+from ringkernel import (
+    ConfigurationError,
+    GpuContext,
+    GpuContextBuilder,
+    PoolConfig,
+    ResourceClosedError,
+    StreamId,
+    current_context,
+    gpu_kernel,
+)
+
+
+@gpu_kernel
+def scale(a, out, s):  # type: ignore[no-untyped-def]
+    i = cuda.grid(1)
+    if i < out.size:
+        out[i] = s * a[i]
+
+
+def test_builder_and_current_context(tmp_path: Path, rng: np.random.Generator) -> None:
+    ctx = (
+        GpuContextBuilder()
+        .with_memory_pool(PoolConfig.for_compute())
+        .with_streams(2)
+        .with_profiling(True)
+        .with_ptx_cache_dir(tmp_path / "k")
+        .build()
+    )
+    assert current_context() is None
+    with ctx:
+        assert current_context() is ctx
+        a = ctx.allocate(37, np.float64)
+        a.copy_to_device(rng.random(37))
+        out = ctx.allocate(37, np.float64)
+        scale(a, out, 3.0)  # inside `with ctx:`: the context's kernel state
+        d = ctx.launch(scale, a, out, 2.0, stream=StreamId.compute(1))
+        ctx.synchronize()
+        np.testing.assert_allclose(out.copy_to_host(), 2.0 * a.copy_to_host())
+        assert d.elements == 37
+        assert [e.kernel_name for e in ctx.launches()] == ["scale", "scale"]
+        assert ctx.compiler.cache.cache_dir == tmp_path / "k"
+    assert current_context() is None and ctx.closed
+    scale(cuda.to_device(np.ones(4)), cuda.device_array(4), 1.0)  # outside: not recorded
+    assert len(ctx.launches()) == 2
+
+
+def test_use_keeps_the_context_open() -> None:
+    ctx = GpuContext(streams=1)
+    for _ in range(2):
+        with ctx.use():
+            assert current_context() is ctx
+    assert not ctx.closed
+    ctx.close()
+    ctx.close()  # idempotent
+
+
+def test_launch_async_gathers(rng: np.random.Generator) -> None:
+    x = rng.random(50)
+
+    async def main(ctx: GpuContext) -> None:
+        a = cuda.to_device(x)
+        o1, o2 = cuda.device_array(50), cuda.device_array(50)
+        await asyncio.gather(ctx.launch_async(scale, a, o1, 2.0), ctx.launch_async(scale, a, o2, 5.0))
+        np.testing.assert_allclose(o1.copy_to_host(), 2 * x)
+        np.testing.assert_allclose(o2.copy_to_host(), 5 * x)
+
+    with GpuContext(streams=2) as ctx:
+        asyncio.run(main(ctx))
+        with pytest.raises(ConfigurationError, match="StreamId"):
+            asyncio.run(ctx.launch_async(scale, cuda.to_device(x), cuda.device_array(50), 1.0, stream=0))
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c: c.allocate(4),
+        lambda c: c.pool,
+        lambda c: c.streams,
+        lambda c: c.arch,
+        lambda c: c.synchronize(),
+        lambda c: c.launch(scale, cuda.to_device(np.ones(2)), cuda.device_array(2), 1.0),
+        lambda c: c.compile_kernel(lambda a: None),
+        lambda c: c.use().__enter__(),
+        lambda c: c.__enter__(),
+    ],
+)
+def test_closed_context_refuses(call) -> None:  # type: ignore[no-untyped-def]
+    ctx = GpuContext()
+    ctx.close()
+    with pytest.raises(ResourceClosedError, match="GpuContext"):
+        call(ctx)
+
+
+def test_bad_options() -> None:
+    with pytest.raises(ConfigurationError, match="only device 0"):
+        GpuContext(device=1)
+    with pytest.raises(ConfigurationError, match="streams"):
+        GpuContextBuilder().with_streams(0).build()
+    with pytest.raises(ConfigurationError, match="PoolConfig"):
+        GpuContextBuilder().with_memory_pool("big").build()
+    with pytest.raises(ConfigurationError, match="profiling"):
+        GpuContext(profiling="yes")
+    with pytest.raises(ConfigurationError, match="with_profiling"):
+        GpuContext().launches()
+
+
+def test_compile_kernel_from_source(rng: np.random.Generator) -> None:
+    src = """
+def triple(a, out):
+    i = cuda.grid(1)
+    if i < out.size:
+        out[i] = 3 * a[i]
+"""
+    with GpuContext() as ctx:
+        k = ctx.compile_kernel(src)
+        x = rng.random(11)
+        out = cuda.device_array(11)
+        ctx.launch(k, cuda.to_device(x), out)
+        np.testing.assert_allclose(out.copy_to_host(), 3 * x)
