@@ -108,6 +108,9 @@ from .errors import (
     LaunchConfigError,
     ResourceClosedError,
     RingKernelError,
+    DriverError,
+    ErrorContext,
+    MemorySnapshot,
 )
 from .context import ContextConfig, GpuContext, GpuContextBuilder, current_context
 from .kernel.indexing import AxisMap, KernelIndexing, analyze_kernel
@@ -172,6 +175,7 @@ __all__ = [
     "RingKernelError", "ConfigurationError", "DeviceError", "KernelError", "KernelArgumentError",
     "LaunchConfigError", "KernelCompileError", "KernelLaunchError", "BenchmarkError", "EnvironmentMismatchError",
     "InsufficientMemory", "InvalidFree", "ResourceClosedError",
+    "DriverError", "ErrorContext", "MemorySnapshot",
     # device-side helpers (lazy)
     *_INTRINSICS,
 ]  # fmt: skip

@@ -25,6 +25,7 @@ without parsing the message.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 __all__ = [
@@ -43,7 +44,40 @@ __all__ = [
     "InsufficientMemory",
     "InvalidFree",
     "ResourceClosedError",
+    "ErrorContext",
+    "MemorySnapshot",
 ]
+
+
+@dataclass(frozen=True)
+class MemorySnapshot:
+    """Device memory when an error was raised: ``used`` / ``total`` bytes, and the bytes a
+    ringkernel pool had handed out (``pool_in_use``; ``None`` when no pool was in play)."""
+
+    used: int
+    total: int
+    pool_in_use: int | None = None
+
+    def __str__(self) -> str:
+        text = f"{_gb(self.used)} / {_gb(self.total)} used ({self.used / self.total:.0%})" if self.total else "unknown"
+        if self.pool_in_use is not None:
+            text += f", pool {_gb(self.pool_in_use)} in use"
+        return text
+
+
+def _gb(n: int) -> str:
+    return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.1f} MB"
+
+
+@dataclass(frozen=True)
+class ErrorContext:
+    """Where an error happened (design proposal 11.5): the operation, the kernel, the stream
+    and the memory at that moment. ``str(error)`` prints each that is known."""
+
+    operation: str
+    kernel_name: str | None = None
+    stream_id: Any = None
+    memory: MemorySnapshot | None = None
 
 
 class RingKernelError(Exception):
@@ -54,23 +88,54 @@ class RingKernelError(Exception):
     message:
         What happened, with the values involved.
     hint:
-        What to do about it; appended to the message.
+        What to do about it (``suggestion`` is the same); appended to the message.
     details:
         The values behind the message, kept as a mapping for programs.
+    context:
+        An :class:`ErrorContext`: printed as ``Operation:``, ``Stream:``, ``Memory:`` and
+        ``Suggestion:`` lines, as in the design proposal's example.
     """
 
     def __init__(
-        self, message: str, *, hint: str | None = None, details: Mapping[str, Any] | None = None
-    ) -> None:
+        self, message: str, *, hint: str | None = None, details: Mapping[str, Any] | None = None,
+        context: ErrorContext | None = None,
+    ) -> None:  # fmt: skip
         self.message = message
         self.hint = hint
         self.details: dict[str, Any] = dict(details or {})
+        self.context = context
+        if context is not None:
+            self.operation: str | None = context.operation
+        elif not hasattr(self, "operation"):  # subclasses that name their operation set it first
+            self.operation = None
         super().__init__(self._format())
 
+    @property
+    def suggestion(self) -> str | None:
+        return self.hint
+
+    @property
+    def stream_id(self) -> Any:
+        return self.context.stream_id if self.context is not None else None
+
+    @property
+    def memory(self) -> MemorySnapshot | None:
+        return self.context.memory if self.context is not None else None
+
     def _format(self) -> str:
+        ctx = getattr(self, "context", None)
+        if ctx is None:
+            if self.hint:
+                return f"{self.message}\n  hint: {self.hint}"
+            return self.message
+        lines = [self.message, f"  Operation: {ctx.operation}"]
+        if ctx.stream_id is not None:
+            lines.append(f"  Stream: {ctx.stream_id}")
+        if ctx.memory is not None:
+            lines.append(f"  Memory: {ctx.memory}")
         if self.hint:
-            return f"{self.message}\n  hint: {self.hint}"
-        return self.message
+            lines.append(f"  Suggestion: {self.hint}")
+        return "\n".join(lines)
 
 
 class ConfigurationError(RingKernelError, ValueError):
@@ -116,7 +181,7 @@ class DriverError(DeviceError):
         self,
         message: str,
         *,
-        operation: str,
+        operation: str | None,
         result: int | None,
         result_name: str | None = None,
         hint: str | None = None,
@@ -139,9 +204,10 @@ class KernelError(RingKernelError):
         kernel_name: str,
         hint: str | None = None,
         details: Mapping[str, Any] | None = None,
+        context: ErrorContext | None = None,
     ) -> None:
         self.kernel_name = kernel_name
-        super().__init__(f"kernel '{kernel_name}': {message}", hint=hint, details=details)
+        super().__init__(f"kernel '{kernel_name}': {message}", hint=hint, details=details, context=context)
 
 
 class KernelArgumentError(KernelError, TypeError):

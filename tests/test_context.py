@@ -128,3 +128,20 @@ def triple(a, out):
         out = cuda.device_array(11)
         ctx.launch(k, cuda.to_device(x), out)
         np.testing.assert_allclose(out.copy_to_host(), 3 * x)
+
+
+def test_errors_carry_their_context() -> None:
+    from ringkernel import ErrorContext, LaunchConfigError, MemorySnapshot
+
+    with pytest.raises(LaunchConfigError) as err:
+        scale[(1, 1, 1), (2048, 1, 1)](cuda.to_device(np.ones(4)), cuda.device_array(4), 1.0)
+    e = err.value
+    assert e.operation == 'launch("scale")' and e.stream_id == "default" and e.suggestion == e.hint
+    text = str(e)
+    for label in ("Operation: launch(\"scale\")", "Stream: default", "Suggestion: the device allows blocks"):
+        assert label in text, text
+    snap = MemorySnapshot(used=3 * 2**30, total=4 * 2**30, pool_in_use=256 * 2**20)
+    from ringkernel import KernelLaunchError
+
+    e2 = KernelLaunchError("refused", kernel_name="k", hint="do x", context=ErrorContext('launch("k")', "k", "0x51", snap))
+    assert "Memory: 3.0 GB / 4.0 GB used (75%), pool 256.0 MB in use" in str(e2)

@@ -30,6 +30,7 @@ import numpy as np
 
 from ..device import GpuArchitecture
 from ..errors import (
+    ErrorContext,
     ConfigurationError,
     KernelArgumentError,
     KernelCompileError,
@@ -39,7 +40,7 @@ from .. import _current
 from . import hooks as _hooks
 from .args import ArgumentProblem, ArrayInfo, accepts, argument_kind, array_info, describe, fmt_type
 from .indexing import KernelIndexing, analyze_kernel
-from .runtime import DECISION_CACHE_LIMIT, RuntimeLaunchMixin, launch_error, memo_launch
+from .runtime import DECISION_CACHE_LIMIT, RuntimeLaunchMixin, describe_stream, launch_error, memo_launch
 from ..launch import (
     KernelMode,
     ModeKind,
@@ -732,12 +733,16 @@ class GpuKernel(RuntimeLaunchMixin):
     def _check_config(self, config: LaunchConfig, resources: KernelResources | None) -> None:
         problems = config.violations(self.arch, resources)
         if problems:
+            arch = self.arch
             raise LaunchConfigError(
                 "launch configuration out of range: " + "; ".join(problems),
                 kernel_name=self.name,
-                hint=f"use a block of at most {self.arch.max_threads_per_block} threads "
-                "(or let ringkernel choose: call the kernel without [grid, block])",
+                hint=f"the device allows blocks of at most {arch.max_threads_per_block} threads "
+                f"(per dimension {arch.max_block_dim}) and grids of at most {arch.max_grid_dim} blocks; "
+                "use a smaller block, a grid-stride kernel for huge inputs, or let ringkernel choose "
+                "(call the kernel without [grid, block])",
                 details={"grid": config.grid, "block": config.block, "shared_mem": config.shared_mem},
+                context=ErrorContext(f'launch("{self.name}")', self.name, describe_stream(config.stream)),
             )
 
     # -- launching --------------------------------------------------------------------

@@ -16,7 +16,7 @@ from .. import _current
 from . import hooks as _hooks
 from .args import array_info, describe
 from .. import driver
-from ..errors import DriverError, KernelArgumentError, KernelLaunchError
+from ..errors import DriverError, ErrorContext, KernelArgumentError, KernelLaunchError, MemorySnapshot
 from ..launch import LaunchConfig, LaunchDecision
 
 __all__ = ["RuntimeLaunchMixin", "memo_launch", "launch_error", "numba_type", "DECISION_CACHE_LIMIT"]
@@ -202,14 +202,54 @@ def _indexing_record(py_func: Any) -> str:
 
 
 def launch_error(kernel_name: str, config: LaunchConfig, exc: Exception) -> KernelLaunchError:
-    """The error for a launch the driver refused (numba's dispatcher or ringkernel's launcher)."""
-    return KernelLaunchError(
-        f"the driver refused the launch grid={config.grid} block={config.block} shared_mem={config.shared_mem}: {exc}",
-        kernel_name=kernel_name,
-        hint="check the configuration against `ringkernel info`; an earlier asynchronous error "
-        "(an out-of-bounds access) also surfaces here",
-        details={"grid": config.grid, "block": config.block},
+    """The error for a launch the driver refused (numba's dispatcher or ringkernel's launcher),
+    with its context: the operation, the stream, the device's memory and what to do."""
+    hint = getattr(exc, "hint", None) or (
+        "check the configuration against `ringkernel info`; an earlier asynchronous error "
+        "(an out-of-bounds access) also surfaces here"
     )
+    return KernelLaunchError(
+        f"the driver refused the launch grid={config.grid} block={config.block} shared_mem={config.shared_mem}: "
+        f"{getattr(exc, 'message', exc)}",
+        kernel_name=kernel_name,
+        hint=hint,
+        details={"grid": config.grid, "block": config.block, "result": getattr(exc, "result", None)},
+        context=error_context(f'launch("{kernel_name}")', kernel_name, config.stream),
+    )
+
+
+def error_context(operation: str, kernel_name: str | None, stream: Any) -> ErrorContext:
+    """An :class:`~ringkernel.errors.ErrorContext` for an error raised now: the memory snapshot
+    is taken if the driver still answers (after a fault it may not)."""
+    return ErrorContext(operation, kernel_name, describe_stream(stream), memory_snapshot())
+
+
+def describe_stream(stream: Any) -> str:
+    if stream is None or stream == 0:
+        return "default"
+    try:
+        return f"0x{driver.stream_handle(stream):x}"
+    except Exception:  # noqa: BLE001 - only a description
+        return repr(stream)
+
+
+def memory_snapshot() -> MemorySnapshot | None:
+    from ..config import simulator_enabled
+
+    if simulator_enabled():
+        return None
+    try:
+        free, total = driver.mem_get_info()
+    except Exception:  # noqa: BLE001 - a broken context: no snapshot rather than a second error
+        return None
+    pool_in_use = None
+    ctx = _current.current()
+    if ctx is not None and getattr(ctx, "_pool", None) is not None:
+        try:
+            pool_in_use = int(ctx._pool.diagnostics().in_use_bytes)
+        except Exception:  # noqa: BLE001
+            pool_in_use = None
+    return MemorySnapshot(total - free, total, pool_in_use)
 
 
 _stream_handle: Any = None
