@@ -6,6 +6,12 @@ and wrapped with ``numba.cuda.external_stream``, so numba launches and copies, a
 ``@gpu_kernel(..., stream=...)``, accept them. Under numba's simulator they are plain
 simulator streams (priorities and overlap mean nothing there) and events time with the
 host clock, since the simulator runs everything synchronously.
+
+Lifetimes (docs/streams.md, "Lifetimes"): a closed ``StreamManager`` or ``Event`` refuses
+every method with :class:`~ringkernel.errors.ResourceClosedError` before any driver call.
+The check is one attribute read, no lock: ``close()`` must not race with calls on the same
+object from other threads. Raw numba streams already handed out by ``stream()`` cannot be
+policed: using one after ``close()`` reaches the driver with a destroyed handle.
 """
 
 from __future__ import annotations
@@ -15,13 +21,16 @@ import time
 import weakref
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Coroutine, NoReturn
 
 import numpy as np
 
 from .. import driver
 from ..driver import event_done
-from ..errors import ConfigurationError, DeviceError, DriverError, KernelArgumentError
+from ..errors import ConfigurationError, DriverError, KernelArgumentError, ResourceClosedError
+
+if TYPE_CHECKING:
+    from .graph import CapturedGraph
 
 __all__ = ["StreamKind", "StreamId", "StreamConfig", "StreamManager", "Event"]
 
@@ -75,57 +84,119 @@ class StreamConfig:
             raise ConfigurationError(f"num_compute_streams must be 1..64, got {self.num_compute_streams!r}")
 
 
+#: A simulated event's stand-in for the numba event (``None`` marks a closed event).
+_HOST_CLOCK = object()
+
+
 class Event:
-    """A CUDA event (or, on the simulator, a host timestamp taken when recorded)."""
+    """A CUDA event (or, on the simulator, a host timestamp taken when recorded).
+
+    An event is its own resource: it does not depend on the stream it was recorded on, so
+    it stays usable after the manager or pool that made it is closed, until its own
+    :meth:`close` (or a ``with`` block, or garbage collection). A closed event refuses every
+    method with :class:`~ringkernel.errors.ResourceClosedError`.
+    """
 
     def __init__(self, simulated: bool) -> None:
         self.simulated = simulated
         self._t: float | None = None
-        if not simulated:
+        if simulated:
+            ev: Any = _HOST_CLOCK
+        else:
             from numba import cuda
 
-            self._ev = cuda.event(timing=True)
+            ev = cuda.event(timing=True)
+        # Every method reads ``_ev`` once into a local before checking it: a close() from
+        # another thread then cannot pull the numba event from under a driver call.
+        self._ev: Any = ev
+        # Holds the numba event until close() or collection; numba's own finalizer then
+        # destroys the CUevent.
+        self._finalizer = weakref.finalize(self, _release_event, [ev])
+
+    def _refuse(self, operation: str) -> NoReturn:
+        raise ResourceClosedError("Event", operation=operation)
+
+    @property
+    def closed(self) -> bool:
+        return self._ev is None
 
     def record(self, stream: Any) -> None:
+        ev = self._ev
+        if ev is None:
+            self._refuse("record")
         if self.simulated:
             self._t = time.perf_counter()
         else:
-            self._ev.record(stream)
+            ev.record(stream)
 
     def query(self) -> bool:
         """True once the work before the record has finished. Raises :class:`DeviceError` if
         that work failed on the GPU (an illegal address, a trap): the error reaches whoever
         awaits the event."""
+        ev = self._ev
+        if ev is None:
+            self._refuse("query")
         if self.simulated:
             return True
         try:
-            return event_done(self._ev)
+            return event_done(ev)
         except DriverError as exc:  # the driver's answer for failed work (see event_done)
             raise _gpu_failure(exc) from exc
 
     def synchronize(self) -> None:
+        ev = self._ev
+        if ev is None:
+            self._refuse("synchronize")
         if not self.simulated:
             try:
-                driver.event_synchronize(self._ev)
+                driver.event_synchronize(ev)
             except DriverError as exc:
                 raise _gpu_failure(exc) from exc
 
     def wait_on(self, stream: Any) -> None:
         """Make ``stream`` wait for this event (GPU side; the host does not block)."""
+        ev = self._ev
+        if ev is None:
+            self._refuse("wait_on")
         if not self.simulated:
-            self._ev.wait(stream)
+            ev.wait(stream)
 
     def elapsed_ms(self, end: "Event") -> float:
+        start_ev, end_ev = self._ev, end._ev
+        if start_ev is None:
+            self._refuse("elapsed_ms")
+        if end_ev is None:
+            end._refuse("elapsed_ms (as the end event)")
         if self.simulated:
             if self._t is None or end._t is None:
                 raise ConfigurationError("both events must be recorded before timing them")
             return (end._t - self._t) * 1e3
         from numba import cuda
 
-        return float(cuda.event_elapsed_time(self._ev, end._ev))
+        return float(cuda.event_elapsed_time(start_ev, end_ev))
 
     def __await__(self) -> Any:
+        if self._ev is None:
+            self._refuse("await")
         return _poll(self.query).__await__()
+
+    # -- lifetime -------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the event (idempotent); a task still awaiting it gets ResourceClosedError."""
+        self._ev = None
+        self._finalizer()
+
+    def __enter__(self) -> "Event":
+        if self._ev is None:
+            self._refuse("with")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _release_event(holder: list[Any]) -> None:
+    holder.clear()  # the last reference: numba's finalizer queues cuEventDestroy
 
 
 def _gpu_failure(exc: DriverError) -> DriverError:
@@ -137,6 +208,13 @@ def _gpu_failure(exc: DriverError) -> DriverError:
         hint="a kernel queued earlier faulted; the CUDA context is unusable after such an error, so "
         "restart the process (run the kernel under compute-sanitizer to find the faulting access)",
     )
+
+
+async def _await_event(ev: Event) -> None:
+    try:
+        await ev
+    finally:
+        ev.close()
 
 
 async def _poll(done: Any) -> None:
@@ -155,12 +233,41 @@ def _simulated() -> bool:
     return require_backend()
 
 
+def _priority_range() -> tuple[int, int]:
+    """``(least, greatest)`` stream priorities of the current context, e.g. ``(0, -5)``."""
+    if _simulated():
+        return (0, 0)
+    from numba import cuda
+
+    cuda.current_context()  # the query needs a current context
+    return driver.stream_priority_range()
+
+
+def _refused_priority_range() -> tuple[int, int]:
+    raise ResourceClosedError("StreamManager", operation="priority_range")
+
+
+class _PriorityRange:
+    """``StreamManager.priority_range()``: a static query, refused through a closed manager."""
+
+    def __get__(self, obj: "StreamManager | None", owner: type | None = None) -> Callable[[], tuple[int, int]]:
+        if obj is not None and obj._closed:
+            return _refused_priority_range
+        return _priority_range
+
+
 class StreamManager:
     """Compute streams, an optional transfer stream, and named events between them.
 
     ``manager.stream(StreamId.compute(0))`` is a numba stream: pass it to numba launches,
     copies and ``@gpu_kernel`` (``kernel(a, b, stream=s)``). ``await manager.wait(id)``
     completes when the stream's queued work has.
+
+    ``close()`` (or the end of a ``with`` block) finishes the queued work and destroys the
+    streams; afterwards every method raises
+    :class:`~ringkernel.errors.ResourceClosedError` before reaching the driver. Numba
+    streams obtained from :meth:`stream` before the close are not policed: do not use them
+    after it. Events and captured graphs outlive the manager (see docs/streams.md).
     """
 
     def __init__(self, config: StreamConfig | None = None) -> None:
@@ -169,10 +276,17 @@ class StreamManager:
         self.config = config or StreamConfig()
         self.simulated = _simulated()
         self._cuda = cuda
+        # The one lifetime flag every method reads (an attribute read, no lock).
+        self._closed = False
         self._handles: list[int] = []
         self._streams: dict[StreamId, Any] = {}
         self._events: dict[str, Event] = {}
+        #: Graphs whose capture block is open on one of these streams: close() ends them first.
+        self._capturing: set["CapturedGraph"] = set()
         self._lock = threading.Lock()
+        # Registered before the first stream exists, on the list itself: a failure half-way
+        # through creating them still destroys the ones made.
+        self._finalizer = weakref.finalize(self, _destroy_streams, self._handles)
         if self.simulated:
             make = lambda prio: cuda.stream()  # noqa: E731
         else:
@@ -189,18 +303,20 @@ class StreamManager:
         if self.config.use_transfer_stream:
             self._streams[StreamId.TRANSFER] = make(self.config.transfer_priority)
         self._streams[StreamId.DEFAULT] = cuda.default_stream()
-        self._finalizer = weakref.finalize(self, _destroy_streams, list(self._handles))
+
+    def _refuse(self, operation: str) -> NoReturn:
+        raise ResourceClosedError("StreamManager", operation=operation)
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`: every other method then raises ResourceClosedError."""
+        return self._closed
 
     # -- streams --------------------------------------------------------------------------
-    @staticmethod
-    def priority_range() -> tuple[int, int]:
-        """``(least, greatest)`` stream priorities of the current context, e.g. ``(0, -5)``."""
-        if _simulated():
-            return (0, 0)
-        from numba import cuda
-
-        cuda.current_context()  # the query needs a current context
-        return driver.stream_priority_range()
+    #: ``StreamManager.priority_range()``: ``(least, greatest)`` stream priorities of the
+    #: current context, e.g. ``(0, -5)``. Callable on the class; through a closed manager it
+    #: raises ResourceClosedError like every other method.
+    priority_range = _PriorityRange()
 
     def _create_stream(self, priority: int) -> Any:
         self._cuda.current_context()
@@ -209,44 +325,76 @@ class StreamManager:
         return self._cuda.external_stream(h)
 
     def stream(self, stream_id: StreamId) -> Any:
+        """The numba stream for ``stream_id``; valid until :meth:`close` (which cannot recall it)."""
+        if self._closed:
+            self._refuse("stream")
         try:
             return self._streams[stream_id]
         except KeyError:
-            have = ", ".join(str(s) for s in self._streams)
-            raise ConfigurationError(f"no stream {stream_id}; this manager has {have}") from None
+            self._no_stream(stream_id)
+
+    def _lookup(self, stream_id: StreamId) -> Any:
+        try:
+            return self._streams[stream_id]
+        except KeyError:
+            self._no_stream(stream_id)
+
+    def _no_stream(self, stream_id: StreamId) -> NoReturn:
+        have = ", ".join(str(s) for s in self._streams)
+        raise ConfigurationError(f"no stream {stream_id}; this manager has {have}") from None
 
     def stream_handle(self, stream_id: StreamId) -> int:
-        """The raw ``CUstream`` (0 for the default stream and on the simulator)."""
+        """The raw ``CUstream`` (0 for the default stream and on the simulator); destroyed by :meth:`close`."""
+        if self._closed:
+            self._refuse("stream_handle")
         if self.simulated:
             return 0
-        return driver.stream_handle(self.stream(stream_id)) if stream_id != StreamId.DEFAULT else 0
+        return driver.stream_handle(self._lookup(stream_id)) if stream_id != StreamId.DEFAULT else 0
 
     def stream_for_workload(self, workload_index: int) -> StreamId:
         """Round-robin over the compute streams."""
+        if self._closed:
+            self._refuse("stream_for_workload")
         return StreamId.compute(workload_index % self.config.num_compute_streams)
 
     @property
     def stream_ids(self) -> list[StreamId]:
+        if self._closed:
+            self._refuse("stream_ids")
         return list(self._streams)
 
     def sync_stream(self, stream_id: StreamId) -> None:
-        self.stream(stream_id).synchronize()
+        if self._closed:
+            self._refuse("sync_stream")
+        self._lookup(stream_id).synchronize()
 
     def sync_all(self) -> None:
-        for s in self._streams.values():
+        if self._closed:  # a destroyed stream handle reaching the driver crashes the process
+            self._refuse("sync_all")
+        self._sync_all()
+
+    def _sync_all(self) -> None:
+        for s in list(self._streams.values()):
             s.synchronize()
 
-    async def wait(self, stream_id: StreamId) -> None:
-        """Completes when the work queued on ``stream_id`` so far has finished (polls an event)."""
+    def wait(self, stream_id: StreamId) -> Coroutine[Any, Any, None]:
+        """``await manager.wait(id)`` completes when the work queued on ``stream_id`` before
+        this call has finished (an event recorded now, polled; released when done)."""
+        if self._closed:
+            self._refuse("wait")
+        stream = self._lookup(stream_id)
         ev = Event(self.simulated)
-        ev.record(self.stream(stream_id))
-        await ev
+        ev.record(stream)
+        return _await_event(ev)
 
-    def capture(self, stream_id: StreamId) -> Any:
+    def capture(self, stream_id: StreamId) -> "CapturedGraph":
         """A :class:`~ringkernel.streams.graph.CapturedGraph` recording launches on ``stream_id``.
 
         Needs ``StreamConfig(enable_graph_capture=True)`` and a GPU (the simulator has no graphs).
+        The graph outlives the manager; :meth:`close` ends a capture still in progress.
         """
+        if self._closed:
+            self._refuse("capture")
         if not self.config.enable_graph_capture:
             raise ConfigurationError(
                 "graph capture is off for this manager", hint="create it with StreamConfig(enable_graph_capture=True)"
@@ -257,19 +405,31 @@ class StreamManager:
             )
         from .graph import CapturedGraph
 
-        return CapturedGraph(self.stream(stream_id), self.stream_handle(stream_id))
+        return CapturedGraph(self._lookup(stream_id), self.stream_handle(stream_id), manager=self)
 
     # -- events ---------------------------------------------------------------------------
     def record_event(self, name: str, stream_id: StreamId) -> Event:
-        """Record (or re-record) the event ``name`` on ``stream_id``."""
+        """Record (or re-record) the event ``name`` on ``stream_id``.
+
+        The returned :class:`Event` stays usable after the manager closes; if it was closed
+        itself, recording the name again makes a new one.
+        """
+        if self._closed:
+            self._refuse("record_event")
+        stream = self._lookup(stream_id)
         with self._lock:
             ev = self._events.get(name)
-            if ev is None:
+            if ev is None or ev.closed:
                 ev = self._events[name] = Event(self.simulated)
-        ev.record(self.stream(stream_id))
+        ev.record(stream)
         return ev
 
     def event(self, name: str) -> Event:
+        if self._closed:
+            self._refuse("event")
+        return self._event(name)
+
+    def _event(self, name: str) -> Event:
         try:
             return self._events[name]
         except KeyError:
@@ -279,12 +439,16 @@ class StreamManager:
 
     def stream_wait_event(self, stream_id: StreamId, name: str) -> None:
         """Make ``stream_id`` wait (on the GPU) for event ``name``."""
-        self.event(name).wait_on(self.stream(stream_id))
+        if self._closed:
+            self._refuse("stream_wait_event")
+        self._event(name).wait_on(self._lookup(stream_id))
 
     def event_elapsed_ms(self, start: str, end: str) -> float:
-        e = self.event(end)
+        if self._closed:
+            self._refuse("event_elapsed_ms")
+        e = self._event(end)
         e.synchronize()
-        return self.event(start).elapsed_ms(e)
+        return self._event(start).elapsed_ms(e)
 
     # -- transfers ------------------------------------------------------------------------
     def async_memcpy_htod(self, dst: Any, src: np.ndarray, stream_id: StreamId = StreamId.TRANSFER, *, allow_sync: bool = False) -> None:
@@ -294,6 +458,8 @@ class StreamManager:
         copied asynchronously and is refused, unless ``allow_sync=True`` asks for a
         synchronous copy instead.
         """
+        if self._closed:
+            self._refuse("async_memcpy_htod")
         sid = stream_id if stream_id in self._streams else StreamId.DEFAULT
         if not self._is_pinned(src):
             if not allow_sync:
@@ -305,10 +471,12 @@ class StreamManager:
                 )
             dst.copy_to_device(src)
             return
-        dst.copy_to_device(src, stream=self.stream(sid))
+        dst.copy_to_device(src, stream=self._lookup(sid))
 
     def async_memcpy_dtoh(self, dst: np.ndarray, src: Any, stream_id: StreamId = StreamId.TRANSFER, *, allow_sync: bool = False) -> None:
         """Copy device ``src`` into pinned host ``dst`` asynchronously (see :meth:`async_memcpy_htod`)."""
+        if self._closed:
+            self._refuse("async_memcpy_dtoh")
         sid = stream_id if stream_id in self._streams else StreamId.DEFAULT
         if not self._is_pinned(dst):
             if not allow_sync:
@@ -319,7 +487,7 @@ class StreamManager:
                 )
             src.copy_to_host(dst)
             return
-        src.copy_to_host(dst, stream=self.stream(sid))
+        src.copy_to_host(dst, stream=self._lookup(sid))
 
     def _is_pinned(self, arr: Any) -> bool:
         if not isinstance(arr, np.ndarray):
@@ -332,15 +500,30 @@ class StreamManager:
 
     # -- lifetime -------------------------------------------------------------------------
     def close(self) -> None:
-        """Synchronise and destroy the streams (idempotent)."""
-        if not self._finalizer.alive:
-            return
+        """End any capture in progress, finish the queued work and destroy the streams (idempotent).
+
+        Afterwards every method raises :class:`~ringkernel.errors.ResourceClosedError`. Events
+        it made stay usable; captured graphs keep their executable but refuse to replay on
+        their (destroyed) capture stream. The streams are destroyed even if finishing the
+        work raises (a kernel fault), and that error propagates.
+        """
+        with self._lock:  # close() is no hot path; the lock makes two racing closes one
+            if self._closed:
+                return
+            self._closed = True
         try:
-            self.sync_all()
+            for graph in list(self._capturing):
+                graph._abort_capture("StreamManager")  # its stream is about to be destroyed
+            self._capturing.clear()
+            self._sync_all()
         finally:
+            self._events.clear()  # forgotten, not closed: an event outlives its stream
             self._finalizer()
+            self._streams.clear()
 
     def __enter__(self) -> "StreamManager":
+        if self._closed:
+            self._refuse("with")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -348,10 +531,9 @@ class StreamManager:
 
 
 def _destroy_streams(handles: list[int]) -> None:
-    if not handles:
-        return
-    try:
-        for h in handles:
+    while handles:
+        h = handles.pop()
+        try:
             driver.stream_destroy(h)
-    except Exception:  # the context may be gone at exit
-        pass
+        except Exception:  # noqa: BLE001 - the context may be gone at exit; destroy the rest
+            pass

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import ConfigurationError, KernelArgumentError
+from ..errors import ConfigurationError, KernelArgumentError, ResourceClosedError
 from .manager import StreamConfig, StreamManager
 
 __all__ = ["PipelineReport", "run_pipeline"]
@@ -84,9 +84,18 @@ def run_pipeline(
     manager's compute streams (chunk i on stream i mod n); ``host_out`` holds the result.
     Each of the six measurements is the median of ``repeats`` runs (wall clock from the
     first enqueue to the last stream's completion).
+
+    A ``manager`` passed in stays open (its owner closes it); a closed one is refused with
+    :class:`~ringkernel.errors.ResourceClosedError` before anything is allocated. Without
+    one, the pipeline makes its own and closes it before returning.
     """
     from numba import cuda
 
+    if manager is not None and manager.closed:
+        raise ResourceClosedError(
+            "StreamManager", operation="run_pipeline",
+            hint="pass an open manager, or none (run_pipeline then makes and closes its own)",
+        )  # fmt: skip
     if host_in.shape[0] != host_out.shape[0]:
         raise KernelArgumentError(
             f"host_in has {host_in.shape[0]} rows, host_out {host_out.shape[0]}",
