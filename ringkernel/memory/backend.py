@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import driver
 from .._layout import c_strides
-from ..errors import DeviceError, DriverError
+from ..errors import DeviceError, DriverError, InvalidFree
 
 __all__ = ["MemoryBackend", "DriverBackend", "SimulatorBackend", "default_backend"]
 
@@ -30,6 +30,8 @@ class MemoryBackend(Protocol):
 
     def free(self, ptr: int) -> None: ...
 
+    # ``finalizer`` runs once, when the array and every view of it are gone; it may run
+    # inside the garbage collector, on any thread, so it must never wait for a lock.
     def array(self, ptr: int, shape: tuple[int, ...], dtype: np.dtype, finalizer: Callable[[], None] | None) -> Any: ...
 
     def mem_info(self) -> tuple[int, int]: ...
@@ -81,7 +83,9 @@ class SimulatorBackend:
     def __init__(self, total_bytes: int = 1 << 34) -> None:
         self._blocks: dict[int, np.ndarray] = {}
         self._next = itertools.count()
-        self._lock = threading.Lock()
+        # Reentrant: a pool's finalizer may free a block from inside the garbage collector,
+        # which can run on a thread that is in alloc() or free() already.
+        self._lock = threading.RLock()
         self.total_bytes = total_bytes
         self.allocated_bytes = 0
 
@@ -101,7 +105,13 @@ class SimulatorBackend:
 
     def free(self, ptr: int) -> None:
         with self._lock:
-            block = self._blocks.pop(ptr)
+            block = self._blocks.pop(ptr, None)
+            if block is None:
+                raise InvalidFree(
+                    f"simulated device pointer 0x{ptr:x} is not allocated (freed already, or never allocated)",
+                    hint="free each allocation once, with the backend that made it",
+                    details={"ptr": ptr},
+                )
             self.allocated_bytes -= block.size
 
     def _bytes(self, ptr: int, nbytes: int) -> np.ndarray:
@@ -115,11 +125,13 @@ class SimulatorBackend:
         from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
 
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        host = self._bytes(ptr, nbytes).view(dtype).reshape(shape)
-        arr = FakeCUDAArray(host)
+        # An array of our own over the bytes (through a memoryview, so NumPy does not look
+        # through it to the slab): every slice, view or reshape of the result keeps it alive,
+        # so the finalizer runs when the last of them is gone, as with numba's device memory.
+        owner = np.frombuffer(self._bytes(ptr, nbytes).data, dtype=dtype)
         if finalizer is not None:
-            weakref.finalize(arr, finalizer)
-        return arr
+            weakref.finalize(owner, finalizer)
+        return FakeCUDAArray(owner.reshape(shape))
 
     def mem_info(self) -> tuple[int, int]:
         return self.total_bytes - self.allocated_bytes, self.total_bytes

@@ -6,18 +6,62 @@ copying it back from the device only when the device side may have changed since
 copy: after ``device`` or ``__cuda_array_interface__`` handed the array to a kernel, or
 ``mark_device_dirty()``. ``device_view(readonly=True)`` hands it out for reading only, so a
 later ``read()`` does not copy.
+
+``close()`` (or a ``with`` block, or ``weakref.finalize`` when the buffer is collected)
+waits for a copy still reading the pinned shadow, then drops both sides.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import weakref
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ConfigurationError, KernelArgumentError
+from ..errors import ConfigurationError, KernelArgumentError, ResourceClosedError
 
 __all__ = ["ManagedBuffer"]
+
+log = logging.getLogger(__name__)
+
+
+class _Sides:
+    """What a :class:`ManagedBuffer` holds, shared with its finalizer (which must not hold the buffer)."""
+
+    __slots__ = ("host", "device", "stream", "pending_h2d")
+
+    def __init__(self, stream: Any) -> None:
+        self.host: Any = None  # pinned host shadow
+        self.device: Any = None  # device array (numba's, or a pool's)
+        self.stream = stream  # 0: the default stream
+        self.pending_h2d = False  # a host-to-device copy may still be reading the shadow
+
+
+def _synchronize(stream: Any) -> None:
+    if stream == 0:
+        from numba import cuda
+
+        cuda.synchronize()
+    else:
+        stream.synchronize()
+
+
+def _release_sides(sides: _Sides) -> None:
+    """The finalizer: wait for a copy still reading the pinned shadow, then drop both sides.
+
+    Dropping them returns their memory through their own finalizers (a pooled device side
+    to its pool, without waiting for the pool's lock). Never raises.
+    """
+    try:
+        if sides.pending_h2d:
+            sides.pending_h2d = False
+            _synchronize(sides.stream)
+    except Exception as exc:  # the context may be gone at exit
+        log.debug("ManagedBuffer: synchronizing before release failed: %s", exc)
+    finally:
+        sides.host = sides.device = None
 
 
 class ManagedBuffer:
@@ -55,18 +99,19 @@ class ManagedBuffer:
             raise ConfigurationError(f"ManagedBuffer shape must be non-negative, got {self.shape}")
         self.dtype = np.dtype(dtype)
         self._stream: Any = stream if stream is not None else 0
-        self._host = cuda.pinned_array(self.shape, dtype=self.dtype)
-        self._device = pool.device_array(self.shape, self.dtype) if pool is not None else cuda.device_array(self.shape, self.dtype)
-        self._device_dirty = False  # device may hold data the host shadow lacks
-        self._pending_h2d = False  # a host-to-device copy may still be running
+        self._sides = sides = _Sides(self._stream)
         self._closed = False
+        self._finalizer = weakref.finalize(self, _release_sides, sides)
+        sides.host = cuda.pinned_array(self.shape, dtype=self.dtype)
+        sides.device = pool.device_array(self.shape, self.dtype) if pool is not None else cuda.device_array(self.shape, self.dtype)
+        self._device_dirty = False  # device may hold data the host shadow lacks
         self._lock = threading.Lock()
         self.h2d_copies = 0
         self.d2h_copies = 0
         if data is not None:
             self.write(data)
         else:
-            self._host[...] = 0
+            self._sides.host[...] = 0
             self._copy_h2d()
 
     @property
@@ -90,24 +135,25 @@ class ManagedBuffer:
                 hint=f"convert first: data.astype(np.{self.dtype.name})",
             )
         with self._lock:
-            self._check_open()
+            self._check_open("write")
             self._wait_h2d()  # do not overwrite the shadow while a copy reads it
-            self._host[...] = arr.reshape(self.shape)
+            self._sides.host[...] = arr.reshape(self.shape)
             self._copy_h2d()
             self._device_dirty = False
 
     def read(self) -> np.ndarray:
         """The contents, as a read-only view of the host shadow (copied back only if the device changed)."""
         with self._lock:
-            self._check_open()
+            self._check_open("read")
+            sides = self._sides
             if self._device_dirty:
-                self._device.copy_to_host(self._host, stream=self._stream)
-                self._synchronize()
+                sides.device.copy_to_host(sides.host, stream=self._stream)
+                _synchronize(self._stream)
                 self.d2h_copies += 1
                 self._device_dirty = False
             else:
                 self._wait_h2d()
-            view = self._host.view()
+            view = sides.host.view()
             view.flags.writeable = False
             return view
 
@@ -115,10 +161,10 @@ class ManagedBuffer:
     def device_view(self, *, readonly: bool = False) -> Any:
         """The device array for kernels. Unless ``readonly``, the next ``read()`` copies back."""
         with self._lock:
-            self._check_open()
+            self._check_open("device_view")
             if not readonly:
                 self._device_dirty = True
-            return self._device
+            return self._sides.device
 
     @property
     def device(self) -> Any:
@@ -132,40 +178,47 @@ class ManagedBuffer:
 
     def mark_device_dirty(self) -> None:
         """Declare that device code changed the data (the next ``read()`` copies back)."""
+        self._check_open("mark_device_dirty")
         self._device_dirty = True
 
     # -- internals ------------------------------------------------------------------------
     def _copy_h2d(self) -> None:
-        self._device.copy_to_device(self._host, stream=self._stream)
+        sides = self._sides
+        sides.device.copy_to_device(sides.host, stream=self._stream)
         self.h2d_copies += 1
-        self._pending_h2d = self._stream != 0
+        sides.pending_h2d = self._stream != 0
 
     def _wait_h2d(self) -> None:
-        if self._pending_h2d:
-            self._synchronize()
-            self._pending_h2d = False
+        if self._sides.pending_h2d:
+            _synchronize(self._stream)
+            self._sides.pending_h2d = False
 
-    def _synchronize(self) -> None:
-        if self._stream == 0:
-            from numba import cuda
-
-            cuda.synchronize()
-        else:
-            self._stream.synchronize()
-
-    def _check_open(self) -> None:
+    def _check_open(self, operation: str) -> None:
         if self._closed:
-            raise ConfigurationError("this ManagedBuffer is closed", hint="create a new one")
+            raise ResourceClosedError(
+                "ManagedBuffer", operation=operation, hint="create a new ManagedBuffer (its contents went with close())"
+            )
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    # -- lifetime -------------------------------------------------------------------------
     def close(self) -> None:
-        """Drop both sides (idempotent); pooled device memory returns to its pool."""
+        """Drop both sides (idempotent), after waiting for a copy still reading the host shadow.
+
+        Pooled device memory returns to its pool. Every later method except ``close``
+        raises :class:`~ringkernel.errors.ResourceClosedError`.
+        """
         with self._lock:
             if self._closed:
                 return
-            self._wait_h2d()
             self._closed = True
-            self._device = None
-            self._host = None
+            try:
+                self._wait_h2d()  # a failing synchronize is reported, and the buffer is closed regardless
+            finally:
+                self._finalizer()
 
     def __enter__(self) -> "ManagedBuffer":
         return self

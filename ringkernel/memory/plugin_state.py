@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
-import threading
-
 from ..errors import ConfigurationError
+from . import _plugin_registry as _registry
 from .pool import GpuMemoryPool, PoolConfig
 
 __all__ = ["use_pool", "plugin_pool"]
 
-_pool: GpuMemoryPool | None = None
-_pool_config: PoolConfig | None = None
-_lock = threading.Lock()
-
 
 def plugin_pool() -> GpuMemoryPool | None:
-    """The pool behind numba's allocations (``None`` until numba created a context with the plugin)."""
-    return _pool
+    """The pool behind numba's allocations (``None`` until numba created a context with the plugin).
+
+    Closing it makes numba's next allocation raise
+    :class:`~ringkernel.errors.ResourceClosedError`; arrays numba already holds stay valid
+    and return their blocks as usual. The next CUDA context numba creates gets a new pool.
+    """
+    return _registry.pool
+
+
+def reset() -> None:
+    """Forget the plugin's pool (closing it: numba's live arrays keep their blocks) and config; for tests."""
+    with _registry.lock:
+        pool, _registry.pool, _registry.config = _registry.pool, None, None
+    if pool is not None:
+        pool.close()
 
 
 def use_pool(config: PoolConfig | None = None) -> None:
@@ -27,7 +35,6 @@ def use_pool(config: PoolConfig | None = None) -> None:
     """
     from ..config import simulator_enabled
 
-    global _pool_config
     if simulator_enabled():
         raise ConfigurationError(
             "numba's CUDA simulator has no memory-manager interface",
@@ -37,7 +44,7 @@ def use_pool(config: PoolConfig | None = None) -> None:
 
     from .numba_plugin import RingKernelMemoryManager
 
-    _pool_config = config
+    _registry.config = config
     try:
         cuda.set_memory_manager(RingKernelMemoryManager)
     except Exception as exc:

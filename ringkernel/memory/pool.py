@@ -6,22 +6,31 @@ warm in cache. Larger requests, and requests beyond a class's ``max_counts``, go
 to the driver and are tracked. Every operation holds one lock; the bookkeeping (which
 block is live and which buffer object holds it, which slab it belongs to) is what lets the
 pool refuse a double free, a foreign pointer or a wrong size without corrupting anything.
+
+Blocks of arrays freed by the garbage collector (``device_array``, the numba plugin) never
+wait for that lock: the collector can run on a thread that already holds it, in the middle
+of ``allocate``. Their finalizer puts the block on a lock-free pending list and drains it
+only if the lock is free at once; otherwise the next call that takes the lock for more
+than the hot path (a slow allocation, a free by pointer, ``diagnostics``, ``compact``,
+``close``) returns it. ``close()`` keeps the slabs of blocks still in use until those
+blocks are freed or collected (see docs/memory.md, "Lifetimes").
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from bisect import bisect_left
 import threading
 import weakref
+from bisect import bisect_left
+from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ConfigurationError, InsufficientMemory, InvalidFree
+from ..errors import ConfigurationError, InsufficientMemory, InvalidFree, ResourceClosedError
 from .backend import MemoryBackend, default_backend
 
 __all__ = ["SizeClass", "PoolConfig", "PooledBuffer", "GpuMemoryPool", "PoolDiagnostics", "ClassDiagnostics"]
@@ -156,7 +165,12 @@ class ClassDiagnostics:
 
 @dataclass(frozen=True)
 class PoolDiagnostics:
-    """A snapshot of the pool."""
+    """A snapshot of the pool.
+
+    After ``close()``, ``closed`` is true, ``in_use``/``large_allocations`` count the blocks
+    still in use (their memory stays valid until they are freed), ``free`` is 0 (a closed
+    pool hands nothing out) and ``pool_bytes`` is what the pool still holds from the device.
+    """
 
     classes: tuple[ClassDiagnostics, ...]
     large_allocations: int
@@ -169,6 +183,7 @@ class PoolDiagnostics:
     peak_live_bytes: int
     live_block_bytes: int
     max_pool_bytes: int | None
+    closed: bool = False
 
     @property
     def hit_rate(self) -> float:
@@ -199,6 +214,7 @@ class PoolDiagnostics:
             "live_block_bytes": self.live_block_bytes,
             "internal_fragmentation": self.internal_fragmentation,
             "external_fragmentation": self.external_fragmentation,
+            "closed": self.closed,
         }  # fmt: skip
 
 
@@ -206,11 +222,20 @@ class PooledBuffer:
     """A block from a :class:`GpuMemoryPool`: ``ptr``, ``nbytes`` requested, ``capacity``.
 
     ``as_array(shape, dtype)`` views it as a numba device array (any dtype and shape that
-    fits). Free it with ``free()`` / ``pool.deallocate(buf)`` or a ``with`` block; a buffer
-    used after being freed is refused, never silently reused.
+    fits). Free it with ``free()`` / ``pool.deallocate(buf)`` (a second free is refused as a
+    double free), or ``close()`` / a ``with`` block (idempotent: a no-op once the block is
+    freed). A buffer used after being freed is refused, never silently reused.
+
+    While the pool is open, a buffer needs no finalizer of its own: the pool keeps every live
+    buffer, so a buffer is never collected before its pool, and the pool's
+    ``weakref.finalize`` releases the memory of the buffers it still holds (docs/memory.md,
+    "Two lifetimes", says why buffers are not freed by the garbage collector). ``pool.close()``
+    lets go of them: a buffer still in use then gets a ``weakref.finalize`` that returns its
+    block when it is collected.
     """
 
-    __slots__ = ("pool", "ptr", "nbytes", "_i")
+    # __weakref__: close() tracks the buffers still alive by weak reference (nothing on the hot path)
+    __slots__ = ("pool", "ptr", "nbytes", "_i", "__weakref__")
 
     def __init__(self, pool: "GpuMemoryPool", ptr: int, nbytes: int, class_index: int) -> None:
         self.pool = pool
@@ -227,8 +252,17 @@ class PooledBuffer:
     def capacity(self) -> int:
         return _LIMITS[self._i] if self._i >= 0 else self.nbytes
 
+    @property
+    def closed(self) -> bool:
+        """Whether the block was freed (or released by ``pool.close(force=True)``)."""
+        return not self.pool._owns(self)
+
     def as_array(self, shape: int | Sequence[int], dtype: Any = np.uint8) -> Any:
-        """A numba device array over this block (a view: freeing the block invalidates it)."""
+        """A numba device array over this block (a view: freeing the block invalidates it).
+
+        The view keeps this buffer, and so its pool, alive: the pool's memory cannot be
+        released by the garbage collector while a view of it exists.
+        """
         dt = np.dtype(dtype)
         shp = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
         if any(s < 0 for s in shp):
@@ -239,21 +273,34 @@ class PooledBuffer:
                 f"an array of shape {shp} and dtype {dt} needs {need} bytes; this block holds {self.capacity}",
                 hint="allocate a larger buffer",
             )
-        self.pool._check_live(self)
-        return self.pool.backend.array(self.ptr, shp, dt, None)
+        pool = self.pool
+        pool._check_open("PooledBuffer.as_array")
+        pool._check_live(self)
+        # A no-op "finalizer" that holds the buffer: the array keeps it alive (as numba's
+        # own arrays keep their allocation), but freeing stays explicit.
+        return pool.backend.array(self.ptr, shp, dt, functools.partial(_keep_alive, self))
 
     def free(self) -> None:
+        """Return the block to the pool; a second free raises :class:`InvalidFree` (see :meth:`close`)."""
         self.pool.deallocate(self)
+
+    def close(self) -> None:
+        """Return the block to the pool if this buffer still holds it (idempotent)."""
+        self.pool._close_buffer(self)
 
     def __enter__(self) -> "PooledBuffer":
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.pool.deallocate(self)
+        self.close()
 
     def __repr__(self) -> str:
         where = _CLASSES[self._i].name if self._i >= 0 else "direct"
         return f"<PooledBuffer 0x{self.ptr:x} {self.nbytes} B in {where}>"
+
+
+def _keep_alive(buf: PooledBuffer) -> None:
+    """The finalizer of an ``as_array`` view: nothing to do; holding ``buf`` is the point."""
 
 
 class GpuMemoryPool:
@@ -265,6 +312,16 @@ class GpuMemoryPool:
         Growth limits and presets (:class:`PoolConfig`).
     backend:
         Where memory comes from (default: the driver on a GPU, host memory on the simulator).
+
+    ``close()`` (or leaving a ``with`` block) ends the pool: every later ``allocate``,
+    ``device_array``, ``warm_bucket``, ``compact``, ``reset_peaks`` and ``as_array`` raises
+    :class:`~ringkernel.errors.ResourceClosedError`; ``diagnostics()`` still answers (with
+    ``closed=True``). Memory nothing can reach goes back to the device at once; a slab
+    holding a block still in use (a live ``device_array``, a buffer still referenced, a
+    view) stays until its last such block is freed or collected, so no live array ever
+    points at released memory. ``close(force=True)`` releases everything at once. When the
+    pool object is garbage-collected (or the interpreter exits), ``weakref.finalize``
+    releases whatever it still holds.
     """
 
     def __init__(self, config: PoolConfig | None = None, *, backend: MemoryBackend | None = None) -> None:
@@ -287,10 +344,24 @@ class GpuMemoryPool:
         self._pool_bytes = self._peak_pool = 0
         self._live_bytes = self._peak_live = 0  # bytes requested (blocks in use are counted on demand)
         self._closed = False
+        # After close(): the blocks still in use, ptr -> (a weakref.finalize on the buffer
+        # that returns the block when the buffer is collected, bytes requested), and per slab
+        # kept for them, how many. _live is emptied, so the free hot path misses from then on.
+        self._held: dict[int, tuple[weakref.finalize, int]] = {}
+        self._slab_held: dict[int, int] = {}
+        # Buffers of collected arrays (and, after close, pointers of collected buffers),
+        # appended by finalizers (deque.append is atomic) and returned under the lock by
+        # _drain: a finalizer must never wait for the lock.
+        self._pending: deque[PooledBuffer | int] = deque()
         self._finalizer = weakref.finalize(self, _release_all, self.backend, self._slabs, self._large)
         for cls, count in zip(_CLASSES, self.config.initial_counts):
             if count:
                 self.warm_bucket(cls, count)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
 
     # -- allocation ---------------------------------------------------------------------
     def allocate(self, nbytes: int) -> PooledBuffer:
@@ -303,8 +374,8 @@ class GpuMemoryPool:
         lock = self._lock
         lock.acquire()  # acquire/release in try/finally: half the cost of `with` on the hot path
         try:
-            stack = self._free[i]  # i == -1: the always-empty list
-            if stack and not self._closed:  # the hot path: a free block of the class
+            stack = self._free[i]  # i == -1: the always-empty list; closed: every list is empty
+            if stack:  # the hot path: a free block of the class
                 self._hits += 1
                 buf = PooledBuffer(self, stack.pop(), nbytes, i)
             else:
@@ -318,8 +389,14 @@ class GpuMemoryPool:
         return buf
 
     def _allocate_slow(self, i: int, nbytes: int) -> PooledBuffer:
-        """Allocate when the class's free list is empty (lock held): grow, or go direct."""
-        self._check_open()
+        """Allocate when the class's free list is empty (lock held): drain, grow, or go direct."""
+        self._check_open("allocate")
+        if self._pending:  # blocks of collected arrays first: one may be of this class
+            self._drain()
+            stack = self._free[i]
+            if stack:
+                self._hits += 1
+                return PooledBuffer(self, stack.pop(), nbytes, i)
         if i < 0:
             return PooledBuffer(self, self._direct(nbytes, why="larger than 256 KB"), nbytes, -1)
         if self._count[i] < self.config.max_counts[i]:
@@ -330,7 +407,11 @@ class GpuMemoryPool:
         return PooledBuffer(self, self._direct(_LIMITS[i], why=why), nbytes, -1)
 
     def device_array(self, shape: int | Sequence[int], dtype: Any = np.float32) -> Any:
-        """A numba device array from the pool, returned to the pool when the array is collected."""
+        """A numba device array from the pool, returned to the pool when the array is collected.
+
+        The array keeps the pool alive; after ``close()`` its block stays valid until the
+        array is collected.
+        """
         dt = np.dtype(dtype)
         shp = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
         nbytes = max(1, int(np.prod(shp, dtype=np.int64)) * dt.itemsize)
@@ -386,7 +467,8 @@ class GpuMemoryPool:
             raise ConfigurationError(f"warm_bucket takes a SizeClass, got {size_class!r}")
         i = _INDEX[size_class]
         with self._lock:
-            self._check_open()
+            self._check_open("warm_bucket")
+            self._drain()
             need = count - len(self._free[i])
             if need <= 0:
                 return
@@ -404,7 +486,12 @@ class GpuMemoryPool:
     # -- deallocation -------------------------------------------------------------------
     def deallocate(self, buffer: PooledBuffer | int, nbytes: int | None = None) -> None:
         """Return a block. ``buffer`` is a :class:`PooledBuffer` or a raw pointer; ``nbytes``,
-        if given, must match what was allocated (in the same size class)."""
+        if given, must match what was allocated (in the same size class).
+
+        After :meth:`close`, freeing a block still in use returns it (its slab goes back to
+        the device with its last such block); freeing a block the pool no longer holds is a
+        no-op (a closed pool cannot tell a double free from a block it already released).
+        """
         lock = self._lock
         if type(buffer) is PooledBuffer and nbytes is None:
             lock.acquire()
@@ -412,7 +499,7 @@ class GpuMemoryPool:
                 i = buffer._i
                 if i >= 0:  # the hot path, inlined: a pooled block, no size given
                     ptr = buffer.ptr
-                    live = self._live.pop(ptr, None)
+                    live = self._live.pop(ptr, None)  # closed: _live is empty, so this misses
                     if live is buffer:
                         self._live_bytes -= buffer.nbytes
                         self._free[i].append(ptr)
@@ -430,9 +517,15 @@ class GpuMemoryPool:
         else:
             raise InvalidFree(f"deallocate takes a PooledBuffer or a pointer, got {type(buffer).__name__}")
         with lock:
-            self._free_locked(ptr, buf, nbytes)
+            try:
+                self._free_locked(ptr, buf, nbytes)
+            finally:
+                self._drain()
 
     def _free_locked(self, ptr: int, buf: PooledBuffer | None, nbytes: int | None) -> None:
+        if self._closed:
+            self._free_held(ptr, buf, nbytes)
+            return
         live = self._live.get(ptr)
         if live is None or (buf is not None and live is not buf):
             if ptr in self._block_slab or buf is not None:
@@ -448,16 +541,7 @@ class GpuMemoryPool:
             )
         requested = live.nbytes
         if nbytes is not None:
-            if ptr in self._large:
-                ok = nbytes == self._large[ptr] or nbytes == requested
-            else:
-                ok = SizeClass.for_size(nbytes) == SizeClass.for_size(requested)
-            if not ok:
-                raise InvalidFree(
-                    f"wrong size: block 0x{ptr:x} was allocated with {requested} bytes, freed with {nbytes}",
-                    hint="pass the size used at allocation (or none)",
-                    details={"ptr": ptr, "allocated": requested, "freed_with": nbytes},
-                )
+            self._check_size(ptr, requested, nbytes)
         del self._live[ptr]
         self._live_bytes -= requested
         large = self._large.pop(ptr, None)
@@ -467,14 +551,97 @@ class GpuMemoryPool:
             return
         self._free[self._block_class[ptr]].append(ptr)
 
-    def _release(self, buf: PooledBuffer) -> None:
-        """Finalizer of arrays from :meth:`device_array` and the numba plugin: never raises."""
-        try:
-            with self._lock:
-                if not self._closed:
-                    self._free_locked(buf.ptr, buf, None)
-        except Exception as exc:  # pragma: no cover - a bug, not a user error
-            log.error("pool: automatic release of 0x%x failed: %s", buf.ptr, exc)
+    def _check_size(self, ptr: int, requested: int, nbytes: int) -> None:
+        if ptr in self._large:
+            ok = nbytes == self._large[ptr] or nbytes == requested
+        else:
+            ok = SizeClass.for_size(nbytes) == SizeClass.for_size(requested)
+        if not ok:
+            raise InvalidFree(
+                f"wrong size: block 0x{ptr:x} was allocated with {requested} bytes, freed with {nbytes}",
+                hint="pass the size used at allocation (or none)",
+                details={"ptr": ptr, "allocated": requested, "freed_with": nbytes},
+            )
+
+    def _free_held(self, ptr: int, buf: PooledBuffer | None, nbytes: int | None) -> None:
+        """Free a block of a closed pool (lock held); ``buf`` None: by pointer, or its buffer was collected.
+
+        A block no longer held (freed before close, released by ``close(force=True)``, or
+        freed since) is a no-op: a closed pool has nothing else to give back.
+        """
+        entry = self._held.get(ptr)
+        if entry is None:
+            return
+        fin, requested = entry
+        if buf is not None:
+            alive = fin.peek()
+            if alive is None or alive[0] is not buf:
+                return  # a stale buffer object: the block is not its to free
+        if nbytes is not None:
+            self._check_size(ptr, requested, nbytes)
+        fin.detach()
+        del self._held[ptr]
+        self._live_bytes -= requested
+        large = self._large.pop(ptr, None)
+        if large is not None:
+            self._pool_bytes -= large
+            self.backend.free(ptr)
+        else:  # the slab goes back to the device with the last of its blocks in use
+            slab = self._block_slab[ptr]
+            left = self._slab_held[slab] - 1
+            if left:
+                self._slab_held[slab] = left
+            else:
+                del self._slab_held[slab]
+                self._free_slab(slab)
+        if not self._held:
+            self._finalizer()  # everything is back; nothing is left for it to free
+
+    def _close_buffer(self, buf: PooledBuffer) -> None:
+        """``PooledBuffer.close``: free the block if ``buf`` still holds it, else nothing."""
+        with self._lock:
+            if self._owns(buf):
+                self._free_locked(buf.ptr, buf, None)
+            self._drain()
+
+    def _owns(self, buf: PooledBuffer) -> bool:
+        if not self._closed:
+            return self._live.get(buf.ptr) is buf
+        entry = self._held.get(buf.ptr)
+        alive = entry[0].peek() if entry is not None else None
+        return alive is not None and alive[0] is buf
+
+    def _release(self, item: PooledBuffer | int) -> None:
+        """Finalizer of arrays from :meth:`device_array` and the numba plugin (``item``: the
+        array's buffer) and, after ``close()``, of buffers still in use (``item``: the
+        pointer; the buffer is gone). Never waits, never raises.
+
+        The garbage collector runs finalizers on whichever thread allocated when it
+        triggered, which may be a thread inside ``allocate`` holding this pool's lock.
+        Waiting for the lock there would wait forever; so the block goes on the pending list
+        and is returned now only if the lock can be had without waiting.
+        """
+        self._pending.append(item)
+        lock = self._lock
+        if lock.acquire(False):
+            try:
+                self._drain()
+            finally:
+                lock.release()
+
+    def _drain(self) -> None:
+        """Return the blocks of collected arrays and buffers (lock held). Never raises."""
+        pending = self._pending
+        while pending:
+            item = pending.popleft()
+            try:
+                if isinstance(item, PooledBuffer):
+                    self._free_locked(item.ptr, item, None)
+                else:  # the pointer of a closed pool's buffer that was collected
+                    self._free_held(item, None, None)
+            except Exception as exc:  # pragma: no cover - a bug, not a user error
+                ptr = item.ptr if isinstance(item, PooledBuffer) else item
+                log.error("pool: automatic release of 0x%x failed: %s", ptr, exc)
 
     def _check_live(self, buf: PooledBuffer) -> None:
         if self._live.get(buf.ptr) is not buf:
@@ -485,7 +652,8 @@ class GpuMemoryPool:
         """Return every slab whose blocks are all free to the device; returns the bytes released."""
         released = 0
         with self._lock:
-            self._check_open()
+            self._check_open("compact")
+            self._drain()
             # free blocks per slab, counted now: keeping the count on every allocate and
             # free would tax the hot paths for the sake of this rare call
             free_in: dict[int, int] = {}
@@ -498,55 +666,117 @@ class GpuMemoryPool:
                 return 0
             gone: set[int] = set()
             for slab in empty:
-                i, blocks = self._slabs.pop(slab)
-                gone.update(blocks)
-                for b in blocks:
-                    del self._block_slab[b]
-                    del self._block_class[b]
-                size = _CLASSES[i].value * len(blocks)
-                self._count[i] -= len(blocks)
-                self._pool_bytes -= size
-                released += size
-                self.backend.free(slab)
+                gone.update(self._slabs[slab][1])
+                released += self._free_slab(slab)
             for i, stack in enumerate(self._free):
                 if any(b in gone for b in stack):
                     self._free[i] = [b for b in stack if b not in gone]
         return released
 
+    def _free_slab(self, slab: int) -> int:
+        """Forget a slab and its blocks and return it to the device (lock held); its bytes."""
+        i, blocks = self._slabs.pop(slab)
+        for b in blocks:
+            del self._block_slab[b]
+            del self._block_class[b]
+        size = _CLASSES[i].value * len(blocks)
+        self._count[i] -= len(blocks)
+        self._pool_bytes -= size
+        self.backend.free(slab)
+        return size
+
     def diagnostics(self) -> PoolDiagnostics:
+        """A snapshot (also after ``close()``: then ``closed`` is true and only blocks still in use count)."""
         with self._lock:
+            self._drain()
             slabs_per = [0] * len(_CLASSES)
             for i, _ in self._slabs.values():
                 slabs_per[i] += 1
+            if self._closed:
+                in_use = [0] * len(_CLASSES)
+                for ptr in self._held:
+                    k = self._block_class.get(ptr)  # None: a direct allocation
+                    if k is not None:
+                        in_use[k] += 1
+                counts = [(u, 0) for u in in_use]
+            else:
+                counts = [(self._count[i] - len(self._free[i]), len(self._free[i])) for i in range(len(_CLASSES))]
             classes = tuple(
-                ClassDiagnostics(c, self._count[i] - len(self._free[i]), len(self._free[i]), slabs_per[i])
-                for i, c in enumerate(_CLASSES)
+                ClassDiagnostics(c, counts[i][0], counts[i][1], slabs_per[i]) for i, c in enumerate(_CLASSES)
             )
             return PoolDiagnostics(
                 classes=classes, large_allocations=len(self._large), large_bytes=sum(self._large.values()),
                 hits=self._hits, misses=self._misses, pool_bytes=self._pool_bytes, peak_pool_bytes=self._peak_pool,
                 live_bytes=self._live_bytes, peak_live_bytes=self._peak_live,
                 live_block_bytes=sum(c.in_use_bytes for c in classes) + sum(self._large.values()),
-                max_pool_bytes=self.config.max_pool_bytes,
+                max_pool_bytes=self.config.max_pool_bytes, closed=self._closed,
             )  # fmt: skip
 
     def reset_peaks(self) -> None:
         """Start peak tracking and hit counting afresh (e.g. after warm-up)."""
         with self._lock:
+            self._check_open("reset_peaks")
+            self._drain()
             self._peak_pool, self._peak_live = self._pool_bytes, self._live_bytes
             self._hits = self._misses = 0
 
-    def _check_open(self) -> None:
+    def _check_open(self, operation: str) -> None:
         if self._closed:
-            raise ConfigurationError("this memory pool is closed", hint="create a new GpuMemoryPool")
+            raise ResourceClosedError(
+                "GpuMemoryPool", operation=operation,
+                hint="create a new GpuMemoryPool (blocks handed out before close() stay valid until freed)",
+            )  # fmt: skip
 
-    def close(self) -> None:
-        """Free every slab and direct allocation (idempotent). Live buffers become invalid."""
+    # -- lifetime -----------------------------------------------------------------------
+    def close(self, *, force: bool = False) -> None:
+        """End the pool (idempotent): it hands nothing out any more.
+
+        Memory no live object refers to goes back to the device now: free blocks, and blocks
+        of buffers that were never freed but that nothing holds any more. A block still in
+        use (a live :meth:`device_array` array or numba array, a buffer still referenced, or
+        a view of one) keeps its slab until that block is freed or its owner is collected,
+        so no array points at released memory; ``diagnostics()`` shows what is still held.
+        ``force=True`` releases everything now, blocks in use included (arrays still
+        pointing into the pool must then not be used), also on a pool closed before.
+        """
         with self._lock:
-            if self._closed:
+            if self._closed and not (force and self._held):
                 return
-            self._closed = True
-        self._finalizer()
+            self._drain()
+            if not self._closed:
+                self._closed = True
+                live, self._live = self._live, {}
+                for stack in self._free:
+                    stack.clear()
+                if not force:
+                    for ptr in live:
+                        fin = weakref.finalize(live[ptr], self._release, ptr)
+                        fin.atexit = False  # at exit the pool's own finalizer frees everything
+                        self._held[ptr] = (fin, live[ptr].nbytes)
+                        slab = self._block_slab.get(ptr)
+                        if slab is not None:
+                            self._slab_held[slab] = self._slab_held.get(slab, 0) + 1
+                # Buffers only the pool referred to die here; their finalizers queue their
+                # blocks (the lock is ours, so they cannot drain), and _drain returns them.
+                live.clear()
+                self._drain()
+            if force or not self._held:
+                for fin, _ in self._held.values():
+                    fin.detach()
+                self._held.clear()
+                self._slab_held.clear()
+                self._block_slab.clear()
+                self._block_class.clear()
+                self._count = [0] * len(_CLASSES)
+                self._live_bytes = self._pool_bytes = 0
+                self._finalizer()  # every slab and direct allocation, now
+                return
+            for slab in [s for s in self._slabs if s not in self._slab_held]:
+                try:
+                    self._free_slab(slab)
+                except Exception as exc:  # the context may be gone at exit; the pool is closed regardless
+                    log.warning("pool: releasing slab 0x%x at close failed: %s", slab, exc)
+            log.debug("pool: closed with %d blocks in use; each is released when freed or collected", len(self._held))
 
     def __enter__(self) -> "GpuMemoryPool":
         return self
@@ -554,8 +784,13 @@ class GpuMemoryPool:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def __repr__(self) -> str:
+        state = f"closed, {len(self._held)} blocks still in use" if self._closed else f"{len(self._live)} blocks in use"
+        return f"<GpuMemoryPool {self.backend.name}: {state}>"
+
 
 def _release_all(backend: MemoryBackend, slabs: dict[int, Any], large: dict[int, int]) -> None:
+    """The pool's ``weakref.finalize``: free every slab and direct allocation. Never raises."""
     for ptr in list(slabs) + list(large):
         try:
             backend.free(ptr)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from numba import cuda
 
-from ringkernel import ConfigurationError, KernelArgumentError, ManagedBuffer
+from ringkernel import ConfigurationError, KernelArgumentError, ManagedBuffer, ResourceClosedError
 from ringkernel.kernels import vector_add
 from ringkernel.memory import GpuMemoryPool, SimulatorBackend
 
@@ -62,6 +62,6 @@ def test_bad_input_and_closed() -> None:
         ManagedBuffer((-1,))
     buf.close()
     buf.close()
-    with pytest.raises(ConfigurationError, match="closed"):
+    with pytest.raises(ResourceClosedError, match="closed"):
         buf.read()
     assert "closed" in repr(buf)

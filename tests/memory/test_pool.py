@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ringkernel import ConfigurationError
+from ringkernel import ConfigurationError, ResourceClosedError
 from ringkernel.errors import InsufficientMemory, InvalidFree
 from ringkernel.memory import GpuMemoryPool, PoolConfig, SizeClass, SimulatorBackend
 
@@ -193,7 +193,7 @@ def test_close_is_idempotent_and_frees_everything() -> None:
         assert backend.allocated_bytes > 0
     assert backend.allocated_bytes == 0
     pool.close()
-    with pytest.raises(ConfigurationError, match="closed"):
+    with pytest.raises(ResourceClosedError, match="closed"):
         pool.allocate(10)
 
 
