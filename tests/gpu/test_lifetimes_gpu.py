@@ -276,3 +276,69 @@ def test_every_streams_resource_refuses_use_after_close_without_crashing(tmp_pat
     for line in EXPECTED:
         assert line in lines, f"missing {line!r}\n{report}"
     assert sum(line.startswith("CLOSED closed_") or line.startswith("CLOSED pool_") for line in lines) >= 30
+
+
+MEMORY_SCRIPT = textwrap.dedent(
+    """
+    import gc
+
+    import numpy as np
+    from numba import cuda
+
+    import ringkernel
+    from ringkernel import GpuContext, GpuMemoryPool, ManagedBuffer, ResourceClosedError
+
+    def expect(name, fn):
+        try:
+            fn()
+        except ResourceClosedError as exc:
+            print("OK", name, exc.resource, flush=True)
+        except Exception as exc:
+            print("WRONG", name, type(exc).__name__, exc, flush=True)
+        else:
+            print("NOERROR", name, flush=True)
+
+    pool = GpuMemoryPool()
+    held = pool.device_array(1000, np.float32)
+    buf = pool.allocate(4096)
+    view = buf.as_array(16, np.float32)
+    pool.close()
+    expect("pool.allocate", lambda: pool.allocate(64))
+    expect("pool.device_array", lambda: pool.device_array(10))
+    expect("pool.compact", lambda: pool.compact())
+    expect("buffer.as_array", lambda: buf.as_array(4, np.float32))
+    held.copy_to_device(np.arange(1000, dtype=np.float32))  # memory still held stays valid
+    assert (held.copy_to_host() == np.arange(1000)).all()
+    view.copy_to_device(np.ones(16, np.float32))
+    del held, view
+    gc.collect()
+    buf.free()
+
+    mb = ManagedBuffer(100, np.float32, data=np.ones(100, np.float32))
+    mb.close()
+    expect("managed.read", lambda: mb.read())
+    expect("managed.write", lambda: mb.write(np.zeros(100, np.float32)))
+    expect("managed.device_view", lambda: mb.device_view())
+
+    ctx = GpuContext(streams=1)
+    a = ctx.allocate(8)
+    ctx.close()
+    expect("context.allocate", lambda: ctx.allocate(8))
+    expect("context.synchronize", lambda: ctx.synchronize())
+    expect("context.streams", lambda: ctx.streams)
+    print("DONE", flush=True)
+    """
+)
+
+
+def test_memory_and_context_after_close_raise_never_crash(tmp_path: Path) -> None:
+    script = tmp_path / "memory_after_close.py"
+    script.write_text(MEMORY_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=180, env=env)
+    assert r.returncode == 0, f"exit code {r.returncode} (-11 is a segfault)\n{r.stdout}\n{r.stderr[-3000:]}"
+    lines = r.stdout.splitlines()
+    assert "DONE" in lines, r.stdout + r.stderr[-2000:]
+    bad = [line for line in lines if line.startswith(("WRONG", "NOERROR"))]
+    assert not bad, "\n".join(bad)
+    assert sum(line.startswith("OK") for line in lines) == 10, r.stdout
