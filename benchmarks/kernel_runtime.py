@@ -92,7 +92,7 @@ def child(which: str) -> None:
         out["process_setup_ms"] = _dc().setup_ms
         # Is cuModuleLoadData's cost a one-time driver set-up? Load the same entry again.
         from ringkernel.compile import default_compiler
-        from ringkernel.compile.launcher import load_function, unload_module
+        from ringkernel.driver import load_function, unload_module
 
         entry = default_compiler().cache.get_entry(ck.key, ck.compute_cap)
         t = time.perf_counter()

@@ -164,5 +164,5 @@ def test_a_kernel_fault_raises_in_the_awaiting_task(tmp_path) -> None:  # type: 
     path = tmp_path / "fault.py"
     path.write_text(script)
     r = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=120)
-    assert "RAISED DeviceError" in r.stdout, r.stdout + r.stderr
+    assert "RAISED DriverError" in r.stdout and "CUDA_ERROR_ILLEGAL_ADDRESS" in r.stdout, r.stdout + r.stderr
     assert "restart the process" in r.stdout
