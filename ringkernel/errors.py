@@ -247,13 +247,16 @@ class InsufficientMemory(MemoryError_):
 
     def __init__(
         self, needed: int, available: int, recommended_max: int | None = None, *, what: str = "GPU memory",
-        hint: str | None = None,
+        hint: str | None = None, context: ErrorContext | None = None,
     ) -> None:  # fmt: skip
         self.needed, self.available, self.recommended_max = needed, available, recommended_max
         msg = f"Insufficient {what}: need {needed} bytes, have {available} bytes."
         if recommended_max is not None:
             msg += f" Reduce workload to {recommended_max} elements."
-        super().__init__(msg, hint=hint, details={"needed": needed, "available": available, "recommended_max": recommended_max})
+        super().__init__(
+            msg, hint=hint, details={"needed": needed, "available": available, "recommended_max": recommended_max},
+            context=context,
+        )  # fmt: skip
 
 
 class InvalidFree(MemoryError_, ValueError):

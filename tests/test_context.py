@@ -145,3 +145,15 @@ def test_errors_carry_their_context() -> None:
 
     e2 = KernelLaunchError("refused", kernel_name="k", hint="do x", context=ErrorContext('launch("k")', "k", "0x51", snap))
     assert "Memory: 3.0 GB / 4.0 GB used (75%), pool 256.0 MB in use" in str(e2)
+
+
+def test_allocation_errors_carry_their_context() -> None:
+    from ringkernel import GpuMemoryPool, InsufficientMemory
+
+    pool = GpuMemoryPool(PoolConfig.minimal(1 << 20))
+    with pytest.raises(InsufficientMemory) as err:
+        pool.allocate(4 << 20)
+    e = err.value
+    assert e.operation == "GpuMemoryPool.allocate(4194304 bytes)" and e.memory is not None
+    assert e.memory.pool_in_use == 0 and "Memory:" in str(e) and "Suggestion: the pool holds" in str(e)
+    pool.close()

@@ -859,9 +859,9 @@ class GpuKernel(RuntimeLaunchMixin):
     def _translate(self, exc: Exception, config: LaunchConfig, args: tuple[Any, ...]) -> Exception:
         from numba.core.errors import TypingError
 
-        if isinstance(exc, TypingError) or "No matching definition" in str(exc):
+        if isinstance(exc, TypingError):
             return self._compile_error(args, exc)
-        if type(exc).__name__ in ("CudaAPIError", "CudaDriverError", "CudaSupportError"):
+        if isinstance(exc, _numba_driver_errors()):
             return launch_error(self.name, config, exc)
         return exc
 
@@ -940,6 +940,21 @@ class ConfiguredLaunch:
         decision = k.launch(*args, config=self.config, host_transfer=host_transfer)
         if not host_transfer and k.uses_runtime:
             k._memoize(self._memo, args, decision, self.config.stream)
+
+
+def _numba_driver_errors() -> tuple[type, ...]:
+    """numba's own driver error classes (recognised by class, never by name or text)."""
+    classes: list[type] = []
+    try:
+        from numba.cuda.cudadrv.error import CudaSupportError
+
+        classes.append(CudaSupportError)
+        from numba.cuda.cudadrv.driver import CudaAPIError, CudaDriverError
+
+        classes += [CudaAPIError, CudaDriverError]
+    except ImportError:  # the simulator's numba.cuda lacks some of them
+        pass
+    return tuple(classes)
 
 
 def _nested_arrays(value: tuple[Any, ...]) -> list[ArrayInfo]:

@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import driver
 from .._layout import c_strides
-from ..errors import DeviceError, DriverError, InvalidFree
+from ..errors import DeviceError, DriverError, ErrorContext, InsufficientMemory, MemorySnapshot, InvalidFree
 
 __all__ = ["MemoryBackend", "DriverBackend", "SimulatorBackend", "default_backend"]
 
@@ -51,9 +51,22 @@ class DriverBackend:
         driver.lib()
 
     def alloc(self, nbytes: int) -> int:
-        return driver.mem_alloc(
-            nbytes, hint="free memory (pool.compact(), drop arrays) or lower PoolConfig.max_pool_bytes"
-        )
+        try:
+            return driver.mem_alloc(nbytes)
+        except DriverError as exc:
+            if exc.result != driver.CUDA_ERROR_OUT_OF_MEMORY:
+                raise
+            try:
+                free, total = driver.mem_get_info()
+                snapshot: MemorySnapshot | None = MemorySnapshot(total - free, total)
+            except DriverError:
+                free, snapshot = 0, None
+            raise InsufficientMemory(
+                nbytes, free,
+                hint="free memory (pool.compact(), drop arrays), use a smaller problem, or lower "
+                "PoolConfig.max_pool_bytes so that the pool keeps less cached",
+                context=ErrorContext(f"cuMemAlloc({nbytes} bytes)", memory=snapshot),
+            ) from exc  # fmt: skip
 
     def free(self, ptr: int) -> None:
         try:

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ConfigurationError, InsufficientMemory, InvalidFree, ResourceClosedError
+from ..errors import ConfigurationError, ErrorContext, InsufficientMemory, InvalidFree, MemorySnapshot, ResourceClosedError
 from .backend import MemoryBackend, default_backend
 
 __all__ = ["SizeClass", "PoolConfig", "PooledBuffer", "GpuMemoryPool", "PoolDiagnostics", "ClassDiagnostics"]
@@ -435,7 +435,16 @@ class GpuMemoryPool:
                 nbytes, cap - self._pool_bytes, what="pool capacity",
                 hint=f"the pool holds {self._pool_bytes} of max_pool_bytes={cap}; free buffers, call compact(), "
                 "or raise PoolConfig.max_pool_bytes",
+                context=ErrorContext(f"GpuMemoryPool.allocate({nbytes} bytes)", memory=self._snapshot()),
             )  # fmt: skip
+
+    def _snapshot(self) -> MemorySnapshot | None:
+        """Device memory and this pool's share of it, for an error's context (``None`` if unknown)."""
+        try:
+            free, total = self.backend.mem_info()
+        except Exception:  # noqa: BLE001 - an error is being raised already; no second one
+            return None
+        return MemorySnapshot(total - free, total, self._pool_bytes)
 
     def _grow(self, i: int, at_least: int) -> None:
         """Carve a new slab for class ``i`` with at least ``at_least`` blocks (lock held)."""
