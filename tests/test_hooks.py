@@ -38,3 +38,22 @@ def test_hooks_see_automatic_and_explicit_launches(rng: np.random.Generator) -> 
 def test_hook_must_be_callable() -> None:
     with pytest.raises(ConfigurationError, match="callable"):
         add_launch_hook(42)  # type: ignore[arg-type]
+
+
+def test_closed_kernel_refuses_launches() -> None:
+    from ringkernel import ResourceClosedError
+
+    @gpu_kernel
+    def once(a):  # type: ignore[no-untyped-def]
+        i = cuda.grid(1)
+        if i < a.size:
+            a[i] = 1
+
+    a = cuda.to_device(np.zeros(5))
+    with once:
+        once(a)
+    assert once.closed
+    with pytest.raises(ResourceClosedError, match="GpuKernel 'once'"):
+        once(a)
+    with pytest.raises(ResourceClosedError):
+        once[1, 32](a)

@@ -216,3 +216,26 @@ def test_a_failing_hook_does_not_break_launches(runtime, caplog) -> None:  # typ
         remove_launch_hook(h)
     assert len(calls) == 2
     assert sum("boom" in r.getMessage() or "raised" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_closing_kernels_and_compiled_kernels(runtime) -> None:  # type: ignore[no-untyped-def]
+    from ringkernel import ConfigurationError, ResourceClosedError
+
+    calls, _, _ = runtime
+    k = _kernel()
+    a = FakeDeviceArray(10)
+    k(a, a, a)
+    k(a, a, a)
+    ck = next(iter(k._compiled.values()))
+    with pytest.raises(ConfigurationError, match="held by its GpuKernel"):
+        ck.close()
+    n = len(calls)
+    k.close()
+    k.close()  # idempotent
+    assert ck.closed and not k._memo and not k._compiled
+    for launch in (lambda: k(a, a, a), lambda: k[4, 128](a, a, a), lambda: k.compiled(a, a, a)):
+        with pytest.raises(ResourceClosedError, match="GpuKernel 'add'"):
+            launch()
+    assert len(calls) == n  # nothing reached the driver
+    with pytest.raises(ResourceClosedError, match="CompiledKernel"):
+        ck.launcher.launch([], (1, 1, 1), (1, 1, 1), 0, 0)  # an unloaded function is never launched

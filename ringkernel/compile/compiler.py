@@ -55,6 +55,31 @@ class CompiledKernel:
     #: entry so that a cache hit does not rerun the analysis (``None``: not recorded).
     indexing: str | None = None
     _module: Any = field(repr=False, default=None)
+    _finalizer: Any = field(repr=False, default=None)
+    #: Set when a ``GpuKernel`` keeps this kernel (its launch memo may hold the function):
+    #: then the kernel's ``close()`` releases it, and this object's ``close()`` refuses.
+    owned: bool = field(repr=False, default=False)
+
+    @property
+    def closed(self) -> bool:
+        return self.launcher.closed
+
+    def close(self) -> None:
+        """Unload the module (idempotent); the launcher refuses launches afterwards."""
+        if self.owned:
+            raise ConfigurationError(
+                f"kernel '{self.name}' is held by its GpuKernel, whose launches may still use it",
+                hint="close the GpuKernel (kernel.close()) to release what it loaded",
+            )
+        self.launcher.closed = True
+        if self._finalizer is not None:
+            self._finalizer()
+
+    def __enter__(self) -> "CompiledKernel":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _versions_for_key() -> dict[str, str]:
@@ -266,6 +291,7 @@ class CachingCompiler:
         # Unload when the compiled kernel is dropped, not at exit (the context goes first then).
         fin = weakref.finalize(ck, unload_module, fn.module)
         fin.atexit = False
+        ck._finalizer = fin
         return ck
 
 

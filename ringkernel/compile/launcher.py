@@ -180,6 +180,8 @@ class KernelLauncher:
         self._slots = slots
         self._complex_at = tuple(complex_at)
         self._local = threading.local()
+        #: Set by ``CompiledKernel.close()``: the module is unloaded, launches are refused.
+        self.closed = False
         global _launch_fn, _sync_fn
         if _launch_fn is None:
             driver.lib()
@@ -220,6 +222,10 @@ class KernelLauncher:
         ``infos`` packed by the previous launch on this thread (the same list object, as the
         launch memo of ``GpuKernel`` passes it) are not packed again.
         """
+        if self.closed:  # the function's module was unloaded: never hand its handle to the driver
+            from ..errors import ResourceClosedError
+
+            raise ResourceClosedError("CompiledKernel", operation=f"launch of '{self.name}'")
         st = self._state()
         if st.last is not infos:
             values: list[Any] = []

@@ -129,7 +129,42 @@ class GpuKernel(RuntimeLaunchMixin):
         # decision). A hit skips every check, plan and packing step (see kernel/runtime.py).
         # Never made while launch hooks are registered (kernel/hooks.py).
         self._memo: dict[tuple[int, ...], tuple[Any, ...]] = {}
+        self._closed = False
         _hooks.KERNELS.add(self)
+
+    # -- lifetime ----------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Release what this kernel loaded (its modules unload once nothing else holds them)
+        and refuse launches afterwards; idempotent. A kernel is a module-level object that
+        normally lives as long as the program: close it to drop its GPU code early."""
+        if self._closed:
+            return
+        self._closed = True
+        self._forget_memos()
+        self._fast_auto.clear()
+        self._fast_explicit.clear()
+        self._configured.clear()
+        for ck in self._compiled.values():
+            ck.owned = False
+            ck.close()
+        self._compiled.clear()
+
+    def __enter__(self) -> "GpuKernel":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            from ..errors import ResourceClosedError
+
+            raise ResourceClosedError(f"GpuKernel '{self.name}'", operation="launch",
+                                      hint="define the kernel again (or do not close it while it is used)")  # fmt: skip
 
     def _forget_memos(self) -> None:
         """Drop every launch memo (a launch hook was registered: memo hits are not reported)."""
@@ -787,6 +822,7 @@ class GpuKernel(RuntimeLaunchMixin):
         host_transfer: bool = False,
     ) -> LaunchDecision:
         """Launch with ``config`` if given, else an automatic one; returns the decision used."""
+        self._check_open()
         dev_args, copies = self._prepare_args(args, host_transfer)
         infos = [array_info(a) for a in dev_args]
         sig = self._check_types(dev_args, infos)

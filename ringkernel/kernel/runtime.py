@@ -37,6 +37,8 @@ class RuntimeLaunchMixin:
     _same_size: tuple[int, ...]
     _elements_index: int | None
     _nd_launch: bool
+    _closed: bool
+    _check_open: Callable[[], None]
     _last: LaunchDecision | None
     _check_types: Callable[..., tuple[Any, ...] | None]
 
@@ -56,6 +58,7 @@ class RuntimeLaunchMixin:
 
     def compiled(self, *args: Any) -> Any:
         """The :class:`~ringkernel.compile.CompiledKernel` for these arguments (compiling or loading it)."""
+        self._check_open()
         from ..compile.launcher import describe_arg
 
         infos = [describe_arg(a) for a in args]
@@ -88,6 +91,7 @@ class RuntimeLaunchMixin:
                 self.py_func, tuple(argtypes), self.compile_options, self.dispatcher, self.name,
                 analyze=_indexing_record,
             )
+            ck.owned = True  # the kernel's memo may hold its function: kernel.close() releases it
             table[tkey] = ck
         return ck
 

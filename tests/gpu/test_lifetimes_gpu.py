@@ -342,3 +342,67 @@ def test_memory_and_context_after_close_raise_never_crash(tmp_path: Path) -> Non
     bad = [line for line in lines if line.startswith(("WRONG", "NOERROR"))]
     assert not bad, "\n".join(bad)
     assert sum(line.startswith("OK") for line in lines) == 10, r.stdout
+
+
+KERNEL_SCRIPT = textwrap.dedent(
+    """
+    import numpy as np
+    from numba import cuda
+    from numba.core import types
+
+    from ringkernel import ConfigurationError, ResourceClosedError, gpu_kernel
+    from ringkernel.compile import CachingCompiler
+    from ringkernel.compile.launcher import describe_arg
+
+    @gpu_kernel
+    def inc(a):
+        i = cuda.grid(1)
+        if i < a.size:
+            a[i] += 1.0
+
+    a = cuda.to_device(np.zeros(1000))
+    for _ in range(3):
+        inc(a)  # the third is a memo hit
+    ck = inc.compiled(a)
+    try:
+        ck.close()
+        print("WRONG owned close allowed")
+    except ConfigurationError:
+        print("OK owned")
+    inc.close()
+    for name, fn in (("call", lambda: inc(a)), ("explicit", lambda: inc[4, 256](a)), ("launcher", lambda: ck.launcher.launch([describe_arg(a)], (4, 1, 1), (256, 1, 1), 0, 0))):
+        try:
+            fn()
+            print("NOERROR", name)
+        except ResourceClosedError:
+            print("OK", name)
+    cuda.synchronize()
+    assert (a.copy_to_host() == 3).all()
+
+    comp = CachingCompiler()
+    k2 = comp.compile(inc.py_func, (types.float64[::1],))
+    b = cuda.to_device(np.zeros(10))
+    k2.launcher.launch([describe_arg(b)], (1, 1, 1), (32, 1, 1), 0, 0)
+    with k2:
+        pass
+    try:
+        k2.launcher.launch([describe_arg(b)], (1, 1, 1), (32, 1, 1), 0, 0)
+        print("NOERROR standalone")
+    except ResourceClosedError:
+        print("OK standalone")
+    cuda.synchronize()
+    assert (b.copy_to_host() == 1).all()
+    print("DONE")
+    """
+)
+
+
+def test_kernels_after_close_raise_never_crash(tmp_path: Path) -> None:
+    script = tmp_path / "kernel_after_close.py"
+    script.write_text(KERNEL_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+               RINGKERNEL_CACHE_DIR=str(tmp_path / "kc"))  # fmt: skip
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=180, env=env)
+    assert r.returncode == 0, f"exit code {r.returncode}\n{r.stdout}\n{r.stderr[-3000:]}"
+    lines = r.stdout.splitlines()
+    assert "DONE" in lines and sum(line.startswith("OK") for line in lines) == 5, r.stdout + r.stderr[-2000:]
