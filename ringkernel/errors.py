@@ -186,12 +186,13 @@ class DriverError(DeviceError):
         result_name: str | None = None,
         hint: str | None = None,
         details: Mapping[str, Any] | None = None,
+        context: "ErrorContext | None" = None,
     ) -> None:
         self.operation = operation
         self.result = result
         self.result_name = result_name
         merged = {"operation": operation, "result": result, "result_name": result_name, **dict(details or {})}
-        super().__init__(message, hint=hint, details=merged)
+        super().__init__(message, hint=hint, details=merged, context=context)
 
 
 class KernelError(RingKernelError):

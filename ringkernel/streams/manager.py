@@ -27,7 +27,7 @@ import numpy as np
 
 from .. import driver
 from ..driver import event_done
-from ..errors import ConfigurationError, DriverError, KernelArgumentError, ResourceClosedError
+from ..errors import ConfigurationError, DriverError, ErrorContext, KernelArgumentError, MemorySnapshot, ResourceClosedError
 
 if TYPE_CHECKING:
     from .graph import CapturedGraph
@@ -197,6 +197,30 @@ class Event:
 
 def _release_event(holder: list[Any]) -> None:
     holder.clear()  # the last reference: numba's finalizer queues cuEventDestroy
+
+
+def _copy(do: Any, operation: str, nbytes: int, sid: StreamId) -> None:
+    """Run a numba copy; a driver failure becomes a DriverError with the copy's context."""
+    try:
+        do()
+    except Exception as exc:
+        code = getattr(exc, "code", None)
+        if type(exc).__module__.startswith("numba") and isinstance(code, int):
+            snapshot = None
+            try:
+                free, total = driver.mem_get_info()
+                snapshot = MemorySnapshot(total - free, total)
+            except Exception:  # noqa: BLE001 - after a fault the driver may not answer
+                pass
+            raise DriverError(
+                f"{operation} of {nbytes} bytes failed: {driver.error_name(code)}",
+                operation=f"{operation} ({nbytes} bytes)",
+                result=code,
+                result_name=driver.error_name(code),
+                hint=driver.error(code, operation).hint,
+                context=ErrorContext(f"{operation} ({nbytes} bytes)", stream_id=str(sid), memory=snapshot),
+            ) from exc
+        raise
 
 
 def _gpu_failure(exc: DriverError) -> DriverError:
@@ -469,9 +493,10 @@ class StreamManager:
                     hint="allocate it with numba.cuda.pinned_array(shape, dtype), or pass allow_sync=True "
                     "to copy synchronously",
                 )
-            dst.copy_to_device(src)
+            _copy(lambda: dst.copy_to_device(src), "memcpy HtoD (synchronous)", src.nbytes, StreamId.DEFAULT)
             return
-        dst.copy_to_device(src, stream=self._lookup(sid))
+        stream = self._lookup(sid)
+        _copy(lambda: dst.copy_to_device(src, stream=stream), "memcpy HtoD", src.nbytes, sid)
 
     def async_memcpy_dtoh(self, dst: np.ndarray, src: Any, stream_id: StreamId = StreamId.TRANSFER, *, allow_sync: bool = False) -> None:
         """Copy device ``src`` into pinned host ``dst`` asynchronously (see :meth:`async_memcpy_htod`)."""
@@ -485,9 +510,10 @@ class StreamManager:
                     kernel_name="StreamManager",
                     hint="allocate it with numba.cuda.pinned_array(shape, dtype), or pass allow_sync=True",
                 )
-            src.copy_to_host(dst)
+            _copy(lambda: src.copy_to_host(dst), "memcpy DtoH (synchronous)", dst.nbytes, StreamId.DEFAULT)
             return
-        src.copy_to_host(dst, stream=self._lookup(sid))
+        stream = self._lookup(sid)
+        _copy(lambda: src.copy_to_host(dst, stream=stream), "memcpy DtoH", dst.nbytes, sid)
 
     def _is_pinned(self, arr: Any) -> bool:
         if not isinstance(arr, np.ndarray):

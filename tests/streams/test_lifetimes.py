@@ -535,3 +535,28 @@ def test_resource_closed_error_fields() -> None:
     assert err.resource == "StreamManager" and err.operation == "sync_all"
     assert err.details["resource"] == "StreamManager" and err.hint == "create a new one"
     assert str(ResourceClosedError("Event")).startswith("Event is closed\n  hint: create a new one")
+
+
+def test_a_failed_copy_is_a_driver_error_with_its_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    """numba's copy failing (here a stand-in raising numba's error type) reaches the caller as
+    a DriverError naming the copy, its size and its stream."""
+    from ringkernel import DriverError
+    from ringkernel.streams import manager as M
+
+    class FakeNumbaError(Exception):
+        code = 700
+
+    FakeNumbaError.__module__ = "numba.cuda.cudadrv.driver"
+    monkeypatch.setattr(M.driver, "error_name", lambda rc: "CUDA_ERROR_ILLEGAL_ADDRESS")
+    monkeypatch.setattr(M.driver, "_error_string", lambda rc: "")
+    monkeypatch.setattr(M.driver, "mem_get_info", lambda: (1 << 30, 4 << 30))
+
+    def fail() -> None:
+        raise FakeNumbaError("boom")
+
+    with pytest.raises(DriverError) as err:
+        M._copy(fail, "memcpy HtoD", 4096, M.StreamId.compute(1))
+    e = err.value
+    assert e.result == 700 and e.result_name == "CUDA_ERROR_ILLEGAL_ADDRESS"
+    assert "Operation: memcpy HtoD (4096 bytes)" in str(e) and "Stream: Compute(1)" in str(e)
+    assert "Memory: 3.0 GB / 4.0 GB used (75%)" in str(e) and "Restart the process" in str(e)
