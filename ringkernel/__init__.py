@@ -47,6 +47,7 @@ from .benchmark import (
 from .compile import (
     CACHE_VERSION,
     CacheEntry,
+    CacheMode,
     CachingCompiler,
     CompiledKernel,
     PtxCache,
@@ -162,7 +163,7 @@ __all__ = [
     "OutlierKind", "OutlierReport", "Progress", "REPORT_FORMATS", "RegressionReport", "RegressionResult",
     "RegressionStatus", "ScalingMetrics", "Statistics", "Summary", "compare_results", "compare_samples",
     # compile
-    "CACHE_VERSION", "CacheEntry", "PtxCache", "PtxCacheStats", "default_cache_dir",
+    "CACHE_VERSION", "CacheEntry", "CacheMode", "PtxCache", "PtxCacheStats", "default_cache_dir",
     "CachingCompiler", "CompiledKernel", "default_compiler", "kernel_from_source", "code_fingerprint", "code_fingerprint_report",
     # memory (use_pool and plugin_pool resolve lazily: see __getattr__)
     "GpuMemoryPool", "ManagedBuffer", "MemoryEstimate", "PoolConfig", "PoolDiagnostics", "ClassDiagnostics",

@@ -203,6 +203,14 @@ def cmd_bench_compare(args: argparse.Namespace) -> int:
             hint="re-measure the baseline on this machine, or pass --policy warn to compare anyway",
             details=exc.details,
         ) from exc
+    if not report.results:
+        from .errors import BenchmarkError
+
+        raise BenchmarkError(
+            f"the current results ({args.current}) and the baseline ({args.baseline}) share no benchmark: "
+            "nothing was compared",
+            hint="compare results of the same benchmark script (names must match), or refresh the baseline",
+        )
     print(report.to_markdown())
     return 1 if report.has_regressions else 0
 
@@ -229,10 +237,18 @@ def cmd_cache(args: argparse.Namespace) -> int:
         print(f"removed {cache.clear()} entries from {cache.cache_dir}")
     else:
         st = cache.stats()
+        facts = {
+            "directory": st.directory, "entries": st.entries, "bytes": st.bytes, "enabled": st.enabled,
+            "temp_files": st.temp_files, "stale_temp_removed": st.stale_temp_removed,
+            "refused_reason": st.refused_reason,
+        }  # fmt: skip
         if args.json:
-            print(json.dumps({"directory": st.directory, "entries": st.entries, "bytes": st.bytes}, indent=2))
+            print(json.dumps(facts, indent=2))
         else:
-            print(f"directory  {st.directory}\nentries    {st.entries}\nbytes      {st.bytes:,}")
+            for key, value in facts.items():
+                if key == "refused_reason" and value is None:
+                    continue
+                print(f"{key:<19}{value:,}" if isinstance(value, int) and not isinstance(value, bool) else f"{key:<19}{value}")
     return 0
 
 

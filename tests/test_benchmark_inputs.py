@@ -459,3 +459,26 @@ def test_umask_fallback_without_proc(monkeypatch: pytest.MonkeyPatch, umask_022:
     monkeypatch.setattr(_fileio, "_umask_fallback", None)
     assert _fileio.current_umask() == 0o022
     assert os.umask(0o022) == 0o022  # the dance restored it
+
+
+def test_compare_with_nothing_in_common_is_an_error(
+    tmp_path: Path, rng: np.random.Generator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = _save(tmp_path / "base.json", 1.0, rng)
+    other = BenchmarkBaseline.from_results([_result("another", 100, rng.lognormal(0, 0.01, 30))]).save(
+        tmp_path / "other.json"
+    )
+    code, _, err = _bench(["compare", str(other), str(base)], capsys)
+    assert code == 2 and "share no benchmark" in err and "other.json" in err
+
+
+def test_cache_stats_shows_the_trust_fields(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from ringkernel import config
+
+    d = tmp_path / "kc"
+    d.mkdir(mode=0o700)
+    monkeypatch.setenv("RINGKERNEL_CACHE_DIR", str(d))
+    config.reset()
+    assert main(["cache", "stats", "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["enabled"] is True and facts["temp_files"] == 0 and facts["entries"] == 0
