@@ -1,0 +1,218 @@
+"""Host time per launch for the call patterns real programs use (issue 12's launch figures).
+
+Six patterns, each with ringkernel, CuPy ``RawKernel`` (launching its own arrays, scalars as
+NumPy scalars) and numba's dispatcher where they apply, in one process:
+
+  same_numba      the same three numba arrays every call
+  rotating_8      eight array sets in rotation
+  scalar_changes  saxpy with ``alpha`` a new NumPy float32 every call
+  cupy_arrays     CuPy arrays passed to the kernel
+  new_arrays      a new array set every call (allocated beforehand: allocation excluded)
+  torch_tensors   PyTorch CUDA tensors passed to the kernel
+
+Each timed call is one launch on host clocks; the queue is drained (untimed) every 256 calls
+so that every path is measured by its host cost, not by the GPU's launch rate. Median per
+round; ``--rounds`` rounds with the path order rotated; reported: the median of the rounds.
+
+    python benchmarks/launch_patterns.py --out benchmarks/results/launch_patterns.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+import ringkernel  # noqa: F401 - before numba.cuda: ringkernel picks the backend
+from ringkernel import gpu_kernel
+from numba import cuda
+
+N = 1024
+GRID, BLOCK = 4, 256
+
+CUPY_SRC = r"""
+extern "C" __global__ void vadd(const float* a, const float* b, float* c, long long n) {
+    long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (i < n) c[i] = a[i] + b[i];
+}
+extern "C" __global__ void saxpy(float alpha, const float* x, const float* y, float* out, long long n) {
+    long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (i < n) out[i] = alpha * x[i] + y[i];
+}
+"""
+
+
+@gpu_kernel
+def rk_vadd(a, b, c):  # type: ignore[no-untyped-def]
+    i = cuda.grid(1)
+    if i < c.size:
+        c[i] = a[i] + b[i]
+
+
+@gpu_kernel
+def rk_saxpy(alpha, x, y, out):  # type: ignore[no-untyped-def]
+    i = cuda.grid(1)
+    if i < out.size:
+        out[i] = alpha * x[i] + y[i]
+
+
+@cuda.jit
+def nb_vadd(a, b, c):  # type: ignore[no-untyped-def]
+    i = cuda.grid(1)
+    if i < c.size:
+        c[i] = a[i] + b[i]
+
+
+@cuda.jit
+def nb_saxpy(alpha, x, y, out):  # type: ignore[no-untyped-def]
+    i = cuda.grid(1)
+    if i < out.size:
+        out[i] = alpha * x[i] + y[i]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--launches", type=int, default=20000)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args()
+    from ringkernel.config import simulator_enabled
+
+    if simulator_enabled():
+        print("needs a CUDA GPU (host launch costs mean nothing on the simulator)", file=sys.stderr)
+        return 2
+    import warnings
+
+    warnings.simplefilter("ignore")  # numba's low-occupancy warning for the small grid
+    rng = np.random.default_rng()
+    launches = args.launches
+
+    def dev() -> Any:
+        return cuda.to_device(rng.standard_normal(N).astype(np.float32))
+
+    a, b, c = dev(), dev(), cuda.device_array(N, np.float32)
+    sets = [(dev(), dev(), cuda.device_array(N, np.float32)) for _ in range(8)]
+    fresh = [(dev(), dev(), cuda.device_array(N, np.float32)) for _ in range(min(launches, 4096))]
+    alphas = [np.float32(v) for v in rng.standard_normal(launches)]
+    patterns: dict[str, dict[str, Callable[[int], None]]] = {
+        "same_numba": {
+            "ringkernel": lambda i: rk_vadd(a, b, c),
+            "numba": lambda i: nb_vadd[GRID, BLOCK](a, b, c),
+        },
+        "rotating_8": {
+            "ringkernel": lambda i: rk_vadd(*sets[i & 7]),
+            "numba": lambda i: nb_vadd[GRID, BLOCK](*sets[i & 7]),
+        },
+        "scalar_changes": {
+            "ringkernel": lambda i: rk_saxpy(alphas[i], a, b, c),
+            "numba": lambda i: nb_saxpy[GRID, BLOCK](alphas[i], a, b, c),
+        },
+        "new_arrays": {
+            "ringkernel": lambda i: rk_vadd(*fresh[i % len(fresh)]),
+            "numba": lambda i: nb_vadd[GRID, BLOCK](*fresh[i % len(fresh)]),
+        },
+    }
+    versions_extra: dict[str, str] = {}
+    try:
+        import cupy
+
+        ca, cb, cc = cupy.asarray(a), cupy.asarray(b), cupy.empty(N, dtype=cupy.float32)
+        csets = [tuple(cupy.asarray(x) for x in s) for s in sets]
+        cfresh = [tuple(cupy.asarray(x) for x in s) for s in fresh]
+        mod = cupy.RawModule(code=CUPY_SRC)
+        kv, ks = mod.get_function("vadd"), mod.get_function("saxpy")
+        n64 = np.int64(N)
+        patterns["same_numba"]["cupy"] = lambda i: kv((GRID,), (BLOCK,), (ca, cb, cc, n64))
+        patterns["rotating_8"]["cupy"] = lambda i: kv((GRID,), (BLOCK,), (*csets[i & 7], n64))
+        patterns["scalar_changes"]["cupy"] = lambda i: ks((GRID,), (BLOCK,), (alphas[i], ca, cb, cc, n64))
+        patterns["new_arrays"]["cupy"] = lambda i: kv((GRID,), (BLOCK,), (*cfresh[i % len(cfresh)], n64))
+        patterns["cupy_arrays"] = {
+            "ringkernel": lambda i: rk_vadd(ca, cb, cc),
+            "cupy": lambda i: kv((GRID,), (BLOCK,), (ca, cb, cc, n64)),
+            "numba": lambda i: nb_vadd[GRID, BLOCK](ca, cb, cc),
+        }
+        versions_extra["cupy"] = cupy.__version__
+    except Exception as exc:  # noqa: BLE001 - CuPy missing: report without it
+        print(f"cupy unavailable: {exc}", file=sys.stderr)
+    try:
+        import torch
+
+        ta, tb, tc = (torch.as_tensor(x.copy_to_host(), device="cuda") for x in (a, b, c))
+        patterns["torch_tensors"] = {
+            "ringkernel": lambda i: rk_vadd(ta, tb, tc),
+            "numba": lambda i: nb_vadd[GRID, BLOCK](ta, tb, tc),
+        }
+        if "cupy" in versions_extra:
+            patterns["torch_tensors"]["cupy"] = lambda i: kv((GRID,), (BLOCK,), (ta.data_ptr(), tb.data_ptr(), tc.data_ptr(), n64))
+        versions_extra["torch"] = torch.__version__
+    except Exception as exc:  # noqa: BLE001
+        print(f"torch unavailable: {exc}", file=sys.stderr)
+
+    for paths in patterns.values():  # warm every path (compiles, caches)
+        for fn in paths.values():
+            for i in range(300):
+                fn(i)
+    cuda.synchronize()
+    clock = time.perf_counter_ns
+    out: dict[str, dict[str, float]] = {}
+    per_round: dict[str, dict[str, list[float]]] = {}
+    for pattern, paths in patterns.items():
+        names = list(paths)
+        per_round[pattern] = {k: [] for k in names}
+        for r in range(args.rounds):
+            for name in names[r % len(names):] + names[: r % len(names)]:
+                fn = paths[name]
+                samples = np.empty(launches, dtype=np.int64)
+                for i in range(launches):
+                    if i % 256 == 0:
+                        cuda.synchronize()  # untimed: the queue never fills
+                    t = clock()
+                    fn(i)
+                    samples[i] = clock() - t
+                cuda.synchronize()
+                per_round[pattern][name].append(float(np.median(samples)) / 1e3)
+        out[pattern] = {k: float(np.median(v)) for k, v in per_round[pattern].items()}
+        print(pattern, {k: round(v, 2) for k, v in out[pattern].items()}, flush=True)
+    # every ringkernel path computes the right thing (checked after timing, on fresh outputs)
+    ref = a.copy_to_host() + b.copy_to_host()
+    for i, call in enumerate((lambda o: rk_vadd(a, b, o), lambda o: rk_saxpy(alphas[0], a, b, o))):
+        o = cuda.device_array(N, np.float32)
+        call(o)
+        want = ref if i == 0 else alphas[0] * a.copy_to_host() + b.copy_to_host()
+        assert np.allclose(o.copy_to_host(), want, rtol=1e-6), "ringkernel launch gave a wrong result"
+    from ringkernel import GpuArchitecture
+    from ringkernel._versions import driver_version, library_versions
+
+    arch = GpuArchitecture.current()
+    result = {
+        "benchmark": "launch_patterns",
+        "launch_us": out,
+        "launch_us_per_round": per_round,
+        "ringkernel_le_cupy": {k: v["ringkernel"] <= v["cupy"] for k, v in out.items() if "cupy" in v},
+        "new_arrays_over_numba": out["new_arrays"]["ringkernel"] / out["new_arrays"]["numba"],
+        "elements": N,
+        "launches_per_round": launches,
+        "rounds": args.rounds,
+        "device": {"name": arch.name, "compute_capability": list(arch.compute_capability), "driver": driver_version()},
+        "versions": {**library_versions(), **versions_extra},
+        "host": platform.node(),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": "python benchmarks/launch_patterns.py " + " ".join(sys.argv[1:]),
+        "timing": "host clock around each launch; queue drained untimed every 256 launches; median per round, "
+        "median of rounds with the path order rotated",
+    }  # fmt: skip
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
