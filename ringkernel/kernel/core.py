@@ -129,6 +129,7 @@ class GpuKernel(RuntimeLaunchMixin):
         # decision). A hit skips every check, plan and packing step (see kernel/runtime.py).
         # Never made while launch hooks are registered (kernel/hooks.py).
         self._memo: dict[tuple[int, ...], tuple[Any, ...]] = {}
+        self._memo_seen: dict[tuple[int, ...], None] = {}  # argument ids seen once (see _memoize)
         self._closed = False
         _hooks.KERNELS.add(self)
 

@@ -38,6 +38,7 @@ class RuntimeLaunchMixin:
     _elements_index: int | None
     _nd_launch: bool
     _closed: bool
+    _memo_seen: dict[tuple[int, ...], None]
     _check_open: Callable[[], None]
     _last: LaunchDecision | None
     _check_types: Callable[..., tuple[Any, ...] | None]
@@ -110,6 +111,16 @@ class RuntimeLaunchMixin:
 
         if _hooks.HOOKS or _current.active:
             return  # hooks see every launch; a context's first launch must reach its own compiler
+        key = tuple(map(id, args))
+        seen = self._memo_seen
+        if key not in seen:
+            # Memoise arguments seen twice: a memo entry costs a parameter block and weakref
+            # bookkeeping that arrays used once (a new array set every call) never pay back.
+            # An id reused by a new object only makes a memo sooner, which is still correct.
+            if len(seen) >= DECISION_CACHE_LIMIT:
+                seen.clear()
+            seen[key] = None
+            return
         infos = [describe_arg(a) for a in args]
         if decision is None or not all(i is not None and i.ref is not None for i in infos):
             return
@@ -123,7 +134,6 @@ class RuntimeLaunchMixin:
         c = decision.config
         lau = ck.launcher
         fn, call_args, buf = lau.constant_call(infos, c.grid, c.block, c.shared_mem, stream_handle(stream))
-        key = tuple(map(id, args))
         memo[key] = (fn, call_args, decision, lau, infos, c, buf)
         register_memo(memo, key, args)
 
