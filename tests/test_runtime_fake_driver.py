@@ -239,3 +239,48 @@ def test_closing_kernels_and_compiled_kernels(runtime) -> None:  # type: ignore[
     assert len(calls) == n  # nothing reached the driver
     with pytest.raises(ResourceClosedError, match="CompiledKernel"):
         ck.launcher.launch([], (1, 1, 1), (1, 1, 1), 0, 0)  # an unloaded function is never launched
+
+
+def test_scalar_memo_writes_each_calls_scalar(runtime, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """A scalar that changes every call (a new NumPy float each time) launches from the scalar
+    memo, with that call's value in the parameter block; another scalar type, or an array that
+    died, never reuses the entry."""
+    seen: list[tuple[float, list[int]]] = []
+
+    def launch(f, gx, gy, gz, bx, by, bz, shm, stream, params, extra):  # type: ignore[no-untyped-def]
+        ptrs = ctypes.cast(params, ctypes.POINTER(ctypes.c_void_p))
+        alpha = struct.unpack("<f", ctypes.string_at(ptrs[0], 4))[0]
+        data = [struct.unpack("<q", ctypes.string_at(ptrs[1 + k * 7 + 4], 8))[0] for k in range(3)]
+        seen.append((alpha, data))
+        return 0
+
+    cb = PROTO(launch)
+    monkeypatch.setattr(L, "_launch_fn", cb)
+
+    def saxpy(alpha, x, y, out):  # type: ignore[no-untyped-def]
+        for i in range(global_thread_id(), out.size, grid_stride()):
+            out[i] = alpha * x[i] + y[i]
+
+    k = gpu_kernel(grid_stride=True, arch=GpuArchitecture.preset("H200"),
+                   signatures=["void(float32, float32[::1], float32[::1], float32[::1])"])(saxpy)  # fmt: skip
+    k._runtime = True
+    x, y, out = FakeDeviceArray(100), FakeDeviceArray(100), FakeDeviceArray(100)
+    alphas = [np.float32(v) for v in (0.5, 1.5, -2.0, 3.25, 7.0)]
+    for a in alphas:
+        k(a, x, y, out)
+    assert k._smemo, "the arrays repeated: a scalar memo entry exists"
+    assert [s[0] for s in seen] == [float(a) for a in alphas]
+    assert all(s[1] == [x.ptr, y.ptr, out.ptr] for s in seen)
+    n_entries = len(k._smemo)
+    k(2.5, x, y, out)  # a Python float: another type, so not the np.float32 entry
+    assert seen[-1][0] == 2.5 and len(k._smemo) == n_entries
+    y2 = FakeDeviceArray(100)
+    k(np.float32(9.0), x, y2, out)  # other arrays: not this entry
+    assert seen[-1] == (9.0, [x.ptr, y2.ptr, out.ptr])
+    k(np.float32(4.0), x, y2, out)  # seen twice: now an entry of its own
+    assert len(k._smemo) == n_entries + 1
+    del y2
+    import gc
+
+    gc.collect()
+    assert len(k._smemo) == n_entries  # its entry died with the array

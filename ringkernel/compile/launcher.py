@@ -240,12 +240,17 @@ class KernelLauncher:
         self.name = name
         self.argtypes = tuple(argtypes)
         fmts, slots, complex_at = [], 0, []
+        scalar_slots = []
         for i, t in enumerate(self.argtypes):
             f, n = _format_for(t)
             fmts.append(f)
+            if n == 1 and not f.startswith("qqqqQ"):  # a one-slot scalar: packable on its own
+                scalar_slots.append((i, struct.Struct("<" + f).pack_into, _PARAM * slots))
             slots += n
             if str(t).startswith("complex"):
                 complex_at.append(i)
+        #: ``(argument index, pack_into, byte offset)`` of each one-slot scalar parameter.
+        self.scalar_slots = tuple(scalar_slots)
         self._fmt = struct.Struct("<" + "".join(fmts))
         self._slots = slots
         self._complex_at = tuple(complex_at)
@@ -285,6 +290,31 @@ class KernelLauncher:
         buf, ptrs = self.pack_constant(infos)
         args = (self._chandle, *grid, *block, shared_mem, ctypes.c_void_p(stream) if stream else None, ptrs, None)
         return _launch_fn, args, buf
+
+    def launch_scalars(
+        self, infos: list[ArgInfo], slots: Sequence[tuple[int, Any, Any, int]], args: Sequence[Any],
+        grid: tuple[int, int, int], block: tuple[int, int, int], shared_mem: int, stream: Any,
+    ) -> int:  # fmt: skip
+        """Launch ``infos`` (a memo entry's, packed whole once per thread) with the scalars of
+        ``args`` written over their slots: ``slots`` holds ``(argument index, expected type,
+        pack_into, offset)``. Returns the driver's result; ``struct.error`` for a value that
+        does not fit (the caller falls back to the checked path)."""
+        if self.closed:
+            from ..errors import ResourceClosedError
+
+            raise ResourceClosedError("CompiledKernel", operation=f"launch of '{self.name}'")
+        st = self._state()
+        buf = st.buf
+        if st.last is not infos:
+            values: list[Any] = []
+            for info in infos:
+                values.extend(info.values)
+            self._fmt.pack_into(buf, 0, *values)
+            st.last = infos
+        for pos, _type, pack_into, offset in slots:
+            pack_into(buf, offset, args[pos])
+        return int(_launch_fn(self._chandle, grid[0], grid[1], grid[2], block[0], block[1], block[2], shared_mem,
+                              stream, st.ptrs, None))  # fmt: skip
 
     def launch(self, infos: Sequence[ArgInfo], grid: tuple[int, int, int], block: tuple[int, int, int], shared_mem: int, stream: int) -> None:
         """Pack ``infos`` and call ``cuLaunchKernel``; raises ``RuntimeError`` with the driver's error.

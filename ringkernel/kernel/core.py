@@ -130,6 +130,10 @@ class GpuKernel(RuntimeLaunchMixin):
         # Never made while launch hooks are registered (kernel/hooks.py).
         self._memo: dict[tuple[int, ...], tuple[Any, ...]] = {}
         self._memo_seen: dict[tuple[int, ...], None] = {}  # argument ids seen once (see _memoize)
+        # Scalar memo: numba arrays' ids -> entry whose scalars are written per call.
+        self._smemo: dict[tuple[int, ...], tuple[Any, ...]] = {}
+        self._smemo_arrays: tuple[int, ...] = ()
+        self._smemo_get: Any = None
         self._closed = False
         _hooks.KERNELS.add(self)
 
@@ -170,6 +174,7 @@ class GpuKernel(RuntimeLaunchMixin):
     def _forget_memos(self) -> None:
         """Drop every launch memo (a launch hook was registered: memo hits are not reported)."""
         self._memo.clear()
+        self._smemo.clear()
         for launch in list(self._configured.values()):
             launch._memo.clear()
 
@@ -792,7 +797,7 @@ class GpuKernel(RuntimeLaunchMixin):
     ) -> None:
         """Launch with a configuration chosen for these arguments and this GPU."""
         plain = elements is None and profile is None and not host_transfer
-        if plain and self._memo and not _current.active:
+        if plain and (self._memo or self._smemo) and not _current.active:
             # The hot path, inlined (every attribute lookup shows at ~5 us a launch): the very
             # numba arrays of an earlier checked launch -> the entry's own, constant parameter
             # block and the driver call's arguments; one call. Entries die with their arrays
@@ -805,6 +810,8 @@ class GpuKernel(RuntimeLaunchMixin):
                         return
                 elif memo_launch(self, m, stream):  # same arrays, another stream
                     return
+            elif self._smemo and stream is None and len(args) == len(self._params) and self._smemo_launch(args):
+                return  # the same arrays with scalars that change per call
         if plain and self._fast_auto and len(args) == len(self._params):
             if self._try_fast(args, self._fast_auto, None, stream):
                 self._memoize(self._memo, args, self._last)

@@ -9,7 +9,10 @@ real GPU; under the simulator launches go through numba's dispatcher.
 
 from __future__ import annotations
 
+import operator
 from struct import error as struct_error
+
+import numpy as np
 from typing import Any, Callable
 
 from .. import _current
@@ -22,6 +25,7 @@ from ..launch import LaunchConfig, LaunchDecision
 __all__ = ["RuntimeLaunchMixin", "memo_launch", "launch_error", "numba_type", "DECISION_CACHE_LIMIT"]
 
 DECISION_CACHE_LIMIT = 256
+_SCALARS = (bool, int, float, complex, np.generic)
 
 
 class RuntimeLaunchMixin:
@@ -39,6 +43,10 @@ class RuntimeLaunchMixin:
     _nd_launch: bool
     _closed: bool
     _memo_seen: dict[tuple[int, ...], None]
+    _memo: dict[tuple[int, ...], tuple[Any, ...]]
+    _smemo: dict[tuple[int, ...], tuple[Any, ...]]
+    _smemo_arrays: tuple[int, ...]
+    _smemo_get: Any
     _check_open: Callable[[], None]
     _last: LaunchDecision | None
     _check_types: Callable[..., tuple[Any, ...] | None]
@@ -112,17 +120,24 @@ class RuntimeLaunchMixin:
         if _hooks.HOOKS or _current.active:
             return  # hooks see every launch; a context's first launch must reach its own compiler
         key = tuple(map(id, args))
+        # Seen-twice is judged on the non-scalar arguments: a scalar that changes every call
+        # (a new float object each time) must not hide that the arrays repeat.
+        seen_key = tuple(id(a) for a in args if not isinstance(a, _SCALARS))
         seen = self._memo_seen
-        if key not in seen:
+        if seen_key not in seen:
             # Memoise arguments seen twice: a memo entry costs a parameter block and weakref
             # bookkeeping that arrays used once (a new array set every call) never pay back.
             # An id reused by a new object only makes a memo sooner, which is still correct.
             if len(seen) >= DECISION_CACHE_LIMIT:
                 seen.clear()
-            seen[key] = None
+            seen[seen_key] = None
             return
         infos = [describe_arg(a) for a in args]
-        if decision is None or not all(i is not None and i.ref is not None for i in infos):
+        if decision is None or any(i is None for i in infos):
+            return
+        if not all(i.ref is not None for i in infos):  # type: ignore[union-attr]
+            if stream is None and memo is self._memo:
+                self._memoize_scalars(args, infos, decision)
             return
         ck = self._compiled.get(tuple(i.type_key for i in infos))  # type: ignore[union-attr]
         if ck is None:
@@ -136,6 +151,55 @@ class RuntimeLaunchMixin:
         fn, call_args, buf = lau.constant_call(infos, c.grid, c.block, c.shared_mem, stream_handle(stream))
         memo[key] = (fn, call_args, decision, lau, infos, c, buf)
         register_memo(memo, key, args)
+
+    def _memoize_scalars(self, args: tuple[Any, ...], infos: list[Any], decision: Any) -> None:
+        """A memo entry for numba arrays plus scalars whose values change per call (a time
+        step, a coefficient): keyed by the arrays' ids; each call checks every scalar's type
+        is the one compiled for and writes its value into the parameter block."""
+        from ..compile.launcher import register_memo
+
+        arrays = tuple(i for i, info in enumerate(infos) if info.is_array)
+        if not arrays or not all(infos[i].ref is not None for i in arrays):
+            return  # other array types (CuPy, PyTorch) are read every call: no memo
+        ck = self._compiled.get(tuple(i.type_key for i in infos))
+        if ck is None:
+            return
+        lau = ck.launcher
+        by_pos = {pos: (pack, off) for pos, pack, off in lau.scalar_slots}
+        scalars = [i for i, info in enumerate(infos) if not info.is_array]
+        if any(p not in by_pos for p in scalars):
+            return  # complex scalars take two slots: the fast table handles them
+        slots = tuple((p, type(args[p]), by_pos[p][0], by_pos[p][1]) for p in scalars)
+        if arrays != self._smemo_arrays:
+            self._smemo.clear()
+            self._smemo_arrays = arrays
+            self._smemo_get = operator.itemgetter(*arrays)
+        if len(self._smemo) >= DECISION_CACHE_LIMIT:
+            self._smemo.clear()
+        key = tuple(id(args[i]) for i in arrays)
+        c = decision.config
+        self._smemo[key] = (lau, infos, slots, decision, c.grid, c.block, c.shared_mem)
+        register_memo(self._smemo, key, [args[i] for i in arrays])
+
+    def _smemo_launch(self, args: tuple[Any, ...]) -> bool:
+        """Launch from a scalar memo entry (see ``_memoize_scalars``); False: not applicable."""
+        got = self._smemo_get(args)
+        key = tuple(map(id, got)) if len(self._smemo_arrays) > 1 else (id(got),)
+        m = self._smemo.get(key)
+        if m is None:
+            return False
+        lau, infos, slots, decision, grid, block, shm = m
+        for pos, tp, _pack, _off in slots:
+            if type(args[pos]) is not tp:
+                return False  # another scalar type: another compiled signature
+        try:
+            rc = lau.launch_scalars(infos, slots, args, grid, block, shm, None)
+        except struct_error:
+            return False  # a value that does not fit: the checked path says so
+        if rc:
+            return False  # the checked path launches again and raises the driver's error
+        self._last = decision
+        return True
 
     def _auto_key(self, tkey: tuple[Any, ...], infos: list[Any]) -> tuple[Any, ...]:
         """Key of an automatic launch's decision: the element count of a 1-D kernel; every
