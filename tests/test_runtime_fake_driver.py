@@ -284,3 +284,28 @@ def test_scalar_memo_writes_each_calls_scalar(runtime, monkeypatch: pytest.Monke
 
     gc.collect()
     assert len(k._smemo) == n_entries  # its entry died with the array
+
+
+def test_arrays_read_every_call_are_never_memoised(runtime, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """A type with an attribute reader (as CuPy's and PyTorch's arrays have) is read on every
+    launch, so a change of pointer or shape in place is always seen, and no memo is made."""
+    calls, _, _ = runtime
+
+    class Reshapable:  # like a CuPy array: same object, new pointer/shape possible
+        def __init__(self, ptr: int, n: int) -> None:
+            self.ptr, self.n = ptr, n
+
+        __cuda_array_interface__ = property(lambda self: {"shape": (self.n,), "typestr": "<f4",
+                                                            "data": (self.ptr, False), "version": 3})  # fmt: skip
+
+    monkeypatch.setitem(
+        L._READERS, Reshapable, lambda a: (a.ptr, (a.n,), (4,), np.dtype(np.float32), None)
+    )
+    k = _kernel()
+    a = Reshapable(0x1000, 500)
+    for _ in range(3):
+        k(a, a, a)
+    assert not k._memo and calls[-1]["data"] == [0x1000] * 3
+    a.ptr, a.n = 0x9000, 700  # moved and resized in place
+    k(a, a, a)
+    assert calls[-1]["data"] == [0x9000] * 3 and k.last_config is not None and k.last_config.elements == 700

@@ -29,7 +29,7 @@ import numpy as np
 from .. import driver
 from .._layout import c_strides as _strides_c
 
-__all__ = ["ArgInfo", "describe_arg", "KernelLauncher", "register_memo"]
+__all__ = ["ArgInfo", "describe_arg", "KernelLauncher", "register_memo", "read_every_call"]
 
 _PARAM = 8  # bytes per parameter slot (complex numbers take two slots)
 
@@ -158,6 +158,11 @@ def describe_arg(obj: Any) -> ArgInfo | None:
 _UNSET: Any = object()
 _READERS: dict[type, Any] = {}
 _LAYOUTS: dict[tuple[Any, ...], str] = {}
+
+
+def read_every_call(tp: type) -> bool:
+    """Whether arrays of ``tp`` are read on every launch (CuPy, PyTorch: never memoised)."""
+    return _READERS.get(tp) is not None
 
 
 def _make_reader(tp: type) -> Any:

@@ -114,11 +114,14 @@ class RuntimeLaunchMixin:
         parameter block of the entry's own, packed once. It never changes, so threads may
         launch from it concurrently.
         """
-        from ..compile.launcher import describe_arg
+        from ..compile.launcher import describe_arg, read_every_call
         from ..driver import stream_handle
 
         if _hooks.HOOKS or _current.active:
             return  # hooks see every launch; a context's first launch must reach its own compiler
+        for a in args:
+            if read_every_call(type(a)):
+                return  # CuPy/PyTorch arrays can change shape in place: never memoised
         key = tuple(map(id, args))
         # Seen-twice is judged on the non-scalar arguments: a scalar that changes every call
         # (a new float object each time) must not hide that the arrays repeat.
