@@ -105,11 +105,10 @@ class SimulatorBackend:
     def alloc(self, nbytes: int) -> int:
         with self._lock:
             if self.allocated_bytes + nbytes > self.total_bytes:
-                raise DeviceError(
-                    f"simulated device out of memory: {nbytes} bytes requested, "
-                    f"{self.total_bytes - self.allocated_bytes} free",
-                    details={"bytes": nbytes},
-                )
+                raise InsufficientMemory(
+                    nbytes, self.total_bytes - self.allocated_bytes, what="simulated device memory",
+                    hint="free memory, or give SimulatorBackend a larger total_bytes",
+                )  # fmt: skip
             # 1 TiB apart: addresses of different allocations never overlap
             ptr = self._BASE + next(self._next) * (1 << 40)
             self._blocks[ptr] = np.zeros(nbytes, dtype=np.uint8)

@@ -103,6 +103,15 @@ class PoolConfig:
         no cap. An allocation that would pass it raises :class:`InsufficientMemory`.
     slab_bytes:
         Size of the driver allocation blocks are carved from (at least one block).
+    large_limit:
+        Largest request above 256 KB that is pooled: such blocks are rounded up to
+        quarter-power-of-two sizes (1, 1.25, 1.5, 1.75 x 2^k bytes: at most 25% waste) and,
+        when freed, kept for the next request of their size. Larger requests are direct
+        allocations, returned to the device when freed.
+    max_cached_large_bytes:
+        Most bytes of freed large blocks kept for reuse; a freed block that would pass it
+        goes back to the device. Whatever the cap, cached blocks are released and the
+        allocation retried before an allocation fails for lack of memory.
     """
 
     initial_counts: tuple[int, ...] = (0, 0, 0, 0, 0, 0)
@@ -110,6 +119,8 @@ class PoolConfig:
     track_allocations: bool = True
     max_pool_bytes: int | None = None
     slab_bytes: int = 1 * MiB
+    large_limit: int = 1 << 30
+    max_cached_large_bytes: int = 2 << 30
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "initial_counts", _six(self.initial_counts, "initial_counts"))
@@ -120,6 +131,10 @@ class PoolConfig:
             raise ConfigurationError(f"max_pool_bytes must be positive or None, got {self.max_pool_bytes!r}")
         if self.slab_bytes < SizeClass.SIZE_256B.value:
             raise ConfigurationError(f"slab_bytes must be at least 256, got {self.slab_bytes!r}")
+        for name in ("large_limit", "max_cached_large_bytes"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ConfigurationError(f"{name} must be a non-negative int of bytes, got {v!r}")
         if self.max_pool_bytes is not None:
             warm = sum(c.value * n for c, n in zip(_CLASSES, self.initial_counts))
             if warm > self.max_pool_bytes:
@@ -184,6 +199,8 @@ class PoolDiagnostics:
     live_block_bytes: int
     max_pool_bytes: int | None
     closed: bool = False
+    #: Bytes of freed large blocks kept for reuse (part of ``pool_bytes``).
+    cached_large_bytes: int = 0
 
     @property
     def hit_rate(self) -> float:
@@ -211,7 +228,7 @@ class PoolDiagnostics:
             "hits": self.hits, "misses": self.misses, "hit_rate": self.hit_rate,
             "pool_bytes": self.pool_bytes, "peak_pool_bytes": self.peak_pool_bytes,
             "live_bytes": self.live_bytes, "peak_live_bytes": self.peak_live_bytes,
-            "live_block_bytes": self.live_block_bytes,
+            "live_block_bytes": self.live_block_bytes, "cached_large_bytes": self.cached_large_bytes,
             "internal_fragmentation": self.internal_fragmentation,
             "external_fragmentation": self.external_fragmentation,
             "closed": self.closed,
@@ -339,7 +356,9 @@ class GpuMemoryPool:
         # ptr -> the live buffer. Freeing checks identity, so a stale buffer object (its
         # block freed and handed out again since) is refused without a generation counter.
         self._live: dict[int, PooledBuffer] = {}
-        self._large: dict[int, int] = {}  # direct allocations: ptr -> bytes
+        self._large: dict[int, int] = {}  # blocks above 256 KB, in use or cached: ptr -> bytes
+        self._large_free: dict[int, list[int]] = {}  # cached large blocks by size
+        self._large_cached_bytes = 0
         self._hits = self._misses = 0
         self._pool_bytes = self._peak_pool = 0
         self._live_bytes = self._peak_live = 0  # bytes requested (blocks in use are counted on demand)
@@ -398,7 +417,7 @@ class GpuMemoryPool:
                 self._hits += 1
                 return PooledBuffer(self, stack.pop(), nbytes, i)
         if i < 0:
-            return PooledBuffer(self, self._direct(nbytes, why="larger than 256 KB"), nbytes, -1)
+            return PooledBuffer(self, self._large_alloc(nbytes), nbytes, -1)
         if self._count[i] < self.config.max_counts[i]:
             self._grow(i, 1)
             self._misses += 1
@@ -418,9 +437,43 @@ class GpuMemoryPool:
         buf = self.allocate(nbytes)
         return self.backend.array(buf.ptr, shp, dt, functools.partial(self._release, buf))
 
+    def _large_alloc(self, nbytes: int) -> int:
+        """A block above 256 KB (lock held): a cached block of its size, or a new one."""
+        if nbytes > self.config.large_limit:
+            return self._direct(nbytes, why=f"larger than large_limit={self.config.large_limit}")
+        size = _large_bin(nbytes)
+        stack = self._large_free.get(size)
+        if stack:
+            self._hits += 1
+            self._large_cached_bytes -= size
+            return stack.pop()
+        return self._direct(size, why="a new large block")
+
+    def _release_cached(self) -> int:
+        """Give cached large blocks and empty slabs back to the device (lock held); the bytes."""
+        released = 0
+        for size, stack in self._large_free.items():
+            while stack:
+                ptr = stack.pop()
+                self._large.pop(ptr, None)
+                self._pool_bytes -= size
+                self._large_cached_bytes -= size
+                self.backend.free(ptr)
+                released += size
+        return released + self._compact_locked()
+
     def _direct(self, nbytes: int, *, why: str) -> int:
-        self._reserve(nbytes)
-        ptr = self.backend.alloc(nbytes)
+        try:
+            self._reserve(nbytes)
+            ptr = self.backend.alloc(nbytes)
+        except InsufficientMemory:
+            # Memory pressure: what this pool keeps for reuse goes back first, then one retry.
+            released = self._release_cached()
+            if not released:
+                raise
+            log.info("pool: released %d cached bytes to allocate %d", released, nbytes)
+            self._reserve(nbytes)
+            ptr = self.backend.alloc(nbytes)
         self._large[ptr] = nbytes
         self._pool_bytes += nbytes
         self._peak_pool = max(self._peak_pool, self._pool_bytes)
@@ -553,8 +606,17 @@ class GpuMemoryPool:
             self._check_size(ptr, requested, nbytes)
         del self._live[ptr]
         self._live_bytes -= requested
-        large = self._large.pop(ptr, None)
+        large = self._large.get(ptr)
         if large is not None:
+            if (
+                large <= self.config.large_limit
+                and large == _large_bin(large)
+                and self._large_cached_bytes + large <= self.config.max_cached_large_bytes
+            ):
+                self._large_free.setdefault(large, []).append(ptr)  # kept for the next request
+                self._large_cached_bytes += large
+                return
+            del self._large[ptr]
             self._pool_bytes -= large
             self.backend.free(ptr)
             return
@@ -658,28 +720,32 @@ class GpuMemoryPool:
 
     # -- maintenance --------------------------------------------------------------------
     def compact(self) -> int:
-        """Return every slab whose blocks are all free to the device; returns the bytes released."""
-        released = 0
+        """Return every slab whose blocks are all free, and every cached large block, to the
+        device; returns the bytes released."""
         with self._lock:
             self._check_open("compact")
             self._drain()
-            # free blocks per slab, counted now: keeping the count on every allocate and
-            # free would tax the hot paths for the sake of this rare call
-            free_in: dict[int, int] = {}
-            for stack in self._free:
-                for b in stack:
-                    s = self._block_slab[b]
-                    free_in[s] = free_in.get(s, 0) + 1
-            empty = [s for s, (i, blocks) in self._slabs.items() if free_in.get(s, 0) == len(blocks)]
-            if not empty:
-                return 0
-            gone: set[int] = set()
-            for slab in empty:
-                gone.update(self._slabs[slab][1])
-                released += self._free_slab(slab)
-            for i, stack in enumerate(self._free):
-                if any(b in gone for b in stack):
-                    self._free[i] = [b for b in stack if b not in gone]
+            return self._release_cached()
+
+    def _compact_locked(self) -> int:
+        # free blocks per slab, counted now: keeping the count on every allocate and free
+        # would tax the hot paths for the sake of this rare call
+        released = 0
+        free_in: dict[int, int] = {}
+        for stack in self._free:
+            for b in stack:
+                s = self._block_slab[b]
+                free_in[s] = free_in.get(s, 0) + 1
+        empty = [s for s, (i, blocks) in self._slabs.items() if free_in.get(s, 0) == len(blocks)]
+        if not empty:
+            return 0
+        gone: set[int] = set()
+        for slab in empty:
+            gone.update(self._slabs[slab][1])
+            released += self._free_slab(slab)
+        for i, stack in enumerate(self._free):
+            if any(b in gone for b in stack):
+                self._free[i] = [b for b in stack if b not in gone]
         return released
 
     def _free_slab(self, slab: int) -> int:
@@ -713,11 +779,14 @@ class GpuMemoryPool:
             classes = tuple(
                 ClassDiagnostics(c, counts[i][0], counts[i][1], slabs_per[i]) for i, c in enumerate(_CLASSES)
             )
+            cached = self._large_cached_bytes
+            n_cached = sum(len(v) for v in self._large_free.values())
             return PoolDiagnostics(
-                classes=classes, large_allocations=len(self._large), large_bytes=sum(self._large.values()),
+                classes=classes, large_allocations=len(self._large) - n_cached,
+                large_bytes=sum(self._large.values()) - cached, cached_large_bytes=cached,
                 hits=self._hits, misses=self._misses, pool_bytes=self._pool_bytes, peak_pool_bytes=self._peak_pool,
                 live_bytes=self._live_bytes, peak_live_bytes=self._peak_live,
-                live_block_bytes=sum(c.in_use_bytes for c in classes) + sum(self._large.values()),
+                live_block_bytes=sum(c.in_use_bytes for c in classes) + sum(self._large.values()) - cached,
                 max_pool_bytes=self.config.max_pool_bytes, closed=self._closed,
             )  # fmt: skip
 
@@ -754,6 +823,16 @@ class GpuMemoryPool:
             self._drain()
             if not self._closed:
                 self._closed = True
+                for size, stack in self._large_free.items():  # cached large blocks: nobody holds them
+                    for ptr in stack:
+                        self._large.pop(ptr, None)
+                        self._pool_bytes -= size
+                        try:
+                            self.backend.free(ptr)
+                        except Exception as exc:  # the context may be gone at exit
+                            log.warning("pool: releasing cached block 0x%x at close failed: %s", ptr, exc)
+                    stack.clear()
+                self._large_cached_bytes = 0
                 live, self._live = self._live, {}
                 for stack in self._free:
                     stack.clear()
@@ -796,6 +875,14 @@ class GpuMemoryPool:
     def __repr__(self) -> str:
         state = f"closed, {len(self._held)} blocks still in use" if self._closed else f"{len(self._live)} blocks in use"
         return f"<GpuMemoryPool {self.backend.name}: {state}>"
+
+
+def _large_bin(nbytes: int) -> int:
+    """``nbytes`` rounded up to a quarter-power-of-two size (1, 1.25, 1.5, 1.75 x 2^k)."""
+    k = max(0, (nbytes - 1).bit_length() - 1)
+    base = 1 << k
+    step = max(1, base >> 2)
+    return -(-nbytes // step) * step
 
 
 def _release_all(backend: MemoryBackend, slabs: dict[int, Any], large: dict[int, int]) -> None:

@@ -91,15 +91,18 @@ def test_as_array_shape_and_dtype_checks() -> None:
         buf.as_array(4)
 
 
-def test_large_allocations_are_direct_and_tracked() -> None:
+def test_large_allocations_are_tracked_and_cached() -> None:
     backend = SimulatorBackend()
     pool = GpuMemoryPool(backend=backend)
     big = pool.allocate(1 << 20)
     assert big.size_class is None and big.capacity == 1 << 20
     d = pool.diagnostics()
-    assert d.large_allocations == 1 and d.large_bytes == 1 << 20
+    assert d.large_allocations == 1 and d.large_bytes == 1 << 20 and d.cached_large_bytes == 0
     pool.deallocate(big)
-    assert pool.diagnostics().large_allocations == 0 and backend.allocated_bytes == 0
+    d = pool.diagnostics()
+    assert d.large_allocations == 0 and d.cached_large_bytes == 1 << 20  # kept for reuse
+    assert backend.allocated_bytes == 1 << 20
+    assert pool.compact() == 1 << 20 and backend.allocated_bytes == 0
 
 
 def test_refusals_corrupt_nothing() -> None:

@@ -112,6 +112,9 @@ class FakeNumbaEvent:
 @pytest.fixture
 def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> Any:
     """The GPU code paths of the streams package against ``FakeDriver``."""
+    import gc
+
+    gc.collect()  # resources of earlier tests must not close through this test's fake driver
     lib = FakeDriver()
     monkeypatch.setattr(driver, "_lib", lib)
     monkeypatch.setattr(driver, "error_name", lambda rc: f"CUresult {rc}")
