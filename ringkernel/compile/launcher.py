@@ -29,7 +29,7 @@ import numpy as np
 from .. import driver
 from .._layout import c_strides as _strides_c
 
-__all__ = ["ArgInfo", "describe_arg", "KernelLauncher", "register_memo", "read_every_call"]
+__all__ = ["ArgInfo", "describe_arg", "KernelLauncher", "register_memo", "clear_memo", "read_every_call"]
 
 _PARAM = 8  # bytes per parameter slot (complex numbers take two slots)
 
@@ -49,20 +49,43 @@ _CACHE: dict[int, ArgInfo] = {}
 # Launch memos keyed by the ids of numba arrays (see GpuKernel): id -> [(memo, key), ...].
 # When an array dies its weakref callback drops every memo entry naming it, before CPython
 # can hand its id to a new object, so a memo hit by id always means the same live arrays.
-_DEPENDENTS: dict[int, list[tuple[dict, tuple]]] = {}
+_DEPENDENTS: dict[int, dict[tuple[int, tuple], tuple[dict, tuple[int, ...]]]] = {}
 
 
 def _array_died(k: int, _ref: Any = None) -> None:
-    """Forget array ``k`` and the memo entries that use it (also a weakref callback)."""
+    """Forget array ``k`` and the memo entries that use it (also a weakref callback); the
+    other arrays of those entries forget them too, so nothing accumulates."""
     _CACHE.pop(k, None)
-    for memo, key in _DEPENDENTS.pop(k, ()):
+    for (mid, key), (memo, others) in _DEPENDENTS.pop(k, {}).items():
         memo.pop(key, None)
+        for o in others:
+            if o != k:
+                deps = _DEPENDENTS.get(o)
+                if deps is not None:
+                    deps.pop((mid, key), None)
+
+
+def clear_memo(memo: dict) -> None:
+    """Empty a memo (its size limit, a hook, close()) and forget its entries' registrations:
+    a memo's keys are the ids of the arrays registered for them."""
+    mid = id(memo)
+    for key in list(memo):
+        for i in key:
+            deps = _DEPENDENTS.get(i)
+            if deps is not None:
+                deps.pop((mid, key), None)
+                if not deps:
+                    del _DEPENDENTS[i]
+    memo.clear()
 
 
 def register_memo(memo: dict, key: tuple, args: Sequence[Any]) -> None:
-    """Record that ``memo[key]`` must go when any of ``args`` (cached numba arrays) dies."""
-    for a in args:
-        _DEPENDENTS.setdefault(id(a), []).append((memo, key))
+    """Record that ``memo[key]`` must go when any of ``args`` (cached numba arrays) dies.
+    Registering the same entry again (a memo cleared at its size limit and refilled) does
+    not add to what is kept."""
+    ids = tuple(id(a) for a in args)
+    for i in ids:
+        _DEPENDENTS.setdefault(i, {})[(id(memo), key)] = (memo, ids)
 _NUMBA_ARRAY_TYPES: tuple[type, ...] | None = None
 
 
@@ -311,6 +334,7 @@ class KernelLauncher:
         st = self._state()
         buf = st.buf
         if st.last is not infos:
+            st.last = None  # as in launch(): never trust a half-written buffer
             values: list[Any] = []
             for info in infos:
                 values.extend(info.values)
@@ -333,6 +357,7 @@ class KernelLauncher:
             raise ResourceClosedError("CompiledKernel", operation=f"launch of '{self.name}'")
         st = self._state()
         if st.last is not infos:
+            st.last = None  # a pack that fails half-way must not leave a buffer that claims to be whole
             values: list[Any] = []
             for info in infos:
                 if info.sync_stream is not None:

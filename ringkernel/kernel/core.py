@@ -24,6 +24,7 @@ import functools
 import inspect
 import logging
 import threading
+import weakref
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -40,7 +41,14 @@ from .. import _current
 from . import hooks as _hooks
 from .args import ArgumentProblem, ArrayInfo, accepts, argument_kind, array_info, describe, fmt_type
 from .indexing import KernelIndexing, analyze_kernel
-from .runtime import DECISION_CACHE_LIMIT, RuntimeLaunchMixin, describe_stream, launch_error, memo_launch
+from .runtime import (
+    DECISION_CACHE_LIMIT,
+    RuntimeLaunchMixin,
+    describe_stream,
+    launch_error,
+    memo_launch,
+    without_stream,
+)
 from ..launch import (
     KernelMode,
     ModeKind,
@@ -129,11 +137,13 @@ class GpuKernel(RuntimeLaunchMixin):
         # decision). A hit skips every check, plan and packing step (see kernel/runtime.py).
         # Never made while launch hooks are registered (kernel/hooks.py).
         self._memo: dict[tuple[int, ...], tuple[Any, ...]] = {}
+        # Every ConfiguredLaunch made (also those evicted from _configured or never stored
+        # there): close() and a new hook must reach their memos.
+        self._configured_all: "weakref.WeakSet[ConfiguredLaunch]" = weakref.WeakSet()
         self._memo_seen: dict[tuple[int, ...], None] = {}  # argument ids seen once (see _memoize)
         # Scalar memo: numba arrays' ids -> entry whose scalars are written per call.
         self._smemo: dict[tuple[int, ...], tuple[Any, ...]] = {}
-        self._smemo_arrays: tuple[int, ...] = ()
-        self._smemo_get: Any = None
+        self._smemo_pos: tuple[tuple[int, ...], Any] = ((), None)  # array positions, their itemgetter
         self._closed = False
         _hooks.KERNELS.add(self)
 
@@ -173,10 +183,12 @@ class GpuKernel(RuntimeLaunchMixin):
 
     def _forget_memos(self) -> None:
         """Drop every launch memo (a launch hook was registered: memo hits are not reported)."""
-        self._memo.clear()
-        self._smemo.clear()
-        for launch in list(self._configured.values()):
-            launch._memo.clear()
+        from ..compile.launcher import clear_memo
+
+        clear_memo(self._memo)
+        clear_memo(self._smemo)
+        for launch in list(self._configured_all):
+            clear_memo(launch._memo)
 
     # -- set-up (lazy) ------------------------------------------------------------------
     def _param_index(self, name: str, option: str) -> int:
@@ -860,9 +872,9 @@ class GpuKernel(RuntimeLaunchMixin):
                 tkey = tuple(i.type_key for i in fast_infos)  # type: ignore[union-attr]
                 c = decision.config
                 if config is None and elements is None and profile is None:
-                    self._remember(self._fast_auto, self._auto_key(tkey, fast_infos), decision)  # type: ignore[arg-type]
+                    self._remember(self._fast_auto, self._auto_key(tkey, fast_infos), without_stream(decision))  # type: ignore[arg-type]
                 elif config is not None:
-                    self._remember(self._fast_explicit, (tkey, c.grid, c.block, c.shared_mem), decision)
+                    self._remember(self._fast_explicit, (tkey, c.grid, c.block, c.shared_mem), without_stream(decision))
         else:
             self._run(decision.config, dev_args)
         self._last = decision
@@ -931,6 +943,7 @@ class GpuKernel(RuntimeLaunchMixin):
             raise LaunchConfigError(exc.message, kernel_name=self.name, hint=exc.hint) from exc
         self._check_config(config, None)
         launch = ConfiguredLaunch(self, config)
+        self._configured_all.add(launch)
         try:
             if len(self._configured) >= DECISION_CACHE_LIMIT:
                 self._configured.clear()
@@ -960,7 +973,7 @@ class GpuKernel(RuntimeLaunchMixin):
 class ConfiguredLaunch:
     """``kernel[grid, block, ...]``: call it with the kernel's arguments."""
 
-    __slots__ = ("kernel", "config", "_extra", "_memo")
+    __slots__ = ("kernel", "config", "_extra", "_memo", "__weakref__")
 
     def __init__(self, kernel: GpuKernel, config: LaunchConfig) -> None:
         self.kernel = kernel

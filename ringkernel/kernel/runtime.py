@@ -45,8 +45,7 @@ class RuntimeLaunchMixin:
     _memo_seen: dict[tuple[int, ...], None]
     _memo: dict[tuple[int, ...], tuple[Any, ...]]
     _smemo: dict[tuple[int, ...], tuple[Any, ...]]
-    _smemo_arrays: tuple[int, ...]
-    _smemo_get: Any
+    _smemo_pos: tuple[tuple[int, ...], Any]
     _check_open: Callable[[], None]
     _last: LaunchDecision | None
     _check_types: Callable[..., tuple[Any, ...] | None]
@@ -119,6 +118,8 @@ class RuntimeLaunchMixin:
 
         if _hooks.HOOKS or _current.active:
             return  # hooks see every launch; a context's first launch must reach its own compiler
+        if decision is not None and stream is None and decision.config.stream is not None:
+            decision = without_stream(decision)  # the entry launches on the default stream
         for a in args:
             if read_every_call(type(a)):
                 return  # CuPy/PyTorch arrays can change shape in place: never memoised
@@ -145,21 +146,24 @@ class RuntimeLaunchMixin:
         ck = self._compiled.get(tuple(i.type_key for i in infos))  # type: ignore[union-attr]
         if ck is None:
             return
+        from ..compile.launcher import clear_memo, register_memo
+
         if len(memo) >= DECISION_CACHE_LIMIT:
-            memo.clear()
-        from ..compile.launcher import register_memo
+            clear_memo(memo)
 
         c = decision.config
         lau = ck.launcher
         fn, call_args, buf = lau.constant_call(infos, c.grid, c.block, c.shared_mem, stream_handle(stream))
         memo[key] = (fn, call_args, decision, lau, infos, c, buf)
         register_memo(memo, key, args)
+        if _hooks.HOOKS or _current.active or self._closed or lau.closed:
+            memo.pop(key, None)  # a hook, a context or close() arrived meanwhile (another thread)
 
     def _memoize_scalars(self, args: tuple[Any, ...], infos: list[Any], decision: Any) -> None:
         """A memo entry for numba arrays plus scalars whose values change per call (a time
         step, a coefficient): keyed by the arrays' ids; each call checks every scalar's type
         is the one compiled for and writes its value into the parameter block."""
-        from ..compile.launcher import register_memo
+        from ..compile.launcher import clear_memo, register_memo
 
         arrays = tuple(i for i, info in enumerate(infos) if info.is_array)
         if not arrays or not all(infos[i].ref is not None for i in arrays):
@@ -173,21 +177,24 @@ class RuntimeLaunchMixin:
         if any(p not in by_pos for p in scalars):
             return  # complex scalars take two slots: the fast table handles them
         slots = tuple((p, type(args[p]), by_pos[p][0], by_pos[p][1]) for p in scalars)
-        if arrays != self._smemo_arrays:
-            self._smemo.clear()
-            self._smemo_arrays = arrays
-            self._smemo_get = operator.itemgetter(*arrays)
+        if arrays != self._smemo_pos[0]:
+            clear_memo(self._smemo)
+            # one assignment: a launch on another thread reads positions and getter together
+            self._smemo_pos = (arrays, operator.itemgetter(*arrays))
         if len(self._smemo) >= DECISION_CACHE_LIMIT:
-            self._smemo.clear()
+            clear_memo(self._smemo)
         key = tuple(id(args[i]) for i in arrays)
         c = decision.config
         self._smemo[key] = (lau, infos, slots, decision, c.grid, c.block, c.shared_mem)
         register_memo(self._smemo, key, [args[i] for i in arrays])
+        if _hooks.HOOKS or _current.active or self._closed or lau.closed:
+            self._smemo.pop(key, None)  # as in _memoize: something changed meanwhile
 
     def _smemo_launch(self, args: tuple[Any, ...]) -> bool:
         """Launch from a scalar memo entry (see ``_memoize_scalars``); False: not applicable."""
-        got = self._smemo_get(args)
-        key = tuple(map(id, got)) if len(self._smemo_arrays) > 1 else (id(got),)
+        arrays, get = self._smemo_pos
+        got = get(args)
+        key = tuple(map(id, got)) if len(arrays) > 1 else (id(got),)
         m = self._smemo.get(key)
         if m is None:
             return False
@@ -197,7 +204,7 @@ class RuntimeLaunchMixin:
                 return False  # another scalar type: another compiled signature
         try:
             rc = lau.launch_scalars(infos, slots, args, grid, block, shm, None)
-        except struct_error:
+        except (struct_error, OverflowError):
             return False  # a value that does not fit: the checked path says so
         if rc:
             return False  # the checked path launches again and raises the driver's error
@@ -234,7 +241,7 @@ class RuntimeLaunchMixin:
                 ck.launcher.launch(fast_infos, config.grid, config.block, config.shared_mem, stream_handle(config.stream))
         except DriverError as exc:
             raise launch_error(self.name, config, exc) from exc
-        except struct_error as exc:
+        except (struct_error, OverflowError) as exc:
             raise KernelArgumentError(
                 f"an argument does not fit the compiled signature ({', '.join(str(t) for t in ck.argtypes)}): {exc}",
                 kernel_name=self.name,
@@ -260,6 +267,12 @@ class RuntimeLaunchMixin:
             decision = table.get(self._auto_key(tkey, infos))
         else:
             decision = table.get((tkey, *extra))
+            if decision is not None:
+                n = max(i.size for i in infos)
+                if n != decision.elements:  # the table is keyed by types: report this launch's size
+                    from dataclasses import replace
+
+                    decision = replace(decision, elements=n)
         if decision is None:
             return False
         ck = self._compiled_table()[0].get(tkey)
@@ -270,10 +283,23 @@ class RuntimeLaunchMixin:
             ck.launcher.launch(infos, c.grid, c.block, c.shared_mem, stream_handle(stream))
         except Exception:
             return False  # let the checked path launch again and raise a proper error
-        self._last = decision
+        self._last = decision if stream is None else with_stream(decision, stream)
         if _hooks.HOOKS:
             _hooks.notify(self.name, decision, stream, "auto" if extra is None else "explicit")
         return True
+
+
+def with_stream(decision: LaunchDecision, stream: Any) -> LaunchDecision:
+    """``decision`` as launched on ``stream`` (what ``last_config`` reports)."""
+    from dataclasses import replace
+
+    c = decision.config
+    return replace(decision, config=LaunchConfig(c.grid, c.block, c.shared_mem, stream))
+
+
+def without_stream(decision: LaunchDecision) -> LaunchDecision:
+    """``decision`` with no stream: what the per-signature tables and memos keep."""
+    return with_stream(decision, None) if decision.config.stream is not None else decision
 
 
 def _indexing_record(py_func: Any) -> str:
