@@ -59,7 +59,7 @@ from ..launch import (
     WorkloadProfile,
 )
 
-__all__ = ["gpu_kernel", "GpuKernel", "ConfiguredLaunch", "kernel_from_source"]
+__all__ = ["GpuKernel", "ConfiguredLaunch"]
 
 log = logging.getLogger(__name__)
 
@@ -1041,110 +1041,3 @@ def _with_stream(decision: LaunchDecision, stream: Any) -> LaunchDecision:
 
     c = decision.config
     return replace(decision, config=LaunchConfig(c.grid, c.block, c.shared_mem, stream))
-
-
-def gpu_kernel(
-    func: Callable[..., None] | None = None,
-    *,
-    signatures: Sequence[Any] | str | None = None,
-    grid_stride: bool = False,
-    mode: KernelMode = KernelMode.AUTO,
-    block: int | tuple[int, ...] | None = None,
-    elements: str | None = None,
-    same_size: Sequence[str] = (),
-    ndim: int | None = None,
-    fastmath: bool = False,
-    lineinfo: bool = False,
-    debug: bool = False,
-    arch: GpuArchitecture | None = None,
-) -> Any:
-    """Turn a function with a numba.cuda kernel body into a :class:`GpuKernel`.
-
-    Works bare (``@gpu_kernel``) and with options (``@gpu_kernel(grid_stride=True)``).
-
-    Parameters
-    ----------
-    signatures:
-        numba signatures the kernel accepts (``"void(float32[:], float32[:])"``); arguments
-        matching none are refused before launch. ``None``: compile for whatever is passed.
-    grid_stride:
-        The body loops ``for i in range(global_thread_id(), n, grid_stride())``, so it is
-        correct for any grid; only then may the selector launch fewer threads than elements.
-    mode:
-        A fixed :class:`KernelMode`, or ``KernelMode.AUTO`` (default).
-    block:
-        A fixed block: an int (threads per block; for 2-D/3-D kernels the shape is still
-        chosen) or a tuple (the exact shape), e.g. when the body sizes a shared array by it.
-    elements:
-        Name of the parameter whose shape gives the launch's extent (default: the largest
-        array; for 2-D/3-D kernels, the arrays the kernel indexes with its grid position).
-    same_size:
-        Names of array parameters that must have equal sizes; a mismatch is refused.
-    ndim:
-        The kernel's grid dimensionality (1-3). Default: read from its code
-        (``cuda.grid(2)``, ``cuda.threadIdx.y``, ...; see :mod:`ringkernel.kernel.indexing`); give it
-        when the code calls something the analysis cannot read.
-    fastmath, lineinfo, debug:
-        Passed to ``numba.cuda.jit``.
-    arch:
-        Plan for this architecture instead of the current device.
-    """
-    options = dict(
-        signatures=signatures,
-        grid_stride=grid_stride,
-        mode=mode,
-        block=block,
-        elements=elements,
-        same_size=same_size,
-        ndim=ndim,
-        fastmath=fastmath,
-        lineinfo=lineinfo,
-        debug=debug,
-        arch=arch,
-    )
-    if func is not None:
-        return GpuKernel(func, **options)  # type: ignore[arg-type]
-
-    def decorate(f: Callable[..., None]) -> GpuKernel:
-        return GpuKernel(f, **options)  # type: ignore[arg-type]
-
-    return decorate
-
-
-def kernel_from_source(source: str, name: str | None = None) -> Any:
-    """A ``GpuKernel`` from the Python source text of a kernel function.
-
-    The source runs in a fresh namespace that already holds ``cuda`` (numba.cuda), ``np``,
-    ``math`` and ringkernel's device helpers (``global_thread_id``, ``grid_stride``, ...).
-    It must define exactly one function, or ``name`` must say which one.
-    """
-    import inspect
-    import math
-    import textwrap
-
-    import numpy as np
-
-    from . import intrinsics
-
-    ns: dict[str, Any] = {"np": np, "math": math, "__name__": "ringkernel_source_kernel"}
-    from numba import cuda
-
-    ns["cuda"] = cuda
-    ns.update({k: getattr(intrinsics, k) for k in intrinsics.__all__})
-    before = set(ns)
-    try:
-        code = compile(textwrap.dedent(source), "<ringkernel kernel source>", "exec")
-        exec(code, ns)  # noqa: S102 - compiling the caller's own kernel source is the point
-    except SyntaxError as exc:
-        raise ConfigurationError(f"kernel source does not parse: {exc}", hint="pass the text of one `def`") from exc
-    funcs = {k: v for k, v in ns.items() if k not in before and inspect.isfunction(v)}
-    if name is not None:
-        if name not in funcs:
-            raise ConfigurationError(f"the source defines no function {name!r}", details={"defined": sorted(funcs)})
-        return GpuKernel(funcs[name])
-    if len(funcs) != 1:
-        raise ConfigurationError(
-            f"the source defines {len(funcs)} functions ({', '.join(sorted(funcs)) or 'none'}); expected one",
-            hint="pass name= to choose",
-        )
-    return GpuKernel(next(iter(funcs.values())))
