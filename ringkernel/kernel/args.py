@@ -1,15 +1,17 @@
-"""Reading kernel arguments: shape and dtype of device arrays, and signature matching."""
+"""Kernel arguments: what each one is, the checks before launch, shape and dtype of device
+arrays, and signature matching."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import sys
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["ArrayInfo", "array_info", "describe", "fmt_type", "accepts", "argument_kind", "ArgumentProblem"]
+from ..errors import KernelArgumentError
+
+__all__ = ["prepare_arguments", "ArrayInfo", "array_info", "describe", "fmt_type", "accepts", "argument_kind", "ArgumentProblem"]
 
 
 @dataclass(frozen=True)
@@ -236,3 +238,83 @@ def accepts(numba_type: Any, arg: Any, info: ArrayInfo | None) -> bool:
     if isinstance(numba_type, types.Complex):
         return isinstance(arg, (int, float, complex, np.number)) and not isinstance(arg, bool)
     return True  # other numba types: let numba decide
+
+
+def prepare_arguments(
+kernel_name: str, params: list[str], args: tuple[Any, ...], host_transfer: bool,
+written_params: Callable[[], tuple[str, ...]],
+) -> tuple[tuple[Any, ...], list[tuple[int, np.ndarray, Any]]]:  # fmt: skip
+    """Check every argument of kernel ``kernel_name`` before anything reaches numba or the
+    driver; convert what has
+    one right conversion (a ManagedBuffer to its device side, host arrays when
+    ``host_transfer``). Returns the arguments to launch with and the host arrays to copy
+    back afterwards (only those the kernel may write)."""
+    if len(args) != len(params):
+        raise KernelArgumentError(
+            f"takes {len(params)} arguments ({', '.join(params)}), got {len(args)}",
+            kernel_name=kernel_name,
+            details={"expected": len(params), "got": len(args)},
+        )
+    kinds = []
+    for i, arg in enumerate(args):
+        try:
+            kinds.append(argument_kind(arg))
+        except ArgumentProblem as p:
+            raise KernelArgumentError(
+                f"argument '{params[i]}' (position {i}) {p.message}",
+                kernel_name=kernel_name,
+                hint=p.hint,
+                details={"parameter": params[i], "position": i, "type": type(arg).__name__},
+            ) from None
+    if "host" not in kinds and "managed" not in kinds:
+        return args, []
+    written = set(written_params())
+    moved = list(args)
+    copies: list[tuple[int, np.ndarray, Any]] = []
+    to_copy: list[int] = []
+    for i, (arg, kind) in enumerate(zip(args, kinds)):
+        name = params[i]
+        if kind == "managed":
+            moved[i] = arg.device_view(readonly=name not in written)
+        elif kind == "host":
+            if not host_transfer:
+                raise KernelArgumentError(
+                    f"argument '{name}' (position {i}) is a NumPy array in host memory "
+                    f"({arg.dtype}{list(arg.shape)}); kernels read device memory",
+                    kernel_name=kernel_name,
+                    hint=(
+                        f"copy it once with numba.cuda.to_device({name}) and pass the device array "
+                        "(reuse it across launches), or pass host_transfer=True to copy in and out on every "
+                        "call (slow: two PCIe transfers per launch)"
+                    ),
+                    details={"parameter": name, "position": i, "shape": arg.shape, "dtype": str(arg.dtype)},
+                )
+            if name in written and not (arg.flags.c_contiguous or arg.flags.f_contiguous):
+                raise KernelArgumentError(
+                    f"argument '{name}' (position {i}) is a non-contiguous view of a host array "
+                    f"(strides {arg.strides}), and the kernel may write it: the result cannot be copied "
+                    "back into a view",
+                    kernel_name=kernel_name,
+                    hint=f"pass a contiguous array (tmp = np.ascontiguousarray({name})) and copy the result "
+                    f"back yourself ({name}[...] = tmp), or use device arrays",
+                    details={"parameter": name, "position": i},
+                )
+            if name in written and not arg.flags.writeable:
+                raise KernelArgumentError(
+                    f"argument '{name}' (position {i}) is a read-only host array, and the kernel may write it: "
+                    "host_transfer=True would have to copy the result back into it",
+                    kernel_name=kernel_name,
+                    hint=f"pass a writable array ({name}.copy()), or a device array and copy the result yourself",
+                    details={"parameter": name, "position": i},
+                )
+            to_copy.append(i)
+    if to_copy:
+        from numba import cuda
+
+        for i in to_copy:  # all checks passed: now copy in
+            host = args[i]
+            dev = cuda.to_device(np.ascontiguousarray(host) if not host.flags.c_contiguous and not host.flags.f_contiguous else host)
+            moved[i] = dev
+            if params[i] in written:
+                copies.append((i, host, dev))
+    return tuple(moved), copies

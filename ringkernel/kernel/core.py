@@ -39,7 +39,7 @@ from ..errors import (
 )
 from .. import _current
 from . import hooks as _hooks
-from .args import ArgumentProblem, ArrayInfo, accepts, argument_kind, array_info, describe, fmt_type
+from .args import ArrayInfo, accepts, array_info, describe, fmt_type, prepare_arguments
 from .indexing import KernelIndexing, analyze_kernel
 from .runtime import (
     DECISION_CACHE_LIMIT,
@@ -261,79 +261,8 @@ class GpuKernel(RuntimeLaunchMixin):
 
     # -- argument checks --------------------------------------------------------------
     def _prepare_args(self, args: tuple[Any, ...], host_transfer: bool) -> tuple[tuple[Any, ...], list[tuple[int, np.ndarray, Any]]]:
-        """Check every argument before anything reaches numba or the driver; convert what has
-        one right conversion (a ManagedBuffer to its device side, host arrays when
-        ``host_transfer``). Returns the arguments to launch with and the host arrays to copy
-        back afterwards (only those the kernel may write)."""
-        if len(args) != len(self._params):
-            raise KernelArgumentError(
-                f"takes {len(self._params)} arguments ({', '.join(self._params)}), got {len(args)}",
-                kernel_name=self.name,
-                details={"expected": len(self._params), "got": len(args)},
-            )
-        kinds = []
-        for i, arg in enumerate(args):
-            try:
-                kinds.append(argument_kind(arg))
-            except ArgumentProblem as p:
-                raise KernelArgumentError(
-                    f"argument '{self._params[i]}' (position {i}) {p.message}",
-                    kernel_name=self.name,
-                    hint=p.hint,
-                    details={"parameter": self._params[i], "position": i, "type": type(arg).__name__},
-                ) from None
-        if "host" not in kinds and "managed" not in kinds:
-            return args, []
-        written = set(self._written_params())
-        moved = list(args)
-        copies: list[tuple[int, np.ndarray, Any]] = []
-        to_copy: list[int] = []
-        for i, (arg, kind) in enumerate(zip(args, kinds)):
-            name = self._params[i]
-            if kind == "managed":
-                moved[i] = arg.device_view(readonly=name not in written)
-            elif kind == "host":
-                if not host_transfer:
-                    raise KernelArgumentError(
-                        f"argument '{name}' (position {i}) is a NumPy array in host memory "
-                        f"({arg.dtype}{list(arg.shape)}); kernels read device memory",
-                        kernel_name=self.name,
-                        hint=(
-                            f"copy it once with numba.cuda.to_device({name}) and pass the device array "
-                            "(reuse it across launches), or pass host_transfer=True to copy in and out on every "
-                            "call (slow: two PCIe transfers per launch)"
-                        ),
-                        details={"parameter": name, "position": i, "shape": arg.shape, "dtype": str(arg.dtype)},
-                    )
-                if name in written and not (arg.flags.c_contiguous or arg.flags.f_contiguous):
-                    raise KernelArgumentError(
-                        f"argument '{name}' (position {i}) is a non-contiguous view of a host array "
-                        f"(strides {arg.strides}), and the kernel may write it: the result cannot be copied "
-                        "back into a view",
-                        kernel_name=self.name,
-                        hint=f"pass a contiguous array (tmp = np.ascontiguousarray({name})) and copy the result "
-                        f"back yourself ({name}[...] = tmp), or use device arrays",
-                        details={"parameter": name, "position": i},
-                    )
-                if name in written and not arg.flags.writeable:
-                    raise KernelArgumentError(
-                        f"argument '{name}' (position {i}) is a read-only host array, and the kernel may write it: "
-                        "host_transfer=True would have to copy the result back into it",
-                        kernel_name=self.name,
-                        hint=f"pass a writable array ({name}.copy()), or a device array and copy the result yourself",
-                        details={"parameter": name, "position": i},
-                    )
-                to_copy.append(i)
-        if to_copy:
-            from numba import cuda
-
-            for i in to_copy:  # all checks passed: now copy in
-                host = args[i]
-                dev = cuda.to_device(np.ascontiguousarray(host) if not host.flags.c_contiguous and not host.flags.f_contiguous else host)
-                moved[i] = dev
-                if self._params[i] in written:
-                    copies.append((i, host, dev))
-        return tuple(moved), copies
+        """See :func:`~ringkernel.kernel.args.prepare_arguments`."""
+        return prepare_arguments(self.name, self._params, args, host_transfer, self._written_params)
 
     def _written_params(self) -> tuple[str, ...]:
         """Parameters the kernel may write (an over-approximation, from its code)."""
