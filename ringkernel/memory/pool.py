@@ -110,8 +110,10 @@ class PoolConfig:
         allocations, returned to the device when freed.
     max_cached_large_bytes:
         Most bytes of freed large blocks kept for reuse; a freed block that would pass it
-        goes back to the device. Whatever the cap, cached blocks are released and the
-        allocation retried before an allocation fails for lack of memory.
+        goes back to the device. ``None`` (default): an eighth of the device's memory, read
+        when the pool is created (other libraries in the process cannot make this pool give
+        its cache back, so it stays modest). Whatever the cap, cached blocks are released
+        and the allocation retried before an allocation of this pool fails for lack of memory.
     """
 
     initial_counts: tuple[int, ...] = (0, 0, 0, 0, 0, 0)
@@ -120,7 +122,7 @@ class PoolConfig:
     max_pool_bytes: int | None = None
     slab_bytes: int = 1 * MiB
     large_limit: int = 1 << 30
-    max_cached_large_bytes: int = 2 << 30
+    max_cached_large_bytes: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "initial_counts", _six(self.initial_counts, "initial_counts"))
@@ -133,6 +135,8 @@ class PoolConfig:
             raise ConfigurationError(f"slab_bytes must be at least 256, got {self.slab_bytes!r}")
         for name in ("large_limit", "max_cached_large_bytes"):
             v = getattr(self, name)
+            if v is None and name == "max_cached_large_bytes":
+                continue
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ConfigurationError(f"{name} must be a non-negative int of bytes, got {v!r}")
         if self.max_pool_bytes is not None:
@@ -344,6 +348,14 @@ class GpuMemoryPool:
     def __init__(self, config: PoolConfig | None = None, *, backend: MemoryBackend | None = None) -> None:
         self.config = config or PoolConfig()
         self.backend = backend if backend is not None else default_backend()
+        cap = self.config.max_cached_large_bytes
+        if cap is None:
+            try:
+                cap = self.backend.mem_info()[1] // 8
+            except Exception:  # noqa: BLE001 - no answer from the device: keep nothing cached
+                cap = 0
+        #: Bytes of freed large blocks this pool keeps at most (``PoolConfig.max_cached_large_bytes``).
+        self.max_cached_large_bytes: int = cap
         self._lock = threading.Lock()
         n = len(_CLASSES)
         # One LIFO free list per class, plus an always-empty one at index -1 (= n), so that
@@ -611,7 +623,7 @@ class GpuMemoryPool:
             if (
                 large <= self.config.large_limit
                 and large == _large_bin(large)
-                and self._large_cached_bytes + large <= self.config.max_cached_large_bytes
+                and self._large_cached_bytes + large <= self.max_cached_large_bytes
             ):
                 self._large_free.setdefault(large, []).append(ptr)  # kept for the next request
                 self._large_cached_bytes += large

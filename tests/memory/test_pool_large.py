@@ -51,7 +51,7 @@ def test_the_cache_is_capped_and_large_limit_goes_direct() -> None:
 
 def test_memory_pressure_releases_the_cache_and_retries() -> None:
     backend = SimulatorBackend(total_bytes=24 * MiB)
-    pool = GpuMemoryPool(backend=backend)
+    pool = GpuMemoryPool(PoolConfig(max_cached_large_bytes=64 * MiB), backend=backend)
     for size in (8 * MiB, 10 * MiB):  # 18 MiB cached after these are freed
         pool.allocate(size).free()
     assert pool.diagnostics().cached_large_bytes == 18 * MiB
@@ -82,3 +82,15 @@ def test_bad_large_options() -> None:
         PoolConfig(large_limit=-1)
     with pytest.raises(ConfigurationError, match="max_cached_large_bytes"):
         PoolConfig(max_cached_large_bytes=1.5)  # type: ignore[arg-type]
+
+
+def test_the_default_cache_is_an_eighth_of_the_device() -> None:
+    backend = SimulatorBackend(total_bytes=64 * MiB)
+    pool = GpuMemoryPool(backend=backend)
+    assert pool.max_cached_large_bytes == 8 * MiB
+    for _ in range(3):
+        pool.allocate(4 * MiB)
+    bufs = [pool.allocate(4 * MiB) for _ in range(3)]
+    for b in bufs:
+        b.free()
+    assert pool.diagnostics().cached_large_bytes == 8 * MiB
