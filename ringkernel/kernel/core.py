@@ -39,6 +39,7 @@ from ..errors import (
 )
 from .. import _current
 from . import hooks as _hooks
+from . import planning
 from .args import ArrayInfo, accepts, array_info, describe, fmt_type, prepare_arguments
 from .indexing import KernelIndexing, analyze_kernel
 from .runtime import (
@@ -428,7 +429,7 @@ class GpuKernel(RuntimeLaunchMixin):
         else:
             if self.mode.kind in (ModeKind.AUTO, ModeKind.ELEMENT_CENTRIC):
                 # (a fixed mode such as WarpCooperative states the thread/element relation itself)
-                self._require_exact_1d(self._indexing_for(ck))
+                planning.require_exact_1d(self.name, self._indexing_for(ck))
             n = self._elements_from(args, infos)
         if n <= 0:
             raise LaunchConfigError(
@@ -481,82 +482,10 @@ class GpuKernel(RuntimeLaunchMixin):
         return ix
 
     def _launch_ndim(self, ck: Any) -> int:
-        ix = self._indexing_for(ck)
-        how = (
-            "declare it, e.g. @gpu_kernel(ndim=2), and pass elements=(nx, ny) if the extents cannot be read "
-            "from the arrays, or launch explicitly: kernel[grid, block](...)"
-        )
-        if self.ndim is not None:
-            if not ix.problems and ix.ndim is not None and ix.ndim != self.ndim:
-                raise LaunchConfigError(
-                    f"declared ndim={self.ndim}, but its code reads a {ix.ndim}-D grid ({ix.describe()})",
-                    kernel_name=self.name,
-                    hint=f"declare ndim={ix.ndim} or drop ndim= (it is read from the code)",
-                    details={"declared": self.ndim, "found": ix.ndim},
-                )
-            ndim = self.ndim
-        elif ix.problems:
-            raise LaunchConfigError(
-                "cannot tell the kernel's grid dimensionality from its code: " + "; ".join(ix.problems),
-                kernel_name=self.name,
-                hint=how,
-                details={"problems": ix.problems},
-            )
-        elif ix.ndim is None:
-            raise LaunchConfigError(
-                "the kernel reads no thread or block index (cuda.grid, cuda.threadIdx, global_thread_id, ...), "
-                "so nothing says how many threads it needs",
-                kernel_name=self.name,
-                hint="launch it explicitly, e.g. kernel[1, 1](...), or declare @gpu_kernel(ndim=1) to launch one "
-                "thread per element",
-            )
-        else:
-            ndim = ix.ndim
-        if ix.single_block:
-            raise LaunchConfigError(
-                "the kernel indexes threads with cuda.threadIdx but never with cuda.blockIdx or cuda.grid: "
-                "it is written for one block, and more blocks would repeat its work",
-                kernel_name=self.name,
-                hint="launch one block explicitly, kernel[1, threads](...), or compute a global index "
-                "(cuda.grid(n) or threadIdx + blockIdx * blockDim) to let ringkernel choose",
-            )
-        if ix.partial:
-            raise LaunchConfigError(
-                "the kernel indexes arrays with a thread or block index alone ("
-                + "; ".join(ix.partial)
-                + "): its thread count follows its own scheme (a block per row, a warp per item), not the arrays' shapes",
-                kernel_name=self.name,
-                hint="launch it explicitly, e.g. kernel[rows, threads](...), or index with the global position "
-                "(cuda.grid(n), or threadIdx + blockIdx * blockDim)",
-                details={"partial": ix.partial},
-            )
-        if ix.shared and self.block is None:
-            raise LaunchConfigError(
-                f"the kernel allocates shared memory of a fixed shape ({', '.join(ix.shared)}), which usually "
-                "fixes the block it was written for",
-                kernel_name=self.name,
-                hint="declare the block, e.g. @gpu_kernel(block=(16, 16)) for a 16x16 tile, or launch explicitly",
-                details={"shared": ix.shared},
-            )
+        ndim = planning.launch_ndim(self.name, self.ndim, self.block, self._indexing_for(ck))
         if ndim > 1:
             self._nd_launch = True
         return ndim
-
-    def _require_exact_1d(self, ix: KernelIndexing) -> None:
-        """A 1-D automatic launch sizes its grid from the arrays: some array must be indexed
-        by the position itself (``a[i]``, ``a[i + 1]``), or nothing ties threads to elements."""
-        if ix.problems or ix.ndim is None:
-            return  # declared ndim=1 over code the analysis cannot read: the declaration stands
-        if any(m.complete(1) for m in ix.axis_maps.values()):
-            return
-        raise LaunchConfigError(
-            "no array is indexed by the thread's position itself (found: "
-            + (ix.describe() or "no array subscripts")
-            + "), so the arrays' sizes do not say how many threads the kernel needs "
-            "(e.g. a pairwise kernel over n elements needs n*n)",
-            kernel_name=self.name,
-            hint="pass elements=N with the number of threads it needs, or launch explicitly",
-        )
 
     def _plan_nd(
         self,
@@ -586,10 +515,10 @@ class GpuKernel(RuntimeLaunchMixin):
             self._elements_from(args, infos)  # declared equal sizes still hold
         ix = self._indexing_for(ck)
         cdim: int | None = 0
-        cands = self._nd_candidates(ndim, infos, ix)
-        cand_ext = self._candidate_extent(ndim, infos, ix, cands) if cands else None
+        cands = planning.nd_candidates(self._params, self._elements_index, ndim, infos, ix)
+        cand_ext = planning.candidate_extent(self._params, ndim, infos, ix, cands) if cands else None
         if elements is not None:
-            ext = self._explicit_extent(elements, ndim)
+            ext = planning.explicit_extent(self.name, elements, ndim)
             note = f"{ndim}-D kernel; extent {ext} given by the caller (x first)"
             if cands:
                 assert cand_ext is not None
@@ -603,7 +532,7 @@ class GpuKernel(RuntimeLaunchMixin):
                         hint=f"pass elements={cand_ext}, or nothing (the extent is read from the arrays)",
                         details={"given": ext, "needed": cand_ext},
                     )
-                cdim = self._contiguous_dim(max(cands, key=lambda i: infos[i].size), infos, ix)  # type: ignore[union-attr]
+                cdim = planning.contiguous_dim(self._params, max(cands, key=lambda i: infos[i].size), infos, ix)  # type: ignore[union-attr]
         else:
             if not cands:
                 named = self._params[self._elements_index] if self._elements_index is not None else None
@@ -630,7 +559,7 @@ class GpuKernel(RuntimeLaunchMixin):
             assert cand_ext is not None
             ext = cand_ext
             big = max(cands, key=lambda i: infos[i].size)  # type: ignore[union-attr]
-            cdim = self._contiguous_dim(big, infos, ix)
+            cdim = planning.contiguous_dim(self._params, big, infos, ix)
             m = ix.axis_maps[self._params[big]]
             src = ", ".join(f"{d} = axis {m.axes[k]}" for k, d in enumerate(dims))
             names = ", ".join(f"{self._params[i]}{list(infos[i].shape)}" for i in cands)  # type: ignore[union-attr]
@@ -668,49 +597,6 @@ class GpuKernel(RuntimeLaunchMixin):
         if stream is not None:
             decision = _with_stream(decision, stream)
         return decision
-
-    def _candidate_extent(
-        self, ndim: int, infos: list[ArrayInfo | None], ix: KernelIndexing, cands: list[int]
-    ) -> tuple[int, ...]:
-        return tuple(
-            max(infos[i].shape[ix.axis_maps[self._params[i]].axes[d]] for i in cands)  # type: ignore[union-attr,index]
-            for d in range(ndim)
-        )  # fmt: skip
-
-    def _explicit_extent(self, elements: Any, ndim: int) -> tuple[int, ...]:
-        dims = "xyz"[:ndim]
-        ok = isinstance(elements, (tuple, list)) and len(elements) == ndim and all(
-            isinstance(e, (int, np.integer)) and not isinstance(e, bool) for e in elements
-        )
-        if not ok:
-            raise LaunchConfigError(
-                f"elements={elements!r}: this kernel is {ndim}-D and needs one integer extent per grid dimension",
-                kernel_name=self.name,
-                hint=f"pass elements=({', '.join('n' + d for d in dims)}), x first as in numba's grid tuples",
-            )
-        return tuple(int(e) for e in elements)
-
-    def _nd_candidates(self, ndim: int, infos: list[ArrayInfo | None], ix: KernelIndexing) -> list[int]:
-        """Array arguments the kernel indexes with all ``ndim`` grid positions (one axis each)."""
-        idxs = [self._elements_index] if self._elements_index is not None else range(len(infos))
-        out = []
-        for i in idxs:
-            info = infos[i]
-            m = ix.axis_maps.get(self._params[i])
-            if info is None or m is None or not m.complete(ndim):
-                continue
-            if max(a for a in m.axes[:ndim] if a is not None) >= len(info.shape):
-                continue
-            out.append(i)
-        return out
-
-    def _contiguous_dim(self, i: int, infos: list[ArrayInfo | None], ix: KernelIndexing) -> int | None:
-        info = infos[i]
-        m = ix.axis_maps.get(self._params[i])
-        if info is None or m is None:
-            return 0
-        axis = info.contiguous_axis()
-        return m.axes.index(axis) if axis in m.axes else None
 
     def _check_config(self, config: LaunchConfig, resources: KernelResources | None) -> None:
         problems = config.violations(self.arch, resources)
