@@ -251,7 +251,8 @@ class GpuContext:
 
     def compile_kernel(self, fn_or_source: Any, *, signature: Any = None, **options: Any) -> Any:
         """A ``GpuKernel`` from a function or its source text; with ``signature``, compiled
-        (or loaded from this context's cache) now, else on its first launch."""
+        into this context's cache now (its first launch here then loads it), else compiled
+        on its first launch."""
         self._check("compile_kernel")
         from .kernel import GpuKernel, gpu_kernel, kernel_from_source
 
@@ -268,9 +269,9 @@ class GpuContext:
         else:
             raise ConfigurationError(f"compile_kernel takes a function or source text, got {type(fn_or_source).__name__}")
         if signature is not None:
-            ck = self.compiler.compile(kernel, signature)
-            key = tuple(_type_key_of(t) for t in ck.argtypes)
-            self._compiled_for_kernel(kernel)[key] = ck
+            # Into this context's cache now; the first launch here loads it from there (a hit),
+            # keyed by the launcher's own reading of the arguments.
+            self.compiler.compile(kernel, signature)
         return kernel
 
     def launch(self, kernel: Any, *args: Any, stream: Any = None, **kwargs: Any) -> Any:
@@ -377,17 +378,6 @@ def _release(hook: int | None, parts: list[Any]) -> None:
                 part.close()
             except Exception:  # noqa: BLE001 - at exit the CUDA context may be gone first
                 pass
-
-
-def _type_key_of(numba_type: Any) -> Any:
-    """The launcher's type key for an array/scalar numba type (what ``describe_arg`` computes)."""
-    from numba.core import types
-
-    if isinstance(numba_type, types.Array):
-        from numba.np.numpy_support import as_dtype
-
-        return ("array", as_dtype(numba_type.dtype).str, numba_type.ndim, numba_type.layout, not numba_type.mutable)
-    return ("scalar", str(numba_type))
 
 
 def current_context() -> GpuContext | None:

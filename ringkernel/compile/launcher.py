@@ -21,7 +21,6 @@ import functools
 import struct
 import threading
 import weakref
-from dataclasses import dataclass
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np

@@ -48,6 +48,7 @@ from .runtime import (
     describe_stream,
     launch_error,
     memo_launch,
+    with_stream,
     without_stream,
 )
 from ..launch import (
@@ -440,26 +441,30 @@ class GpuKernel(RuntimeLaunchMixin):
             )
         if resources is _UNKNOWN:
             resources = self._resources_for(args, infos)
-        key = (n, resources, profile)
-        decision = self._decisions.get(key)
-        if decision is None:
+        def make() -> LaunchDecision:
             prof = profile if profile is not None else WorkloadProfile(n)
             block = self.block
             if isinstance(block, tuple):
                 block = block[0] if len(block) == 1 or all(b == 1 for b in block[1:]) else block
+            return self.selector.plan(prof, mode=self.mode, grid_stride=self.grid_stride, resources=resources, block=block)
+
+        return self._decision((n, resources, profile), make, resources, stream)
+
+    def _decision(
+        self, key: Any, make: Callable[[], LaunchDecision], resources: KernelResources | None, stream: Any
+    ) -> LaunchDecision:
+        """The cached decision for ``key``, else ``make()``'s, checked against the device's limits."""
+        decision = self._decisions.get(key)
+        if decision is None:
             try:
-                decision = self.selector.plan(
-                    prof, mode=self.mode, grid_stride=self.grid_stride, resources=resources, block=block
-                )
+                decision = make()
             except ConfigurationError as exc:
                 raise LaunchConfigError(exc.message, kernel_name=self.name, hint=exc.hint, details=exc.details) from exc
             self._check_config(decision.config, resources)
             if len(self._decisions) >= DECISION_CACHE_LIMIT:
                 self._decisions.clear()
             self._decisions[key] = decision
-        if stream is not None:
-            decision = _with_stream(decision, stream)
-        return decision
+        return decision if stream is None else with_stream(decision, stream)
 
     # -- dimensionality and N-D planning ------------------------------------------------
     @property
@@ -573,30 +578,16 @@ class GpuKernel(RuntimeLaunchMixin):
             )
         if resources is _UNKNOWN:
             resources = self._resources_for(args, infos)
-        key = ("nd", ext, cdim, resources)
-        decision = self._decisions.get(key)
-        if decision is None:
+        def make() -> LaunchDecision:
             block = self.block
-            threads = None
-            if isinstance(block, int):
-                threads, block = block, None
-            try:
-                if threads is not None:
-                    b3 = self.selector.recommended_block_shape(ext, contiguous_dim=cdim, resources=resources, threads=threads)
-                    block = b3
-                decision = self.selector.plan_nd(
-                    ext, contiguous_dim=cdim, grid_stride=self.grid_stride, resources=resources, block=block,
-                    notes=(note,),
-                )  # fmt: skip
-            except ConfigurationError as exc:
-                raise LaunchConfigError(exc.message, kernel_name=self.name, hint=exc.hint, details=exc.details) from exc
-            self._check_config(decision.config, resources)
-            if len(self._decisions) >= DECISION_CACHE_LIMIT:
-                self._decisions.clear()
-            self._decisions[key] = decision
-        if stream is not None:
-            decision = _with_stream(decision, stream)
-        return decision
+            if isinstance(block, int):  # a thread count: the shape is still chosen
+                block = self.selector.recommended_block_shape(ext, contiguous_dim=cdim, resources=resources, threads=block)
+            return self.selector.plan_nd(
+                ext, contiguous_dim=cdim, grid_stride=self.grid_stride, resources=resources, block=block,
+                notes=(note,),
+            )  # fmt: skip
+
+        return self._decision(("nd", ext, cdim, resources), make, resources, stream)
 
     def _check_config(self, config: LaunchConfig, resources: KernelResources | None) -> None:
         problems = config.violations(self.arch, resources)
@@ -850,9 +841,3 @@ def _is_block(block: Any) -> bool:
         return 1 <= len(block) <= 3 and all(pos(b) for b in block)
     return pos(block)
 
-
-def _with_stream(decision: LaunchDecision, stream: Any) -> LaunchDecision:
-    from dataclasses import replace
-
-    c = decision.config
-    return replace(decision, config=LaunchConfig(c.grid, c.block, c.shared_mem, stream))

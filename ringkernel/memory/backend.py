@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import driver
 from .._layout import c_strides
-from ..errors import DeviceError, DriverError, ErrorContext, InsufficientMemory, MemorySnapshot, InvalidFree
+from ..errors import DriverError, ErrorContext, InsufficientMemory, InvalidFree, MemorySnapshot
 
 __all__ = ["MemoryBackend", "DriverBackend", "SimulatorBackend", "default_backend"]
 

@@ -25,19 +25,6 @@ from tests.test_nd_launch import (  # noqa: E402
 )
 
 
-@pytest.fixture
-def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    from ringkernel import config
-    from ringkernel.compile import compiler
-
-    d = tmp_path / "kcache"
-    monkeypatch.setenv("RINGKERNEL_CACHE_DIR", str(d))
-    config.reset()
-    compiler.reset()
-    yield d
-    compiler.reset()
-
-
 def test_nd_kernels_on_odd_shapes(cache_dir: Path, rng: np.random.Generator) -> None:
     from numba import cuda
 

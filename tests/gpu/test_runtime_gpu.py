@@ -14,19 +14,6 @@ pytestmark = pytest.mark.gpu
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    from ringkernel import config
-    from ringkernel.compile import compiler
-
-    d = tmp_path / "kcache"
-    monkeypatch.setenv("RINGKERNEL_CACHE_DIR", str(d))
-    config.reset()
-    compiler.reset()
-    yield d
-    compiler.reset()
-
-
 def _dev(x: np.ndarray):  # type: ignore[no-untyped-def]
     from numba import cuda
 

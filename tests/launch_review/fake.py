@@ -1,7 +1,8 @@
+"""The fake driver and argument stand-ins of the launch-path review tests."""
 import ctypes, struct
 import numpy as np
 import pytest
-from ringkernel import GpuArchitecture, gpu_kernel
+
 from ringkernel.compile import compiler as C
 from ringkernel import driver as D
 from ringkernel.compile import launcher as L

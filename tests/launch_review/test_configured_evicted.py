@@ -1,7 +1,5 @@
 """A ConfiguredLaunch dropped from kernel._configured (256-entry clear, or an unhashable stream)
 keeps its memo: add_launch_hook and kernel.close() no longer reach it."""
-import gc
-import pytest
 from ringkernel import GpuArchitecture, gpu_kernel, add_launch_hook, remove_launch_hook
 from ringkernel.kernel.intrinsics import global_thread_id, grid_stride
 from .fake import FakeDeviceArray

@@ -1,7 +1,6 @@
 """launcher._DEPENDENTS grows without bound for a long-lived array used with short-lived ones
 once memo.clear() (256 entries) has dropped entries without unregistering them; it also holds
 every (memo, key) registered for that array, even entries long gone."""
-import gc
 from ringkernel import GpuArchitecture, gpu_kernel
 from ringkernel.compile import launcher as L
 from ringkernel.kernel.intrinsics import global_thread_id, grid_stride

@@ -1,7 +1,6 @@
 """GpuKernel.__call__ / ConfiguredLaunch.__call__ memoise with self._last, a per-kernel field that
 another thread's launch can overwrite between _try_fast and _memoize."""
 import sys, threading
-import pytest
 from ringkernel import GpuArchitecture, gpu_kernel
 from ringkernel.kernel.intrinsics import global_thread_id
 from .fake import FakeDeviceArray

@@ -3,7 +3,6 @@ import pytest
 from ringkernel import GpuArchitecture, gpu_kernel, KernelArgumentError
 from ringkernel.kernel.intrinsics import global_thread_id, grid_stride
 from .fake import FakeDeviceArray, q, i32, f32
-import struct
 
 
 def _k(sig):

@@ -1,6 +1,5 @@
 """A failed pack in KernelLauncher.launch leaves the thread buffer half-overwritten while
 st.last still names the scalar-memo entry's infos: the next scalar-memo launch skips packing."""
-import numpy as np
 import pytest
 from ringkernel import GpuArchitecture, gpu_kernel, KernelArgumentError
 from ringkernel.kernel.intrinsics import global_thread_id, grid_stride
