@@ -7,7 +7,8 @@ NumPy scalars) and numba's dispatcher where they apply, in one process:
   rotating_8      eight array sets in rotation
   scalar_changes  saxpy with ``alpha`` a new NumPy float32 every call
   cupy_arrays     CuPy arrays passed to the kernel
-  new_arrays      a new array set every call (allocated beforehand: allocation excluded)
+  new_arrays      a new array set every call, never launched before (allocated before the
+                  timed round: allocation excluded; CuPy: new CuPy arrays)
   torch_tensors   PyTorch CUDA tensors passed to the kernel
 
 Each timed call is one launch on host clocks; the queue is drained (untimed) every 256 calls
@@ -101,7 +102,13 @@ def main() -> int:
 
     a, b, c = dev(), dev(), cuda.device_array(N, np.float32)
     sets = [(dev(), dev(), cuda.device_array(N, np.float32)) for _ in range(8)]
-    fresh = [(dev(), dev(), cuda.device_array(N, np.float32)) for _ in range(min(launches, 4096))]
+    # new_arrays: every call gets arrays no launch has seen, made before the timed round
+    # (allocation excluded) and dropped after it: one set per launch, nothing reused
+    fresh: list[Any] = []
+
+    def new_numba_sets() -> None:
+        fresh[:] = [tuple(cuda.device_array(N, np.float32) for _ in range(3)) for _ in range(launches + 300)]
+
     alphas = [np.float32(v) for v in rng.standard_normal(launches)]
     patterns: dict[str, dict[str, Callable[[int], None]]] = {
         "same_numba": {
@@ -117,24 +124,32 @@ def main() -> int:
             "numba": lambda i: nb_saxpy[GRID, BLOCK](alphas[i], a, b, c),
         },
         "new_arrays": {
-            "ringkernel": lambda i: rk_vadd(*fresh[i % len(fresh)]),
-            "numba": lambda i: nb_vadd[GRID, BLOCK](*fresh[i % len(fresh)]),
+            "ringkernel": lambda i: rk_vadd(*fresh[i]),
+            "numba": lambda i: nb_vadd[GRID, BLOCK](*fresh[i]),
         },
     }
+    prepare: dict[tuple[str, str], Callable[[], None]] = {
+        ("new_arrays", "ringkernel"): new_numba_sets, ("new_arrays", "numba"): new_numba_sets,
+    }  # fmt: skip
     versions_extra: dict[str, str] = {}
     try:
         import cupy
 
         ca, cb, cc = cupy.asarray(a), cupy.asarray(b), cupy.empty(N, dtype=cupy.float32)
         csets = [tuple(cupy.asarray(x) for x in s) for s in sets]
-        cfresh = [tuple(cupy.asarray(x) for x in s) for s in fresh]
+        cfresh: list[Any] = []
+
+        def new_cupy_sets() -> None:
+            cfresh[:] = [tuple(cupy.empty(N, dtype=cupy.float32) for _ in range(3)) for _ in range(launches + 300)]
+
+        prepare[("new_arrays", "cupy")] = new_cupy_sets
         mod = cupy.RawModule(code=CUPY_SRC)
         kv, ks = mod.get_function("vadd"), mod.get_function("saxpy")
         n64 = np.int64(N)
         patterns["same_numba"]["cupy"] = lambda i: kv((GRID,), (BLOCK,), (ca, cb, cc, n64))
         patterns["rotating_8"]["cupy"] = lambda i: kv((GRID,), (BLOCK,), (*csets[i & 7], n64))
         patterns["scalar_changes"]["cupy"] = lambda i: ks((GRID,), (BLOCK,), (alphas[i], ca, cb, cc, n64))
-        patterns["new_arrays"]["cupy"] = lambda i: kv((GRID,), (BLOCK,), (*cfresh[i % len(cfresh)], n64))
+        patterns["new_arrays"]["cupy"] = lambda i: kv((GRID,), (BLOCK,), (*cfresh[i], n64))
         patterns["cupy_arrays"] = {
             "ringkernel": lambda i: rk_vadd(ca, cb, cc),
             "cupy": lambda i: kv((GRID,), (BLOCK,), (ca, cb, cc, n64)),
@@ -157,8 +172,10 @@ def main() -> int:
     except Exception as exc:  # noqa: BLE001
         print(f"torch unavailable: {exc}", file=sys.stderr)
 
-    for paths in patterns.values():  # warm every path (compiles, caches)
-        for fn in paths.values():
+    for pattern, paths in patterns.items():  # warm every path (compiles, caches)
+        for name, fn in paths.items():
+            if (pattern, name) in prepare:
+                prepare[pattern, name]()
             for i in range(300):
                 fn(i)
     cuda.synchronize()
@@ -171,6 +188,8 @@ def main() -> int:
         for r in range(args.rounds):
             for name in names[r % len(names):] + names[: r % len(names)]:
                 fn = paths[name]
+                if (pattern, name) in prepare:
+                    prepare[pattern, name]()  # untimed
                 samples = np.empty(launches, dtype=np.int64)
                 for i in range(launches):
                     if i % 256 == 0:
@@ -179,11 +198,14 @@ def main() -> int:
                     fn(i)
                     samples[i] = clock() - t
                 cuda.synchronize()
+                fresh.clear()
+                if "cupy" in versions_extra:
+                    cfresh.clear()
                 per_round[pattern][name].append(float(np.median(samples)) / 1e3)
         out[pattern] = {k: float(np.median(v)) for k, v in per_round[pattern].items()}
         print(pattern, {k: round(v, 2) for k, v in out[pattern].items()}, flush=True)
     if args.profile:
-        write_profiles(args.profile, patterns, launches)
+        write_profiles(args.profile, patterns, launches, prepare)
     # every ringkernel path computes the right thing (checked after timing, on fresh outputs):
     # bit for bit what numba's dispatcher computes from the same Python (the same compiled code),
     # and NumPy's answer within float32 rounding (the GPU contracts alpha*x+y into one FMA)
@@ -227,7 +249,10 @@ def main() -> int:
     return 0
 
 
-def write_profiles(path: Path, patterns: dict[str, dict[str, Callable[[int], None]]], launches: int) -> None:
+def write_profiles(
+    path: Path, patterns: dict[str, dict[str, Callable[[int], None]]], launches: int,
+    prepare: dict[tuple[str, str], Callable[[], None]],
+) -> None:  # fmt: skip
     """cProfile of ringkernel's path per pattern (where the host time goes), top 30 by own time."""
     import cProfile
     import io
@@ -236,6 +261,8 @@ def write_profiles(path: Path, patterns: dict[str, dict[str, Callable[[int], Non
     out = io.StringIO()
     for pattern, paths in patterns.items():
         fn = paths["ringkernel"]
+        if (pattern, "ringkernel") in prepare:
+            prepare[pattern, "ringkernel"]()
         prof = cProfile.Profile()
         prof.enable()
         for i in range(launches):

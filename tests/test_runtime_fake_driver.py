@@ -10,6 +10,7 @@ is the real code; the GPU tests check the same paths on hardware.
 from __future__ import annotations
 
 import ctypes
+from typing import Any
 import gc
 import struct
 
@@ -309,3 +310,122 @@ def test_arrays_read_every_call_are_never_memoised(runtime, monkeypatch: pytest.
     a.ptr, a.n = 0x9000, 700  # moved and resized in place
     k(a, a, a)
     assert calls[-1]["data"] == [0x9000] * 3 and k.last_config is not None and k.last_config.elements == 700
+
+
+class _Guarded:
+    """Like a CuPy array: the same object may get a new pointer, shape or dtype in place."""
+
+    def __init__(self, ptr: int, n: int, dtype: str = "float32") -> None:
+        self.ptr, self.shape, self.dtype = ptr, (n,), np.dtype(dtype)
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        return (self.dtype.itemsize,)
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        return {"shape": self.shape, "typestr": self.dtype.str, "data": (self.ptr, False), "version": 3}
+
+
+@pytest.fixture
+def guarded(runtime, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """``_Guarded`` registered as CuPy's type is: an attribute reader, a guard, a stream check."""
+    stream = {"current": 0}
+    monkeypatch.setattr(L, "_HANDLERS", {})
+    monkeypatch.setitem(L._READERS, _Guarded,
+                        lambda a: (a.ptr, a.shape, a.strides, a.dtype, stream["current"] or None))  # fmt: skip
+
+    def make_guard(a):  # type: ignore[no-untyped-def]
+        sh, st, dt = a.shape, a.strides, a.dtype
+
+        def guard(x):  # type: ignore[no-untyped-def]
+            if type(x) is not _Guarded or x.shape != sh or x.strides != st or x.dtype != dt:
+                return None
+            return x.ptr
+
+        return guard, lambda: stream["current"] == 0
+
+    monkeypatch.setitem(L._GUARDS, _Guarded, make_guard)
+    return runtime, stream
+
+
+def test_read_every_call_arrays_launch_from_a_guarded_memo(guarded, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """CuPy/PyTorch-like arrays get a memo entry whose guard re-reads pointer, shape, strides
+    and dtype each call: a pointer moved in place is launched with; a shape, dtype or type
+    changed in place, another thread or a producer stream to wait for leave the entry alone
+    and the checked path launches right."""
+    (calls, _, _), stream = guarded
+    synced: list[int] = []
+    monkeypatch.setattr(L, "_sync_fn", lambda s: synced.append(s.value) or 0)
+    k = _kernel()
+    a, b, c = _Guarded(0x1000, 500), _Guarded(0x2000, 500), _Guarded(0x3000, 500)
+    for _ in range(3):
+        k(a, b, c)
+    assert len(k._smemo) == 1 and calls[-1]["data"] == [0x1000, 0x2000, 0x3000]
+    a.ptr = 0x9000  # moved in place (PyTorch's set_): the guard writes the new pointer
+    k(a, b, c)
+    assert calls[-1]["data"] == [0x9000, 0x2000, 0x3000] and len(k._smemo) == 1
+    a.shape = b.shape = c.shape = (700,)  # reshaped in place: another launch size
+    k(a, b, c)
+    assert calls[-1]["data"] == [0x9000, 0x2000, 0x3000]
+    assert k.last_config is not None and k.last_config.elements == 700
+    assert calls[-1]["grid"][0] * calls[-1]["block"][0] >= 700 or k.last_config.elements == 700
+    a.dtype = np.dtype("float64")  # another dtype in place: refused by the checked path, not launched
+    n = len(calls)
+    with pytest.raises(Exception, match="float64|dtype|type"):
+        k(a, b, c)
+    assert len(calls) == n
+    a.dtype = np.dtype("float32")
+    k(a, b, c)
+    k(a, b, c)
+    assert calls[-1]["data"] == [0x9000, 0x2000, 0x3000]
+    stream["current"] = 0x77  # the library's current stream is not the default one
+    k(a, b, c)
+    assert synced and synced[-1] == 0x77  # the producer's stream was waited for (checked path)
+    stream["current"] = 0
+    import threading
+
+    out: list[Any] = []
+    t = threading.Thread(target=lambda: (k(a, b, c), out.append(calls[-1]["data"])))
+    t.start()
+    t.join()
+    assert out == [[0x9000, 0x2000, 0x3000]]  # another thread: the fast path with its own buffer
+
+
+def test_guarded_memo_writes_scalars_and_pointers_together(guarded, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    seen: list[tuple[float, list[int]]] = []
+
+    def launch(f, gx, gy, gz, bx, by, bz, shm, stream, params, extra):  # type: ignore[no-untyped-def]
+        ptrs = ctypes.cast(params, ctypes.POINTER(ctypes.c_void_p))
+        alpha = struct.unpack("<f", ctypes.string_at(ptrs[0], 4))[0]
+        data = [struct.unpack("<q", ctypes.string_at(ptrs[1 + k * 7 + 4], 8))[0] for k in range(3)]
+        seen.append((alpha, data))
+        return 0
+
+    cb = PROTO(launch)
+    monkeypatch.setattr(L, "_launch_fn", cb)
+
+    def saxpy(alpha, x, y, out):  # type: ignore[no-untyped-def]
+        for i in range(global_thread_id(), out.size, grid_stride()):
+            out[i] = alpha * x[i] + y[i]
+
+    k = gpu_kernel(grid_stride=True, arch=GpuArchitecture.preset("H200"),
+                   signatures=["void(float32, float32[::1], float32[::1], float32[::1])"])(saxpy)  # fmt: skip
+    k._runtime = True
+    x, out = _Guarded(0x1000, 64), _Guarded(0x3000, 64)
+    y = FakeDeviceArray(64)  # a numba-like array among them: cached by identity
+    rng = np.random.default_rng(7)
+    alphas = [np.float32(v) for v in rng.standard_normal(20)]
+    for i, al in enumerate(alphas):
+        if i == 10:
+            x.ptr = 0x5000
+        k(al, x, y, out)
+    assert len(k._smemo) == 1
+    assert [s[0] for s in seen] == [float(a) for a in alphas]
+    assert [s[1][0] for s in seen] == [0x1000] * 10 + [0x5000] * 10
+    assert all(s[1][1:] == [y.ptr, 0x3000] for s in seen)
+    del y
+    gc.collect()
+    assert not k._smemo  # the entry died with the numba-like array it holds by identity
+    go_guard = L._GUARDS[_Guarded](x)[0]
+    assert go_guard(FakeDeviceArray(64)) is None  # another type at a reused id: never this entry's

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+from functools import partial
 import struct
 import threading
 import weakref
@@ -28,7 +29,8 @@ import numpy as np
 from .. import driver
 from .._layout import c_strides as _strides_c
 
-__all__ = ["ArgInfo", "describe_arg", "KernelLauncher", "register_memo", "clear_memo", "read_every_call"]
+__all__ = ["ArgInfo", "describe_arg", "first_launch", "KernelLauncher", "register_memo", "clear_memo", "read_every_call",
+           "guard_for", "register_immutable_array_type"]
 
 _PARAM = 8  # bytes per parameter slot (complex numbers take two slots)
 
@@ -51,10 +53,32 @@ _CACHE: dict[int, ArgInfo] = {}
 _DEPENDENTS: dict[int, dict[tuple[int, tuple], tuple[dict, tuple[int, ...]]]] = {}
 
 
+# Ids of the arrays that took part in a launch (see first_launch); an identity-cached array's
+# id leaves with the array.
+_SEEN: set[int] = set()
+_SEEN_LIMIT = 1 << 16
+_SCALAR_TYPES = (bool, int, float, complex, np.generic)
+
+
+def first_launch(args: Sequence[Any]) -> bool:
+    """True (and remember them) when some array among ``args`` was never launched before."""
+    new = False
+    for a in args:
+        if not isinstance(a, _SCALAR_TYPES):
+            k = id(a)
+            if k not in _SEEN:
+                if not new and len(_SEEN) >= _SEEN_LIMIT:
+                    _SEEN.clear()  # ids of read-every-call arrays never leave: bound them
+                _SEEN.add(k)
+                new = True
+    return new
+
+
 def _array_died(k: int, _ref: Any = None) -> None:
     """Forget array ``k`` and the memo entries that use it (also a weakref callback); the
     other arrays of those entries forget them too, so nothing accumulates."""
     _CACHE.pop(k, None)
+    _SEEN.discard(k)
     for (mid, key), (memo, others) in _DEPENDENTS.pop(k, {}).items():
         memo.pop(key, None)
         for o in others:
@@ -106,44 +130,126 @@ def _layout(shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int) -> 
 
 
 def describe_arg(obj: Any) -> ArgInfo | None:
-    """An argument's launch contribution; ``None`` if the fast path cannot take it (host arrays, ...)."""
+    """An argument's launch contribution; ``None`` if the fast path cannot take it (host arrays, ...).
+
+    Dispatched on the argument's exact type through ``_HANDLERS`` (one dict lookup): scalars,
+    NumPy arrays (refused), arrays with an attribute reader, other ``__cuda_array_interface__``
+    objects. Arrays whose pointer and shape cannot change (numba's, ringkernel's
+    ``DeviceArray``) are cached by identity; the others are read on every call.
+    """
     hit = _CACHE.get(id(obj))
     if hit is not None and hit.ref() is obj:
         return hit
-    if isinstance(obj, (bool, np.bool_)):
-        return ArgInfo(("scalar", "bool"), 0, (bool(obj),), False)
-    if isinstance(obj, int):
-        return ArgInfo(("scalar", "int"), 0, (obj,), False)
-    if isinstance(obj, float):
-        return ArgInfo(("scalar", "float"), 0, (obj,), False)
-    if isinstance(obj, complex):
-        return ArgInfo(("scalar", "complex"), 0, (obj,), False)
-    if isinstance(obj, np.generic):
-        return ArgInfo(("scalar", obj.dtype.str), 0, (obj,), False)
-    if isinstance(obj, np.ndarray):
-        return None
     tp = type(obj)
+    handler = _HANDLERS.get(tp)
+    if handler is None:
+        handler = _handler_for(tp)
+    return handler(obj)
+
+
+# -- per-type handlers -----------------------------------------------------------------------
+_HANDLERS: dict[type, Any] = {}
+_LAYOUTS: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+_LAYOUT_LIMIT = 4096
+
+
+def _refuse(obj: Any) -> None:
+    return None
+
+
+def _scalar_handler(kind: str | None) -> Any:
+    if kind == "bool":
+        return lambda v: ArgInfo(("scalar", "bool"), 0, (bool(v),), False)
+    if kind is None:  # the value's dtype names the type
+        return lambda v: ArgInfo(("scalar", v.dtype.str), 0, (v,), False)
+    key = ("scalar", kind)  # "int", "float", "complex" or a NumPy dtype string
+    return lambda v: ArgInfo(key, 0, (v,), False)
+
+
+def _handler_for(tp: type) -> Any:
+    """The handler for arguments of exact type ``tp`` (remembered in ``_HANDLERS``)."""
+    if issubclass(tp, (bool, np.bool_)):
+        h = _scalar_handler("bool")
+    elif issubclass(tp, int):
+        h = _scalar_handler("int")
+    elif issubclass(tp, float):
+        h = _scalar_handler("float")
+    elif issubclass(tp, complex):
+        h = _scalar_handler("complex")
+    elif issubclass(tp, np.number):
+        h = _scalar_handler(np.dtype(tp).str)  # one dtype per numeric scalar type
+    elif issubclass(tp, np.generic):
+        h = _scalar_handler(None)  # datetime64 and others: the dtype depends on the value
+    elif issubclass(tp, np.ndarray) or not hasattr(tp, "__cuda_array_interface__"):
+        h = _refuse
+    else:
+        h = _array_handler(tp)
+    if len(_HANDLERS) > 1024:  # types made on the fly: never grow without bound
+        _HANDLERS.clear()
+    _HANDLERS[tp] = h
+    return h
+
+
+def _array_handler(tp: type) -> Any:
     reader = _READERS.get(tp, _UNSET)
     if reader is _UNSET:
         reader = _READERS[tp] = _make_reader(tp)
-    if reader is not None:
+    immutable = issubclass(tp, _immutable_array_types())
+    if reader is None:
+        return _cached_cai if immutable else _read_cai
+    if immutable:
+        plain = _cached_reader(reader)
+        return plain
+
+    def read_every_call(obj: Any) -> ArgInfo | None:
         got = reader(obj)
-        if got is not None:  # read every call: CuPy reshapes in place, PyTorch resizes
-            ptr, shape, strides, dtype, stream = got
-            itemsize = dtype.itemsize
-            size = 1
-            for d in shape:
-                size *= d
-            lkey = (shape, strides, itemsize)
-            layout = _LAYOUTS.get(lkey)
-            if layout is None:
-                if len(_LAYOUTS) > 4096:
-                    _LAYOUTS.clear()
-                layout = _LAYOUTS[lkey] = _layout(shape, strides, itemsize)
-            key = ("array", dtype.str, len(shape), layout, False)
-            return ArgInfo(key, size, (0, 0, size, itemsize, ptr, *shape, *strides), True, None, stream)
-    if not hasattr(tp, "__cuda_array_interface__"):
-        return None
+        if got is None:
+            return _read_cai(obj)
+        ptr, shape, strides, dtype, stream = got
+        key, size, head, tail = _layout_of(dtype, shape, strides)
+        return ArgInfo(key, size, (*head, ptr, *tail), True, None, stream)
+
+    return read_every_call
+
+
+def _cached_reader(reader: Any) -> Any:
+    def read_cached(obj: Any) -> ArgInfo | None:
+        got = reader(obj)
+        if got is None:
+            return _cached_cai(obj)
+        ptr, shape, strides, dtype, _stream = got
+        key, size, head, tail = _layout_of(dtype, shape, strides)
+        k = id(obj)
+        try:
+            ref = weakref.ref(obj, partial(_array_died, k))
+        except TypeError:  # no weak references: read every call
+            return ArgInfo(key, size, (*head, ptr, *tail), True, None, None)
+        info = _CACHE[k] = ArgInfo(key, size, (*head, ptr, *tail), True, ref, None)
+        return info
+
+    return read_cached
+
+
+def _layout_of(dtype: np.dtype, shape: tuple[int, ...], strides: tuple[int, ...]) -> tuple[Any, ...]:
+    """``(type key, elements, (0, 0, size, itemsize), (*shape, *strides))`` of an array of this
+    dtype, shape and byte strides: computed once per distinct layout."""
+    lk = (dtype, shape, strides)
+    got = _LAYOUTS.get(lk)
+    if got is None:
+        itemsize = dtype.itemsize
+        size = 1
+        for d in shape:
+            size *= d
+        shape, strides = tuple(int(d) for d in shape), tuple(int(s) for s in strides)
+        key = ("array", dtype.str, len(shape), _layout(shape, strides, itemsize), False)
+        got = (key, size, (0, 0, size, itemsize), (*shape, *strides))
+        if len(_LAYOUTS) >= _LAYOUT_LIMIT:
+            _LAYOUTS.clear()
+        _LAYOUTS[lk] = got
+    return got
+
+
+def _cai_info(obj: Any) -> tuple[ArgInfo, Any] | None:
     cai = obj.__cuda_array_interface__
     shape = tuple(int(s) for s in cai["shape"])
     dtype = np.dtype(cai["typestr"])
@@ -158,16 +264,51 @@ def describe_arg(obj: Any) -> ArgInfo | None:
     values = (0, 0, size, itemsize, int(ptr or 0), *shape, *strides)
     key = ("array", dtype.str, len(shape), _layout(shape, strides, itemsize), bool(readonly))
     producer = cai.get("stream") if cai.get("version", 0) >= 3 else None
-    if isinstance(obj, _numba_array_types()):
-        try:
-            k = id(obj)
-            ref = weakref.ref(obj, functools.partial(_array_died, k))
-        except TypeError:
-            return ArgInfo(key, size, values, True, None, producer)
-        info = ArgInfo(key, size, values, True, ref, None)
-        _CACHE[k] = info
-        return info
-    return ArgInfo(key, size, values, True, None, producer if producer not in (None, 1) else None)
+    return ArgInfo(key, size, values, True, None, None), producer
+
+
+def _read_cai(obj: Any) -> ArgInfo | None:
+    """Any ``__cuda_array_interface__`` object, read on every call."""
+    got = _cai_info(obj)
+    if got is None:
+        return None
+    info, producer = got
+    return info._replace(sync_stream=producer if producer not in (None, 1) else None)
+
+
+def _cached_cai(obj: Any) -> ArgInfo | None:
+    """An immutable array type read through its interface, cached by identity."""
+    got = _cai_info(obj)
+    if got is None:
+        return None
+    info, producer = got
+    return _cache(obj, info, producer)
+
+
+def _cache(obj: Any, info: ArgInfo, producer: Any = None) -> ArgInfo:
+    try:
+        k = id(obj)
+        ref = weakref.ref(obj, functools.partial(_array_died, k))
+    except TypeError:  # no weak references: read every call
+        return info._replace(sync_stream=producer if producer not in (None, 1) else None)
+    info = info._replace(ref=ref)
+    _CACHE[k] = info
+    return info
+
+
+_IMMUTABLE_EXTRA: list[type] = []
+
+
+def register_immutable_array_type(tp: type) -> None:
+    """Declare that arrays of ``tp`` never change pointer, shape, strides or dtype: they are
+    then cached by identity (with a weak reference) and launches on them are memoised."""
+    if tp not in _IMMUTABLE_EXTRA:
+        _IMMUTABLE_EXTRA.append(tp)
+    _HANDLERS.clear()
+
+
+def _immutable_array_types() -> tuple[type, ...]:
+    return (*_numba_array_types(), *_IMMUTABLE_EXTRA)
 
 
 # -- cheap readers per array type ------------------------------------------------------------
@@ -177,18 +318,48 @@ def describe_arg(obj: Any) -> ArgInfo | None:
 # or ``None`` to fall back to the interface (a dtype it does not know, a CPU tensor, ...). The
 # producer stream follows the interface's version-3 rule: the library's current stream, with
 # the legacy default stream (0 or 1) meaning "nothing to wait for".
+#
+# A guard (``_GUARDS``) serves the launch memo of read-every-call types: made from one array,
+# it returns the pointer of an array of the same type, dtype, shape and strides, else None;
+# with it a per-type check that the library's current stream is the default one.
 _UNSET: Any = object()
 _READERS: dict[type, Any] = {}
-_LAYOUTS: dict[tuple[Any, ...], str] = {}
+_GUARDS: dict[type, Any] = {}
 
 
 def read_every_call(tp: type) -> bool:
-    """Whether arrays of ``tp`` are read on every launch (CuPy, PyTorch: never memoised)."""
-    return _READERS.get(tp) is not None
+    """Whether arrays of ``tp`` are read on every launch (CuPy, PyTorch: never cached by identity)."""
+    return _READERS.get(tp) is not None and not issubclass(tp, _immutable_array_types())
 
 
-def _make_reader(tp: type) -> Any:
+def guard_for(obj: Any) -> tuple[Any, Any] | None:
+    """``(guard, default_stream_check)`` for a read-every-call array (see ``_GUARDS``), or None."""
+    make = _GUARDS.get(type(obj))
+    return None if make is None else make(obj)
+
+
+def _make_reader(tp: Any) -> Any:
     mod = getattr(tp, "__module__", "") or ""
+    if issubclass(tp, _numba_array_types()):
+        try:
+            from numba.cuda.cudadrv.devicearray import DeviceNDArray
+        except ImportError:  # the simulator's module
+            return None
+        if tp is not DeviceNDArray:
+            return None  # mapped/managed arrays: their interface says where the data is
+
+        def read_numba(a: Any) -> Any:
+            dtype = a.dtype
+            if dtype.hasobject or dtype.fields:
+                return None
+            gd = a.gpu_data
+            try:
+                ptr = int(gd.device_pointer) if gd is not None else 0
+            except (AttributeError, TypeError):
+                return None  # memory of another kind: its interface says where it is
+            return ptr, a.shape, a.strides, dtype, None
+
+        return read_numba
     if mod.startswith("cupy") and tp.__name__ == "ndarray":
         import cupy
 
@@ -201,6 +372,23 @@ def _make_reader(tp: type) -> Any:
             s = current().ptr
             return a.data.ptr, a.shape, a.strides, dtype, (s if s not in (0, 1) else None)
 
+        def cupy_default_stream() -> bool:
+            return current().ptr in (0, 1)
+
+        def guard_cupy(a: Any) -> Any:
+            sh, st, dt = a.shape, a.strides, a.dtype
+
+            def guard(x: Any) -> int | None:
+                if type(x) is not tp or x.shape != sh or x.strides != st:
+                    return None
+                d = x.dtype
+                if d is not dt and d != dt:
+                    return None
+                return x.data.ptr
+
+            return guard, cupy_default_stream
+
+        _GUARDS[tp] = guard_cupy
         return read_cupy
     if mod.startswith("torch") and any(c.__name__ == "Tensor" and c.__module__ == "torch" for c in tp.__mro__):
         import torch  # type: ignore[import-not-found]
@@ -208,17 +396,40 @@ def _make_reader(tp: type) -> Any:
         names = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool",
                  "complex64", "complex128")  # fmt: skip
         dtypes = {getattr(torch, n): np.dtype(n) for n in names if hasattr(torch, n)}
-        current = torch.cuda.current_stream
+        raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)  # what Triton's launcher reads
+        if raw is None:
+
+            def raw(dev: int) -> int:
+                return int(torch.cuda.current_stream(dev).cuda_stream)
 
         def read_torch(t: Any) -> Any:
             dtype = dtypes.get(t.dtype)
-            if dtype is None or not t.is_cuda or t.requires_grad:
+            if dtype is None or t.requires_grad:
                 return None  # the interface gives the proper answer (or the proper error)
+            dev = t.get_device()
+            if dev < 0:
+                return None  # a CPU tensor: the interface refuses it
             it = dtype.itemsize
-            s = current(t.device).cuda_stream
-            return (t.data_ptr(), tuple(t.shape), tuple(x * it for x in t.stride()), dtype,
+            s = raw(dev)
+            return (t.data_ptr(), t.shape, tuple([x * it for x in t.stride()]), dtype,
                     (s if s not in (0, 1) else None))  # fmt: skip
 
+        def guard_torch(t: Any) -> Any:
+            sh, st, dt, dev = t.shape, t.stride(), t.dtype, t.get_device()
+
+            def guard(x: Any) -> int | None:
+                if type(x) is not tp or x.dtype is not dt or x.requires_grad or x.get_device() != dev:
+                    return None
+                if x.shape != sh or x.stride() != st:
+                    return None
+                return x.data_ptr()
+
+            def torch_default_stream() -> bool:
+                return raw(dev) in (0, 1)
+
+            return guard, torch_default_stream
+
+        _GUARDS[tp] = guard_torch
         return read_torch
     return None
 
@@ -267,9 +478,10 @@ class KernelLauncher:
         self.name = name
         self.argtypes = tuple(argtypes)
         fmts, slots, complex_at = [], 0, []
-        scalar_slots = []
+        scalar_slots, offsets = [], []
         for i, t in enumerate(self.argtypes):
             f, n = _format_for(t)
+            offsets.append(_PARAM * slots)
             fmts.append(f)
             if n == 1 and not f.startswith("qqqqQ"):  # a one-slot scalar: packable on its own
                 scalar_slots.append((i, struct.Struct("<" + f).pack_into, _PARAM * slots))
@@ -278,6 +490,8 @@ class KernelLauncher:
                 complex_at.append(i)
         #: ``(argument index, pack_into, byte offset)`` of each one-slot scalar parameter.
         self.scalar_slots = tuple(scalar_slots)
+        #: Byte offset of each argument's first parameter slot (an array's pointer is its fifth).
+        self.arg_offsets = tuple(offsets)
         self._fmt = struct.Struct("<" + "".join(fmts))
         self._slots = slots
         self._complex_at = tuple(complex_at)
@@ -318,32 +532,6 @@ class KernelLauncher:
         args = (self._chandle, *grid, *block, shared_mem, ctypes.c_void_p(stream) if stream else None, ptrs, None)
         return _launch_fn, args, buf
 
-    def launch_scalars(
-        self, infos: list[ArgInfo], slots: Sequence[tuple[int, Any, Any, int]], args: Sequence[Any],
-        grid: tuple[int, int, int], block: tuple[int, int, int], shared_mem: int, stream: Any,
-    ) -> int:  # fmt: skip
-        """Launch ``infos`` (a memo entry's, packed whole once per thread) with the scalars of
-        ``args`` written over their slots: ``slots`` holds ``(argument index, expected type,
-        pack_into, offset)``. Returns the driver's result; ``struct.error`` for a value that
-        does not fit (the caller falls back to the checked path)."""
-        if self.closed:
-            from ..errors import ResourceClosedError
-
-            raise ResourceClosedError("CompiledKernel", operation=f"launch of '{self.name}'")
-        st = self._state()
-        buf = st.buf
-        if st.last is not infos:
-            st.last = None  # as in launch(): never trust a half-written buffer
-            values: list[Any] = []
-            for info in infos:
-                values.extend(info.values)
-            self._fmt.pack_into(buf, 0, *values)
-            st.last = infos
-        for pos, _type, pack_into, offset in slots:
-            pack_into(buf, offset, args[pos])
-        return int(_launch_fn(self._chandle, grid[0], grid[1], grid[2], block[0], block[1], block[2], shared_mem,
-                              stream, st.ptrs, None))  # fmt: skip
-
     def launch(self, infos: Sequence[ArgInfo], grid: tuple[int, int, int], block: tuple[int, int, int], shared_mem: int, stream: int) -> None:
         """Pack ``infos`` and call ``cuLaunchKernel``; raises ``RuntimeError`` with the driver's error.
 
@@ -354,7 +542,10 @@ class KernelLauncher:
             from ..errors import ResourceClosedError
 
             raise ResourceClosedError("CompiledKernel", operation=f"launch of '{self.name}'")
-        st = self._state()
+        try:
+            st = self._local.state
+        except AttributeError:
+            st = self._state()
         if st.last is not infos:
             st.last = None  # a pack that fails half-way must not leave a buffer that claims to be whole
             values: list[Any] = []

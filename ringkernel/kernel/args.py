@@ -46,6 +46,20 @@ class ArrayInfo:
         return min(axes, key=lambda a: (abs(self.strides[a]), -a))  # type: ignore[index]
 
 
+_TRUSTED: dict[type, int] = {}
+
+
+def _attributes_trusted(tp: type) -> int:
+    """2: ``shape``/``dtype``/``size``/byte ``strides`` attributes agree with the type's
+    ``__cuda_array_interface__`` (numba's, CuPy's and ringkernel's arrays); 1: maybe a
+    simulator array (checked per object); 0: read the interface (any other type: its
+    attributes may mean something else, e.g. strides in elements)."""
+    mod = (getattr(tp, "__module__", "") or "").split(".")[0]
+    if mod in ("numba", "cupy", "ringkernel") and hasattr(tp, "__cuda_array_interface__"):
+        return 2
+    return 1 if mod == "numba" else 0
+
+
 def array_info(arg: Any) -> ArrayInfo | None:
     """Shape/dtype of a device array (numba, simulator, CuPy, ``__cuda_array_interface__``), else None.
 
@@ -55,9 +69,12 @@ def array_info(arg: Any) -> ArrayInfo | None:
     """
     if isinstance(arg, (int, float, complex, bool, np.generic, np.ndarray)) or arg is None:
         return None
-    dtype = getattr(arg, "dtype", None)
-    # hasattr on the type: on an instance it would build the interface dict.
-    if isinstance(dtype, np.dtype) and (hasattr(type(arg), "__cuda_array_interface__") or _is_sim_array(arg)):
+    tp = type(arg)
+    trusted = _TRUSTED.get(tp)
+    if trusted is None:
+        trusted = _TRUSTED[tp] = _attributes_trusted(tp)
+    dtype = getattr(arg, "dtype", None) if trusted else None
+    if isinstance(dtype, np.dtype) and (trusted == 2 or _is_sim_array(arg)):
         strides = getattr(arg, "strides", None)
         return ArrayInfo(tuple(arg.shape), dtype, int(arg.size), tuple(strides) if strides is not None else None)
     cai = getattr(arg, "__cuda_array_interface__", None)

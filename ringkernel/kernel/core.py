@@ -142,10 +142,11 @@ class GpuKernel(RuntimeLaunchMixin):
         # Every ConfiguredLaunch made (also those evicted from _configured or never stored
         # there): close() and a new hook must reach their memos.
         self._configured_all: "weakref.WeakSet[ConfiguredLaunch]" = weakref.WeakSet()
-        self._memo_seen: dict[tuple[int, ...], None] = {}  # argument ids seen once (see _memoize)
         # Scalar memo: numba arrays' ids -> entry whose scalars are written per call.
-        self._smemo: dict[tuple[int, ...], tuple[Any, ...]] = {}
+        self._smemo: dict[tuple[int, ...], Any] = {}
         self._smemo_pos: tuple[tuple[int, ...], Any] = ((), None)  # array positions, their itemgetter
+        self._memo_skip = 0  # memoisations still to skip after a memo overflowed
+        self._memo_pause = 0  # the length of the last such pause
         self._closed = False
         _hooks.KERNELS.add(self)
 

@@ -19,6 +19,8 @@ from .. import _current
 from . import hooks as _hooks
 from .args import array_info, describe
 from .. import driver
+from ..compile.launcher import clear_memo, describe_arg, first_launch, guard_for, register_memo
+from ..driver import stream_handle
 from ..errors import DriverError, ErrorContext, KernelArgumentError, KernelLaunchError, MemorySnapshot
 from ..launch import LaunchConfig, LaunchDecision
 
@@ -42,10 +44,11 @@ class RuntimeLaunchMixin:
     _elements_index: int | None
     _nd_launch: bool
     _closed: bool
-    _memo_seen: dict[tuple[int, ...], None]
     _memo: dict[tuple[int, ...], tuple[Any, ...]]
-    _smemo: dict[tuple[int, ...], tuple[Any, ...]]
+    _smemo: dict[tuple[int, ...], Any]
     _smemo_pos: tuple[tuple[int, ...], Any]
+    _memo_skip: int
+    _memo_pause: int
     _check_open: Callable[[], None]
     _last: LaunchDecision | None
     _check_types: Callable[..., tuple[Any, ...] | None]
@@ -67,7 +70,6 @@ class RuntimeLaunchMixin:
     def compiled(self, *args: Any) -> Any:
         """The :class:`~ringkernel.compile.CompiledKernel` for these arguments (compiling or loading it)."""
         self._check_open()
-        from ..compile.launcher import describe_arg
 
         infos = [describe_arg(a) for a in args]
         if any(i is None for i in infos):
@@ -113,28 +115,22 @@ class RuntimeLaunchMixin:
         parameter block of the entry's own, packed once. It never changes, so threads may
         launch from it concurrently.
         """
-        from ..compile.launcher import describe_arg, read_every_call
-        from ..driver import stream_handle
 
         if _hooks.HOOKS or _current.active:
             return  # hooks see every launch; a context's first launch must reach its own compiler
         if decision is not None and stream is None and decision.config.stream is not None:
             decision = without_stream(decision)  # the entry launches on the default stream
-        for a in args:
-            if read_every_call(type(a)):
-                return  # CuPy/PyTorch arrays can change shape in place: never memoised
         key = tuple(map(id, args))
-        # Seen-twice is judged on the non-scalar arguments: a scalar that changes every call
-        # (a new float object each time) must not hide that the arrays repeat.
-        seen_key = tuple(id(a) for a in args if not isinstance(a, _SCALARS))
-        seen = self._memo_seen
-        if seen_key not in seen:
-            # Memoise arguments seen twice: a memo entry costs a parameter block and weakref
-            # bookkeeping that arrays used once (a new array set every call) never pay back.
-            # An id reused by a new object only makes a memo sooner, which is still correct.
-            if len(seen) >= DECISION_CACHE_LIMIT:
-                seen.clear()
-            seen[seen_key] = None
+        # Memoise arrays launched before: a memo entry costs a parameter block and weakref
+        # bookkeeping that arrays used once (a new array set every call) never pay back.
+        # Judged per array (scalars, new objects each call, do not count): ids leave the set
+        # when their array dies (before CPython can reuse them), so a new array at an old
+        # array's address counts as new; an id reused by a read-every-call object (no weak
+        # reference) only makes a memo sooner, which is still correct.
+        if self._memo_skip:
+            self._memo_skip -= 1  # backing off: the memo overflowed with entries never hit
+            return
+        if first_launch(args):
             return
         infos = [describe_arg(a) for a in args]
         if decision is None or any(i is None for i in infos):
@@ -146,10 +142,10 @@ class RuntimeLaunchMixin:
         ck = self._compiled.get(tuple(i.type_key for i in infos))  # type: ignore[union-attr]
         if ck is None:
             return
-        from ..compile.launcher import clear_memo, register_memo
 
         if len(memo) >= DECISION_CACHE_LIMIT:
             clear_memo(memo)
+            self._memo_overflowed()
 
         c = decision.config
         lau = ck.launcher
@@ -160,14 +156,20 @@ class RuntimeLaunchMixin:
             memo.pop(key, None)  # a hook, a context or close() arrived meanwhile (another thread)
 
     def _memoize_scalars(self, args: tuple[Any, ...], infos: list[Any], decision: Any) -> None:
-        """A memo entry for numba arrays plus scalars whose values change per call (a time
-        step, a coefficient): keyed by the arrays' ids; each call checks every scalar's type
-        is the one compiled for and writes its value into the parameter block."""
-        from ..compile.launcher import clear_memo, register_memo
+        """A guarded memo entry (``_smemo``), keyed by the ids of the array arguments, for
+        launches whose arguments are not all the same objects every call: scalars that change
+        (a time step, a coefficient) and arrays read on every call (CuPy, PyTorch).
+
+        The entry owns a parameter block packed once; a call checks each scalar's type is the
+        one compiled for and writes its value, checks each read-every-call array against the
+        type, dtype, shape and strides it was made from (its guard) and writes its pointer,
+        then calls the driver. Writing into the entry's block is only safe on one thread at a
+        time, so an entry serves the thread that made it (others take the checked fast path)
+        and refuses re-entry (a finalizer launching from inside a launch)."""
 
         arrays = tuple(i for i, info in enumerate(infos) if info.is_array)
-        if not arrays or not all(infos[i].ref is not None for i in arrays):
-            return  # other array types (CuPy, PyTorch) are read every call: no memo
+        if not arrays:
+            return
         ck = self._compiled.get(tuple(i.type_key for i in infos))
         if ck is None:
             return
@@ -176,38 +178,56 @@ class RuntimeLaunchMixin:
         scalars = [i for i, info in enumerate(infos) if not info.is_array]
         if any(p not in by_pos for p in scalars):
             return  # complex scalars take two slots: the fast table handles them
-        slots = tuple((p, type(args[p]), by_pos[p][0], by_pos[p][1]) for p in scalars)
+        scalar_slots = tuple((p, type(args[p]), by_pos[p][0], by_pos[p][1]) for p in scalars)
+        guards, stream_checks, cached = [], [], []
+        for p in arrays:
+            if infos[p].ref is not None:
+                cached.append(args[p])  # identity-cached (numba): the entry dies with it
+                continue
+            got = guard_for(args[p])
+            if got is None:
+                return  # an interface-only type: read through the interface every call
+            guard, default_stream = got
+            guards.append((p, guard, lau.arg_offsets[p] + 4 * 8))
+            if default_stream not in stream_checks:
+                stream_checks.append(default_stream)
+        c = decision.config
+        fn, call_args, buf = lau.constant_call(infos, c.grid, c.block, c.shared_mem, 0)
+        go = _guarded_launch(fn, call_args, buf, lau, decision, scalar_slots, tuple(guards), tuple(stream_checks))
         if arrays != self._smemo_pos[0]:
             clear_memo(self._smemo)
             # one assignment: a launch on another thread reads positions and getter together
             self._smemo_pos = (arrays, operator.itemgetter(*arrays))
         if len(self._smemo) >= DECISION_CACHE_LIMIT:
             clear_memo(self._smemo)
+            self._memo_overflowed()
         key = tuple(id(args[i]) for i in arrays)
-        c = decision.config
-        self._smemo[key] = (lau, infos, slots, decision, c.grid, c.block, c.shared_mem)
-        register_memo(self._smemo, key, [args[i] for i in arrays])
+        self._smemo[key] = go
+        register_memo(self._smemo, key, cached)
         if _hooks.HOOKS or _current.active or self._closed or lau.closed:
             self._smemo.pop(key, None)  # as in _memoize: something changed meanwhile
 
+    def _memo_overflowed(self) -> None:
+        """A memo filled up: more array sets rotate through this kernel than it holds, so new
+        entries would be evicted before they are used. Make none for a while, doubling the
+        pause at each overflow (making an entry costs several launches' worth of time)."""
+        self._memo_pause = min(2 * self._memo_pause or DECISION_CACHE_LIMIT, 1 << 16)
+        self._memo_skip = self._memo_pause
+
     def _smemo_launch(self, args: tuple[Any, ...]) -> bool:
-        """Launch from a scalar memo entry (see ``_memoize_scalars``); False: not applicable."""
+        """Launch from a guarded memo entry (see ``_memoize_scalars``); False: not applicable."""
         arrays, get = self._smemo_pos
         got = get(args)
         key = tuple(map(id, got)) if len(arrays) > 1 else (id(got),)
-        m = self._smemo.get(key)
-        if m is None:
+        go = self._smemo.get(key)
+        if go is None:
             return False
-        lau, infos, slots, decision, grid, block, shm = m
-        for pos, tp, _pack, _off in slots:
-            if type(args[pos]) is not tp:
-                return False  # another scalar type: another compiled signature
         try:
-            rc = lau.launch_scalars(infos, slots, args, grid, block, shm, None)
+            decision = go(args)
         except (struct_error, OverflowError):
             return False  # a value that does not fit: the checked path says so
-        if rc:
-            return False  # the checked path launches again and raises the driver's error
+        if decision is None:
+            return False
         self._last = decision
         return True
 
@@ -215,10 +235,10 @@ class RuntimeLaunchMixin:
         """Key of an automatic launch's decision: the element count of a 1-D kernel; every
         array's shape and strides for a 2-D/3-D one (equal sizes can have other shapes)."""
         if self._nd_launch:
-            return (tkey, tuple(i.values[5:] for i in infos if i.is_array))
+            return (tkey, tuple([i.values[5:] for i in infos if i.is_array]))
         if self._elements_index is not None:
             return (tkey, infos[self._elements_index].size)
-        return (tkey, max(i.size for i in infos))
+        return (tkey, max([i.size for i in infos]))
 
     @staticmethod
     def _remember(table: dict[Any, LaunchDecision], key: Any, decision: LaunchDecision) -> None:
@@ -227,7 +247,6 @@ class RuntimeLaunchMixin:
         table[key] = decision
 
     def _run_compiled(self, ck: Any, fast_infos: list[Any], config: LaunchConfig) -> None:
-        from ..driver import stream_handle
 
         try:
             try:
@@ -249,44 +268,81 @@ class RuntimeLaunchMixin:
 
     def _try_fast(self, args: tuple[Any, ...], table: dict[Any, LaunchDecision], extra: Any, stream: Any) -> bool:
         """Repeat a launch the checked path has seen before, with nothing but packing and the driver call."""
-        from ..compile.launcher import describe_arg
-        from ..driver import stream_handle
 
-        infos = []
-        for a in args:
-            info = describe_arg(a)
-            if info is None:
-                return False
-            infos.append(info)
-        tkey = tuple(i.type_key for i in infos)
+        infos: list[Any] = [describe_arg(a) for a in args]
+        if None in infos:
+            return False
+        tkey = tuple([i.type_key for i in infos])
         if extra is None:  # automatic: the element count (1-D) or the shapes (N-D) pick the decision
             if self._same_size:
                 first = infos[self._same_size[0]].size
-                if any(infos[j].size != first for j in self._same_size):
-                    return False  # the checked path raises the proper error
+                for j in self._same_size:
+                    if infos[j].size != first:
+                        return False  # the checked path raises the proper error
             decision = table.get(self._auto_key(tkey, infos))
         else:
             decision = table.get((tkey, *extra))
             if decision is not None:
-                n = max(i.size for i in infos)
+                n = max([i.size for i in infos])
                 if n != decision.elements:  # the table is keyed by types: report this launch's size
                     from dataclasses import replace
 
                     decision = replace(decision, elements=n)
         if decision is None:
             return False
-        ck = self._compiled_table()[0].get(tkey)
+        ck = (self._compiled_table()[0] if _current.active else self._compiled).get(tkey)
         if ck is None:
             return False  # first launch of this signature in this context: the checked path compiles
         c = decision.config
         try:
-            ck.launcher.launch(infos, c.grid, c.block, c.shared_mem, stream_handle(stream))
+            ck.launcher.launch(infos, c.grid, c.block, c.shared_mem, stream_handle(stream) if stream is not None else 0)
         except Exception:
             return False  # let the checked path launch again and raise a proper error
         self._last = decision if stream is None else with_stream(decision, stream)
         if _hooks.HOOKS:
             _hooks.notify(self.name, decision, stream, "auto" if extra is None else "explicit")
         return True
+
+
+def _guarded_launch(
+    fn: Any, call_args: tuple[Any, ...], buf: Any, launcher: Any, decision: Any,
+    scalar_slots: tuple[Any, ...], guards: tuple[Any, ...], stream_checks: tuple[Any, ...],
+) -> Callable[[tuple[Any, ...]], Any]:  # fmt: skip
+    """The call of a guarded memo entry: ``go(args)`` launches and returns the decision, or
+    returns None without launching when a check fails (the caller takes the checked path)."""
+    import threading
+    from struct import Struct
+
+    owner = threading.get_ident()
+    get_ident = threading.get_ident
+    pack_ptr = Struct("<Q").pack_into
+    busy = [False]
+
+    def go(args: tuple[Any, ...]) -> Any:
+        if busy[0] or get_ident() != owner or launcher.closed:
+            return None
+        busy[0] = True
+        try:
+            for pos, tp, pack_into, offset in scalar_slots:
+                v = args[pos]
+                if type(v) is not tp:
+                    return None  # another scalar type: another compiled signature
+                pack_into(buf, offset, v)
+            for pos, guard, offset in guards:
+                ptr = guard(args[pos])
+                if ptr is None:
+                    return None  # another dtype, shape or strides than this entry's
+                pack_ptr(buf, offset, ptr)
+            for default_stream in stream_checks:
+                if not default_stream():
+                    return None  # the producer's stream must be waited for: the checked path does
+            if fn(*call_args):
+                return None  # the checked path launches again and raises the driver's error
+            return decision
+        finally:
+            busy[0] = False
+
+    return go
 
 
 def with_stream(decision: LaunchDecision, stream: Any) -> LaunchDecision:
@@ -379,7 +435,6 @@ def memo_launch(kernel: Any, m: tuple[Any, ...], stream: Any) -> bool:
     """
     global _stream_handle
     if _stream_handle is None:
-        from ..driver import stream_handle
 
         _stream_handle = stream_handle
     decision, launcher, infos, c = m[2], m[3], m[4], m[5]
