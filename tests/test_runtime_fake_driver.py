@@ -161,7 +161,8 @@ def test_driver_error_is_translated(runtime, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(L, "_launch_fn", failing)
     monkeypatch.setattr(D, "error_name", lambda rc: f"CUresult {rc}")
     monkeypatch.setattr(D, "_error_string", lambda rc: "")
-    k._memo.clear()  # memo entries captured the old function pointer
+    k._memo.clear()  # memo and layout entries captured the old function pointer
+    k._layouts = []
     with pytest.raises(KernelLaunchError, match="CUresult 1"):
         k(a, a, a)
 
@@ -269,22 +270,24 @@ def test_scalar_memo_writes_each_calls_scalar(runtime, monkeypatch: pytest.Monke
     alphas = [np.float32(v) for v in (0.5, 1.5, -2.0, 3.25, 7.0)]
     for a in alphas:
         k(a, x, y, out)
-    assert k._smemo, "the arrays repeated: a scalar memo entry exists"
+    assert k._layouts, "a layout entry exists"
     assert [s[0] for s in seen] == [float(a) for a in alphas]
     assert all(s[1] == [x.ptr, y.ptr, out.ptr] for s in seen)
-    n_entries = len(k._smemo)
     k(2.5, x, y, out)  # a Python float: another type, so not the np.float32 entry
-    assert seen[-1][0] == 2.5 and len(k._smemo) == n_entries
+    assert seen[-1][0] == 2.5
     y2 = FakeDeviceArray(100)
-    k(np.float32(9.0), x, y2, out)  # other arrays: not this entry
+    k(np.float32(9.0), x, y2, out)  # another array of the same layout: its pointer is written
     assert seen[-1] == (9.0, [x.ptr, y2.ptr, out.ptr])
-    k(np.float32(4.0), x, y2, out)  # seen twice: now an entry of its own
-    assert len(k._smemo) == n_entries + 1
+    k(np.float32(4.0), x, y, out)  # and back: the pointer the block holds is y's again
+    assert seen[-1] == (4.0, [x.ptr, y.ptr, out.ptr])
     del y2
-    import gc
-
     gc.collect()
-    assert len(k._smemo) == n_entries  # its entry died with the array
+    y3 = FakeDeviceArray(100)  # may take y2's id: its own pointer is launched
+    k(np.float32(5.0), x, y3, out)
+    assert seen[-1] == (5.0, [x.ptr, y3.ptr, out.ptr])
+    z = FakeDeviceArray(64)  # another shape: another launch size, not this entry
+    k(np.float32(1.0), z, z, z)
+    assert seen[-1] == (1.0, [z.ptr] * 3) and k.last_config is not None and k.last_config.elements == 64
 
 
 def test_arrays_read_every_call_are_never_memoised(runtime, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
@@ -361,10 +364,10 @@ def test_read_every_call_arrays_launch_from_a_guarded_memo(guarded, monkeypatch:
     a, b, c = _Guarded(0x1000, 500), _Guarded(0x2000, 500), _Guarded(0x3000, 500)
     for _ in range(3):
         k(a, b, c)
-    assert len(k._smemo) == 1 and calls[-1]["data"] == [0x1000, 0x2000, 0x3000]
+    assert len(k._layouts) == 1 and calls[-1]["data"] == [0x1000, 0x2000, 0x3000]
     a.ptr = 0x9000  # moved in place (PyTorch's set_): the guard writes the new pointer
     k(a, b, c)
-    assert calls[-1]["data"] == [0x9000, 0x2000, 0x3000] and len(k._smemo) == 1
+    assert calls[-1]["data"] == [0x9000, 0x2000, 0x3000] and len(k._layouts) == 1
     a.shape = b.shape = c.shape = (700,)  # reshaped in place: another launch size
     k(a, b, c)
     assert calls[-1]["data"] == [0x9000, 0x2000, 0x3000]
@@ -420,12 +423,37 @@ def test_guarded_memo_writes_scalars_and_pointers_together(guarded, monkeypatch:
         if i == 10:
             x.ptr = 0x5000
         k(al, x, y, out)
-    assert len(k._smemo) == 1
+    assert len(k._layouts) == 1
     assert [s[0] for s in seen] == [float(a) for a in alphas]
     assert [s[1][0] for s in seen] == [0x1000] * 10 + [0x5000] * 10
     assert all(s[1][1:] == [y.ptr, 0x3000] for s in seen)
-    del y
-    gc.collect()
-    assert not k._smemo  # the entry died with the numba-like array it holds by identity
     go_guard = L._GUARDS[_Guarded](x)[0]
     assert go_guard(FakeDeviceArray(64)) is None  # another type at a reused id: never this entry's
+
+
+def test_new_arrays_every_call_launch_from_the_layout_entry(runtime) -> None:  # type: ignore[no-untyped-def]
+    """A new array set every call (never seen before) launches from the layout entry with its
+    own pointers, without an identity-cache record per array; repeats of one set become a
+    launch memo entry; another size is another entry."""
+    calls, _, _ = runtime
+    k = _kernel()
+    first = [FakeDeviceArray(3000) for _ in range(3)]
+    k(*first)
+    assert len(k._layouts) == 1
+    cached = len(L._CACHE)
+    for _ in range(50):
+        fresh = [FakeDeviceArray(3000) for _ in range(3)]
+        k(*fresh)
+        assert calls[-1]["data"] == [x.ptr for x in fresh]
+    assert len(L._CACHE) <= cached and len(k._layouts) == 1  # no per-array records were made
+    same = [FakeDeviceArray(3000) for _ in range(3)]
+    for _ in range(5):
+        k(*same)
+    assert calls[-1]["data"] == [x.ptr for x in same] and k._memo  # the same set again: memoised
+    small = [FakeDeviceArray(10) for _ in range(3)]
+    k(*small)
+    assert calls[-1]["data"] == [x.ptr for x in small] and calls[-1]["grid"][0] == 1
+    assert len(k._layouts) == 2
+    k(*fresh)  # the first layout again: still its entry
+    assert calls[-1]["data"] == [x.ptr for x in fresh] and k.last_config is not None
+    assert k.last_config.elements == 3000

@@ -29,7 +29,7 @@ import numpy as np
 from .. import driver
 from .._layout import c_strides as _strides_c
 
-__all__ = ["ArgInfo", "describe_arg", "first_launch", "KernelLauncher", "register_memo", "clear_memo", "read_every_call",
+__all__ = ["ArgInfo", "describe_arg", "first_launch", "IDENTITY_CACHE", "KernelLauncher", "register_memo", "clear_memo", "read_every_call",
            "guard_for", "register_immutable_array_type"]
 
 _PARAM = 8  # bytes per parameter slot (complex numbers take two slots)
@@ -47,6 +47,8 @@ class ArgInfo(NamedTuple):
 
 
 _CACHE: dict[int, ArgInfo] = {}
+#: id -> ArgInfo of the live identity-cached arrays (an entry leaves when its array dies).
+IDENTITY_CACHE = _CACHE
 # Launch memos keyed by the ids of numba arrays (see GpuKernel): id -> [(memo, key), ...].
 # When an array dies its weakref callback drops every memo entry naming it, before CPython
 # can hand its id to a new object, so a memo hit by id always means the same live arrays.
@@ -333,9 +335,40 @@ def read_every_call(tp: type) -> bool:
 
 
 def guard_for(obj: Any) -> tuple[Any, Any] | None:
-    """``(guard, default_stream_check)`` for a read-every-call array (see ``_GUARDS``), or None."""
-    make = _GUARDS.get(type(obj))
-    return None if make is None else make(obj)
+    """``(guard, default_stream_check or None)`` for an array argument (see ``_GUARDS``):
+    CuPy's and PyTorch's own; numba's from its attributes; any other array through its
+    ``__cuda_array_interface__``. None for what is not an array."""
+    tp = type(obj)
+    make = _GUARDS.get(tp)
+    if make is None:
+        if not hasattr(tp, "__cuda_array_interface__") or issubclass(tp, np.ndarray):
+            return None
+        if _READERS.get(tp, _UNSET) is _UNSET:
+            _READERS[tp] = _make_reader(tp)  # may register the type's own guard
+        make = _GUARDS.get(tp)
+        if make is None:
+            make = _GUARDS[tp] = _interface_guard
+    return make(obj)  # type: ignore[no-any-return]
+
+
+def _interface_guard(a: Any) -> tuple[Any, Any] | None:
+    """A guard through ``__cuda_array_interface__`` (1-2 us a call): same type, shape,
+    strides, dtype and read-only flag, and no producer stream to wait for."""
+    cai = a.__cuda_array_interface__
+    tp, sh, st, ts = type(a), tuple(cai["shape"]), cai.get("strides"), cai["typestr"]
+    ro = bool(cai["data"][1])
+
+    def guard(x: Any) -> int | None:
+        if type(x) is not tp:
+            return None
+        c = x.__cuda_array_interface__
+        if tuple(c["shape"]) != sh or c.get("strides") != st or c["typestr"] != ts or bool(c["data"][1]) != ro:
+            return None
+        if c.get("version", 0) >= 3 and c.get("stream") not in (None, 1):
+            return None  # a producer stream to wait for: the checked path does
+        return int(c["data"][0] or 0)
+
+    return guard, None
 
 
 def _make_reader(tp: Any) -> Any:
@@ -359,6 +392,24 @@ def _make_reader(tp: Any) -> Any:
                 return None  # memory of another kind: its interface says where it is
             return ptr, a.shape, a.strides, dtype, None
 
+        def guard_numba(a: Any) -> Any:
+            sh, st, dt = a.shape, a.strides, a.dtype
+
+            def guard(x: Any) -> int | None:
+                if type(x) is not tp or x.shape != sh or x.strides != st:
+                    return None
+                d = x.dtype
+                if d is not dt and d != dt:
+                    return None
+                gd = x.gpu_data
+                try:
+                    return int(gd.device_pointer) if gd is not None else 0
+                except (AttributeError, TypeError):
+                    return None
+
+            return guard, None
+
+        _GUARDS[tp] = guard_numba
         return read_numba
     if mod.startswith("cupy") and tp.__name__ == "ndarray":
         import cupy
@@ -414,6 +465,8 @@ def _make_reader(tp: Any) -> Any:
             return (t.data_ptr(), t.shape, tuple([x * it for x in t.stride()]), dtype,
                     (s if s not in (0, 1) else None))  # fmt: skip
 
+        stream_checks: dict[int, Any] = {}  # one per device: a launch checks each once
+
         def guard_torch(t: Any) -> Any:
             sh, st, dt, dev = t.shape, t.stride(), t.dtype, t.get_device()
 
@@ -424,10 +477,14 @@ def _make_reader(tp: Any) -> Any:
                     return None
                 return x.data_ptr()
 
-            def torch_default_stream() -> bool:
-                return raw(dev) in (0, 1)
+            check = stream_checks.get(dev)
+            if check is None:
 
-            return guard, torch_default_stream
+                def check() -> bool:
+                    return raw(dev) in (0, 1)
+
+                stream_checks[dev] = check
+            return guard, check
 
         _GUARDS[tp] = guard_torch
         return read_torch

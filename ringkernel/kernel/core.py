@@ -142,9 +142,11 @@ class GpuKernel(RuntimeLaunchMixin):
         # Every ConfiguredLaunch made (also those evicted from _configured or never stored
         # there): close() and a new hook must reach their memos.
         self._configured_all: "weakref.WeakSet[ConfiguredLaunch]" = weakref.WeakSet()
-        # Scalar memo: numba arrays' ids -> entry whose scalars are written per call.
-        self._smemo: dict[tuple[int, ...], Any] = {}
-        self._smemo_pos: tuple[tuple[int, ...], Any] = ((), None)  # array positions, their itemgetter
+        # Layout entries (kernel/runtime.py _add_layout_entry): launches on arrays of the same
+        # types and layouts as an earlier one, with any scalar values; newest first.
+        self._layouts: list[Any] = []
+        self._layout_skip = 0  # entries still not to make after the list overflowed
+        self._layout_pause = 0  # the length of the last such pause
         self._memo_skip = 0  # memoisations still to skip after a memo overflowed
         self._memo_pause = 0  # the length of the last such pause
         self._closed = False
@@ -189,7 +191,7 @@ class GpuKernel(RuntimeLaunchMixin):
         from ..compile.launcher import clear_memo
 
         clear_memo(self._memo)
-        clear_memo(self._smemo)
+        self._layouts = []
         for launch in list(self._configured_all):
             clear_memo(launch._memo)
 
@@ -616,7 +618,7 @@ class GpuKernel(RuntimeLaunchMixin):
     ) -> None:
         """Launch with a configuration chosen for these arguments and this GPU."""
         plain = elements is None and profile is None and not host_transfer
-        if plain and (self._memo or self._smemo) and not _current.active:
+        if plain and (self._memo or self._layouts) and not _current.active:
             # The hot path, inlined (every attribute lookup shows at ~5 us a launch): the very
             # numba arrays of an earlier checked launch -> the entry's own, constant parameter
             # block and the driver call's arguments; one call. Entries die with their arrays
@@ -629,8 +631,8 @@ class GpuKernel(RuntimeLaunchMixin):
                         return
                 elif memo_launch(self, m, stream):  # same arrays, another stream
                     return
-            elif self._smemo and stream is None and len(args) == len(self._params) and self._smemo_launch(args):
-                return  # the same arrays with scalars that change per call
+            elif self._layouts and stream is None and len(args) == len(self._params) and self._layout_launch(args):
+                return  # arrays of the same layouts (new ones, CuPy's, PyTorch's), scalars of any value
         if plain and self._fast_auto and len(args) == len(self._params):
             if self._try_fast(args, self._fast_auto, None, stream):
                 self._memoize(self._memo, args, self._last)

@@ -9,7 +9,6 @@ real GPU; under the simulator launches go through numba's dispatcher.
 
 from __future__ import annotations
 
-import operator
 from struct import error as struct_error
 
 import numpy as np
@@ -27,6 +26,7 @@ from ..launch import LaunchConfig, LaunchDecision
 __all__ = ["RuntimeLaunchMixin", "memo_launch", "launch_error", "numba_type", "DECISION_CACHE_LIMIT"]
 
 DECISION_CACHE_LIMIT = 256
+LAYOUT_ENTRIES = 4  # layout entries per kernel (see _add_layout_entry)
 _SCALARS = (bool, int, float, complex, np.generic)
 
 
@@ -45,8 +45,9 @@ class RuntimeLaunchMixin:
     _nd_launch: bool
     _closed: bool
     _memo: dict[tuple[int, ...], tuple[Any, ...]]
-    _smemo: dict[tuple[int, ...], Any]
-    _smemo_pos: tuple[tuple[int, ...], Any]
+    _layouts: list[Any]
+    _layout_skip: int
+    _layout_pause: int
     _memo_skip: int
     _memo_pause: int
     _check_open: Callable[[], None]
@@ -106,8 +107,9 @@ class RuntimeLaunchMixin:
         return ck
 
     def _memoize(
-        self, memo: dict[tuple[int, ...], tuple[Any, ...]], args: tuple[Any, ...], decision: Any, stream: Any = None
-    ) -> None:
+        self, memo: dict[tuple[int, ...], tuple[Any, ...]], args: tuple[Any, ...], decision: Any, stream: Any = None,
+        layout: bool = True,
+    ) -> None:  # fmt: skip
         """Remember a checked launch on these very arrays (numba device arrays only).
 
         The entry is ``(fn, call_args, decision, launcher, infos, config, keepalive)``:
@@ -127,18 +129,21 @@ class RuntimeLaunchMixin:
         # when their array dies (before CPython can reuse them), so a new array at an old
         # array's address counts as new; an id reused by a read-every-call object (no weak
         # reference) only makes a memo sooner, which is still correct.
+        if decision is None:
+            return
+        if layout and stream is None and memo is self._memo:
+            if self._layout_skip:
+                self._layout_skip -= 1  # backing off: more layouts rotate than the entries hold
+            else:
+                self._add_layout_entry(args, decision)
         if self._memo_skip:
             self._memo_skip -= 1  # backing off: the memo overflowed with entries never hit
             return
         if first_launch(args):
             return
         infos = [describe_arg(a) for a in args]
-        if decision is None or any(i is None for i in infos):
-            return
-        if not all(i.ref is not None for i in infos):  # type: ignore[union-attr]
-            if stream is None and memo is self._memo:
-                self._memoize_scalars(args, infos, decision)
-            return
+        if any(i is None or i.ref is None for i in infos):  # type: ignore[union-attr]
+            return  # scalars, arrays read every call: the layout entries serve them
         ck = self._compiled.get(tuple(i.type_key for i in infos))  # type: ignore[union-attr]
         if ck is None:
             return
@@ -155,57 +160,66 @@ class RuntimeLaunchMixin:
         if _hooks.HOOKS or _current.active or self._closed or lau.closed:
             memo.pop(key, None)  # a hook, a context or close() arrived meanwhile (another thread)
 
-    def _memoize_scalars(self, args: tuple[Any, ...], infos: list[Any], decision: Any) -> None:
-        """A guarded memo entry (``_smemo``), keyed by the ids of the array arguments, for
-        launches whose arguments are not all the same objects every call: scalars that change
-        (a time step, a coefficient) and arrays read on every call (CuPy, PyTorch).
-
-        The entry owns a parameter block packed once; a call checks each scalar's type is the
-        one compiled for and writes its value, checks each read-every-call array against the
-        type, dtype, shape and strides it was made from (its guard) and writes its pointer,
-        then calls the driver. Writing into the entry's block is only safe on one thread at a
-        time, so an entry serves the thread that made it (others take the checked fast path)
-        and refuses re-entry (a finalizer launching from inside a launch)."""
-
-        arrays = tuple(i for i, info in enumerate(infos) if info.is_array)
-        if not arrays:
+    def _add_layout_entry(self, args: tuple[Any, ...], decision: Any) -> None:
+        """A layout entry for launches like this one: arguments of the same types, dtypes,
+        shapes and strides (any arrays: new ones, CuPy's, PyTorch's) and scalars of the same
+        types with any values. At most ``LAYOUT_ENTRIES`` per kernel, newest first; see
+        ``_guarded_launch`` for what a call checks."""
+        infos = [describe_arg(a) for a in args]
+        if any(i is None for i in infos):
             return
-        ck = self._compiled.get(tuple(i.type_key for i in infos))
+        ck = self._compiled.get(tuple([i.type_key for i in infos]))  # type: ignore[union-attr]
         if ck is None:
             return
         lau = ck.launcher
         by_pos = {pos: (pack, off) for pos, pack, off in lau.scalar_slots}
-        scalars = [i for i, info in enumerate(infos) if not info.is_array]
-        if any(p not in by_pos for p in scalars):
-            return  # complex scalars take two slots: the fast table handles them
-        scalar_slots = tuple((p, type(args[p]), by_pos[p][0], by_pos[p][1]) for p in scalars)
-        guards, stream_checks, cached = [], [], []
-        for p in arrays:
-            if infos[p].ref is not None:
-                cached.append(args[p])  # identity-cached (numba): the entry dies with it
+        scalar_slots, guards, stream_checks = [], [], []
+        for p, info in enumerate(infos):
+            if not info.is_array:  # type: ignore[union-attr]
+                if p not in by_pos:
+                    return  # complex scalars take two slots: the fast table handles them
+                scalar_slots.append((p, type(args[p]), by_pos[p][0], by_pos[p][1]))
                 continue
             got = guard_for(args[p])
             if got is None:
                 return  # an interface-only type: read through the interface every call
             guard, default_stream = got
             guards.append((p, guard, lau.arg_offsets[p] + 4 * 8))
-            if default_stream not in stream_checks:
+            if default_stream is not None and default_stream not in stream_checks:
                 stream_checks.append(default_stream)
         c = decision.config
         fn, call_args, buf = lau.constant_call(infos, c.grid, c.block, c.shared_mem, 0)
-        go = _guarded_launch(fn, call_args, buf, lau, decision, scalar_slots, tuple(guards), tuple(stream_checks))
-        if arrays != self._smemo_pos[0]:
-            clear_memo(self._smemo)
-            # one assignment: a launch on another thread reads positions and getter together
-            self._smemo_pos = (arrays, operator.itemgetter(*arrays))
-        if len(self._smemo) >= DECISION_CACHE_LIMIT:
-            clear_memo(self._smemo)
-            self._memo_overflowed()
-        key = tuple(id(args[i]) for i in arrays)
-        self._smemo[key] = go
-        register_memo(self._smemo, key, cached)
+        current = [info if info.ref is not None else None for info in infos]  # type: ignore[union-attr]
+        go = _guarded_launch(fn, call_args, buf, lau, decision, tuple(scalar_slots), tuple(guards),
+                             tuple(stream_checks), current, [id(a) for a in args])  # fmt: skip
+        entries = self._layouts
+        if len(entries) >= LAYOUT_ENTRIES:
+            self._layout_pause = min(2 * self._layout_pause or LAYOUT_ENTRIES, 1 << 16)
+            self._layout_skip = self._layout_pause
+            entries = entries[: LAYOUT_ENTRIES - 1]
+        # one assignment of a new list: a launch on another thread iterates the old one
+        self._layouts = [go, *entries]
         if _hooks.HOOKS or _current.active or self._closed or lau.closed:
-            self._smemo.pop(key, None)  # as in _memoize: something changed meanwhile
+            self._layouts = []  # a hook, a context or close() arrived meanwhile (another thread)
+
+    def _layout_launch(self, args: tuple[Any, ...]) -> bool:
+        """Launch from a layout entry (see ``_add_layout_entry``); False: none applies."""
+        for go in self._layouts:
+            try:
+                decision = go(args)
+            except (struct_error, OverflowError):
+                return False  # a value that does not fit: the checked path says so
+            if decision is not None:
+                if type(decision) is tuple:  # the same ids again, no scalars: a launch memo
+                    decision = decision[0]  # entry makes the next call cheaper still
+                    self._memoize(self._memo, args, decision, layout=False)
+                    if tuple(map(id, args)) not in self._memo:  # new arrays at reused ids
+                        b = go.backoff
+                        b[1] = min(2 * b[1] or 1, 1 << 16)
+                        b[0] = b[1]
+                self._last = decision
+                return True
+        return False
 
     def _memo_overflowed(self) -> None:
         """A memo filled up: more array sets rotate through this kernel than it holds, so new
@@ -213,23 +227,6 @@ class RuntimeLaunchMixin:
         pause at each overflow (making an entry costs several launches' worth of time)."""
         self._memo_pause = min(2 * self._memo_pause or DECISION_CACHE_LIMIT, 1 << 16)
         self._memo_skip = self._memo_pause
-
-    def _smemo_launch(self, args: tuple[Any, ...]) -> bool:
-        """Launch from a guarded memo entry (see ``_memoize_scalars``); False: not applicable."""
-        arrays, get = self._smemo_pos
-        got = get(args)
-        key = tuple(map(id, got)) if len(arrays) > 1 else (id(got),)
-        go = self._smemo.get(key)
-        if go is None:
-            return False
-        try:
-            decision = go(args)
-        except (struct_error, OverflowError):
-            return False  # a value that does not fit: the checked path says so
-        if decision is None:
-            return False
-        self._last = decision
-        return True
 
     def _auto_key(self, tkey: tuple[Any, ...], infos: list[Any]) -> tuple[Any, ...]:
         """Key of an automatic launch's decision: the element count of a 1-D kernel; every
@@ -307,14 +304,27 @@ class RuntimeLaunchMixin:
 def _guarded_launch(
     fn: Any, call_args: tuple[Any, ...], buf: Any, launcher: Any, decision: Any,
     scalar_slots: tuple[Any, ...], guards: tuple[Any, ...], stream_checks: tuple[Any, ...],
+    current: list[Any], ids: list[int],
 ) -> Callable[[tuple[Any, ...]], Any]:  # fmt: skip
-    """The call of a guarded memo entry: ``go(args)`` launches and returns the decision, or
-    returns None without launching when a check fails (the caller takes the checked path)."""
+    """The call of a layout entry: ``go(args)`` launches and returns the decision, or returns
+    None without launching when a check fails (the caller takes the checked path).
+
+    The entry owns a parameter block, packed once. A call checks each scalar's type is the
+    one compiled for and writes its value; for each array, if it is the very array whose
+    pointer the block holds (its identity-cache record, which dies with the array, is the
+    one remembered in ``current``) nothing is read, else its guard checks type, dtype, shape
+    and strides against the entry's and returns its pointer, which is written. Writing into
+    the block is only safe on one thread at a time: an entry serves the thread that made it
+    (others take the checked fast path with their own buffers) and refuses re-entry (a
+    finalizer launching from inside a launch)."""
     import threading
     from struct import Struct
 
+    from ..compile.launcher import IDENTITY_CACHE
+
     owner = threading.get_ident()
     get_ident = threading.get_ident
+    cache_get = IDENTITY_CACHE.get
     pack_ptr = Struct("<Q").pack_into
     busy = [False]
 
@@ -322,6 +332,7 @@ def _guarded_launch(
         if busy[0] or get_ident() != owner or launcher.closed:
             return None
         busy[0] = True
+        same = not scalar_slots
         try:
             for pos, tp, pack_into, offset in scalar_slots:
                 v = args[pos]
@@ -329,19 +340,36 @@ def _guarded_launch(
                     return None  # another scalar type: another compiled signature
                 pack_into(buf, offset, v)
             for pos, guard, offset in guards:
-                ptr = guard(args[pos])
+                x = args[pos]
+                i = id(x)
+                if i != last_ids[pos]:
+                    last_ids[pos] = i
+                    same = False
+                info = cache_get(i)
+                if info is not None and info is current[pos]:
+                    continue  # the very array the block holds (the record dies with it)
+                ptr = guard(x)
                 if ptr is None:
-                    return None  # another dtype, shape or strides than this entry's
+                    return None  # another type, dtype, shape or strides than this entry's
                 pack_ptr(buf, offset, ptr)
+                current[pos] = info  # x's record if cached (a record is only ever its array's)
             for default_stream in stream_checks:
                 if not default_stream():
                     return None  # the producer's stream must be waited for: the checked path does
             if fn(*call_args):
                 return None  # the checked path launches again and raises the driver's error
+            if same:  # the same argument ids as last time, no scalars: maybe the same arrays
+                if backoff[0]:
+                    backoff[0] -= 1
+                else:
+                    return (decision,)  # the caller tries a launch memo entry
             return decision
         finally:
             busy[0] = False
 
+    last_ids = list(ids)  # the ids of the launch the entry was made from
+    backoff = [0, 0]  # calls not to suggest a memo entry for; the length of the last pause
+    go.backoff = backoff  # type: ignore[attr-defined]
     return go
 
 

@@ -23,7 +23,7 @@ def test_failed_pack_poisons_scalar_memo(rt):
     x, out = FakeDeviceArray(1000), FakeDeviceArray(1000)
     for n in (1, 2, 3):
         k(x, out, n)
-    assert k._smemo
+    assert k._layouts
     assert (q(calls[-1], 4), q(calls[-1], 11), i32(calls[-1], 14)) == (x.ptr, out.ptr, 3)
     x2, out2 = FakeDeviceArray(1000), FakeDeviceArray(1000)
     with pytest.raises(KernelArgumentError):
