@@ -457,3 +457,36 @@ def test_new_arrays_every_call_launch_from_the_layout_entry(runtime) -> None:  #
     k(*fresh)  # the first layout again: still its entry
     assert calls[-1]["data"] == [x.ptr for x in fresh] and k.last_config is not None
     assert k.last_config.elements == 3000
+
+
+def test_immutable_attribute_arrays_are_cached_and_memoised(runtime) -> None:  # type: ignore[no-untyped-def]
+    """A class declaring ``__rk_immutable_array__`` (ringkernel's DeviceArray) is read from its
+    attributes, cached by identity (its record dies with it) and memoised like numba's arrays."""
+    calls, _, _ = runtime
+
+    class Light:
+        __rk_immutable_array__ = True
+        __slots__ = ("ptr", "shape", "strides", "dtype", "__weakref__")
+
+        def __init__(self, ptr: int, n: int) -> None:
+            self.ptr, self.shape, self.strides, self.dtype = ptr, (n,), (4,), np.dtype(np.float32)
+
+        @property
+        def __cuda_array_interface__(self) -> dict:
+            return {"shape": self.shape, "typestr": "<f4", "data": (self.ptr, False), "version": 3}
+
+    k = _kernel()
+    a, b, c = Light(0x1000, 900), Light(0x2000, 900), Light(0x3000, 900)
+    info = L.describe_arg(a)
+    assert info is not None and info.ref is not None and info.values[4] == 0x1000 and info.size == 900
+    for _ in range(4):
+        k(a, b, c)
+    assert calls[-1]["data"] == [0x1000, 0x2000, 0x3000] and k._memo
+    for i in range(5):  # new ones of the same layout: the layout entry's guard reads .ptr
+        x = Light(0x9000 + i * 0x1000, 900)
+        k(x, b, c)
+        assert calls[-1]["data"] == [x.ptr, 0x2000, 0x3000]
+    n = len(k._memo)
+    del a
+    gc.collect()
+    assert len(k._memo) == n - 1  # the memo entry died with the array

@@ -196,7 +196,7 @@ def _array_handler(tp: type) -> Any:
     reader = _READERS.get(tp, _UNSET)
     if reader is _UNSET:
         reader = _READERS[tp] = _make_reader(tp)
-    immutable = issubclass(tp, _immutable_array_types())
+    immutable = _is_immutable(tp)
     if reader is None:
         return _cached_cai if immutable else _read_cai
     if immutable:
@@ -313,6 +313,13 @@ def _immutable_array_types() -> tuple[type, ...]:
     return (*_numba_array_types(), *_IMMUTABLE_EXTRA)
 
 
+def _is_immutable(tp: type) -> bool:
+    """Arrays whose pointer, shape, strides and dtype never change: numba's, types registered
+    with ``register_immutable_array_type`` and classes declaring ``__rk_immutable_array__``
+    with ``ptr``/``shape``/``strides``/``dtype`` attributes (ringkernel's ``DeviceArray``)."""
+    return issubclass(tp, _immutable_array_types()) or bool(getattr(tp, "__rk_immutable_array__", False))
+
+
 # -- cheap readers per array type ------------------------------------------------------------
 # Building ``__cuda_array_interface__`` costs CuPy and PyTorch several microseconds a call
 # (PyTorch's is Python code); their own attributes give the same facts for a fraction of it.
@@ -331,7 +338,7 @@ _GUARDS: dict[type, Any] = {}
 
 def read_every_call(tp: type) -> bool:
     """Whether arrays of ``tp`` are read on every launch (CuPy, PyTorch: never cached by identity)."""
-    return _READERS.get(tp) is not None and not issubclass(tp, _immutable_array_types())
+    return _READERS.get(tp) is not None and not _is_immutable(tp)
 
 
 def guard_for(obj: Any) -> tuple[Any, Any] | None:
@@ -373,6 +380,26 @@ def _interface_guard(a: Any) -> tuple[Any, Any] | None:
 
 def _make_reader(tp: Any) -> Any:
     mod = getattr(tp, "__module__", "") or ""
+    if getattr(tp, "__rk_immutable_array__", False):  # ringkernel's DeviceArray: plain attributes
+
+        def read_fields(a: Any) -> Any:
+            return a.ptr, a.shape, a.strides, a.dtype, None
+
+        def guard_fields(a: Any) -> Any:
+            sh, st, dt = a.shape, a.strides, a.dtype
+
+            def guard(x: Any) -> int | None:
+                if type(x) is not tp or x.shape != sh or x.strides != st:
+                    return None
+                d = x.dtype
+                if d is not dt and d != dt:
+                    return None
+                return x.ptr  # type: ignore[no-any-return]
+
+            return guard, None
+
+        _GUARDS[tp] = guard_fields
+        return read_fields
     if issubclass(tp, _numba_array_types()):
         try:
             from numba.cuda.cudadrv.devicearray import DeviceNDArray
