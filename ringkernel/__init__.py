@@ -72,6 +72,7 @@ from .streams import (
 )
 from .memory import (
     ClassDiagnostics,
+    DeviceArray,
     DriverBackend,
     GpuMemoryPool,
     ManagedBuffer,
@@ -166,7 +167,7 @@ __all__ = [
     "CACHE_VERSION", "CacheEntry", "CacheMode", "PtxCache", "PtxCacheStats", "default_cache_dir",
     "CachingCompiler", "CompiledKernel", "default_compiler", "kernel_from_source", "code_fingerprint", "code_fingerprint_report",
     # memory (use_pool and plugin_pool resolve lazily: see __getattr__)
-    "GpuMemoryPool", "ManagedBuffer", "MemoryEstimate", "PoolConfig", "PoolDiagnostics", "ClassDiagnostics",
+    "GpuMemoryPool", "DeviceArray", "ManagedBuffer", "MemoryEstimate", "PoolConfig", "PoolDiagnostics", "ClassDiagnostics",
     "PooledBuffer", "ResourceGuard", "SizeClass", "MemoryBackend", "DriverBackend", "SimulatorBackend",
     "default_backend", "use_pool", "plugin_pool",
     # streams

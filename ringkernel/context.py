@@ -245,7 +245,8 @@ class GpuContext:
 
     # -- convenience (proposal 11.1) ------------------------------------------------------
     def allocate(self, count: int | Sequence[int], dtype: Any = np.float32) -> Any:
-        """A device array of ``count`` elements (or a shape) from the context's pool."""
+        """A :class:`~ringkernel.memory.DeviceArray` of ``count`` elements (or a shape) from the
+        context's pool, returned to it when the array and its views are collected."""
         self._check("allocate")
         return self.pool.device_array(count, dtype)
 

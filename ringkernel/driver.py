@@ -34,6 +34,9 @@ __all__ = [
     "mem_alloc",
     "mem_free",
     "mem_get_info",
+    "memcpy_htod",
+    "memcpy_dtoh",
+    "memcpy_dtod",
     "pointer_is_pinned_host",
     "stream_priority_range",
     "stream_create",
@@ -309,6 +312,38 @@ def mem_get_info() -> tuple[int, int]:
     free, total = ctypes.c_size_t(), ctypes.c_size_t()
     check(lib().cuMemGetInfo_v2(ctypes.byref(free), ctypes.byref(total)), "cuMemGetInfo")
     return int(free.value), int(total.value)
+
+
+def memcpy_htod(dst: int, src: int, nbytes: int, stream: int = 0) -> None:
+    """Copy ``nbytes`` from host address ``src`` to device pointer ``dst``: ``cuMemcpyHtoD``
+    (``stream`` 0: returns once the host bytes were read) or ``cuMemcpyHtoDAsync`` on ``stream``."""
+    if stream:
+        rc = lib().cuMemcpyHtoDAsync_v2(ctypes.c_uint64(dst), ctypes.c_void_p(src), ctypes.c_size_t(nbytes),
+                                        ctypes.c_void_p(stream))  # fmt: skip
+    else:
+        rc = lib().cuMemcpyHtoD_v2(ctypes.c_uint64(dst), ctypes.c_void_p(src), ctypes.c_size_t(nbytes))
+    check(rc, f"cuMemcpyHtoD of {nbytes} bytes to 0x{dst:x}", bytes=nbytes)
+
+
+def memcpy_dtoh(dst: int, src: int, nbytes: int, stream: int = 0) -> None:
+    """Copy ``nbytes`` from device pointer ``src`` to host address ``dst``: ``cuMemcpyDtoH``
+    (``stream`` 0: synchronous) or ``cuMemcpyDtoHAsync`` on ``stream``."""
+    if stream:
+        rc = lib().cuMemcpyDtoHAsync_v2(ctypes.c_void_p(dst), ctypes.c_uint64(src), ctypes.c_size_t(nbytes),
+                                        ctypes.c_void_p(stream))  # fmt: skip
+    else:
+        rc = lib().cuMemcpyDtoH_v2(ctypes.c_void_p(dst), ctypes.c_uint64(src), ctypes.c_size_t(nbytes))
+    check(rc, f"cuMemcpyDtoH of {nbytes} bytes from 0x{src:x}", bytes=nbytes)
+
+
+def memcpy_dtod(dst: int, src: int, nbytes: int, stream: int = 0) -> None:
+    """Copy ``nbytes`` between device pointers: ``cuMemcpyDtoD`` (``stream`` 0) or ``cuMemcpyDtoDAsync``."""
+    if stream:
+        rc = lib().cuMemcpyDtoDAsync_v2(ctypes.c_uint64(dst), ctypes.c_uint64(src), ctypes.c_size_t(nbytes),
+                                        ctypes.c_void_p(stream))  # fmt: skip
+    else:
+        rc = lib().cuMemcpyDtoD_v2(ctypes.c_uint64(dst), ctypes.c_uint64(src), ctypes.c_size_t(nbytes))
+    check(rc, f"cuMemcpyDtoD of {nbytes} bytes 0x{src:x} -> 0x{dst:x}", bytes=nbytes)
 
 
 def pointer_is_pinned_host(address: int) -> bool:

@@ -117,8 +117,10 @@ _NUMBA_ARRAY_TYPES: tuple[type, ...] | None = None
 def _numba_array_types() -> tuple[type, ...]:
     global _NUMBA_ARRAY_TYPES
     if _NUMBA_ARRAY_TYPES is None:
-        from numba.cuda.cudadrv.devicearray import DeviceNDArrayBase
-
+        try:
+            from numba.cuda.cudadrv.devicearray import DeviceNDArrayBase
+        except ImportError:  # the simulator's module: its arrays are not launched from here
+            return ()
         _NUMBA_ARRAY_TYPES = (DeviceNDArrayBase,)
     return _NUMBA_ARRAY_TYPES
 

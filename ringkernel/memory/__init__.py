@@ -1,4 +1,4 @@
-"""Device memory: ``GpuMemoryPool``, ``ResourceGuard``, ``ManagedBuffer`` and a numba allocator plugin.
+"""Device memory: ``GpuMemoryPool``, ``DeviceArray``, ``ResourceGuard``, ``ManagedBuffer`` and a numba allocator plugin.
 
 ``NUMBA_CUDA_MEMORY_MANAGER=ringkernel.memory`` makes numba allocate through a pool (see
 ``ringkernel.memory.numba_plugin``); the plugin is imported lazily, so importing this
@@ -7,13 +7,14 @@ package does not import numba.
 
 from typing import Any
 
+from .array import DeviceArray
 from .buffer import ManagedBuffer
 from .backend import DriverBackend, MemoryBackend, SimulatorBackend, default_backend
 from .pool import ClassDiagnostics, GpuMemoryPool, PoolConfig, PoolDiagnostics, PooledBuffer, SizeClass
 from .resource import MemoryEstimate, ResourceGuard
 
 __all__ = [
-    "GpuMemoryPool", "PoolConfig", "PoolDiagnostics", "ClassDiagnostics", "PooledBuffer", "SizeClass",
+    "GpuMemoryPool", "DeviceArray", "PoolConfig", "PoolDiagnostics", "ClassDiagnostics", "PooledBuffer", "SizeClass",
     "MemoryEstimate", "ResourceGuard", "ManagedBuffer", "MemoryBackend", "DriverBackend", "SimulatorBackend", "default_backend",
 ]  # fmt: skip
 

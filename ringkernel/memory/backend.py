@@ -36,6 +36,42 @@ class MemoryBackend(Protocol):
 
     def mem_info(self) -> tuple[int, int]: ...
 
+    # What a DeviceArray (``pool.device_array``) needs: copies by address (``host`` is a
+    # C-contiguous NumPy array; ``stream`` a numba stream, or None/0 for a synchronous
+    # copy), and a numba array over a range that keeps ``owner`` alive.
+    def copy_to_host(self, host: np.ndarray, src: int, nbytes: int, stream: Any = None) -> None: ...
+
+    def copy_to_device(self, dst: int, host: np.ndarray, nbytes: int, stream: Any = None) -> None: ...
+
+    def copy_device(self, dst: int, src: int, nbytes: int, stream: Any = None) -> None: ...
+
+    def synchronize(self, stream: Any = None) -> None: ...
+
+    def numba_array(
+        self, ptr: int, shape: tuple[int, ...], strides: tuple[int, ...], dtype: np.dtype, owner: Any
+    ) -> Any: ...
+
+
+def _span(shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int) -> tuple[int, int]:
+    """Byte offsets ``[lo, hi)`` from the first element that an array's elements cover."""
+    lo = hi = 0
+    for n, st in zip(shape, strides):
+        if n == 0:
+            return 0, 0
+        if st < 0:
+            lo += (n - 1) * st
+        else:
+            hi += (n - 1) * st
+    return lo, hi + itemsize
+
+
+def _host_address(host: np.ndarray) -> int:
+    return int(host.__array_interface__["data"][0])
+
+
+def _hold(owner: Any) -> None:
+    """The finalizer of a simulator view: nothing to do; holding ``owner`` is the point."""
+
 
 class DriverBackend:
     """``cuMemAlloc`` / ``cuMemFree`` in numba's current context; arrays are numba ``DeviceNDArray``."""
@@ -82,6 +118,46 @@ class DriverBackend:
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         mem = MemoryPointer(self._ctx, ctypes.c_void_p(ptr), nbytes, finalizer=finalizer)
         return DeviceNDArray(shape, c_strides(shape, dtype.itemsize), dtype, gpu_data=mem)
+
+    def _copy(self, copy: Callable[[int, int, int, int], None], dst: int, src: int, nbytes: int, stream: Any) -> None:
+        handle = driver.stream_handle(stream)
+        try:
+            copy(dst, src, nbytes, handle)
+        except DriverError as exc:
+            if exc.result != driver.CUDA_ERROR_INVALID_CONTEXT:
+                raise
+            # A thread with no current context (numba makes its context current on a thread's
+            # first use; a copy may be that first use): make the pool's current, once.
+            self._ctx.push()
+            copy(dst, src, nbytes, handle)
+
+    def copy_to_host(self, host: np.ndarray, src: int, nbytes: int, stream: Any = None) -> None:
+        if nbytes:
+            self._copy(driver.memcpy_dtoh, _host_address(host), src, nbytes, stream)
+
+    def copy_to_device(self, dst: int, host: np.ndarray, nbytes: int, stream: Any = None) -> None:
+        if nbytes:
+            self._copy(driver.memcpy_htod, dst, _host_address(host), nbytes, stream)
+
+    def copy_device(self, dst: int, src: int, nbytes: int, stream: Any = None) -> None:
+        if nbytes:
+            self._copy(driver.memcpy_dtod, dst, src, nbytes, stream)
+
+    def synchronize(self, stream: Any = None) -> None:
+        handle = driver.stream_handle(stream)
+        if handle:  # copies without a stream are synchronous already
+            driver.stream_synchronize(handle)
+
+    def numba_array(
+        self, ptr: int, shape: tuple[int, ...], strides: tuple[int, ...], dtype: np.dtype, owner: Any
+    ) -> Any:
+        from numba.cuda.cudadrv.devicearray import DeviceNDArray
+        from numba.cuda.cudadrv.driver import MemoryPointer
+
+        lo, hi = _span(shape, strides, dtype.itemsize)
+        # ``owner``: the memory pointer, and so every numba view of the array, holds it.
+        mem = MemoryPointer(self._ctx, ctypes.c_void_p(ptr), hi - lo, owner=owner)
+        return DeviceNDArray(shape, strides, dtype, gpu_data=mem)
 
     def mem_info(self) -> tuple[int, int]:
         return driver.mem_get_info()
@@ -144,6 +220,49 @@ class SimulatorBackend:
         if finalizer is not None:
             weakref.finalize(owner, finalizer)
         return FakeCUDAArray(owner.reshape(shape))
+
+    def _range(self, ptr: int, nbytes: int) -> np.ndarray:
+        """The simulated bytes ``[ptr, ptr + nbytes)``; a freed or foreign range is refused."""
+        base = ptr - (ptr - self._BASE) % (1 << 40)
+        block = self._blocks.get(base)
+        start = ptr - base
+        if block is None or start + nbytes > block.size:
+            raise InvalidFree(
+                f"simulated device range 0x{ptr:x} + {nbytes} bytes is not allocated (freed, e.g. by "
+                "pool.close(force=True), or never allocated)",
+                hint="use arrays only while their memory is allocated",
+                details={"ptr": ptr, "nbytes": nbytes},
+            )
+        return block[start : start + nbytes]
+
+    def copy_to_host(self, host: np.ndarray, src: int, nbytes: int, stream: Any = None) -> None:
+        if nbytes:
+            host.reshape(-1).view(np.uint8)[:nbytes] = self._range(src, nbytes)
+
+    def copy_to_device(self, dst: int, host: np.ndarray, nbytes: int, stream: Any = None) -> None:
+        if nbytes:
+            self._range(dst, nbytes)[:] = host.reshape(-1).view(np.uint8)[:nbytes]
+
+    def copy_device(self, dst: int, src: int, nbytes: int, stream: Any = None) -> None:
+        if nbytes:
+            self._range(dst, nbytes)[:] = self._range(src, nbytes)  # overlapping ranges: NumPy copies safely
+
+    def synchronize(self, stream: Any = None) -> None:
+        pass  # simulated copies and kernels are done when their call returns
+
+    def numba_array(
+        self, ptr: int, shape: tuple[int, ...], strides: tuple[int, ...], dtype: np.dtype, owner: Any
+    ) -> Any:
+        import weakref
+
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+        lo, hi = _span(shape, strides, dtype.itemsize)
+        # An array of our own over the bytes (through a memoryview, as in array()), whose
+        # finalizer holds ``owner``: every slice or view of the result keeps ``owner`` alive.
+        root = np.frombuffer(self._range(ptr + lo, hi - lo).data, dtype=np.uint8) if hi > lo else np.empty(0, np.uint8)
+        weakref.finalize(root, _hold, owner)
+        return FakeCUDAArray(np.ndarray(shape, dtype, buffer=root, offset=-lo, strides=strides))
 
     def mem_info(self) -> tuple[int, int]:
         return self.total_bytes - self.allocated_bytes, self.total_bytes

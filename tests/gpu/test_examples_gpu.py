@@ -12,7 +12,8 @@ pytestmark = pytest.mark.gpu
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("name", ["vector_add.py", "memory_pool.py", "streams_async.py", "kernel_cache.py", "stencil_nd.py", "context.py"])
+@pytest.mark.parametrize("name", ["vector_add.py", "memory_pool.py", "streams_async.py", "kernel_cache.py", "stencil_nd.py", "context.py",
+                                  "device_array.py"])
 def test_example_runs_on_the_gpu(name: str) -> None:
     r = subprocess.run([sys.executable, str(ROOT / "examples" / name)], capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stdout + r.stderr
