@@ -2,8 +2,10 @@
 
 Six size classes (256 B .. 256 KB) each keep a LIFO free list of blocks carved from slabs,
 so one driver allocation serves many blocks and a freed block is reused while it is still
-warm in cache. Larger requests, and requests beyond a class's ``max_counts``, go straight
-to the driver and are tracked. Every operation holds one lock; the bookkeeping (which
+warm in cache. Larger requests get driver allocations rounded to quarter-power-of-two
+bins, kept for reuse when freed within a budget over the peak demand
+(``PoolConfig.large_cache_headroom``); requests beyond a class's ``max_counts`` go straight
+to the driver. Both are tracked. Every operation holds one lock; the bookkeeping (which
 block is live and which buffer object holds it, which slab it belongs to) is what lets the
 pool refuse a double free, a foreign pointer or a wrong size without corrupting anything.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import threading
 import weakref
 from bisect import bisect_left
@@ -31,6 +34,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ConfigurationError, ErrorContext, InsufficientMemory, InvalidFree, MemorySnapshot, ResourceClosedError
+from .array import DeviceArray, new_device_array
 from .backend import MemoryBackend, default_backend
 
 __all__ = ["SizeClass", "PoolConfig", "PooledBuffer", "GpuMemoryPool", "PoolDiagnostics", "ClassDiagnostics"]
@@ -114,6 +118,19 @@ class PoolConfig:
         when the pool is created (other libraries in the process cannot make this pool give
         its cache back, so it stays modest). Whatever the cap, cached blocks are released
         and the allocation retried before an allocation of this pool fails for lack of memory.
+    large_cache_headroom:
+        How far cached large blocks may take the pool past the demand it has seen: before
+        the pool takes new memory from the device (a new large block, a slab, a direct
+        allocation), it gives cached large blocks back (small ones and ones cached long
+        ago last: GreedyDual-Size) until everything it holds fits in
+        ``(1 + large_cache_headroom)`` x the most bytes ever live (requested) at once; a
+        request that would pass it may instead take a larger cached block. So cached blocks
+        never make the pool grow past that; only blocks in use (with their rounding) can.
+        ``math.inf``: no such limit (the cache is then bounded by
+        ``max_cached_large_bytes`` alone).
+    large_reuse_bins:
+        When a large request's own bin has no cached block, how many bins above it may
+        serve it (1: a block less than 1.5 x the request; 0: only its own bin).
     """
 
     initial_counts: tuple[int, ...] = (0, 0, 0, 0, 0, 0)
@@ -123,6 +140,8 @@ class PoolConfig:
     slab_bytes: int = 1 * MiB
     large_limit: int = 1 << 30
     max_cached_large_bytes: int | None = None
+    large_cache_headroom: float = 0.25
+    large_reuse_bins: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "initial_counts", _six(self.initial_counts, "initial_counts"))
@@ -139,6 +158,14 @@ class PoolConfig:
                 continue
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ConfigurationError(f"{name} must be a non-negative int of bytes, got {v!r}")
+        h = self.large_cache_headroom
+        if isinstance(h, bool) or not isinstance(h, (int, float)) or not h >= 0:  # `not >=`: NaN too
+            raise ConfigurationError(
+                f"large_cache_headroom must be a non-negative number (math.inf: no limit), got {h!r}"
+            )
+        r = self.large_reuse_bins
+        if isinstance(r, bool) or not isinstance(r, int) or not 0 <= r <= 4:
+            raise ConfigurationError(f"large_reuse_bins must be an int from 0 to 4, got {r!r}")
         if self.max_pool_bytes is not None:
             warm = sum(c.value * n for c, n in zip(_CLASSES, self.initial_counts))
             if warm > self.max_pool_bytes:
@@ -354,8 +381,7 @@ class GpuMemoryPool:
                 cap = self.backend.mem_info()[1] // 8
             except Exception:  # noqa: BLE001 - no answer from the device: keep nothing cached
                 cap = 0
-        #: Bytes of freed large blocks this pool keeps at most (``PoolConfig.max_cached_large_bytes``).
-        self.max_cached_large_bytes: int = cap
+        self._max_cached = cap
         self._lock = threading.Lock()
         n = len(_CLASSES)
         # One LIFO free list per class, plus an always-empty one at index -1 (= n), so that
@@ -369,8 +395,18 @@ class GpuMemoryPool:
         # block freed and handed out again since) is refused without a generation counter.
         self._live: dict[int, PooledBuffer] = {}
         self._large: dict[int, int] = {}  # blocks above 256 KB, in use or cached: ptr -> bytes
-        self._large_free: dict[int, list[int]] = {}  # cached large blocks by size
-        self._large_cached_bytes = 0
+        self._large_free: dict[int, list[int]] = {}  # cached large blocks by size, oldest first
+        # cached block -> the clock when it was cached. Its rank for the budget is that + 1 MiB
+        # / its size (GreedyDual-Size): the lowest goes back to the device first, and the
+        # clock moves up to it, so blocks cached long ago go eventually, however small. A
+        # block handed out again keeps its (stale) entry until it is cached again or freed.
+        self._large_since: dict[int, float] = {}
+        self._large_clock = 0.0
+        self._large_limit = self.config.large_limit  # read on the large hot paths
+        self._large_room = cap  # max_cached_large_bytes less the bytes cached now
+        # The most bytes live at once in the pool's life (reset_peaks keeps it): what
+        # large_cache_headroom is measured against
+        self._live_high = 0
         self._hits = self._misses = 0
         self._pool_bytes = self._peak_pool = 0
         self._live_bytes = self._peak_live = 0  # bytes requested (blocks in use are counted on demand)
@@ -396,9 +432,11 @@ class GpuMemoryPool:
 
     # -- allocation ---------------------------------------------------------------------
     def allocate(self, nbytes: int) -> PooledBuffer:
-        """A block of at least ``nbytes`` (O(1) when its class has a free block)."""
+        """A block of at least ``nbytes`` (O(1) when its class, or its large bin, has a free block)."""
         if type(nbytes) is int and 0 < nbytes <= 262144:  # noqa: E721 - the hot path, inlined
             i = bisect_left(_LIMITS, nbytes)
+        elif type(nbytes) is int and nbytes > 262144:  # noqa: E721
+            i = -1
         else:
             i = _class_index(nbytes)
             nbytes = int(nbytes)
@@ -409,6 +447,18 @@ class GpuMemoryPool:
             if stack:  # the hot path: a free block of the class
                 self._hits += 1
                 buf = PooledBuffer(self, stack.pop(), nbytes, i)
+            elif i < 0 and nbytes <= self._large_limit:
+                # above 256 KB: a cached block of the request's own bin, inlined like the class
+                # path (close() empties the cache, so a closed pool finds none)
+                k = (nbytes - 1).bit_length() - 3  # _large_bin: steps of 2^k
+                size = (((nbytes - 1) >> k) + 1) << k
+                cached = self._large_free.get(size)
+                if cached:
+                    self._hits += 1
+                    self._large_room += size
+                    buf = PooledBuffer(self, cached.pop(), nbytes, -1)  # the one freed last: warm
+                else:
+                    buf = self._allocate_slow(i, nbytes)
             else:
                 buf = self._allocate_slow(i, nbytes)
             self._live[buf.ptr] = buf
@@ -435,47 +485,118 @@ class GpuMemoryPool:
             self._misses += 1
             return PooledBuffer(self, self._free[i].pop(), nbytes, i)
         why = f"{_CLASSES[i].name} is at max_counts={self.config.max_counts[i]}"
-        return PooledBuffer(self, self._direct(_LIMITS[i], why=why), nbytes, -1)
+        return PooledBuffer(self, self._direct(_LIMITS[i], why=why, requested=nbytes), nbytes, -1)
 
-    def device_array(self, shape: int | Sequence[int], dtype: Any = np.float32) -> Any:
-        """A numba device array from the pool, returned to the pool when the array is collected.
+    def device_array(self, shape: int | Sequence[int], dtype: Any = np.float32) -> DeviceArray:
+        """A :class:`~ringkernel.memory.DeviceArray` from the pool, returned to the pool when
+        it and its views are collected (``as_numba()`` gives numba's array over it).
 
         The array keeps the pool alive; after ``close()`` its block stays valid until the
-        array is collected.
+        array is collected. Raises :class:`ConfigurationError` for a negative or non-integer
+        shape and for dtypes that are not numbers.
         """
-        dt = np.dtype(dtype)
-        shp = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
-        nbytes = max(1, int(np.prod(shp, dtype=np.int64)) * dt.itemsize)
-        buf = self.allocate(nbytes)
-        return self.backend.array(buf.ptr, shp, dt, functools.partial(self._release, buf))
+        return new_device_array(self, shape, dtype)
 
     def _large_alloc(self, nbytes: int) -> int:
-        """A block above 256 KB (lock held): a cached block of its size, or a new one."""
+        """A block above 256 KB (lock held): a cached block of its bin (or of one of the
+        ``large_reuse_bins`` bins above it); when a new block would pass the cache budget,
+        a larger cached block (see :meth:`_spill`); else a new one."""
         if nbytes > self.config.large_limit:
-            return self._direct(nbytes, why=f"larger than large_limit={self.config.large_limit}")
-        size = _large_bin(nbytes)
-        stack = self._large_free.get(size)
-        if stack:
-            self._hits += 1
-            self._large_cached_bytes -= size
-            return stack.pop()
-        return self._direct(size, why="a new large block")
+            return self._direct(nbytes, why=f"larger than large_limit={self.config.large_limit}", requested=nbytes)
+        size = want = _large_bin(nbytes)
+        for _ in range(self.config.large_reuse_bins + 1):
+            stack = self._large_free.get(size)
+            if stack:
+                return self._take_cached(size, stack)
+            size = _large_bin(size + 1)  # the next bin up
+        if self._large_room != self._max_cached:  # something is cached
+            ptr = self._spill(want, nbytes)
+            if ptr:
+                return ptr
+        return self._direct(want, why="a new large block", requested=nbytes)
+
+    def _take_cached(self, size: int, stack: list[int]) -> int:
+        self._hits += 1
+        self._large_room += size
+        return stack.pop()  # the one freed last: its cache lines may still be warm
+
+    @property
+    def max_cached_large_bytes(self) -> int:
+        """Bytes of freed large blocks this pool keeps at most (``PoolConfig.max_cached_large_bytes``)."""
+        return self._max_cached
+
+    @property
+    def _large_cached_bytes(self) -> int:
+        return self._max_cached - self._large_room
+
+    def _budget(self, requested: int) -> float:
+        """The most the pool may hold because of cached blocks (lock held): ``1 +
+        large_cache_headroom`` times the most bytes ever live at once, ``requested`` more
+        included."""
+        high = self._live_high = max(self._live_high, self._peak_live, self._live_bytes + requested)
+        return high * (1.0 + self.config.large_cache_headroom)
+
+    def _spill(self, want: int, requested: int) -> int:
+        """A cached block larger than ``want`` when a new block would pass the budget (lock
+        held); 0: none.
+
+        Without it, sequential temporaries of different sizes (100 MiB, then 300 MiB, then
+        100 MiB, ...) would give a block back and allocate another at every step: the pool
+        cannot hold both within the budget. The smallest larger cached block serves instead,
+        as long as the blocks in use stay within half the headroom above the most bytes ever
+        live, so spilled blocks cannot crowd out the cache a random mix of sizes needs.
+        """
+        headroom = self.config.large_cache_headroom
+        if headroom == math.inf or self._pool_bytes + want <= self._budget(requested):
+            return 0
+        size = min((s for s, st in self._large_free.items() if st and s > want), default=0)
+        if not size:
+            return 0
+        free_small = sum(len(self._free[i]) * _LIMITS[i] for i in range(len(_CLASSES)))
+        in_use = self._pool_bytes - self._large_cached_bytes - free_small
+        if in_use + size > self._live_high * (1.0 + headroom / 2):
+            return 0
+        return self._take_cached(size, self._large_free[size])
+
+    def _uncache(self, ptr: int, size: int) -> None:
+        """Give a cached large block back to the device (lock held; already off its bin's list)."""
+        del self._large_since[ptr]
+        del self._large[ptr]
+        self._pool_bytes -= size
+        self._large_room += size
+        self.backend.free(ptr)
+
+    def _fit_budget(self, nbytes: int, requested: int) -> None:
+        """Before the pool takes ``nbytes`` more from the device for a request of
+        ``requested`` bytes (lock held): give back cached large blocks, lowest rank first,
+        until the pool holds at most ``1 + large_cache_headroom`` times the most bytes ever
+        live at once (this request included)."""
+        if self._large_room == self._max_cached or self.config.large_cache_headroom == math.inf:
+            return  # nothing cached, or no budget
+        since = self._large_since
+        over = self._pool_bytes + nbytes - self._budget(requested)
+        while over > 0 and self._large_room != self._max_cached:
+            # Each bin's list is oldest first, so its first block has the bin's lowest rank:
+            # the lowest overall is the lowest of those (a few dozen bins at most).
+            rank, size = min((since[st[0]] + 1048576 / s, s) for s, st in self._large_free.items() if st)
+            ptr = self._large_free[size].pop(0)
+            self._large_clock = rank
+            self._uncache(ptr, size)
+            over -= size
 
     def _release_cached(self) -> int:
         """Give cached large blocks and empty slabs back to the device (lock held); the bytes."""
         released = 0
         for size, stack in self._large_free.items():
             while stack:
-                ptr = stack.pop()
-                self._large.pop(ptr, None)
-                self._pool_bytes -= size
-                self._large_cached_bytes -= size
-                self.backend.free(ptr)
+                self._uncache(stack.pop(), size)
                 released += size
         return released + self._compact_locked()
 
-    def _direct(self, nbytes: int, *, why: str) -> int:
+    def _direct(self, nbytes: int, *, why: str, requested: int = 0) -> int:
+        """A new block of ``nbytes`` from the device, tracked as a direct allocation (lock held)."""
         try:
+            self._fit_budget(nbytes, requested)
             self._reserve(nbytes)
             ptr = self.backend.alloc(nbytes)
         except InsufficientMemory:
@@ -523,6 +644,7 @@ class GpuMemoryPool:
             if fit < min(at_least, nblocks):
                 self._reserve(size * min(at_least, nblocks))  # raises with the numbers
             nblocks = min(nblocks, fit)
+        self._fit_budget(size * nblocks, 0)
         slab = self.backend.alloc(size * nblocks)
         blocks = tuple(slab + k * size for k in range(nblocks))
         self._slabs[slab] = (i, blocks)
@@ -580,6 +702,22 @@ class GpuMemoryPool:
                         return
                     if live is not None:  # another buffer holds the block now: put it back
                         self._live[ptr] = live
+                else:  # a block above the classes (a direct allocation), no size given
+                    ptr = buffer.ptr
+                    live = self._live.pop(ptr, None)
+                    if live is buffer:
+                        self._live_bytes -= buffer.nbytes
+                        large = self._large[ptr]
+                        stack = self._large_free.get(large)  # a bin cached before: cacheable
+                        if stack is not None and large <= self._large_room:
+                            stack.append(ptr)  # _return_large's common case, inlined
+                            self._large_since[ptr] = self._large_clock
+                            self._large_room -= large
+                        else:
+                            self._return_large(ptr, large)
+                        return
+                    if live is not None:
+                        self._live[ptr] = live
             finally:
                 lock.release()
         if type(buffer) is PooledBuffer:
@@ -620,19 +758,27 @@ class GpuMemoryPool:
         self._live_bytes -= requested
         large = self._large.get(ptr)
         if large is not None:
-            if (
-                large <= self.config.large_limit
-                and large == _large_bin(large)
-                and self._large_cached_bytes + large <= self.max_cached_large_bytes
-            ):
-                self._large_free.setdefault(large, []).append(ptr)  # kept for the next request
-                self._large_cached_bytes += large
-                return
-            del self._large[ptr]
-            self._pool_bytes -= large
-            self.backend.free(ptr)
+            self._return_large(ptr, large)
             return
         self._free[self._block_class[ptr]].append(ptr)
+
+    def _return_large(self, ptr: int, large: int) -> None:
+        """A freed direct block of ``large`` bytes (lock held; already out of ``_live``):
+        cached for the next request of its bin, or back to the device."""
+        # Blocks in (256 KB, large_limit] are all bin sizes (made by _large_alloc); a class's
+        # direct block (256 KB at most) is never asked for by a large request.
+        if 262144 < large <= self._large_limit and large <= self._large_room:
+            stack = self._large_free.get(large)
+            if stack is None:
+                stack = self._large_free[large] = []
+            stack.append(ptr)  # kept for the next request
+            self._large_since[ptr] = self._large_clock
+            self._large_room -= large
+            return
+        del self._large[ptr]
+        self._large_since.pop(ptr, None)
+        self._pool_bytes -= large
+        self.backend.free(ptr)
 
     def _check_size(self, ptr: int, requested: int, nbytes: int) -> None:
         if ptr in self._large:
@@ -704,9 +850,30 @@ class GpuMemoryPool:
         Waiting for the lock there would wait forever; so the block goes on the pending list
         and is returned now only if the lock can be had without waiting.
         """
-        self._pending.append(item)
         lock = self._lock
         if lock.acquire(False):
+            try:
+                # the common case inlined, as in deallocate: a block of an open pool
+                if type(item) is PooledBuffer and self._live.get(item.ptr) is item:
+                    ptr, i = item.ptr, item._i
+                    del self._live[ptr]
+                    self._live_bytes -= item.nbytes
+                    if i >= 0:
+                        self._free[i].append(ptr)
+                    else:
+                        try:
+                            self._return_large(ptr, self._large[ptr])
+                        except Exception as exc:  # pragma: no cover - the driver refused a free
+                            log.error("pool: automatic release of 0x%x failed: %s", ptr, exc)
+                else:
+                    self._pending.append(item)
+                if self._pending:
+                    self._drain()
+            finally:
+                lock.release()
+            return
+        self._pending.append(item)
+        if lock.acquire(False):  # the holder may have let go since: drain now rather than later
             try:
                 self._drain()
             finally:
@@ -792,7 +959,7 @@ class GpuMemoryPool:
                 ClassDiagnostics(c, counts[i][0], counts[i][1], slabs_per[i]) for i, c in enumerate(_CLASSES)
             )
             cached = self._large_cached_bytes
-            n_cached = sum(len(v) for v in self._large_free.values())
+            n_cached = sum(len(st) for st in self._large_free.values())
             return PoolDiagnostics(
                 classes=classes, large_allocations=len(self._large) - n_cached,
                 large_bytes=sum(self._large.values()) - cached, cached_large_bytes=cached,
@@ -807,6 +974,7 @@ class GpuMemoryPool:
         with self._lock:
             self._check_open("reset_peaks")
             self._drain()
+            self._live_high = max(self._live_high, self._peak_live)  # the cache budget keeps the peak
             self._peak_pool, self._peak_live = self._pool_bytes, self._live_bytes
             self._hits = self._misses = 0
 
@@ -844,7 +1012,8 @@ class GpuMemoryPool:
                         except Exception as exc:  # the context may be gone at exit
                             log.warning("pool: releasing cached block 0x%x at close failed: %s", ptr, exc)
                     stack.clear()
-                self._large_cached_bytes = 0
+                self._large_since.clear()
+                self._large_room = self._max_cached
                 live, self._live = self._live, {}
                 for stack in self._free:
                     stack.clear()
@@ -891,10 +1060,8 @@ class GpuMemoryPool:
 
 def _large_bin(nbytes: int) -> int:
     """``nbytes`` rounded up to a quarter-power-of-two size (1, 1.25, 1.5, 1.75 x 2^k)."""
-    k = max(0, (nbytes - 1).bit_length() - 1)
-    base = 1 << k
-    step = max(1, base >> 2)
-    return -(-nbytes // step) * step
+    k = (nbytes - 1).bit_length() - 3  # the step is 2^k: a quarter of the power of two below
+    return (((nbytes - 1) >> k) + 1) << k if k > 0 else nbytes
 
 
 def _release_all(backend: MemoryBackend, slabs: dict[int, Any], large: dict[int, int]) -> None:

@@ -84,3 +84,57 @@ def test_torch_resized_and_reallocated_is_not_stale(rng: np.random.Generator) ->
     half = torch.zeros(50, device="cuda", dtype=torch.float32)
     add(a.float(), b.float(), half)  # another dtype: another compiled signature
     np.testing.assert_allclose(half.cpu().numpy(), (a + b).float().cpu().numpy(), rtol=1e-6)
+
+
+def test_every_call_pattern_gives_numpys_answer(rng: np.random.Generator) -> None:
+    """New numba arrays every call (freed each time, so addresses repeat with other data),
+    DeviceArrays from a pool, a scalar that changes every call, CuPy and PyTorch arrays of
+    changing sizes: each launch checked against NumPy."""
+    from numba import cuda
+
+    from ringkernel import GpuMemoryPool, gpu_kernel
+
+    @gpu_kernel
+    def axpy(alpha, x, y, out):  # type: ignore[no-untyped-def]
+        i = cuda.grid(1)
+        if i < out.size:
+            out[i] = alpha * x[i] + y[i]
+
+    def check(alpha: np.float32, xh: np.ndarray, yh: np.ndarray, got: np.ndarray) -> None:
+        np.testing.assert_allclose(got, alpha * xh + yh, rtol=1e-5, atol=1e-5)
+
+    for n in (1000, 1000, 1000, 4097, 1000, 33):  # sizes repeat and change
+        for _ in range(40):  # new arrays each call, freed at the end of the iteration
+            xh, yh = rng.standard_normal(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
+            alpha = np.float32(rng.standard_normal())
+            x, y, out = cuda.to_device(xh), cuda.to_device(yh), cuda.device_array(n, np.float32)
+            axpy(alpha, x, y, out)
+            check(alpha, xh, yh, out.copy_to_host())
+    pool = GpuMemoryPool()
+    for n in (777, 777, 5000):
+        for _ in range(20):
+            xh, yh = rng.standard_normal(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
+            x, y, out = (pool.device_array(n, np.float32) for _ in range(3))
+            x.copy_to_device(xh)
+            y.copy_to_device(yh)
+            alpha = float(rng.standard_normal())
+            axpy(np.float32(alpha), x, y, out)
+            check(np.float32(alpha), xh, yh, out.copy_to_host())
+    cupy = pytest.importorskip("cupy")
+    for n in (640, 640, 1500):
+        for _ in range(20):
+            xh, yh = rng.standard_normal(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
+            xc, yc, oc = cupy.asarray(xh), cupy.asarray(yh), cupy.empty(n, dtype=cupy.float32)
+            alpha = np.float32(rng.standard_normal())
+            axpy(alpha, xc, yc, oc)
+            check(alpha, xh, yh, cupy.asnumpy(oc))
+    torch = pytest.importorskip("torch")
+    for n in (300, 300, 901):
+        for _ in range(20):
+            xh, yh = rng.standard_normal(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
+            xt, yt = torch.as_tensor(xh, device="cuda"), torch.as_tensor(yh, device="cuda")
+            ot = torch.empty(n, device="cuda")
+            alpha = np.float32(rng.standard_normal())
+            axpy(alpha, xt, yt, ot)
+            torch.cuda.synchronize()
+            check(alpha, xh, yh, ot.cpu().numpy())

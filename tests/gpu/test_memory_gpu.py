@@ -65,6 +65,15 @@ pool = rm.plugin_pool()
 assert pool is not None
 d = pool.diagnostics()
 print("PLUGIN", d.hits + d.misses, d.live_bytes, d.pool_bytes)
+import gc
+view = d_c[5:]  # a slice keeps its array's block (PoolPointer) after the array is gone
+del d_a, d_c
+gc.collect()
+with_view = pool.diagnostics().live_bytes
+assert np.array_equal(view.copy_to_host(), 2 * a[5:])
+del view
+gc.collect()
+print("VIEW", d.live_bytes - with_view, with_view - pool.diagnostics().live_bytes)
 """
     env = dict(os.environ, NUMBA_CUDA_MEMORY_MANAGER="ringkernel.memory",
                PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")  # fmt: skip
@@ -73,6 +82,8 @@ print("PLUGIN", d.hits + d.misses, d.live_bytes, d.pool_bytes)
     line = next(line for line in out.stdout.splitlines() if line.startswith("PLUGIN"))
     allocations = int(line.split()[1])
     assert allocations >= 8  # every to_device/device_array above went through the pool
+    view = next(line for line in out.stdout.splitlines() if line.startswith("VIEW")).split()
+    assert int(view[1]) == int(view[2]) == 4 << 20  # d_a back at once, d_c with its last view
 
 
 def test_resource_guard_reads_the_device() -> None:

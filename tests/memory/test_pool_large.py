@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import random
+
 import numpy as np
 import pytest
 
@@ -51,7 +54,8 @@ def test_the_cache_is_capped_and_large_limit_goes_direct() -> None:
 
 def test_memory_pressure_releases_the_cache_and_retries() -> None:
     backend = SimulatorBackend(total_bytes=24 * MiB)
-    pool = GpuMemoryPool(PoolConfig(max_cached_large_bytes=64 * MiB), backend=backend)
+    # no headroom budget here: the 8 MiB block would go back when the 10 MiB one is made
+    pool = GpuMemoryPool(PoolConfig(max_cached_large_bytes=64 * MiB, large_cache_headroom=math.inf), backend=backend)
     for size in (8 * MiB, 10 * MiB):  # 18 MiB cached after these are freed
         pool.allocate(size).free()
     assert pool.diagnostics().cached_large_bytes == 18 * MiB
@@ -94,3 +98,200 @@ def test_the_default_cache_is_an_eighth_of_the_device() -> None:
     for b in bufs:
         b.free()
     assert pool.diagnostics().cached_large_bytes == 8 * MiB
+
+
+# -- the cache budget (large_cache_headroom), its eviction order and spills --------------
+
+
+class CountingBackend(SimulatorBackend):
+    """Device memory that only counts: addresses without bytes, so a trace can hold GiBs."""
+
+    name = "counting"
+
+    def __init__(self, total_bytes: int = 141 << 30) -> None:
+        super().__init__(total_bytes)
+        self.allocs = self.frees = 0
+        self.freed: list[int] = []
+        self._sizes: dict[int, int] = {}
+
+    def alloc(self, nbytes: int) -> int:
+        if self.allocated_bytes + nbytes > self.total_bytes:
+            raise InsufficientMemory(nbytes, self.total_bytes - self.allocated_bytes, what="counted device memory")
+        ptr = (self.allocs + 1) << 40  # never reused
+        self._sizes[ptr] = nbytes
+        self.allocated_bytes += nbytes
+        self.allocs += 1
+        return ptr
+
+    def free(self, ptr: int) -> None:
+        self.allocated_bytes -= self._sizes.pop(ptr)
+        self.frees += 1
+        self.freed.append(ptr)
+
+
+def random_trace(seed: int, ops: int = 20000, cap: int = 2 << 30) -> list[tuple[int, int]]:
+    """benchmarks/memory_sizes.py's trace: (id, bytes) allocates, (id, 0) frees.
+
+    Sizes log-uniform in [1 KiB, 64 MiB]; each step allocates with probability 0.55, else
+    frees a random live block; an allocation that would take the live bytes past ``cap``
+    frees instead.
+    """
+    rnd = random.Random(seed)
+    lo, hi = math.log(1 << 10), math.log(64 << 20)
+    out: list[tuple[int, int]] = []
+    live: list[tuple[int, int]] = []
+    live_bytes = 0
+    for k in range(ops):
+        n = int(math.exp(rnd.uniform(lo, hi)))
+        if live and (rnd.random() >= 0.55 or live_bytes + n > cap):
+            j = rnd.randrange(len(live))
+            live[j], live[-1] = live[-1], live[j]
+            i, size = live.pop()
+            live_bytes -= size
+            out.append((i, 0))
+        else:
+            out.append((k, n))
+            live.append((k, n))
+            live_bytes += n
+    return out
+
+
+def replay(pool: GpuMemoryPool, trace: list[tuple[int, int]]) -> tuple[float, float]:
+    """(peak pool bytes / peak live bytes, share of requests above 256 KB served from the cache)."""
+    bufs = {}
+    large = new_large = 0
+    for i, n in trace:
+        if n:
+            before = pool.backend.allocs  # type: ignore[attr-defined]
+            bufs[i] = pool.allocate(n)
+            if n > 256 * 1024:
+                large += 1
+                new_large += pool.backend.allocs - before  # type: ignore[attr-defined]
+        else:
+            bufs.pop(i).free()
+    d = pool.diagnostics()
+    return d.peak_pool_bytes / d.peak_live_bytes, 1 - new_large / large
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_sizes_stay_within_the_headroom(seed: int) -> None:
+    trace = random_trace(seed)
+    ratio, reuse = replay(GpuMemoryPool(backend=CountingBackend()), trace)
+    assert ratio <= 1.25 + 1e-9  # (1 + large_cache_headroom): blocks in use round up by ~9% here
+    assert reuse >= 0.75  # 0.81 at these seeds; unbounded, the cache reuses 0.89 and holds 2.3x live
+    unbounded, _ = replay(GpuMemoryPool(PoolConfig(large_cache_headroom=math.inf), backend=CountingBackend()), trace)
+    assert unbounded > 1.9  # what the budget is for
+
+
+def test_reuse_still_hits_for_loops_and_sequential_temporaries() -> None:
+    backend = CountingBackend()
+    pool = GpuMemoryPool(backend=backend)
+    for _ in range(100):  # one size in a loop: one block
+        pool.allocate(48 * MiB).free()
+    assert backend.allocs == 1
+    for k in range(100):  # temporaries of two sizes in turn: the 300 MiB block serves both
+        pool.allocate(100 * MiB if k % 2 else 300 * MiB).free()
+    assert backend.allocs <= 3
+    rnd = random.Random(5)  # a training-loop-like set of 50 buffers whose sizes vary by +-10%
+    sizes = [int(math.exp(rnd.uniform(math.log(MiB), math.log(64 * MiB)))) for _ in range(50)]
+    before = backend.allocs
+    for _ in range(40):
+        bufs = [pool.allocate(int(n * rnd.uniform(0.9, 1.1))) for n in sizes]
+        for b in bufs:
+            b.free()
+    assert backend.allocs - before <= 0.05 * 40 * 50  # 72 of 2000 here
+    d = pool.diagnostics()
+    assert d.peak_pool_bytes <= 1.25 * d.peak_live_bytes + 1
+
+
+def test_a_new_block_gives_back_cached_ones_past_the_headroom() -> None:
+    backend = CountingBackend()
+    pool = GpuMemoryPool(PoolConfig(large_cache_headroom=0.25, large_reuse_bins=0), backend=backend)
+    a, b = pool.allocate(40 * MiB), pool.allocate(40 * MiB)  # 80 MiB live at most: 100 MiB budget
+    a.free()
+    b.free()
+    c = pool.allocate(8 * MiB)  # 80 + 8 fits: both 40 MiB blocks stay
+    assert backend.frees == 0 and pool.diagnostics().cached_large_bytes == 80 * MiB
+    d = pool.allocate(48 * MiB)  # 88 + 48 does not (and no cached block is larger): one cached block goes
+    assert backend.frees == 1 and pool.diagnostics().pool_bytes == 96 * MiB
+    c.free()
+    d.free()
+
+
+def test_small_blocks_stay_longer_but_not_forever() -> None:
+    """GreedyDual-Size: a block's rank is the clock when cached + 1 MiB / size, the lowest
+    goes first, and the clock moves up to it: large blocks go before small ones, and a small
+    block cached long ago goes once enough others went since."""
+    backend = CountingBackend()
+    pool = GpuMemoryPool(PoolConfig(large_cache_headroom=0.1, large_reuse_bins=0), backend=backend)
+    small, big = pool.allocate(1 * MiB), pool.allocate(32 * MiB)
+    small_ptr, big_ptr = small.ptr, big.ptr
+    small.free()
+    big.free()
+    fresh = pool.allocate(40 * MiB)  # 33 cached + 40 > 1.1 x 40: the 32 MiB block goes, not the small one
+    assert backend.freed == [big_ptr]
+    fresh.free()
+
+    # A random mix of 16-64 MiB blocks near its peak (none can take the 1 MiB block): the
+    # budget keeps giving blocks back, each moving the clock up by 1/16-1/64; the 1 MiB
+    # block (rank: its clock + 1) goes once the clock passed it.
+    backend = CountingBackend()
+    pool = GpuMemoryPool(PoolConfig(large_cache_headroom=0.25, large_reuse_bins=0), backend=backend)
+    small = pool.allocate(1 * MiB)
+    small_ptr = small.ptr
+    rnd = random.Random(3)
+    live: list = []
+    for k in range(5000):
+        if k == 500:  # the mix is at its peak by now, with blocks of its own cached
+            small.free()
+            evicted_before = len(backend.freed)
+        n = int(math.exp(rnd.uniform(math.log(16 * MiB), math.log(64 * MiB))))
+        if live and (rnd.random() > 0.55 or sum(b.nbytes for b in live) + n > 1 << 30):
+            live.pop(rnd.randrange(len(live))).free()
+        else:
+            live.append(pool.allocate(n))
+        if small_ptr in backend.freed:
+            break
+    assert small_ptr in backend.freed
+    assert backend.freed.index(small_ptr) - evicted_before > 40  # 112 here
+
+
+def test_a_larger_cached_block_serves_only_while_blocks_in_use_stay_in_bounds() -> None:
+    backend = CountingBackend()
+    pool = GpuMemoryPool(PoolConfig(large_cache_headroom=0.25, large_reuse_bins=0), backend=backend)
+    a, b = pool.allocate(64 * MiB), pool.allocate(64 * MiB)  # 128 MiB live at most: budget 160
+    a_ptr = a.ptr
+    a.free()
+    d = pool.allocate(40 * MiB)  # a new block: 168 > 160; in use with A's block: 128 <= 1.125 x 128
+    assert d.ptr == a_ptr and backend.allocs == 2
+    d.free()
+    e = pool.allocate(20 * MiB)  # 148 MiB held
+    f = pool.allocate(40 * MiB)  # A's block would make 64 + 20 + 64 = 148 in use > 144: a new block
+    assert f.ptr != a_ptr and a_ptr not in backend._sizes  # and A's block went to make room
+    assert pool.diagnostics().pool_bytes == 124 * MiB
+    for buf in (b, e, f):
+        buf.free()
+
+
+def test_memory_pressure_still_releases_the_cache_within_the_budget() -> None:
+    backend = CountingBackend(total_bytes=24 * MiB)
+    pool = GpuMemoryPool(PoolConfig(max_cached_large_bytes=64 * MiB), backend=backend)
+    a, b = pool.allocate(8 * MiB), pool.allocate(10 * MiB)
+    a.free()
+    b.free()
+    assert pool.diagnostics().cached_large_bytes == 18 * MiB  # 18 live at most: budget 22.5
+    other = backend.alloc(6 * MiB)  # someone else takes the rest of the device
+    c = pool.allocate(4 * MiB)  # within the budget, but the device is full: the cache goes, one retry
+    assert pool.diagnostics().cached_large_bytes == 0 and backend.allocated_bytes == 10 * MiB
+    c.free()
+    backend.free(other)
+
+
+def test_bad_budget_options() -> None:
+    for bad in (-0.1, float("nan"), True, "0.2"):
+        with pytest.raises(ConfigurationError, match="large_cache_headroom"):
+            PoolConfig(large_cache_headroom=bad)  # type: ignore[arg-type]
+    for bad in (-1, 5, 1.0):
+        with pytest.raises(ConfigurationError, match="large_reuse_bins"):
+            PoolConfig(large_reuse_bins=bad)  # type: ignore[arg-type]
+    PoolConfig(large_cache_headroom=math.inf, large_reuse_bins=0)
