@@ -191,7 +191,7 @@ class RuntimeLaunchMixin:
         fn, call_args, buf = lau.constant_call(infos, c.grid, c.block, c.shared_mem, 0)
         current = [info if info.ref is not None else None for info in infos]  # type: ignore[union-attr]
         go = _guarded_launch(fn, call_args, buf, lau, decision, tuple(scalar_slots), tuple(guards),
-                             tuple(stream_checks), current, [id(a) for a in args])  # fmt: skip
+                             tuple(stream_checks), current)  # fmt: skip
         entries = self._layouts
         if len(entries) >= LAYOUT_ENTRIES:
             self._layout_pause = min(2 * self._layout_pause or LAYOUT_ENTRIES, 1 << 16)
@@ -203,23 +203,38 @@ class RuntimeLaunchMixin:
             self._layouts = []  # a hook, a context or close() arrived meanwhile (another thread)
 
     def _layout_launch(self, args: tuple[Any, ...]) -> bool:
-        """Launch from a layout entry (see ``_add_layout_entry``); False: none applies."""
-        for go in self._layouts:
+        """Launch from a layout entry (see ``_add_layout_entry``); False: none applies. The
+        entry that served moves to the front (the next call most likely has its layout)."""
+        entries = self._layouts
+        for k, go in enumerate(entries):
             try:
                 decision = go(args)
             except (struct_error, OverflowError):
                 return False  # a value that does not fit: the checked path says so
-            if decision is not None:
-                if type(decision) is tuple:  # the same ids again, no scalars: a launch memo
-                    decision = decision[0]  # entry makes the next call cheaper still
-                    self._memoize(self._memo, args, decision, layout=False)
-                    if tuple(map(id, args)) not in self._memo:  # new arrays at reused ids
-                        b = go.backoff
-                        b[1] = min(2 * b[1] or 1, 1 << 16)
-                        b[0] = b[1]
-                self._last = decision
-                return True
+            if decision is None:
+                continue
+            if k:
+                self._layouts = [go, *entries[:k], *entries[k + 1 :]]  # one assignment (threads)
+            if type(decision) is tuple:  # arrays only: a launch-memo entry may serve them next
+                decision = decision[0]
+                self._promote(go, args, decision)
+            self._last = decision
+            return True
         return False
+
+    def _promote(self, go: Any, args: tuple[Any, ...], decision: Any) -> None:
+        """Try a launch-memo entry for ``args`` (all arrays) after a layout-entry launch. The
+        memo's own rule decides (arrays launched before, with identity records). Attempts
+        that make no entry (new arrays every call) back off, doubling after the first 32:
+        32 array sets rotating through a kernel all get entries."""
+        b = go.backoff
+        self._memoize(self._memo, args, decision, layout=False)
+        if tuple(map(id, args)) in self._memo:
+            return
+        b[2] += 1
+        if b[2] > 32:
+            b[1] = min(2 * b[1] or 1, 1 << 16)
+            b[0] = b[1]
 
     def _memo_overflowed(self) -> None:
         """A memo filled up: more array sets rotate through this kernel than it holds, so new
@@ -304,7 +319,7 @@ class RuntimeLaunchMixin:
 def _guarded_launch(
     fn: Any, call_args: tuple[Any, ...], buf: Any, launcher: Any, decision: Any,
     scalar_slots: tuple[Any, ...], guards: tuple[Any, ...], stream_checks: tuple[Any, ...],
-    current: list[Any], ids: list[int],
+    current: list[Any],
 ) -> Callable[[tuple[Any, ...]], Any]:  # fmt: skip
     """The call of a layout entry: ``go(args)`` launches and returns the decision, or returns
     None without launching when a check fails (the caller takes the checked path).
@@ -332,7 +347,6 @@ def _guarded_launch(
         if busy[0] or get_ident() != owner or launcher.closed:
             return None
         busy[0] = True
-        same = not scalar_slots
         try:
             for pos, tp, pack_into, offset in scalar_slots:
                 v = args[pos]
@@ -341,11 +355,7 @@ def _guarded_launch(
                 pack_into(buf, offset, v)
             for pos, guard, offset in guards:
                 x = args[pos]
-                i = id(x)
-                if i != last_ids[pos]:
-                    last_ids[pos] = i
-                    same = False
-                info = cache_get(i)
+                info = cache_get(id(x))
                 if info is not None and info is current[pos]:
                     continue  # the very array the block holds (the record dies with it)
                 ptr = guard(x)
@@ -358,17 +368,16 @@ def _guarded_launch(
                     return None  # the producer's stream must be waited for: the checked path does
             if fn(*call_args):
                 return None  # the checked path launches again and raises the driver's error
-            if same:  # the same argument ids as last time, no scalars: maybe the same arrays
+            if not scalar_slots:  # arrays only: the caller may try a launch-memo entry
                 if backoff[0]:
                     backoff[0] -= 1
                 else:
-                    return (decision,)  # the caller tries a launch memo entry
+                    return (decision,)
             return decision
         finally:
             busy[0] = False
 
-    last_ids = list(ids)  # the ids of the launch the entry was made from
-    backoff = [0, 0]  # calls not to suggest a memo entry for; the length of the last pause
+    backoff = [0, 0, 0]  # calls not to suggest a memo entry for; the last pause; attempts made
     go.backoff = backoff  # type: ignore[attr-defined]
     return go
 

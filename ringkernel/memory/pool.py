@@ -861,10 +861,12 @@ class GpuMemoryPool:
                     if i >= 0:
                         self._free[i].append(ptr)
                     else:
-                        try:
-                            self._return_large(ptr, self._large[ptr])
-                        except Exception as exc:  # pragma: no cover - the driver refused a free
-                            log.error("pool: automatic release of 0x%x failed: %s", ptr, exc)
+                        large = self._large.get(ptr)
+                        if large is not None:  # None: the pool's own finalizer released it (a
+                            try:  # cycle of pool and arrays collected together)
+                                self._return_large(ptr, large)
+                            except Exception as exc:  # pragma: no cover - the driver refused a free
+                                log.error("pool: automatic release of 0x%x failed: %s", ptr, exc)
                 else:
                     self._pending.append(item)
                 if self._pending:

@@ -84,11 +84,11 @@ def test_kernels_launch_on_device_arrays_and_views(rng: np.random.Generator) -> 
     a.copy_to_device(host)
     add_index[(10, 7), (32, 32)](a)
     ii, jj = np.indices(host.shape)
-    expect = host + ii * 1000 + jj
+    expect = host + (ii * 1000 + jj)  # the kernel adds the integer in one rounding
     np.testing.assert_array_equal(a.copy_to_host(), expect)
     add_index[(10, 7), (32, 32)](a[::-3, 1::2])  # a strided view
     vi, vj = np.indices(expect[::-3, 1::2].shape)
-    expect[::-3, 1::2] += vi * 1000 + vj
+    expect[::-3, 1::2] += (vi * 1000 + vj)
     np.testing.assert_array_equal(a.copy_to_host(), expect)
     x = rng.standard_normal(100_003).astype(np.float32)
     dx, out = pool.device_array(x.size, np.float32), pool.device_array(x.size, np.float32)
