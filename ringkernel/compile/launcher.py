@@ -63,15 +63,19 @@ _SCALAR_TYPES = (bool, int, float, complex, np.generic)
 
 
 def first_launch(args: Sequence[Any]) -> bool:
-    """True (and remember them) when some array among ``args`` was never launched before."""
+    """True when some array among ``args`` was never launched before; remembers them. Only
+    identity-cached arrays are remembered (described now if they were not): their ids leave
+    the record when they die, so a new array at a dead one's address counts as new."""
     new = False
     for a in args:
         if not isinstance(a, _SCALAR_TYPES):
             k = id(a)
             if k not in _SEEN:
-                if not new and len(_SEEN) >= _SEEN_LIMIT:
-                    _SEEN.clear()  # ids of read-every-call arrays never leave: bound them
-                _SEEN.add(k)
+                info = describe_arg(a)
+                if info is not None and info.ref is not None:
+                    if len(_SEEN) >= _SEEN_LIMIT:
+                        _SEEN.clear()  # (only live arrays are in it: a safety bound)
+                    _SEEN.add(k)
                 new = True
     return new
 
