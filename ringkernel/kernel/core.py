@@ -631,8 +631,16 @@ class GpuKernel(RuntimeLaunchMixin):
                         return
                 elif memo_launch(self, m, stream):  # same arrays, another stream
                     return
-            elif self._layouts and stream is None and len(args) == len(self._params) and self._layout_launch(args):
-                return  # arrays of the same layouts (new ones, CuPy's, PyTorch's), scalars of any value
+            elif (layouts := self._layouts) and stream is None and len(args) == len(self._params):
+                # arrays of an earlier launch's layouts (new ones, CuPy's, PyTorch's), scalars
+                # of any value: the newest layout entry inlined, the others in _layout_launch
+                # (one read of the list: another thread may replace it meanwhile)
+                d = layouts[0](args)
+                if d is not None and type(d) is not tuple:
+                    self._last = d
+                    return
+                if self._layout_launch(args, d):
+                    return
         if plain and self._fast_auto and len(args) == len(self._params):
             if self._try_fast(args, self._fast_auto, None, stream):
                 self._memoize(self._memo, args, self._last)

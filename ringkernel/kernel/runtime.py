@@ -202,25 +202,27 @@ class RuntimeLaunchMixin:
         if _hooks.HOOKS or _current.active or self._closed or lau.closed:
             self._layouts = []  # a hook, a context or close() arrived meanwhile (another thread)
 
-    def _layout_launch(self, args: tuple[Any, ...]) -> bool:
-        """Launch from a layout entry (see ``_add_layout_entry``); False: none applies. The
-        entry that served moves to the front (the next call most likely has its layout)."""
+    def _layout_launch(self, args: tuple[Any, ...], first: Any) -> bool:
+        """The rest of a layout-entry launch (``__call__`` tried the first entry: ``first`` is
+        what it returned); False: no entry applies. The entry that served moves to the front
+        (the next call most likely has its layout)."""
         entries = self._layouts
-        for k, go in enumerate(entries):
-            try:
-                decision = go(args)
-            except (struct_error, OverflowError):
-                return False  # a value that does not fit: the checked path says so
-            if decision is None:
-                continue
-            if k:
-                self._layouts = [go, *entries[:k], *entries[k + 1 :]]  # one assignment (threads)
-            if type(decision) is tuple:  # arrays only: a launch-memo entry may serve them next
-                decision = decision[0]
-                self._promote(go, args, decision)
-            self._last = decision
-            return True
-        return False
+        if first is None:
+            for k in range(1, len(entries)):
+                go = entries[k]
+                first = go(args)
+                if first is not None:
+                    self._layouts = [go, *entries[:k], *entries[k + 1 :]]  # one assignment (threads)
+                    break
+            else:
+                return False
+        else:
+            go = entries[0]
+        if type(first) is tuple:  # arrays only: a launch-memo entry may serve them next
+            first = first[0]
+            self._promote(go, args, first)
+        self._last = first
+        return True
 
     def _promote(self, go: Any, args: tuple[Any, ...], decision: Any) -> None:
         """Try a launch-memo entry for ``args`` (all arrays) after a layout-entry launch. The
@@ -341,12 +343,13 @@ def _guarded_launch(
     get_ident = threading.get_ident
     cache_get = IDENTITY_CACHE.get
     pack_ptr = Struct("<Q").pack_into
-    busy = [False]
+    busy = False
 
     def go(args: tuple[Any, ...]) -> Any:
-        if busy[0] or get_ident() != owner or launcher.closed:
+        nonlocal busy
+        if busy or get_ident() != owner or launcher.closed:
             return None
-        busy[0] = True
+        busy = True
         try:
             for pos, tp, pack_into, offset in scalar_slots:
                 v = args[pos]
@@ -374,8 +377,10 @@ def _guarded_launch(
                 else:
                     return (decision,)
             return decision
+        except (struct_error, OverflowError):
+            return None  # a value that does not fit: the checked path says so
         finally:
-            busy[0] = False
+            busy = False
 
     backoff = [0, 0, 0]  # calls not to suggest a memo entry for; the last pause; attempts made
     go.backoff = backoff  # type: ignore[attr-defined]
