@@ -49,8 +49,12 @@ class FakeStream:
         self.handle = handle
 
 
-@pytest.fixture
-def runtime(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+@pytest.fixture(params=[True, False], ids=["generated", "loop"])
+def runtime(request, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """The fake driver; each test runs with layout entries as generated code and as the loop."""
+    from ringkernel.kernel import runtime as R
+
+    monkeypatch.setattr(R, "GENERATED_ENTRIES", request.param)
     calls: list[dict] = []
 
     def launch(f, gx, gy, gz, bx, by, bz, shm, stream, params, extra):  # type: ignore[no-untyped-def]
