@@ -108,6 +108,7 @@ from .errors import (
     InsufficientMemory,
     InvalidFree,
     LaunchConfigError,
+    ProfilerError,
     ResourceClosedError,
     RingKernelError,
     DriverError,
@@ -115,6 +116,7 @@ from .errors import (
     MemorySnapshot,
 )
 from .context import ContextConfig, GpuContext, GpuContextBuilder, current_context
+from .profiling import GpuProfiler, ProfileCategory
 from .kernel.indexing import AxisMap, KernelIndexing, analyze_kernel
 from .launch import (
     AccessPattern,
@@ -151,6 +153,8 @@ __all__ = [
     "AxisMap",
     "KernelIndexing",
     "analyze_kernel",
+    # profiling
+    "GpuProfiler", "ProfileCategory",
     # device
     "GpuArchitecture", "PRESETS", "SIMULATED",
     # launch
@@ -176,7 +180,7 @@ __all__ = [
     # errors
     "RingKernelError", "ConfigurationError", "DeviceError", "KernelError", "KernelArgumentError",
     "LaunchConfigError", "KernelCompileError", "KernelLaunchError", "BenchmarkError", "EnvironmentMismatchError",
-    "InsufficientMemory", "InvalidFree", "ResourceClosedError",
+    "InsufficientMemory", "InvalidFree", "ResourceClosedError", "ProfilerError",
     "DriverError", "ErrorContext", "MemorySnapshot",
     # device-side helpers (lazy)
     *_INTRINSICS,

@@ -1,4 +1,4 @@
-"""``ringkernel`` command line: ``demo``, ``info``, ``cache stats|clear|path``, ``bench run|compare|report``."""
+"""``ringkernel`` command line: ``demo``, ``info``, ``profile``, ``cache stats|clear|path``, ``bench run|compare|report``."""
 
 from __future__ import annotations
 
@@ -252,6 +252,79 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _own_options_after_script(args: argparse.Namespace) -> None:
+    """``ringkernel profile script.py --trace t.json --summary -- --script-flag``: the profile
+    options right after the script are ringkernel's; the script's own start after them (or
+    after ``--``). argparse gives everything after the script to the script otherwise."""
+    rest = list(args.script_args)
+    while rest:
+        head = rest[0]
+        if head == "--":
+            rest.pop(0)
+            break
+        if head == "--summary":
+            args.summary = True
+            rest.pop(0)
+        elif head in ("--trace", "--session") and len(rest) > 1:
+            setattr(args, head[2:], rest[1])
+            del rest[:2]
+        elif head.startswith(("--trace=", "--session=")):
+            name, _, value = head[2:].partition("=")
+            setattr(args, name, value)
+            rest.pop(0)
+        else:
+            break
+    args.script_args = rest
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    """Run a script under a :class:`~ringkernel.profiling.GpuProfiler`; write its trace, print its summary."""
+    from .config import use_simulator_if_no_gpu
+
+    use_simulator_if_no_gpu()
+    import runpy
+    from pathlib import Path
+
+    from .errors import ConfigurationError
+    from .profiling import GpuProfiler
+
+    _own_options_after_script(args)
+    path = Path(args.script)
+    if not path.is_file():
+        what = "is a directory, not a script" if path.is_dir() else "does not exist"
+        raise ConfigurationError(f"the script {path} {what}", hint="pass a Python file: ringkernel profile script.py")
+    profiler = GpuProfiler(args.session or path.name)
+    saved_argv, saved_path = sys.argv, list(sys.path)
+    sys.argv = [str(path), *args.script_args]
+    sys.path.insert(0, str(path.resolve().parent))  # as `python script.py` would
+    status = 0
+    try:
+        with profiler:
+            try:
+                runpy.run_path(str(path), run_name="__main__")
+            except SystemExit as exc:
+                if isinstance(exc.code, int) or exc.code is None:
+                    status = int(exc.code or 0)
+                else:
+                    print(exc.code, file=sys.stderr)
+                    status = 1
+            except Exception:  # the script's failure: still write what was recorded
+                traceback.print_exc()
+                status = 1
+    finally:
+        sys.argv = saved_argv
+        sys.path[:] = saved_path
+    try:
+        if args.trace:
+            profiler.export_chrome_tracing(args.trace)
+            print(f"wrote trace: {args.trace} (open it in https://ui.perfetto.dev or chrome://tracing)")
+        if args.summary or not args.trace:
+            print(profiler.summary())
+    finally:
+        profiler.close()
+    return status
+
+
 # reST that docstrings carry and --help must not show: :role:`target`, ``literal``, `text`.
 _REST_ROLE = re.compile(r":(?:[A-Za-z][\w+-]*:)?[A-Za-z][\w+-]*:`([^`]+)`")
 _REST_LITERAL = re.compile(r"``(.+?)``", re.DOTALL)
@@ -342,7 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ringkernel",
         description="ringkernel's command line: a checked and timed vector add (demo), the device's facts "
-        "(info), the on-disk kernel cache (cache), and benchmark runs, comparisons and reports (bench).",
+        "(info), a script run under the profiler (profile), the on-disk kernel cache (cache), and benchmark "
+        "runs, comparisons and reports (bench).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
                         help="print the version and exit")  # fmt: skip
@@ -370,6 +444,16 @@ def build_parser() -> argparse.ArgumentParser:
     add(csub, "clear", "delete every cached kernel")
     add(csub, "path", "print the cache directory")
     cache.set_defaults(func=cmd_cache)
+
+    prof = add(sub, "profile", "run a Python script under the profiler: GPU-timed kernels, a trace, a summary",
+               "Exit status: the script's own (1 when it raised), 2 on a bad option.")  # fmt: skip
+    prof.add_argument("script", help="the Python file to run, as python would run it")
+    prof.add_argument("script_args", nargs=argparse.REMAINDER,
+                      help="the script's arguments (after the options below, or after --)")  # fmt: skip
+    prof.add_argument("--trace", metavar="OUT.json", help="write a Chrome/Perfetto trace there")
+    prof.add_argument("--summary", action="store_true", help="print the summary (the default without --trace)")
+    prof.add_argument("--session", help="session name shown in the trace (default: the script's name)")
+    prof.set_defaults(func=cmd_profile)
 
     from .benchmark.suite import REPORT_FORMATS
 

@@ -159,6 +159,7 @@ class GpuContext:
         self._rr = itertools.count()
         self._closed = False
         self._tokens: list[Any] = []
+        self._telemetry: Any = None
         if config.profiling:
             from .kernel import add_launch_hook
 
@@ -327,6 +328,22 @@ class GpuContext:
             )
         return list(self._launches)
 
+    def enable_telemetry(self, endpoint: str | None = None, meter_provider: Any = None, **options: Any) -> Any:
+        """OpenTelemetry metrics of the launches made in this context and of its pool (design
+        proposal 11.7): a :class:`~ringkernel.profiling.telemetry.GpuTelemetry`, closed with
+        the context. ``endpoint``: an OTLP/HTTP receiver; ``meter_provider``: yours; neither:
+        the global provider. Needs ``pip install "ringkernel[telemetry]"``."""
+        self._check("enable_telemetry")
+        if self._telemetry is not None and not self._telemetry.closed:
+            raise ConfigurationError("telemetry is enabled in this context already", hint="close() it first")
+        from .profiling.telemetry import GpuTelemetry
+
+        ref = weakref.ref(self)  # the telemetry must not keep the context alive
+        self._telemetry = GpuTelemetry(
+            meter_provider, endpoint, pool=lambda: getattr(ref(), "_pool", None), context=self, **options
+        )
+        return self._telemetry
+
     def _resolve_stream(self, stream: Any) -> Any:
         from .streams import StreamId
 
@@ -340,6 +357,8 @@ class GpuContext:
         if self._closed:
             return
         self._closed = True
+        if self._telemetry is not None:
+            self._telemetry.close()
         try:
             if self._streams is not None:
                 self._streams.sync_all()

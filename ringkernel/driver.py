@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from .errors import DriverError
 
@@ -27,6 +27,12 @@ __all__ = [
     "device_count",
     "event_done",
     "event_synchronize",
+    "event_create",
+    "event_record",
+    "event_recorder",
+    "capture_checker",
+    "event_elapsed_ms",
+    "event_destroy",
     "stream_handle",
     "LoadedFunction",
     "load_function",
@@ -42,6 +48,7 @@ __all__ = [
     "stream_create",
     "stream_destroy",
     "stream_synchronize",
+    "stream_is_capturing",
     "stream_begin_capture",
     "stream_end_capture",
     "graph_instantiate",
@@ -207,13 +214,15 @@ def device_count() -> int:
 
 
 def _event_handle(event: Any) -> Any:
+    if isinstance(event, int):  # a raw CUevent (event_create)
+        return ctypes.c_void_p(event)
     handle = event.handle
     value = getattr(handle, "value", None)  # ctypes handles (older numba)
     return ctypes.c_void_p(int(value if value is not None else handle) or 0)
 
 
 def event_synchronize(event: Any) -> None:
-    """``cuEventSynchronize`` on a numba event; failed work before it raises :class:`DriverError`."""
+    """``cuEventSynchronize`` on a numba or raw event; failed work before it raises :class:`DriverError`."""
     check(lib().cuEventSynchronize(_event_handle(event)), "cuEventSynchronize")
 
 
@@ -230,6 +239,71 @@ def event_done(event: Any) -> bool:
     if rc == CUDA_ERROR_NOT_READY:
         return False
     raise error(rc, "cuEventQuery")
+
+
+def event_create() -> int:
+    """``cuEventCreate`` with timing enabled (flags 0): a raw ``CUevent`` of the current context."""
+    h = ctypes.c_void_p()
+    check(lib().cuEventCreate(ctypes.byref(h), 0), "cuEventCreate")
+    return int(h.value or 0)
+
+
+def event_record(event: int, stream: int) -> None:
+    """``cuEventRecord`` of a raw event on a raw stream (0: the legacy default stream)."""
+    check(lib().cuEventRecord(ctypes.c_void_p(event), ctypes.c_void_p(stream) if stream else None), "cuEventRecord")
+
+
+def _handle_cache() -> tuple[dict[int, Any], Callable[[int], Any]]:
+    handles: dict[int, Any] = {0: None}
+
+    def arg(h: int) -> Any:
+        c = handles.get(h)
+        if c is None and h:
+            c = handles[h] = ctypes.c_void_p(h)
+        return c
+
+    return handles, arg
+
+
+def event_recorder() -> Callable[[int, int], None]:
+    """:func:`event_record` for a hot path (a profiler records one event per launch): the
+    function is looked up once and each handle's ``c_void_p`` is made once (about half the cost)."""
+    fn = lib().cuEventRecord
+    _, arg = _handle_cache()
+
+    def record(event: int, stream: int) -> None:
+        rc = fn(arg(event), arg(stream))
+        if rc:
+            check(rc, "cuEventRecord")
+
+    return record
+
+
+def capture_checker() -> Callable[[int], bool]:
+    """:func:`stream_is_capturing` for a hot path (see :func:`event_recorder`)."""
+    fn = lib().cuStreamIsCapturing
+    _, arg = _handle_cache()
+
+    def capturing(stream: int) -> bool:
+        status = ctypes.c_int(0)
+        return bool(fn(arg(stream), ctypes.byref(status))) or status.value != 0
+
+    return capturing
+
+
+def event_elapsed_ms(start: int, end: int) -> float | None:
+    """``cuEventElapsedTime`` between two raw events in ms; ``None`` while either has not completed."""
+    ms = ctypes.c_float()
+    rc = lib().cuEventElapsedTime(ctypes.byref(ms), ctypes.c_void_p(start), ctypes.c_void_p(end))
+    if rc == CUDA_ERROR_NOT_READY:
+        return None
+    check(rc, "cuEventElapsedTime")
+    return float(ms.value)
+
+
+def event_destroy(event: int) -> None:
+    """``cuEventDestroy``."""
+    check(lib().cuEventDestroy_v2(ctypes.c_void_p(event)), "cuEventDestroy")
 
 
 def stream_handle(stream: Any) -> int:
@@ -378,6 +452,17 @@ def stream_destroy(handle: int) -> None:
 def stream_synchronize(handle: int) -> None:
     """``cuStreamSynchronize`` (0: the legacy default stream)."""
     check(lib().cuStreamSynchronize(ctypes.c_void_p(handle) if handle else None), "cuStreamSynchronize")
+
+
+def stream_is_capturing(handle: int) -> bool:
+    """``cuStreamIsCapturing``: True while ``handle`` (0: the legacy default stream) records a graph.
+
+    A result other than success also answers True (e.g. the legacy stream while another
+    stream captures in global mode): callers use it to keep their own work out of a capture.
+    """
+    status = ctypes.c_int(0)
+    rc = lib().cuStreamIsCapturing(ctypes.c_void_p(handle) if handle else None, ctypes.byref(status))
+    return bool(rc) or status.value != 0
 
 
 _CAPTURE_MODE_THREAD_LOCAL = 1

@@ -5,6 +5,7 @@
     RingKernelError
     ├── ConfigurationError        (also ValueError)  an option or profile is out of range
     ├── ResourceClosedError                           a resource was used after its close()
+    ├── ProfilerError                                 a profiler range ended twice, out of order or elsewhere
     ├── DeviceError                                   no usable device, or a driver call failed
     │   └── DriverError                               a driver call failed: result, its name, operation
     ├── MemoryError_                                  pool and guard errors (not Python's MemoryError)
@@ -44,6 +45,7 @@ __all__ = [
     "InsufficientMemory",
     "InvalidFree",
     "ResourceClosedError",
+    "ProfilerError",
     "ErrorContext",
     "MemorySnapshot",
 ]
@@ -163,6 +165,18 @@ class ResourceClosedError(RingKernelError):
         message = f"{resource} is closed" + (f": {operation} cannot be used after close()" if operation else "")
         merged = {"resource": resource, "operation": operation, **dict(details or {})}
         super().__init__(message, hint=hint, details=merged)
+
+
+class ProfilerError(RingKernelError):
+    """A profiler range was misused: ended twice, ended while an inner range is still open, ended
+    in another thread or asyncio task than it began in, or unknown to this profiler.
+    ``range_name`` and ``range_id`` name the range."""
+
+    def __init__(self, message: str, *, range_name: str | None = None, range_id: int | None = None,
+                 hint: str | None = None) -> None:  # fmt: skip
+        self.range_name = range_name
+        self.range_id = range_id
+        super().__init__(message, hint=hint, details={"range_name": range_name, "range_id": range_id})
 
 
 class DeviceError(RingKernelError):

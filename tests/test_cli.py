@@ -219,3 +219,71 @@ def test_demo_repeat_one_is_accepted() -> None:
     assert (args.repeat, args.elements, args.seed) == (1, 1, 0)
     args = build_parser().parse_args(["bench", "compare", "a", "b", "--threshold", "0.05", "--confidence", "0.99"])
     assert (args.threshold, args.confidence) == (0.05, 0.99)
+
+
+# -- ringkernel profile -----------------------------------------------------------------------------
+PROFILED_SCRIPT = """
+import sys
+import numpy as np
+import ringkernel
+from ringkernel.kernels import vector_add
+from numba import cuda
+a = cuda.to_device(np.arange(64, dtype=np.float32))
+c = cuda.device_array_like(a)
+for _ in range(3):
+    vector_add(a, a, c)
+assert (c.copy_to_host() == 2 * np.arange(64)).all()
+print("script args", sys.argv[1:], "main" if __name__ == "__main__" else __name__)
+if sys.argv[1:] == ["fail"]:
+    raise RuntimeError("the script failed")
+if sys.argv[1:] == ["exit"]:
+    sys.exit(3)
+"""
+
+
+def test_profile_runs_a_script_writes_its_trace_and_summary(tmp_path: Path) -> None:
+    script = tmp_path / "work.py"
+    script.write_text(PROFILED_SCRIPT)
+    trace = tmp_path / "out" / "trace.json"
+    out = _run("-m", "ringkernel", "profile", str(script), "--trace", str(trace), "--summary", "--", "x", "--y")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "script args ['x', '--y'] main" in out.stdout
+    assert f"wrote trace: {trace}" in out.stdout
+    assert "vector_add" in out.stdout and "launches" in out.stdout and "host (simulator)" in out.stdout
+    data = json.loads(trace.read_text())
+    kernels = [e for e in data["traceEvents"] if e["ph"] == "X" and e["pid"] >= 100]
+    assert [e["name"] for e in kernels] == ["vector_add"] * 3
+    assert data["metadata"]["session"] == "work.py" and data["metadata"]["timing_source"] == "host (simulator)"
+
+
+@pytest.mark.parametrize("arg,status", [("fail", 1), ("exit", 3), ("ok", 0)])
+def test_profile_keeps_the_scripts_status_and_still_reports(
+    tmp_path: Path, arg: str, status: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = tmp_path / "work.py"
+    script.write_text(PROFILED_SCRIPT)
+    trace = tmp_path / "t.json"
+    argv = list(sys.argv)
+    assert main(["profile", "--session", "s1", str(script), "--trace", str(trace), arg]) == status
+    assert sys.argv == argv, "the script's argv is restored"
+    captured = capsys.readouterr()
+    data = json.loads(trace.read_text())
+    assert data["metadata"]["session"] == "s1"
+    assert sum(1 for e in data["traceEvents"] if e["ph"] == "X" and e["pid"] >= 100) == 3, "launches before the exit"
+    if arg == "fail":
+        assert "RuntimeError: the script failed" in captured.err
+    assert f"wrote trace: {trace}" in captured.out and "profile 's1'" not in captured.out  # --trace alone: no summary
+
+
+def test_profile_without_trace_prints_the_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    script = tmp_path / "work.py"
+    script.write_text(PROFILED_SCRIPT)
+    assert main(["profile", str(script)]) == 0
+    out = capsys.readouterr().out
+    assert "profile 'work.py'" in out and "vector_add" in out and "default stream" in out
+
+
+def test_profile_missing_script_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["profile", str(tmp_path / "nope.py")]) == 1
+    err = capsys.readouterr().err
+    assert "ringkernel profile: error:" in err and "does not exist" in err and "Traceback" not in err

@@ -1,0 +1,26 @@
+"""Profiling: ``GpuProfiler`` (NVTX ranges, GPU-timed launch capture), Chrome/Perfetto traces, summaries.
+
+See docs/profiling.md. Importing this package imports neither numba nor ``nvtx``: both are
+loaded when a profiler first needs them.
+"""
+
+from .categories import ProfileCategory, TransferDirection
+from .events import EventKind, ProfileEvent
+from .profiler import GpuProfiler, RangeHandle
+from .summary import KernelStats, ProfilingSummary, RangeStats, StreamStats
+from .telemetry import GpuTelemetry  # imports OpenTelemetry only when enabled
+from .timing import GpuTiming
+
+__all__ = [
+    "GpuProfiler", "RangeHandle", "ProfileCategory", "TransferDirection", "ProfileEvent", "EventKind",
+    "ProfilingSummary", "KernelStats", "StreamStats", "RangeStats", "GpuTiming", "GpuTelemetry", "reset",
+]  # fmt: skip
+
+
+def reset() -> None:
+    """Forget the module-level state (custom categories, the NVTX domain, the measured copy ceiling); for tests."""
+    from . import categories, markers, summary
+
+    categories.reset()
+    markers.reset()
+    summary.reset()

@@ -1,0 +1,127 @@
+"""Kernel GPU times from CUPTI activity records (optional extra: ``pip install cupti-python``).
+
+UNTESTED: neither CI nor the GPU machine this was written against has ``cupti-python``;
+the CUDA-event timer (``timing.EventTimer``) is the tested path. The API used is the one of
+NVIDIA's ``cupti.cupti`` bindings: ``activity_register_callbacks``, ``activity_enable``,
+``activity_flush_all``, ``activity_disable``, ``get_timestamp`` and the records' ``kind``,
+``start``, ``end``, ``correlation_id``.
+
+Matching a record to a launch: CUPTI's ``DRIVER`` records carry the launching call's host
+interval and a correlation id shared with the ``CONCURRENT_KERNEL`` record of the kernel it
+queued. The launch seam reports right after the launch call returned, so a launch is the
+latest kernel-launching driver call that ended before its report (host clocks aligned by
+sampling ``get_timestamp`` against ``perf_counter_ns``). Launches from several threads at
+the same microsecond may be swapped.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+import time
+from bisect import bisect_right
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .timing import Span
+
+__all__ = ["CuptiTimer"]
+
+#: CUPTI delivers activity buffers to one set of callbacks per process.
+_in_use = threading.Lock()
+
+
+class CuptiTimer:
+    source = "cupti activity records"
+
+    def __init__(self) -> None:
+        c = importlib.import_module("cupti.cupti")  # ImportError without the extra
+        if not _in_use.acquire(blocking=False):
+            raise RuntimeError("another active profiler holds CUPTI")
+        try:
+            self._c = c
+            self._lock = threading.Lock()
+            self._kernels: dict[int, tuple[int, int]] = {}
+            self._calls: list[tuple[int, int]] = []  # (end, correlation id) of driver calls
+            self.times: dict[int, "Span"] = {}
+            self._pending: list[tuple[int, int]] = []  # (launch id, its report's host time)
+            self._unmatched = 0
+            self._kernel_kind = int(c.ActivityKind.CONCURRENT_KERNEL)
+            self._kinds = [c.ActivityKind.CONCURRENT_KERNEL, c.ActivityKind.DRIVER]
+            c.activity_register_callbacks(self._requested, self._completed)
+            for kind in self._kinds:
+                c.activity_enable(kind)
+            samples = []
+            for _ in range(5):
+                t0 = time.perf_counter_ns()
+                ts = int(c.get_timestamp())
+                samples.append(((t0 + time.perf_counter_ns()) // 2) - ts)
+            self._offset = sorted(samples)[2]
+            self._closed = False
+        except BaseException:
+            _in_use.release()
+            raise
+
+    @staticmethod
+    def _requested() -> tuple[int, int]:
+        return 8 << 20, 0  # 8 MiB buffers, no record limit
+
+    def _completed(self, activities: list[Any]) -> None:
+        with self._lock:
+            for a in activities:
+                if int(a.kind) == self._kernel_kind:
+                    self._kernels[int(a.correlation_id)] = (int(a.start), int(a.end))
+                else:
+                    self._calls.append((int(a.end), int(a.correlation_id)))
+
+    def launched(self, launch_id: int, host_ns: int, host_gap_ns: int | None, stream_key: int) -> None:
+        self._pending.append((launch_id, host_ns))
+
+    def resolve(self, block: bool) -> None:
+        if block:
+            from numba import cuda
+
+            cuda.synchronize()
+        self._c.activity_flush_all(1)
+        with self._lock:
+            off = self._offset
+            launches = sorted((end + off, corr) for end, corr in self._calls if corr in self._kernels)
+            ends = [e for e, _ in launches]
+            used: set[int] = set()
+            left: list[tuple[int, int]] = []
+            for launch_id, host_ns in sorted(self._pending, key=lambda p: p[1]):
+                i = bisect_right(ends, host_ns) - 1
+                while i >= 0 and launches[i][1] in used:
+                    i -= 1
+                if i < 0:
+                    left.append((launch_id, host_ns))
+                    continue
+                corr = launches[i][1]
+                used.add(corr)
+                start, end = self._kernels.pop(corr)
+                self.times[launch_id] = (start + off, end + off, False, None)
+            # Calls and kernels nobody claimed (other driver calls, launches outside ringkernel)
+            # are kept for 10 s: a launch's records may arrive in different buffers.
+            horizon = time.perf_counter_ns() - off - 10**10
+            self._calls = [(e, c) for e, c in self._calls if c not in used and e > horizon]
+            self._kernels = {c: se for c, se in self._kernels.items() if se[1] > horizon}
+            if block:
+                for launch_id, _ in left:
+                    self.times[launch_id] = (None, None, False, "no CUPTI kernel record matched this launch")
+                self._unmatched += len(left)
+                left = []
+            self._pending = left
+
+    def metadata(self) -> dict[str, Any]:
+        return {"timing_source": self.source, "unmatched_launches": self._unmatched}
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._c.activity_flush_all(1)
+            for kind in self._kinds:
+                self._c.activity_disable(kind)
+        finally:
+            _in_use.release()

@@ -1,0 +1,258 @@
+"""Where a profiled kernel's GPU start and end come from: CUDA events, CUPTI, or the host clock (simulator).
+
+The launch seam (:mod:`ringkernel.kernel.hooks`) reports a launch right *after* it was
+queued and has no "before" notification, so a launch cannot be bracketed by two events
+of its own. :class:`EventTimer` records **one event after each launch**, on the launch's
+stream, and reads spans from consecutive events of a stream:
+
+* ``end`` of launch *i* is its own event;
+* ``start`` is the later of the previous event on the same stream (the work queued before
+  it finished there) and the host time the launch was reported, mapped onto the GPU clock
+  (an idle stream starts the kernel when it arrives).
+
+On a busy stream (the usual case when the GPU is the bottleneck) the start is exact up to
+the launch latency between kernels (about 1 us). On an idle stream, and for the first
+launch seen on a stream, the start is estimated from the host clock (``gpu_start_estimated``);
+its error is the host/GPU clock alignment (``clock_sync_uncertainty_us`` in the trace
+metadata, half the round trip of a calibration event) plus the launch's own queueing
+time. Work queued on the stream between two launches by other means (a copy, a numba
+launch outside ``@gpu_kernel``) is counted into the later launch's span.
+
+Events are timed against the previous event of the same stream (``cuEventElapsedTime`` is a
+32-bit float of milliseconds: against one old reference it would lose microseconds after
+minutes), so durations stay precise in long sessions; each stream's first event is placed
+against the calibration event. Launches queued while their stream captures a CUDA graph get
+no event (that would add a node to the user's graph) and no GPU times.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from collections import deque
+from enum import Enum
+from typing import Any, Protocol
+
+from .. import driver
+from ..errors import ConfigurationError
+
+__all__ = ["GpuTiming", "Span", "Timer", "HostTimer", "EventTimer", "make_timer"]
+
+log = logging.getLogger(__name__)
+
+
+class GpuTiming(Enum):
+    """How a profiler times kernels on a GPU (the simulator always uses the host clock)."""
+
+    #: CUPTI activity records when ``cupti-python`` is installed and usable, else CUDA events.
+    AUTO = "auto"
+    #: CUPTI activity records; a ConfigurationError when CUPTI cannot be used.
+    CUPTI = "cupti"
+    #: One CUDA event after each launch (see the module docstring).
+    EVENTS = "events"
+
+
+#: A launch's GPU times: (start, end, start estimated, note); ``None`` times when unknown.
+Span = tuple["int | None", "int | None", bool, "str | None"]
+
+
+class Timer(Protocol):
+    """What the profiler needs from a GPU timer. ``launched`` runs on every captured launch;
+    ``times`` maps a launch's id to its :data:`Span` once known."""
+
+    source: str
+    times: dict[int, Span]
+
+    def launched(self, launch_id: int, host_ns: int, host_gap_ns: int | None, stream_key: int) -> None: ...
+
+    def resolve(self, block: bool) -> None: ...
+
+    def metadata(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+class HostTimer:
+    """The simulator: kernels run inside the launch call, so a span is the host time from the
+    later of the stream's previous span and the launching thread's previous recorded event
+    (``host_gap_ns`` before the report) to the report. An upper bound: it includes the
+    Python work between the two."""
+
+    source = "host (simulator)"
+
+    def __init__(self) -> None:
+        self.times: dict[int, Span] = {}
+        self._prev: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def launched(self, launch_id: int, host_ns: int, host_gap_ns: int | None, stream_key: int) -> None:
+        start = host_ns - (host_gap_ns or 0)
+        with self._lock:
+            start = max(start, self._prev.get(stream_key, start))
+            self._prev[stream_key] = host_ns
+        self.times[launch_id] = (min(start, host_ns), host_ns, False, None)
+
+    def resolve(self, block: bool) -> None:
+        pass
+
+    def metadata(self) -> dict[str, Any]:
+        return {"timing_source": self.source,
+                "timing_note": "numba's simulator runs kernels on the host inside the launch call: spans are "
+                               "host-clock upper bounds, not GPU times"}  # fmt: skip
+
+    def close(self) -> None:
+        pass
+
+
+class EventTimer:
+    """One CUDA event after each launch on its stream; spans from consecutive events (module docstring)."""
+
+    source = "cuda events (one event after each launch)"
+
+    def __init__(self) -> None:
+        from numba import cuda
+
+        cuda.current_context()  # events and the calibration stream live in numba's context
+        self._thread = threading.current_thread()
+        self.times: dict[int, Span] = {}
+        self._lock = threading.Lock()
+        self._free: list[int] = []
+        self._owned: list[int] = []  # every event made: destroyed at close, with the calibration stream
+        self._stream = driver.stream_create(0, non_blocking=True)
+        self._finalizer = weakref.finalize(self, _destroy, self._owned, self._stream)
+        #: Per stream, in GPU order: (launch id, its report's host time, its event).
+        self._pending: dict[int, deque[tuple[int, int, int]]] = {}
+        self._prev: dict[int, tuple[int, int]] = {}  # stream -> (its last resolved event, that event's time)
+        self._queued = 0
+        self._next_resolve = 512
+        self._untimed = 0
+        self._record = driver.event_recorder()
+        self._capturing = driver.capture_checker()
+        self._ref, self._ref_ns, self._uncertainty_ns = self._calibrate()
+
+    def _event(self) -> int:
+        try:
+            return self._free.pop()
+        except IndexError:
+            ev = driver.event_create()
+            self._owned.append(ev)
+            return ev
+
+    def _calibrate(self) -> tuple[int, int, int]:
+        """An event on the private stream whose host time is known to half a round trip."""
+        best: tuple[int, int, int] | None = None
+        for _ in range(5):
+            ev = self._event()
+            t0 = time.perf_counter_ns()
+            self._record(ev, self._stream)
+            driver.event_synchronize(ev)
+            t1 = time.perf_counter_ns()
+            if best is None or t1 - t0 < best[2] - best[1]:
+                if best is not None:
+                    self._free.append(best[0])
+                best = (ev, t0, t1)
+            else:
+                self._free.append(ev)
+        assert best is not None
+        ev, t0, t1 = best
+        return ev, (t0 + t1) // 2, (t1 - t0) // 2
+
+    def launched(self, launch_id: int, host_ns: int, host_gap_ns: int | None, stream_key: int) -> None:
+        if self._capturing(stream_key):
+            self.times[launch_id] = (None, None, False, "launched during a CUDA graph capture: not timed")
+            self._untimed += 1
+            return
+        with self._lock:  # record and enqueue together: a stream's queue is in GPU order
+            ev = self._event()
+            self._record(ev, stream_key)
+            q = self._pending.get(stream_key)
+            if q is None:
+                q = self._pending[stream_key] = deque()
+            q.append((launch_id, host_ns, ev))
+            self._queued += 1
+        if self._queued >= self._next_resolve:
+            self.resolve(block=False)  # recycle the events of finished work
+            self._next_resolve = self._queued + 512  # a GPU far behind is not polled on every launch
+
+    def resolve(self, block: bool) -> None:
+        """Give GPU times to every launch whose event completed (all of them when ``block``)."""
+        if self._queued and threading.current_thread() is not self._thread:
+            from numba import cuda
+
+            cuda.current_context()  # driver calls from another thread need numba's context current there
+        with self._lock:
+            for key, q in self._pending.items():
+                while q:
+                    launch_id, host_ns, ev = q[0]
+                    if block:
+                        try:
+                            driver.event_synchronize(ev)
+                        except Exception as exc:  # noqa: BLE001 - a faulted kernel: report, keep the rest
+                            self._fail(q, f"the GPU work before its event failed: {exc}")
+                            break
+                    prev = self._prev.get(key)
+                    base_ev, base_ns = prev if prev is not None else (self._ref, self._ref_ns)
+                    ms = driver.event_elapsed_ms(base_ev, ev)
+                    if ms is None:
+                        break  # not finished yet: later ones on this stream are not either
+                    end = base_ns + round(ms * 1e6)
+                    start = max(host_ns, prev[1]) if prev is not None else host_ns
+                    estimated = prev is None or host_ns > prev[1]
+                    self.times[launch_id] = (min(start, end), end, estimated, None)
+                    q.popleft()
+                    self._queued -= 1
+                    if prev is not None:
+                        self._free.append(prev[0])
+                    self._prev[key] = (ev, end)
+
+    def _fail(self, q: deque[tuple[int, int, int]], why: str) -> None:
+        while q:
+            launch_id, _, _ = q.popleft()
+            self.times[launch_id] = (None, None, False, why)
+            self._queued -= 1
+            self._untimed += 1
+
+    def metadata(self) -> dict[str, Any]:
+        return {"timing_source": self.source,
+                "clock_sync_uncertainty_us": round(self._uncertainty_ns / 1e3, 3),
+                "untimed_launches": self._untimed}  # fmt: skip
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+def _destroy(owned: list[int], stream: int) -> None:
+    for ev in owned:
+        try:
+            driver.event_destroy(ev)
+        except Exception:  # noqa: BLE001 - the context may be gone at exit
+            pass
+    owned.clear()
+    try:
+        driver.stream_destroy(stream)
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def make_timer(choice: GpuTiming, simulated: bool) -> Timer:
+    """The timer for this backend: the host clock on the simulator; else CUPTI or events per ``choice``."""
+    if not isinstance(choice, GpuTiming):
+        raise ConfigurationError(f"gpu_timing must be a GpuTiming, got {choice!r}", hint="e.g. GpuTiming.EVENTS")
+    if simulated:
+        return HostTimer()
+    if choice is not GpuTiming.EVENTS:
+        from . import _cupti
+
+        try:
+            return _cupti.CuptiTimer()
+        except Exception as exc:  # noqa: BLE001 - not installed, or CUPTI busy with another tool
+            if choice is GpuTiming.CUPTI:
+                raise ConfigurationError(
+                    f"CUPTI cannot be used: {exc}",
+                    hint="pip install cupti-python (matching your CUDA), close other CUPTI users "
+                    "(another profiler, Nsight), or use GpuTiming.EVENTS",
+                ) from exc
+            log.debug("CUPTI unavailable (%s): timing kernels with CUDA events", exc)
+    return EventTimer()
