@@ -265,10 +265,10 @@ def _own_options_after_script(args: argparse.Namespace) -> None:
         if head == "--summary":
             args.summary = True
             rest.pop(0)
-        elif head in ("--trace", "--session") and len(rest) > 1:
+        elif head in ("--trace", "--session", "--html") and len(rest) > 1:
             setattr(args, head[2:], rest[1])
             del rest[:2]
-        elif head.startswith(("--trace=", "--session=")):
+        elif head.startswith(("--trace=", "--session=", "--html=")):
             name, _, value = head[2:].partition("=")
             setattr(args, name, value)
             rest.pop(0)
@@ -318,7 +318,13 @@ def cmd_profile(args: argparse.Namespace) -> int:
         if args.trace:
             profiler.export_chrome_tracing(args.trace)
             print(f"wrote trace: {args.trace} (open it in https://ui.perfetto.dev or chrome://tracing)")
-        if args.summary or not args.trace:
+        if args.html:
+            from .profiling.viewer import trace_html
+
+            Path(args.html).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.html).write_text(trace_html(profiler.chrome_trace()), encoding="utf-8")
+            print(f"wrote trace page: {args.html} (a static timeline, opens offline in any browser)")
+        if args.summary or not (args.trace or args.html):
             print(profiler.summary())
     finally:
         profiler.close()
@@ -451,7 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("script_args", nargs=argparse.REMAINDER,
                       help="the script's arguments (after the options below, or after --)")  # fmt: skip
     prof.add_argument("--trace", metavar="OUT.json", help="write a Chrome/Perfetto trace there")
-    prof.add_argument("--summary", action="store_true", help="print the summary (the default without --trace)")
+    prof.add_argument("--html", metavar="OUT.html", help="write the trace as a static HTML timeline there (offline viewer)")
+    prof.add_argument("--summary", action="store_true", help="print the summary (the default without --trace or --html)")
     prof.add_argument("--session", help="session name shown in the trace (default: the script's name)")
     prof.set_defaults(func=cmd_profile)
 

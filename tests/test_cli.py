@@ -283,6 +283,19 @@ def test_profile_without_trace_prints_the_summary(tmp_path: Path, capsys: pytest
     assert "profile 'work.py'" in out and "vector_add" in out and "default stream" in out
 
 
+def test_profile_writes_the_offline_trace_page(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    script = tmp_path / "work.py"
+    script.write_text(PROFILED_SCRIPT)
+    page = tmp_path / "out" / "trace.html"
+    assert main(["profile", str(script), "--html", str(page), "--", "x"]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote trace page: {page}" in out and "script args ['x'] main" in out
+    assert "profile 'work.py'" not in out, "--html alone: no summary"
+    text = page.read_text()
+    assert text.startswith("<!DOCTYPE html>") and text.count('class="slice"') == 6  # 3 launch calls, 3 kernels
+    assert text.count('class="flow"') == 3 and "<h1>work.py</h1>" in text
+
+
 def test_profile_missing_script_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["profile", str(tmp_path / "nope.py")]) == 1
     err = capsys.readouterr().err

@@ -172,8 +172,9 @@ def test_driver_error_is_translated(runtime, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_launch_hooks_see_every_path(runtime) -> None:  # type: ignore[no-untyped-def]
-    """Automatic (checked, fast table, memo), explicit and other-stream launches all reach the
-    hooks; with no hook registered the memo path is used again."""
+    """Automatic (checked, fast table, memo, layout entries), explicit and other-stream
+    launches all reach the hooks, once each; entries made while a hook is registered report
+    their launches; with no hook registered silent entries are used again."""
     from ringkernel import add_launch_hook, remove_launch_hook
 
     calls, _, _ = runtime
@@ -191,17 +192,24 @@ def test_launch_hooks_see_every_path(runtime) -> None:  # type: ignore[no-untype
         k[4, 128](a, a, a)  # explicit: checked path
         k[4, 128](a, a, a)  # explicit: fast table
         k(a, a, a, stream=0x77)
-        assert not k._memo  # nothing memoised while a hook is registered
+        k(a, a, a)  # memoised while hooked: the entry reports
+        k(a, a, a)
+        k(b, b, b)  # a layout entry made while hooked: reports
+        k[4, 128](a, a, a)  # the configured launch's memo entry: reports
+        assert k._memo  # entries made while hooked report their launches
     finally:
         remove_launch_hook(h)
-    assert [e.kind for e in events] == ["auto", "auto", "explicit", "explicit", "auto"]
+    assert not k._memo and not k._layouts  # the reporting entries went with the last hook
+    assert [e.kind for e in events] == ["auto", "auto", "explicit", "explicit", "auto", "auto", "auto", "auto",
+                                        "explicit"]  # fmt: skip
+    assert len(calls) >= 9
     assert all(e.kernel_name == "add" for e in events)
     assert events[2].grid == (4, 1, 1) and events[2].block == (128, 1, 1)
     assert events[4].stream == 0x77
     n = len(calls)
     k(a, a, a)
     k(a, a, a)
-    assert k._memo and len(calls) == n + 2 and len(events) == 5  # removed: not called any more
+    assert k._memo and len(calls) == n + 2 and len(events) == 9  # removed: not called any more
 
 
 def test_a_failing_hook_does_not_break_launches(runtime, caplog) -> None:  # type: ignore[no-untyped-def]

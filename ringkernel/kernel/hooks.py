@@ -13,10 +13,11 @@ Hooks run on the launching thread, right after the launch was queued (not when t
 it: ``timestamp_ns`` is the host's ``time.perf_counter_ns()``). A hook that raises does not
 break the launch: the error is logged once per hook and the hook stays registered.
 
-With no hook registered the seam costs nothing: launches take their memoised fast path.
-Registering the first hook clears every kernel's launch memo, and no memo is made while a
-hook is registered, so every launch goes through ``GpuKernel``'s checked or fast path, which
-both end in the one function that reports (``GpuKernel._submitted``).
+With no hook registered the seam costs nothing: the memoised fast paths have no check for
+hooks at all. Registering the first hook (and removing the last) clears every kernel's launch
+memos and layout entries; entries made while hooks are registered carry the report in their
+driver call (``_notifying`` and the layout entries' ``report``), so memoised launches stay
+fast and are still reported. The checked and fast-table paths report where they launch.
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ def remove_launch_hook(handle: int) -> None:
     with _lock:
         HOOKS[:] = [(h, f) for h, f in HOOKS if h != handle]
         _failed.discard(handle)
+        if not HOOKS:  # the last one: memo entries that report launches give way to silent ones
+            for k in list(KERNELS):
+                k._forget_memos()
 
 
 def launch_hooks() -> list[LaunchHook]:

@@ -119,8 +119,9 @@ class RuntimeLaunchMixin:
         launch from it concurrently.
         """
 
-        if _hooks.HOOKS or _current.active:
-            return  # hooks see every launch; a context's first launch must reach its own compiler
+        if _current.active:
+            return  # a context's first launch must reach its own compiler
+        hooked = bool(_hooks.HOOKS)  # entries made now report their launches to the hooks
         if decision is not None and stream is None and decision.config.stream is not None:
             decision = without_stream(decision)  # the entry launches on the default stream
         key = tuple(map(id, args))
@@ -136,7 +137,7 @@ class RuntimeLaunchMixin:
             if self._layout_skip:
                 self._layout_skip -= 1  # backing off: more layouts rotate than the entries hold
             else:
-                self._add_layout_entry(args, decision)
+                self._add_layout_entry(args, decision, hooked)
         if self._memo_skip:
             self._memo_skip -= 1  # backing off: the memo overflowed with entries never hit
             return
@@ -156,12 +157,15 @@ class RuntimeLaunchMixin:
         c = decision.config
         lau = ck.launcher
         fn, call_args, buf = lau.constant_call(infos, c.grid, c.block, c.shared_mem, stream_handle(stream))
+        if hooked:
+            kind = "auto" if memo is self._memo else "explicit"
+            fn = _notifying(fn, self.name, decision if stream is None else with_stream(decision, stream), stream, kind)
         memo[key] = (fn, call_args, decision, lau, infos, c, buf)
         register_memo(memo, key, args)
-        if _hooks.HOOKS or _current.active or self._closed or lau.closed:
-            memo.pop(key, None)  # a hook, a context or close() arrived meanwhile (another thread)
+        if bool(_hooks.HOOKS) != hooked or _current.active or self._closed or lau.closed:
+            memo.pop(key, None)  # a hook came or went, a context or close() arrived meanwhile
 
-    def _add_layout_entry(self, args: tuple[Any, ...], decision: Any) -> None:
+    def _add_layout_entry(self, args: tuple[Any, ...], decision: Any, hooked: bool = False) -> None:
         """A layout entry for launches like this one: arguments of the same types, dtypes,
         shapes and strides (any arrays: new ones, CuPy's, PyTorch's) and scalars of the same
         types with any values. At most ``LAYOUT_ENTRIES`` per kernel, newest first; see
@@ -192,7 +196,7 @@ class RuntimeLaunchMixin:
         fn, call_args, buf = lau.constant_call(infos, c.grid, c.block, c.shared_mem, 0)
         current = [info if info.ref is not None else None for info in infos]  # type: ignore[union-attr]
         go = _make_entry(fn, call_args, buf, lau, decision, tuple(scalar_slots), tuple(guards),
-                             tuple(stream_checks), current)  # fmt: skip
+                             tuple(stream_checks), current, (self.name, decision) if hooked else None)  # fmt: skip
         entries = self._layouts
         if len(entries) >= LAYOUT_ENTRIES:
             self._layout_pause = min(2 * self._layout_pause or LAYOUT_ENTRIES, 1 << 16)
@@ -200,8 +204,8 @@ class RuntimeLaunchMixin:
             entries = entries[: LAYOUT_ENTRIES - 1]
         # one assignment of a new list: a launch on another thread iterates the old one
         self._layouts = [go, *entries]
-        if _hooks.HOOKS or _current.active or self._closed or lau.closed:
-            self._layouts = []  # a hook, a context or close() arrived meanwhile (another thread)
+        if bool(_hooks.HOOKS) != hooked or _current.active or self._closed or lau.closed:
+            self._layouts = []  # a hook came or went, a context or close() arrived meanwhile
 
     def _layout_launch(self, args: tuple[Any, ...], first: Any) -> bool:
         """The rest of a layout-entry launch (``__call__`` tried the first entry: ``first`` is
@@ -322,7 +326,7 @@ class RuntimeLaunchMixin:
 def _guarded_launch(
     fn: Any, call_args: tuple[Any, ...], buf: Any, launcher: Any, decision: Any,
     scalar_slots: tuple[Any, ...], guards: tuple[Any, ...], stream_checks: tuple[Any, ...],
-    current: list[Any],
+    current: list[Any], report: tuple[str, Any] | None = None,
 ) -> Callable[[tuple[Any, ...]], Any]:  # fmt: skip
     """The call of a layout entry: ``go(args)`` launches and returns the decision, or returns
     None without launching when a check fails (the caller takes the checked path).
@@ -372,6 +376,8 @@ def _guarded_launch(
                     return None  # the producer's stream must be waited for: the checked path does
             if fn(*call_args):
                 return None  # the checked path launches again and raises the driver's error
+            if report is not None:  # made while launch hooks were registered
+                _hooks.notify(report[0], report[1], None, "auto")
             if not scalar_slots:  # arrays only: the caller may try a launch-memo entry
                 if backoff[0]:
                     backoff[0] -= 1
@@ -391,7 +397,7 @@ def _guarded_launch(
 def _generated_launch(
     fn: Any, call_args: tuple[Any, ...], buf: Any, launcher: Any, decision: Any,
     scalar_slots: tuple[Any, ...], guards: tuple[Any, ...], stream_checks: tuple[Any, ...],
-    current: list[Any],
+    current: list[Any], report: tuple[str, Any] | None = None,
 ) -> Callable[[tuple[Any, ...]], Any]:  # fmt: skip
     """``_guarded_launch``'s entry as straight-line code made for this entry (as Triton makes
     a launcher per signature): the same checks in the same order, with the loops unrolled and
@@ -424,6 +430,9 @@ def _generated_launch(
         env[f"c{k}"] = check
         body.append(f"if not c{k}(): return None")
     body.append("if fn(*call_args): return None")
+    if report is not None:  # made while launch hooks were registered
+        env["notify"], env["report_name"], env["report_decision"] = _hooks.notify, report[0], report[1]
+        body.append('notify(report_name, report_decision, None, "auto")')
     if scalar_slots:
         body.append("return decision")
     else:
@@ -435,6 +444,20 @@ def _generated_launch(
     src += "    go.backoff = backoff\n    return go\n"
     exec(compile(src, f"<ringkernel layout entry {launcher.name}>", "exec"), env)  # noqa: S102 - see docstring
     return env["make"]()  # type: ignore[no-any-return]
+
+
+def _notifying(raw: Any, name: str, decision: Any, stream: Any, kind: str) -> Callable[..., int]:
+    """A launch-memo entry's driver call that also reports each launch to the hooks (entries
+    made while hooks are registered; removing the last hook drops them)."""
+    notify = _hooks.notify
+
+    def fn(*call_args: Any) -> int:
+        rc = raw(*call_args)
+        if not rc:
+            notify(name, decision, stream, kind)
+        return rc  # type: ignore[no-any-return]
+
+    return fn
 
 
 def _make_entry(*args: Any) -> Callable[[tuple[Any, ...]], Any]:

@@ -16,8 +16,8 @@ Instruments: ``gpu.kernel.duration`` (histogram, s; ``kernel``, ``stream``),
 measures. Launches are seen through the launch seam, after they were queued, so durations are
 estimated: on a GPU from a timing event recorded right after each launch on its stream (see
 ``_Recorder._resolve``); on numba's simulator kernels run inside the launch call, so durations
-are near zero there. While telemetry is on, its launch hook is registered, and so launches do
-not take their memoised fast path (``ringkernel.kernel.hooks``).
+are near zero there. While telemetry is on, its launch hook is registered: launches keep their
+memoised paths and each reports to the hook (``ringkernel.kernel.hooks``).
 """
 
 from __future__ import annotations
