@@ -1,0 +1,236 @@
+"""Issue 13's figures: what a profiler costs a launch, whether its GPU times are right, and
+two traces (a 3-stream pipeline of copies and kernels, a multi-kernel loop) with a summary.
+
+    python benchmarks/profiling.py --out-dir benchmarks/results/profiling
+
+* ``launch_us.{disabled,enabled,after,no_profiling_import}``: host time per launch of one
+  kernel on the same arrays (its memoised path), median of batches: with no profiler ever
+  entered, inside ``with GpuProfiler(...)``, after leaving it, and in a child process that
+  never imports ``ringkernel.profiling`` (checked).
+* ``durations``: 40 back-to-back launches of a memory-bound kernel on 2^24 floats timed by
+  the profiler (inside ``with``: the median span), against 40 back-to-back launches bracketed
+  by two CUDA events (the mean per launch, median of 5 batches); their ratio (the issue asks
+  within 5%). (The first run of this script, whose JSON is committed, bracketed each launch
+  alone, which adds the launch latency to every kernel: its ratio 0.81 measures that.)
+* ``pipeline_trace.json``, ``loop_trace.json``, ``summary.txt``: the traces (open them in
+  https://ui.perfetto.dev or chrome://tracing, or ``python -m ringkernel.profiling.viewer``)
+  and the loop's summary table.
+
+Refuses to run on numba's simulator (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+import ringkernel  # noqa: F401 - before numba.cuda: ringkernel picks the backend
+from ringkernel import gpu_kernel
+from numba import cuda
+
+
+@gpu_kernel
+def scale(x, out, s):  # type: ignore[no-untyped-def]
+    i = cuda.grid(1)
+    if i < out.size:
+        out[i] = s * x[i]
+
+
+@gpu_kernel
+def vadd(a, b, c):  # type: ignore[no-untyped-def]
+    i = cuda.grid(1)
+    if i < c.size:
+        c[i] = a[i] + b[i]
+
+
+def per_launch_us(launch: Callable[[], None], batches: int = 40, batch: int = 250) -> float:
+    per = []
+    for _ in range(batches):
+        cuda.synchronize()  # untimed: the queue never fills
+        t0 = time.perf_counter_ns()
+        for _ in range(batch):
+            launch()
+        per.append((time.perf_counter_ns() - t0) / batch / 1e3)
+    return float(np.median(per))
+
+
+CHILD = r"""
+import sys, time
+import numpy as np
+import ringkernel
+from ringkernel import gpu_kernel
+from numba import cuda
+
+@gpu_kernel
+def vadd(a, b, c):
+    i = cuda.grid(1)
+    if i < c.size:
+        c[i] = a[i] + b[i]
+
+a, b, c = (cuda.to_device(np.ones(1024, np.float32)) for _ in range(3))
+for _ in range(2000):
+    vadd(a, b, c)
+per = []
+for _ in range(40):
+    cuda.synchronize()
+    t0 = time.perf_counter_ns()
+    for _ in range(250):
+        vadd(a, b, c)
+    per.append((time.perf_counter_ns() - t0) / 250 / 1e3)
+assert "ringkernel.profiling" not in sys.modules, "the profiling package was imported"
+print(float(np.median(per)))
+"""
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out-dir", type=Path, default=Path("benchmarks/results/profiling"))
+    args = p.parse_args()
+    from ringkernel.config import simulator_enabled
+
+    if simulator_enabled():
+        print("needs a CUDA GPU (the simulator has no GPU times)", file=sys.stderr)
+        return 2
+    import warnings
+
+    warnings.simplefilter("ignore")
+    from ringkernel import GpuProfiler, ProfileCategory
+    from ringkernel.kernels import saxpy
+    from ringkernel.streams import StreamConfig, StreamId, StreamManager
+
+    out_dir: Path = args.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng()
+
+    # 1. host cost per launch -----------------------------------------------------------------
+    a, b, c = (cuda.to_device(rng.standard_normal(1024).astype(np.float32)) for _ in range(3))
+    for _ in range(2000):
+        vadd(a, b, c)
+    launch = lambda: vadd(a, b, c)  # noqa: E731
+    disabled = per_launch_us(launch)
+    prof = GpuProfiler("cost")
+    with prof:
+        per_launch_us(launch, batches=3)  # warm the profiler's event pool
+        enabled = per_launch_us(launch)
+    after = per_launch_us(launch)
+    prof.close()
+    child = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, timeout=240)
+    no_import = float(child.stdout.strip().splitlines()[-1]) if child.returncode == 0 else None
+    if no_import is None:
+        print(child.stderr[-2000:], file=sys.stderr)
+    print(f"launch_us disabled {disabled:.2f} enabled {enabled:.2f} after {after:.2f} no import {no_import}", flush=True)
+
+    # 2. durations against CUDA events ---------------------------------------------------------
+    n = 1 << 24
+    x = cuda.to_device(rng.standard_normal(n).astype(np.float32))
+    y = cuda.device_array(n, np.float32)
+    for _ in range(5):
+        scale(x, y, np.float32(2.0))
+    cuda.synchronize()
+    prof = GpuProfiler("durations")
+    with prof:
+        for _ in range(40):
+            scale(x, y, np.float32(2.0))
+        cuda.synchronize()
+    traced = [(e.gpu_end_ns - e.gpu_start_ns) / 1e6 for e in prof.events()
+              if e.name == "scale" and e.gpu_start_ns is not None and e.gpu_end_ns is not None]  # fmt: skip
+    prof.close()
+    # the same 40 back-to-back launches bracketed by two CUDA events: the mean per launch (an
+    # event around each single launch would add the launch latency to every kernel)
+    evented = []
+    for _ in range(5):
+        e0, e1 = cuda.event(), cuda.event()
+        e0.record()
+        for _ in range(40):
+            scale(x, y, np.float32(2.0))
+        e1.record()
+        e1.synchronize()
+        evented.append(cuda.event_elapsed_time(e0, e1) / 40)
+    np.testing.assert_allclose(y.copy_to_host(), 2 * x.copy_to_host(), rtol=1e-6)
+    ratio = float(np.median(traced) / np.median(evented)) if traced else None
+    print(f"durations: profiler median {np.median(traced) if traced else None} ms, events {np.median(evented):.4f} ms, "
+          f"ratio {ratio}", flush=True)  # fmt: skip
+
+    # 3. a 3-stream pipeline of copies and kernels --------------------------------------------
+    chunk, chunks = 1 << 22, 12
+    host_in = cuda.pinned_array(chunk * chunks, np.float32)
+    host_in[:] = rng.standard_normal(chunk * chunks, dtype=np.float32)
+    host_out = cuda.pinned_array(chunk * chunks, np.float32)
+    with StreamManager(StreamConfig(num_compute_streams=3, use_transfer_stream=False)) as m:
+        streams = [m.stream(StreamId.compute(i)) for i in range(3)]
+        d_in = [cuda.device_array(chunk, np.float32) for _ in range(3)]
+        d_out = [cuda.device_array(chunk, np.float32) for _ in range(3)]
+        saxpy(np.float32(2.0), d_in[0], d_in[0], d_out[0])
+        cuda.synchronize()
+        prof = GpuProfiler("pipeline")
+        prof.name_stream(m, "pipe")
+        prof.annotate_kernel("saxpy", bytes_per_element=12).end()
+        with prof:
+            for i in range(chunks):
+                k, s = i % 3, streams[i % 3]
+                with prof.range(f"chunk {i}", ProfileCategory.ALGORITHM):
+                    lo = i * chunk
+                    prof.annotate_transfer("HtoD", chunk * 4).end()
+                    d_in[k].copy_to_device(host_in[lo:lo + chunk], stream=s)
+                    saxpy(np.float32(2.0), d_in[k], d_in[k], d_out[k], stream=s)
+                    d_out[k].copy_to_host(host_out[lo:lo + chunk], stream=s)
+            m.sync_all()
+        np.testing.assert_allclose(host_out, 3 * host_in, rtol=1e-6)
+        prof.export_chrome_tracing(out_dir / "pipeline_trace.json")
+        prof.close()
+
+    # 4. a multi-kernel loop ---------------------------------------------------------------------
+    prof = GpuProfiler("loop")
+    prof.annotate_kernel("scale", bytes_per_element=8).end()
+    prof.annotate_kernel("vadd", bytes_per_element=12).end()
+    z = cuda.device_array(n, np.float32)
+    with prof:
+        for step in range(30):
+            with prof.range(f"step {step}", ProfileCategory.ALGORITHM):
+                scale(x, y, np.float32(0.5))
+                vadd(x, y, z)
+        cuda.synchronize()
+    prof.export_chrome_tracing(out_dir / "loop_trace.json")
+    summary = str(prof.summary())
+    prof.close()
+    (out_dir / "summary.txt").write_text(summary + "\n")
+    print(summary)
+
+    from ringkernel import GpuArchitecture
+    from ringkernel._versions import driver_version, library_versions
+
+    arch = GpuArchitecture.current()
+    result: dict[str, Any] = {
+        "benchmark": "profiling",
+        "launch_us": {"disabled": disabled, "enabled": enabled, "after": after, "no_profiling_import": no_import},
+        "enabled_minus_disabled_us": enabled - disabled,
+        "disabled_minus_no_import_us": None if no_import is None else disabled - no_import,
+        "durations": {
+            "profiler_median_ms": float(np.median(traced)) if traced else None,
+            "cuda_events_median_ms": float(np.median(evented)),
+            "ratio": ratio, "within_5pct": ratio is not None and abs(ratio - 1) <= 0.05,
+            "launches": len(traced), "elements": n,
+        },
+        "files": ["pipeline_trace.json", "loop_trace.json", "summary.txt"],
+        "device": {"name": arch.name, "compute_capability": list(arch.compute_capability), "driver": driver_version()},
+        "versions": library_versions(),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": "python benchmarks/profiling.py " + " ".join(sys.argv[1:]),
+        "timing": "host clock around batches of 250 launches of one kernel on the same arrays, queue drained "
+        "(untimed) between batches, median of 40 batches; durations: the profiler's CUDA-event spans vs CUDA "
+        "events recorded around each launch",
+    }  # fmt: skip
+    (out_dir / "profiling.json").write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
