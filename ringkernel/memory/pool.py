@@ -633,7 +633,19 @@ class GpuMemoryPool:
         return MemorySnapshot(total - free, total, self._pool_bytes)
 
     def _grow(self, i: int, at_least: int) -> None:
-        """Carve a new slab for class ``i`` with at least ``at_least`` blocks (lock held)."""
+        """Carve a new slab for class ``i`` with at least ``at_least`` blocks (lock held). Under
+        memory pressure (the device or ``max_pool_bytes``) the cached large blocks and empty
+        slabs go back first, then one retry, as for a large block (:meth:`_direct`)."""
+        try:
+            self._grow_once(i, at_least)
+        except InsufficientMemory:
+            released = self._release_cached()
+            if not released:
+                raise
+            log.info("pool: released %d cached bytes to grow class %d", released, i)
+            self._grow_once(i, at_least)
+
+    def _grow_once(self, i: int, at_least: int) -> None:
         size = _CLASSES[i].value
         room = self.config.max_counts[i] - self._count[i]
         per_slab = max(at_least, self.config.slab_bytes // size)

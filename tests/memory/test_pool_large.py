@@ -295,3 +295,23 @@ def test_bad_budget_options() -> None:
         with pytest.raises(ConfigurationError, match="large_reuse_bins"):
             PoolConfig(large_reuse_bins=bad)  # type: ignore[arg-type]
     PoolConfig(large_cache_headroom=math.inf, large_reuse_bins=0)
+
+
+def test_a_new_slab_releases_the_cache_under_pressure() -> None:
+    """A size class that needs a new slab when the device (or max_pool_bytes) is full of
+    cached large blocks gets it after the cache is given back, as a large block does."""
+    for backend, config in (
+        (SimulatorBackend(total_bytes=20 * MiB), PoolConfig(large_cache_headroom=math.inf, max_cached_large_bytes=64 * MiB)),
+        (SimulatorBackend(), PoolConfig(large_cache_headroom=math.inf, max_pool_bytes=20 * MiB, max_cached_large_bytes=64 * MiB)),
+    ):
+        pool = GpuMemoryPool(config, backend=backend)
+        pool.allocate(18 * MiB).free()  # cached: the device (or the cap) is nearly full
+        assert pool.diagnostics().cached_large_bytes > 0
+        bufs = [pool.allocate(4096) for _ in range(1024)]  # 4 MiB of one class: new slabs
+        assert pool.diagnostics().cached_large_bytes == 0
+        assert len({b.ptr for b in bufs}) == 1024
+        for b in bufs:
+            b.free()
+        with pytest.raises(InsufficientMemory):
+            pool.allocate(64 * MiB)  # nothing left to release: a clear error
+        pool.close()
