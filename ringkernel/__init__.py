@@ -109,6 +109,7 @@ from .errors import (
     InvalidFree,
     LaunchConfigError,
     ProfilerError,
+    MessageError,
     ResourceClosedError,
     RingKernelError,
     DriverError,
@@ -139,8 +140,11 @@ _INTRINSICS = (
     "global_thread_id", "global_thread_id_2d", "grid_stride", "grid_stride_2d", "sync_threads",
 )  # fmt: skip
 
+_MESSAGING = ("LockFreeInbox", "PartitionedQueue")
+
 __all__ = [
     "__version__",
+    *_MESSAGING,
     "ContextConfig",
     "GpuContext",
     "GpuContextBuilder",
@@ -179,7 +183,7 @@ __all__ = [
     # errors
     "RingKernelError", "ConfigurationError", "DeviceError", "KernelError", "KernelArgumentError",
     "LaunchConfigError", "KernelCompileError", "KernelLaunchError", "BenchmarkError", "EnvironmentMismatchError",
-    "InsufficientMemory", "InvalidFree", "ResourceClosedError", "ProfilerError",
+    "InsufficientMemory", "InvalidFree", "ResourceClosedError", "MessageError", "ProfilerError",
     "DriverError", "ErrorContext", "MemorySnapshot",
     # device-side helpers (lazy)
     *_INTRINSICS,
@@ -195,6 +199,10 @@ def __getattr__(name: str) -> Any:
         from .memory import plugin_state
 
         return getattr(plugin_state, name)
+    if name in _MESSAGING:  # imported on first use: the package imports numba
+        from . import messaging
+
+        return getattr(messaging, name)
     if name in ("GpuProfiler", "ProfileCategory"):  # imported on first use: a program that never
         from . import profiling  # profiles never loads the package (its launches pay nothing)
 
@@ -203,4 +211,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_INTRINSICS) | {"use_pool", "plugin_pool", "GpuProfiler", "ProfileCategory"})
+    return sorted(set(globals()) | set(_INTRINSICS) | set(_MESSAGING) | {"use_pool", "plugin_pool", "GpuProfiler", "ProfileCategory"})

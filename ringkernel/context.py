@@ -56,7 +56,9 @@ class ContextConfig:
     streams:
         Compute streams of its ``StreamManager``.
     profiling:
-        Record every launch made in the context (``ctx.launches()``).
+        Record every launch made in the context (``ctx.launches()``) and profile the context
+        with a :class:`~ringkernel.profiling.GpuProfiler` (``ctx.profiler``): its launches,
+        GPU-timed, and its pool's allocations and frees.
     cache_dir:
         Directory of its kernel cache (``None``: the default, ``RINGKERNEL_CACHE_DIR`` or
         the platform's cache directory).
@@ -160,11 +162,16 @@ class GpuContext:
         self._closed = False
         self._tokens: list[Any] = []
         self._telemetry: Any = None
+        self._profiler: Any = None
         if config.profiling:
             from .kernel import add_launch_hook
+            from .profiling import GpuProfiler
 
-            self._hook = add_launch_hook(_Recorder(weakref.ref(self)))
-        self._parts: list[Any] = [None, None]  # pool, streams: what the finalizer closes
+            ref = weakref.ref(self)
+            self._hook = add_launch_hook(_Recorder(ref))
+            self._profiler = GpuProfiler(f"context {self.id}", launch_filter=lambda: _current.current() is ref())
+        # pool, streams, profiler: what the finalizer closes (the profiler first)
+        self._parts: list[Any] = [None, None, self._profiler]
         self._finalizer = weakref.finalize(self, _release, self._hook, self._parts)
 
     # -- parts -----------------------------------------------------------------------
@@ -195,6 +202,8 @@ class GpuContext:
 
                     self._pool = GpuMemoryPool(self.config.pool)
                     self._parts[0] = self._pool
+                    if self._profiler is not None:
+                        self._profiler.track_pool(self._pool, "context pool")
         return self._pool
 
     @property
@@ -223,6 +232,8 @@ class GpuContext:
     def use(self) -> Iterator["GpuContext"]:
         """Make this the current context inside the block (without closing it after)."""
         self._check("use")
+        if self._profiler is not None and not self._profiler.active:
+            self._start_profiler()
         token = _current.CURRENT.set(self)
         _current.active += 1
         try:
@@ -234,6 +245,8 @@ class GpuContext:
     def __enter__(self) -> "GpuContext":
         """``with GpuContext() as ctx:``: current inside the block, closed at its end."""
         self._check("__enter__")
+        if self._profiler is not None and not self._profiler.active:
+            self._start_profiler()
         self._tokens.append(_current.CURRENT.set(self))
         _current.active += 1
         return self
@@ -328,6 +341,30 @@ class GpuContext:
             )
         return list(self._launches)
 
+    @property
+    def profiler(self) -> Any:
+        """The context's :class:`~ringkernel.profiling.GpuProfiler` (``profiling=True``): active
+        from the first time the context is current (``with ctx:``, ``use()``, ``launch``) until
+        :meth:`close`, which closes it; it captures the launches made while the context is
+        current and every allocation and free of the context's pool."""
+        self._check("profiler")
+        if self._profiler is None:
+            raise ConfigurationError("this context does not profile", hint="build it with .with_profiling(True)")
+        return self._profiler
+
+    def _start_profiler(self) -> None:
+        with self._lock:
+            if not self._profiler.active:
+                self._profiler.__enter__()  # left in close()
+
+    def profiling_summary(self, **options: Any) -> Any:
+        """``ctx.profiler.summary(**options)``: per-kernel GPU times, streams, ranges."""
+        return self.profiler.summary(**options)
+
+    def export_chrome_tracing(self, path: str | os.PathLike[str] | None = None) -> str:
+        """``ctx.profiler.export_chrome_tracing(path)``: the context's trace (before :meth:`close`)."""
+        return self.profiler.export_chrome_tracing(path)  # type: ignore[no-any-return]
+
     def enable_telemetry(self, endpoint: str | None = None, meter_provider: Any = None, **options: Any) -> Any:
         """OpenTelemetry metrics of the launches made in this context and of its pool (design
         proposal 11.7): a :class:`~ringkernel.profiling.telemetry.GpuTelemetry`, closed with
@@ -353,13 +390,15 @@ class GpuContext:
 
     # -- lifetime ------------------------------------------------------------------------
     def close(self) -> None:
-        """Synchronise and close the pool and the streams; idempotent."""
+        """Close the profiler (``profiling=True``), synchronise, close the pool and the streams; idempotent."""
         if self._closed:
             return
         self._closed = True
         if self._telemetry is not None:
             self._telemetry.close()
         try:
+            if self._profiler is not None:
+                self._profiler.close()  # waits for the captured launches; unwraps the pool
             if self._streams is not None:
                 self._streams.sync_all()
         finally:
@@ -391,8 +430,8 @@ def _release(hook: int | None, parts: list[Any]) -> None:
         from .kernel import remove_launch_hook
 
         remove_launch_hook(hook)
-    pool, streams = parts
-    for part in (streams, pool):
+    pool, streams, profiler = parts
+    for part in (profiler, streams, pool):
         if part is not None:
             try:
                 part.close()

@@ -5,6 +5,7 @@
     RingKernelError
     ├── ConfigurationError        (also ValueError)  an option or profile is out of range
     ├── ResourceClosedError                           a resource was used after its close()
+    ├── MessageError              (also TypeError)   a message of the wrong dtype or shape for a queue
     ├── ProfilerError                                 a profiler range ended twice, out of order or elsewhere
     ├── DeviceError                                   no usable device, or a driver call failed
     │   └── DriverError                               a driver call failed: result, its name, operation
@@ -45,6 +46,7 @@ __all__ = [
     "InsufficientMemory",
     "InvalidFree",
     "ResourceClosedError",
+    "MessageError",
     "ProfilerError",
     "ErrorContext",
     "MemorySnapshot",
@@ -165,6 +167,11 @@ class ResourceClosedError(RingKernelError):
         message = f"{resource} is closed" + (f": {operation} cannot be used after close()" if operation else "")
         merged = {"resource": resource, "operation": operation, **dict(details or {})}
         super().__init__(message, hint=hint, details=merged)
+
+
+class MessageError(RingKernelError, TypeError):
+    """A message given to a queue (``LockFreeInbox``, ``PartitionedQueue``) is not of its dtype,
+    not of the expected shape, or ``None``."""
 
 
 class ProfilerError(RingKernelError):

@@ -107,7 +107,7 @@ def test_trace_of_real_launches_renders_every_track_slice_and_flow(rng: np.rando
     assert len({t for p, t in lanes if p == 1}) == 2, "two host threads"
     assert len(_classes(tags, "slice")) == sum(e["ph"] == "X" for e in events) == 4 + 2 * 4  # ranges, launch + kernel
     assert len(_classes(tags, "flow")) == sum(e["ph"] == "s" for e in events) == 4
-    assert len(_classes(tags, "mark")) == 1
+    assert len(_classes(tags, "mark")) == 1 + 2  # the mark; the pool's allocation and free (instants)
     assert [a["data-name"] for a in _classes(tags, "counter")] == ["scratch bytes"]
     # names from user code are escaped: no script element, the text shows as text
     assert [t for t, _ in tags if t in ("script", "iframe", "img", "object")] == []

@@ -16,6 +16,7 @@ class EventKind(Enum):
     MARK = "mark"
     KERNEL = "kernel"
     COUNTER = "counter"
+    MEMORY = "memory"  # a pool allocation or free (a tracked pool, while the profiler is active)
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,8 @@ class ProfileEvent:
     id, parent_id:
         This event's id, and the range it happened in (``None``: none was open).
     args:
-        Extra facts: bytes, direction, grid, block, counter values.
+        Extra facts: bytes, direction, grid, block, counter values; for a MEMORY event its
+        ``op`` (``"allocate"``, ``"free"``), ``pool`` and ``ptr``.
     stream, stream_id:
         Kernels: the stream's label and the profiler's number for it (the GPU track).
     gpu_start_ns, gpu_end_ns:

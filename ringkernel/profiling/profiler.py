@@ -12,7 +12,9 @@
 Ranges nest per thread and per asyncio task (a ``ContextVar`` holds each one's stack of
 open ranges); each thread, and each task that opens ranges, is its own track in the trace.
 With no profiler entered, nothing is registered on the launch seam and launches pay
-nothing; entering registers one launch hook, leaving removes it.
+nothing; entering registers one launch hook, leaving removes it. Pools given to
+:meth:`GpuProfiler.track_pool` get recording wrappers as *instance* attributes while the
+profiler is active (their class and their hot path stay untouched otherwise).
 """
 
 from __future__ import annotations
@@ -47,6 +49,12 @@ log = logging.getLogger(__name__)
 
 _UNKNOWN: Span = (None, None, False, None)
 
+#: The pool methods shadowed on a tracked pool instance while a profiler is active: every
+#: allocation (``device_array`` and the numba plugin allocate through ``allocate``) and every
+#: free (``deallocate``; ``PooledBuffer.close`` through ``_close_buffer``; collected arrays,
+#: buffers of a closed pool and numba frees through ``_release``).
+_POOL_METHODS = ("allocate", "deallocate", "_close_buffer", "_release")
+
 
 _get_ident = threading.get_ident
 _now = time.perf_counter_ns
@@ -76,10 +84,15 @@ class GpuProfiler:
         simulator always uses the host clock).
     max_events:
         Events kept; later ones are counted as dropped (``summary().dropped_events``).
+    launch_filter:
+        Called on the launching thread for each launch while active: only launches for which
+        it returns True are captured (``GpuContext`` uses it: the launches made while the
+        context is current). ``None``: every launch.
     """
 
     def __init__(self, session_name: str = "ringkernel", enabled: bool = True, *,
-                 gpu_timing: GpuTiming = GpuTiming.AUTO, max_events: int = 1_000_000) -> None:  # fmt: skip
+                 gpu_timing: GpuTiming = GpuTiming.AUTO, max_events: int = 1_000_000,
+                 launch_filter: Callable[[], bool] | None = None) -> None:  # fmt: skip
         self.session_name = check_name(session_name, "session_name")
         if not isinstance(gpu_timing, GpuTiming):
             raise ConfigurationError(f"gpu_timing must be a GpuTiming, got {gpu_timing!r}", hint="e.g. GpuTiming.EVENTS")
@@ -108,6 +121,10 @@ class GpuProfiler:
         self._stream_names: dict[int, str] = {}
         self._kernel_bytes: dict[str, tuple[int | None, int | None]] = {}
         self._pools: list[tuple[Any, str]] = []  # (weakref to a pool, its name)
+        self._shadowed: list[tuple[Any, dict[str, Any]]] = []  # (weakref to a pool, its wrappers) while active
+        if launch_filter is not None and not callable(launch_filter):
+            raise ConfigurationError(f"launch_filter must be callable, got {launch_filter!r}")
+        self._filter = launch_filter
         self._hook: int | None = None
         self._depth = 0
         self._timer: Timer | None = None
@@ -158,6 +175,8 @@ class GpuProfiler:
         self._hook = add_launch_hook(self._on_launch)
         self._last[self._track()[0]] = time.perf_counter_ns()  # the first launch's host time starts here
         try:
+            for ref, name in self._pools:
+                self._shadow_pool(ref(), name)
             self._sample_pools()
         except BaseException:
             self._deactivate()
@@ -169,6 +188,7 @@ class GpuProfiler:
         remove_launch_hook(self._hook)
         self._hook = None
         try:
+            self._unshadow_pools()
             self._resolve()  # the GPU finishes the profiled work: every launch gets its times
             self._sample_pools()
         finally:
@@ -373,13 +393,107 @@ class GpuProfiler:
             self._streams[key] = (self._streams[key][0], str(name))
 
     def track_pool(self, pool: Any, name: str | None = None) -> None:
-        """Sample ``pool.diagnostics()`` (bytes in use, bytes held) when the profiler is entered
-        and left and at each range end: the trace's pool counters. The pool's hot path is untouched."""
+        """Record the pool's allocations and frees while the profiler is active (MEMORY events,
+        each followed by a sample of its bytes in use and held), and sample ``pool.diagnostics()``
+        when the profiler is entered and left and at each range end: the trace's pool counters.
+
+        While active, the pool *instance* gets recording wrappers of its allocating and freeing
+        methods; leaving removes them, so an untracked pool (or one whose profiler is not
+        active) runs its class's methods unchanged. Tracking a pool twice raises
+        :class:`~ringkernel.errors.ConfigurationError`.
+        """
         if self._closed:
             self._refuse("track_pool")
         if not callable(getattr(pool, "diagnostics", None)):
             raise ConfigurationError(f"track_pool needs a GpuMemoryPool, got {pool!r}")
-        self._pools.append((weakref.ref(pool), name or f"pool {len(self._pools)}"))
+        if any(ref() is pool for ref, _ in self._pools):
+            raise ConfigurationError(f"{pool!r} is tracked by this profiler already",
+                                     hint="call track_pool once per pool")  # fmt: skip
+        label = name or f"pool {len(self._pools)}"
+        with self._lock:
+            self._pools.append((weakref.ref(pool), label))
+            if self._hook is not None:
+                self._shadow_pool(pool, label)
+
+    def _shadow_pool(self, pool: Any, name: str) -> None:
+        """Install the recording wrappers on ``pool`` (lock held, profiler active)."""
+        if pool is None:
+            return
+        d = getattr(pool, "__dict__", None)
+        cls = type(pool)
+        if d is None or not all(callable(getattr(cls, m, None)) for m in _POOL_METHODS):
+            log.warning("GpuProfiler %r: %r cannot be recorded (not a GpuMemoryPool); only sampled",
+                        self.session_name, pool)  # fmt: skip
+            return
+        if any(m in d for m in _POOL_METHODS):
+            log.warning("GpuProfiler %r: %s is recorded by another active profiler already; here it is only sampled",
+                        self.session_name, name)  # fmt: skip
+            return
+        ref = weakref.ref(pool)  # the wrappers live on the pool: no reference cycle through them
+        record = self._record_memory
+        allocate, deallocate, close_buffer, release = (getattr(cls, m) for m in _POOL_METHODS)
+
+        def allocate_(nbytes: int) -> Any:
+            p = ref()
+            buf = allocate(p, nbytes)
+            record(p, name, "allocate", buf.nbytes, buf.ptr)
+            return buf
+
+        def deallocate_(buffer: Any, nbytes: int | None = None) -> None:
+            p = ref()
+            deallocate(p, buffer, nbytes)
+            record(p, name, "free", getattr(buffer, "nbytes", nbytes), int(getattr(buffer, "ptr", buffer)))
+
+        def close_buffer_(buf: Any) -> None:
+            p = ref()
+            owned = not buf.closed
+            close_buffer(p, buf)
+            if owned:
+                record(p, name, "free", buf.nbytes, buf.ptr)
+
+        def release_(item: Any) -> None:  # a finalizer: never waits (no counter sample), never raises
+            p = ref()
+            release(p, item)
+            try:
+                record(p, name, "free", getattr(item, "nbytes", None), int(getattr(item, "ptr", item)), sample=False)
+            except Exception:  # noqa: BLE001 - a finalizer must not raise
+                pass
+
+        wrappers = dict(zip(_POOL_METHODS, (allocate_, deallocate_, close_buffer_, release_)))
+        d.update(wrappers)
+        self._shadowed.append((ref, wrappers))
+
+    def _unshadow_pools(self) -> None:
+        """Remove the wrappers (those still in place) from every pool still alive."""
+        shadowed, self._shadowed = self._shadowed, []
+        for ref, wrappers in shadowed:
+            pool = ref()
+            if pool is None:
+                continue
+            d = vars(pool)
+            for m, w in wrappers.items():
+                if d.get(m) is w:
+                    del d[m]
+
+    def _record_memory(self, pool: Any, name: str, op: str, nbytes: int | None, ptr: int, sample: bool = True) -> None:
+        """A MEMORY event on the calling thread's track, then (``sample``) the pool's counters."""
+        if self._hook is None or not self.enabled:
+            return
+        key, tid = self._track()
+        stack = self._stack.get()
+        t = _now()
+        self._add(ProfileEvent(EventKind.MEMORY, op, ProfileCategory.MEMORY, t, t, self._tracks[key][1], tid,
+                               next(self._ids), stack[-1].id if stack else None, {"op": op, "pool": name, "ptr": ptr},
+                               nbytes=nbytes))  # fmt: skip
+        self._last[key] = t
+        if sample:
+            self._sample_pool(pool, name)
+
+    def _sample_pool(self, pool: Any, name: str) -> None:
+        d = pool.diagnostics()
+        t = time.perf_counter_ns()
+        self._add(ProfileEvent(EventKind.COUNTER, f"{name} bytes", ProfileCategory.MEMORY, t, t, track_id=0,
+                               args={"in use": d.live_block_bytes, "held": d.pool_bytes}))  # fmt: skip
 
     def _sample_pools(self) -> None:
         pools = [(p(), n) for p, n in self._pools]
@@ -389,12 +503,8 @@ class GpuProfiler:
         if numba_pool is not None and all(p is not numba_pool for p, _ in pools):
             pools.append((numba_pool, "numba allocations"))
         for pool, name in pools:
-            if pool is None:
-                continue
-            d = pool.diagnostics()
-            t = time.perf_counter_ns()
-            self._add(ProfileEvent(EventKind.COUNTER, f"{name} bytes", ProfileCategory.MEMORY, t, t, track_id=0,
-                                   args={"in use": d.live_block_bytes, "held": d.pool_bytes}))  # fmt: skip
+            if pool is not None:
+                self._sample_pool(pool, name)
 
     # -- automatic capture ----------------------------------------------------------------
     def _stream_key(self, stream: Any) -> int:
@@ -433,6 +543,8 @@ class GpuProfiler:
         """
         timer = self._timer
         if timer is None or not self.enabled:
+            return
+        if self._filter is not None and not self._filter():
             return
         if self._count >= self.max_events:
             self._dropped += 1

@@ -1,7 +1,7 @@
 """Chrome trace-event JSON (Perfetto UI, chrome://tracing) from a profiler's events.
 
 Layout: process 1 is the host, one track (``tid``) per thread, and per asyncio task that
-opened ranges, holding ranges (``X``), launch calls (``X``) and marks (``i``), plus the pool
+opened ranges, holding ranges (``X``), launch calls (``X``), marks and pool operations (``i``), plus the pool
 counters (``C``); process ``100 + device`` is a GPU, one track per stream holding its
 kernels (``X``). A flow arrow (``s`` on the launch call, ``f`` with ``"bp": "e"`` on the
 kernel) joins each launch to its kernel. ``M`` events name processes and tracks; the
@@ -50,6 +50,10 @@ def build_trace(events: list[ProfileEvent], *, host_tracks: Mapping[int, str], s
         elif e.kind is EventKind.MARK:
             out.append({"ph": "i", "s": "t", "name": e.name, "cat": e.category.name, "ts": _us(e.start_ns, t0),
                         "pid": HOST_PID, "tid": e.track_id, "args": {"category": e.category.name}})  # fmt: skip
+        elif e.kind is EventKind.MEMORY:
+            args = {"category": e.category.name, **dict(e.args), "bytes": e.nbytes}
+            out.append({"ph": "i", "s": "t", "name": e.name, "cat": e.category.name, "ts": _us(e.start_ns, t0),
+                        "pid": HOST_PID, "tid": e.track_id, "args": args})  # fmt: skip
         elif e.kind is EventKind.COUNTER:
             out.append({"ph": "C", "name": e.name, "cat": e.category.name, "ts": _us(e.start_ns, t0),
                         "pid": HOST_PID, "tid": COUNTER_TID, "args": dict(e.args)})  # fmt: skip
