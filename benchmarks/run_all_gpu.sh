@@ -9,7 +9,7 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 RINGKERNEL_GPU_TESTS=1 timeout 300 python3 -m pytest -m gpu -q -rA -p no:cacheprovider tests/gpu > "$OUT/gpu_tests.txt" 2>&1
 tail -3 "$OUT/gpu_tests.txt"
-for b in launch_selection launch_nd kernel_runtime memory_pool memory_sizes streams; do
+for b in launch_selection launch_nd kernel_runtime memory_pool memory_sizes streams messaging; do
   [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $b "* ]] && continue
   echo "=== $b" >> "$OUT/bench.log"
   timeout 280 python3 "benchmarks/$b.py" --out "$OUT/$b.json" >> "$OUT/bench.log" 2>&1 || echo "$b failed (see bench.log)"
