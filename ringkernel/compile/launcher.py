@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import operator
 from functools import partial
 import struct
 import threading
@@ -384,6 +385,27 @@ def _interface_guard(a: Any) -> tuple[Any, Any] | None:
     return guard, None
 
 
+def _attribute_guard(tp: Any, pointer: Any, default_stream: Any = None) -> Any:
+    """The guard factory of an array type whose ``shape``, byte ``strides`` and ``dtype`` are
+    plain attributes (numba's, CuPy's, ringkernel's): same type, shape, strides and dtype as
+    the array the guard is made from, then ``pointer(x)`` (None: not readable this way)."""
+
+    def make(a: Any) -> tuple[Any, Any]:
+        sh, st, dt = a.shape, a.strides, a.dtype
+
+        def guard(x: Any) -> int | None:
+            if type(x) is not tp or x.shape != sh or x.strides != st:
+                return None
+            d = x.dtype
+            if d is not dt and d != dt:
+                return None
+            return pointer(x)  # type: ignore[no-any-return]
+
+        return guard, default_stream
+
+    return make
+
+
 def _make_reader(tp: Any) -> Any:
     mod = getattr(tp, "__module__", "") or ""
     if getattr(tp, "__rk_immutable_array__", False):  # ringkernel's DeviceArray: plain attributes
@@ -391,20 +413,7 @@ def _make_reader(tp: Any) -> Any:
         def read_fields(a: Any) -> Any:
             return a.ptr, a.shape, a.strides, a.dtype, None
 
-        def guard_fields(a: Any) -> Any:
-            sh, st, dt = a.shape, a.strides, a.dtype
-
-            def guard(x: Any) -> int | None:
-                if type(x) is not tp or x.shape != sh or x.strides != st:
-                    return None
-                d = x.dtype
-                if d is not dt and d != dt:
-                    return None
-                return x.ptr  # type: ignore[no-any-return]
-
-            return guard, None
-
-        _GUARDS[tp] = guard_fields
+        _GUARDS[tp] = _attribute_guard(tp, operator.attrgetter("ptr"))
         return read_fields
     if issubclass(tp, _numba_array_types()):
         try:
@@ -414,35 +423,21 @@ def _make_reader(tp: Any) -> Any:
         if tp is not DeviceNDArray:
             return None  # mapped/managed arrays: their interface says where the data is
 
+        def numba_pointer(a: Any) -> int | None:
+            gd = a.gpu_data
+            try:
+                return int(gd.device_pointer) if gd is not None else 0
+            except (AttributeError, TypeError):
+                return None  # memory of another kind: its interface says where it is
+
         def read_numba(a: Any) -> Any:
             dtype = a.dtype
             if dtype.hasobject or dtype.fields:
                 return None
-            gd = a.gpu_data
-            try:
-                ptr = int(gd.device_pointer) if gd is not None else 0
-            except (AttributeError, TypeError):
-                return None  # memory of another kind: its interface says where it is
-            return ptr, a.shape, a.strides, dtype, None
+            ptr = numba_pointer(a)
+            return None if ptr is None else (ptr, a.shape, a.strides, dtype, None)
 
-        def guard_numba(a: Any) -> Any:
-            sh, st, dt = a.shape, a.strides, a.dtype
-
-            def guard(x: Any) -> int | None:
-                if type(x) is not tp or x.shape != sh or x.strides != st:
-                    return None
-                d = x.dtype
-                if d is not dt and d != dt:
-                    return None
-                gd = x.gpu_data
-                try:
-                    return int(gd.device_pointer) if gd is not None else 0
-                except (AttributeError, TypeError):
-                    return None
-
-            return guard, None
-
-        _GUARDS[tp] = guard_numba
+        _GUARDS[tp] = _attribute_guard(tp, numba_pointer)
         return read_numba
     if mod.startswith("cupy") and tp.__name__ == "ndarray":
         import cupy
@@ -459,20 +454,7 @@ def _make_reader(tp: Any) -> Any:
         def cupy_default_stream() -> bool:
             return current().ptr in (0, 1)
 
-        def guard_cupy(a: Any) -> Any:
-            sh, st, dt = a.shape, a.strides, a.dtype
-
-            def guard(x: Any) -> int | None:
-                if type(x) is not tp or x.shape != sh or x.strides != st:
-                    return None
-                d = x.dtype
-                if d is not dt and d != dt:
-                    return None
-                return x.data.ptr
-
-            return guard, cupy_default_stream
-
-        _GUARDS[tp] = guard_cupy
+        _GUARDS[tp] = _attribute_guard(tp, operator.attrgetter("data.ptr"), cupy_default_stream)
         return read_cupy
     if mod.startswith("torch") and any(c.__name__ == "Tensor" and c.__module__ == "torch" for c in tp.__mro__):
         import torch  # type: ignore[import-not-found]
