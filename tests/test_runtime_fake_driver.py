@@ -255,10 +255,9 @@ def test_closing_kernels_and_compiled_kernels(runtime) -> None:  # type: ignore[
         ck.launcher.launch([], (1, 1, 1), (1, 1, 1), 0, 0)  # an unloaded function is never launched
 
 
-def test_scalar_memo_writes_each_calls_scalar(runtime, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    """A scalar that changes every call (a new NumPy float each time) launches from the scalar
-    memo, with that call's value in the parameter block; another scalar type, or an array that
-    died, never reuses the entry."""
+def _recording_saxpy(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """A float32 saxpy kernel on the fake driver, and the list its launches append
+    ``(alpha, [x, y, out pointers])`` to, decoded from each parameter block."""
     seen: list[tuple[float, list[int]]] = []
 
     def launch(f, gx, gy, gz, bx, by, bz, shm, stream, params, extra):  # type: ignore[no-untyped-def]
@@ -278,6 +277,14 @@ def test_scalar_memo_writes_each_calls_scalar(runtime, monkeypatch: pytest.Monke
     k = gpu_kernel(grid_stride=True, arch=GpuArchitecture.preset("H200"),
                    signatures=["void(float32, float32[::1], float32[::1], float32[::1])"])(saxpy)  # fmt: skip
     k._runtime = True
+    return k, seen
+
+
+def test_scalar_memo_writes_each_calls_scalar(runtime, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """A scalar that changes every call (a new NumPy float each time) launches from the scalar
+    memo, with that call's value in the parameter block; another scalar type, or an array that
+    died, never reuses the entry."""
+    k, seen = _recording_saxpy(monkeypatch)
     x, y, out = FakeDeviceArray(100), FakeDeviceArray(100), FakeDeviceArray(100)
     alphas = [np.float32(v) for v in (0.5, 1.5, -2.0, 3.25, 7.0)]
     for a in alphas:
@@ -408,25 +415,7 @@ def test_read_every_call_arrays_launch_from_a_guarded_memo(guarded, monkeypatch:
 
 
 def test_guarded_memo_writes_scalars_and_pointers_together(guarded, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    seen: list[tuple[float, list[int]]] = []
-
-    def launch(f, gx, gy, gz, bx, by, bz, shm, stream, params, extra):  # type: ignore[no-untyped-def]
-        ptrs = ctypes.cast(params, ctypes.POINTER(ctypes.c_void_p))
-        alpha = struct.unpack("<f", ctypes.string_at(ptrs[0], 4))[0]
-        data = [struct.unpack("<q", ctypes.string_at(ptrs[1 + k * 7 + 4], 8))[0] for k in range(3)]
-        seen.append((alpha, data))
-        return 0
-
-    cb = PROTO(launch)
-    monkeypatch.setattr(L, "_launch_fn", cb)
-
-    def saxpy(alpha, x, y, out):  # type: ignore[no-untyped-def]
-        for i in range(global_thread_id(), out.size, grid_stride()):
-            out[i] = alpha * x[i] + y[i]
-
-    k = gpu_kernel(grid_stride=True, arch=GpuArchitecture.preset("H200"),
-                   signatures=["void(float32, float32[::1], float32[::1], float32[::1])"])(saxpy)  # fmt: skip
-    k._runtime = True
+    k, seen = _recording_saxpy(monkeypatch)
     x, out = _Guarded(0x1000, 64), _Guarded(0x3000, 64)
     y = FakeDeviceArray(64)  # a numba-like array among them: cached by identity
     rng = np.random.default_rng(7)
