@@ -8,10 +8,11 @@ per-thread buffer whose slot addresses were computed in advance, and one ctypes 
 the driver's ``cuLaunchKernel``.
 
 What an array contributes is read once per array object and cached by identity, with a
-weak reference that drops the entry when the array dies. Only numba device arrays are
-cached this way: their pointer and shape cannot change. Other ``__cuda_array_interface__``
-objects (CuPy, PyTorch) are read on every launch, since CuPy can reshape in place and
-PyTorch can resize.
+weak reference that drops the entry when the array dies. Only arrays whose pointer and
+shape cannot change are cached this way (numba's, ringkernel's ``DeviceArray``). Other
+``__cuda_array_interface__`` objects (CuPy, PyTorch) are read on every launch, since CuPy
+can reshape in place and PyTorch can resize; per type, a *guard* (``guard_for``) re-checks
+such an array against a launch's layout for the kernel's layout entries.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ import numpy as np
 from .. import driver
 from .._layout import c_strides as _strides_c
 
-__all__ = ["ArgInfo", "describe_arg", "first_launch", "IDENTITY_CACHE", "KernelLauncher", "register_memo", "clear_memo", "read_every_call",
-           "guard_for", "register_immutable_array_type"]
+__all__ = ["ArgInfo", "describe_arg", "first_launch", "IDENTITY_CACHE", "KernelLauncher", "register_memo", "clear_memo",
+           "guard_for"]
 
 _PARAM = 8  # bytes per parameter slot (complex numbers take two slots)
 
@@ -207,8 +208,7 @@ def _array_handler(tp: type) -> Any:
     if reader is None:
         return _cached_cai if immutable else _read_cai
     if immutable:
-        plain = _cached_reader(reader)
-        return plain
+        return _cached_reader(reader)
 
     def read_every_call(obj: Any) -> ArgInfo | None:
         got = reader(obj)
@@ -305,26 +305,11 @@ def _cache(obj: Any, info: ArgInfo, producer: Any = None) -> ArgInfo:
     return info
 
 
-_IMMUTABLE_EXTRA: list[type] = []
-
-
-def register_immutable_array_type(tp: type) -> None:
-    """Declare that arrays of ``tp`` never change pointer, shape, strides or dtype: they are
-    then cached by identity (with a weak reference) and launches on them are memoised."""
-    if tp not in _IMMUTABLE_EXTRA:
-        _IMMUTABLE_EXTRA.append(tp)
-    _HANDLERS.clear()
-
-
-def _immutable_array_types() -> tuple[type, ...]:
-    return (*_numba_array_types(), *_IMMUTABLE_EXTRA)
-
-
 def _is_immutable(tp: type) -> bool:
-    """Arrays whose pointer, shape, strides and dtype never change: numba's, types registered
-    with ``register_immutable_array_type`` and classes declaring ``__rk_immutable_array__``
-    with ``ptr``/``shape``/``strides``/``dtype`` attributes (ringkernel's ``DeviceArray``)."""
-    return issubclass(tp, _immutable_array_types()) or bool(getattr(tp, "__rk_immutable_array__", False))
+    """Arrays whose pointer, shape, strides and dtype never change: numba's, and classes
+    declaring ``__rk_immutable_array__`` with ``ptr``/``shape``/``strides``/``dtype``
+    attributes (ringkernel's ``DeviceArray``)."""
+    return issubclass(tp, _numba_array_types()) or bool(getattr(tp, "__rk_immutable_array__", False))
 
 
 # -- cheap readers per array type ------------------------------------------------------------
@@ -341,11 +326,6 @@ def _is_immutable(tp: type) -> bool:
 _UNSET: Any = object()
 _READERS: dict[type, Any] = {}
 _GUARDS: dict[type, Any] = {}
-
-
-def read_every_call(tp: type) -> bool:
-    """Whether arrays of ``tp`` are read on every launch (CuPy, PyTorch: never cached by identity)."""
-    return _READERS.get(tp) is not None and not _is_immutable(tp)
 
 
 def guard_for(obj: Any) -> tuple[Any, Any] | None:

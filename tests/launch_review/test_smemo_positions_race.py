@@ -1,4 +1,4 @@
-"""_memoize_scalars replaces _smemo_arrays and _smemo_get one after the other while another
+"""(Written against the scalar memo, now the layout entries.) _memoize_scalars replaced _smemo_arrays and _smemo_get one after the other while another
 thread's _smemo_launch reads them one after the other: a getter of one position with a
 positions tuple of two makes tuple(map(id, <array>)) -> TypeError out of kernel(...)."""
 import sys, threading
