@@ -492,3 +492,27 @@ def test_immutable_attribute_arrays_are_cached_and_memoised(runtime) -> None:  #
     del a
     gc.collect()
     assert len(k._memo) == n - 1  # the memo entry died with the array
+
+
+def test_careless_arguments_after_layout_entries_are_refused(runtime) -> None:  # type: ignore[no-untyped-def]
+    """With layout entries and a memo in place, a host array, None, an array of another dtype
+    or a missing argument never launch: each reaches the checked path and its error."""
+    from ringkernel import KernelArgumentError
+
+    calls, _, _ = runtime
+    k = _kernel()
+    a, b, c = FakeDeviceArray(256), FakeDeviceArray(256), FakeDeviceArray(256)
+    for _ in range(3):
+        k(a, b, c)
+    k(FakeDeviceArray(256), b, c)
+    assert k._memo and k._layouts
+    n = len(calls)
+    for bad in (np.zeros(256, np.float32), None, FakeDeviceArray(256, "float64")):
+        with pytest.raises((KernelArgumentError, TypeError)) as info:
+            k(bad, b, c)
+        assert "a" in str(info.value)  # names the parameter
+    with pytest.raises(Exception):
+        k(a, b)  # a missing argument
+    assert len(calls) == n  # none of them launched
+    k(a, b, c)
+    assert calls[-1]["data"] == [a.ptr, b.ptr, c.ptr]
