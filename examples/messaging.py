@@ -57,6 +57,11 @@ def main(n: int) -> int:
         out = cuda.device_array(consumers, MSG)
         scratch = cuda.device_array(producers, MSG)
         blocks = 64 if gpu else 2
+        # Compile and load both kernels first (zero work): launching a kernel that is not yet
+        # loaded while the other spins waiting for it can deadlock (docs/messaging.md, Progress).
+        produce[1, 32, s1](*inbox.device_args(), 0, scratch)
+        consume[1, 32, s2](*inbox.device_args(), 0, taken, out, sums)
+        cuda.synchronize()
         produce[blocks, producers // blocks, s1](*inbox.device_args(), per, scratch)
         consume[blocks, consumers // blocks, s2](*inbox.device_args(), total, taken, out, sums)
         cuda.synchronize()

@@ -299,6 +299,23 @@ def test_host_refuses_a_queue_in_the_middle_of_an_operation() -> None:
         q.pop_many(3)
 
 
+@pytest.mark.parametrize("word, delta", [("FREE", -1), ("AVAIL", -1), ("AVAIL", 1), ("HEAD", 9)])
+def test_host_refuses_a_header_with_a_claim_in_flight(word: str, delta: int) -> None:
+    """A producer that has claimed a free slot but not yet its position (or a consumer a message),
+    or a header overwritten: the host's push and pop refuse instead of corrupting the ring."""
+    from ringkernel.messaging import layout
+
+    q = LockFreeInbox(8, MSG)
+    q.push_many(_messages(3))
+    h = q.header.copy_to_host()
+    h[getattr(layout, word)] += delta
+    q.header.copy_to_device(h)
+    for call in (lambda: q.pop_many(1), lambda: q.push_many(_messages(1))):
+        with pytest.raises(RingKernelError, match="not at rest.*kernel is using the queue") as info:
+            call()
+        assert "synchronize the streams" in str(info.value)
+
+
 def test_pool_allocation() -> None:
     from ringkernel import GpuMemoryPool
 

@@ -6,10 +6,14 @@ Usable in any ``@gpu_kernel`` or ``@cuda.jit`` kernel. A queue is passed as thre
 array of the message dtype and an index (``..._from(…, msgs, i)``), or as a 1-element array
 (``inbox_try_push(…, msg)``: ``msg[0]`` is sent; a ``cuda.local.array(1, dtype)`` works).
 
-The algorithm is Vyukov's bounded MPMC queue: slot ``pos & mask`` holds ``seq == pos`` when
-it is free for the producer of position ``pos``, ``seq == pos + 1`` when it holds that
-producer's message, and the consumer hands it to the next lap with ``seq = pos + capacity``.
-See docs/messaging.md for the ordering argument behind every fence.
+The algorithm is the Broker Queue's (Kerbl et al., 2018) with Vyukov's per-slot sequence
+numbers: a producer claims one of ``free`` (a consumer one of ``avail``) with a fetch-and-sub,
+then takes a position with a fetch-and-add on ``head`` (``tail``): no CAS loop, so the cost of
+an operation does not grow with contention, and a warp's leader claims for all its lanes with
+one atomic each. Slot ``pos & mask`` holds ``seq == pos`` when it is free for the producer of
+position ``pos``, ``seq == pos + 1`` when it holds that producer's message, and the consumer
+hands it to the next lap with ``seq = pos + capacity``. See docs/messaging.md for the ordering
+argument behind every fence and the progress argument behind every wait.
 
 Importing this module imports numba (after :func:`ringkernel.config.select_backend`).
 """
@@ -20,7 +24,7 @@ import numpy as np
 from numba import config as _numba_config
 from numba import cuda
 
-from .layout import CAPACITY, HEAD, MASK, OVERFLOW, TAIL
+from .layout import AVAIL, CAPACITY, FREE, HEAD, MASK, OVERFLOW, TAIL
 
 __all__ = [
     "inbox_try_push", "inbox_try_pop", "inbox_try_push_from", "inbox_try_pop_into",
@@ -56,62 +60,82 @@ else:
 
 
 @cuda.jit(device=True)
-def inbox_try_push_from(header, seqs, slots, msgs, i):  # type: ignore[no-untyped-def]
-    """Push ``msgs[i]``; ``False`` (and ``overflow`` + 1) when the queue is full. Non-blocking."""
-    mask = header[MASK]  # constant since creation, written before any launch: a plain load
-    pos = _load(header, HEAD)
-    while True:
-        idx = pos & mask
-        seq = _load(seqs, idx)
-        if seq == pos:
-            # Relaxed CAS: its atomicity alone makes position pos ours; the fence below orders.
-            seen = cuda.atomic.cas(header, HEAD, pos, pos + 1)
-            if seen == pos:
-                break
-            pos = seen
-        elif seq < pos:
-            # The slot still holds the message of the previous lap: full. Relaxed add: a
-            # counter nobody synchronises on.
-            cuda.atomic.add(header, OVERFLOW, 1)
-            return False
-        else:
-            pos = _load(header, HEAD)  # another producer took pos; start again from head
-    # Acquire (fence.sc.gpu after the strong read of seq == pos): the previous lap's consumer
-    # read the slot before releasing it, so our payload writes cannot overtake its reads.
+def _claim(header, counter, n):  # type: ignore[no-untyped-def]
+    """Take up to ``n`` of ``header[counter]`` (``FREE`` slots or ``AVAIL`` messages); returns how many."""
+    # Relaxed fetch-and-sub: only its atomicity matters (no two claims take the same unit); what
+    # could not be taken goes back with a relaxed add. Meanwhile the counter reads low, never
+    # high, so another claimer may see "full"/"empty" a moment early but never takes a unit that
+    # does not exist.
+    old = cuda.atomic.sub(header, counter, n)
+    k = min(n, old) if old > 0 else 0
+    if k < n:
+        cuda.atomic.add(header, counter, n - k)
+    return k
+
+
+@cuda.jit(device=True)
+def _put(seqs, slots, mask, pos, msgs, i):  # type: ignore[no-untyped-def]
+    """Write ``msgs[i]`` into position ``pos`` (ours by a fetch-and-add on ``head``) and publish it."""
+    idx = pos & mask
+    # Strong reads (relaxed atomics at gpu scope): wait until the previous lap's consumer hands
+    # the slot back (seq == pos). It already holds its claim, so the wait is short.
+    while _load(seqs, idx) != pos:
+        pass
+    # Acquire (fence.sc.gpu after the strong read of seq == pos): that consumer read the slot
+    # before releasing it, so our payload writes cannot overtake its reads.
     cuda.threadfence()
     _copy(slots, idx, msgs, i)
-    # Release: the payload writes are visible at gpu scope before the seq store below.
+    # Release: the payload writes are visible at gpu scope before the seq update below.
     cuda.threadfence()
     cuda.atomic.add(seqs, idx, 1)  # relaxed RMW, ordered by the fence: seq = pos + 1, "full"
+
+
+@cuda.jit(device=True)
+def _take(seqs, slots, mask, cap, pos, outs, j):  # type: ignore[no-untyped-def]
+    """Read position ``pos`` (ours by a fetch-and-add on ``tail``) into ``outs[j]`` and hand it back."""
+    idx = pos & mask
+    # Strong reads: wait for the producer of pos to publish (seq == pos + 1). It already holds
+    # its claim and its position, so the wait is short.
+    while _load(seqs, idx) != pos + 1:
+        pass
+    # Acquire (fence.sc.gpu after the strong read of seq == pos + 1): the producer's payload
+    # writes happen before our reads; a torn message cannot be read.
+    cuda.threadfence()
+    _copy(outs, j, slots, idx)
+    # Release: our payload reads complete before the slot goes to the next lap's producer.
+    cuda.threadfence()
+    cuda.atomic.add(seqs, idx, cap - 1)  # relaxed RMW, ordered by the fence: seq = pos + capacity
+
+
+@cuda.jit(device=True)
+def inbox_try_push_from(header, seqs, slots, msgs, i):  # type: ignore[no-untyped-def]
+    """Push ``msgs[i]``; ``False`` (and ``overflow`` + 1) when the queue is full.
+
+    Never waits for a full queue; once it has a free slot it waits only for that slot's
+    previous-lap consumer, which is already reading it."""
+    if _claim(header, FREE, 1) == 0:
+        cuda.atomic.add(header, OVERFLOW, 1)  # relaxed: a counter nobody synchronises on
+        return False
+    # Relaxed fetch-and-add: a unique position; the fences in _put order the slot's contents.
+    pos = cuda.atomic.add(header, HEAD, 1)
+    _put(seqs, slots, header[MASK], pos, msgs, i)  # MASK: a constant written before any launch
+    # Relaxed add after publishing: one more message for consumers to claim (they still wait
+    # for seq, so this counter needs no ordering; after the publish it rarely makes them wait).
+    cuda.atomic.add(header, AVAIL, 1)
     return True
 
 
 @cuda.jit(device=True)
 def inbox_try_pop_into(header, seqs, slots, outs, j):  # type: ignore[no-untyped-def]
-    """Pop the oldest message into ``outs[j]``; ``False`` when the queue is empty. Non-blocking."""
-    mask = header[MASK]  # constants: plain loads
-    cap = header[CAPACITY]
-    pos = _load(header, TAIL)
-    while True:
-        idx = pos & mask
-        seq = _load(seqs, idx)
-        if seq == pos + 1:
-            # Relaxed CAS: atomicity makes the message ours; the fence below orders the reads.
-            seen = cuda.atomic.cas(header, TAIL, pos, pos + 1)
-            if seen == pos:
-                break
-            pos = seen
-        elif seq < pos + 1:
-            return False  # its producer has not published it (or never took the slot): empty
-        else:
-            pos = _load(header, TAIL)
-    # Acquire (fence.sc.gpu after the strong read of seq == pos + 1): the producer's payload
-    # writes happen before our reads; a torn message cannot be read.
-    cuda.threadfence()
-    _copy(outs, j, slots, idx)
-    # Release: our payload reads complete before the slot is handed to the next lap's producer.
-    cuda.threadfence()
-    cuda.atomic.add(seqs, idx, cap - 1)  # relaxed RMW, ordered by the fence: seq = pos + capacity
+    """Pop the oldest message into ``outs[j]``; ``False`` when the queue is empty.
+
+    Never waits for an empty queue; once it has claimed a message it waits only for that
+    message's producer, which is already writing it."""
+    if _claim(header, AVAIL, 1) == 0:
+        return False
+    pos = cuda.atomic.add(header, TAIL, 1)  # relaxed fetch-and-add: a unique position
+    _take(seqs, slots, header[MASK], header[CAPACITY], pos, outs, j)  # constants: plain loads
+    cuda.atomic.add(header, FREE, 1)  # relaxed: one more slot for producers to claim
     return True
 
 
@@ -134,96 +158,61 @@ def _lowest_lane(ballot):  # type: ignore[no-untyped-def]
 
 
 @cuda.jit(device=True)
+def _warp_claim(header, counter, position, want):  # type: ignore[no-untyped-def]
+    """One warp's claim: (mine, position, active, leader, taken). The lowest lane with ``want``
+    claims ``popc(ballot)`` of ``counter`` and, for the ``taken`` it got, as many positions
+    with one fetch-and-add on ``position``; lane of rank r gets ``base + r`` if r < taken."""
+    active = cuda.activemask()
+    ballot = cuda.ballot_sync(active, want)
+    lane = cuda.laneid
+    n = np.int64(cuda.popc(ballot))
+    leader = _lowest_lane(ballot if ballot != 0 else active)  # any valid lane when none wants
+    rank = cuda.popc(ballot & ((1 << lane) - 1))
+    base = np.int64(0)
+    k = np.int64(0)
+    if n > 0 and lane == leader:
+        k = _claim(header, counter, n)
+        if k > 0:
+            base = cuda.atomic.add(header, position, k)  # relaxed fetch-and-add: positions base .. base+k-1
+    base = cuda.shfl_sync(active, base, leader)
+    k = cuda.shfl_sync(active, k, leader)
+    return want and rank < k, base + rank, active, leader, k, n
+
+
+@cuda.jit(device=True)
 def inbox_warp_push_from(header, seqs, slots, msgs, i, want):  # type: ignore[no-untyped-def]
     """Warp-aggregated push: every active lane calls it, lanes with ``want`` push ``msgs[i]``.
 
-    One leader reserves ``popc(ballot)`` positions with one CAS on ``head`` (as many as are
-    free; the rest are refused and counted in ``overflow`` once). Each lane then waits for its
-    slot's previous-lap consumer (who has already reserved it, so the wait is short) and
-    publishes as :func:`inbox_try_push_from` does. GPU only: the simulator has no warp votes.
+    The leader claims ``popc(ballot)`` free slots (as many as there are; the rest are refused
+    and counted in ``overflow``) and the positions for them with one fetch-and-add each, so a
+    warp pays two contended atomics for up to 32 messages. Each lane then publishes as
+    :func:`inbox_try_push_from` does; after a ``syncwarp`` the leader announces them all in
+    ``avail`` with one add. GPU only: the simulator has no warp votes.
     """
-    active = cuda.activemask()
-    ballot = cuda.ballot_sync(active, want)
-    if ballot == 0:
-        return False
-    lane = cuda.laneid
-    leader = _lowest_lane(ballot)
-    n = cuda.popc(ballot)
-    rank = cuda.popc(ballot & ((1 << lane) - 1))
-    cap = header[CAPACITY]
-    mask = header[MASK]
-    base = 0
-    k = 0
-    if lane == leader:
-        while True:
-            t = _load(header, TAIL)  # read before the CAS: t <= tail at the CAS, so free is a lower bound
-            h = _load(header, HEAD)
-            free = cap - (h - t)
-            k = min(n, free) if free > 0 else 0
-            if k == 0:
-                break
-            # Relaxed CAS: reserves positions h .. h+k-1 for this warp; the fences below order.
-            if cuda.atomic.cas(header, HEAD, h, h + k) == h:
-                base = h
-                break
-        if n - k > 0:
+    mine, pos, active, leader, k, n = _warp_claim(header, FREE, HEAD, want)
+    if mine:
+        _put(seqs, slots, header[MASK], pos, msgs, i)
+    cuda.syncwarp(active)  # every lane of the warp has published before the leader announces them
+    if cuda.laneid == leader:
+        if n > k:
             cuda.atomic.add(header, OVERFLOW, n - k)  # relaxed: a statistic
-    base = cuda.shfl_sync(active, base, leader)
-    k = cuda.shfl_sync(active, k, leader)
-    if not want or rank >= k:
-        return False
-    pos = base + rank
-    idx = pos & mask
-    while _load(seqs, idx) != pos:  # strong reads: wait for the previous lap's consumer's release
-        pass
-    cuda.threadfence()  # acquire: as in inbox_try_push_from
-    _copy(slots, idx, msgs, i)
-    cuda.threadfence()  # release: payload before seq
-    cuda.atomic.add(seqs, idx, 1)  # relaxed RMW after the fence: seq = pos + 1
-    return True
+        if k > 0:
+            cuda.atomic.add(header, AVAIL, k)  # relaxed: as in inbox_try_push_from
+    return mine
 
 
 @cuda.jit(device=True)
 def inbox_warp_pop_into(header, seqs, slots, outs, j, want):  # type: ignore[no-untyped-def]
-    """Warp-aggregated pop: lanes with ``want`` pop into ``outs[j]``; one CAS on ``tail`` per
-    warp reserves up to ``popc(ballot)`` published-or-reserved positions. GPU only."""
-    active = cuda.activemask()
-    ballot = cuda.ballot_sync(active, want)
-    if ballot == 0:
-        return False
-    lane = cuda.laneid
-    leader = _lowest_lane(ballot)
-    n = cuda.popc(ballot)
-    rank = cuda.popc(ballot & ((1 << lane) - 1))
-    cap = header[CAPACITY]
-    mask = header[MASK]
-    base = 0
-    k = 0
-    if lane == leader:
-        while True:
-            t = _load(header, TAIL)
-            h = _load(header, HEAD)  # read after t: h >= t, positions t .. h-1 are reserved by producers
-            avail = h - t
-            k = min(n, avail) if avail > 0 else 0
-            if k == 0:
-                break
-            # Relaxed CAS: reserves positions t .. t+k-1 for this warp.
-            if cuda.atomic.cas(header, TAIL, t, t + k) == t:
-                base = t
-                break
-    base = cuda.shfl_sync(active, base, leader)
-    k = cuda.shfl_sync(active, k, leader)
-    if not want or rank >= k:
-        return False
-    pos = base + rank
-    idx = pos & mask
-    while _load(seqs, idx) != pos + 1:  # strong reads: wait for the producer (it has reserved pos)
-        pass
-    cuda.threadfence()  # acquire: as in inbox_try_pop_into
-    _copy(outs, j, slots, idx)
-    cuda.threadfence()  # release: reads before the hand-back
-    cuda.atomic.add(seqs, idx, cap - 1)  # relaxed RMW after the fence: seq = pos + capacity
-    return True
+    """Warp-aggregated pop: lanes with ``want`` pop into ``outs[j]``; the leader claims up to
+    ``popc(ballot)`` messages of ``avail`` and their positions with one fetch-and-add each;
+    after the lanes hand their slots back, one add returns them to ``free``. GPU only."""
+    mine, pos, active, leader, k, n = _warp_claim(header, AVAIL, TAIL, want)
+    if mine:
+        _take(seqs, slots, header[MASK], header[CAPACITY], pos, outs, j)
+    cuda.syncwarp(active)  # every lane has handed its slot back before the leader frees them
+    if cuda.laneid == leader and k > 0:
+        cuda.atomic.add(header, FREE, k)  # relaxed: as in inbox_try_pop_into
+    return mine
 
 
 @cuda.jit(device=True)

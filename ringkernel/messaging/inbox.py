@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import ConfigurationError, MessageError, ResourceClosedError, RingKernelError
-from .layout import HEAD, OVERFLOW, SEQ_DTYPE, TAIL, check_capacity, check_dtype, new_header
+from .layout import AVAIL, FREE, HEAD, OVERFLOW, SEQ_DTYPE, TAIL, check_capacity, check_dtype, new_header
 
 __all__ = ["LockFreeInbox"]
 
@@ -76,6 +76,21 @@ class _Ring:
             stream.synchronize()
         return h
 
+    def quiet_header(self, operation: str, stream: Any = None) -> np.ndarray:
+        """The header, checked to be at rest: no claim or position in flight (else a RingKernelError)."""
+        h = self.read_header(stream)
+        used = int(h[HEAD] - h[TAIL])
+        if int(h[AVAIL]) != used or int(h[FREE]) != self.capacity - used or not 0 <= used <= self.capacity:
+            raise RingKernelError(
+                f"{self.owner}.{operation}: the header is not at rest (head {int(h[HEAD])}, tail {int(h[TAIL])}, "
+                f"avail {int(h[AVAIL])}, free {int(h[FREE])}): a kernel is using the queue, or its memory was "
+                "overwritten",
+                hint="host pushes and pops need the queue to themselves: synchronize the streams of the "
+                "kernels that use it first (docs/messaging.md, 'Who may use a queue when')",
+                details={"head": int(h[HEAD]), "tail": int(h[TAIL]), "avail": int(h[AVAIL]), "free": int(h[FREE])},
+            )  # fmt: skip
+        return h
+
     def _check_seqs(self, pos: int, count: int, offset: int, stream: Any, operation: str) -> None:
         for lo, hi, at in _ranges(pos, count, self.capacity):
             got = self.seqs[lo:hi].copy_to_host(stream=stream)
@@ -93,7 +108,7 @@ class _Ring:
                 )
 
     def push_many(self, msgs: np.ndarray, stream: Any = None) -> int:
-        h = self.read_header(stream)
+        h = self.quiet_header("push", stream)
         head, tail = int(h[HEAD]), int(h[TAIL])
         k = min(len(msgs), self.capacity - (head - tail))
         if k:
@@ -103,6 +118,8 @@ class _Ring:
                 self.seqs[lo:hi].copy_to_device(np.arange(head + at + 1, head + at + 1 + hi - lo, dtype=SEQ_DTYPE),
                                                 stream=stream)  # fmt: skip
         h[HEAD] = head + k
+        h[AVAIL] += k
+        h[FREE] -= k
         h[OVERFLOW] += len(msgs) - k
         self.header.copy_to_device(h, stream=stream)
         if stream is not None:
@@ -110,7 +127,7 @@ class _Ring:
         return k
 
     def pop_many(self, max_count: int, stream: Any = None) -> np.ndarray:
-        h = self.read_header(stream)
+        h = self.quiet_header("pop", stream)
         head, tail = int(h[HEAD]), int(h[TAIL])
         k = min(max_count, head - tail)
         out = np.empty(k, self.dtype)
@@ -123,6 +140,8 @@ class _Ring:
                     stream=stream,
                 )
             h[TAIL] = tail + k
+            h[AVAIL] -= k
+            h[FREE] += k
             self.header.copy_to_device(h, stream=stream)
         if stream is not None:
             stream.synchronize()

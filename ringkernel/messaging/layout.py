@@ -1,9 +1,15 @@
 """The device-memory layout of a queue (header words, limits) and the checks on its options.
 
 Pure Python and NumPy: no numba, no device. The header is an ``int64`` array of
-:data:`HEADER_WORDS` words; each counter that kernels hammer (``head``, ``tail``,
-``overflow``) sits alone on its own 128-byte line so that producers, consumers and the
-overflow counter never share a cache line; the constants share a fourth line.
+:data:`HEADER_WORDS` words; each counter that kernels hammer (``head``, ``tail``, ``free``,
+``avail``, ``overflow``) sits alone on its own 128-byte line so that producers, consumers and
+the overflow counter never share a cache line; the constants share a sixth line.
+
+``free`` and ``avail`` are the reservation counters of the Broker Queue (Kerbl et al., 2018):
+a producer first takes one of ``free`` (slots no producer has claimed), a consumer one of
+``avail`` (messages no consumer has claimed); only then do they take a position with a
+fetch-and-add on ``head`` / ``tail``. When no operation is in flight, ``avail == head - tail``
+and ``free == capacity - avail``.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import numpy as np
 from ..errors import ConfigurationError
 
 __all__ = [
-    "HEAD", "TAIL", "OVERFLOW", "CAPACITY", "MASK", "MSG_SIZE", "HEADER_WORDS", "HEADER_DTYPE",
+    "HEAD", "TAIL", "OVERFLOW", "FREE", "AVAIL", "CAPACITY", "MASK", "MSG_SIZE", "HEADER_WORDS", "HEADER_DTYPE",
     "SEQ_DTYPE", "MAX_MESSAGE_BYTES", "MAX_CAPACITY", "check_capacity", "check_dtype", "partition_of",
     "new_header",
 ]  # fmt: skip
@@ -24,10 +30,12 @@ __all__ = [
 HEAD = 0  # producers' next position (the proposal's "sender increments")
 TAIL = 16  # consumers' next position (the proposal's "receiver increments")
 OVERFLOW = 32  # pushes refused because the queue was full
-CAPACITY = 48  # constant after creation: slots, a power of two
-MASK = 49  # constant: capacity - 1
-MSG_SIZE = 50  # constant: bytes per message (the dtype's itemsize)
-HEADER_WORDS = 64  # four 128-byte lines
+FREE = 48  # slots not claimed by a producer (starts at capacity)
+AVAIL = 64  # messages not claimed by a consumer (starts at 0)
+CAPACITY = 80  # constant after creation: slots, a power of two
+MASK = 81  # constant: capacity - 1
+MSG_SIZE = 82  # constant: bytes per message (the dtype's itemsize)
+HEADER_WORDS = 96  # six 128-byte lines
 HEADER_DTYPE = np.dtype(np.int64)
 SEQ_DTYPE = np.dtype(np.int64)
 #: The largest message: 256 bytes (64 B typical).
@@ -100,7 +108,8 @@ def partition_of(hint: int, num_partitions: int) -> int:
 
 
 def new_header(capacity: int, itemsize: int) -> np.ndarray:
-    """A fresh header on the host: positions 0, the constants filled in."""
+    """A fresh header on the host: positions 0, every slot free, the constants filled in."""
     h = np.zeros(HEADER_WORDS, HEADER_DTYPE)
     h[CAPACITY], h[MASK], h[MSG_SIZE] = capacity, capacity - 1, itemsize
+    h[FREE] = capacity
     return h
