@@ -50,6 +50,7 @@ import numpy as np
 
 import ringkernel  # noqa: F401 - before numba.cuda: ringkernel picks the backend
 from numba import cuda
+from ringkernel.messaging.device import _copy, _fence, _load  # the queues' own primitives, for the baseline
 
 MSG = np.dtype([("producer", np.int32), ("seq", np.int32), ("payload", np.uint64, (6,)), ("check", np.uint64)])
 assert MSG.itemsize == 64
@@ -115,6 +116,9 @@ def _flush(acc, acc_local):  # type: ignore[no-untyped-def]
 # ---- the naive baseline: one global ticket per message --------------------------------------
 # ctr[0]: tail (producers' tickets), ctr[16]: head (consumers' tickets), own 128-byte lines;
 # flags[slot] == 2*lap: empty for lap's producer, 2*lap + 1: full for lap's consumer.
+# It uses the queues' own memory primitives (16-byte message copies, ld.relaxed.gpu reads,
+# fence.acq_rel.gpu), so that the ratio measures the algorithm (a ticket per message on one
+# counter vs claims aggregated per warp over partitions), not the code generation.
 
 
 @cuda.jit(device=True)
@@ -124,11 +128,11 @@ def base_push(ctr, flags, slots, part, msgs, i):  # type: ignore[no-untyped-def]
     shift = cuda.popc(mask)  # log2(capacity)
     idx = t & mask
     want = (t >> shift) * 2
-    while cuda.atomic.add(flags, idx, 0) != want:  # strong reads: wait for the previous lap's consumer
+    while _load(flags, idx) != want:  # strong reads: wait for the previous lap's consumer
         pass
-    cuda.threadfence()  # acquire: its reads happen before our writes
-    slots[idx] = msgs[i]
-    cuda.threadfence()  # release: payload before the flag
+    _fence()  # acquire: its reads happen before our writes
+    _copy(slots, idx, msgs, i)
+    _fence()  # release: payload before the flag
     cuda.atomic.add(flags, idx, 1)  # relaxed RMW after the fence: full
     return True
 
@@ -140,11 +144,11 @@ def base_pop(ctr, flags, slots, part, outs, j):  # type: ignore[no-untyped-def]
     shift = cuda.popc(mask)
     idx = t & mask
     want = (t >> shift) * 2 + 1
-    while cuda.atomic.add(flags, idx, 0) != want:  # strong reads: wait for the producer's release
+    while _load(flags, idx) != want:  # strong reads: wait for the producer's release
         pass
-    cuda.threadfence()  # acquire: the producer's payload writes happen before our reads
-    outs[j] = slots[idx]
-    cuda.threadfence()  # release: our reads before the hand-back
+    _fence()  # acquire: the producer's payload writes happen before our reads
+    _copy(outs, j, slots, idx)
+    _fence()  # release: our reads before the hand-back
     cuda.atomic.add(flags, idx, 1)  # relaxed RMW after the fence: empty for the next lap
     return True
 
