@@ -251,8 +251,8 @@ def test_profile_runs_a_script_writes_its_trace_and_summary(tmp_path: Path) -> N
     assert f"wrote trace: {trace}" in out.stdout
     assert "vector_add" in out.stdout and "launches" in out.stdout and "host (simulator)" in out.stdout
     data = json.loads(trace.read_text())
-    kernels = [e for e in data["traceEvents"] if e["ph"] == "X" and e["pid"] >= 100]
-    assert [e["name"] for e in kernels] == ["vector_add"] * 3
+    gpu = [(e["cat"], e["name"]) for e in data["traceEvents"] if e["ph"] == "X" and e["pid"] >= 100]
+    assert gpu == [("memcpy", "memcpy HtoD"), *[("kernel", "vector_add")] * 3, ("memcpy", "memcpy DtoH")]
     assert data["metadata"]["session"] == "work.py" and data["metadata"]["timing_source"] == "host (simulator)"
 
 
@@ -269,7 +269,7 @@ def test_profile_keeps_the_scripts_status_and_still_reports(
     captured = capsys.readouterr()
     data = json.loads(trace.read_text())
     assert data["metadata"]["session"] == "s1"
-    assert sum(1 for e in data["traceEvents"] if e["ph"] == "X" and e["pid"] >= 100) == 3, "launches before the exit"
+    assert sum(1 for e in data["traceEvents"] if e["ph"] == "X" and e.get("cat") == "kernel") == 3, "launches before the exit"
     if arg == "fail":
         assert "RuntimeError: the script failed" in captured.err
     assert f"wrote trace: {trace}" in captured.out and "profile 's1'" not in captured.out  # --trace alone: no summary
@@ -292,8 +292,9 @@ def test_profile_writes_the_offline_trace_page(tmp_path: Path, capsys: pytest.Ca
     assert f"wrote trace page: {page}" in out and "script args ['x'] main" in out
     assert "profile 'work.py'" not in out, "--html alone: no summary"
     text = page.read_text()
-    assert text.startswith("<!DOCTYPE html>") and text.count('class="slice"') == 6  # 3 launch calls, 3 kernels
-    assert text.count('class="flow"') == 3 and "<h1>work.py</h1>" in text
+    # 3 launch calls and 3 kernels, 2 copy calls and 2 copies, each call joined to its GPU slice
+    assert text.startswith("<!DOCTYPE html>") and text.count('class="slice"') == 10
+    assert text.count('class="flow"') == 5 and "<h1>work.py</h1>" in text
 
 
 def test_profile_missing_script_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

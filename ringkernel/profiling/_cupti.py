@@ -77,6 +77,12 @@ class CuptiTimer:
     def launched(self, launch_id: int, host_ns: int, host_gap_ns: int | None, stream_key: int) -> None:
         self._pending.append((launch_id, host_ns))
 
+    def before_copy(self, stream_key: int, host_ns: int) -> None:
+        pass
+
+    def copied(self, launch_id: int, start_ns: int, end_ns: int, stream_key: int) -> None:
+        self.times[launch_id] = (None, None, False, "copies are not timed with CUPTI here (kernel records only)")
+
     def resolve(self, block: bool) -> None:
         if block:
             from numba import cuda

@@ -17,6 +17,7 @@ class EventKind(Enum):
     KERNEL = "kernel"
     COUNTER = "counter"
     MEMORY = "memory"  # a pool allocation or free (a tracked pool, while the profiler is active)
+    TRANSFER = "transfer"  # a copy through numba's or ringkernel's arrays, GPU-timed on its stream
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from typing import Any, Callable, NoReturn, TypeVar
 from ..errors import ConfigurationError, ProfilerError, ResourceClosedError
 from ..kernel.hooks import LaunchEvent, add_launch_hook, remove_launch_hook
 from ..launch import WorkloadProfile
-from . import markers
+from . import capture, markers
 from .categories import ProfileCategory, TransferDirection
 from .events import EventKind, ProfileEvent
 from .ranges import DISABLED, Open, RangeHandle, check_bytes, check_category, check_name
@@ -108,6 +108,8 @@ class GpuProfiler:
         self._events: list[ProfileEvent] = []
         #: Captured launches: (event, id, stream key, stream id, host gap, track id, parent id, hook end).
         self._launches: list[tuple[LaunchEvent, int, int, int, int | None, int, int | None, int]] = []
+        #: Captured copies: (direction, bytes, id, stream key, stream id, track id, parent id, host start, host end).
+        self._copies: list[tuple[str, int, int, int, int, int, int | None, int, int]] = []
         self._times: dict[int, Span] = {}  # launch id -> GPU span, from timers already closed
         self._dropped = 0
         self._count = 0  # events kept (ranges, marks, counters and launches)
@@ -175,6 +177,7 @@ class GpuProfiler:
         self._hook = add_launch_hook(self._on_launch)
         self._last[self._track()[0]] = time.perf_counter_ns()  # the first launch's host time starts here
         try:
+            capture.register(self)  # copies and synchronisations
             for ref, name in self._pools:
                 self._shadow_pool(ref(), name)
             self._sample_pools()
@@ -188,6 +191,7 @@ class GpuProfiler:
         remove_launch_hook(self._hook)
         self._hook = None
         try:
+            capture.unregister(self)
             self._unshadow_pools()
             self._resolve()  # the GPU finishes the profiled work: every launch gets its times
             self._sample_pools()
@@ -568,6 +572,57 @@ class GpuProfiler:
         self._count += 1
         self._last[key] = end
 
+    def _wanted(self) -> bool:
+        if self._timer is None or not self.enabled:
+            return False
+        if self._filter is not None and not self._filter():
+            return False
+        if self._count >= self.max_events:
+            self._dropped += 1
+            return False
+        return True
+
+    def _copy_begin(self, stream: Any) -> tuple[int, int] | None:
+        """Before a copy (:mod:`.capture`): its stream's key and the host time; on a GPU an
+        event goes onto the stream first, so the copy's span starts there."""
+        timer = self._timer
+        if timer is None or not self._wanted():
+            return None
+        skey = self._stream_key(stream)
+        t0 = _now()
+        timer.before_copy(skey, t0)
+        return skey, t0
+
+    def _copy_end(self, token: tuple[int, int], direction: str, nbytes: int, stream: Any, t1: int) -> None:
+        timer = self._timer
+        if timer is None:
+            return
+        skey, t0 = token
+        key, tid = self._track()
+        stack = self._stack.get()
+        rid = next(self._ids)
+        timer.copied(rid, t0, t1, skey)
+        s = self._streams.get(skey)
+        self._copies.append((direction, nbytes, rid, skey, s[0] if s is not None else self._stream_id(skey), tid,
+                             stack[-1].id if stack else None, t0, t1))  # fmt: skip
+        self._count += 1
+        self._last[key] = t1
+
+    def _synchronized(self, what: str, stream: Any, t0: int, t1: int) -> None:
+        """After a synchronisation (:mod:`.capture`): a SYNC range on the calling thread's track."""
+        if not self._wanted():
+            return
+        key, tid = self._track()
+        stack = self._stack.get()
+        args: dict[str, Any] = {}
+        if stream is not None:
+            skey = self._stream_key(stream)
+            self._stream_id(skey)
+            args["stream"] = self._streams[skey][1]
+        self._add(ProfileEvent(EventKind.RANGE, what, ProfileCategory.SYNC, t0, t1, self._tracks[key][1], tid,
+                               next(self._ids), stack[-1].id if stack else None, args))  # fmt: skip
+        self._last[key] = t1
+
     # -- results --------------------------------------------------------------------------
     def _resolve(self) -> None:
         timer = self._timer
@@ -605,6 +660,16 @@ class GpuProfiler:
                     names.get(tid, ""), tid, rid, parent, args, stream=streams[skey][1], stream_id=sid,
                     gpu_start_ns=start, gpu_end_ns=end, gpu_start_estimated=estimated, host_ns=gap,
                     nbytes=self._kernel_nbytes(le),
+                ))  # fmt: skip
+            for direction, nbytes, rid, skey, sid, tid, parent, t0, t1 in self._copies:
+                start, end, estimated, note = times.get(rid, _UNKNOWN)
+                cargs: dict[str, Any] = {"direction": direction, "bytes": nbytes}
+                if note:
+                    cargs["note"] = note
+                out.append(ProfileEvent(
+                    EventKind.TRANSFER, f"memcpy {direction}", ProfileCategory.MEMORY, t0, t1, names.get(tid, ""),
+                    tid, rid, parent, cargs, stream=streams[skey][1], stream_id=sid, gpu_start_ns=start,
+                    gpu_end_ns=end, gpu_start_estimated=estimated, nbytes=nbytes,
                 ))  # fmt: skip
         out.sort(key=lambda e: (e.start_ns, -e.duration_ns))
         return out
@@ -672,4 +737,4 @@ class GpuProfiler:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "active" if self.active else "idle"
-        return f"GpuProfiler({self.session_name!r}, {state}, {len(self._events) + len(self._launches)} events)"
+        return f"GpuProfiler({self.session_name!r}, {state}, {len(self._events) + len(self._launches) + len(self._copies)} events)"

@@ -10,7 +10,7 @@ import numpy as np
 
 from .events import EventKind, ProfileEvent
 
-__all__ = ["KernelStats", "StreamStats", "RangeStats", "ProfilingSummary", "measured_copy_ceiling_gbps", "reset"]
+__all__ = ["KernelStats", "StreamStats", "RangeStats", "TransferStats", "ProfilingSummary", "measured_copy_ceiling_gbps", "reset"]
 
 
 @dataclass(frozen=True)
@@ -38,9 +38,10 @@ class KernelStats:
 
 @dataclass(frozen=True)
 class StreamStats:
-    """A stream's GPU track: busy time, and the idle gaps between its kernels."""
+    """A stream's GPU track: busy time, and the idle gaps between its kernels and copies."""
 
     stream: str
+    #: Kernels and copies on the stream (GPU-timed spans).
     kernels: int
     busy_us: float
     #: From the first kernel's start to the last one's end.
@@ -67,6 +68,20 @@ class RangeStats:
     gbps: float | None
 
 
+@dataclass(frozen=True)
+class TransferStats:
+    """Copies of one direction (``memcpy HtoD``, ``memcpy DtoH``, ``memcpy DtoD``), GPU-timed."""
+
+    name: str
+    count: int
+    timed: int
+    bytes: int
+    total_us: float
+    median_us: float | None
+    #: Bytes of the timed copies over their GPU time.
+    gbps: float | None
+
+
 def _pct(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=np.float64), q))
 
@@ -82,6 +97,7 @@ class ProfilingSummary:
     ranges: tuple[RangeStats, ...]
     copy_ceiling_gbps: float | None = None
     dropped_events: int = 0
+    transfers: tuple["TransferStats", ...] = ()
 
     @classmethod
     def from_events(cls, events: Iterable[ProfileEvent], *, session: str = "", timing_source: str = "",
@@ -91,9 +107,10 @@ class ProfilingSummary:
         by_kernel: dict[str, list[ProfileEvent]] = {}
         by_stream: dict[str, list[tuple[int, int]]] = {}
         by_range: dict[tuple[str, str], list[ProfileEvent]] = {}
+        copies: dict[str, list[ProfileEvent]] = {}
         for e in events:
-            if e.kind is EventKind.KERNEL:
-                by_kernel.setdefault(e.name, []).append(e)
+            if e.kind is EventKind.KERNEL or e.kind is EventKind.TRANSFER:
+                (by_kernel if e.kind is EventKind.KERNEL else copies).setdefault(e.name, []).append(e)
                 if e.gpu_start_ns is not None and e.gpu_end_ns is not None:
                     by_stream.setdefault(e.stream or "?", []).append((e.gpu_start_ns, e.gpu_end_ns))
             elif e.kind is EventKind.RANGE:
@@ -101,8 +118,10 @@ class ProfilingSummary:
         kernels = tuple(_kernel_stats(n, evs, copy_ceiling_gbps) for n, evs in by_kernel.items())
         streams = tuple(_stream_stats(s, spans) for s, spans in by_stream.items())
         ranges = tuple(_range_stats(n, c, evs) for (n, c), evs in by_range.items())
+        transfers = tuple(_transfer_stats(n, evs) for n, evs in sorted(copies.items()))
         return cls(session, timing_source, tuple(sorted(kernels, key=lambda k: -k.total_us)), streams,
-                   tuple(sorted(ranges, key=lambda r: -r.total_us)), copy_ceiling_gbps, dropped_events)  # fmt: skip
+                   tuple(sorted(ranges, key=lambda r: -r.total_us)), copy_ceiling_gbps, dropped_events,
+                   transfers)  # fmt: skip
 
     def kernel(self, name: str) -> KernelStats:
         for k in self.kernels:
@@ -130,12 +149,16 @@ class ProfilingSummary:
         if self.streams:
             rows = [[s.stream, str(s.kernels), _f(s.busy_us / 1e3, 3), _f(s.idle_us / 1e3, 3), str(s.gaps),
                      _f(s.largest_gap_us), _f(100 * s.utilisation, 1)] for s in self.streams]  # fmt: skip
-            lines += ["", *_grid(["stream", "kernels", "busy ms", "idle ms", "gaps", "largest gap us", "busy %"], rows)]
+            lines += ["", *_grid(["stream", "spans", "busy ms", "idle ms", "gaps", "largest gap us", "busy %"], rows)]
+        if self.transfers:
+            rows = [[t.name, str(t.count), str(t.timed), _f(t.bytes / 2**20, 1), _f(t.total_us / 1e3, 3),
+                     _f(t.median_us), _f(t.gbps, 1)] for t in self.transfers]  # fmt: skip
+            lines += ["", *_grid(["copy", "count", "timed", "MiB", "total ms", "median us", "GB/s"], rows)]
         if self.ranges:
             rows = [[r.name, r.category, str(r.count), _f(r.total_us / 1e3, 3), _f(r.mean_us), _f(r.gbps, 2)]
                     for r in self.ranges]  # fmt: skip
             lines += ["", *_grid(["range", "category", "count", "total ms", "mean us", "GB/s"], rows)]
-        if not (self.kernels or self.ranges):
+        if not (self.kernels or self.ranges or self.transfers):
             lines.append("(nothing recorded)")
         if self.dropped_events:
             lines.append(f"{self.dropped_events} events dropped (max_events reached)")
@@ -159,6 +182,14 @@ def _kernel_stats(name: str, evs: list[ProfileEvent], ceiling: float | None) -> 
         estimated_starts=sum(1 for e in timed if e.gpu_start_estimated), bytes=nbytes, gbps=gbps,
         fraction_of_copy=gbps / ceiling if gbps is not None and ceiling else None,
     )  # fmt: skip
+
+
+def _transfer_stats(name: str, evs: list[ProfileEvent]) -> "TransferStats":
+    durs = [d / 1e3 for e in evs if (d := e.gpu_duration_ns) is not None]
+    timed_bytes = sum(e.nbytes or 0 for e in evs if e.gpu_duration_ns is not None)
+    total = float(sum(durs))
+    return TransferStats(name, len(evs), len(durs), sum(e.nbytes or 0 for e in evs), total,
+                         _pct(durs, 50) if durs else None, timed_bytes / (total * 1e3) if total > 0 else None)  # fmt: skip
 
 
 def _stream_stats(stream: str, spans: list[tuple[int, int]]) -> StreamStats:

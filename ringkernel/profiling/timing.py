@@ -67,6 +67,10 @@ class Timer(Protocol):
 
     def launched(self, launch_id: int, host_ns: int, host_gap_ns: int | None, stream_key: int) -> None: ...
 
+    def before_copy(self, stream_key: int, host_ns: int) -> None: ...
+
+    def copied(self, launch_id: int, start_ns: int, end_ns: int, stream_key: int) -> None: ...
+
     def resolve(self, block: bool) -> None: ...
 
     def metadata(self) -> dict[str, Any]: ...
@@ -93,6 +97,12 @@ class HostTimer:
             start = max(start, self._prev.get(stream_key, start))
             self._prev[stream_key] = host_ns
         self.times[launch_id] = (min(start, host_ns), host_ns, False, None)
+
+    def before_copy(self, stream_key: int, host_ns: int) -> None:
+        pass
+
+    def copied(self, launch_id: int, start_ns: int, end_ns: int, stream_key: int) -> None:
+        self.launched(launch_id, end_ns, end_ns - start_ns, stream_key)  # the simulator copies inside the call
 
     def resolve(self, block: bool) -> None:
         pass
@@ -175,6 +185,16 @@ class EventTimer:
         if self._queued >= self._next_resolve:
             self.resolve(block=False)  # recycle the events of finished work
             self._next_resolve = self._queued + 512  # a GPU far behind is not polled on every launch
+
+    def before_copy(self, stream_key: int, host_ns: int) -> None:
+        """An event right before a copy on its stream (launch id -1, never read): the copy's
+        span then starts at this event, not at the stream's previous one."""
+        if not self._capturing(stream_key):  # in a capture the copy itself goes untimed (copied())
+            self.launched(-1, host_ns, None, stream_key)
+
+    def copied(self, launch_id: int, start_ns: int, end_ns: int, stream_key: int) -> None:
+        """The event after a copy: its span runs from the event of :meth:`before_copy`."""
+        self.launched(launch_id, start_ns, None, stream_key)
 
     def resolve(self, block: bool) -> None:
         """Give GPU times to every launch whose event completed (all of them when ``block``)."""

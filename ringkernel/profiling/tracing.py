@@ -1,10 +1,11 @@
 """Chrome trace-event JSON (Perfetto UI, chrome://tracing) from a profiler's events.
 
 Layout: process 1 is the host, one track (``tid``) per thread, and per asyncio task that
-opened ranges, holding ranges (``X``), launch calls (``X``), marks and pool operations (``i``), plus the pool
-counters (``C``); process ``100 + device`` is a GPU, one track per stream holding its
-kernels (``X``). A flow arrow (``s`` on the launch call, ``f`` with ``"bp": "e"`` on the
-kernel) joins each launch to its kernel. ``M`` events name processes and tracks; the
+opened ranges, holding ranges (``X``; synchronisations are ``SYNC`` ranges), launch and copy
+calls (``X``), marks and pool operations (``i``), plus the pool counters (``C``); process
+``100 + device`` is a GPU, one track per stream holding its kernels and copies (``X``, category
+``kernel`` or ``memcpy``). A flow arrow (``s`` on the call, ``f`` with ``"bp": "e"`` on the
+GPU slice) joins each launch or copy to its GPU span. ``M`` events name processes and tracks; the
 top-level ``"metadata"`` carries the session, device, versions and timing source.
 Timestamps are microseconds from the session start.
 """
@@ -57,7 +58,7 @@ def build_trace(events: list[ProfileEvent], *, host_tracks: Mapping[int, str], s
         elif e.kind is EventKind.COUNTER:
             out.append({"ph": "C", "name": e.name, "cat": e.category.name, "ts": _us(e.start_ns, t0),
                         "pid": HOST_PID, "tid": COUNTER_TID, "args": dict(e.args)})  # fmt: skip
-        elif e.kind is EventKind.KERNEL:
+        elif e.kind is EventKind.KERNEL or e.kind is EventKind.TRANSFER:
             out.extend(_kernel(e, t0))
             if e.gpu_start_ns is not None and e.stream_id is not None:
                 devices.add(e.device)
@@ -86,13 +87,15 @@ def build_trace(events: list[ProfileEvent], *, host_tracks: Mapping[int, str], s
 
 
 def _kernel(e: ProfileEvent, t0: int) -> list[dict[str, Any]]:
-    """The launch call on the host track, the kernel on its stream's track, and the flow between."""
+    """The launch (or copy) call on the host track, the kernel (or copy) on its stream's track,
+    and the flow between."""
+    copy = e.kind is EventKind.TRANSFER
     args = dict(e.args)
     args.update(stream=e.stream, launch_id=e.id)
     if e.nbytes is not None:
         args["bytes"] = e.nbytes
     ts = _us(e.start_ns, t0)
-    host: dict[str, Any] = {"ph": "X", "name": f"launch {e.name}", "cat": "launch", "ts": ts,
+    host: dict[str, Any] = {"ph": "X", "name": e.name if copy else f"launch {e.name}", "cat": "launch", "ts": ts,
             "dur": max(_dur(e.start_ns, e.end_ns, t0), 0.001), "pid": HOST_PID, "tid": e.track_id, "args": args}  # fmt: skip
     if e.gpu_start_ns is None or e.gpu_end_ns is None or e.stream_id is None:
         return [host]
@@ -101,7 +104,7 @@ def _kernel(e: ProfileEvent, t0: int) -> list[dict[str, Any]]:
     gpu_args = {**args, "start_estimated": e.gpu_start_estimated}
     if e.parent_id is not None:
         gpu_args["range_id"] = e.parent_id
-    kernel: dict[str, Any] = {"ph": "X", "name": e.name, "cat": "kernel", "ts": gts, "dur": _dur(e.gpu_start_ns, e.gpu_end_ns, t0),
+    kernel: dict[str, Any] = {"ph": "X", "name": e.name, "cat": "memcpy" if copy else "kernel", "ts": gts, "dur": _dur(e.gpu_start_ns, e.gpu_end_ns, t0),
               "pid": pid, "tid": e.stream_id, "args": gpu_args}  # fmt: skip
     # Both ends inside their slices (not on an edge), so every viewer binds them to those slices.
     flow = {"name": "launch", "cat": "launch", "id": e.id}

@@ -95,7 +95,15 @@ def test_three_stream_pipeline_has_a_track_per_stream(tmp_path) -> None:  # type
     trace = validate_trace(p.export_chrome_tracing(path))
     assert json.loads(path.read_text()) == trace
     gpu = [e for e in trace["traceEvents"] if e["ph"] == "X" and e["pid"] >= 100]
-    assert len(gpu) == chunks and len({e["tid"] for e in gpu}) == 3
+    kernels = [e for e in gpu if e["cat"] == "kernel"]
+    copies = [e for e in gpu if e["cat"] == "memcpy"]
+    assert len(kernels) == chunks and len({e["tid"] for e in kernels}) == 3
+    assert sorted(e["name"] for e in copies) == ["memcpy DtoH"] * chunks + ["memcpy HtoD"] * chunks
+    for tid in {e["tid"] for e in gpu}:  # on each stream: HtoD, kernel, DtoH, one after another
+        track = sorted((e for e in gpu if e["tid"] == tid), key=lambda e: e["ts"])
+        assert [e["cat"] for e in track] == ["memcpy", "kernel", "memcpy"] * (chunks // 3)
+        for x, y in zip(track, track[1:]):
+            assert x["ts"] + x["dur"] <= y["ts"] + 0.5  # us: spans of one stream do not overlap
     names = {e["args"]["name"] for e in trace["traceEvents"] if e["ph"] == "M" and e["name"] == "thread_name" and e["pid"] >= 100}
     assert names == {"pipe Compute(0)", "pipe Compute(1)", "pipe Compute(2)"}
     assert not trace["metadata"]["device"]["simulated"]
@@ -104,7 +112,45 @@ def test_three_stream_pipeline_has_a_track_per_stream(tmp_path) -> None:  # type
     k = s.kernel("saxpy")
     assert k.launches == chunks and k.timed == chunks and k.fraction_of_copy is not None
     assert len(s.streams) == 3
+    htod = {t.name: t for t in s.transfers}["memcpy HtoD"]
+    assert htod.count == htod.timed == chunks and htod.bytes == 4 * chunk * chunks
+    assert htod.gbps is not None and 5 < htod.gbps < 100, htod  # PCIe / C2C: tens of GB/s
     p.close()
+
+
+def test_copy_gpu_durations_agree_with_cuda_events() -> None:
+    """A pinned host-to-device copy timed by the profiler and by CUDA events around it."""
+    from numba import cuda
+
+    from ringkernel import GpuProfiler
+    from ringkernel.profiling import EventKind, GpuTiming
+
+    n = 1 << 24  # 64 MiB: a few milliseconds over the host link
+    host = cuda.pinned_array(n, np.float32)
+    host[:] = 1.0
+    dev = cuda.device_array(n, np.float32)
+    s = cuda.stream()
+    copy = lambda: dev.copy_to_device(host, stream=s)  # noqa: E731
+    reference, profiled = [], []
+    for _ in range(3):
+        for _ in range(5):
+            start, end = cuda.event(timing=True), cuda.event(timing=True)
+            start.record(s)
+            copy()
+            end.record(s)
+            end.synchronize()
+            reference.append(cuda.event_elapsed_time(start, end))
+        with GpuProfiler("copies", gpu_timing=GpuTiming.EVENTS) as p:
+            for _ in range(5):
+                copy()
+            s.synchronize()
+        spans = [e.gpu_duration_ns / 1e6 for e in p.events() if e.kind is EventKind.TRANSFER]  # type: ignore[operator]
+        assert len(spans) == 5
+        profiled += spans
+        p.close()
+    ref_med, prof_med = float(np.median(reference)), float(np.median(profiled))
+    print(f"median HtoD copy of {4 * n >> 20} MiB: CUDA events {ref_med:.3f} ms, profiler {prof_med:.3f} ms")
+    assert abs(prof_med - ref_med) <= 0.05 * ref_med
 
 
 def _per_launch_us(launch, batches: int = 30, batch: int = 200) -> float:  # type: ignore[no-untyped-def]

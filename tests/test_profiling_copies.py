@@ -1,0 +1,137 @@
+"""Copies and synchronisations in the profile (simulator): numba's and ringkernel's arrays, every
+direction, on streams, in the trace with flow arrows and in the summary; the wrappers exist
+only while a profiler is active; a failing profiler never breaks a copy."""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterator
+
+import numpy as np
+import pytest
+from numba import cuda
+
+from ringkernel import GpuMemoryPool, GpuProfiler, ProfileCategory
+from ringkernel.profiling import EventKind, capture, reset
+
+from test_profiling import scale, validate_trace
+
+
+@pytest.fixture(autouse=True)
+def _fresh() -> Iterator[None]:
+    reset()
+    yield
+    reset()
+    assert capture.ACTIVE == [] and capture.installed() == []
+
+
+def _copies(p: GpuProfiler) -> list[tuple[str, int, str | None]]:
+    return [(e.name, e.nbytes or 0, e.stream) for e in p.events() if e.kind is EventKind.TRANSFER]
+
+
+def test_numba_copies_in_every_direction_are_recorded(rng: np.random.Generator) -> None:
+    n = int(rng.integers(100, 3000))
+    a = rng.standard_normal(n).astype(np.float32)
+    p = GpuProfiler("copies")
+    with p:
+        s = cuda.stream()
+        p.name_stream(s, "transfer")
+        da = cuda.to_device(a, stream=s)  # HtoD on s
+        db = cuda.device_array_like(da)
+        db.copy_to_device(da)  # DtoD, synchronous
+        out = cuda.device_array_like(da)
+        scale(db, out)
+        host = out.copy_to_host(stream=s)  # DtoH on s
+        s.synchronize()
+    np.testing.assert_allclose(host, 3 * a, rtol=1e-6)
+    assert _copies(p) == [("memcpy HtoD", 4 * n, "transfer"), ("memcpy DtoD", 4 * n, "default stream"),
+                          ("memcpy DtoH", 4 * n, "transfer")]  # fmt: skip
+    for e in p.events():
+        if e.kind is EventKind.TRANSFER:
+            assert e.category is ProfileCategory.MEMORY and e.gpu_start_ns is not None and e.gpu_end_ns is not None
+            assert e.gpu_end_ns >= e.gpu_start_ns and e.args["bytes"] == 4 * n
+    syncs = [e for e in p.events() if e.kind is EventKind.RANGE and e.category is ProfileCategory.SYNC]
+    assert [(e.name, e.args.get("stream")) for e in syncs] == [("stream synchronize", "transfer")]
+
+
+def test_copies_and_syncs_in_the_trace_and_summary(rng: np.random.Generator) -> None:
+    p = GpuProfiler("trace")
+    a = rng.standard_normal(777)
+    with p:
+        with p.range("step"):
+            d = cuda.to_device(a)
+            out = cuda.device_array_like(d)
+            scale(d, out)
+            out.copy_to_host()
+            cuda.synchronize()
+    trace = validate_trace(p.export_chrome_tracing())
+    evs = trace["traceEvents"]
+    gpu_copies = [e for e in evs if e.get("cat") == "memcpy"]
+    host_copies = [e for e in evs if e.get("ph") == "X" and e["name"].startswith("memcpy") and e.get("cat") == "launch"]
+    assert sorted(e["name"] for e in gpu_copies) == ["memcpy DtoH", "memcpy HtoD"]
+    assert len(host_copies) == 2 and all(e["args"]["bytes"] == a.nbytes for e in gpu_copies)
+    flows = {e["id"] for e in evs if e.get("ph") == "s"}
+    assert {e["args"]["launch_id"] for e in gpu_copies} <= flows  # each copy joined to its call
+    assert any(e.get("cat") == ProfileCategory.SYNC.name and e["name"] == "device synchronize" for e in evs)
+    s = p.summary()
+    assert [(t.name, t.count, t.bytes) for t in s.transfers] == [("memcpy DtoH", 1, a.nbytes), ("memcpy HtoD", 1, a.nbytes)]
+    assert "memcpy HtoD" in s.table() and "device synchronize" in s.table()
+    assert s.to_dict()["transfers"][0]["name"] == "memcpy DtoH"
+
+
+def test_device_array_copies_of_a_pool(rng: np.random.Generator) -> None:
+    pool = GpuMemoryPool()
+    h = rng.standard_normal((13, 7))
+    p = GpuProfiler("pool")
+    with p:
+        x = pool.device_array(h.shape, h.dtype)
+        x.copy_to_device(h)
+        y = x.copy()  # a device copy
+        back = y.copy_to_host()
+    np.testing.assert_array_equal(back, h)
+    names = [n for n, _, _ in _copies(p)]
+    assert names[0] == "memcpy HtoD" and names[-1] == "memcpy DtoH" and "memcpy DtoD" in names
+    pool.close()
+
+
+def test_wrappers_exist_only_while_a_profiler_is_active() -> None:
+    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+    original = FakeCUDAArray.copy_to_host
+    outer, inner = GpuProfiler("outer"), GpuProfiler("inner")
+    with outer:
+        assert FakeCUDAArray.copy_to_host is not original and "FakeCUDAArray.copy_to_host" in capture.installed()
+        with inner:  # both see the copy
+            cuda.to_device(np.ones(5)).copy_to_host()
+        assert capture.ACTIVE == [outer]
+        cuda.to_device(np.ones(3)).copy_to_host()
+    assert FakeCUDAArray.copy_to_host is original and capture.installed() == []
+    assert len(_copies(inner)) == 2 and len(_copies(outer)) == 4
+    cuda.to_device(np.ones(2)).copy_to_host()  # nobody listening: nothing recorded anywhere
+    assert len(_copies(outer)) == 4
+
+
+def test_a_failing_profiler_never_breaks_the_copy(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    p = GpuProfiler("broken")
+
+    def boom(*a: object) -> None:
+        raise RuntimeError("profiler bug")
+
+    with p:
+        monkeypatch.setattr(p, "_copy_end", boom)
+        with caplog.at_level(logging.ERROR, logger="ringkernel.profiling.capture"):
+            got = cuda.to_device(np.arange(6.0)).copy_to_host()
+            cuda.to_device(np.arange(2.0)).copy_to_host()
+    np.testing.assert_array_equal(got, np.arange(6.0))
+    assert sum("profiler bug" in r.getMessage() or "failed" in r.getMessage() for r in caplog.records) == 1  # once
+
+
+def test_disabled_filtered_and_full_profilers_record_no_copies() -> None:
+    off = GpuProfiler("off", enabled=False)
+    never = GpuProfiler("never", launch_filter=lambda: False)
+    tiny = GpuProfiler("tiny", max_events=1)
+    with off, never, tiny:
+        for _ in range(3):
+            cuda.to_device(np.ones(4))
+    assert _copies(off) == [] and _copies(never) == []
+    assert len(_copies(tiny)) == 1 and tiny.summary().dropped_events == 2
