@@ -141,10 +141,12 @@ _INTRINSICS = (
 )  # fmt: skip
 
 _MESSAGING = ("LockFreeInbox", "PartitionedQueue")
+_HYBRID = ("ProcessingMode", "HybridConfig", "HybridDispatcher", "HybridStats", "elementwise")
 
 __all__ = [
     "__version__",
     *_MESSAGING,
+    *_HYBRID,
     "ContextConfig",
     "GpuContext",
     "GpuContextBuilder",
@@ -203,6 +205,10 @@ def __getattr__(name: str) -> Any:
         from . import messaging
 
         return getattr(messaging, name)
+    if name in _HYBRID:  # imported on first use
+        from . import hybrid
+
+        return getattr(hybrid, name)
     if name in ("GpuProfiler", "ProfileCategory"):  # imported on first use: a program that never
         from . import profiling  # profiles never loads the package (its launches pay nothing)
 
@@ -211,4 +217,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_INTRINSICS) | set(_MESSAGING) | {"use_pool", "plugin_pool", "GpuProfiler", "ProfileCategory"})
+    return sorted(set(globals()) | set(_INTRINSICS) | set(_MESSAGING) | set(_HYBRID) | {"use_pool", "plugin_pool", "GpuProfiler", "ProfileCategory"})

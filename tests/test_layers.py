@@ -18,7 +18,7 @@ LAYERS: dict[str, int] = {
     "launch": 4,
     "compile": 5, "memory": 5, "streams": 5,
     "kernel": 6,
-    "benchmark": 7, "kernels": 7, "profiling": 7, "messaging": 7,
+    "benchmark": 7, "kernels": 7, "profiling": 7, "messaging": 7, "hybrid": 7,
     "context": 8, "cli": 8, "__main__": 9,
     "ringkernel": 10,  # the package's __init__: re-exports everything
 }  # fmt: skip

@@ -1,0 +1,370 @@
+"""``HybridDispatcher``: which device runs a workload of a given size (design proposal, section 6).
+
+::
+
+    d = HybridDispatcher(HybridConfig(ProcessingMode.ADAPTIVE))
+    if d.should_use_gpu(n, data_on_device=False):
+        ...  # run on the GPU, time it, then
+        d.record_gpu_execution(seconds, size=n)
+    print(d.explain(n))
+
+Modes: ``GPU_ONLY``, ``CPU_ONLY``, ``ProcessingMode.hybrid(gpu_threshold)`` (the GPU from that
+size on) and ``ADAPTIVE``: per kernel and data location, a cost model per side
+(:class:`~ringkernel.hybrid.model.CostModel`, fixed + per-element seconds fitted to measured
+times) and the cheaper predicted side; while a side has fewer than two sizes measured it is
+explored; afterwards the side not chosen is re-probed now and then (seeded, so runs repeat)
+where its predicted cost is within ``reprobe_max_ratio`` of the chosen one, so that a change
+(a busier GPU, a colder CPU) moves the crossover.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import threading
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ..errors import ConfigurationError
+from .model import CostModel, Fit
+
+__all__ = ["ProcessingMode", "HybridConfig", "HybridDispatcher", "HybridStats", "Decision", "Explanation"]
+
+DEFAULT_KERNEL = "*"
+_CLOSE = 1.5  # predicted times within this ratio are "close"
+_CLOSE_PROBABILITY = 0.5  # the re-probe probability at a predicted tie
+
+
+@dataclass(frozen=True)
+class ProcessingMode:
+    """Where work runs. ``GPU_ONLY``, ``CPU_ONLY``, ``ADAPTIVE``, or ``ProcessingMode.hybrid(t)``.
+
+    The proposal's ``Hybrid { gpu_threshold }`` is a variant with a value; in Python it is a
+    constructor, :meth:`hybrid`, and the other three are constants.
+    """
+
+    kind: str
+    gpu_threshold: int | None = None
+
+    GPU_ONLY: ClassVar["ProcessingMode"]
+    CPU_ONLY: ClassVar["ProcessingMode"]
+    ADAPTIVE: ClassVar["ProcessingMode"]
+
+    @classmethod
+    def hybrid(cls, gpu_threshold: int) -> "ProcessingMode":
+        """The GPU for workloads of ``gpu_threshold`` elements or more, the CPU below."""
+        if isinstance(gpu_threshold, bool) or not isinstance(gpu_threshold, int) or gpu_threshold < 0:
+            raise ConfigurationError(f"gpu_threshold must be a non-negative int, got {gpu_threshold!r}",
+                                     hint="e.g. ProcessingMode.hybrid(1 << 16)")  # fmt: skip
+        return cls("hybrid", gpu_threshold)
+
+    def __repr__(self) -> str:
+        return f"ProcessingMode.hybrid({self.gpu_threshold})" if self.kind == "hybrid" else f"ProcessingMode.{self.kind.upper()}"
+
+
+ProcessingMode.GPU_ONLY = ProcessingMode("gpu_only")
+ProcessingMode.CPU_ONLY = ProcessingMode("cpu_only")
+ProcessingMode.ADAPTIVE = ProcessingMode("adaptive")
+_MODES = {"gpu_only", "cpu_only", "adaptive", "hybrid"}
+
+
+@dataclass(frozen=True)
+class HybridConfig:
+    """Options of a :class:`HybridDispatcher`.
+
+    mode:
+        A :class:`ProcessingMode`.
+    cpu_threads:
+        Threads of the CPU path (``None``: numba's default, every core).
+    gpu_available:
+        ``None``: a GPU (or numba's simulator) is there. ``False`` keeps everything on the CPU
+        and makes ``GPU_ONLY`` an error.
+    learning_rate:
+        How fast old measurements fade: a sample's weight is ``(1 - learning_rate) ** age``.
+    reprobe_probability, reprobe_max_ratio:
+        After learning, the side not chosen is run with this probability per call, where its
+        predicted time is at most ``reprobe_max_ratio`` times the chosen side's.
+    min_samples:
+        Measurements per side (of at least two sizes) before the models decide.
+    seed:
+        Seeds the re-probing; the same seed and measurements give the same decisions.
+    """
+
+    mode: ProcessingMode = ProcessingMode.ADAPTIVE
+    cpu_threads: int | None = None
+    gpu_available: bool | None = None
+    learning_rate: float = 0.1
+    reprobe_probability: float = 1 / 32
+    reprobe_max_ratio: float = 3.0
+    min_samples: int = 3
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.mode, ProcessingMode) or self.mode.kind not in _MODES:
+            raise ConfigurationError(f"mode must be a ProcessingMode, got {self.mode!r}",
+                                     hint="e.g. ProcessingMode.ADAPTIVE or ProcessingMode.hybrid(65536)")  # fmt: skip
+        if self.cpu_threads is not None and (isinstance(self.cpu_threads, bool) or not isinstance(self.cpu_threads, int)
+                                             or not 1 <= self.cpu_threads <= (os.cpu_count() or 1) * 4):  # fmt: skip
+            raise ConfigurationError(f"cpu_threads must be None or 1..{(os.cpu_count() or 1) * 4}, got {self.cpu_threads!r}")
+        for name, lo, hi in (("learning_rate", 0.0, 1.0), ("reprobe_probability", 0.0, 1.0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v < hi or v != v:
+                raise ConfigurationError(f"{name} must be a number in [{lo}, {hi}), got {v!r}")
+        if not isinstance(self.reprobe_max_ratio, (int, float)) or not self.reprobe_max_ratio >= 1:
+            raise ConfigurationError(f"reprobe_max_ratio must be >= 1, got {self.reprobe_max_ratio!r}")
+        if isinstance(self.min_samples, bool) or not isinstance(self.min_samples, int) or self.min_samples < 2:
+            raise ConfigurationError(f"min_samples must be an int >= 2, got {self.min_samples!r}")
+        if self.gpu_available is not None and not isinstance(self.gpu_available, bool):
+            raise ConfigurationError(f"gpu_available must be None, True or False, got {self.gpu_available!r}")
+
+
+@dataclass(frozen=True)
+class HybridStats:
+    """Counts and total times per side (a snapshot); ``probes``: calls made to learn or re-probe."""
+
+    cpu_executions: int = 0
+    gpu_executions: int = 0
+    cpu_time_ns: int = 0
+    gpu_time_ns: int = 0
+    probes: int = 0
+    per_kernel: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What :meth:`HybridDispatcher.decide` chose and why (``reason``: ``mode``, ``threshold``,
+    ``no GPU``, ``explore``, ``model``, ``reprobe``, ``unmeasured size``)."""
+
+    use_gpu: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """:meth:`HybridDispatcher.explain`'s answer; ``str()`` reads as a sentence."""
+
+    size: int
+    kernel: str
+    data_on_device: bool
+    mode: ProcessingMode
+    use_gpu: bool
+    reason: str
+    cpu: Fit | None
+    gpu: Fit | None
+    cpu_samples: int
+    gpu_samples: int
+    crossover: float | None
+
+    def __str__(self) -> str:
+        where = "device" if self.data_on_device else "host"
+        side = "GPU" if self.use_gpu else "CPU"
+        text = f"{self.kernel!r}, {self.size} elements, data on the {where}: {side} ({self.reason})"
+        for name, fit, count in (("CPU", self.cpu, self.cpu_samples), ("GPU", self.gpu, self.gpu_samples)):
+            if fit is None:
+                text += f"; {name}: {count} samples, not fitted yet"
+            else:
+                text += (f"; {name}: predicted {fit.predict(self.size) * 1e6:.1f} us = {fit.fixed_s * 1e6:.2f} us + "
+                         f"{fit.per_element_s * 1e9:.4f} ns x n ({fit.samples} samples, {fit.sizes} sizes, "
+                         f"median error {100 * fit.relative_error:.0f}%)")  # fmt: skip
+        if self.crossover is not None:
+            text += f"; crossover {self.crossover:.3g} elements"
+        return text
+
+
+class _Key:
+    __slots__ = ("cpu", "gpu", "calls", "explore_next_gpu")
+
+    def __init__(self, learning_rate: float) -> None:
+        self.cpu = CostModel(learning_rate)
+        self.gpu = CostModel(learning_rate)
+        self.calls = 0
+        self.explore_next_gpu = True
+
+
+def crossover(cpu: Fit | None, gpu: Fit | None) -> float | None:
+    """The size from which the GPU's predicted time is lower (0: always; ``inf``: never)."""
+    if cpu is None or gpu is None:
+        return None
+    da, db = gpu.fixed_s - cpu.fixed_s, cpu.per_element_s - gpu.per_element_s
+    if db <= 0:  # the GPU's per-element cost is not lower: it wins nowhere from some size on
+        return 0.0 if db == 0 and da <= 0 else float("inf")
+    return max(da / db, 0.0)
+
+
+class HybridDispatcher:
+    """Routes workloads between the CPU and the GPU; thread-safe (one lock around its state)."""
+
+    def __init__(self, config: HybridConfig | None = None) -> None:
+        self.config = config if config is not None else HybridConfig()
+        if not isinstance(self.config, HybridConfig):
+            raise ConfigurationError(f"config must be a HybridConfig, got {config!r}")
+        self._lock = threading.Lock()
+        self._keys: dict[tuple[str, bool], _Key] = {}
+        self._rng = random.Random(self.config.seed)
+        self._cpu = [0, 0]  # executions, ns
+        self._gpu = [0, 0]
+        self._probes = 0
+        self._per_kernel: dict[str, dict[str, int]] = {}
+        # None: kernels can run (on a GPU, or on numba's simulator, which the models will find slow)
+        self.gpu_available = self.config.gpu_available is not False
+        if self.config.mode is ProcessingMode.GPU_ONLY and not self.gpu_available:
+            raise ConfigurationError("ProcessingMode.GPU_ONLY with gpu_available=False",
+                                     hint="use CPU_ONLY, or drop gpu_available=False")  # fmt: skip
+
+    # -- decisions ----------------------------------------------------------------------------
+    def _key(self, kernel: str, on_device: bool) -> _Key:
+        k = self._keys.get((kernel, on_device))
+        if k is None:
+            k = self._keys[(kernel, on_device)] = _Key(self.config.learning_rate)
+        return k
+
+    def decide(self, workload_size: int, *, kernel: str = DEFAULT_KERNEL, data_on_device: bool = False) -> Decision:
+        """Where a workload of ``workload_size`` elements runs, and why."""
+        n = _check_size(workload_size)
+        mode = self.config.mode
+        if mode is ProcessingMode.CPU_ONLY or not self.gpu_available:
+            return Decision(False, "mode" if mode is ProcessingMode.CPU_ONLY else "no GPU")
+        if mode is ProcessingMode.GPU_ONLY:
+            return Decision(True, "mode")
+        if mode.kind == "hybrid":
+            assert mode.gpu_threshold is not None
+            return Decision(n >= mode.gpu_threshold, "threshold")
+        with self._lock:
+            k = self._key(kernel, bool(data_on_device))
+            k.calls += 1
+            need = self.config.min_samples
+            cpu_ready = k.cpu.count >= need and k.cpu.distinct_sizes >= 2
+            gpu_ready = k.gpu.count >= need and k.gpu.distinct_sizes >= 2
+            if not (cpu_ready and gpu_ready):
+                if cpu_ready != gpu_ready:
+                    use_gpu = not gpu_ready
+                else:
+                    use_gpu = k.explore_next_gpu
+                    k.explore_next_gpu = not use_gpu
+                self._probes += 1
+                return Decision(use_gpu, "explore")
+            t_cpu, t_gpu = k.cpu.predict(n), k.gpu.predict(n)
+            assert t_cpu is not None and t_gpu is not None
+            use_gpu = t_gpu < t_cpu
+            if not (k.gpu if not use_gpu else k.cpu).covers(n):
+                # the other side was never measured near this size: its prediction is a guess
+                # (a side explored only on small sizes has a per-element cost drowned in its
+                # fixed cost), so measure it once here rather than trust the guess forever
+                self._probes += 1
+                return Decision(not use_gpu, "unmeasured size")
+            best, other = (t_gpu, t_cpu) if use_gpu else (t_cpu, t_gpu)
+            # Re-probe the other side now and then where it is predicted within reprobe_max_ratio,
+            # and often where the two are close: there a wrong choice costs little and the
+            # crossover is decided (up to half the calls at a predicted tie).
+            p = self.config.reprobe_probability
+            few = (k.cpu if use_gpu else k.gpu).count
+            if p > 0:  # a side measured few times is probed more, anywhere: its fit may rest on an outlier
+                p = max(p, 1.0 / few)
+            ratio = other / max(best, 1e-12)
+            if p > 0 and ratio < _CLOSE:
+                p += (_CLOSE_PROBABILITY - p) * (1.0 - math.log(ratio) / math.log(_CLOSE))
+            capped = ratio > self.config.reprobe_max_ratio and few >= 2 * need
+            if p > 0 and not capped and self._rng.random() < p:
+                self._probes += 1
+                return Decision(not use_gpu, "reprobe")
+            return Decision(use_gpu, "model")
+
+    def should_use_gpu(self, workload_size: int, *, kernel: str = DEFAULT_KERNEL, data_on_device: bool = False) -> bool:
+        """True when the GPU should run a workload of ``workload_size`` elements."""
+        return self.decide(workload_size, kernel=kernel, data_on_device=data_on_device).use_gpu
+
+    # -- measurements -------------------------------------------------------------------------
+    def _record(self, gpu: bool, seconds: float, size: int | None, kernel: str, on_device: bool) -> None:
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
+            raise ConfigurationError(f"a duration must be a non-negative number of seconds, got {seconds!r}")
+        ns = int(seconds * 1e9)
+        with self._lock:
+            side = self._gpu if gpu else self._cpu
+            side[0] += 1
+            side[1] += ns
+            per = self._per_kernel.setdefault(kernel, {"cpu": 0, "gpu": 0})
+            per["gpu" if gpu else "cpu"] += 1
+            if size is not None:
+                k = self._key(kernel, on_device)
+                (k.gpu if gpu else k.cpu).add(_check_size(size), float(seconds))
+
+    def record_cpu_execution(self, seconds: float, *, size: int | None = None, kernel: str = DEFAULT_KERNEL,
+                             data_on_device: bool = False) -> None:  # fmt: skip
+        """Count a CPU run of ``seconds``; with ``size``, also teach the CPU model."""
+        self._record(False, seconds, size, kernel, bool(data_on_device))
+
+    def record_gpu_execution(self, seconds: float, *, size: int | None = None, kernel: str = DEFAULT_KERNEL,
+                             data_on_device: bool = False) -> None:  # fmt: skip
+        """Count a GPU run of ``seconds``; with ``size``, also teach the GPU model."""
+        self._record(True, seconds, size, kernel, bool(data_on_device))
+
+    def update_threshold(self, size: int, cpu_time: float, gpu_time: float, *, kernel: str = DEFAULT_KERNEL,
+                         data_on_device: bool = False) -> None:  # fmt: skip
+        """Teach both models one measurement each at ``size`` (seconds), as the proposal's method."""
+        n = _check_size(size)
+        for gpu, t in ((False, cpu_time), (True, gpu_time)):
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
+                raise ConfigurationError(f"times must be positive seconds, got {t!r}")
+            with self._lock:
+                k = self._key(kernel, bool(data_on_device))
+                (k.gpu if gpu else k.cpu).add(n, float(t))
+
+    # -- reading ------------------------------------------------------------------------------
+    def crossover(self, *, kernel: str = DEFAULT_KERNEL, data_on_device: bool = False) -> float | None:
+        """The learned crossover size (GPU from there on), ``inf`` if the CPU always wins, ``None`` before learning."""
+        with self._lock:
+            k = self._keys.get((kernel, bool(data_on_device)))
+            return None if k is None else crossover(k.cpu.fit(), k.gpu.fit())
+
+    @property
+    def adaptive_threshold(self) -> int | None:
+        """The crossover of the default kernel with host data, as an int (``None``: not learned or never)."""
+        c = self.crossover()
+        return None if c is None or c == float("inf") else int(round(c))
+
+    def explain(self, workload_size: int, *, kernel: str = DEFAULT_KERNEL, data_on_device: bool = False) -> Explanation:
+        """Which side a workload would run on and the models' numbers behind it (nothing recorded)."""
+        n = _check_size(workload_size)
+        with self._lock:
+            k = self._keys.get((kernel, bool(data_on_device)))
+            cpu, gpu = (k.cpu.fit(), k.gpu.fit()) if k else (None, None)
+            counts = (k.cpu.count, k.gpu.count) if k else (0, 0)
+        mode = self.config.mode
+        if mode.kind == "adaptive" and self.gpu_available:
+            if cpu is None or gpu is None or min(counts) < self.config.min_samples:
+                use_gpu, reason = counts[1] < counts[0], "still exploring: too few measurements"
+            else:
+                use_gpu, reason = gpu.predict(n) < cpu.predict(n), "the cheaper predicted side"
+        else:
+            use_gpu = self.gpu_available and (mode is ProcessingMode.GPU_ONLY or
+                                              (mode.kind == "hybrid" and n >= (mode.gpu_threshold or 0)))  # fmt: skip
+            reason = f"mode {mode!r}" if self.gpu_available else "no GPU"
+        return Explanation(n, kernel, bool(data_on_device), mode, use_gpu, reason, cpu, gpu, counts[0], counts[1],
+                           crossover(cpu, gpu))  # fmt: skip
+
+    def stats(self) -> HybridStats:
+        with self._lock:
+            return HybridStats(self._cpu[0], self._gpu[0], self._cpu[1], self._gpu[1], self._probes,
+                               {k: dict(v) for k, v in self._per_kernel.items()})  # fmt: skip
+
+    def reset(self) -> None:
+        """Forget every measurement and count."""
+        with self._lock:
+            self._keys.clear()
+            self._cpu, self._gpu, self._probes = [0, 0], [0, 0], 0
+            self._per_kernel.clear()
+            self._rng = random.Random(self.config.seed)
+
+    def __repr__(self) -> str:
+        return f"HybridDispatcher({self.config.mode!r}, gpu_available={self.gpu_available})"
+
+
+def _check_size(n: Any) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        import numpy as np
+
+        if isinstance(n, np.integer) and n >= 0:
+            return int(n)
+        raise ConfigurationError(f"a workload size must be a non-negative int, got {n!r}", hint="pass the element count")
+    return n

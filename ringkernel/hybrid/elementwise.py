@@ -1,0 +1,282 @@
+"""``@elementwise``: one per-element body, a parallel CPU loop and a GPU kernel, the dispatcher between.
+
+::
+
+    @elementwise
+    def saxpy(i, a, x, y, out):
+        out[i] = a * x[i] + y[i]
+
+    saxpy(np.float32(2), x, y, out)          # NumPy or device arrays; the dispatcher picks the side
+    print(saxpy.dispatcher.explain(len(x)))
+
+The body ``f(i, *args)`` must run under both ``numba.njit`` and ``numba.cuda.jit(device=True)``:
+indexing, arithmetic and ``math`` functions, no ``cuda.*`` calls. From it are built a
+``numba.njit(parallel=True)`` loop (``for i in prange(n)``) and a grid-stride ``@gpu_kernel``.
+Array arguments are 1-D, all of one length ``n`` (or at least ``n=`` elements when given);
+scalars are passed as they are. Arrays may live on the host (NumPy) or on the device (numba,
+CuPy, PyTorch, ringkernel's ``DeviceArray``: anything with ``__cuda_array_interface__``).
+
+Each call returns when its results are in place (as a NumPy call does), so both sides are
+timed the same way: the GPU side includes copying host arrays in and the written ones back
+and the synchronisation; the CPU side includes copying device arrays to the host and the
+written ones back. Which arrays the body writes is read from its source (an array that is
+only ever read as ``x[...]`` is an input; anything else, or a body without source, counts as
+written). The first call of a new argument type on a side compiles; it is not taught to the
+models.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import textwrap
+import threading
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import ConfigurationError, KernelArgumentError
+from .dispatcher import HybridConfig, HybridDispatcher
+
+__all__ = ["elementwise", "HybridKernel", "default_dispatcher"]
+
+_default: HybridDispatcher | None = None
+_default_lock = threading.Lock()
+
+
+def default_dispatcher() -> HybridDispatcher:
+    """The process-wide ``ADAPTIVE`` dispatcher that ``@elementwise`` kernels share unless given one."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = HybridDispatcher(HybridConfig())
+        return _default
+
+
+def written_parameters(func: Callable[..., Any], names: list[str]) -> set[str]:
+    """Parameters the body may write: all but those only ever read as ``name[...]`` (or ``name.shape`` ...)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
+    except (OSError, TypeError, SyntaxError):
+        return set(names)  # no source: every array may be written
+    fn = next((n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))), None)
+    if fn is None:
+        return set(names)
+    read_only = set(names)
+    parents: dict[int, ast.AST] = {}
+    for node in ast.walk(fn):
+        for child in ast.iter_child_nodes(node):
+            parents[id(child)] = node
+    for node in ast.walk(fn):
+        if isinstance(node, ast.Name) and node.id in read_only:
+            parent = parents.get(id(node))
+            reads = (isinstance(parent, ast.Subscript) and parent.value is node and isinstance(parent.ctx, ast.Load)
+                     and not isinstance(parents.get(id(parent)), ast.AugAssign))  # fmt: skip
+            attr = isinstance(parent, ast.Attribute) and parent.attr in ("shape", "size", "ndim", "dtype")
+            if not (reads or attr) or (isinstance(node.ctx, ast.Store)):
+                read_only.discard(node.id)
+    return set(names) - read_only
+
+
+def _is_device(a: Any) -> bool:
+    """A device array: ``__cuda_array_interface__`` (numba, CuPy, PyTorch, DeviceArray), or the
+    simulator's arrays, which have numba's ``copy_to_host`` instead."""
+    if isinstance(a, np.ndarray):
+        return False
+    return hasattr(a, "__cuda_array_interface__") or (hasattr(a, "copy_to_host") and hasattr(a, "shape"))
+
+
+class HybridKernel:
+    """An ``@elementwise`` body with its CPU loop and GPU kernel; call it like the body without ``i``."""
+
+    def __init__(self, func: Callable[..., Any], dispatcher: HybridDispatcher | None = None, name: str | None = None) -> None:
+        if not callable(func):
+            raise ConfigurationError(f"@elementwise needs a function, got {func!r}")
+        params = list(inspect.signature(func).parameters.values())
+        if not params or any(p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params):
+            raise ConfigurationError(
+                f"@elementwise body {func.__name__} must take (i, arg1, arg2, ...) with plain positional parameters",
+                hint="def body(i, x, out): out[i] = 2 * x[i]",
+            )  # fmt: skip
+        if dispatcher is not None and not isinstance(dispatcher, HybridDispatcher):
+            raise ConfigurationError(f"dispatcher must be a HybridDispatcher, got {dispatcher!r}")
+        self.func = func
+        self.name = name or func.__name__
+        self.params = [p.name for p in params[1:]]
+        self.written = written_parameters(func, self.params)
+        self._dispatcher = dispatcher
+        self._cpu: Any = None
+        self._gpu: Any = None
+        self._warm: set[tuple[str, tuple[Any, ...]]] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def dispatcher(self) -> HybridDispatcher:
+        return self._dispatcher if self._dispatcher is not None else default_dispatcher()
+
+    # -- the two targets ------------------------------------------------------------------------
+    def _source(self, target: str) -> str:
+        args = ", ".join(self.params)
+        comma = ", " if args else ""
+        if target == "cpu":
+            return f"def _cpu_{self.name}(n{comma}{args}):\n    for i in prange(n):\n        body(i{comma}{args})\n"
+        return (f"def _gpu_{self.name}(n{comma}{args}):\n    for i in range(cuda.grid(1), n, cuda.gridsize(1)):\n"
+                f"        body(i{comma}{args})\n")  # fmt: skip
+
+    def cpu_loop(self) -> Any:
+        """The ``numba.njit(parallel=True)`` loop (built on first use)."""
+        with self._lock:
+            if self._cpu is None:
+                import numba
+
+                ns: dict[str, Any] = {"body": numba.njit(self.func), "prange": numba.prange}
+                exec(compile(self._source("cpu"), f"<elementwise {self.name} cpu>", "exec"), ns)  # noqa: S102
+                self._cpu = numba.njit(parallel=True)(ns[f"_cpu_{self.name}"])
+            return self._cpu
+
+    def gpu_kernel(self) -> Any:
+        """The grid-stride ``GpuKernel`` (built on first use)."""
+        with self._lock:
+            if self._gpu is None:
+                from numba import cuda
+
+                from ..kernel import GpuKernel
+
+                ns: dict[str, Any] = {"body": cuda.jit(device=True)(self.func), "cuda": cuda}
+                exec(compile(self._source("gpu"), f"<elementwise {self.name} gpu>", "exec"), ns)  # noqa: S102
+                fn = ns[f"_gpu_{self.name}"]
+                self._gpu = GpuKernel(fn, grid_stride=True, elements=self._first_array)
+            return self._gpu
+
+    # -- a call -----------------------------------------------------------------------------------
+    def _check(self, args: tuple[Any, ...], n: int | None) -> tuple[int, list[int], bool]:
+        if len(args) != len(self.params):
+            raise KernelArgumentError(
+                f"{self.name} takes {len(self.params)} arguments ({', '.join(self.params)}), got {len(args)}",
+                kernel_name=self.name,
+            )  # fmt: skip
+        arrays: list[int] = []
+        sizes: list[int] = []
+        device = False
+        for name, a in zip(self.params, args):
+            if a is None:
+                raise KernelArgumentError(f"argument {name!r} is None", kernel_name=self.name,
+                                          hint="pass an array or a number")  # fmt: skip
+            if isinstance(a, np.ndarray) or _is_device(a):
+                shape = tuple(a.shape)
+                if len(shape) != 1:
+                    raise KernelArgumentError(
+                        f"array {name!r} has shape {shape}; @elementwise takes 1-D arrays",
+                        kernel_name=self.name, hint="pass x.reshape(-1) (a contiguous array) and index it flat",
+                    )  # fmt: skip
+                if isinstance(a, np.ndarray) and name in self.written and not a.flags.writeable:
+                    raise KernelArgumentError(f"array {name!r} is written by the body but is read-only",
+                                              kernel_name=self.name)  # fmt: skip
+                arrays.append(len(sizes))
+                sizes.append(shape[0])
+                device = device or _is_device(a)
+            elif isinstance(a, (bool, int, float, complex, np.generic)):
+                sizes.append(-1)
+            else:
+                raise KernelArgumentError(
+                    f"argument {name!r} is a {type(a).__name__}: @elementwise takes arrays (NumPy or device) and numbers",
+                    kernel_name=self.name,
+                )  # fmt: skip
+        if not arrays:
+            raise KernelArgumentError(f"{self.name} got no array argument", kernel_name=self.name)
+        lengths = {sizes[i] for i in arrays}
+        if n is None:
+            if len(lengths) != 1:
+                got = {self.params[i]: sizes[i] for i in arrays}
+                raise KernelArgumentError(
+                    f"{self.name}'s arrays differ in length {got}: which n is meant is not clear",
+                    kernel_name=self.name, hint="pass arrays of one length, or n= (every array at least n long)",
+                )  # fmt: skip
+            n = lengths.pop()
+        else:
+            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+                raise KernelArgumentError(f"n must be a non-negative int, got {n!r}", kernel_name=self.name)
+            short = {self.params[i]: sizes[i] for i in arrays if sizes[i] < n}
+            if short:
+                raise KernelArgumentError(f"n={n} but arrays {short} are shorter", kernel_name=self.name)
+            n = int(n)
+        self._first_array = self.params[arrays[0]]
+        return n, arrays, device
+
+    def __call__(self, *args: Any, n: int | None = None) -> None:
+        size, arrays, on_device = self._check(args, n)
+        d = self.dispatcher
+        decision = d.decide(size, kernel=self.name, data_on_device=on_device)
+        if size == 0:
+            return
+        side = "gpu" if decision.use_gpu else "cpu"
+        types_key = (side, tuple(type(a).__name__ + str(getattr(a, "dtype", "")) for a in args))
+        warm = types_key in self._warm
+        t0 = time.perf_counter()
+        if decision.use_gpu:
+            self._run_gpu(args, arrays, size)
+        else:
+            self._run_cpu(args, arrays, size)
+        seconds = time.perf_counter() - t0
+        self._warm.add(types_key)
+        record = d.record_gpu_execution if decision.use_gpu else d.record_cpu_execution
+        record(seconds, size=size if warm else None, kernel=self.name, data_on_device=on_device)
+
+    def _run_cpu(self, args: tuple[Any, ...], arrays: list[int], n: int) -> None:
+        loop = self.cpu_loop()
+        host = list(args)
+        back = []
+        for i in arrays:
+            if _is_device(args[i]):
+                from numba import cuda
+
+                dev = cuda.as_cuda_array(args[i]) if not hasattr(args[i], "copy_to_host") else args[i]
+                host[i] = dev.copy_to_host()
+                if self.params[i] in self.written:
+                    back.append((dev, host[i]))
+        threads = self.dispatcher.config.cpu_threads
+        if threads is not None:
+            import numba
+
+            old = numba.get_num_threads()
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+            try:
+                loop(n, *host)
+            finally:
+                numba.set_num_threads(old)
+        else:
+            loop(n, *host)
+        for dev, h in back:
+            dev.copy_to_device(h)
+
+    def _run_gpu(self, args: tuple[Any, ...], arrays: list[int], n: int) -> None:
+        from numba import cuda
+
+        kernel = self.gpu_kernel()
+        dev = list(args)
+        back = []
+        for i in arrays:
+            if isinstance(args[i], np.ndarray):
+                dev[i] = cuda.to_device(args[i])
+                if self.params[i] in self.written:
+                    back.append((dev[i], args[i]))
+        kernel(n, *dev)
+        if back:
+            for d, h in back:
+                d.copy_to_host(h)
+        cuda.synchronize()
+
+    def __repr__(self) -> str:
+        return f"<elementwise {self.name}({', '.join(self.params)}), writes {sorted(self.written)}>"
+
+
+def elementwise(func: Callable[..., Any] | None = None, *, dispatcher: HybridDispatcher | None = None,
+                name: str | None = None) -> Any:  # fmt: skip
+    """Decorate a per-element body ``f(i, *args)``: returns a :class:`HybridKernel`.
+
+    ``dispatcher``: a :class:`HybridDispatcher` (default: one shared ``ADAPTIVE`` dispatcher).
+    """
+    if func is None:
+        return lambda f: HybridKernel(f, dispatcher, name)
+    return HybridKernel(func, dispatcher, name)

@@ -1,0 +1,118 @@
+"""A side's cost model: ``t(n) = fixed + per_element * n``, fitted to measured times.
+
+Pure NumPy, no device. The fit minimises the *relative* error of recent samples (a call of
+2^8 elements takes microseconds, one of 2^26 milliseconds: an absolute least-squares fit would
+ignore the small ones, where the fixed cost is decided), weights a sample by
+``(1 - learning_rate) ** age`` so that the model follows drift, and drops outliers (a
+garbage-collector pause, a page fault storm) whose relative residual is far beyond the
+others' before fitting again. Both coefficients are kept non-negative.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["CostModel", "Fit"]
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A fitted model: seconds = ``fixed_s + per_element_s * n``."""
+
+    fixed_s: float
+    per_element_s: float
+    samples: int
+    sizes: int
+    #: Median relative residual of the samples kept: how well the line fits.
+    relative_error: float
+
+    def predict(self, n: int) -> float:
+        return self.fixed_s + self.per_element_s * n
+
+
+class CostModel:
+    """Recent (size, seconds) samples of one side for one kernel and data location."""
+
+    def __init__(self, learning_rate: float, window: int = 64) -> None:
+        self.learning_rate = learning_rate
+        self._samples: deque[tuple[int, float]] = deque(maxlen=window)
+        self._fit: Fit | None = None
+        self._stale = True
+
+    def add(self, n: int, seconds: float) -> None:
+        if n > 0 and seconds > 0 and math.isfinite(seconds):
+            self._samples.append((int(n), float(seconds)))
+            self._stale = True
+
+    @property
+    def count(self) -> int:
+        return len(self._samples)
+
+    @property
+    def distinct_sizes(self) -> int:
+        return len({n for n, _ in self._samples})
+
+    def covers(self, n: int, margin: float = 4.0) -> bool:
+        """Whether ``n`` is within ``margin`` times the range of measured sizes (a prediction
+        there interpolates, or extrapolates a little; beyond, it is a guess)."""
+        if not self._samples:
+            return False
+        sizes = [m for m, _ in self._samples]
+        return min(sizes) / margin <= n <= max(sizes) * margin
+
+    def fit(self) -> Fit | None:
+        """The current fit, or ``None`` with fewer than two distinct sizes measured."""
+        if self._stale:
+            self._fit = self._compute()
+            self._stale = False
+        return self._fit
+
+    def predict(self, n: int) -> float | None:
+        f = self.fit()
+        return None if f is None else f.predict(n)
+
+    def _compute(self) -> Fit | None:
+        if self.distinct_sizes < 2:
+            return None
+        data = np.array(self._samples, dtype=np.float64)
+        n, t = data[:, 0], data[:, 1]
+        age = np.arange(len(n) - 1, -1, -1, dtype=np.float64)
+        w = (1.0 - self.learning_rate) ** age
+        keep = np.ones(len(n), dtype=bool)
+        fixed, per = _solve(n, t, w)
+        for _ in range(2):  # drop outliers, then fit again on the rest
+            r = np.abs(fixed + per * n - t) / t
+            med = float(np.median(r[keep]))
+            mad = float(np.median(np.abs(r[keep] - med)))
+            limit = max(med + 6.0 * 1.4826 * mad, 0.25)
+            new_keep = r <= limit
+            if len(set(n[new_keep].tolist())) < 2 or (new_keep == keep).all():
+                break
+            keep = new_keep
+            fixed, per = _solve(n[keep], t[keep], w[keep])
+        r = np.abs(fixed + per * n[keep] - t[keep]) / t[keep]
+        return Fit(fixed, per, int(keep.sum()), len(set(n[keep].tolist())), float(np.median(r)))
+
+
+def _solve(n: np.ndarray, t: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """min sum w * ((a + b n - t) / t)^2 over a, b >= 0."""
+    x0, x1 = 1.0 / t, n / t  # rows of the design, divided by t; the target is 1
+    sw = np.sqrt(w)
+    A = np.stack([x0 * sw, x1 * sw], axis=1)
+    y = sw
+    try:
+        (a, b), *_ = np.linalg.lstsq(A, y, rcond=None)
+    except np.linalg.LinAlgError:
+        a, b = -1.0, -1.0
+    if a >= 0 and b >= 0:
+        return float(a), float(b)
+    # one coefficient at its bound: fit the other alone, keep the better of the two
+    b_only = float(max(np.sum(w * x1) / np.sum(w * x1 * x1), 0.0))
+    a_only = float(max(np.sum(w * x0) / np.sum(w * x0 * x0), 0.0))
+    err_b = float(np.sum(w * (b_only * x1 - 1) ** 2))
+    err_a = float(np.sum(w * (a_only * x0 - 1) ** 2))
+    return (0.0, b_only) if err_b <= err_a else (a_only, 0.0)

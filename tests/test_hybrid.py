@@ -1,0 +1,280 @@
+"""Hybrid dispatch (simulator + CPU): both paths against NumPy, which arrays are written, bad
+input, the modes, learning on synthetic cost functions (injected times), re-probing after a
+change, determinism under a seed, thread safety of the statistics."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+import pytest
+from numba import cuda
+
+from ringkernel import ConfigurationError, KernelArgumentError
+from ringkernel.hybrid import HybridConfig, HybridDispatcher, ProcessingMode, elementwise
+from ringkernel.hybrid.elementwise import written_parameters
+from ringkernel.hybrid.model import CostModel
+
+CPU = HybridDispatcher(HybridConfig(ProcessingMode.CPU_ONLY))
+GPU = HybridDispatcher(HybridConfig(ProcessingMode.GPU_ONLY))
+
+
+def saxpy(i, a, x, y, out):  # type: ignore[no-untyped-def]
+    out[i] = a * x[i] + y[i]
+
+
+def poly(i, x, out):  # type: ignore[no-untyped-def]
+    v = x[i]
+    acc = 0.0
+    for k in range(12):
+        acc = acc * v + (k + 1) * 0.5
+    out[i] = acc
+
+
+def trig(i, x, out):  # type: ignore[no-untyped-def]
+    v = x[i]
+    out[i] = math.sin(v) * math.exp(-v * v) + math.log1p(v * v)
+
+
+def accumulate(i, x, out):  # type: ignore[no-untyped-def]
+    out[i] += 2 * x[i]
+
+
+REFERENCE = {
+    "saxpy": lambda a, x, y: a * x + y,
+    "poly": lambda x: sum((k + 1) * 0.5 * x ** (11 - k) for k in range(12)),
+    "trig": lambda x: np.sin(x) * np.exp(-x * x) + np.log1p(x * x),
+}
+
+
+def test_written_arrays_are_read_from_the_body() -> None:
+    assert written_parameters(saxpy, ["a", "x", "y", "out"]) == {"a", "out"}  # a: a scalar, not an array read
+    assert written_parameters(poly, ["x", "out"]) == {"out"}
+    assert written_parameters(accumulate, ["x", "out"]) == {"out"}
+
+    def helper_call(i, x, out):  # type: ignore[no-untyped-def]
+        out[i] = len(x)  # x passed to a call: it may be written
+
+    assert written_parameters(helper_call, ["x", "out"]) == {"x", "out"}
+
+
+@pytest.mark.parametrize("side", [CPU, GPU], ids=["cpu_loop", "device_kernel"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_both_paths_match_numpy_on_host_arrays(side: HybridDispatcher, dtype: type, rng: np.random.Generator) -> None:
+    n = int(rng.integers(1, 700))
+    x = rng.uniform(-2, 2, n).astype(dtype)
+    y = rng.uniform(-2, 2, n).astype(dtype)
+    out = np.full(n, np.nan, dtype)
+    elementwise(saxpy, dispatcher=side)(dtype(1.5), x, y, out)
+    np.testing.assert_allclose(out, REFERENCE["saxpy"](dtype(1.5), x, y), rtol=1e-5 if dtype == np.float32 else 1e-12)
+    for name, body in (("poly", poly), ("trig", trig)):
+        o = np.full(n, np.nan)
+        elementwise(body, dispatcher=side)(x.astype(np.float64), o)
+        np.testing.assert_allclose(o, REFERENCE[name](x.astype(np.float64)), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("side", [CPU, GPU], ids=["cpu_loop", "device_kernel"])
+def test_device_and_mixed_arrays_on_both_paths(side: HybridDispatcher, rng: np.random.Generator) -> None:
+    n = int(rng.integers(50, 400))
+    x = rng.standard_normal(n)
+    out0 = rng.standard_normal(n)
+    dx, dout = cuda.to_device(x), cuda.to_device(out0)
+    k = elementwise(accumulate, dispatcher=side)
+    k(dx, dout)  # both on the device: the result stays there
+    np.testing.assert_allclose(dout.copy_to_host(), out0 + 2 * x)
+    host_out = out0.copy()
+    k(dx, host_out)  # mixed: x on the device, out on the host
+    np.testing.assert_allclose(host_out, out0 + 2 * x)
+    xi = rng.integers(-100, 100, n).astype(np.int64)
+    oi = np.zeros(n, np.int64)
+    k(xi, oi)  # integers
+    np.testing.assert_array_equal(oi, 2 * xi)
+
+
+def test_explicit_n_covers_a_prefix(rng: np.random.Generator) -> None:
+    x = rng.standard_normal(33)
+    out = np.zeros(40)
+    elementwise(accumulate, dispatcher=CPU)(x, out, n=21)
+    np.testing.assert_allclose(out[:21], 2 * x[:21])
+    assert (out[21:] == 0).all()
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, match",
+    [
+        ((None, np.zeros(3)), {}, "is None"),
+        ((np.zeros((2, 3)), np.zeros((2, 3))), {}, "1-D"),
+        ((np.zeros(3), np.zeros(4)), {}, "differ in length"),
+        ((np.zeros(3),), {}, "takes 2 arguments"),
+        ((np.zeros(3), np.zeros(3)), {"n": 5}, "shorter"),
+        ((np.zeros(3), np.zeros(3)), {"n": -1}, "non-negative"),
+        (("abc", np.zeros(3)), {}, "arrays .* and numbers"),
+        ((np.zeros(3), np.zeros(3).view(np.ndarray).copy()), {"n": 2.5}, "non-negative int"),
+    ],
+)
+def test_bad_arguments_are_refused_with_what_to_do(args: tuple, kwargs: dict, match: str) -> None:
+    with pytest.raises(KernelArgumentError, match=match):
+        elementwise(accumulate, dispatcher=CPU)(*args, **kwargs)
+
+
+def test_read_only_output_and_bad_bodies() -> None:
+    ro = np.zeros(4)
+    ro.flags.writeable = False
+    with pytest.raises(KernelArgumentError, match="read-only"):
+        elementwise(accumulate, dispatcher=CPU)(np.ones(4), ro)
+    with pytest.raises(ConfigurationError, match="plain positional"):
+        elementwise(lambda i, *xs: None)
+    with pytest.raises(ConfigurationError, match="function"):
+        elementwise(42)  # type: ignore[arg-type]
+
+
+def test_modes_and_config_checks() -> None:
+    assert not CPU.should_use_gpu(1 << 30) and GPU.should_use_gpu(1)
+    h = HybridDispatcher(HybridConfig(ProcessingMode.hybrid(1000)))
+    assert not h.should_use_gpu(999) and h.should_use_gpu(1000)
+    off = HybridDispatcher(HybridConfig(gpu_available=False))
+    assert not off.should_use_gpu(1 << 30) and "no GPU" in str(off.explain(10))
+    with pytest.raises(ConfigurationError, match="GPU_ONLY"):
+        HybridDispatcher(HybridConfig(ProcessingMode.GPU_ONLY, gpu_available=False))
+    for bad in ({"mode": "adaptive"}, {"learning_rate": 1.5}, {"cpu_threads": 0}, {"min_samples": 1},
+                {"reprobe_max_ratio": 0.5}, {"gpu_available": "yes"}):  # fmt: skip
+        with pytest.raises(ConfigurationError):
+            HybridConfig(**bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        ProcessingMode.hybrid(-1)
+    with pytest.raises(ConfigurationError, match="workload size"):
+        CPU.should_use_gpu(-5)
+    assert repr(ProcessingMode.hybrid(7)) == "ProcessingMode.hybrid(7)" and repr(ProcessingMode.ADAPTIVE) == "ProcessingMode.ADAPTIVE"
+
+
+# -- learning on synthetic costs ---------------------------------------------------------------
+SIZES = [1 << k for k in range(8, 27)]
+
+
+def _cost(side: str, n: int, gpu_fixed: float = 40e-6) -> float:
+    # a 16-core CPU: 4 us fixed, 0.2 ns/element; a GPU with host data: fixed + 0.08 ns/element
+    return 4e-6 + 0.2e-9 * n if side == "cpu" else gpu_fixed + 0.08e-9 * n
+
+
+def _true_crossover(gpu_fixed: float = 40e-6) -> float:
+    return (gpu_fixed - 4e-6) / (0.2e-9 - 0.08e-9)
+
+
+def _drive(d: HybridDispatcher, calls: int, rng: np.random.Generator, *, gpu_fixed: float = 40e-6,
+           outliers: float = 0.0) -> float:  # fmt: skip
+    """Calls at random sweep sizes with injected times; returns the total time spent."""
+    total = 0.0
+    for _ in range(calls):
+        n = int(rng.choice(SIZES))
+        use_gpu = d.should_use_gpu(n, kernel="k")
+        t = _cost("gpu" if use_gpu else "cpu", n, gpu_fixed) * float(rng.lognormal(0, 0.02))  # 2% noise
+        if rng.random() < outliers:
+            t *= 20  # a pause
+        total += t
+        (d.record_gpu_execution if use_gpu else d.record_cpu_execution)(t, size=n, kernel="k")
+    return total
+
+
+@pytest.mark.parametrize("calls, outliers", [(32, 0.0), (128, 0.05)])
+def test_learning_finds_the_crossover(calls: int, outliers: float, rng: np.random.Generator) -> None:
+    """Within 32 calls; with 5% of the times 20x too long (pauses), within 128."""
+    d = HybridDispatcher(HybridConfig(seed=int(rng.integers(1 << 30))))
+    _drive(d, calls, rng, outliers=outliers)
+    c = d.crossover(kernel="k")
+    assert c is not None and abs(c - _true_crossover()) <= 0.10 * _true_crossover(), (c, _true_crossover(), d.explain(1 << 18, kernel="k"))
+    # afterwards every size goes to its cheaper side (but near the crossover, where both are equal)
+    for n in SIZES:
+        if abs(math.log2(n / _true_crossover())) > 0.3:
+            assert d.explain(n, kernel="k").use_gpu == (_cost("gpu", n) < _cost("cpu", n)), n
+
+
+def test_reprobing_notices_a_change(rng: np.random.Generator) -> None:
+    d = HybridDispatcher(HybridConfig(seed=5, reprobe_probability=0.1))
+    _drive(d, 64, rng)
+    before = d.crossover(kernel="k")
+    assert before is not None and abs(before - _true_crossover()) <= 0.1 * _true_crossover()
+    _drive(d, 400, rng, gpu_fixed=400e-6)  # the GPU got slow to start (a busy device): crossover x 11
+    after = d.crossover(kernel="k")
+    want = _true_crossover(400e-6)
+    assert after is not None and abs(after - want) <= 0.10 * want, (before, after, want)
+    assert d.stats().probes > 2 * 3
+
+
+def test_same_seed_same_decisions(rng: np.random.Generator) -> None:
+    seed = int(rng.integers(1 << 30))
+    runs = []
+    for _ in range(2):
+        d = HybridDispatcher(HybridConfig(seed=11, reprobe_probability=0.2))
+        r = np.random.default_rng(seed)
+        decisions = []
+        for _ in range(120):
+            n = int(r.choice(SIZES))
+            dec = d.decide(n, kernel="k")
+            decisions.append((n, dec.use_gpu, dec.reason))
+            (d.record_gpu_execution if dec.use_gpu else d.record_cpu_execution)(_cost("gpu" if dec.use_gpu else "cpu", n),
+                                                                                size=n, kernel="k")  # fmt: skip
+        runs.append(decisions)
+    assert runs[0] == runs[1] and {r for _, _, r in runs[0]} >= {"explore", "model", "reprobe"}
+
+
+def test_update_threshold_and_adaptive_threshold() -> None:
+    d = HybridDispatcher(HybridConfig())
+    assert d.adaptive_threshold is None
+    for n in (1 << 10, 1 << 16, 1 << 22):
+        d.update_threshold(n, _cost("cpu", n), _cost("gpu", n))
+    assert abs(d.adaptive_threshold - _true_crossover()) <= 0.02 * _true_crossover()  # type: ignore[operator]
+    text = str(d.explain(1 << 20))
+    assert "GPU" in text and "crossover" in text and "ns x n" in text
+
+
+def test_stats_are_exact_under_concurrent_dispatch() -> None:
+    d = HybridDispatcher(HybridConfig(seed=1))
+    errors: list[BaseException] = []
+
+    def work(t: int) -> None:
+        try:
+            r = np.random.default_rng(t)
+            for _ in range(500):
+                n = int(r.choice(SIZES))
+                g = d.should_use_gpu(n, kernel=f"k{t % 2}")
+                (d.record_gpu_execution if g else d.record_cpu_execution)(1e-6, size=n, kernel=f"k{t % 2}")
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+    s = d.stats()
+    assert s.cpu_executions + s.gpu_executions == 4000 and s.cpu_time_ns + s.gpu_time_ns == 4000 * 1000
+    assert sum(v["cpu"] + v["gpu"] for v in s.per_kernel.values()) == 4000
+
+
+def test_cost_model_ignores_outliers_and_follows_drift() -> None:
+    m = CostModel(learning_rate=0.1)
+    for n in (1 << 10, 1 << 14, 1 << 18, 1 << 22) * 5:
+        m.add(n, 5e-6 + 1e-9 * n)
+    m.add(1 << 14, 1.0)  # a pause of a second
+    f = m.fit()
+    assert f is not None and abs(f.fixed_s - 5e-6) < 0.05 * 5e-6 and abs(f.per_element_s - 1e-9) < 0.02e-9
+    for n in (1 << 10, 1 << 14, 1 << 18, 1 << 22) * 10:
+        m.add(n, 5e-6 + 3e-9 * n)  # three times slower per element now
+    assert abs(m.fit().per_element_s - 3e-9) < 0.1e-9  # type: ignore[union-attr]
+
+
+def test_the_kernel_teaches_its_dispatcher(rng: np.random.Generator) -> None:
+    d = HybridDispatcher(HybridConfig(seed=2))
+    k = elementwise(saxpy, dispatcher=d)
+    for _ in range(10):
+        n = int(rng.integers(10, 300))
+        x = rng.standard_normal(n)
+        out = np.empty(n)
+        k(2.0, x, x, out)
+        np.testing.assert_allclose(out, 3 * x)
+    s = d.stats()
+    assert s.cpu_executions + s.gpu_executions == 10 and s.per_kernel["saxpy"]
+    e = d.explain(100, kernel="saxpy")
+    assert e.cpu_samples + e.gpu_samples <= 10 - 2  # each side's compiling call is not taught
