@@ -34,6 +34,7 @@ __all__ = ["ProcessingMode", "HybridConfig", "HybridDispatcher", "HybridStats", 
 DEFAULT_KERNEL = "*"
 _CLOSE = 1.5  # predicted times within this ratio are "close"
 _CLOSE_PROBABILITY = 0.5  # the re-probe probability at a predicted tie
+_LOG_CLOSE = math.log(_CLOSE)
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,10 @@ class Decision:
     reason: str
 
 
+_DECISIONS = {(g, r): Decision(g, r) for g in (False, True)
+              for r in ("mode", "no GPU", "threshold", "explore", "model", "reprobe", "unmeasured size")}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Explanation:
     """:meth:`HybridDispatcher.explain`'s answer; ``str()`` reads as a sentence."""
@@ -173,13 +178,14 @@ class Explanation:
 
 
 class _Key:
-    __slots__ = ("cpu", "gpu", "calls", "explore_next_gpu")
+    __slots__ = ("cpu", "gpu", "calls", "explore_next_gpu", "ready")
 
     def __init__(self, learning_rate: float) -> None:
         self.cpu = CostModel(learning_rate)
         self.gpu = CostModel(learning_rate)
         self.calls = 0
         self.explore_next_gpu = True
+        self.ready = False  # both sides measured enough (stays so)
 
 
 def crossover(cpu: Fit | None, gpu: Fit | None) -> float | None:
@@ -224,58 +230,71 @@ class HybridDispatcher:
         n = _check_size(workload_size)
         mode = self.config.mode
         if mode is ProcessingMode.CPU_ONLY or not self.gpu_available:
-            return Decision(False, "mode" if mode is ProcessingMode.CPU_ONLY else "no GPU")
+            return _DECISIONS[False, "mode" if mode is ProcessingMode.CPU_ONLY else "no GPU"]
         if mode is ProcessingMode.GPU_ONLY:
-            return Decision(True, "mode")
+            return _DECISIONS[True, "mode"]
         if mode.kind == "hybrid":
             assert mode.gpu_threshold is not None
-            return Decision(n >= mode.gpu_threshold, "threshold")
+            return _DECISIONS[n >= mode.gpu_threshold, "threshold"]
         with self._lock:
-            k = self._key(kernel, bool(data_on_device))
+            k = self._keys.get((kernel, bool(data_on_device))) or self._key(kernel, bool(data_on_device))
             k.calls += 1
             need = self.config.min_samples
-            cpu_ready = k.cpu.count >= need and k.cpu.distinct_sizes >= 2
-            gpu_ready = k.gpu.count >= need and k.gpu.distinct_sizes >= 2
-            if not (cpu_ready and gpu_ready):
-                if cpu_ready != gpu_ready:
-                    use_gpu = not gpu_ready
-                else:
-                    use_gpu = k.explore_next_gpu
+            if not k.ready:
+                cpu_ready = k.cpu.count >= need and len(k.cpu.seen) >= 2
+                gpu_ready = k.gpu.count >= need and len(k.gpu.seen) >= 2
+                if not (cpu_ready and gpu_ready):
+                    # a side that has not seen this size first (so that each side gets sizes
+                    # of its own even when the caller alternates sizes), then the unready side,
+                    # then turns
+                    new_cpu, new_gpu = n not in k.cpu.seen, n not in k.gpu.seen
+                    if new_cpu != new_gpu:
+                        use_gpu = new_gpu
+                    elif cpu_ready != gpu_ready:
+                        use_gpu = not gpu_ready
+                    else:
+                        use_gpu = k.explore_next_gpu
                     k.explore_next_gpu = not use_gpu
-                self._probes += 1
-                return Decision(use_gpu, "explore")
-            t_cpu, t_gpu = k.cpu.predict(n), k.gpu.predict(n)
-            assert t_cpu is not None and t_gpu is not None
+                    self._probes += 1
+                    return _DECISIONS[use_gpu, "explore"]
+                k.ready = True
+            fc, fg = k.cpu.fit(), k.gpu.fit()
+            assert fc is not None and fg is not None
+            t_cpu = fc.fixed_s + fc.per_element_s * n
+            t_gpu = fg.fixed_s + fg.per_element_s * n
             use_gpu = t_gpu < t_cpu
-            if not (k.gpu if not use_gpu else k.cpu).covers(n):
+            other_model = k.cpu if use_gpu else k.gpu
+            if not other_model.lo_n <= n <= other_model.hi_n:
                 # the other side was never measured near this size: its prediction is a guess
                 # (a side explored only on small sizes has a per-element cost drowned in its
                 # fixed cost), so measure it once here rather than trust the guess forever
                 self._probes += 1
-                return Decision(not use_gpu, "unmeasured size")
+                return _DECISIONS[not use_gpu, "unmeasured size"]
             best, other = (t_gpu, t_cpu) if use_gpu else (t_cpu, t_gpu)
             # Re-probe the other side now and then where it is predicted within reprobe_max_ratio,
             # and often where the two are close: there a wrong choice costs little and the
             # crossover is decided (up to half the calls at a predicted tie).
             p = self.config.reprobe_probability
-            few = (k.cpu if use_gpu else k.gpu).count
-            if p > 0:  # a side measured few times is probed more, anywhere: its fit may rest on an outlier
-                p = max(p, 1.0 / few)
-            ratio = other / max(best, 1e-12)
-            if p > 0 and ratio < _CLOSE:
-                p += (_CLOSE_PROBABILITY - p) * (1.0 - math.log(ratio) / math.log(_CLOSE))
-            capped = ratio > self.config.reprobe_max_ratio and few >= 2 * need
-            if p > 0 and not capped and self._rng.random() < p:
+            if p <= 0:
+                return _DECISIONS[use_gpu, "model"]
+            few = other_model.count
+            p = max(p, 1.0 / few)  # a side measured few times is probed more, anywhere: its fit may rest on an outlier
+            ratio = other / (best if best > 1e-12 else 1e-12)
+            if ratio < _CLOSE:
+                p += (_CLOSE_PROBABILITY - p) * (1.0 - math.log(ratio) / _LOG_CLOSE)
+            elif ratio > self.config.reprobe_max_ratio and few >= 2 * need:
+                return _DECISIONS[use_gpu, "model"]
+            if self._rng.random() < p:
                 self._probes += 1
-                return Decision(not use_gpu, "reprobe")
-            return Decision(use_gpu, "model")
+                return _DECISIONS[not use_gpu, "reprobe"]
+            return _DECISIONS[use_gpu, "model"]
 
     def should_use_gpu(self, workload_size: int, *, kernel: str = DEFAULT_KERNEL, data_on_device: bool = False) -> bool:
         """True when the GPU should run a workload of ``workload_size`` elements."""
         return self.decide(workload_size, kernel=kernel, data_on_device=data_on_device).use_gpu
 
     # -- measurements -------------------------------------------------------------------------
-    def _record(self, gpu: bool, seconds: float, size: int | None, kernel: str, on_device: bool) -> None:
+    def _record(self, gpu: bool, seconds: float, size: int | None, kernel: str, on_device: bool, probe: bool) -> None:
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
             raise ConfigurationError(f"a duration must be a non-negative number of seconds, got {seconds!r}")
         ns = int(seconds * 1e9)
@@ -287,17 +306,18 @@ class HybridDispatcher:
             per["gpu" if gpu else "cpu"] += 1
             if size is not None:
                 k = self._key(kernel, on_device)
-                (k.gpu if gpu else k.cpu).add(_check_size(size), float(seconds))
+                (k.gpu if gpu else k.cpu).add(_check_size(size), float(seconds), refit=probe)
 
     def record_cpu_execution(self, seconds: float, *, size: int | None = None, kernel: str = DEFAULT_KERNEL,
-                             data_on_device: bool = False) -> None:  # fmt: skip
-        """Count a CPU run of ``seconds``; with ``size``, also teach the CPU model."""
-        self._record(False, seconds, size, kernel, bool(data_on_device))
+                             data_on_device: bool = False, probe: bool = False) -> None:  # fmt: skip
+        """Count a CPU run of ``seconds``; with ``size``, also teach the CPU model (``probe``:
+        the run was a probe, refit at once)."""
+        self._record(False, seconds, size, kernel, bool(data_on_device), probe)
 
     def record_gpu_execution(self, seconds: float, *, size: int | None = None, kernel: str = DEFAULT_KERNEL,
-                             data_on_device: bool = False) -> None:  # fmt: skip
+                             data_on_device: bool = False, probe: bool = False) -> None:  # fmt: skip
         """Count a GPU run of ``seconds``; with ``size``, also teach the GPU model."""
-        self._record(True, seconds, size, kernel, bool(data_on_device))
+        self._record(True, seconds, size, kernel, bool(data_on_device), probe)
 
     def update_threshold(self, size: int, cpu_time: float, gpu_time: float, *, kernel: str = DEFAULT_KERNEL,
                          data_on_device: bool = False) -> None:  # fmt: skip
@@ -308,7 +328,7 @@ class HybridDispatcher:
                 raise ConfigurationError(f"times must be positive seconds, got {t!r}")
             with self._lock:
                 k = self._key(kernel, bool(data_on_device))
-                (k.gpu if gpu else k.cpu).add(n, float(t))
+                (k.gpu if gpu else k.cpu).add(n, float(t), refit=True)
 
     # -- reading ------------------------------------------------------------------------------
     def crossover(self, *, kernel: str = DEFAULT_KERNEL, data_on_device: bool = False) -> float | None:
@@ -330,9 +350,10 @@ class HybridDispatcher:
             k = self._keys.get((kernel, bool(data_on_device)))
             cpu, gpu = (k.cpu.fit(), k.gpu.fit()) if k else (None, None)
             counts = (k.cpu.count, k.gpu.count) if k else (0, 0)
+            ready = k is not None and k.ready
         mode = self.config.mode
         if mode.kind == "adaptive" and self.gpu_available:
-            if cpu is None or gpu is None or min(counts) < self.config.min_samples:
+            if cpu is None or gpu is None or not ready:
                 use_gpu, reason = counts[1] < counts[0], "still exploring: too few measurements"
             else:
                 use_gpu, reason = gpu.predict(n) < cpu.predict(n), "the cheaper predicted side"

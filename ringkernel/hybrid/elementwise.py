@@ -41,6 +41,7 @@ from .dispatcher import HybridConfig, HybridDispatcher
 
 __all__ = ["elementwise", "HybridKernel", "default_dispatcher"]
 
+_TEACH_EVERY = 4
 _default: HybridDispatcher | None = None
 _default_lock = threading.Lock()
 
@@ -110,6 +111,9 @@ class HybridKernel:
         self._gpu: Any = None
         self._warm: set[tuple[str, tuple[Any, ...]]] = set()
         self._lock = threading.Lock()
+        #: The decision of the latest call (``None`` before the first).
+        self.last_decision: Any = None
+        self._taught = 0
 
     @property
     def dispatcher(self) -> HybridDispatcher:
@@ -207,11 +211,11 @@ class HybridKernel:
     def __call__(self, *args: Any, n: int | None = None) -> None:
         size, arrays, on_device = self._check(args, n)
         d = self.dispatcher
-        decision = d.decide(size, kernel=self.name, data_on_device=on_device)
+        decision = self.last_decision = d.decide(size, kernel=self.name, data_on_device=on_device)
         if size == 0:
             return
         side = "gpu" if decision.use_gpu else "cpu"
-        types_key = (side, tuple(type(a).__name__ + str(getattr(a, "dtype", "")) for a in args))
+        types_key = (side, tuple((type(a), getattr(a, "dtype", None)) for a in args))
         warm = types_key in self._warm
         t0 = time.perf_counter()
         if decision.use_gpu:
@@ -221,7 +225,12 @@ class HybridKernel:
         seconds = time.perf_counter() - t0
         self._warm.add(types_key)
         record = d.record_gpu_execution if decision.use_gpu else d.record_cpu_execution
-        record(seconds, size=size if warm else None, kernel=self.name, data_on_device=on_device)
+        probe = decision.reason != "model"
+        # Every probe teaches the models; of the calls the models decided, one in four (enough
+        # to follow drift, and a microsecond less on the others, which matters at small sizes).
+        self._taught += 1
+        teach = warm and (probe or self._taught % _TEACH_EVERY == 0)
+        record(seconds, size=size if teach else None, kernel=self.name, data_on_device=on_device, probe=probe)
 
     def _run_cpu(self, args: tuple[Any, ...], arrays: list[int], n: int) -> None:
         loop = self.cpu_loop()

@@ -37,16 +37,31 @@ class Fit:
 class CostModel:
     """Recent (size, seconds) samples of one side for one kernel and data location."""
 
-    def __init__(self, learning_rate: float, window: int = 64) -> None:
+    def __init__(self, learning_rate: float, window: int = 64, refit_every: int = 8) -> None:
         self.learning_rate = learning_rate
         self._samples: deque[tuple[int, float]] = deque(maxlen=window)
         self._fit: Fit | None = None
         self._stale = True
+        self._new = 0
+        self._refit_every = refit_every
+        #: Sizes within 4x of those measured: predictions there are trusted (see :meth:`covers`).
+        self.lo_n = self.hi_n = -1.0
+        #: Every size ever measured (the dispatcher explores the side that lacks a size).
+        self.seen: set[int] = set()
 
-    def add(self, n: int, seconds: float) -> None:
+    def add(self, n: int, seconds: float, *, refit: bool = False) -> None:
+        """Add a sample. The fit is recomputed (a least-squares solve, tens of microseconds)
+        after every sample while there are fewer than 16, later after ``refit_every`` or half
+        the window's samples, whichever is more, and at once when ``refit`` (a probe's sample,
+        which is there to move the fit)."""
         if n > 0 and seconds > 0 and math.isfinite(seconds):
             self._samples.append((int(n), float(seconds)))
-            self._stale = True
+            self.seen.add(int(n))
+            self._new += 1
+            self.lo_n = n / 4.0 if self.lo_n < 0 else min(self.lo_n, n / 4.0)
+            self.hi_n = max(self.hi_n, n * 4.0)
+            if refit or len(self._samples) < 16 or self._new >= max(self._refit_every, len(self._samples) // 2):
+                self._stale = True
 
     @property
     def count(self) -> int:
@@ -65,10 +80,12 @@ class CostModel:
         return min(sizes) / margin <= n <= max(sizes) * margin
 
     def fit(self) -> Fit | None:
-        """The current fit, or ``None`` with fewer than two distinct sizes measured."""
+        """The current fit (``None`` without samples; with one size only, that size's median
+        time as a constant: the dispatcher starts using a model after two sizes)."""
         if self._stale:
             self._fit = self._compute()
             self._stale = False
+            self._new = 0
         return self._fit
 
     def predict(self, n: int) -> float | None:
@@ -76,10 +93,13 @@ class CostModel:
         return None if f is None else f.predict(n)
 
     def _compute(self) -> Fit | None:
-        if self.distinct_sizes < 2:
+        if not self._samples:
             return None
         data = np.array(self._samples, dtype=np.float64)
         n, t = data[:, 0], data[:, 1]
+        if self.distinct_sizes < 2:  # one size (the older ones left the window): its median time
+            med = float(np.median(t))
+            return Fit(med, 0.0, len(t), 1, float(np.median(np.abs(t - med) / t)))
         age = np.arange(len(n) - 1, -1, -1, dtype=np.float64)
         w = (1.0 - self.learning_rate) ** age
         keep = np.ones(len(n), dtype=bool)

@@ -1,0 +1,270 @@
+"""Hybrid CPU/GPU dispatch on the GPU machine (issue 15's figures).
+
+Three element-wise kernels of different arithmetic intensity (saxpy; a 50-FMA polynomial;
+sin/exp/log1p/sqrt per element), float32, sizes 2^8..2^26 (every power of two), data on the
+host (NumPy) and on the device (numba arrays). Each is one ``@elementwise`` body called through
+three dispatchers in the same process: CPU_ONLY, GPU_ONLY and ADAPTIVE (after a learning phase
+of 32 calls at sizes drawn from the sweep, seeded). Every call returns with its results in
+place (the GPU side's copies and synchronisation included), timed by the host clock around
+the call; per size, the median of ``--reps`` calls of each mode, sizes and modes in rotating
+order. The fixed threshold is the proposal's ``Hybrid { gpu_threshold }`` with the one
+threshold that minimises saxpy/host's sweep (found afterwards, from the measured CPU_ONLY and
+GPU_ONLY times), applied to every kernel and location.
+
+    python benchmarks/hybrid.py --out benchmarks/results/hybrid.json
+    python benchmarks/hybrid.py --plot benchmarks/results/hybrid.json docs/images/hybrid_crossover.svg
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import ringkernel  # noqa: F401 - before numba.cuda: ringkernel picks the backend
+
+
+def saxpy(i, a, x, y, out):  # type: ignore[no-untyped-def]
+    out[i] = a * x[i] + y[i]
+
+
+def poly50(i, x, out):  # type: ignore[no-untyped-def]
+    v = x[i]
+    acc = v * 0.0
+    for k in range(50):  # 50 fused multiply-adds (Horner), coefficients 1/(k+1)
+        acc = acc * v + 1.0 / (k + 1)
+    out[i] = acc
+
+
+def trig(i, x, out):  # type: ignore[no-untyped-def]
+    v = x[i]
+    out[i] = math.sin(v) * math.exp(-v * v) + math.log1p(v * v) + math.sqrt(abs(v)) * math.cos(3 * v)
+
+
+KERNELS = {"saxpy": saxpy, "poly50": poly50, "trig": trig}
+SIZES = [1 << k for k in range(8, 27)]
+MODES = ("cpu", "gpu", "adaptive")
+
+
+def reference(name: str, a: np.float32, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    x64 = x.astype(np.float64)
+    if name == "saxpy":
+        return (np.float64(a) * x64 + y.astype(np.float64)).astype(np.float32)
+    if name == "poly50":
+        acc = np.zeros_like(x64)
+        for k in range(50):
+            acc = acc * x64 + 1.0 / (k + 1)
+        return acc.astype(np.float32)
+    return (np.sin(x64) * np.exp(-x64 * x64) + np.log1p(x64 * x64) + np.sqrt(np.abs(x64)) * np.cos(3 * x64)).astype(np.float32)
+
+
+def best_threshold(cpu: list[float], gpu: list[float]) -> tuple[int, float]:
+    """The size index t minimising sum(cpu[:t]) + sum(gpu[t:]) and that total."""
+    best = min(range(len(cpu) + 1), key=lambda t: sum(cpu[:t]) + sum(gpu[t:]))
+    return best, sum(cpu[:best]) + sum(gpu[best:])
+
+
+def run(args: argparse.Namespace) -> int:
+    from ringkernel.config import simulator_enabled
+
+    if simulator_enabled() and not args.smoke:
+        print("needs a CUDA GPU (and its host's cores); --smoke runs it on the simulator, figures meaningless",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    from numba import cuda
+
+    from ringkernel.hybrid import HybridConfig, HybridDispatcher, ProcessingMode, elementwise
+
+    rng = np.random.default_rng(args.seed)
+    sizes = [s for s in SIZES if s <= args.max_size]
+    a = np.float32(1.75)
+    host_x = rng.uniform(-2, 2, sizes[-1]).astype(np.float32)
+    host_y = rng.uniform(-2, 2, sizes[-1]).astype(np.float32)
+    results: dict[str, Any] = {}
+    learning: dict[str, Any] = {}
+    started = time.perf_counter()
+    for kname, body in KERNELS.items():
+        for loc in ("host", "device"):
+            key = f"{kname}/{loc}"
+            disp = {
+                "cpu": HybridDispatcher(HybridConfig(ProcessingMode.CPU_ONLY)),
+                "gpu": HybridDispatcher(HybridConfig(ProcessingMode.GPU_ONLY)),
+                "adaptive": HybridDispatcher(HybridConfig(ProcessingMode.ADAPTIVE, seed=args.seed)),
+            }
+            kern = {m: elementwise(body, dispatcher=disp[m], name=kname) for m in MODES}
+            data = {}
+            for n in sizes:
+                x, y, out = host_x[:n].copy(), host_y[:n].copy(), np.empty(n, np.float32)
+                if loc == "device":
+                    x, y, out = cuda.to_device(x), cuda.to_device(y), cuda.device_array(n, np.float32)
+                data[n] = (x, y, out)
+
+            def call(mode: str, n: int) -> float:
+                x, y, out = data[n]
+                t0 = time.perf_counter()
+                if kname == "saxpy":
+                    kern[mode](a, x, y, out)
+                else:
+                    kern[mode](x, out)
+                return time.perf_counter() - t0
+
+            for m in MODES:  # compile both sides (not taught: first calls of a type)
+                call(m, sizes[0])
+                call(m, sizes[0])
+            t_learn = time.perf_counter()
+            for n in rng.choice(sizes, args.learn_calls):
+                call("adaptive", int(n))
+            learn_s = time.perf_counter() - t_learn
+            times: dict[str, dict[int, list[float]]] = {m: {n: [] for n in sizes} for m in MODES}
+            choice: dict[int, list[bool]] = {n: [] for n in sizes}
+            for r in range(args.reps):
+                order = sizes[r % len(sizes):] + sizes[: r % len(sizes)]
+                for i, n in enumerate(order):
+                    modes = MODES[(r + i) % 3:] + MODES[: (r + i) % 3]
+                    for m in modes:
+                        times[m][n].append(call(m, n))
+                        if m == "adaptive":
+                            choice[n].append(bool(kern[m].last_decision.use_gpu))
+            # the results are right on both sides (checked after timing, on the largest size)
+            n = sizes[-1]
+            want = reference(kname, a, host_x[:n], host_y[:n])
+            for m in ("cpu", "gpu"):
+                call(m, n)
+                got = data[n][2] if loc == "host" else data[n][2].copy_to_host()
+                np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5)
+            med = {m: [float(np.median(times[m][n])) for n in sizes] for m in MODES}
+            best = [min(c, g) for c, g in zip(med["cpu"], med["gpu"])]
+            over = [ad / b for ad, b in zip(med["adaptive"], best)]
+            st = disp["adaptive"].stats()
+            results[key] = {
+                "sizes": sizes, "median_s": med, "best_s": best, "adaptive_over_best_per_size": over,
+                "adaptive_over_best": max(over), "adaptive_gpu_share": [sum(choice[n]) / len(choice[n]) for n in sizes],
+                "crossover_learned": disp["adaptive"].crossover(kernel=kname, data_on_device=loc == "device"),
+                "explain_at_crossover_region": str(disp["adaptive"].explain(1 << 16, kernel=kname,
+                                                                              data_on_device=loc == "device")),
+                "total_s": {m: sum(med[m]) for m in MODES},
+                "adaptive_probes": st.probes, "adaptive_calls": st.cpu_executions + st.gpu_executions,
+            }  # fmt: skip
+            learning[key] = {"calls": args.learn_calls, "seconds": learn_s}
+            print(f"{key}: adaptive/best max {max(over):.3f}; totals cpu {sum(med['cpu']):.4f} gpu "
+                  f"{sum(med['gpu']):.4f} adaptive {sum(med['adaptive']):.4f} s; crossover "
+                  f"{results[key]['crossover_learned']}", flush=True)  # fmt: skip
+    t_idx, _ = best_threshold(results["saxpy/host"]["median_s"]["cpu"], results["saxpy/host"]["median_s"]["gpu"])
+    threshold = sizes[t_idx] if t_idx < len(sizes) else sizes[-1] * 2
+    for key, r in results.items():
+        fixed = [c if n < threshold else g for n, c, g in zip(sizes, r["median_s"]["cpu"], r["median_s"]["gpu"])]
+        r["total_s"]["fixed_threshold"] = sum(fixed)
+    totals = {m: sum(r["total_s"][m] for r in results.values()) for m in (*MODES, "fixed_threshold")}
+    from ringkernel import GpuArchitecture
+    from ringkernel._versions import driver_version, library_versions
+
+    import numba
+
+    arch = GpuArchitecture.current()
+    result = {
+        "benchmark": "hybrid",
+        "adaptive_over_best": {k: r["adaptive_over_best"] for k, r in results.items()},
+        "adaptive_over_best_max": max(r["adaptive_over_best"] for r in results.values()),
+        "total_s": totals,
+        "adaptive_beats": {m: totals["adaptive"] < totals[m] for m in ("cpu", "gpu", "fixed_threshold")},
+        "fixed_threshold": threshold,
+        "learning": learning,
+        "by_kernel": results,
+        "reps": args.reps, "seed": args.seed, "host_cores": os.cpu_count(), "numba_threads": numba.config.NUMBA_NUM_THREADS,
+        "device": {"name": arch.name, "compute_capability": list(arch.compute_capability), "driver": driver_version()},
+        "versions": library_versions(), "host": platform.node(),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "seconds": time.perf_counter() - started,
+        "command": "python benchmarks/hybrid.py " + " ".join(sys.argv[1:]),
+        "method": "per kernel and data location: CPU_ONLY, GPU_ONLY and ADAPTIVE dispatchers in one process; "
+        "ADAPTIVE first learns from --learn-calls calls at sizes drawn from the sweep; then --reps rounds over "
+        "every size, sizes and modes in rotating order, host clock around each synchronous call; medians. "
+        "Fixed threshold: the single threshold minimising saxpy/host's sweep, applied to all (from the measured "
+        "CPU_ONLY/GPU_ONLY medians).",
+    }  # fmt: skip
+    print(json.dumps({k: result[k] for k in ("adaptive_over_best", "total_s", "adaptive_beats", "fixed_threshold")}, indent=1))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+def plot(src: Path, dst: Path) -> None:
+    """An SVG of each kernel and location: CPU_ONLY, GPU_ONLY and ADAPTIVE time against size."""
+    data = json.loads(src.read_text())
+    keys = list(data["by_kernel"])
+    w, h, cols = 420, 300, 2
+    rows = math.ceil(len(keys) / cols)
+    colours = {"cpu": "#1f77b4", "gpu": "#d62728", "adaptive": "#2ca02c"}
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w * cols}" height="{h * rows + 40}" '
+             f'font-family="sans-serif" font-size="11">', '<rect width="100%" height="100%" fill="white"/>',
+             f'<text x="10" y="20" font-size="14">Hybrid dispatch on {data["device"]["name"]} + {data["host_cores"]} '
+             f'host cores ({data["date"][:10]}): time per call against size</text>']  # fmt: skip
+    for idx, key in enumerate(keys):
+        r = data["by_kernel"][key]
+        ox, oy = (idx % cols) * w, 40 + (idx // cols) * h
+        sizes = r["sizes"]
+        allt = [t for m in ("cpu", "gpu", "adaptive") for t in r["median_s"][m]]
+        lx0, lx1 = math.log2(sizes[0]), math.log2(sizes[-1])
+        ly0, ly1 = math.floor(math.log10(min(allt))), math.ceil(math.log10(max(allt)))
+        px = lambda n: ox + 50 + (math.log2(n) - lx0) / (lx1 - lx0) * (w - 70)  # noqa: E731
+        py = lambda t: oy + h - 40 - (math.log10(t) - ly0) / (ly1 - ly0) * (h - 70)  # noqa: E731
+        parts.append(f'<text x="{ox + 50}" y="{oy + 15}" font-size="12">{key}: adaptive/best max '
+                     f'{r["adaptive_over_best"]:.2f}</text>')  # fmt: skip
+        parts.append(f'<rect x="{ox + 50}" y="{oy + 30}" width="{w - 70}" height="{h - 70}" fill="none" stroke="#999"/>')
+        for e in range(ly0, ly1 + 1):
+            y = py(10.0**e)
+            parts.append(f'<line x1="{ox + 50}" x2="{ox + w - 20}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>')
+            parts.append(f'<text x="{ox + 5}" y="{y + 4:.1f}">{10.0**e * 1e6:g} us</text>')
+        for k in range(int(lx0), int(lx1) + 1, 3):
+            x = px(2**k)
+            parts.append(f'<text x="{x - 8:.1f}" y="{oy + h - 25}">2^{k}</text>')
+        for m in ("cpu", "gpu", "adaptive"):
+            pts = " ".join(f"{px(n):.1f},{py(t):.1f}" for n, t in zip(sizes, r["median_s"][m]))
+            dash = ' stroke-dasharray="4,3"' if m == "adaptive" else ""
+            parts.append(f'<polyline points="{pts}" fill="none" stroke="{colours[m]}" stroke-width="1.6"{dash}/>')
+        for n, share in zip(sizes, r["adaptive_gpu_share"]):  # the adaptive choice: filled = GPU
+            fill = colours["gpu"] if share >= 0.5 else colours["cpu"]
+            parts.append(f'<circle cx="{px(n):.1f}" cy="{oy + h - 45}" r="3" fill="{fill}"/>')
+        if r.get("crossover_learned") and 0 < r["crossover_learned"] < float("inf"):
+            x = px(min(max(r["crossover_learned"], sizes[0]), sizes[-1]))
+            parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{oy + 30}" y2="{oy + h - 40}" stroke="#555" '
+                         'stroke-dasharray="2,2"/>')  # fmt: skip
+        lx = ox + 60
+        for m, label in (("cpu", "CPU_ONLY"), ("gpu", "GPU_ONLY" + (" (with copies)" if key.endswith("host") else "")),
+                         ("adaptive", "ADAPTIVE")):  # fmt: skip
+            parts.append(f'<text x="{lx}" y="{oy + 45}" fill="{colours[m]}">{label}</text>')
+            lx += 8 * len(label) + 10
+    parts.append(f'<text x="10" y="{h * rows + 35}">dots: the side ADAPTIVE chose (red GPU, blue CPU); '
+                 'dashed vertical: its learned crossover</text></svg>')  # fmt: skip
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_text("\n".join(parts) + "\n")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--learn-calls", type=int, default=32)
+    p.add_argument("--max-size", type=int, default=SIZES[-1])
+    p.add_argument("--seed", type=int, default=2026)
+    p.add_argument("--plot", nargs=2, type=Path, metavar=("JSON", "SVG"))
+    p.add_argument("--smoke", action="store_true", help="allow the simulator (a test of the script, not a figure)")
+    args = p.parse_args()
+    if args.plot:
+        plot(*args.plot)
+        return 0
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
