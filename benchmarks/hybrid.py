@@ -6,8 +6,12 @@ host (NumPy) and on the device (numba arrays). Each is one ``@elementwise`` body
 three dispatchers in the same process: CPU_ONLY, GPU_ONLY and ADAPTIVE (after a learning phase
 of 32 calls at sizes drawn from the sweep, seeded). Every call returns with its results in
 place (the GPU side's copies and synchronisation included), timed by the host clock around
-the call; per size, the median of ``--reps`` calls of each mode, sizes and modes in rotating
-order. The fixed threshold is the proposal's ``Hybrid { gpu_threshold }`` with the one
+the call. Per size and mode: ``--reps`` rounds, sizes in rotating order and the three modes in
+each of their six orders in turn (so that each mode follows each other equally often), each an
+untimed call then a burst of ``--burst`` consecutive calls of that mode (its median: the steady
+time of a program calling that size repeatedly; a first call after another mode's pays for
+waking the CPU's worker threads and clocks), then the median over rounds. The CPU path uses all cores but one (the launching
+thread keeps a core). The fixed threshold is the proposal's ``Hybrid { gpu_threshold }`` with the one
 threshold that minimises saxpy/host's sweep (found afterwards, from the measured CPU_ONLY and
 GPU_ONLY times), applied to every kernel and location.
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import math
 import os
@@ -95,10 +100,11 @@ def run(args: argparse.Namespace) -> int:
     for kname, body in KERNELS.items():
         for loc in ("host", "device"):
             key = f"{kname}/{loc}"
+            threads = args.cpu_threads or max(1, (os.cpu_count() or 2) - 1)  # a core left for the launching thread
             disp = {
-                "cpu": HybridDispatcher(HybridConfig(ProcessingMode.CPU_ONLY)),
-                "gpu": HybridDispatcher(HybridConfig(ProcessingMode.GPU_ONLY)),
-                "adaptive": HybridDispatcher(HybridConfig(ProcessingMode.ADAPTIVE, seed=args.seed)),
+                "cpu": HybridDispatcher(HybridConfig(ProcessingMode.CPU_ONLY, cpu_threads=threads)),
+                "gpu": HybridDispatcher(HybridConfig(ProcessingMode.GPU_ONLY, cpu_threads=threads)),
+                "adaptive": HybridDispatcher(HybridConfig(ProcessingMode.ADAPTIVE, cpu_threads=threads, seed=args.seed)),
             }
             kern = {m: elementwise(body, dispatcher=disp[m], name=kname) for m in MODES}
             data = {}
@@ -126,12 +132,18 @@ def run(args: argparse.Namespace) -> int:
             learn_s = time.perf_counter() - t_learn
             times: dict[str, dict[int, list[float]]] = {m: {n: [] for n in sizes} for m in MODES}
             choice: dict[int, list[bool]] = {n: [] for n in sizes}
+            orders = list(itertools.permutations(MODES))  # each mode follows each other equally often
             for r in range(args.reps):
                 order = sizes[r % len(sizes):] + sizes[: r % len(sizes)]
                 for i, n in enumerate(order):
-                    modes = MODES[(r + i) % 3:] + MODES[: (r + i) % 3]
-                    for m in modes:
-                        times[m][n].append(call(m, n))
+                    for m in orders[(r + i) % len(orders)]:
+                        # a burst of calls of one mode after one untimed call, its median: the
+                        # steady per-call time of a program calling this size repeatedly (the
+                        # first call after another mode's pays for waking the CPU's worker
+                        # threads and clocks after GPU work, or for the GPU after CPU work)
+                        call(m, n)
+                        burst = [call(m, n) for _ in range(args.burst)]
+                        times[m][n].append(float(np.median(burst)))
                         if m == "adaptive":
                             choice[n].append(bool(kern[m].last_decision.use_gpu))
             # the results are right on both sides (checked after timing, on the largest size)
@@ -179,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
         "fixed_threshold": threshold,
         "learning": learning,
         "by_kernel": results,
-        "reps": args.reps, "seed": args.seed, "host_cores": os.cpu_count(), "numba_threads": numba.config.NUMBA_NUM_THREADS,
+        "reps": args.reps, "burst": args.burst, "cpu_threads": threads, "seed": args.seed, "host_cores": os.cpu_count(), "numba_threads": numba.config.NUMBA_NUM_THREADS,
         "device": {"name": arch.name, "compute_capability": list(arch.compute_capability), "driver": driver_version()},
         "versions": library_versions(), "host": platform.node(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -187,7 +199,9 @@ def run(args: argparse.Namespace) -> int:
         "command": "python benchmarks/hybrid.py " + " ".join(sys.argv[1:]),
         "method": "per kernel and data location: CPU_ONLY, GPU_ONLY and ADAPTIVE dispatchers in one process; "
         "ADAPTIVE first learns from --learn-calls calls at sizes drawn from the sweep; then --reps rounds over "
-        "every size, sizes and modes in rotating order, host clock around each synchronous call; medians. "
+        "every size, sizes rotating, the modes in each of their 6 orders in turn, in each an untimed call then a burst "
+        "of --burst calls of one mode (its median), "
+        "host clock around each synchronous call; the median over rounds. CPU path: cores - 1 threads. "
         "Fixed threshold: the single threshold minimising saxpy/host's sweep, applied to all (from the measured "
         "CPU_ONLY/GPU_ONLY medians).",
     }  # fmt: skip
@@ -196,6 +210,13 @@ def run(args: argparse.Namespace) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + "\n")
     return 0
+
+
+def _seconds(t: float) -> str:
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9)):
+        if t >= scale * 0.999:
+            return f"{t / scale:g} {unit}"
+    return f"{t:g} s"
 
 
 def plot(src: Path, dst: Path) -> None:
@@ -224,7 +245,7 @@ def plot(src: Path, dst: Path) -> None:
         for e in range(ly0, ly1 + 1):
             y = py(10.0**e)
             parts.append(f'<line x1="{ox + 50}" x2="{ox + w - 20}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>')
-            parts.append(f'<text x="{ox + 5}" y="{y + 4:.1f}">{10.0**e * 1e6:g} us</text>')
+            parts.append(f'<text x="{ox + 5}" y="{y + 4:.1f}">{_seconds(10.0**e)}</text>')
         for k in range(int(lx0), int(lx1) + 1, 3):
             x = px(2**k)
             parts.append(f'<text x="{x - 8:.1f}" y="{oy + h - 25}">2^{k}</text>')
@@ -253,7 +274,9 @@ def plot(src: Path, dst: Path) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=None)
-    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--reps", type=int, default=6, help="rounds over the sizes and modes (6: every order of the modes)")
+    p.add_argument("--burst", type=int, default=3, help="consecutive calls per size and mode in a round (median)")
+    p.add_argument("--cpu-threads", type=int, default=None, help="CPU path threads (default: cores - 1)")
     p.add_argument("--learn-calls", type=int, default=32)
     p.add_argument("--max-size", type=int, default=SIZES[-1])
     p.add_argument("--seed", type=int, default=2026)
