@@ -27,21 +27,43 @@ def _pow2_at_least(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
+def _message_helpers():  # type: ignore[no-untyped-def]
+    """Device functions: write producer t's k-th message into scratch[t]; is out[t] torn?"""
+    from numba import cuda
+
+    @cuda.jit(device=True)
+    def fill(scratch, t, k):  # type: ignore[no-untyped-def]
+        scratch[t]["producer"] = t
+        scratch[t]["seq"] = k
+        for w in range(6):
+            scratch[t]["pad"][w] = t ^ (k + w)
+        scratch[t]["check"] = t * 1_000_003 + k * 7 + 1
+
+    @cuda.jit(device=True)
+    def torn(out, t):  # type: ignore[no-untyped-def]
+        p = out[t]["producer"]
+        s = out[t]["seq"]
+        bad = out[t]["check"] != p * 1_000_003 + s * 7 + 1
+        for w in range(6):
+            bad = bad or out[t]["pad"][w] != (p ^ (s + w))
+        return bad
+
+    return fill, torn
+
+
 def _kernels():  # type: ignore[no-untyped-def]
     from numba import cuda
 
     from ringkernel.messaging import inbox_try_pop_into, inbox_try_push_from, inbox_warp_pop_into, inbox_warp_push_from
+
+    fill, torn = _message_helpers()
 
     def make(warp: bool):  # type: ignore[no-untyped-def]
         @cuda.jit
         def produce(header, seqs, slots, per, scratch, retries):  # type: ignore[no-untyped-def]
             t = cuda.grid(1)
             for k in range(per):
-                scratch[t]["producer"] = t
-                scratch[t]["seq"] = k
-                for w in range(6):
-                    scratch[t]["pad"][w] = t ^ (k + w)
-                scratch[t]["check"] = t * 1_000_003 + k * 7 + 1
+                fill(scratch, t, k)
                 done = False
                 while not done:
                     if warp:
@@ -64,12 +86,7 @@ def _kernels():  # type: ignore[no-untyped-def]
                     got = keep and inbox_try_pop_into(header, seqs, slots, out, t)
                 if got:
                     cuda.atomic.add(taken, 0, 1)  # relaxed count
-                    p = out[t]["producer"]
-                    s = out[t]["seq"]
-                    torn = out[t]["check"] != p * 1_000_003 + s * 7 + 1
-                    for w in range(6):
-                        torn = torn or out[t]["pad"][w] != (p ^ (s + w))
-                    if torn:
+                    if torn(out, t):
                         cuda.atomic.add(errors, 0, 1)  # relaxed
 
         return produce, consume
@@ -147,6 +164,8 @@ def _mixed_kernels():  # type: ignore[no-untyped-def]
         pq_push_from,
     )  # fmt: skip
 
+    fill, torn = _message_helpers()
+
     def make(kind: str):  # type: ignore[no-untyped-def]
         @cuda.jit
         def mixed(header, seqs, slots, per, scratch, out, taken, seen, errors):  # type: ignore[no-untyped-def]
@@ -155,11 +174,7 @@ def _mixed_kernels():  # type: ignore[no-untyped-def]
             total = per * (cuda.gridDim.x // 2) * cuda.blockDim.x
             if b % 2 == 0:
                 for k in range(per):
-                    scratch[t]["producer"] = t
-                    scratch[t]["seq"] = k
-                    for w in range(6):
-                        scratch[t]["pad"][w] = t ^ (k + w)
-                    scratch[t]["check"] = t * 1_000_003 + k * 7 + 1
+                    fill(scratch, t, k)
                     done = False
                     while not done:
                         if kind == "warp":
@@ -182,10 +197,7 @@ def _mixed_kernels():  # type: ignore[no-untyped-def]
                         cuda.atomic.add(taken, 0, 1)  # relaxed count
                         p = out[t]["producer"]
                         s = out[t]["seq"]
-                        torn = out[t]["check"] != p * 1_000_003 + s * 7 + 1
-                        for w in range(6):
-                            torn = torn or out[t]["pad"][w] != (p ^ (s + w))
-                        if torn or p < 0 or p >= seen.shape[0] or s < 0 or s >= per:
+                        if torn(out, t) or p < 0 or p >= seen.shape[0] or s < 0 or s >= per:
                             cuda.atomic.add(errors, 0, 1)  # relaxed
                         else:
                             cuda.atomic.add(seen, (p, s), 1)  # relaxed: each (producer, seq) once
