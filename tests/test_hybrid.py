@@ -278,3 +278,27 @@ def test_the_kernel_teaches_its_dispatcher(rng: np.random.Generator) -> None:
     assert s.cpu_executions + s.gpu_executions == 10 and s.per_kernel["saxpy"]
     e = d.explain(100, kernel="saxpy")
     assert e.cpu_samples + e.gpu_samples <= 10 - 2  # each side's compiling call is not taught
+
+
+def test_the_benchmark_script_runs_and_plots(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """benchmarks/hybrid.py end to end on the simulator (tiny sizes: a test of the script, not a figure)."""
+    import json
+    import subprocess
+    import sys
+    import xml.etree.ElementTree as ET
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "hybrid.py"
+    out, svg = tmp_path / "h.json", tmp_path / "h.svg"
+    r = subprocess.run([sys.executable, str(script), "--smoke", "--max-size", "512", "--reps", "1", "--burst", "1",
+                        "--learn-calls", "4", "--out", str(out)], capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert set(data["adaptive_over_best"]) == {f"{k}/{loc}" for k in ("saxpy", "poly50", "trig") for loc in ("host", "device")}
+    assert set(data["total_s"]) == {"cpu", "gpu", "adaptive", "fixed_threshold"} and data["by_kernel"]["trig/host"]["sizes"] == [256, 512]
+    r = subprocess.run([sys.executable, str(script), "--plot", str(out), str(svg)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    root = ET.fromstring(svg.read_text())
+    assert root.tag.endswith("svg") and len(root.findall("{http://www.w3.org/2000/svg}polyline")) == 18  # 6 panels x 3 modes
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "needs a CUDA GPU" in r.stderr  # without --smoke the simulator is refused
