@@ -302,3 +302,130 @@ def test_the_benchmark_script_runs_and_plots(tmp_path) -> None:  # type: ignore[
     assert root.tag.endswith("svg") and len(root.findall("{http://www.w3.org/2000/svg}polyline")) == 18  # 6 panels x 3 modes
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "needs a CUDA GPU" in r.stderr  # without --smoke the simulator is refused
+
+
+# -- regressions from an adversarial review ------------------------------------------------------
+def _slice_write(i, x, out):  # type: ignore[no-untyped-def]
+    out[i:i + 1][0] = 2 * x[i]
+
+
+def _view_write(i, x, out):  # type: ignore[no-untyped-def]
+    v = out[i:i + 1]
+    v[0] = 2 * x[i]
+
+
+def _twice(i, a, b):  # type: ignore[no-untyped-def]
+    a[i] += 1
+    b[i] += 1
+
+
+def _named_like_the_loop(j, i, n, body, cuda, out):  # type: ignore[no-untyped-def]
+    out[j] = i + n + body + cuda
+
+
+@pytest.mark.parametrize("side", [CPU, GPU], ids=["cpu_loop", "device_kernel"])
+def test_writes_through_views_are_seen_and_copied_back(side: HybridDispatcher, rng: np.random.Generator) -> None:
+    for body in (_slice_write, _view_write):
+        assert written_parameters(body, ["x", "out"]) == {"out"}
+        x = rng.standard_normal(37)
+        out = np.zeros(37)
+        elementwise(body, dispatcher=side)(x, out)
+        np.testing.assert_allclose(out, 2 * x)
+
+
+def test_shared_memory_that_would_depend_on_the_side_is_refused() -> None:
+    x = np.arange(10.0)
+    with pytest.raises(KernelArgumentError, match="share memory") as info:
+        elementwise(_twice, dispatcher=CPU)(x, x)
+    assert "separate arrays" in str(info.value.hint)
+    buf = np.arange(10.0)
+    with pytest.raises(KernelArgumentError, match="share memory"):
+        elementwise(saxpy, dispatcher=CPU)(1.0, buf[:-1], buf[:-1], buf[1:])  # shifted views
+    d = cuda.to_device(np.arange(10.0))
+    with pytest.raises(KernelArgumentError, match="share memory"):
+        elementwise(_twice, dispatcher=GPU)(d, d)
+    same = np.arange(10.0)
+    elementwise(accumulate, dispatcher=CPU)(same.copy(), same)  # separate: fine
+    inplace = np.arange(10.0)
+    elementwise(saxpy, dispatcher=CPU)(2.0, inplace, inplace, inplace)  # the very same view in and out: fine
+    np.testing.assert_allclose(inplace, 3 * np.arange(10.0))
+
+
+@pytest.mark.parametrize("side", [CPU, GPU], ids=["cpu_loop", "device_kernel"])
+def test_parameters_named_like_the_generated_code(side: HybridDispatcher) -> None:
+    out = np.zeros(9)
+    elementwise(_named_like_the_loop, dispatcher=side)(1.0, 2.0, 3.0, 4.0, out)
+    assert (out == 10.0).all()
+    with pytest.raises(ConfigurationError, match="_rk_"):
+        elementwise(lambda i, _rk_n, out: None)
+
+
+@pytest.mark.parametrize("side", [CPU, GPU], ids=["cpu_loop", "device_kernel"])
+def test_strided_host_arrays_on_both_sides(side: HybridDispatcher, rng: np.random.Generator) -> None:
+    x = rng.standard_normal(40)
+    out = np.zeros(40)
+    elementwise(accumulate, dispatcher=side)(x[::2], out[1::2])
+    np.testing.assert_allclose(out[1::2], 2 * x[::2])
+    assert (out[::2] == 0).all()
+    m = rng.standard_normal((6, 3))
+    col = np.zeros((6, 3))
+    elementwise(accumulate, dispatcher=side)(m[:, 1], col[:, 2])
+    np.testing.assert_allclose(col[:, 2], 2 * m[:, 1])
+
+
+def test_strided_device_arrays_are_refused_with_what_to_do() -> None:
+    d = cuda.to_device(np.arange(20.0))
+    with pytest.raises(KernelArgumentError, match="not contiguous"):
+        elementwise(accumulate, dispatcher=CPU)(d[::2], np.zeros(10))
+
+
+def test_modes_survive_copies_and_bad_modes_are_refused() -> None:
+    import copy
+    import pickle
+
+    cfg = HybridConfig(ProcessingMode.CPU_ONLY)
+    for c in (copy.deepcopy(cfg), pickle.loads(pickle.dumps(cfg)), HybridConfig(ProcessingMode("cpu_only"))):
+        assert HybridDispatcher(c).decide(5) == HybridDispatcher(cfg).decide(5) and not HybridDispatcher(c).should_use_gpu(1 << 30)
+    with pytest.raises(ConfigurationError, match="GPU_ONLY"):
+        HybridDispatcher(HybridConfig(copy.deepcopy(ProcessingMode.GPU_ONLY), gpu_available=False))
+    for bad in (("bogus", None), ("hybrid", None), ("hybrid", -5), ("cpu_only", 3)):
+        with pytest.raises(ConfigurationError):
+            ProcessingMode(*bad)  # type: ignore[arg-type]
+    assert ProcessingMode.hybrid(np.int64(5)).gpu_threshold == 5
+
+
+def test_numbers_of_every_kind_and_no_partial_updates() -> None:
+    d = HybridDispatcher(HybridConfig(min_samples=np.int64(3), cpu_threads=np.int64(1)))
+    d.record_cpu_execution(np.float32(1e-5), size=np.int64(100))
+    for bad in (float("inf"), 1e300 * 10, float("nan"), -1.0, True):
+        with pytest.raises(ConfigurationError):
+            d.record_gpu_execution(bad, size=10)
+    with pytest.raises(ConfigurationError):
+        d.update_threshold(100, 1e-3, -1.0)
+    assert d.explain(100).cpu_samples == 1 and d.explain(100).gpu_samples == 0  # the refused call taught nothing
+
+
+def test_one_size_only_finishes_exploring() -> None:
+    d = HybridDispatcher(HybridConfig(seed=1))
+    gpu_calls = 0
+    for _ in range(200):
+        g = d.should_use_gpu(1000, kernel="k")
+        gpu_calls += g
+        (d.record_gpu_execution if g else d.record_cpu_execution)(1e-3 if g else 1e-5, size=1000, kernel="k")
+    assert gpu_calls <= 20, gpu_calls  # the 100x slower side: explored, re-probed rarely, not half the calls
+
+
+def test_explain_agrees_with_decide_and_kernels_get_their_own_names() -> None:
+    d = HybridDispatcher(HybridConfig(seed=4))
+    for n in (10, 10, 20, 20, 30):
+        e = d.explain(n, kernel="k")
+        dec = d.decide(n, kernel="k")
+        assert e.use_gpu == dec.use_gpu, (n, e, dec)
+        (d.record_gpu_execution if dec.use_gpu else d.record_cpu_execution)(1e-5, size=n, kernel="k")
+    a = elementwise(saxpy, dispatcher=CPU)
+    b = elementwise(_twice, dispatcher=CPU, name="saxpy")
+    assert a.name == "saxpy" and b.name == "saxpy#2"
+    z = elementwise(lambda i, x, out: None, dispatcher=CPU)
+    z(np.zeros(0), np.zeros(0))  # nothing to do: no decision, no probe
+    assert CPU.stats().probes == 0 and z.last_decision is None
+    elementwise(lambda i, x, out: None, dispatcher=CPU, name="a name with spaces")(np.ones(3), np.ones(3))

@@ -20,6 +20,7 @@ where its predicted cost is within ``reprobe_max_ratio`` of the chosen one, so t
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import random
 import threading
@@ -32,6 +33,7 @@ from .model import CostModel, Fit
 __all__ = ["ProcessingMode", "HybridConfig", "HybridDispatcher", "HybridStats", "Decision", "Explanation"]
 
 DEFAULT_KERNEL = "*"
+_MODES = {"gpu_only", "cpu_only", "adaptive", "hybrid"}
 _CLOSE = 1.5  # predicted times within this ratio are "close"
 _CLOSE_PROBABILITY = 0.5  # the re-probe probability at a predicted tie
 _LOG_CLOSE = math.log(_CLOSE)
@@ -48,6 +50,19 @@ class ProcessingMode:
     kind: str
     gpu_threshold: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.kind not in _MODES:
+            raise ConfigurationError(f"unknown processing mode {self.kind!r}",
+                                     hint="use ProcessingMode.GPU_ONLY, CPU_ONLY, ADAPTIVE or ProcessingMode.hybrid(n)")  # fmt: skip
+        if self.kind == "hybrid":
+            t = self.gpu_threshold
+            if isinstance(t, bool) or not isinstance(t, numbers.Integral) or t < 0:
+                raise ConfigurationError(f"gpu_threshold must be a non-negative int, got {t!r}",
+                                         hint="e.g. ProcessingMode.hybrid(1 << 16)")  # fmt: skip
+            object.__setattr__(self, "gpu_threshold", int(t))
+        elif self.gpu_threshold is not None:
+            raise ConfigurationError(f"only ProcessingMode.hybrid takes a threshold, not {self.kind!r}")
+
     GPU_ONLY: ClassVar["ProcessingMode"]
     CPU_ONLY: ClassVar["ProcessingMode"]
     ADAPTIVE: ClassVar["ProcessingMode"]
@@ -55,9 +70,6 @@ class ProcessingMode:
     @classmethod
     def hybrid(cls, gpu_threshold: int) -> "ProcessingMode":
         """The GPU for workloads of ``gpu_threshold`` elements or more, the CPU below."""
-        if isinstance(gpu_threshold, bool) or not isinstance(gpu_threshold, int) or gpu_threshold < 0:
-            raise ConfigurationError(f"gpu_threshold must be a non-negative int, got {gpu_threshold!r}",
-                                     hint="e.g. ProcessingMode.hybrid(1 << 16)")  # fmt: skip
         return cls("hybrid", gpu_threshold)
 
     def __repr__(self) -> str:
@@ -67,7 +79,6 @@ class ProcessingMode:
 ProcessingMode.GPU_ONLY = ProcessingMode("gpu_only")
 ProcessingMode.CPU_ONLY = ProcessingMode("cpu_only")
 ProcessingMode.ADAPTIVE = ProcessingMode("adaptive")
-_MODES = {"gpu_only", "cpu_only", "adaptive", "hybrid"}
 
 
 @dataclass(frozen=True)
@@ -105,16 +116,16 @@ class HybridConfig:
         if not isinstance(self.mode, ProcessingMode) or self.mode.kind not in _MODES:
             raise ConfigurationError(f"mode must be a ProcessingMode, got {self.mode!r}",
                                      hint="e.g. ProcessingMode.ADAPTIVE or ProcessingMode.hybrid(65536)")  # fmt: skip
-        if self.cpu_threads is not None and (isinstance(self.cpu_threads, bool) or not isinstance(self.cpu_threads, int)
+        if self.cpu_threads is not None and (isinstance(self.cpu_threads, bool) or not isinstance(self.cpu_threads, numbers.Integral)
                                              or not 1 <= self.cpu_threads <= (os.cpu_count() or 1) * 4):  # fmt: skip
             raise ConfigurationError(f"cpu_threads must be None or 1..{(os.cpu_count() or 1) * 4}, got {self.cpu_threads!r}")
         for name, lo, hi in (("learning_rate", 0.0, 1.0), ("reprobe_probability", 0.0, 1.0)):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v < hi or v != v:
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not lo <= float(v) < hi:
                 raise ConfigurationError(f"{name} must be a number in [{lo}, {hi}), got {v!r}")
-        if not isinstance(self.reprobe_max_ratio, (int, float)) or not self.reprobe_max_ratio >= 1:
+        if isinstance(self.reprobe_max_ratio, bool) or not isinstance(self.reprobe_max_ratio, numbers.Real) or not 1 <= self.reprobe_max_ratio < math.inf:
             raise ConfigurationError(f"reprobe_max_ratio must be >= 1, got {self.reprobe_max_ratio!r}")
-        if isinstance(self.min_samples, bool) or not isinstance(self.min_samples, int) or self.min_samples < 2:
+        if isinstance(self.min_samples, bool) or not isinstance(self.min_samples, numbers.Integral) or self.min_samples < 2:
             raise ConfigurationError(f"min_samples must be an int >= 2, got {self.min_samples!r}")
         if self.gpu_available is not None and not isinstance(self.gpu_available, bool):
             raise ConfigurationError(f"gpu_available must be None, True or False, got {self.gpu_available!r}")
@@ -188,6 +199,23 @@ class _Key:
         self.ready = False  # both sides measured enough (stays so)
 
 
+def _explore(k: _Key, n: int, need: int) -> bool | None:
+    """The side to explore for a call of ``n`` elements (True: the GPU), ``None`` once both sides
+    have ``need`` measurements. A side that has not seen this size first (so that a caller
+    alternating two sizes cannot leave each side with one), then the side short of
+    measurements, then turns. A side measured at one size only is still usable: its model is
+    that size's time, and any other size far from it is probed (``unmeasured size``)."""
+    cpu_ready, gpu_ready = k.cpu.count >= need, k.gpu.count >= need
+    if cpu_ready and gpu_ready:
+        return None
+    new_cpu, new_gpu = n not in k.cpu.seen, n not in k.gpu.seen
+    if new_cpu != new_gpu:
+        return new_gpu
+    if cpu_ready != gpu_ready:
+        return not gpu_ready
+    return k.explore_next_gpu
+
+
 def crossover(cpu: Fit | None, gpu: Fit | None) -> float | None:
     """The size from which the GPU's predicted time is lower (0: always; ``inf``: never)."""
     if cpu is None or gpu is None:
@@ -214,7 +242,7 @@ class HybridDispatcher:
         self._per_kernel: dict[str, dict[str, int]] = {}
         # None: kernels can run (on a GPU, or on numba's simulator, which the models will find slow)
         self.gpu_available = self.config.gpu_available is not False
-        if self.config.mode is ProcessingMode.GPU_ONLY and not self.gpu_available:
+        if self.config.mode == ProcessingMode.GPU_ONLY and not self.gpu_available:
             raise ConfigurationError("ProcessingMode.GPU_ONLY with gpu_available=False",
                                      hint="use CPU_ONLY, or drop gpu_available=False")  # fmt: skip
 
@@ -229,9 +257,9 @@ class HybridDispatcher:
         """Where a workload of ``workload_size`` elements runs, and why."""
         n = _check_size(workload_size)
         mode = self.config.mode
-        if mode is ProcessingMode.CPU_ONLY or not self.gpu_available:
-            return _DECISIONS[False, "mode" if mode is ProcessingMode.CPU_ONLY else "no GPU"]
-        if mode is ProcessingMode.GPU_ONLY:
+        if mode == ProcessingMode.CPU_ONLY or not self.gpu_available:
+            return _DECISIONS[False, "mode" if mode == ProcessingMode.CPU_ONLY else "no GPU"]
+        if mode == ProcessingMode.GPU_ONLY:
             return _DECISIONS[True, "mode"]
         if mode.kind == "hybrid":
             assert mode.gpu_threshold is not None
@@ -241,19 +269,8 @@ class HybridDispatcher:
             k.calls += 1
             need = self.config.min_samples
             if not k.ready:
-                cpu_ready = k.cpu.count >= need and len(k.cpu.seen) >= 2
-                gpu_ready = k.gpu.count >= need and len(k.gpu.seen) >= 2
-                if not (cpu_ready and gpu_ready):
-                    # a side that has not seen this size first (so that each side gets sizes
-                    # of its own even when the caller alternates sizes), then the unready side,
-                    # then turns
-                    new_cpu, new_gpu = n not in k.cpu.seen, n not in k.gpu.seen
-                    if new_cpu != new_gpu:
-                        use_gpu = new_gpu
-                    elif cpu_ready != gpu_ready:
-                        use_gpu = not gpu_ready
-                    else:
-                        use_gpu = k.explore_next_gpu
+                use_gpu = _explore(k, n, need)
+                if use_gpu is not None:
                     k.explore_next_gpu = not use_gpu
                     self._probes += 1
                     return _DECISIONS[use_gpu, "explore"]
@@ -295,8 +312,8 @@ class HybridDispatcher:
 
     # -- measurements -------------------------------------------------------------------------
     def _record(self, gpu: bool, seconds: float, size: int | None, kernel: str, on_device: bool, probe: bool) -> None:
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
-            raise ConfigurationError(f"a duration must be a non-negative number of seconds, got {seconds!r}")
+        if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real) or not 0 <= seconds < 1e9:
+            raise ConfigurationError(f"a duration must be a number of seconds in [0, 1e9), got {seconds!r}")
         ns = int(seconds * 1e9)
         with self._lock:
             side = self._gpu if gpu else self._cpu
@@ -323,12 +340,13 @@ class HybridDispatcher:
                          data_on_device: bool = False) -> None:  # fmt: skip
         """Teach both models one measurement each at ``size`` (seconds), as the proposal's method."""
         n = _check_size(size)
-        for gpu, t in ((False, cpu_time), (True, gpu_time)):
-            if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
-                raise ConfigurationError(f"times must be positive seconds, got {t!r}")
-            with self._lock:
-                k = self._key(kernel, bool(data_on_device))
-                (k.gpu if gpu else k.cpu).add(n, float(t), refit=True)
+        for t in (cpu_time, gpu_time):  # both checked before either is taught
+            if isinstance(t, bool) or not isinstance(t, numbers.Real) or not 0 < t < 1e9:
+                raise ConfigurationError(f"times must be positive seconds below 1e9, got {t!r}")
+        with self._lock:
+            k = self._key(kernel, bool(data_on_device))
+            k.cpu.add(n, float(cpu_time), refit=True)
+            k.gpu.add(n, float(gpu_time), refit=True)
 
     # -- reading ------------------------------------------------------------------------------
     def crossover(self, *, kernel: str = DEFAULT_KERNEL, data_on_device: bool = False) -> float | None:
@@ -351,14 +369,19 @@ class HybridDispatcher:
             cpu, gpu = (k.cpu.fit(), k.gpu.fit()) if k else (None, None)
             counts = (k.cpu.count, k.gpu.count) if k else (0, 0)
             ready = k is not None and k.ready
+            explore = _explore(k, n, self.config.min_samples) if k is not None and not ready else None
         mode = self.config.mode
         if mode.kind == "adaptive" and self.gpu_available:
-            if cpu is None or gpu is None or not ready:
-                use_gpu, reason = counts[1] < counts[0], "still exploring: too few measurements"
+            if cpu is None or gpu is None or not ready and (explore is not None or k is None):
+                use_gpu = True if k is None else bool(explore)
+                reason = "still exploring: too few measurements"
             else:
                 use_gpu, reason = gpu.predict(n) < cpu.predict(n), "the cheaper predicted side"
+                other = k.cpu if use_gpu else k.gpu  # type: ignore[union-attr]
+                if not other.lo_n <= n <= other.hi_n:
+                    use_gpu, reason = not use_gpu, "the other side was never measured near this size: probing it"
         else:
-            use_gpu = self.gpu_available and (mode is ProcessingMode.GPU_ONLY or
+            use_gpu = self.gpu_available and (mode == ProcessingMode.GPU_ONLY or
                                               (mode.kind == "hybrid" and n >= (mode.gpu_threshold or 0)))  # fmt: skip
             reason = f"mode {mode!r}" if self.gpu_available else "no GPU"
         return Explanation(n, kernel, bool(data_on_device), mode, use_gpu, reason, cpu, gpu, counts[0], counts[1],
@@ -382,10 +405,8 @@ class HybridDispatcher:
 
 
 def _check_size(n: Any) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        import numpy as np
-
-        if isinstance(n, np.integer) and n >= 0:
-            return int(n)
+    if type(n) is int and n >= 0:
+        return n
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
         raise ConfigurationError(f"a workload size must be a non-negative int, got {n!r}", hint="pass the element count")
-    return n
+    return int(n)

@@ -7,7 +7,7 @@
         out[i] = a * x[i] + y[i]
 
     saxpy(np.float32(2), x, y, out)          # NumPy or device arrays; the dispatcher picks the side
-    print(saxpy.dispatcher.explain(len(x)))
+    print(saxpy.explain(len(x)))             # which side, and the models' numbers
 
 The body ``f(i, *args)`` must run under both ``numba.njit`` and ``numba.cuda.jit(device=True)``:
 indexing, arithmetic and ``math`` functions, no ``cuda.*`` calls. From it are built a
@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 import textwrap
 import threading
 import time
+import weakref
 from typing import Any, Callable
 
 import numpy as np
@@ -42,6 +44,8 @@ from .dispatcher import HybridConfig, HybridDispatcher
 __all__ = ["elementwise", "HybridKernel", "default_dispatcher"]
 
 _TEACH_EVERY = 4
+_NAMES: "weakref.WeakValueDictionary[str, HybridKernel]" = weakref.WeakValueDictionary()
+_names_lock = threading.Lock()
 _default: HybridDispatcher | None = None
 _default_lock = threading.Lock()
 
@@ -56,12 +60,13 @@ def default_dispatcher() -> HybridDispatcher:
 
 
 def written_parameters(func: Callable[..., Any], names: list[str]) -> set[str]:
-    """Parameters the body may write: all but those only ever read as ``name[...]`` (or ``name.shape`` ...)."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
-    except (OSError, TypeError, SyntaxError):
-        return set(names)  # no source: every array may be written
-    fn = next((n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))), None)
+    """Parameters the body may write: all but those only ever read element by element
+    (``name[index]`` with no slice, or ``name.shape`` / ``.size`` / ``.ndim`` / ``.dtype``).
+
+    A slice (``name[i:j]``) is a view that can be written through, and a name passed to a
+    function or bound to another name may be written there: both count as written. Without the
+    body's source every parameter counts as written (:func:`source_available` says which)."""
+    fn = _function_ast(func)
     if fn is None:
         return set(names)
     read_only = set(names)
@@ -72,12 +77,68 @@ def written_parameters(func: Callable[..., Any], names: list[str]) -> set[str]:
     for node in ast.walk(fn):
         if isinstance(node, ast.Name) and node.id in read_only:
             parent = parents.get(id(node))
-            reads = (isinstance(parent, ast.Subscript) and parent.value is node and isinstance(parent.ctx, ast.Load)
-                     and not isinstance(parents.get(id(parent)), ast.AugAssign))  # fmt: skip
             attr = isinstance(parent, ast.Attribute) and parent.attr in ("shape", "size", "ndim", "dtype")
-            if not (reads or attr) or (isinstance(node.ctx, ast.Store)):
+            if not (attr or _element_read(node, parent, parents)):
                 read_only.discard(node.id)
     return set(names) - read_only
+
+
+def _element_read(node: ast.Name, parent: Any, parents: dict[int, ast.AST]) -> bool:
+    if not (isinstance(parent, ast.Subscript) and parent.value is node and isinstance(parent.ctx, ast.Load)):
+        return False
+    index = parent.slice
+    if isinstance(index, ast.Slice) or (isinstance(index, ast.Tuple) and any(isinstance(e, ast.Slice) for e in index.elts)):
+        return False  # a view
+    return not isinstance(parents.get(id(parent)), ast.Subscript)  # x[i][...]: something indexable came out
+
+
+def _function_ast(func: Callable[..., Any]) -> ast.FunctionDef | None:
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and node.name == getattr(func, "__name__", None):
+            return node
+    return None
+
+
+def source_available(func: Callable[..., Any]) -> bool:
+    """Whether the body's source can be read (else every array argument counts as written)."""
+    return _function_ast(func) is not None
+
+
+def _span(a: Any) -> tuple[str, int, int, tuple[Any, ...]] | None:
+    """(memory space, first byte, end byte, layout) of an array, or ``None`` when unknown."""
+    if isinstance(a, np.ndarray):
+        space, ptr, shape, strides, itemsize = "host", a.__array_interface__["data"][0], a.shape, a.strides, a.itemsize
+    elif hasattr(a, "__cuda_array_interface__"):
+        cai = a.__cuda_array_interface__
+        itemsize = np.dtype(cai["typestr"]).itemsize
+        shape = tuple(cai["shape"])
+        strides = tuple(cai.get("strides") or (itemsize,) * len(shape))
+        space, ptr = "device", cai["data"][0]
+    elif hasattr(a, "_ary") and isinstance(a._ary, np.ndarray):  # the simulator's arrays
+        return _span(a._ary)
+    else:
+        return None
+    lo = hi = 0
+    for n, st in zip(shape, strides):
+        if n == 0:
+            return (space, ptr, ptr, (shape, strides))
+        lo, hi = (lo + (n - 1) * st, hi) if st < 0 else (lo, hi + (n - 1) * st)
+    return (space, ptr + lo, ptr + hi + itemsize, (shape, strides))
+
+
+def _contiguous(a: Any) -> bool:
+    if isinstance(a, np.ndarray):
+        return bool(a.flags.c_contiguous)
+    if hasattr(a, "__cuda_array_interface__"):
+        cai = a.__cuda_array_interface__
+        st = cai.get("strides")
+        return st is None or tuple(st) == (np.dtype(cai["typestr"]).itemsize,) or cai["shape"][0] <= 1
+    ary = getattr(a, "_ary", None)
+    return bool(ary.flags.c_contiguous) if isinstance(ary, np.ndarray) else True
 
 
 def _is_device(a: Any) -> bool:
@@ -102,9 +163,23 @@ class HybridKernel:
             )  # fmt: skip
         if dispatcher is not None and not isinstance(dispatcher, HybridDispatcher):
             raise ConfigurationError(f"dispatcher must be a HybridDispatcher, got {dispatcher!r}")
+        reserved = [p.name for p in params if p.name.startswith("_rk_")]
+        if reserved:
+            raise ConfigurationError(f"@elementwise body parameters may not start with _rk_ (the generated loops' names): {reserved}")
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise ConfigurationError(f"name must be a non-empty str, got {name!r}")
         self.func = func
-        self.name = name or func.__name__
+        base: str = name or str(getattr(func, "__name__", "body"))
+        with _names_lock:  # a second live kernel of this name gets "name#2": models are kept per name
+            self.name: str = base
+            k = 1
+            while (other := _NAMES.get(self.name)) is not None and other.func is not func:
+                k += 1
+                self.name = f"{base}#{k}"
+            _NAMES[self.name] = self
+        self._ident = re.sub(r"\W", "_", self.name)
         self.params = [p.name for p in params[1:]]
+        self.source_known = source_available(func)
         self.written = written_parameters(func, self.params)
         self._dispatcher = dispatcher
         self._cpu: Any = None
@@ -114,6 +189,7 @@ class HybridKernel:
         #: The decision of the latest call (``None`` before the first).
         self.last_decision: Any = None
         self._taught = 0
+        self._first_array = ""
 
     @property
     def dispatcher(self) -> HybridDispatcher:
@@ -121,12 +197,15 @@ class HybridKernel:
 
     # -- the two targets ------------------------------------------------------------------------
     def _source(self, target: str) -> str:
-        args = ", ".join(self.params)
-        comma = ", " if args else ""
+        # the generated names start with _rk_ (refused as parameter names): no parameter of the
+        # body (n, i, body, cuda, ...) can collide with them
+        args = "".join(f", {p}" for p in self.params)
         if target == "cpu":
-            return f"def _cpu_{self.name}(n{comma}{args}):\n    for i in prange(n):\n        body(i{comma}{args})\n"
-        return (f"def _gpu_{self.name}(n{comma}{args}):\n    for i in range(cuda.grid(1), n, cuda.gridsize(1)):\n"
-                f"        body(i{comma}{args})\n")  # fmt: skip
+            return (f"def _rk_cpu_{self._ident}(_rk_n{args}):\n    for _rk_i in _rk_prange(_rk_n):\n"
+                    f"        _rk_body(_rk_i{args})\n")  # fmt: skip
+        return (f"def _rk_gpu_{self._ident}(_rk_n{args}):\n"
+                f"    for _rk_i in range(_rk_cuda.grid(1), _rk_n, _rk_cuda.gridsize(1)):\n"
+                f"        _rk_body(_rk_i{args})\n")  # fmt: skip
 
     def cpu_loop(self) -> Any:
         """The ``numba.njit(parallel=True)`` loop (built on first use)."""
@@ -134,9 +213,9 @@ class HybridKernel:
             if self._cpu is None:
                 import numba
 
-                ns: dict[str, Any] = {"body": numba.njit(self.func), "prange": numba.prange}
+                ns: dict[str, Any] = {"_rk_body": numba.njit(self.func), "_rk_prange": numba.prange}
                 exec(compile(self._source("cpu"), f"<elementwise {self.name} cpu>", "exec"), ns)  # noqa: S102
-                self._cpu = numba.njit(parallel=True)(ns[f"_cpu_{self.name}"])
+                self._cpu = numba.njit(parallel=True)(ns[f"_rk_cpu_{self._ident}"])
             return self._cpu
 
     def gpu_kernel(self) -> Any:
@@ -147,11 +226,15 @@ class HybridKernel:
 
                 from ..kernel import GpuKernel
 
-                ns: dict[str, Any] = {"body": cuda.jit(device=True)(self.func), "cuda": cuda}
+                ns: dict[str, Any] = {"_rk_body": cuda.jit(device=True)(self.func), "_rk_cuda": cuda}
                 exec(compile(self._source("gpu"), f"<elementwise {self.name} gpu>", "exec"), ns)  # noqa: S102
-                fn = ns[f"_gpu_{self.name}"]
+                fn = ns[f"_rk_gpu_{self._ident}"]
                 self._gpu = GpuKernel(fn, grid_stride=True, elements=self._first_array)
             return self._gpu
+
+    def explain(self, size: int, *, data_on_device: bool = False) -> Any:
+        """:meth:`HybridDispatcher.explain` for this kernel."""
+        return self.dispatcher.explain(size, kernel=self.name, data_on_device=data_on_device)
 
     # -- a call -----------------------------------------------------------------------------------
     def _check(self, args: tuple[Any, ...], n: int | None) -> tuple[int, list[int], bool]:
@@ -175,8 +258,14 @@ class HybridKernel:
                         kernel_name=self.name, hint="pass x.reshape(-1) (a contiguous array) and index it flat",
                     )  # fmt: skip
                 if isinstance(a, np.ndarray) and name in self.written and not a.flags.writeable:
-                    raise KernelArgumentError(f"array {name!r} is written by the body but is read-only",
-                                              kernel_name=self.name)  # fmt: skip
+                    why = "" if self.source_known else " (the body's source cannot be read, so every array counts as written)"
+                    raise KernelArgumentError(f"array {name!r} is written by the body but is read-only{why}",
+                                              kernel_name=self.name, hint="pass a writable array")  # fmt: skip
+                if not isinstance(a, np.ndarray) and not _contiguous(a):
+                    raise KernelArgumentError(
+                        f"device array {name!r} is not contiguous: the CPU side cannot copy it to the host",
+                        kernel_name=self.name, hint="pass a contiguous device array (copy the view first)",
+                    )  # fmt: skip
                 arrays.append(len(sizes))
                 sizes.append(shape[0])
                 device = device or _is_device(a)
@@ -206,16 +295,43 @@ class HybridKernel:
                 raise KernelArgumentError(f"n={n} but arrays {short} are shorter", kernel_name=self.name)
             n = int(n)
         self._first_array = self.params[arrays[0]]
+        self._check_aliasing(args, arrays)
         return n, arrays, device
+
+    def _check_aliasing(self, args: tuple[Any, ...], arrays: list[int]) -> None:
+        """Refuse arguments that share memory where the result would depend on the side: two
+        written ones, or a written one overlapping another view that is not the very same view
+        (each side copies arrays separately, and the CPU loop runs in parallel)."""
+        if len(arrays) < 2:
+            return
+        spans = [(i, _span(args[i])) for i in arrays]
+        for x in range(len(spans)):
+            i, si = spans[x]
+            for j, sj in spans[x + 1:]:
+                if si is None or sj is None or si[0] != sj[0] or si[1] >= sj[2] or sj[1] >= si[2]:
+                    continue
+                pi, pj = self.params[i], self.params[j]
+                wi, wj = pi in self.written, pj in self.written
+                same_view = si == sj
+                if (wi and wj) or ((wi or wj) and not same_view):
+                    raise KernelArgumentError(
+                        f"arguments {pi!r} and {pj!r} share memory and the body writes "
+                        f"{' and '.join(repr(p) for p, w in ((pi, wi), (pj, wj)) if w)}: the result would "
+                        "depend on which side runs the call", kernel_name=self.name,
+                        hint="pass separate arrays (e.g. a copy of the input); the very same array as an "
+                        "input and the output is fine",
+                    )  # fmt: skip
 
     def __call__(self, *args: Any, n: int | None = None) -> None:
         size, arrays, on_device = self._check(args, n)
+        if size == 0:
+            return  # nothing to run, nothing to learn
         d = self.dispatcher
         decision = self.last_decision = d.decide(size, kernel=self.name, data_on_device=on_device)
-        if size == 0:
-            return
         side = "gpu" if decision.use_gpu else "cpu"
-        types_key = (side, tuple((type(a), getattr(a, "dtype", None)) for a in args))
+        # what numba compiles a new version for: type, dtype, layout, writability
+        types_key = (side, tuple((type(a), getattr(a, "dtype", None), _contiguous(a),
+                                  a.flags.writeable if isinstance(a, np.ndarray) else True) for a in args))  # fmt: skip
         warm = types_key in self._warm
         t0 = time.perf_counter()
         if decision.use_gpu:
@@ -266,14 +382,17 @@ class HybridKernel:
         dev = list(args)
         back = []
         for i in arrays:
-            if isinstance(args[i], np.ndarray):
-                dev[i] = cuda.to_device(args[i])
+            a = args[i]
+            if isinstance(a, np.ndarray):
+                dev[i] = cuda.to_device(a if a.flags.c_contiguous else np.ascontiguousarray(a))  # a strided view: staged
                 if self.params[i] in self.written:
-                    back.append((dev[i], args[i]))
+                    back.append((dev[i], a))
         kernel(n, *dev)
-        if back:
-            for d, h in back:
+        for d, h in back:
+            if h.flags.c_contiguous:
                 d.copy_to_host(h)
+            else:
+                h[...] = d.copy_to_host()
         cuda.synchronize()
 
     def __repr__(self) -> str:
