@@ -135,3 +135,53 @@ def test_disabled_filtered_and_full_profilers_record_no_copies() -> None:
             cuda.to_device(np.ones(4))
     assert _copies(off) == [] and _copies(never) == []
     assert len(_copies(tiny)) == 1 and tiny.summary().dropped_events == 2
+
+
+# -- regressions from a review ----------------------------------------------------------------------
+def test_backend_copies_by_keyword_and_failed_copies() -> None:
+    pool = GpuMemoryPool()
+    x = pool.device_array(4, np.float64)
+    x.copy_to_device(np.arange(4.0))
+    h = np.empty(4)
+    p = GpuProfiler("kw")
+    with p:
+        pool.backend.copy_to_host(host=h, src=x.ptr, nbytes=32)  # keywords: still a copy, still recorded
+        with pytest.raises(ValueError):
+            cuda.device_array(10, np.float32).copy_to_host(np.empty(5, np.float32))  # fails: not recorded
+        cuda.device_array(0, np.float32).copy_to_host()  # nothing moved: not recorded
+    np.testing.assert_array_equal(h, np.arange(4.0))
+    assert _copies(p) == [("memcpy DtoH", 32, "default stream")]
+    pool.close()
+
+
+def test_simulator_to_device_records_what_the_gpu_would() -> None:
+    a = np.arange(8.0)
+    d = cuda.device_array(8)
+    p = GpuProfiler("to_device")
+    with p:
+        cuda.to_device(a, to=d)  # one copy (through d.copy_to_device), not two
+        cuda.to_device(ary=a)  # by keyword: its bytes
+        cuda.to_device(d)  # already on the device: no copy
+    assert _copies(p) == [("memcpy HtoD", 64, "default stream"), ("memcpy HtoD", 64, "default stream")]
+
+
+def test_a_later_patch_is_not_clobbered(caplog: pytest.LogCaptureFixture) -> None:
+    from unittest import mock
+
+    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+    original = FakeCUDAArray.copy_to_host
+    p = GpuProfiler("mocked")
+    p.__enter__()
+    fake = mock.MagicMock()
+    patch = mock.patch.object(FakeCUDAArray, "copy_to_host", fake)
+    patch.start()
+    with caplog.at_level(logging.WARNING, logger="ringkernel.profiling.capture"):
+        p.__exit__(None, None, None)
+    assert FakeCUDAArray.copy_to_host is fake and any("replaced" in r.getMessage() for r in caplog.records)
+    patch.stop()
+    assert FakeCUDAArray.copy_to_host is not fake
+    with GpuProfiler("after"):  # the wrapper the mock put back still works
+        cuda.to_device(np.ones(2)).copy_to_host()
+    FakeCUDAArray.copy_to_host = original  # leave numba as it was for the other tests
+    p.close()

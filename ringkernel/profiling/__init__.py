@@ -1,4 +1,4 @@
-"""Profiling: ``GpuProfiler`` (NVTX ranges, GPU-timed launch capture), Chrome/Perfetto traces, summaries.
+"""Profiling: ``GpuProfiler`` (NVTX ranges, GPU-timed launch and copy capture), Chrome/Perfetto traces, summaries.
 
 See docs/profiling.md. Importing this package imports neither numba nor ``nvtx``: both are
 loaded when a profiler first needs them.
@@ -7,13 +7,13 @@ loaded when a profiler first needs them.
 from .categories import ProfileCategory, TransferDirection
 from .events import EventKind, ProfileEvent
 from .profiler import GpuProfiler, RangeHandle
-from .summary import KernelStats, ProfilingSummary, RangeStats, StreamStats
+from .summary import KernelStats, ProfilingSummary, RangeStats, StreamStats, TransferStats
 from .telemetry import GpuTelemetry  # imports OpenTelemetry only when enabled
 from .timing import GpuTiming
 
 __all__ = [
     "GpuProfiler", "RangeHandle", "ProfileCategory", "TransferDirection", "ProfileEvent", "EventKind",
-    "ProfilingSummary", "KernelStats", "StreamStats", "RangeStats", "GpuTiming", "GpuTelemetry", "reset",
+    "ProfilingSummary", "KernelStats", "StreamStats", "RangeStats", "TransferStats", "GpuTiming", "GpuTelemetry", "reset",
 ]  # fmt: skip
 
 

@@ -29,14 +29,14 @@ import threading
 import time
 from typing import Any, Callable
 
-__all__ = ["ACTIVE", "register", "unregister"]
+__all__ = ["ACTIVE", "register", "unregister", "quiet", "installed"]
 
 log = logging.getLogger(__name__)
 
 #: The active profilers (mutated in place under ``_lock``; wrappers read it without the lock).
 ACTIVE: list[Any] = []
 _lock = threading.Lock()
-_installed: list[tuple[Any, str, Any]] = []  # (owner, attribute, original)
+_installed: list[tuple[Any, str, Any, Any]] = []  # (owner, attribute, original, wrapper)
 _failed: set[str] = set()
 _now = time.perf_counter_ns
 
@@ -60,9 +60,27 @@ def unregister(profiler: Any) -> None:
             _uninstall()
 
 
-def _report(fn: Callable[..., Any], *args: Any) -> Any:
+class _Quiet(threading.local):
+    depth = 0
+
+
+_quiet = _Quiet()
+
+
+class quiet:
+    """``with capture.quiet():`` the profilers' own copies and synchronisations (a timer waiting
+    for the GPU) on this thread are not recorded."""
+
+    def __enter__(self) -> None:
+        _quiet.depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        _quiet.depth -= 1
+
+
+def _report(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     try:
-        return fn(*args)
+        return fn(*args, **kwargs)
     except Exception:  # noqa: BLE001 - a profiler's bug must not break the user's copy
         name = getattr(fn, "__qualname__", repr(fn))
         if name not in _failed:
@@ -71,23 +89,26 @@ def _report(fn: Callable[..., Any], *args: Any) -> Any:
         return None
 
 
-def _copy_wrapper(original: Callable[..., Any], describe: Callable[..., tuple[str, int, Any]]) -> Callable[..., Any]:
-    """Wrap a copy method; ``describe(self, *args, **kwargs)`` -> (direction, bytes, stream)."""
+def _copy_wrapper(original: Callable[..., Any], describe: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a copy method; ``describe(self, *args, **kwargs)`` -> (direction, bytes, stream), or
+    ``None`` when the call copies nothing; zero-byte copies are not recorded either."""
 
     @functools.wraps(original)
     def copy(*args: Any, **kwargs: Any) -> Any:
         observers = ACTIVE
-        if not observers:
+        if not observers or _quiet.depth:
             return original(*args, **kwargs)
-        direction, nbytes, stream = describe(*args, **kwargs)
+        what = _report(describe, *args, **kwargs)  # (direction, bytes, stream), or None: not a copy
+        if what is None or not what[1]:
+            return original(*args, **kwargs)
+        direction, nbytes, stream = what
         tokens = [(p, _report(p._copy_begin, stream)) for p in list(observers)]
-        try:
-            return original(*args, **kwargs)
-        finally:
-            t1 = _now()
-            for p, token in tokens:
-                if token is not None:
-                    _report(p._copy_end, token, direction, nbytes, stream, t1)
+        result = original(*args, **kwargs)  # a copy that raises is not recorded
+        t1 = _now()
+        for p, token in tokens:
+            if token is not None:
+                _report(p._copy_end, token, direction, nbytes, stream, t1)
+        return result
 
     copy.__ringkernel_wrapped__ = original  # type: ignore[attr-defined]
     return copy
@@ -97,7 +118,7 @@ def _sync_wrapper(original: Callable[..., Any], what: str, stream_of: Callable[.
     @functools.wraps(original)
     def sync(*args: Any, **kwargs: Any) -> Any:
         observers = ACTIVE
-        if not observers:
+        if not observers or _quiet.depth:
             return original(*args, **kwargs)
         t0 = _now()
         try:
@@ -122,24 +143,47 @@ def _is_device(obj: Any) -> bool:
     return hasattr(obj, "__cuda_array_interface__") or type(obj).__name__ in ("FakeCUDAArray", "DeviceNDArray")
 
 
+def _own_stream(self: Any, stream: Any) -> Any:
+    """numba copies on the array's own stream when none is given (``_default_stream``)."""
+    if stream is None or (isinstance(stream, int) and not isinstance(stream, bool) and stream == 0):
+        own = getattr(self, "stream", 0)
+        return own if own else None
+    return stream
+
+
+def _moved(self: Any) -> int:
+    """Bytes numba moves: the allocation's span (a strided view copies all of it)."""
+    return int(getattr(self, "alloc_size", None) or getattr(self, "nbytes", 0) or 0)
+
+
 def _numba_to_device(self: Any, ary: Any = None, *args: Any, **kwargs: Any) -> tuple[str, int, Any]:
     # copy_to_device(self, ary, stream=0)
-    return ("DtoD" if _is_device(ary) else "HtoD"), int(getattr(self, "nbytes", 0) or 0), _stream_kw(args, kwargs, 0)
+    ary = kwargs.get("ary", ary)
+    return ("DtoD" if _is_device(ary) else "HtoD"), _moved(self), _own_stream(self, _stream_kw(args, kwargs, 0))
 
 
 def _numba_to_host(self: Any, ary: Any = None, *args: Any, **kwargs: Any) -> tuple[str, int, Any]:
     # copy_to_host(self, ary=None, stream=0)
-    return "DtoH", int(getattr(self, "nbytes", 0) or 0), _stream_kw(args, kwargs, 0)
+    return "DtoH", _moved(self), _own_stream(self, _stream_kw(args, kwargs, 0))
 
 
-def _sim_to_device(obj: Any = None, *args: Any, **kwargs: Any) -> tuple[str, int, Any]:
-    # to_device(obj, stream=0, copy=True, to=None)
-    return ("DtoD" if _is_device(obj) else "HtoD"), int(getattr(obj, "nbytes", 0) or 0), _stream_kw(args, kwargs, 0)
+def _sim_to_device(obj: Any = None, *args: Any, **kwargs: Any) -> tuple[str, int, Any] | None:
+    # to_device(obj, stream=0, copy=True, to=None), as numba's GPU version: no copy for a device
+    # array or copy=False; into `to=` through its copy_to_device (which records it)
+    obj = kwargs.get("obj", kwargs.get("ary", obj))
+    copy = kwargs.get("copy", args[1] if len(args) > 1 else True)
+    to = kwargs.get("to", args[2] if len(args) > 2 else None)
+    if _is_device(obj) or not copy or to is not None:
+        return None
+    return "HtoD", int(getattr(obj, "nbytes", 0) or 0), _stream_kw(args, kwargs, 0)
 
 
 def _backend(direction: str) -> Callable[..., tuple[str, int, Any]]:
-    def describe(self: Any, a: Any, b: Any, nbytes: int, stream: Any = None) -> tuple[str, int, Any]:
-        return direction, int(nbytes), stream
+    # copy_to_host(host, src, nbytes, stream=None), copy_to_device(dst, host, nbytes, stream=None),
+    # copy_device(dst, src, nbytes, stream=None): positional or keyword
+    def describe(self: Any, *args: Any, **kwargs: Any) -> tuple[str, int, Any]:
+        nbytes = kwargs.get("nbytes", args[2] if len(args) > 2 else 0)
+        return direction, int(nbytes), _stream_kw(args, kwargs, 3)
 
     return describe
 
@@ -186,16 +230,22 @@ def _install() -> None:
         original = owner.__dict__.get(attr) if isinstance(owner, type) else getattr(owner, attr)
         if original is None or hasattr(original, "__ringkernel_wrapped__"):
             continue
-        setattr(owner, attr, make(original))
-        _installed.append((owner, attr, original))
+        wrapper = make(original)
+        setattr(owner, attr, wrapper)
+        _installed.append((owner, attr, original, wrapper))
 
 
 def _uninstall() -> None:
     while _installed:
-        owner, attr, original = _installed.pop()
-        setattr(owner, attr, original)
+        owner, attr, original, wrapper = _installed.pop()
+        current = owner.__dict__.get(attr) if isinstance(owner, type) else getattr(owner, attr, None)
+        if current is wrapper:
+            setattr(owner, attr, original)
+        else:  # someone patched over the wrapper meanwhile (a mock): theirs stays; it holds ours
+            log.warning("%s.%s was replaced while a profiler was active; not restoring it",
+                        getattr(owner, "__name__", owner), attr)  # fmt: skip
 
 
 def installed() -> list[str]:
     """The wrapped methods (for tests and ``repr``)."""
-    return [f"{getattr(o, '__name__', o)}.{a}" for o, a, _ in _installed]
+    return [f"{getattr(o, '__name__', o)}.{a}" for o, a, _, _ in _installed]

@@ -627,7 +627,8 @@ class GpuProfiler:
     def _resolve(self) -> None:
         timer = self._timer
         if timer is not None:
-            timer.resolve(block=True)
+            with capture.quiet():  # the timer's own wait for the GPU is not the user's synchronisation
+                timer.resolve(block=True)
             self._times.update(timer.times)
             timer.times.clear()
             self._timing_meta = timer.metadata()
