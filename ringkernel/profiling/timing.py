@@ -174,8 +174,9 @@ class EventTimer:
             self.times[launch_id] = (None, None, False, "launched during a CUDA graph capture: not timed")
             self._untimed += 1
             return
+        free = self._free
         with self._lock:  # record and enqueue together: a stream's queue is in GPU order
-            ev = self._event()
+            ev = free.pop() if free else self._event()
             self._record(ev, stream_key)
             q = self._pending.get(stream_key)
             if q is None:
