@@ -1,7 +1,8 @@
 """Kernel GPU times from CUPTI activity records (optional extra: ``pip install cupti-python``).
 
-UNTESTED: neither CI nor the GPU machine this was written against has ``cupti-python``;
-the CUDA-event timer (``timing.EventTimer``) is the tested path. The API used is the one of
+Not yet run against the real bindings: neither CI nor the GPU machine has ``cupti-python``
+(the CUDA-event timer, ``timing.EventTimer``, is the path tested on the GPU). The matching
+logic below is tested in CI against a fake ``cupti.cupti`` (tests/test_cupti_matching.py). The API used is the one of
 NVIDIA's ``cupti.cupti`` bindings: ``activity_register_callbacks``, ``activity_enable``,
 ``activity_flush_all``, ``activity_disable``, ``get_timestamp`` and the records' ``kind``,
 ``start``, ``end``, ``correlation_id``.
