@@ -304,10 +304,14 @@ class HybridKernel:
         (each side copies arrays separately, and the CPU loop runs in parallel)."""
         if len(arrays) < 2:
             return
-        spans = [(i, _span(args[i])) for i in arrays]
-        for x in range(len(spans)):
-            i, si = spans[x]
-            for j, sj in spans[x + 1:]:
+        for x, i in enumerate(arrays):
+            a = args[i]
+            for j in arrays[x + 1:]:
+                b = args[j]
+                host_a, host_b = isinstance(a, np.ndarray), isinstance(b, np.ndarray)
+                if host_a != host_b or (host_a and not np.may_share_memory(a, b)):
+                    continue  # host and device memory never overlap; may_share_memory: bounds only, fast
+                si, sj = _span(a), _span(b)
                 if si is None or sj is None or si[0] != sj[0] or si[1] >= sj[2] or sj[1] >= si[2]:
                     continue
                 pi, pj = self.params[i], self.params[j]
