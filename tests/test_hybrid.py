@@ -183,10 +183,14 @@ def test_learning_finds_the_crossover(calls: int, outliers: float, rng: np.rando
     _drive(d, calls, rng, outliers=outliers)
     c = d.crossover(kernel="k")
     assert c is not None and abs(c - _true_crossover()) <= 0.10 * _true_crossover(), (c, _true_crossover(), d.explain(1 << 18, kernel="k"))
-    # afterwards every size goes to its cheaper side (but near the crossover, where both are equal)
+    # afterwards the models rank the sides right at every size (but near the crossover, where both
+    # are equal); the next call there may still be a probe of a side never measured near it
     for n in SIZES:
         if abs(math.log2(n / _true_crossover())) > 0.3:
-            assert d.explain(n, kernel="k").use_gpu == (_cost("gpu", n) < _cost("cpu", n)), n
+            e = d.explain(n, kernel="k")
+            assert e.cpu is not None and e.gpu is not None
+            assert (e.gpu.predict(n) < e.cpu.predict(n)) == (_cost("gpu", n) < _cost("cpu", n)), n
+            assert e.use_gpu == (_cost("gpu", n) < _cost("cpu", n)) or "never measured" in e.reason, (n, e)
 
 
 def test_reprobing_notices_a_change(rng: np.random.Generator) -> None:
