@@ -98,7 +98,7 @@ def median_of(rounds: list[float]) -> float:
 
 # -- the random trace -----------------------------------------------------------------------
 def random_trace(seed: int = 0, ops: int = 20000, cap: int = 2 * GiB) -> list[tuple[int, int]]:
-    """(id, bytes) allocates, (id, 0) frees (tests/memory/test_pool_large.py has the same).
+    """(id, bytes) allocates, (id, 0) frees (tests/memory/test_pool_large.py replays it too).
 
     Sizes log-uniform in [1 KiB, 64 MiB]; each step allocates with probability 0.55, else
     frees a random live block; an allocation that would take the live bytes past ``cap``

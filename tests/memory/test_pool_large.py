@@ -129,31 +129,20 @@ class CountingBackend(SimulatorBackend):
         self.freed.append(ptr)
 
 
-def random_trace(seed: int, ops: int = 20000, cap: int = 2 << 30) -> list[tuple[int, int]]:
-    """benchmarks/memory_sizes.py's trace: (id, bytes) allocates, (id, 0) frees.
+def _load_benchmark_module():  # type: ignore[no-untyped-def]
+    import importlib.util
+    from pathlib import Path
 
-    Sizes log-uniform in [1 KiB, 64 MiB]; each step allocates with probability 0.55, else
-    frees a random live block; an allocation that would take the live bytes past ``cap``
-    frees instead.
-    """
-    rnd = random.Random(seed)
-    lo, hi = math.log(1 << 10), math.log(64 << 20)
-    out: list[tuple[int, int]] = []
-    live: list[tuple[int, int]] = []
-    live_bytes = 0
-    for k in range(ops):
-        n = int(math.exp(rnd.uniform(lo, hi)))
-        if live and (rnd.random() >= 0.55 or live_bytes + n > cap):
-            j = rnd.randrange(len(live))
-            live[j], live[-1] = live[-1], live[j]
-            i, size = live.pop()
-            live_bytes -= size
-            out.append((i, 0))
-        else:
-            out.append((k, n))
-            live.append((k, n))
-            live_bytes += n
-    return out
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "memory_sizes.py"
+    spec = importlib.util.spec_from_file_location("ringkernel_bench_memory_sizes", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+#: benchmarks/memory_sizes.py's trace, the very function: (id, bytes) allocates, (id, 0) frees.
+random_trace = _load_benchmark_module().random_trace
 
 
 def replay(pool: GpuMemoryPool, trace: list[tuple[int, int]]) -> tuple[float, float]:
