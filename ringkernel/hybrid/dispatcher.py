@@ -257,11 +257,12 @@ class HybridDispatcher:
         """Where a workload of ``workload_size`` elements runs, and why."""
         n = _check_size(workload_size)
         mode = self.config.mode
-        if mode == ProcessingMode.CPU_ONLY or not self.gpu_available:
-            return _DECISIONS[False, "mode" if mode == ProcessingMode.CPU_ONLY else "no GPU"]
-        if mode == ProcessingMode.GPU_ONLY:
+        kind = mode.kind  # a string compare: cheaper than the dataclass's __eq__ on every call
+        if kind == "cpu_only" or not self.gpu_available:
+            return _DECISIONS[False, "mode" if kind == "cpu_only" else "no GPU"]
+        if kind == "gpu_only":
             return _DECISIONS[True, "mode"]
-        if mode.kind == "hybrid":
+        if kind == "hybrid":
             assert mode.gpu_threshold is not None
             return _DECISIONS[n >= mode.gpu_threshold, "threshold"]
         with self._lock:

@@ -53,10 +53,11 @@ _default_lock = threading.Lock()
 def default_dispatcher() -> HybridDispatcher:
     """The process-wide ``ADAPTIVE`` dispatcher that ``@elementwise`` kernels share unless given one."""
     global _default
-    with _default_lock:
-        if _default is None:
-            _default = HybridDispatcher(HybridConfig())
-        return _default
+    if _default is None:  # the lock only for the first call: this runs on every call of a kernel
+        with _default_lock:
+            if _default is None:
+                _default = HybridDispatcher(HybridConfig())
+    return _default
 
 
 def written_parameters(func: Callable[..., Any], names: list[str]) -> set[str]:
@@ -237,7 +238,7 @@ class HybridKernel:
         return self.dispatcher.explain(size, kernel=self.name, data_on_device=data_on_device)
 
     # -- a call -----------------------------------------------------------------------------------
-    def _check(self, args: tuple[Any, ...], n: int | None) -> tuple[int, list[int], bool]:
+    def _check(self, args: tuple[Any, ...], n: int | None) -> tuple[int, list[int], bool, tuple[Any, ...]]:
         if len(args) != len(self.params):
             raise KernelArgumentError(
                 f"{self.name} takes {len(self.params)} arguments ({', '.join(self.params)}), got {len(args)}",
@@ -246,6 +247,8 @@ class HybridKernel:
         arrays: list[int] = []
         sizes: list[int] = []
         device = False
+        # what numba compiles a new version for: type, dtype, layout, writability
+        layout: list[Any] = []
         for name, a in zip(self.params, args):
             if a is None:
                 raise KernelArgumentError(f"argument {name!r} is None", kernel_name=self.name,
@@ -261,7 +264,9 @@ class HybridKernel:
                     why = "" if self.source_known else " (the body's source cannot be read, so every array counts as written)"
                     raise KernelArgumentError(f"array {name!r} is written by the body but is read-only{why}",
                                               kernel_name=self.name, hint="pass a writable array")  # fmt: skip
-                if not isinstance(a, np.ndarray) and not _contiguous(a):
+                contiguous = _contiguous(a)
+                layout.append((type(a), getattr(a, "dtype", None), contiguous, a.flags.writeable if isinstance(a, np.ndarray) else True))
+                if not isinstance(a, np.ndarray) and not contiguous:
                     raise KernelArgumentError(
                         f"device array {name!r} is not contiguous: the CPU side cannot copy it to the host",
                         kernel_name=self.name, hint="pass a contiguous device array (copy the view first)",
@@ -271,6 +276,7 @@ class HybridKernel:
                 device = device or _is_device(a)
             elif isinstance(a, (bool, int, float, complex, np.generic)):
                 sizes.append(-1)
+                layout.append((type(a), getattr(a, "dtype", None)))
             else:
                 raise KernelArgumentError(
                     f"argument {name!r} is a {type(a).__name__}: @elementwise takes arrays (NumPy or device) and numbers",
@@ -296,7 +302,7 @@ class HybridKernel:
             n = int(n)
         self._first_array = self.params[arrays[0]]
         self._check_aliasing(args, arrays)
-        return n, arrays, device
+        return n, arrays, device, tuple(layout)
 
     def _check_aliasing(self, args: tuple[Any, ...], arrays: list[int]) -> None:
         """Refuse arguments that share memory where the result would depend on the side: two
@@ -327,15 +333,12 @@ class HybridKernel:
                     )  # fmt: skip
 
     def __call__(self, *args: Any, n: int | None = None) -> None:
-        size, arrays, on_device = self._check(args, n)
+        size, arrays, on_device, layout = self._check(args, n)
         if size == 0:
             return  # nothing to run, nothing to learn
         d = self.dispatcher
         decision = self.last_decision = d.decide(size, kernel=self.name, data_on_device=on_device)
-        side = "gpu" if decision.use_gpu else "cpu"
-        # what numba compiles a new version for: type, dtype, layout, writability
-        types_key = (side, tuple((type(a), getattr(a, "dtype", None), _contiguous(a),
-                                  a.flags.writeable if isinstance(a, np.ndarray) else True) for a in args))  # fmt: skip
+        types_key = ("gpu" if decision.use_gpu else "cpu", layout)
         warm = types_key in self._warm
         t0 = time.perf_counter()
         if decision.use_gpu:
@@ -364,7 +367,7 @@ class HybridKernel:
                 host[i] = dev.copy_to_host()
                 if self.params[i] in self.written:
                     back.append((dev, host[i]))
-        threads = self.dispatcher.config.cpu_threads
+        threads = self.dispatcher.config.cpu_threads  # (a property: the given or the shared dispatcher)
         if threads is not None:
             import numba
 
