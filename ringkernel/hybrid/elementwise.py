@@ -39,6 +39,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import ConfigurationError, KernelArgumentError
+from ..kernel.args import array_info
 from .dispatcher import HybridConfig, HybridDispatcher
 
 __all__ = ["elementwise", "HybridKernel", "default_dispatcher"]
@@ -134,12 +135,8 @@ def _span(a: Any) -> tuple[str, int, int, tuple[Any, ...]] | None:
 def _contiguous(a: Any) -> bool:
     if isinstance(a, np.ndarray):
         return bool(a.flags.c_contiguous)
-    if hasattr(a, "__cuda_array_interface__"):
-        cai = a.__cuda_array_interface__
-        st = cai.get("strides")
-        return st is None or tuple(st) == (np.dtype(cai["typestr"]).itemsize,) or cai["shape"][0] <= 1
-    ary = getattr(a, "_ary", None)
-    return bool(ary.flags.c_contiguous) if isinstance(ary, np.ndarray) else True
+    info = array_info(a)  # the launch path's reading of device arrays (numba, CuPy, the simulator, ...)
+    return True if info is None else info.is_contiguous("C")
 
 
 def _is_device(a: Any) -> bool:
@@ -265,7 +262,8 @@ class HybridKernel:
                     raise KernelArgumentError(f"array {name!r} is written by the body but is read-only{why}",
                                               kernel_name=self.name, hint="pass a writable array")  # fmt: skip
                 contiguous = _contiguous(a)
-                layout.append((type(a), getattr(a, "dtype", None), contiguous, a.flags.writeable if isinstance(a, np.ndarray) else True))
+                writable = a.flags.writeable if isinstance(a, np.ndarray) else True
+                layout.append((type(a), getattr(a, "dtype", None), contiguous, writable))
                 if not isinstance(a, np.ndarray) and not contiguous:
                     raise KernelArgumentError(
                         f"device array {name!r} is not contiguous: the CPU side cannot copy it to the host",
