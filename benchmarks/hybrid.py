@@ -6,7 +6,8 @@ host (NumPy) and on the device (numba arrays). Each is one ``@elementwise`` body
 three dispatchers in the same process: CPU_ONLY, GPU_ONLY and ADAPTIVE (after a learning phase
 of 32 calls at sizes drawn from the sweep, seeded). Every call returns with its results in
 place (the GPU side's copies and synchronisation included), timed by the host clock around
-the call. Per size and mode: ``--reps`` rounds, sizes in rotating order and the three modes in
+the call. Per size and mode: ``--reps`` rounds (more, up to ``--max-reps``, for sizes whose rounds
+are cheap: there a call takes microseconds and noise weighs most), sizes in rotating order and the three modes in
 each of their six orders in turn (so that each mode follows each other equally often), each an
 untimed call then a burst of ``--burst`` consecutive calls of that mode (its median: the steady
 time of a program calling that size repeatedly; a first call after another mode's pays for
@@ -133,9 +134,15 @@ def run(args: argparse.Namespace) -> int:
             times: dict[str, dict[int, list[float]]] = {m: {n: [] for n in sizes} for m in MODES}
             choice: dict[int, list[bool]] = {n: [] for n in sizes}
             orders = list(itertools.permutations(MODES))  # each mode follows each other equally often
-            for r in range(args.reps):
+            # rounds per size: --reps, more (up to --max-reps, in multiples of the 6 orders) where
+            # a round costs little (small sizes: microseconds a call, where noise weighs most),
+            # decided from the first round's times and --size-budget seconds per size
+            rounds = {n: args.reps for n in sizes}
+            for r in range(max(args.reps, args.max_reps)):
                 order = sizes[r % len(sizes):] + sizes[: r % len(sizes)]
                 for i, n in enumerate(order):
+                    if r >= rounds[n]:
+                        continue
                     for m in orders[(r + i) % len(orders)]:
                         # a burst of calls of one mode after one untimed call, its median: the
                         # steady per-call time of a program calling this size repeatedly (the
@@ -146,6 +153,11 @@ def run(args: argparse.Namespace) -> int:
                         times[m][n].append(float(np.median(burst)))
                         if m == "adaptive":
                             choice[n].append(bool(kern[m].last_decision.use_gpu))
+                if r == 0:
+                    for n in sizes:
+                        per_round = (args.burst + 1) * sum(times[m][n][0] for m in MODES)
+                        want = int(args.size_budget / max(per_round, 1e-9)) // len(orders) * len(orders)
+                        rounds[n] = min(max(args.reps, want), max(args.reps, args.max_reps))
             # the results are right on both sides (checked after timing, on the largest size)
             n = sizes[-1]
             want = reference(kname, a, host_x[:n], host_y[:n])
@@ -156,6 +168,9 @@ def run(args: argparse.Namespace) -> int:
             med = {m: [float(np.median(times[m][n])) for n in sizes] for m in MODES}
             best = [min(c, g) for c, g in zip(med["cpu"], med["gpu"])]
             over = [ad / b for ad, b in zip(med["adaptive"], best)]
+            # the noise of the measurement: interquartile range of a mode's round medians over their median
+            spread = {m: [float((np.percentile(times[m][n], 75) - np.percentile(times[m][n], 25)) / np.median(times[m][n]))
+                          for n in sizes] for m in MODES}  # fmt: skip
             st = disp["adaptive"].stats()
             results[key] = {
                 "sizes": sizes, "median_s": med, "best_s": best, "adaptive_over_best_per_size": over,
@@ -164,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
                 "explain_at_crossover_region": str(disp["adaptive"].explain(1 << 16, kernel=kname,
                                                                               data_on_device=loc == "device")),
                 "total_s": {m: sum(med[m]) for m in MODES},
+                "rounds": [rounds[n] for n in sizes], "spread_iqr_over_median": spread,
                 "adaptive_probes": st.probes, "adaptive_calls": st.cpu_executions + st.gpu_executions,
             }  # fmt: skip
             learning[key] = {"calls": args.learn_calls, "seconds": learn_s}
@@ -191,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
         "fixed_threshold": threshold,
         "learning": learning,
         "by_kernel": results,
-        "reps": args.reps, "burst": args.burst, "cpu_threads": threads, "seed": args.seed, "host_cores": os.cpu_count(), "numba_threads": numba.config.NUMBA_NUM_THREADS,
+        "reps": args.reps, "max_reps": args.max_reps, "size_budget_s": args.size_budget, "burst": args.burst, "cpu_threads": threads, "seed": args.seed, "host_cores": os.cpu_count(), "numba_threads": numba.config.NUMBA_NUM_THREADS,
         "device": {"name": arch.name, "compute_capability": list(arch.compute_capability), "driver": driver_version()},
         "versions": library_versions(), "host": platform.node(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -199,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
         "command": "python benchmarks/hybrid.py " + " ".join(sys.argv[1:]),
         "method": "per kernel and data location: CPU_ONLY, GPU_ONLY and ADAPTIVE dispatchers in one process; "
         "ADAPTIVE first learns from --learn-calls calls at sizes drawn from the sweep; then --reps rounds over "
-        "every size, sizes rotating, the modes in each of their 6 orders in turn, in each an untimed call then a burst "
+        "every size (up to --max-reps for sizes whose first round took under --size-budget / max-reps), sizes rotating, the modes in each of their 6 orders in turn, in each an untimed call then a burst "
         "of --burst calls of one mode (its median), "
         "host clock around each synchronous call; the median over rounds. CPU path: cores - 1 threads. "
         "Fixed threshold: the single threshold minimising saxpy/host's sweep, applied to all (from the measured "
@@ -276,6 +292,9 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--reps", type=int, default=6, help="rounds over the sizes and modes (6: every order of the modes)")
     p.add_argument("--burst", type=int, default=3, help="consecutive calls per size and mode in a round (median)")
+    p.add_argument("--max-reps", type=int, default=24, help="rounds for sizes whose rounds are cheap (a multiple of 6)")
+    p.add_argument("--size-budget", type=float, default=0.5,
+                   help="seconds per size (all modes) that decide how many rounds above --reps a size gets")
     p.add_argument("--cpu-threads", type=int, default=None, help="CPU path threads (default: cores - 1)")
     p.add_argument("--learn-calls", type=int, default=32)
     p.add_argument("--max-size", type=int, default=SIZES[-1])

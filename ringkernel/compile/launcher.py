@@ -32,7 +32,7 @@ from .. import driver
 from .._layout import c_strides as _strides_c
 
 __all__ = ["ArgInfo", "describe_arg", "first_launch", "IDENTITY_CACHE", "KernelLauncher", "register_memo", "clear_memo",
-           "guard_for"]
+           "guard_for", "device_fields"]
 
 _PARAM = 8  # bytes per parameter slot (complex numbers take two slots)
 
@@ -343,6 +343,44 @@ def guard_for(obj: Any) -> tuple[Any, Any] | None:
         if make is None:
             make = _GUARDS[tp] = _interface_guard
     return make(obj)  # type: ignore[no-any-return]
+
+
+def device_fields(obj: Any) -> tuple[int, tuple[int, ...], tuple[int, ...], np.dtype] | None:
+    """``(pointer, shape, strides in bytes, dtype)`` of a device array through the launch
+    path's per-type reader (numba's, CuPy's and PyTorch's attributes, ringkernel's
+    ``DeviceArray``), else its ``__cuda_array_interface__``; None for anything else (NumPy
+    arrays, numbers, the simulator's arrays, which have no interface)."""
+    tp = type(obj)
+    if issubclass(tp, np.ndarray) or not hasattr(tp, "__cuda_array_interface__"):
+        return None
+    reader = _READERS.get(tp, _UNSET)
+    if reader is _UNSET:
+        reader = _READERS[tp] = _make_reader(tp)
+    got = reader(obj) if reader is not None else None
+    if got is not None:
+        ptr, shape, strides, dtype, _stream = got
+        shape = tuple(shape)
+        if strides is None:
+            strides = _c_strides(shape, dtype.itemsize)
+        return int(ptr), shape, tuple(strides), dtype
+    try:
+        cai = obj.__cuda_array_interface__
+    except (AttributeError, TypeError, ValueError, RuntimeError):  # e.g. a CPU tensor: not a device array
+        return None
+    shape = tuple(int(x) for x in cai["shape"])
+    dtype = np.dtype(cai["typestr"])
+    st = cai.get("strides")
+    strides = tuple(int(x) for x in st) if st else _c_strides(shape, dtype.itemsize)
+    return int(cai["data"][0] or 0), shape, strides, dtype
+
+
+def _c_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    out = []
+    step = itemsize
+    for n in reversed(shape):
+        out.append(step)
+        step *= max(n, 1)
+    return tuple(reversed(out))
 
 
 def _interface_guard(a: Any) -> tuple[Any, Any] | None:

@@ -171,18 +171,24 @@ class Explanation:
     cpu_samples: int
     gpu_samples: int
     crossover: float | None
+    #: (median seconds, runs) of each side's recent runs of exactly this size, once it ran it 3 times
+    cpu_measured: tuple[float, int] | None = None
+    gpu_measured: tuple[float, int] | None = None
 
     def __str__(self) -> str:
         where = "device" if self.data_on_device else "host"
         side = "GPU" if self.use_gpu else "CPU"
         text = f"{self.kernel!r}, {self.size} elements, data on the {where}: {side} ({self.reason})"
-        for name, fit, count in (("CPU", self.cpu, self.cpu_samples), ("GPU", self.gpu, self.gpu_samples)):
+        for name, fit, count, here in (("CPU", self.cpu, self.cpu_samples, self.cpu_measured),
+                                       ("GPU", self.gpu, self.gpu_samples, self.gpu_measured)):  # fmt: skip
             if fit is None:
                 text += f"; {name}: {count} samples, not fitted yet"
             else:
                 text += (f"; {name}: predicted {fit.predict(self.size) * 1e6:.1f} us = {fit.fixed_s * 1e6:.2f} us + "
                          f"{fit.per_element_s * 1e9:.4f} ns x n ({fit.samples} samples, {fit.sizes} sizes, "
                          f"median error {100 * fit.relative_error:.0f}%)")  # fmt: skip
+            if here is not None:
+                text += f", measured at this size {here[0] * 1e6:.1f} us (median of its last {here[1]}; this decides)"
         if self.crossover is not None:
             text += f"; crossover {self.crossover:.3g} elements"
         return text
@@ -276,10 +282,21 @@ class HybridDispatcher:
                     self._probes += 1
                     return _DECISIONS[use_gpu, "explore"]
                 k.ready = True
-            fc, fg = k.cpu.fit(), k.gpu.fit()
-            assert fc is not None and fg is not None
-            t_cpu = fc.fixed_s + fc.per_element_s * n
-            t_gpu = fg.fixed_s + fg.per_element_s * n
+            # each side's estimate: its recent median at this very size where it ran it 3+ times
+            # (a program's repeated sizes; exact where the line is not), else its line
+            mc, mg = k.cpu.at.get(n), k.gpu.at.get(n)
+            if mc is not None:
+                t_cpu = mc[0]
+            else:
+                fc = k.cpu.fit()
+                assert fc is not None
+                t_cpu = fc.fixed_s + fc.per_element_s * n
+            if mg is not None:
+                t_gpu = mg[0]
+            else:
+                fg = k.gpu.fit()
+                assert fg is not None
+                t_gpu = fg.fixed_s + fg.per_element_s * n
             use_gpu = t_gpu < t_cpu
             other_model = k.cpu if use_gpu else k.gpu
             if not other_model.lo_n <= n <= other_model.hi_n:
@@ -299,7 +316,10 @@ class HybridDispatcher:
             p = max(p, 1.0 / few)  # a side measured few times is probed more, anywhere: its fit may rest on an outlier
             ratio = other / (best if best > 1e-12 else 1e-12)
             if ratio < _CLOSE:
-                p += (_CLOSE_PROBABILITY - p) * (1.0 - math.log(ratio) / _LOG_CLOSE)
+                # near a tie: probe often while the other side has few runs of this size, less
+                # as they accumulate (its median there then decides, and a probe only follows drift)
+                local = (mc if use_gpu else mg) or (0.0, 0)
+                p += (_CLOSE_PROBABILITY - p) * (1.0 - math.log(ratio) / _LOG_CLOSE) / (1 + local[1])
             elif ratio > self.config.reprobe_max_ratio and few >= 2 * need:
                 return _DECISIONS[use_gpu, "model"]
             if self._rng.random() < p:
@@ -369,6 +389,7 @@ class HybridDispatcher:
             k = self._keys.get((kernel, bool(data_on_device)))
             cpu, gpu = (k.cpu.fit(), k.gpu.fit()) if k else (None, None)
             counts = (k.cpu.count, k.gpu.count) if k else (0, 0)
+            here = (k.cpu.at.get(n), k.gpu.at.get(n)) if k else (None, None)
             ready = k is not None and k.ready
             explore = _explore(k, n, self.config.min_samples) if k is not None and not ready else None
         mode = self.config.mode
@@ -377,7 +398,11 @@ class HybridDispatcher:
                 use_gpu = True if k is None else bool(explore)
                 reason = "still exploring: too few measurements"
             else:
-                use_gpu, reason = gpu.predict(n) < cpu.predict(n), "the cheaper predicted side"
+                t_cpu = here[0][0] if here[0] is not None else cpu.predict(n)
+                t_gpu = here[1][0] if here[1] is not None else gpu.predict(n)
+                use_gpu = t_gpu < t_cpu
+                reason = ("the cheaper side " + ("measured at this size" if None not in here else
+                                                  "predicted" if here == (None, None) else "(one side measured here)"))
                 other = k.cpu if use_gpu else k.gpu  # type: ignore[union-attr]
                 if not other.lo_n <= n <= other.hi_n:
                     use_gpu, reason = not use_gpu, "the other side was never measured near this size: probing it"
@@ -386,7 +411,7 @@ class HybridDispatcher:
                                               (mode.kind == "hybrid" and n >= (mode.gpu_threshold or 0)))  # fmt: skip
             reason = f"mode {mode!r}" if self.gpu_available else "no GPU"
         return Explanation(n, kernel, bool(data_on_device), mode, use_gpu, reason, cpu, gpu, counts[0], counts[1],
-                           crossover(cpu, gpu))  # fmt: skip
+                           crossover(cpu, gpu), here[0], here[1])  # fmt: skip
 
     def stats(self) -> HybridStats:
         with self._lock:

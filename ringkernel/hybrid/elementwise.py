@@ -39,6 +39,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import ConfigurationError, KernelArgumentError
+from ..compile.launcher import device_fields
 from ..kernel.args import array_info
 from .dispatcher import HybridConfig, HybridDispatcher
 
@@ -110,33 +111,80 @@ def source_available(func: Callable[..., Any]) -> bool:
     return _function_ast(func) is not None
 
 
-def _span(a: Any) -> tuple[str, int, int, tuple[Any, ...]] | None:
-    """(memory space, first byte, end byte, layout) of an array, or ``None`` when unknown."""
-    if isinstance(a, np.ndarray):
-        space, ptr, shape, strides, itemsize = "host", a.__array_interface__["data"][0], a.shape, a.strides, a.itemsize
-    elif hasattr(a, "__cuda_array_interface__"):
-        cai = a.__cuda_array_interface__
-        itemsize = np.dtype(cai["typestr"]).itemsize
-        shape = tuple(cai["shape"])
-        strides = tuple(cai.get("strides") or (itemsize,) * len(shape))
-        space, ptr = "device", cai["data"][0]
-    elif hasattr(a, "_ary") and isinstance(a._ary, np.ndarray):  # the simulator's arrays
-        return _span(a._ary)
-    else:
-        return None
+def _extent(ptr: int, shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int) -> tuple[int, int]:
+    """[first byte, end byte) of the memory an array's elements occupy."""
     lo = hi = 0
     for n, st in zip(shape, strides):
         if n == 0:
-            return (space, ptr, ptr, (shape, strides))
-        lo, hi = (lo + (n - 1) * st, hi) if st < 0 else (lo, hi + (n - 1) * st)
-    return (space, ptr + lo, ptr + hi + itemsize, (shape, strides))
+            return ptr, ptr
+        if st < 0:
+            lo += (n - 1) * st
+        else:
+            hi += (n - 1) * st
+    return ptr + lo, ptr + hi + itemsize
 
 
-def _contiguous(a: Any) -> bool:
-    if isinstance(a, np.ndarray):
-        return bool(a.flags.c_contiguous)
-    info = array_info(a)  # the launch path's reading of device arrays (numba, CuPy, the simulator, ...)
-    return True if info is None else info.is_contiguous("C")
+def _host_span(a: np.ndarray) -> tuple[str, int, int, tuple[Any, ...]]:
+    lo, hi = _extent(a.__array_interface__["data"][0], a.shape, a.strides, a.itemsize)
+    return ("host", lo, hi, (a.shape, a.strides))
+
+
+def _device_view(a: Any) -> tuple[tuple[int, ...], bool, tuple[Any, ...] | None]:
+    """(shape, C-contiguous, span) of a device array: the span is (memory space, first byte,
+    end byte, layout), ``None`` where the pointer is unknown. Read once per argument and call,
+    through the launch path's per-type reader (numba's, CuPy's and PyTorch's attributes: no
+    ``__cuda_array_interface__`` dict built where the type has a cheaper way)."""
+    got = device_fields(a)
+    if got is None:  # the simulator's arrays: a NumPy array inside, no interface
+        inner = getattr(a, "_ary", None)
+        if isinstance(inner, np.ndarray):
+            span = _host_span(inner)
+            return tuple(a.shape), bool(inner.flags.c_contiguous), ("device",) + span[1:]
+        info = array_info(a)
+        return tuple(a.shape), (True if info is None else info.is_contiguous("C")), None
+    ptr, shape, strides, dtype = got
+    lo, hi = _extent(ptr, shape, strides, dtype.itemsize)
+    step, contiguous = dtype.itemsize, True
+    for n, st in zip(reversed(shape), reversed(strides)):
+        if n != 1 and st != step:
+            contiguous = False
+        step *= n
+    return shape, contiguous, ("device", lo, hi, (shape, strides))
+
+
+_POOL: Any = None
+_pool_lock = threading.Lock()
+_SYNC: Any = None
+
+
+def _staging_pool() -> Any:
+    """The pool that stages host arrays for the GPU side (one per process, made on first use)."""
+    global _POOL
+    if _POOL is None:
+        with _pool_lock:
+            if _POOL is None:
+                from ..memory import GpuMemoryPool
+
+                _POOL = GpuMemoryPool()
+    return _POOL
+
+
+def _synchronize() -> None:
+    """Wait for the device: the driver's context synchronisation (numba's ``cuda.synchronize()``
+    looks its context up first, several microseconds more); numba's on the simulator."""
+    global _SYNC
+    if _SYNC is None:
+        from ..config import simulator_enabled
+
+        if simulator_enabled():
+            from numba import cuda
+
+            _SYNC = cuda.synchronize
+        else:
+            from .. import driver
+
+            _SYNC = driver.ctx_synchronize
+    _SYNC()
 
 
 def _is_device(a: Any) -> bool:
@@ -199,8 +247,15 @@ class HybridKernel:
         # body (n, i, body, cuda, ...) can collide with them
         args = "".join(f", {p}" for p in self.params)
         if target == "cpu":
-            return (f"def _rk_cpu_{self._ident}(_rk_n{args}):\n    for _rk_i in _rk_prange(_rk_n):\n"
-                    f"        _rk_body(_rk_i{args})\n")  # fmt: skip
+            # the thread count is set inside the compiled function (numba allows it there):
+            # two Python calls of numba.set_num_threads around the loop cost ~4 us a call.
+            # numba's parallel loops do not raise from their body, so the restore always runs.
+            return (f"def _rk_cpu_{self._ident}(_rk_n, _rk_t{args}):\n"
+                    f"    _rk_old = _rk_get_threads()\n"
+                    f"    if _rk_t > 0:\n        _rk_set_threads(_rk_t)\n"
+                    f"    for _rk_i in _rk_prange(_rk_n):\n"
+                    f"        _rk_body(_rk_i{args})\n"
+                    f"    _rk_set_threads(_rk_old)\n")  # fmt: skip
         return (f"def _rk_gpu_{self._ident}(_rk_n{args}):\n"
                 f"    for _rk_i in range(_rk_cuda.grid(1), _rk_n, _rk_cuda.gridsize(1)):\n"
                 f"        _rk_body(_rk_i{args})\n")  # fmt: skip
@@ -211,7 +266,8 @@ class HybridKernel:
             if self._cpu is None:
                 import numba
 
-                ns: dict[str, Any] = {"_rk_body": numba.njit(self.func), "_rk_prange": numba.prange}
+                ns: dict[str, Any] = {"_rk_body": numba.njit(self.func), "_rk_prange": numba.prange,
+                                      "_rk_get_threads": numba.get_num_threads, "_rk_set_threads": numba.set_num_threads}
                 exec(compile(self._source("cpu"), f"<elementwise {self.name} cpu>", "exec"), ns)  # noqa: S102
                 self._cpu = numba.njit(parallel=True)(ns[f"_rk_cpu_{self._ident}"])
             return self._cpu
@@ -243,38 +299,50 @@ class HybridKernel:
             )  # fmt: skip
         arrays: list[int] = []
         sizes: list[int] = []
+        spans: dict[int, Any] = {}  # device arrays' spans, read once (host ones when needed)
         device = False
         # what numba compiles a new version for: type, dtype, layout, writability
         layout: list[Any] = []
+        written = self.written
         for name, a in zip(self.params, args):
-            if a is None:
-                raise KernelArgumentError(f"argument {name!r} is None", kernel_name=self.name,
-                                          hint="pass an array or a number")  # fmt: skip
-            if isinstance(a, np.ndarray) or _is_device(a):
-                shape = tuple(a.shape)
+            if isinstance(a, np.ndarray):
+                shape = a.shape
                 if len(shape) != 1:
                     raise KernelArgumentError(
                         f"array {name!r} has shape {shape}; @elementwise takes 1-D arrays",
                         kernel_name=self.name, hint="pass x.reshape(-1) (a contiguous array) and index it flat",
                     )  # fmt: skip
-                if isinstance(a, np.ndarray) and name in self.written and not a.flags.writeable:
+                flags = a.flags
+                if name in written and not flags.writeable:
                     why = "" if self.source_known else " (the body's source cannot be read, so every array counts as written)"
                     raise KernelArgumentError(f"array {name!r} is written by the body but is read-only{why}",
                                               kernel_name=self.name, hint="pass a writable array")  # fmt: skip
-                contiguous = _contiguous(a)
-                writable = a.flags.writeable if isinstance(a, np.ndarray) else True
-                layout.append((type(a), getattr(a, "dtype", None), contiguous, writable))
-                if not isinstance(a, np.ndarray) and not contiguous:
+                layout.append((np.ndarray, a.dtype, flags.c_contiguous, flags.writeable))
+                arrays.append(len(sizes))
+                sizes.append(shape[0])
+            elif a is None:
+                raise KernelArgumentError(f"argument {name!r} is None", kernel_name=self.name,
+                                          hint="pass an array or a number")  # fmt: skip
+            elif isinstance(a, (bool, int, float, complex, np.generic)):
+                sizes.append(-1)
+                layout.append((type(a), getattr(a, "dtype", None)))
+            elif _is_device(a):
+                shape, contiguous, span = _device_view(a)
+                if len(shape) != 1:
+                    raise KernelArgumentError(
+                        f"array {name!r} has shape {shape}; @elementwise takes 1-D arrays",
+                        kernel_name=self.name, hint="pass x.reshape(-1) (a contiguous array) and index it flat",
+                    )  # fmt: skip
+                if not contiguous:
                     raise KernelArgumentError(
                         f"device array {name!r} is not contiguous: the CPU side cannot copy it to the host",
                         kernel_name=self.name, hint="pass a contiguous device array (copy the view first)",
                     )  # fmt: skip
+                layout.append((type(a), getattr(a, "dtype", None), True, True))
+                spans[len(sizes)] = span
                 arrays.append(len(sizes))
                 sizes.append(shape[0])
-                device = device or _is_device(a)
-            elif isinstance(a, (bool, int, float, complex, np.generic)):
-                sizes.append(-1)
-                layout.append((type(a), getattr(a, "dtype", None)))
+                device = True
             else:
                 raise KernelArgumentError(
                     f"argument {name!r} is a {type(a).__name__}: @elementwise takes arrays (NumPy or device) and numbers",
@@ -282,15 +350,15 @@ class HybridKernel:
                 )  # fmt: skip
         if not arrays:
             raise KernelArgumentError(f"{self.name} got no array argument", kernel_name=self.name)
-        lengths = {sizes[i] for i in arrays}
         if n is None:
-            if len(lengths) != 1:
-                got = {self.params[i]: sizes[i] for i in arrays}
-                raise KernelArgumentError(
-                    f"{self.name}'s arrays differ in length {got}: which n is meant is not clear",
-                    kernel_name=self.name, hint="pass arrays of one length, or n= (every array at least n long)",
-                )  # fmt: skip
-            n = lengths.pop()
+            n = sizes[arrays[0]]
+            for i in arrays:
+                if sizes[i] != n:
+                    got = {self.params[j]: sizes[j] for j in arrays}
+                    raise KernelArgumentError(
+                        f"{self.name}'s arrays differ in length {got}: which n is meant is not clear",
+                        kernel_name=self.name, hint="pass arrays of one length, or n= (every array at least n long)",
+                    )  # fmt: skip
         else:
             if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
                 raise KernelArgumentError(f"n must be a non-negative int, got {n!r}", kernel_name=self.name)
@@ -299,24 +367,25 @@ class HybridKernel:
                 raise KernelArgumentError(f"n={n} but arrays {short} are shorter", kernel_name=self.name)
             n = int(n)
         self._first_array = self.params[arrays[0]]
-        self._check_aliasing(args, arrays)
+        if len(arrays) > 1:
+            self._check_aliasing(args, arrays, spans)
         return n, arrays, device, tuple(layout)
 
-    def _check_aliasing(self, args: tuple[Any, ...], arrays: list[int]) -> None:
+    def _check_aliasing(self, args: tuple[Any, ...], arrays: list[int], spans: dict[int, Any]) -> None:
         """Refuse arguments that share memory where the result would depend on the side: two
         written ones, or a written one overlapping another view that is not the very same view
         (each side copies arrays separately, and the CPU loop runs in parallel)."""
-        if len(arrays) < 2:
-            return
         for x, i in enumerate(arrays):
             a = args[i]
+            host_a = i not in spans
             for j in arrays[x + 1:]:
                 b = args[j]
-                host_a, host_b = isinstance(a, np.ndarray), isinstance(b, np.ndarray)
+                host_b = j not in spans
                 if host_a != host_b or (host_a and not np.may_share_memory(a, b)):
                     continue  # host and device memory never overlap; may_share_memory: bounds only, fast
-                si, sj = _span(a), _span(b)
-                if si is None or sj is None or si[0] != sj[0] or si[1] >= sj[2] or sj[1] >= si[2]:
+                si = spans[i] if not host_a else _host_span(a)
+                sj = spans[j] if not host_b else _host_span(b)
+                if si is None or sj is None or si[1] >= sj[2] or sj[1] >= si[2]:
                     continue
                 pi, pj = self.params[i], self.params[j]
                 wi, wj = pi in self.written, pj in self.written
@@ -358,10 +427,14 @@ class HybridKernel:
         host = list(args)
         back = []
         for i in arrays:
-            if _is_device(args[i]):
-                from numba import cuda
+            a = args[i]
+            if not isinstance(a, np.ndarray):
+                if hasattr(a, "copy_to_host"):  # numba's, ringkernel's DeviceArray, the simulator's
+                    dev = a
+                else:
+                    from numba import cuda
 
-                dev = cuda.as_cuda_array(args[i]) if not hasattr(args[i], "copy_to_host") else args[i]
+                    dev = cuda.as_cuda_array(a)  # CuPy, PyTorch, any interface: a numba view, no copy
                 host[i] = dev.copy_to_host()
                 if self.params[i] in self.written:
                     back.append((dev, host[i]))
@@ -369,36 +442,35 @@ class HybridKernel:
         if threads is not None:
             import numba
 
-            old = numba.get_num_threads()
-            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-            try:
-                loop(n, *host)
-            finally:
-                numba.set_num_threads(old)
-        else:
-            loop(n, *host)
+            threads = min(threads, numba.config.NUMBA_NUM_THREADS)
+        loop(n, threads or 0, *host)
         for dev, h in back:
             dev.copy_to_device(h)
 
     def _run_gpu(self, args: tuple[Any, ...], arrays: list[int], n: int) -> None:
-        from numba import cuda
-
         kernel = self.gpu_kernel()
         dev = list(args)
         back = []
         for i in arrays:
             a = args[i]
             if isinstance(a, np.ndarray):
-                dev[i] = cuda.to_device(a if a.flags.c_contiguous else np.ascontiguousarray(a))  # a strided view: staged
+                # staged through a pooled device array (a cuMemAlloc and its free per array and
+                # call cost far more than the copy at small sizes); a strided view is gathered first
+                d = dev[i] = _staging_pool().device_array(a.shape, a.dtype)
+                if a.size:
+                    d.copy_to_device(a if a.flags.c_contiguous else np.ascontiguousarray(a))
                 if self.params[i] in self.written:
-                    back.append((dev[i], a))
+                    back.append((d, a))
+        # the copies and the kernel are all on the legacy default stream (a launch without
+        # stream=, in a GpuContext too): in order, and a copy to the host waits for the kernel
         kernel(n, *dev)
         for d, h in back:
             if h.flags.c_contiguous:
                 d.copy_to_host(h)
             else:
                 h[...] = d.copy_to_host()
-        cuda.synchronize()
+        if not back:  # nothing copied back that waited for the kernel: wait here
+            _synchronize()
 
     def __repr__(self) -> str:
         return f"<elementwise {self.name}({', '.join(self.params)}), writes {sorted(self.written)}>"

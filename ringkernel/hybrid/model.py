@@ -6,6 +6,12 @@ ignore the small ones, where the fixed cost is decided), weights a sample by
 ``(1 - learning_rate) ** age`` so that the model follows drift, and drops outliers (a
 garbage-collector pause, a page fault storm) whose relative residual is far beyond the
 others' before fitting again. Both coefficients are kept non-negative.
+
+Beside the line, each model keeps the last few times of every size it has run (StarPU's
+history-based model, for sizes a program calls again and again): where a side has run a size
+at least three times, the median of those recent times is its estimate there, since a line through
+every size cannot follow caches, thread wake-ups or a grid that fills the GPU, and near the
+crossover an error of a few percent picks the wrong side.
 """
 
 from __future__ import annotations
@@ -34,10 +40,18 @@ class Fit:
         return self.fixed_s + self.per_element_s * n
 
 
+HISTORY = 5  # recent times kept per size
+HISTORY_MIN = 3  # runs of a size before their median is its estimate
+HISTORY_SIZES = 256  # sizes kept (the oldest size forgotten first)
+
+
 class CostModel:
     """Recent (size, seconds) samples of one side for one kernel and data location."""
 
     def __init__(self, learning_rate: float, window: int = 64, refit_every: int = 8) -> None:
+        #: size -> (median of its recent times, how many) once a size has run three times (see :meth:`measured`)
+        self.at: dict[int, tuple[float, int]] = {}
+        self._history: dict[int, deque[float]] = {}
         self.learning_rate = learning_rate
         self._samples: deque[tuple[int, float]] = deque(maxlen=window)
         self._fit: Fit | None = None
@@ -55,8 +69,22 @@ class CostModel:
         the window's samples, whichever is more, and at once when ``refit`` (a probe's sample,
         which is there to move the fit)."""
         if n > 0 and seconds > 0 and math.isfinite(seconds):
-            self._samples.append((int(n), float(seconds)))
-            self.seen.add(int(n))
+            n = int(n)
+            self._samples.append((n, float(seconds)))
+            self.seen.add(n)
+            h = self._history.get(n)
+            if h is None:
+                if len(self._history) >= HISTORY_SIZES:
+                    old = next(iter(self._history))  # the size first measured longest ago
+                    del self._history[old]
+                    self.at.pop(old, None)
+                h = self._history[n] = deque(maxlen=HISTORY)
+            h.append(float(seconds))
+            typical = _typical(h) if len(h) >= HISTORY_MIN else None
+            if typical is not None:
+                self.at[n] = (typical, len(h))
+            else:
+                self.at.pop(n, None)
             self._new += 1
             self.lo_n = n / 4.0 if self.lo_n < 0 else min(self.lo_n, n / 4.0)
             self.hi_n = max(self.hi_n, n * 4.0)
@@ -89,8 +117,16 @@ class CostModel:
         return self._fit
 
     def predict(self, n: int) -> float | None:
+        """The estimate at ``n``: the recent median there if measured three times, else the line's."""
+        m = self.at.get(n)
+        if m is not None:
+            return m[0]
         f = self.fit()
         return None if f is None else f.predict(n)
+
+    def measured(self, n: int) -> tuple[float, int] | None:
+        """(median of the recent times at exactly ``n`` elements, how many) once ``n`` ran three times."""
+        return self.at.get(n)
 
     def _compute(self) -> Fit | None:
         if not self._samples:
@@ -116,6 +152,16 @@ class CostModel:
             fixed, per = _solve(n[keep], t[keep], w[keep])
         r = np.abs(fixed + per * n[keep] - t[keep]) / t[keep]
         return Fit(fixed, per, int(keep.sum()), len(set(n[keep].tolist())), float(np.median(r)))
+
+
+def _typical(times: "deque[float]") -> float | None:
+    """The median of a size's recent times, leaving out those over 3x the fastest: the same work
+    is never much faster than usual, but a pause (the garbage collector, a page-fault storm,
+    another process) makes it many times slower, and two pauses among a few runs are not rare
+    over many sizes and sides. ``None`` (the line decides) unless two runs agree so."""
+    ordered = sorted(times)
+    kept = [t for t in ordered if t <= 3.0 * ordered[0]]
+    return kept[len(kept) // 2] if len(kept) >= 2 else None
 
 
 def _solve(n: np.ndarray, t: np.ndarray, w: np.ndarray) -> tuple[float, float]:

@@ -43,6 +43,37 @@ def test_both_sides_agree_with_numpy_for_every_array_kind(n: int) -> None:
         mixed = np.zeros(n)
         k(dx, y, mixed)  # mixed host/device
         np.testing.assert_allclose(mixed, _want(x, y), rtol=1e-12, atol=1e-14)
+        try:
+            import torch
+        except ImportError:
+            continue
+        tx, ty, tout = (torch.from_numpy(v).cuda() for v in (x, y, np.zeros(n)))
+        k(tx, ty, tout)  # PyTorch tensors
+        np.testing.assert_allclose(tout.cpu().numpy(), _want(x, y), rtol=1e-12, atol=1e-14)
+
+
+def test_host_arrays_inside_a_context_and_from_threads() -> None:
+    """The GPU side stages host arrays through pooled device memory: right inside a GpuContext,
+    from several threads at once (each call its own staging arrays), at many sizes in a row."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ringkernel import GpuContext
+    from ringkernel.hybrid import HybridConfig, HybridDispatcher, ProcessingMode, elementwise
+
+    k = elementwise(body, dispatcher=HybridDispatcher(HybridConfig(ProcessingMode.GPU_ONLY)), name="staged")
+    rng = np.random.default_rng()
+
+    def one(n: int) -> None:
+        x, y = rng.uniform(-2, 2, n), rng.uniform(-2, 2, n)
+        out = np.full(n, np.nan)
+        k(x, y, out)
+        np.testing.assert_allclose(out, _want(x, y), rtol=1e-12, atol=1e-14)
+
+    with GpuContext():  # closed at the end of the block
+        for n in (1, 7, 1000, 65_537, 1 << 20):
+            one(n)
+    with ThreadPoolExecutor(8) as ex:
+        list(ex.map(one, [int(v) for v in rng.integers(1, 300_000, 64)]))
 
 
 def test_adaptive_sends_a_large_transcendental_workload_to_the_gpu() -> None:
