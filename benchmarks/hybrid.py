@@ -23,7 +23,9 @@ GPU_ONLY times), applied to every kernel and location.
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime as dt
+import gc
 import itertools
 import json
 import math
@@ -108,7 +110,10 @@ def run(args: argparse.Namespace) -> int:
                 "adaptive": HybridDispatcher(HybridConfig(ProcessingMode.ADAPTIVE, cpu_threads=threads, seed=args.seed)),
             }
             kern = {m: elementwise(body, dispatcher=disp[m], name=kname) for m in MODES}
-            data = {}
+            data = {}  # the previous key's arrays go first: their frees must not fall into this sweep
+            gc.collect()
+            if not args.smoke:  # (the simulator has no deferred frees)
+                cuda.current_context().deallocations.clear()
             for n in sizes:
                 x, y, out = host_x[:n].copy(), host_y[:n].copy(), np.empty(n, np.float32)
                 if loc == "device":
@@ -133,11 +138,17 @@ def run(args: argparse.Namespace) -> int:
             learn_s = time.perf_counter() - t_learn
             times: dict[str, dict[int, list[float]]] = {m: {n: [] for n in sizes} for m in MODES}
             choice: dict[int, list[bool]] = {n: [] for n in sizes}
+            reasons: dict[int, collections.Counter[str]] = {n: collections.Counter() for n in sizes}
             orders = list(itertools.permutations(MODES))  # each mode follows each other equally often
-            # rounds per size: --reps, more (up to --max-reps, in multiples of the 6 orders) where
-            # a round costs little (small sizes: microseconds a call, where noise weighs most),
-            # decided from the first round's times and --size-budget seconds per size
-            rounds = {n: args.reps for n in sizes}
+            # An untimed pass over every size and mode first (first touches, the pool's first
+            # blocks of each size): its times decide the rounds per size: --reps, more (up to
+            # --max-reps, in multiples of the 6 orders) where a round costs little (small sizes:
+            # microseconds a call, where noise weighs most), within --size-budget seconds a size.
+            rounds = {}
+            for n in sizes:
+                per_round = (args.burst + 1) * sum(min(call(m, n), call(m, n)) for m in ("cpu", "gpu"))
+                want = int(args.size_budget / max(2 * per_round, 1e-9)) // len(orders) * len(orders)
+                rounds[n] = min(max(args.reps, want), max(args.reps, args.max_reps))
             for r in range(max(args.reps, args.max_reps)):
                 order = sizes[r % len(sizes):] + sizes[: r % len(sizes)]
                 for i, n in enumerate(order):
@@ -149,15 +160,14 @@ def run(args: argparse.Namespace) -> int:
                         # first call after another mode's pays for waking the CPU's worker
                         # threads and clocks after GPU work, or for the GPU after CPU work)
                         call(m, n)
-                        burst = [call(m, n) for _ in range(args.burst)]
+                        burst = []
+                        for _ in range(args.burst):
+                            burst.append(call(m, n))
+                            if m == "adaptive":  # every timed call's side and why
+                                dec = kern[m].last_decision
+                                choice[n].append(bool(dec.use_gpu))
+                                reasons[n][dec.reason] += 1
                         times[m][n].append(float(np.median(burst)))
-                        if m == "adaptive":
-                            choice[n].append(bool(kern[m].last_decision.use_gpu))
-                if r == 0:
-                    for n in sizes:
-                        per_round = (args.burst + 1) * sum(times[m][n][0] for m in MODES)
-                        want = int(args.size_budget / max(per_round, 1e-9)) // len(orders) * len(orders)
-                        rounds[n] = min(max(args.reps, want), max(args.reps, args.max_reps))
             # the results are right on both sides (checked after timing, on the largest size)
             n = sizes[-1]
             want = reference(kname, a, host_x[:n], host_y[:n])
@@ -180,6 +190,8 @@ def run(args: argparse.Namespace) -> int:
                                                                               data_on_device=loc == "device")),
                 "total_s": {m: sum(med[m]) for m in MODES},
                 "rounds": [rounds[n] for n in sizes], "spread_iqr_over_median": spread,
+                "adaptive_reasons": [dict(reasons[n]) for n in sizes],
+                "round_medians_us": {m: [[round(t * 1e6, 2) for t in times[m][n]] for n in sizes] for m in MODES},
                 "adaptive_probes": st.probes, "adaptive_calls": st.cpu_executions + st.gpu_executions,
             }  # fmt: skip
             learning[key] = {"calls": args.learn_calls, "seconds": learn_s}
@@ -293,7 +305,7 @@ def main() -> int:
     p.add_argument("--reps", type=int, default=6, help="rounds over the sizes and modes (6: every order of the modes)")
     p.add_argument("--burst", type=int, default=3, help="consecutive calls per size and mode in a round (median)")
     p.add_argument("--max-reps", type=int, default=24, help="rounds for sizes whose rounds are cheap (a multiple of 6)")
-    p.add_argument("--size-budget", type=float, default=0.5,
+    p.add_argument("--size-budget", type=float, default=0.6,
                    help="seconds per size (all modes) that decide how many rounds above --reps a size gets")
     p.add_argument("--cpu-threads", type=int, default=None, help="CPU path threads (default: cores - 1)")
     p.add_argument("--learn-calls", type=int, default=32)

@@ -424,7 +424,7 @@ def test_sizes_called_again_are_judged_by_their_own_times(rng: np.random.Generat
     sizes = [1 << k for k in range(14, 22)]
     d = HybridDispatcher(HybridConfig(seed=int(rng.integers(1 << 30))))
     spent = {n: [] for n in sizes}
-    for call in range(800):
+    for call in range(1600):  # (means over 150 calls a size: a probe costs up to 2.4x a call)
         n = sizes[call % len(sizes)]
         g = d.should_use_gpu(n, kernel="k")
         t = _kinked_cost("gpu" if g else "cpu", n) * float(rng.lognormal(0, 0.03)) * (10 if rng.random() < 0.02 else 1)

@@ -322,6 +322,10 @@ class HybridDispatcher:
                 p += (_CLOSE_PROBABILITY - p) * (1.0 - math.log(ratio) / _LOG_CLOSE) / (1 + local[1])
             elif ratio > self.config.reprobe_max_ratio and few >= 2 * need:
                 return _DECISIONS[use_gpu, "model"]
+            else:
+                # a probe of a side predicted 2x slower costs a whole call more: probe less often
+                # the more it costs (the expected cost of probing stays p / 2 of a call)
+                p *= 0.5 / (ratio - 1.0)
             if self._rng.random() < p:
                 self._probes += 1
                 return _DECISIONS[not use_gpu, "reprobe"]

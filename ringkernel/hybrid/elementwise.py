@@ -183,7 +183,18 @@ def _synchronize() -> None:
         else:
             from .. import driver
 
-            _SYNC = driver.ctx_synchronize
+            def sync() -> None:
+                try:
+                    driver.ctx_synchronize()
+                except driver.DriverError as exc:
+                    if exc.result != driver.CUDA_ERROR_INVALID_CONTEXT:
+                        raise
+                    from numba import cuda
+
+                    cuda.current_context()  # a thread's first CUDA call: numba's context made current
+                    driver.ctx_synchronize()
+
+            _SYNC = sync
     _SYNC()
 
 

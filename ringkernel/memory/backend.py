@@ -86,9 +86,21 @@ class DriverBackend:
         self._ctx = context  # numba's Context: arrays made here belong to it
         driver.lib()
 
+    def _current(self, exc: DriverError) -> None:
+        """Re-raise ``exc`` unless it says no context is current on this thread; then make the
+        pool's current (numba makes its context current on a thread's first use of numba; a
+        pool call may be a thread's first use of CUDA)."""
+        if exc.result != driver.CUDA_ERROR_INVALID_CONTEXT:
+            raise exc
+        self._ctx.push()
+
     def alloc(self, nbytes: int) -> int:
         try:
-            return driver.mem_alloc(nbytes)
+            try:
+                return driver.mem_alloc(nbytes)
+            except DriverError as exc:
+                self._current(exc)
+                return driver.mem_alloc(nbytes)
         except DriverError as exc:
             if exc.result != driver.CUDA_ERROR_OUT_OF_MEMORY:
                 raise
@@ -106,7 +118,11 @@ class DriverBackend:
 
     def free(self, ptr: int) -> None:
         try:
-            driver.mem_free(ptr)
+            try:
+                driver.mem_free(ptr)
+            except DriverError as exc:
+                self._current(exc)
+                driver.mem_free(ptr)
         except DriverError as exc:
             if exc.result not in (driver.CUDA_ERROR_DEINITIALIZED, driver.CUDA_ERROR_CONTEXT_IS_DESTROYED):
                 raise  # at interpreter exit the context goes first: nothing left to free then
@@ -124,11 +140,7 @@ class DriverBackend:
         try:
             copy(dst, src, nbytes, handle)
         except DriverError as exc:
-            if exc.result != driver.CUDA_ERROR_INVALID_CONTEXT:
-                raise
-            # A thread with no current context (numba makes its context current on a thread's
-            # first use; a copy may be that first use): make the pool's current, once.
-            self._ctx.push()
+            self._current(exc)  # a thread's first use of CUDA: the pool's context made current
             copy(dst, src, nbytes, handle)
 
     def copy_to_host(self, host: np.ndarray, src: int, nbytes: int, stream: Any = None) -> None:
