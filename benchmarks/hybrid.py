@@ -3,7 +3,8 @@
 Three element-wise kernels of different arithmetic intensity (saxpy; a 50-FMA polynomial;
 sin/exp/log1p/sqrt per element), float32, sizes 2^8..2^26 (every power of two), data on the
 host (NumPy) and on the device (numba arrays). Each is one ``@elementwise`` body called through
-three dispatchers in the same process: CPU_ONLY, GPU_ONLY and ADAPTIVE (after a learning phase
+three dispatchers in the same process (``with_dispatcher``: one compiled loop and kernel, so the
+modes differ only in their decisions): CPU_ONLY, GPU_ONLY and ADAPTIVE (after a learning phase
 of 32 calls at sizes drawn from the sweep, seeded). Every call returns with its results in
 place (the GPU side's copies and synchronisation included), timed by the host clock around
 the call. Per size and mode: ``--reps`` rounds (more, up to ``--max-reps``, for sizes whose rounds
@@ -109,7 +110,10 @@ def run(args: argparse.Namespace) -> int:
                 "gpu": HybridDispatcher(HybridConfig(ProcessingMode.GPU_ONLY, cpu_threads=threads)),
                 "adaptive": HybridDispatcher(HybridConfig(ProcessingMode.ADAPTIVE, cpu_threads=threads, seed=args.seed)),
             }
-            kern = {m: elementwise(body, dispatcher=disp[m], name=kname) for m in MODES}
+            # one body, its compiled loop and kernel shared by the three modes (with_dispatcher):
+            # the modes differ only in their decisions, as in a program that switched modes
+            base = elementwise(body, dispatcher=disp["cpu"], name=kname)
+            kern = {m: base if m == "cpu" else base.with_dispatcher(disp[m]) for m in MODES}
             data = {}  # the previous key's arrays go first: their frees must not fall into this sweep
             gc.collect()
             if not args.smoke:  # (the simulator has no deferred frees)
@@ -225,7 +229,8 @@ def run(args: argparse.Namespace) -> int:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "seconds": time.perf_counter() - started,
         "command": "python benchmarks/hybrid.py " + " ".join(sys.argv[1:]),
-        "method": "per kernel and data location: CPU_ONLY, GPU_ONLY and ADAPTIVE dispatchers in one process; "
+        "method": "per kernel and data location: CPU_ONLY, GPU_ONLY and ADAPTIVE dispatchers in one process, sharing "
+        "one compiled CPU loop and GPU kernel (HybridKernel.with_dispatcher); "
         "ADAPTIVE first learns from --learn-calls calls at sizes drawn from the sweep; then --reps rounds over "
         "every size (up to --max-reps for sizes whose first round took under --size-budget / max-reps), sizes rotating, the modes in each of their 6 orders in turn, in each an untimed call then a burst "
         "of --burst calls of one mode (its median), "

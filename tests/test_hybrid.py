@@ -483,3 +483,48 @@ def test_explain_agrees_with_decide_and_kernels_get_their_own_names() -> None:
     z(np.zeros(0), np.zeros(0))  # nothing to do: no decision, no probe
     assert CPU.stats().probes == 0 and z.last_decision is None
     elementwise(lambda i, x, out: None, dispatcher=CPU, name="a name with spaces")(np.ones(3), np.ones(3))
+
+
+def test_with_dispatcher_shares_the_compiled_targets() -> None:
+    """Another mode for the same body: nothing compiled again, its own statistics, same results."""
+    from ringkernel.hybrid import HybridConfig, HybridDispatcher, ProcessingMode, elementwise
+
+    def twice(i, x, out):  # type: ignore[no-untyped-def]
+        out[i] = 2 * x[i]
+
+    cpu = HybridDispatcher(HybridConfig(ProcessingMode.CPU_ONLY))
+    gpu = HybridDispatcher(HybridConfig(ProcessingMode.GPU_ONLY))
+    a = elementwise(twice, dispatcher=cpu)
+    b = a.with_dispatcher(gpu)
+    x = np.random.default_rng().standard_normal(37)
+    for k in (a, b):
+        out = np.zeros_like(x)
+        k(x, out)
+        np.testing.assert_array_equal(out, 2 * x)
+    assert a.cpu_loop() is b.cpu_loop() and a.gpu_kernel() is b.gpu_kernel() and b.name == a.name
+    assert cpu.stats().cpu_executions == 1 and cpu.stats().gpu_executions == 0
+    assert gpu.stats().gpu_executions == 1 and gpu.stats().cpu_executions == 0
+    with pytest.raises(ConfigurationError, match="HybridDispatcher"):
+        a.with_dispatcher(ProcessingMode.GPU_ONLY)  # type: ignore[arg-type]
+
+
+def test_an_object_whose_interface_refuses_is_refused_clearly() -> None:
+    """A PyTorch CPU tensor's type has ``__cuda_array_interface__`` but reading it raises: the
+    call is refused with what to pass, not guessed at."""
+    from ringkernel.errors import KernelArgumentError
+    from ringkernel.hybrid import HybridConfig, HybridDispatcher, ProcessingMode, elementwise
+
+    class CpuTensor:
+        shape = (8,)
+
+        @property
+        def __cuda_array_interface__(self) -> dict:
+            raise AttributeError("Can't get __cuda_array_interface__ on non-CUDA tensor")
+
+    def twice(i, x, out):  # type: ignore[no-untyped-def]
+        out[i] = 2 * x[i]
+
+    k = elementwise(twice, dispatcher=HybridDispatcher(HybridConfig(ProcessingMode.CPU_ONLY)))
+    with pytest.raises(KernelArgumentError, match="CpuTensor") as e:
+        k(CpuTensor(), np.zeros(8))
+    assert ".numpy()" in str(e.value)

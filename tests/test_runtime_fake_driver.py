@@ -517,28 +517,3 @@ def test_careless_arguments_after_layout_entries_are_refused(runtime) -> None:  
     k(a, b, c)
     assert calls[-1]["data"] == [a.ptr, b.ptr, c.ptr]
 
-
-def test_a_sweep_of_sizes_in_bursts_gets_layout_entries(runtime) -> None:  # type: ignore[no-untyped-def]
-    """Twelve sizes in rotation, each called in a burst of four (a program sweeping sizes, the
-    hybrid benchmark): more layouts than entries, so new entries back off; but a layout that
-    misses twice in a row gets its entry at once, so a burst launches from an entry from its
-    third call on, every round, not only while the back-off allows."""
-    calls, _, _ = runtime
-    k = _kernel()
-    sets = [[FakeDeviceArray(n) for _ in range(3)] for n in range(1000, 13000, 1000)]
-    slow = []
-    real_try_fast = k._try_fast
-
-    def counting(*a, **kw):  # type: ignore[no-untyped-def]
-        slow.append(1)
-        return real_try_fast(*a, **kw)
-
-    k._try_fast = counting
-    for rnd in range(6):
-        for arrays in sets:
-            before = len(slow)
-            for _ in range(4):
-                k(*[FakeDeviceArray(arrays[0].size) for _ in range(3)])  # new arrays: the layout path
-                assert calls[-1]["data"][0] != arrays[0].ptr
-            if rnd >= 2:
-                assert len(slow) - before <= 2, (rnd, arrays[0].size, len(slow) - before)

