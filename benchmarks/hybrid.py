@@ -9,8 +9,8 @@ of 32 calls at sizes drawn from the sweep, seeded). Every call returns with its 
 place (the GPU side's copies and synchronisation included), timed by the host clock around
 the call. Per size and mode: ``--reps`` rounds (more, up to ``--max-reps``, for sizes whose rounds
 are cheap: there a call takes microseconds and noise weighs most), sizes in rotating order and the three modes in
-each of their six orders in turn (so that each mode follows each other equally often), each an
-untimed call then a burst of ``--burst`` consecutive calls of that mode (its median: the steady
+each of their six orders in turn (so that each mode follows each other equally often), each
+``--settle`` untimed calls then a burst of ``--burst`` consecutive calls of that mode (its median: the steady
 time of a program calling that size repeatedly; a first call after another mode's pays for
 waking the CPU's worker threads and clocks), then the median over rounds. The CPU path uses all cores but one (the launching
 thread keeps a core). The fixed threshold is the proposal's ``Hybrid { gpu_threshold }`` with the one
@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
             # microseconds a call, where noise weighs most), within --size-budget seconds a size.
             rounds = {}
             for n in sizes:
-                per_round = (args.burst + 1) * sum(min(call(m, n), call(m, n)) for m in ("cpu", "gpu"))
+                per_round = (args.burst + args.settle) * sum(min(call(m, n), call(m, n)) for m in ("cpu", "gpu"))
                 want = int(args.size_budget / max(2 * per_round, 1e-9)) // len(orders) * len(orders)
                 rounds[n] = min(max(args.reps, want), max(args.reps, args.max_reps))
             for r in range(max(args.reps, args.max_reps)):
@@ -163,7 +163,8 @@ def run(args: argparse.Namespace) -> int:
                         # steady per-call time of a program calling this size repeatedly (the
                         # first call after another mode's pays for waking the CPU's worker
                         # threads and clocks after GPU work, or for the GPU after CPU work)
-                        call(m, n)
+                        for _ in range(args.settle):
+                            call(m, n)
                         burst = []
                         for _ in range(args.burst):
                             burst.append(call(m, n))
@@ -223,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
         "fixed_threshold": threshold,
         "learning": learning,
         "by_kernel": results,
-        "reps": args.reps, "max_reps": args.max_reps, "size_budget_s": args.size_budget, "burst": args.burst, "cpu_threads": threads, "seed": args.seed, "host_cores": os.cpu_count(), "numba_threads": numba.config.NUMBA_NUM_THREADS,
+        "reps": args.reps, "settle": args.settle, "max_reps": args.max_reps, "size_budget_s": args.size_budget, "burst": args.burst, "cpu_threads": threads, "seed": args.seed, "host_cores": os.cpu_count(), "numba_threads": numba.config.NUMBA_NUM_THREADS,
         "device": {"name": arch.name, "compute_capability": list(arch.compute_capability), "driver": driver_version()},
         "versions": library_versions(), "host": platform.node(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -232,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
         "method": "per kernel and data location: CPU_ONLY, GPU_ONLY and ADAPTIVE dispatchers in one process, sharing "
         "one compiled CPU loop and GPU kernel (HybridKernel.with_dispatcher); "
         "ADAPTIVE first learns from --learn-calls calls at sizes drawn from the sweep; then --reps rounds over "
-        "every size (up to --max-reps for sizes whose first round took under --size-budget / max-reps), sizes rotating, the modes in each of their 6 orders in turn, in each an untimed call then a burst "
+        "every size (up to --max-reps for sizes whose first round took under --size-budget / max-reps), sizes rotating, the modes in each of their 6 orders in turn, in each --settle untimed calls then a burst "
         "of --burst calls of one mode (its median), "
         "host clock around each synchronous call; the median over rounds. CPU path: cores - 1 threads. "
         "Fixed threshold: the single threshold minimising saxpy/host's sweep, applied to all (from the measured "
@@ -309,6 +310,10 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--reps", type=int, default=6, help="rounds over the sizes and modes (6: every order of the modes)")
     p.add_argument("--burst", type=int, default=3, help="consecutive calls per size and mode in a round (median)")
+    p.add_argument("--settle", type=int, default=3,
+                   help="untimed calls of a mode before its burst (caches and threads settle: at 2^24 floats "
+                   "saxpy's arrays are 192 MiB of the H200 host's 300 MiB L3, and one call after another "
+                   "mode's left them half evicted)")
     p.add_argument("--max-reps", type=int, default=24, help="rounds for sizes whose rounds are cheap (a multiple of 6)")
     p.add_argument("--size-budget", type=float, default=0.6,
                    help="seconds per size (all modes) that decide how many rounds above --reps a size gets")
