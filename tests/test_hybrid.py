@@ -48,15 +48,36 @@ REFERENCE = {
 }
 
 
+def _unknown_helper(z):  # type: ignore[no-untyped-def]
+    return z
+
+
 def test_written_arrays_are_read_from_the_body() -> None:
-    assert written_parameters(saxpy, ["a", "x", "y", "out"]) == {"a", "out"}  # a: a scalar, not an array read
+    assert written_parameters(saxpy, ["a", "x", "y", "out"]) == {"out"}
     assert written_parameters(poly, ["x", "out"]) == {"out"}
     assert written_parameters(accumulate, ["x", "out"]) == {"out"}
 
-    def helper_call(i, x, out):  # type: ignore[no-untyped-def]
-        out[i] = len(x)  # x passed to a call: it may be written
+    def uses_len(i, x, out):  # type: ignore[no-untyped-def]
+        out[i] = len(x)  # len reads
 
-    assert written_parameters(helper_call, ["x", "out"]) == {"x", "out"}
+    assert written_parameters(uses_len, ["x", "out"]) == {"out"}
+
+    def view_write(i, x, y):  # type: ignore[no-untyped-def]
+        v = x[i : i + 1]
+        v[0] = y[i]  # a write through a view of x
+
+    assert written_parameters(view_write, ["x", "y"]) == {"x"}
+
+    def helper_call(i, x, out):  # type: ignore[no-untyped-def]
+        _unknown_helper(x)  # x passed to a function: it may be written there
+        out[i] = 1
+
+    assert "x" in written_parameters(helper_call, ["x", "out"])
+
+    # without source (a body made by exec): the bytecode analysis still answers
+    ns: dict = {}
+    exec("def made(i, x, out):\n    out[i] = 2 * x[i]\n", ns)  # noqa: S102
+    assert written_parameters(ns["made"], ["x", "out"]) == {"out"}
 
 
 @pytest.mark.parametrize("side", [CPU, GPU], ids=["cpu_loop", "device_kernel"])

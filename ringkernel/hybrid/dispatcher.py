@@ -285,18 +285,8 @@ class HybridDispatcher:
             # each side's estimate: its recent median at this very size where it ran it 3+ times
             # (a program's repeated sizes; exact where the line is not), else its line
             mc, mg = k.cpu.at.get(n), k.gpu.at.get(n)
-            if mc is not None:
-                t_cpu = mc[0]
-            else:
-                fc = k.cpu.fit()
-                assert fc is not None
-                t_cpu = fc.fixed_s + fc.per_element_s * n
-            if mg is not None:
-                t_gpu = mg[0]
-            else:
-                fg = k.gpu.fit()
-                assert fg is not None
-                t_gpu = fg.fixed_s + fg.per_element_s * n
+            t_cpu = mc[0] if mc is not None else _on_line(k.cpu, n)
+            t_gpu = mg[0] if mg is not None else _on_line(k.gpu, n)
             use_gpu = t_gpu < t_cpu
             other_model = k.cpu if use_gpu else k.gpu
             if not other_model.lo_n <= n <= other_model.hi_n:
@@ -432,6 +422,13 @@ class HybridDispatcher:
 
     def __repr__(self) -> str:
         return f"HybridDispatcher({self.config.mode!r}, gpu_available={self.gpu_available})"
+
+
+def _on_line(model: CostModel, n: int) -> float:
+    """The model's line at ``n`` (the side is fitted: the dispatcher decides only once it is)."""
+    f = model.fit()
+    assert f is not None
+    return f.fixed_s + f.per_element_s * n
 
 
 def _check_size(n: Any) -> int:

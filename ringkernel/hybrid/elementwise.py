@@ -19,9 +19,9 @@ CuPy, PyTorch, ringkernel's ``DeviceArray``: anything with ``__cuda_array_interf
 Each call returns when its results are in place (as a NumPy call does), so both sides are
 timed the same way: the GPU side includes copying host arrays in and the written ones back
 and the synchronisation; the CPU side includes copying device arrays to the host and the
-written ones back. Which arrays the body writes is read from its source (an array that is
-only ever read as ``x[...]`` is an input; anything else, or a body without source, counts as
-written). The first call of a new argument type on a side compiles; it is not taught to the
+written ones back. Which arrays the body writes is read from its bytecode (the analysis
+``@gpu_kernel`` uses: stores through a parameter or a view of it, here or in the functions it
+calls). The first call of a new argument type on a side compiles; it is not taught to the
 models.
 """
 
@@ -63,8 +63,30 @@ def default_dispatcher() -> HybridDispatcher:
 
 
 def written_parameters(func: Callable[..., Any], names: list[str]) -> set[str]:
-    """Parameters the body may write: all but those only ever read element by element
-    (``name[index]`` with no slice, or ``name.shape`` / ``.size`` / ``.ndim`` / ``.dtype``).
+    """Parameters the body may write, read from its bytecode by the analysis ``@gpu_kernel``
+    uses (``ringkernel.kernel.indexing.analyze_kernel``: stores through the parameter or any view
+    of it, in the body or in the functions it calls; a parameter passed to a function it cannot
+    follow counts as written). It needs no source. Where it cannot analyse the body, the
+    source's rule (:func:`_written_from_source`) decides."""
+    return _written(func, names)[0]
+
+
+def _written(func: Callable[..., Any], names: list[str]) -> tuple[set[str], str | None]:
+    """:func:`written_parameters`, and why it had to be cautious (``None``: it was exact)."""
+    try:
+        from ..kernel.indexing import analyze_kernel
+
+        written = set(analyze_kernel(func).written)
+    except Exception:  # noqa: BLE001 - a body the analysis does not follow: the cautious rule
+        if source_available(func):
+            return _written_from_source(func, names), "the body's bytecode could not be analysed"
+        return set(names), "the body could not be analysed and its source cannot be read"
+    return {n for n in names if n in written}, None
+
+
+def _written_from_source(func: Callable[..., Any], names: list[str]) -> set[str]:
+    """All parameters but those only ever read element by element (``name[index]`` with no
+    slice, or ``name.shape`` / ``.size`` / ``.ndim`` / ``.dtype``), from the body's source.
 
     A slice (``name[i:j]``) is a view that can be written through, and a name passed to a
     function or bound to another name may be written there: both count as written. Without the
@@ -266,8 +288,7 @@ class HybridKernel:
             _NAMES[self.name] = self
         self._ident = re.sub(r"\W", "_", self.name)
         self.params = [p.name for p in params[1:]]
-        self.source_known = source_available(func)
-        self.written = written_parameters(func, self.params)
+        self.written, self._cautious = _written(func, self.params)
         self._dispatcher = dispatcher
         self._targets = _Targets()
         #: The decision of the latest call (``None`` before the first).
@@ -365,7 +386,7 @@ class HybridKernel:
                     )  # fmt: skip
                 flags = a.flags
                 if name in written and not flags.writeable:
-                    why = "" if self.source_known else " (the body's source cannot be read, so every array counts as written)"
+                    why = "" if self._cautious is None else f" ({self._cautious}: arrays it may write count as written)"
                     raise KernelArgumentError(f"array {name!r} is written by the body but is read-only{why}",
                                               kernel_name=self.name, hint="pass a writable array")  # fmt: skip
                 layout.append((np.ndarray, a.dtype, flags.c_contiguous, flags.writeable))
