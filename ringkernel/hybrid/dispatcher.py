@@ -395,8 +395,8 @@ class HybridDispatcher:
                 t_cpu = here[0][0] if here[0] is not None else cpu.predict(n)
                 t_gpu = here[1][0] if here[1] is not None else gpu.predict(n)
                 use_gpu = t_gpu < t_cpu
-                reason = ("the cheaper side " + ("measured at this size" if None not in here else
-                                                  "predicted" if here == (None, None) else "(one side measured here)"))
+                reason = "the cheaper side, " + ("both measured at this size" if None not in here else
+                                                 "predicted" if here == (None, None) else "one side measured at this size")
                 other = k.cpu if use_gpu else k.gpu  # type: ignore[union-attr]
                 if not other.lo_n <= n <= other.hi_n:
                     use_gpu, reason = not use_gpu, "the other side was never measured near this size: probing it"
