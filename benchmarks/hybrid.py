@@ -136,6 +136,9 @@ def run(args: argparse.Namespace) -> int:
             for m in MODES:  # compile both sides (not taught: first calls of a type)
                 call(m, sizes[0])
                 call(m, sizes[0])
+            if args.no_gc:
+                gc.collect()
+                gc.disable()  # as timeit does: no collector pause inside a timed call (the sweep's lists grow)
             t_learn = time.perf_counter()
             for n in rng.choice(sizes, args.learn_calls):
                 call("adaptive", int(n))
@@ -173,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
                                 choice[n].append(bool(dec.use_gpu))
                                 reasons[n][dec.reason] += 1
                         times[m][n].append(float(np.median(burst)))
+            if args.no_gc:
+                gc.enable()
             # the results are right on both sides (checked after timing, on the largest size)
             n = sizes[-1]
             want = reference(kname, a, host_x[:n], host_y[:n])
@@ -183,13 +188,20 @@ def run(args: argparse.Namespace) -> int:
             med = {m: [float(np.median(times[m][n])) for n in sizes] for m in MODES}
             best = [min(c, g) for c, g in zip(med["cpu"], med["gpu"])]
             over = [ad / b for ad, b in zip(med["adaptive"], best)]
+            # paired: each round's ADAPTIVE median over the better mode's median of the same round
+            # (rounds are interleaved in time: a slow stretch of the host weighs on both alike)
+            paired = []
+            for n, c, g in zip(sizes, med["cpu"], med["gpu"]):
+                ref = times["cpu" if c <= g else "gpu"][n]
+                paired.append(float(np.median([a / b for a, b in zip(times["adaptive"][n], ref)])))
             # the noise of the measurement: interquartile range of a mode's round medians over their median
             spread = {m: [float((np.percentile(times[m][n], 75) - np.percentile(times[m][n], 25)) / np.median(times[m][n]))
                           for n in sizes] for m in MODES}  # fmt: skip
             st = disp["adaptive"].stats()
             results[key] = {
                 "sizes": sizes, "median_s": med, "best_s": best, "adaptive_over_best_per_size": over,
-                "adaptive_over_best": max(over), "adaptive_gpu_share": [sum(choice[n]) / len(choice[n]) for n in sizes],
+                "adaptive_over_best": max(over), "adaptive_over_best_paired_per_size": paired,
+                "adaptive_over_best_paired": max(paired), "adaptive_gpu_share": [sum(choice[n]) / len(choice[n]) for n in sizes],
                 "crossover_learned": disp["adaptive"].crossover(kernel=kname, data_on_device=loc == "device"),
                 "explain_at_crossover_region": str(disp["adaptive"].explain(1 << 16, kernel=kname,
                                                                               data_on_device=loc == "device")),
@@ -219,12 +231,13 @@ def run(args: argparse.Namespace) -> int:
         "benchmark": "hybrid",
         "adaptive_over_best": {k: r["adaptive_over_best"] for k, r in results.items()},
         "adaptive_over_best_max": max(r["adaptive_over_best"] for r in results.values()),
+        "adaptive_over_best_paired": {k: r["adaptive_over_best_paired"] for k, r in results.items()},
         "total_s": totals,
         "adaptive_beats": {m: totals["adaptive"] < totals[m] for m in ("cpu", "gpu", "fixed_threshold")},
         "fixed_threshold": threshold,
         "learning": learning,
         "by_kernel": results,
-        "reps": args.reps, "settle": args.settle, "max_reps": args.max_reps, "size_budget_s": args.size_budget, "burst": args.burst, "cpu_threads": threads, "seed": args.seed, "host_cores": os.cpu_count(), "numba_threads": numba.config.NUMBA_NUM_THREADS,
+        "reps": args.reps, "settle": args.settle, "gc_disabled": args.no_gc, "max_reps": args.max_reps, "size_budget_s": args.size_budget, "burst": args.burst, "cpu_threads": threads, "seed": args.seed, "host_cores": os.cpu_count(), "numba_threads": numba.config.NUMBA_NUM_THREADS,
         "device": {"name": arch.name, "compute_capability": list(arch.compute_capability), "driver": driver_version()},
         "versions": library_versions(), "host": platform.node(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -235,7 +248,9 @@ def run(args: argparse.Namespace) -> int:
         "ADAPTIVE first learns from --learn-calls calls at sizes drawn from the sweep; then --reps rounds over "
         "every size (up to --max-reps for sizes whose first round took under --size-budget / max-reps), sizes rotating, the modes in each of their 6 orders in turn, in each --settle untimed calls then a burst "
         "of --burst calls of one mode (its median), "
-        "host clock around each synchronous call; the median over rounds. CPU path: cores - 1 threads. "
+        "host clock around each synchronous call; the median over rounds (adaptive_over_best: ratio of the medians; "
+        "adaptive_over_best_paired: the median over rounds of ADAPTIVE's round over the better mode's same round). "
+        "CPU path: cores - 1 threads. "
         "Fixed threshold: the single threshold minimising saxpy/host's sweep, applied to all (from the measured "
         "CPU_ONLY/GPU_ONLY medians).",
     }  # fmt: skip
@@ -314,8 +329,9 @@ def main() -> int:
                    help="untimed calls of a mode before its burst (caches and threads settle: at 2^24 floats "
                    "saxpy's arrays are 192 MiB of the H200 host's 300 MiB L3, and one call after another "
                    "mode's left them half evicted)")
-    p.add_argument("--max-reps", type=int, default=24, help="rounds for sizes whose rounds are cheap (a multiple of 6)")
-    p.add_argument("--size-budget", type=float, default=0.6,
+    p.add_argument("--no-gc", action="store_true", help="disable the garbage collector during each sweep (as timeit does)")
+    p.add_argument("--max-reps", type=int, default=48, help="rounds for sizes whose rounds are cheap (a multiple of 6)")
+    p.add_argument("--size-budget", type=float, default=1.0,
                    help="seconds per size (all modes) that decide how many rounds above --reps a size gets")
     p.add_argument("--cpu-threads", type=int, default=None, help="CPU path threads (default: cores - 1)")
     p.add_argument("--learn-calls", type=int, default=32)
