@@ -361,7 +361,7 @@ def device_fields(obj: Any) -> tuple[int, tuple[int, ...], tuple[int, ...], np.d
         ptr, shape, strides, dtype, _stream = got
         shape = tuple(shape)
         if strides is None:
-            strides = _c_strides(shape, dtype.itemsize)
+            strides = _strides_c(shape, dtype.itemsize)
         return int(ptr), shape, tuple(strides), dtype
     try:
         cai = obj.__cuda_array_interface__
@@ -370,17 +370,8 @@ def device_fields(obj: Any) -> tuple[int, tuple[int, ...], tuple[int, ...], np.d
     shape = tuple(int(x) for x in cai["shape"])
     dtype = np.dtype(cai["typestr"])
     st = cai.get("strides")
-    strides = tuple(int(x) for x in st) if st else _c_strides(shape, dtype.itemsize)
+    strides = tuple(int(x) for x in st) if st else _strides_c(shape, dtype.itemsize)
     return int(cai["data"][0] or 0), shape, strides, dtype
-
-
-def _c_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
-    out = []
-    step = itemsize
-    for n in reversed(shape):
-        out.append(step)
-        step *= max(n, 1)
-    return tuple(reversed(out))
 
 
 def _interface_guard(a: Any) -> tuple[Any, Any] | None:

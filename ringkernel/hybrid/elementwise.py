@@ -39,6 +39,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import ConfigurationError, KernelArgumentError
+from .._layout import is_c_contiguous, span
 from ..compile.launcher import device_fields
 from ..kernel.args import array_info
 from .dispatcher import HybridConfig, HybridDispatcher
@@ -133,22 +134,10 @@ def source_available(func: Callable[..., Any]) -> bool:
     return _function_ast(func) is not None
 
 
-def _extent(ptr: int, shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int) -> tuple[int, int]:
-    """[first byte, end byte) of the memory an array's elements occupy."""
-    lo = hi = 0
-    for n, st in zip(shape, strides):
-        if n == 0:
-            return ptr, ptr
-        if st < 0:
-            lo += (n - 1) * st
-        else:
-            hi += (n - 1) * st
-    return ptr + lo, ptr + hi + itemsize
-
-
 def _host_span(a: np.ndarray) -> tuple[str, int, int, tuple[Any, ...]]:
-    lo, hi = _extent(a.__array_interface__["data"][0], a.shape, a.strides, a.itemsize)
-    return ("host", lo, hi, (a.shape, a.strides))
+    ptr = a.__array_interface__["data"][0]
+    lo, hi = span(a.shape, a.strides, a.itemsize)
+    return ("host", ptr + lo, ptr + hi, (a.shape, a.strides))
 
 
 def _device_view(a: Any) -> tuple[tuple[int, ...], bool, tuple[Any, ...] | None] | None:
@@ -171,13 +160,8 @@ def _device_view(a: Any) -> tuple[tuple[int, ...], bool, tuple[Any, ...] | None]
             return None
         return tuple(info.shape), info.is_contiguous("C"), None
     ptr, shape, strides, dtype = got
-    lo, hi = _extent(ptr, shape, strides, dtype.itemsize)
-    step, contiguous = dtype.itemsize, True
-    for n, st in zip(reversed(shape), reversed(strides)):
-        if n != 1 and st != step:
-            contiguous = False
-        step *= n
-    return shape, contiguous, ("device", lo, hi, (shape, strides))
+    lo, hi = span(shape, strides, dtype.itemsize)
+    return shape, is_c_contiguous(shape, strides, dtype.itemsize), ("device", ptr + lo, ptr + hi, (shape, strides))
 
 
 _POOL: Any = None

@@ -23,6 +23,7 @@ import numpy as np
 
 from .._layout import c_strides
 from ..errors import ConfigurationError
+from .._layout import is_c_contiguous as _is_c_contiguous
 from .backend import DriverBackend, SimulatorBackend, _span
 
 __all__ = ["DeviceArray"]
@@ -588,18 +589,6 @@ def _shape(shape: Any, *, what: str, allow_minus_one: bool = False) -> tuple[int
 
 
 # -- layout helpers --------------------------------------------------------------------------
-def _is_c_contiguous(shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int) -> bool:
-    """Whether the elements are packed in C order (axes of length 1 may have any stride)."""
-    expect = itemsize
-    for n, st in zip(reversed(shape), reversed(strides)):
-        if n == 0:
-            return True
-        if n != 1 and st != expect:
-            return False
-        expect *= n
-    return True
-
-
 def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(d for d in shape if d != 1)
 

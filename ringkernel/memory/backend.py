@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import driver
 from .._layout import c_strides
+from .._layout import span as _span
 from ..errors import DriverError, ErrorContext, InsufficientMemory, InvalidFree, MemorySnapshot
 
 __all__ = ["MemoryBackend", "DriverBackend", "SimulatorBackend", "default_backend"]
@@ -50,19 +51,6 @@ class MemoryBackend(Protocol):
     def numba_array(
         self, ptr: int, shape: tuple[int, ...], strides: tuple[int, ...], dtype: np.dtype, owner: Any
     ) -> Any: ...
-
-
-def _span(shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int) -> tuple[int, int]:
-    """Byte offsets ``[lo, hi)`` from the first element that an array's elements cover."""
-    lo = hi = 0
-    for n, st in zip(shape, strides):
-        if n == 0:
-            return 0, 0
-        if st < 0:
-            lo += (n - 1) * st
-        else:
-            hi += (n - 1) * st
-    return lo, hi + itemsize
 
 
 def _host_address(host: np.ndarray) -> int:
