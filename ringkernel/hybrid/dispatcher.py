@@ -284,9 +284,8 @@ class HybridDispatcher:
                 k.ready = True
             # each side's estimate: its recent median at this very size where it ran it 3+ times
             # (a program's repeated sizes; exact where the line is not), else its line
-            mc, mg = k.cpu.at.get(n), k.gpu.at.get(n)
-            t_cpu = mc[0] if mc is not None else _on_line(k.cpu, n)
-            t_gpu = mg[0] if mg is not None else _on_line(k.gpu, n)
+            t_cpu, t_gpu = k.cpu.predict(n), k.gpu.predict(n)
+            assert t_cpu is not None and t_gpu is not None  # both sides are fitted once ready
             use_gpu = t_gpu < t_cpu
             other_model = k.cpu if use_gpu else k.gpu
             if not other_model.lo_n <= n <= other_model.hi_n:
@@ -308,8 +307,8 @@ class HybridDispatcher:
             if ratio < _CLOSE:
                 # near a tie: probe often while the other side has few runs of this size, less
                 # as they accumulate (its median there then decides, and a probe only follows drift)
-                local = (mc if use_gpu else mg) or (0.0, 0)
-                p += (_CLOSE_PROBABILITY - p) * (1.0 - math.log(ratio) / _LOG_CLOSE) / (1 + local[1])
+                local = other_model.at.get(n)
+                p += (_CLOSE_PROBABILITY - p) * (1.0 - math.log(ratio) / _LOG_CLOSE) / (1 + (local[1] if local else 0))
             elif ratio > self.config.reprobe_max_ratio and few >= 2 * need:
                 return _DECISIONS[use_gpu, "model"]
             else:
@@ -422,13 +421,6 @@ class HybridDispatcher:
 
     def __repr__(self) -> str:
         return f"HybridDispatcher({self.config.mode!r}, gpu_available={self.gpu_available})"
-
-
-def _on_line(model: CostModel, n: int) -> float:
-    """The model's line at ``n`` (the side is fitted: the dispatcher decides only once it is)."""
-    f = model.fit()
-    assert f is not None
-    return f.fixed_s + f.per_element_s * n
 
 
 def _check_size(n: Any) -> int:

@@ -49,7 +49,7 @@ class CostModel:
     """Recent (size, seconds) samples of one side for one kernel and data location."""
 
     def __init__(self, learning_rate: float, window: int = 64, refit_every: int = 8) -> None:
-        #: size -> (median of its recent times, how many) once a size has run three times (see :meth:`measured`)
+        #: size -> (median of its recent times, how many) once a size has run three times
         self.at: dict[int, tuple[float, int]] = {}
         self._history: dict[int, deque[float]] = {}
         self.learning_rate = learning_rate
@@ -58,7 +58,8 @@ class CostModel:
         self._stale = True
         self._new = 0
         self._refit_every = refit_every
-        #: Sizes within 4x of those measured: predictions there are trusted (see :meth:`covers`).
+        #: Sizes within 4x of those measured: the other side's prediction there is trusted (the dispatcher
+        #: probes a side at a size beyond them).
         self.lo_n = self.hi_n = -1.0
         #: Every size ever measured (the dispatcher explores the side that lacks a size).
         self.seen: set[int] = set()
@@ -99,14 +100,6 @@ class CostModel:
     def distinct_sizes(self) -> int:
         return len({n for n, _ in self._samples})
 
-    def covers(self, n: int, margin: float = 4.0) -> bool:
-        """Whether ``n`` is within ``margin`` times the range of measured sizes (a prediction
-        there interpolates, or extrapolates a little; beyond, it is a guess)."""
-        if not self._samples:
-            return False
-        sizes = [m for m, _ in self._samples]
-        return min(sizes) / margin <= n <= max(sizes) * margin
-
     def fit(self) -> Fit | None:
         """The current fit (``None`` without samples; with one size only, that size's median
         time as a constant: the dispatcher starts using a model after two sizes)."""
@@ -123,10 +116,6 @@ class CostModel:
             return m[0]
         f = self.fit()
         return None if f is None else f.predict(n)
-
-    def measured(self, n: int) -> tuple[float, int] | None:
-        """(median of the recent times at exactly ``n`` elements, how many) once ``n`` ran three times."""
-        return self.at.get(n)
 
     def _compute(self) -> Fit | None:
         if not self._samples:
