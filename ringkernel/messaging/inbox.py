@@ -10,7 +10,7 @@ slots and refuses (``RingKernelError``) if a kernel is still in the middle of an
 from __future__ import annotations
 
 import weakref
-from typing import Any, Iterator
+from typing import Any, Iterator, TypeVar
 
 import numpy as np
 
@@ -196,7 +196,44 @@ def check_count(value: Any, owner: str, operation: str) -> int:
     return int(value)
 
 
-class LockFreeInbox:
+class _DeviceQueue:
+    """What both queues share: their device memory, released at :meth:`close` (or when the queue
+    is collected), and with-blocks that close it."""
+
+    _store: _DeviceStore | None
+
+    def _own(self, store: _DeviceStore) -> None:
+        self._store = store
+        self._finalizer = weakref.finalize(self, _free_buffers, store.buffers)
+
+    @property
+    def closed(self) -> bool:
+        return self._store is None
+
+    def _closed_error(self, operation: str) -> ResourceClosedError:
+        name = type(self).__name__
+        return ResourceClosedError(name, operation=operation, hint=f"create a new {name}")
+
+    def _drop(self) -> None:
+        """Forget what refers to the released memory (the rings)."""
+
+    def close(self) -> None:
+        """Release the device memory (idempotent); the queue cannot be used afterwards."""
+        self._store = None
+        self._drop()
+        self._finalizer()
+
+    def __enter__(self: "_Q") -> "_Q":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_Q = TypeVar("_Q", bound=_DeviceQueue)
+
+
+class LockFreeInbox(_DeviceQueue):
     """A bounded multi-producer multi-consumer queue of ``capacity`` messages of ``dtype`` in device memory.
 
     Parameters
@@ -217,9 +254,8 @@ class LockFreeInbox:
         self._capacity = check_capacity(capacity)
         self._dtype = check_dtype(dtype)
         store = _DeviceStore(1, self._capacity, self._dtype, pool)
-        self._store: _DeviceStore | None = store
         self._ring: _Ring | None = _Ring(store, 0, self._capacity, self._dtype, "LockFreeInbox")
-        self._finalizer = weakref.finalize(self, _free_buffers, store.buffers)
+        self._own(store)
 
     # -- properties ---------------------------------------------------------------------
     @property
@@ -230,13 +266,9 @@ class LockFreeInbox:
     def dtype(self) -> np.dtype:
         return self._dtype
 
-    @property
-    def closed(self) -> bool:
-        return self._ring is None
-
     def _live(self, operation: str) -> _Ring:
         if self._ring is None:
-            raise ResourceClosedError("LockFreeInbox", operation=operation, hint="create a new LockFreeInbox")
+            raise self._closed_error(operation)
         return self._ring
 
     @property
@@ -296,18 +328,8 @@ class LockFreeInbox:
         """Pushes refused because the queue was full, by the host and by kernels."""
         return int(self._live("overflow_count").read_header()[OVERFLOW])
 
-    # -- lifetime -------------------------------------------------------------------------
-    def close(self) -> None:
-        """Release the device memory (idempotent); the queue cannot be used afterwards."""
+    def _drop(self) -> None:
         self._ring = None
-        self._store = None
-        self._finalizer()
-
-    def __enter__(self) -> "LockFreeInbox":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"capacity={self._capacity}"

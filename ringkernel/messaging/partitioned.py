@@ -7,13 +7,12 @@ empty (``pq_pop_any_into``). Host operations are exclusive, as for ``LockFreeInb
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigurationError, ResourceClosedError
-from .inbox import _DeviceStore, _free_buffers, _Ring, as_messages, check_count
+from ..errors import ConfigurationError
+from .inbox import _DeviceQueue, _DeviceStore, _Ring, as_messages, check_count
 from .layout import HEAD, OVERFLOW, TAIL, check_capacity, check_dtype, partition_of
 
 __all__ = ["PartitionedQueue"]
@@ -21,7 +20,7 @@ __all__ = ["PartitionedQueue"]
 MAX_PARTITIONS = 1024
 
 
-class PartitionedQueue:
+class PartitionedQueue(_DeviceQueue):
     """``num_partitions`` bounded MPMC rings of ``capacity_per_partition`` messages of ``dtype``.
 
     Kernels get ``(headers, seqs, slots)`` from :meth:`device_args` (2-D: one row per partition)
@@ -41,11 +40,10 @@ class PartitionedQueue:
         self._capacity = check_capacity(capacity_per_partition, what="capacity_per_partition")
         self._dtype = check_dtype(dtype)
         store = _DeviceStore(self._n, self._capacity, self._dtype, pool)
-        self._store: _DeviceStore | None = store
         self._rings: list[_Ring] | None = [
             _Ring(store, p, self._capacity, self._dtype, "PartitionedQueue") for p in range(self._n)
         ]
-        self._finalizer = weakref.finalize(self, _free_buffers, store.buffers)
+        self._own(store)
 
     @property
     def num_partitions(self) -> int:
@@ -59,13 +57,9 @@ class PartitionedQueue:
     def dtype(self) -> np.dtype:
         return self._dtype
 
-    @property
-    def closed(self) -> bool:
-        return self._rings is None
-
     def _live(self, operation: str) -> tuple[_DeviceStore, list[_Ring]]:
         if self._rings is None or self._store is None:
-            raise ResourceClosedError("PartitionedQueue", operation=operation, hint="create a new PartitionedQueue")
+            raise self._closed_error(operation)
         return self._store, self._rings
 
     def _partition(self, partition: Any, operation: str) -> _Ring:
@@ -133,17 +127,8 @@ class PartitionedQueue:
         """Refused pushes, all partitions together."""
         return int(self._headers("overflow_count")[:, OVERFLOW].sum())
 
-    def close(self) -> None:
-        """Release the device memory (idempotent)."""
+    def _drop(self) -> None:
         self._rings = None
-        self._store = None
-        self._finalizer()
-
-    def __enter__(self) -> "PartitionedQueue":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{self._n} x {self._capacity}"
