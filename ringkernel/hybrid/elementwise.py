@@ -233,9 +233,10 @@ class _Targets:
     each side has run (a first run of a type compiles: it is not taught to the models); shared
     by the kernels :meth:`HybridKernel.with_dispatcher` makes."""
 
-    __slots__ = ("cpu", "gpu", "warm", "lock")
+    __slots__ = ("cpu", "gpu", "warm", "lock", "max_threads")
 
     def __init__(self) -> None:
+        self.max_threads = 1  # numba's thread count, read when the CPU loop is built
         self.cpu: Any = None
         self.gpu: Any = None
         self.warm: set[tuple[str, tuple[Any, ...]]] = set()
@@ -306,9 +307,13 @@ class HybridKernel:
     def cpu_loop(self) -> Any:
         """The ``numba.njit(parallel=True)`` loop (built on first use)."""
         t = self._targets
+        if t.cpu is not None:  # built: no lock (this runs on every CPU call)
+            return t.cpu
         with t.lock:
             if t.cpu is None:
                 import numba
+
+                t.max_threads = numba.config.NUMBA_NUM_THREADS
 
                 ns: dict[str, Any] = {"_rk_body": numba.njit(self.func), "_rk_prange": numba.prange,
                                       "_rk_get_threads": numba.get_num_threads, "_rk_set_threads": numba.set_num_threads}
@@ -319,6 +324,8 @@ class HybridKernel:
     def gpu_kernel(self) -> Any:
         """The grid-stride ``GpuKernel`` (built on first use)."""
         t = self._targets
+        if t.gpu is not None:  # built: no lock (this runs on every GPU call)
+            return t.gpu
         with t.lock:
             if t.gpu is None:
                 from numba import cuda
@@ -496,11 +503,7 @@ class HybridKernel:
                 if self.params[i] in self.written:
                     back.append((dev, host[i]))
         threads = self.dispatcher.config.cpu_threads  # (a property: the given or the shared dispatcher)
-        if threads is not None:
-            import numba
-
-            threads = min(threads, numba.config.NUMBA_NUM_THREADS)
-        loop(n, threads or 0, *host)
+        loop(n, min(threads, self._targets.max_threads) if threads is not None else 0, *host)
         for dev, h in back:
             dev.copy_to_device(h)
 
