@@ -549,3 +549,42 @@ def test_an_object_whose_interface_refuses_is_refused_clearly() -> None:
     with pytest.raises(KernelArgumentError, match="CpuTensor") as e:
         k(CpuTensor(), np.zeros(8))
     assert ".numpy()" in str(e.value)
+
+
+class _CaiArray:
+    """A device array as the interface describes it (no data: the checks only read the interface)."""
+
+    def __init__(self, ptr: int, n: int, stride: int = 8) -> None:
+        self.shape, self._ptr, self._stride = (n,), ptr, stride
+        self.dtype = np.dtype(np.float64)
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        strides = None if self._stride == 8 else (self._stride,)
+        return {"shape": self.shape, "typestr": "<f8", "data": (self._ptr, False), "strides": strides, "version": 3}
+
+
+def test_device_arrays_read_through_their_interface() -> None:
+    """The checks on device arrays (read through the launch path's reader or the interface: the
+    branch the simulator's own arrays never take): span and contiguity, strided arrays refused,
+    device arrays that overlap where the result would depend on the side refused."""
+    from ringkernel.errors import KernelArgumentError
+    from ringkernel.hybrid import HybridConfig, HybridDispatcher, ProcessingMode, elementwise
+    from ringkernel.hybrid.elementwise import _device_view
+
+    shape, contiguous, span = _device_view(_CaiArray(0x10000, 10))
+    assert shape == (10,) and contiguous and span == ("device", 0x10000, 0x10000 + 80, ((10,), (8,)))
+    assert _device_view(_CaiArray(0x10000, 10, stride=16))[1] is False
+    assert _device_view(_CaiArray(0x10000, 0))[2][1:3] == (0x10000, 0x10000)
+
+    def twice(i, x, out):  # type: ignore[no-untyped-def]
+        out[i] = 2 * x[i]
+
+    k = elementwise(twice, dispatcher=HybridDispatcher(HybridConfig(ProcessingMode.CPU_ONLY)))
+    n, arrays, on_device, _ = k._check((_CaiArray(0x10000, 10), _CaiArray(0x20000, 10)), None)
+    assert (n, arrays, on_device) == (10, [0, 1], True)
+    with pytest.raises(KernelArgumentError, match="not contiguous"):
+        k._check((_CaiArray(0x10000, 10, stride=16), _CaiArray(0x20000, 10)), None)
+    with pytest.raises(KernelArgumentError, match="share memory"):  # out overlaps x, shifted by one element
+        k._check((_CaiArray(0x10000, 10), _CaiArray(0x10008, 10)), None)
+    k._check((_CaiArray(0x10000, 10), _CaiArray(0x10000, 10)), None)  # the very same view: fine

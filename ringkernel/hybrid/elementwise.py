@@ -150,8 +150,8 @@ def _device_view(a: Any) -> tuple[tuple[int, ...], bool, tuple[Any, ...] | None]
     if got is None:  # the simulator's arrays: a NumPy array inside, no interface
         inner = getattr(a, "_ary", None)
         if isinstance(inner, np.ndarray):
-            span = _host_span(inner)
-            return tuple(a.shape), bool(inner.flags.c_contiguous), ("device",) + span[1:]
+            hs = _host_span(inner)
+            return tuple(a.shape), bool(inner.flags.c_contiguous), ("device",) + hs[1:]
         try:
             info = array_info(a)
         except Exception:  # noqa: BLE001 - e.g. a PyTorch CPU tensor: its interface refuses
