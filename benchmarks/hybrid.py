@@ -100,6 +100,13 @@ def run(args: argparse.Namespace) -> int:
     host_y = rng.uniform(-2, 2, sizes[-1]).astype(np.float32)
     results: dict[str, Any] = {}
     learning: dict[str, Any] = {}
+    gc_runs = [0]  # the collector's runs (all generations), counted by a gc callback
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            gc_runs[0] += 1
+
+    gc.callbacks.append(on_gc)
     started = time.perf_counter()
     for kname, body in KERNELS.items():
         for loc in ("host", "device"):
@@ -144,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
                 call("adaptive", int(n))
             learn_s = time.perf_counter() - t_learn
             times: dict[str, dict[int, list[float]]] = {m: {n: [] for n in sizes} for m in MODES}
+            gcs: dict[str, dict[int, list[int]]] = {m: {n: [] for n in sizes} for m in MODES}  # per round
             choice: dict[int, list[bool]] = {n: [] for n in sizes}
             reasons: dict[int, collections.Counter[str]] = {n: collections.Counter() for n in sizes}
             orders = list(itertools.permutations(MODES))  # each mode follows each other equally often
@@ -169,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
                         for _ in range(args.settle):
                             call(m, n)
                         burst = []
+                        gc_before = gc_runs[0]
                         for _ in range(args.burst):
                             burst.append(call(m, n))
                             if m == "adaptive":  # every timed call's side and why
@@ -176,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
                                 choice[n].append(bool(dec.use_gpu))
                                 reasons[n][dec.reason] += 1
                         times[m][n].append(float(np.median(burst)))
+                        gcs[m][n].append(gc_runs[0] - gc_before)
             if args.no_gc:
                 gc.enable()
             # the results are right on both sides (checked after timing, on the largest size)
@@ -197,6 +207,16 @@ def run(args: argparse.Namespace) -> int:
             # the noise of the measurement: interquartile range of a mode's round medians over their median
             spread = {m: [float((np.percentile(times[m][n], 75) - np.percentile(times[m][n], 25)) / np.median(times[m][n]))
                           for n in sizes] for m in MODES}  # fmt: skip
+            # were ADAPTIVE's slow rounds (over 1.25x its median round) those the collector ran in?
+            slow = {"rounds": 0, "with_gc": 0, "rounds_with_gc": 0}
+            for n in sizes:
+                rs, gs = times["adaptive"][n], gcs["adaptive"][n]
+                med_r = float(np.median(rs))
+                slow["rounds_with_gc"] += sum(1 for g in gs if g)
+                for t_, g in zip(rs, gs):
+                    if t_ > 1.25 * med_r:
+                        slow["rounds"] += 1
+                        slow["with_gc"] += bool(g)
             st = disp["adaptive"].stats()
             results[key] = {
                 "sizes": sizes, "median_s": med, "best_s": best, "adaptive_over_best_per_size": over,
@@ -209,6 +229,7 @@ def run(args: argparse.Namespace) -> int:
                 "rounds": [rounds[n] for n in sizes], "spread_iqr_over_median": spread,
                 "adaptive_reasons": [dict(reasons[n]) for n in sizes],
                 "round_medians_us": {m: [[round(t * 1e6, 2) for t in times[m][n]] for n in sizes] for m in MODES},
+                "adaptive_slow_rounds": slow, "gc_collections": {m: sum(sum(gcs[m][n]) for n in sizes) for m in MODES},
                 "adaptive_probes": st.probes, "adaptive_calls": st.cpu_executions + st.gpu_executions,
             }  # fmt: skip
             learning[key] = {"calls": args.learn_calls, "seconds": learn_s}
@@ -237,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
         "fixed_threshold": threshold,
         "learning": learning,
         "by_kernel": results,
-        "reps": args.reps, "settle": args.settle, "gc_disabled": args.no_gc, "max_reps": args.max_reps, "size_budget_s": args.size_budget, "burst": args.burst, "cpu_threads": threads, "seed": args.seed, "host_cores": os.cpu_count(), "numba_threads": numba.config.NUMBA_NUM_THREADS,
+        "reps": args.reps, "settle": args.settle, "gc_disabled": args.no_gc, "max_reps": args.max_reps, "size_budget_s": args.size_budget, "burst": args.burst, "cpu_threads": threads, "seed": args.seed, "host_cores": os.cpu_count(), "numba_threads": numba.config.NUMBA_NUM_THREADS, "threading_layer": _threading_layer(),
         "device": {"name": arch.name, "compute_capability": list(arch.compute_capability), "driver": driver_version()},
         "versions": library_versions(), "host": platform.node(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -259,6 +280,15 @@ def run(args: argparse.Namespace) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + "\n")
     return 0
+
+
+def _threading_layer() -> str:
+    import numba
+
+    try:
+        return str(numba.threading_layer())
+    except ValueError:  # no parallel function ran yet
+        return "unset"
 
 
 def _seconds(t: float) -> str:

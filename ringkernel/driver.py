@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from .errors import DriverError
+
+_T = TypeVar("_T")
 
 __all__ = [
     "lib",
@@ -55,6 +57,7 @@ __all__ = [
     "graph_launch",
     "graph_destroy",
     "ctx_synchronize",
+    "in_numba_context",
     "error",
     "CUDA_SUCCESS",
     "CUDA_ERROR_INVALID_VALUE",
@@ -365,6 +368,23 @@ def unload_module(module: int) -> None:
         lib().cuModuleUnload(ctypes.c_void_p(module))
     except Exception:  # noqa: BLE001
         pass
+
+
+def in_numba_context(call: Callable[..., _T], *args: Any) -> _T:
+    """``call(*args)``; if the driver says no context is current on this thread, make numba's
+    context current (what numba does on a thread's first CUDA call) and call once more.
+
+    Driver calls from a thread that never used numba (a worker thread, an executor) fail with
+    ``CUDA_ERROR_INVALID_CONTEXT``; the retry is paid on that thread's first call only."""
+    try:
+        return call(*args)
+    except DriverError as exc:
+        if exc.result != CUDA_ERROR_INVALID_CONTEXT:
+            raise
+    from numba import cuda
+
+    cuda.current_context()
+    return call(*args)
 
 
 # -- memory ----------------------------------------------------------------------------------

@@ -588,3 +588,51 @@ def test_device_arrays_read_through_their_interface() -> None:
     with pytest.raises(KernelArgumentError, match="share memory"):  # out overlaps x, shifted by one element
         k._check((_CaiArray(0x10000, 10), _CaiArray(0x10008, 10)), None)
     k._check((_CaiArray(0x10000, 10), _CaiArray(0x10000, 10)), None)  # the very same view: fine
+
+
+def _ready_dispatcher(seed: int) -> HybridDispatcher:
+    d = HybridDispatcher(HybridConfig(seed=seed, reprobe_probability=0.5))
+    for n in (1 << 10, 1 << 12, 1 << 14):
+        for _ in range(3):
+            d.update_threshold(n, 5e-6 + n * 1e-9, 40e-6 + n * 1e-10, kernel="k")
+    return d
+
+
+def _until_warm_up(d: HybridDispatcher, n: int, t: dict[bool, float]) -> bool:
+    """Calls at n (taught t[side]) until a re-probe starts; returns its side."""
+    for _ in range(200):
+        dec = d.decide(n, kernel="k")
+        if dec.reason == "warm-up":
+            return dec.use_gpu
+        (d.record_gpu_execution if dec.use_gpu else d.record_cpu_execution)(t[dec.use_gpu], size=n, kernel="k")
+    raise AssertionError("no re-probe in 200 calls")
+
+
+def test_a_reprobe_is_two_calls_and_the_second_is_taught(rng: np.random.Generator) -> None:
+    """The first call on the other side pays for the switch; a program staying on that side
+    would see the second call's time, so that one is taught and the first is not."""
+    d = _ready_dispatcher(int(rng.integers(1 << 30)))
+    n = 40_000  # CPU 45 us, GPU 44 us on the lines: a near tie, probed often
+    t = {False: 45e-6, True: 60e-6}
+    side = _until_warm_up(d, n, t)
+    model = d._keys[("k", False)]
+    runs_before = model.gpu.at.get(n) if side else model.cpu.at.get(n)
+    (d.record_gpu_execution if side else d.record_cpu_execution)(1.0, size=n, kernel="k", probe=True)  # the cold call
+    dec = d.decide(n, kernel="k")
+    assert (dec.use_gpu, dec.reason) == (side, "reprobe")
+    (d.record_gpu_execution if side else d.record_cpu_execution)(t[side], size=n, kernel="k", probe=True)
+    hist = (model.gpu if side else model.cpu)._history[n]
+    assert 1.0 not in hist and t[side] in hist, (list(hist), runs_before)
+    assert d.stats().cpu_executions + d.stats().gpu_executions >= 2  # both calls counted
+
+
+def test_a_warm_up_followed_by_another_size_is_taught(rng: np.random.Generator) -> None:
+    """A program that moves to another size pays the switch every time: the first call's time
+    is what it sees on that side, so it is taught when the next call is another size."""
+    d = _ready_dispatcher(int(rng.integers(1 << 30)))
+    n = 40_000
+    side = _until_warm_up(d, n, {False: 45e-6, True: 60e-6})
+    (d.record_gpu_execution if side else d.record_cpu_execution)(0.5, size=n, kernel="k", probe=True)
+    d.decide(1 << 12, kernel="k")  # another size: no second call at n
+    model = d._keys[("k", False)]
+    assert 0.5 in (model.gpu if side else model.cpu)._history[n]

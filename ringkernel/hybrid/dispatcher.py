@@ -14,7 +14,11 @@ size on) and ``ADAPTIVE``: per kernel and data location, a cost model per side
 times) and the cheaper predicted side; while a side has fewer than two sizes measured it is
 explored; afterwards the side not chosen is re-probed now and then (seeded, so runs repeat)
 where its predicted cost is within ``reprobe_max_ratio`` of the chosen one, so that a change
-(a busier GPU, a colder CPU) moves the crossover.
+(a busier GPU, a colder CPU) moves the crossover. A re-probe is two calls of the same size: the
+first (``warm-up``) pays for the switch (caches the other side's data left behind, worker
+threads waking, pooled blocks of that size) and is not taught if the second follows at once;
+the second is. A program that calls the same size repeatedly would see the second's time; one
+whose next call is another size sees the first's, and then the first is taught.
 """
 
 from __future__ import annotations
@@ -146,14 +150,15 @@ class HybridStats:
 @dataclass(frozen=True)
 class Decision:
     """What :meth:`HybridDispatcher.decide` chose and why (``reason``: ``mode``, ``threshold``,
-    ``no GPU``, ``explore``, ``model``, ``reprobe``, ``unmeasured size``)."""
+    ``no GPU``, ``explore``, ``model``, ``warm-up`` (a re-probe's first call), ``reprobe``,
+    ``unmeasured size``)."""
 
     use_gpu: bool
     reason: str
 
 
 _DECISIONS = {(g, r): Decision(g, r) for g in (False, True)
-              for r in ("mode", "no GPU", "threshold", "explore", "model", "reprobe", "unmeasured size")}  # fmt: skip
+              for r in ("mode", "no GPU", "threshold", "explore", "model", "warm-up", "reprobe", "unmeasured size")}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -195,7 +200,7 @@ class Explanation:
 
 
 class _Key:
-    __slots__ = ("cpu", "gpu", "calls", "explore_next_gpu", "ready")
+    __slots__ = ("cpu", "gpu", "calls", "explore_next_gpu", "ready", "warm_up")
 
     def __init__(self, learning_rate: float) -> None:
         self.cpu = CostModel(learning_rate)
@@ -203,6 +208,8 @@ class _Key:
         self.calls = 0
         self.explore_next_gpu = True
         self.ready = False  # both sides measured enough (stays so)
+        #: a re-probe's first call: [on the GPU, size, its time once recorded] until the next decision
+        self.warm_up: list[Any] | None = None
 
 
 def _explore(k: _Key, n: int, need: int) -> bool | None:
@@ -274,6 +281,14 @@ class HybridDispatcher:
         with self._lock:
             k = self._keys.get((kernel, bool(data_on_device))) or self._key(kernel, bool(data_on_device))
             k.calls += 1
+            w = k.warm_up
+            if w is not None:
+                k.warm_up = None
+                if w[1] == n:  # the re-probe's second call: the one taught
+                    self._probes += 1
+                    return _DECISIONS[w[0], "reprobe"]
+                if w[2] is not None:  # the program moved to another size: the switch is what it pays
+                    (k.gpu if w[0] else k.cpu).add(w[1], w[2], refit=True)
             need = self.config.min_samples
             if not k.ready:
                 use_gpu = _explore(k, n, need)
@@ -315,9 +330,10 @@ class HybridDispatcher:
                 # a probe of a side predicted 2x slower costs a whole call more: probe less often
                 # the more it costs (the expected cost of probing stays p / 2 of a call)
                 p *= 0.5 / (ratio - 1.0)
-            if self._rng.random() < p:
+            if self._rng.random() < 0.5 * p:  # (a re-probe is two calls: half as many keep its cost)
                 self._probes += 1
-                return _DECISIONS[not use_gpu, "reprobe"]
+                k.warm_up = [not use_gpu, n, None]
+                return _DECISIONS[not use_gpu, "warm-up"]
             return _DECISIONS[use_gpu, "model"]
 
     def should_use_gpu(self, workload_size: int, *, kernel: str = DEFAULT_KERNEL, data_on_device: bool = False) -> bool:
@@ -337,7 +353,12 @@ class HybridDispatcher:
             per["gpu" if gpu else "cpu"] += 1
             if size is not None:
                 k = self._key(kernel, on_device)
-                (k.gpu if gpu else k.cpu).add(_check_size(size), float(seconds), refit=probe)
+                n = _check_size(size)
+                w = k.warm_up
+                if w is not None and w[2] is None and w[0] == gpu and w[1] == n:
+                    w[2] = float(seconds)  # a re-probe's first call: held until the next decision
+                    return
+                (k.gpu if gpu else k.cpu).add(n, float(seconds), refit=probe)
 
     def record_cpu_execution(self, seconds: float, *, size: int | None = None, kernel: str = DEFAULT_KERNEL,
                              data_on_device: bool = False, probe: bool = False) -> None:  # fmt: skip

@@ -196,15 +196,7 @@ def _synchronize() -> None:
             from .. import driver
 
             def sync() -> None:
-                try:
-                    driver.ctx_synchronize()
-                except driver.DriverError as exc:
-                    if exc.result != driver.CUDA_ERROR_INVALID_CONTEXT:
-                        raise
-                    from numba import cuda
-
-                    cuda.current_context()  # a thread's first CUDA call: numba's context made current
-                    driver.ctx_synchronize()
+                driver.in_numba_context(driver.ctx_synchronize)
 
             _SYNC = sync
     _SYNC()

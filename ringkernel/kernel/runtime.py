@@ -267,16 +267,9 @@ class RuntimeLaunchMixin:
 
     def _run_compiled(self, ck: Any, fast_infos: list[Any], config: LaunchConfig) -> None:
 
-        try:
-            try:
-                ck.launcher.launch(fast_infos, config.grid, config.block, config.shared_mem, stream_handle(config.stream))
-            except DriverError as exc:
-                if exc.result != driver.CUDA_ERROR_INVALID_CONTEXT:
-                    raise
-                from numba import cuda
-
-                cuda.current_context()  # a new thread: make numba's context current, then retry
-                ck.launcher.launch(fast_infos, config.grid, config.block, config.shared_mem, stream_handle(config.stream))
+        try:  # a thread's first launch may find no current context: numba's is made current
+            driver.in_numba_context(ck.launcher.launch, fast_infos, config.grid, config.block, config.shared_mem,
+                                    stream_handle(config.stream))  # fmt: skip
         except DriverError as exc:
             raise launch_error(self.name, config, exc) from exc
         except (struct_error, OverflowError) as exc:

@@ -64,3 +64,26 @@ def test_other_errors_are_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(DriverError):
         b.free(0x1000)
     assert ctx.pushes == 0 and len(calls) == 1
+
+
+def test_in_numba_context_retries_once_after_making_numbas_context_current(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shared retry of the launch path and hybrid's synchronisation: numba's context made
+    current once, the call repeated once; other errors and a second failure raised as they are."""
+    from numba import cuda
+
+    made = []
+    monkeypatch.setattr(cuda, "current_context", lambda: made.append(1))
+    fn, calls = _failing_once(driver.CUDA_ERROR_INVALID_CONTEXT, 7)
+    assert driver.in_numba_context(fn, 1, 2) == 7
+    assert calls == [(1, 2), (1, 2)] and made == [1]
+
+    other, calls = _failing_once(driver.CUDA_ERROR_INVALID_VALUE)
+    with pytest.raises(DriverError) as info:
+        driver.in_numba_context(other)
+    assert info.value.result == driver.CUDA_ERROR_INVALID_VALUE and len(calls) == 1
+
+    def always(*args: object) -> None:
+        raise DriverError("fake", operation="fake", result=driver.CUDA_ERROR_INVALID_CONTEXT)
+
+    with pytest.raises(DriverError):
+        driver.in_numba_context(always)
