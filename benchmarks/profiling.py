@@ -6,7 +6,9 @@ two traces (a 3-stream pipeline of copies and kernels, a multi-kernel loop) with
 * ``launch_us.{disabled,enabled,after,no_profiling_import}``: host time per launch of one
   kernel on the same arrays (its memoised path), median of batches: with no profiler ever
   entered, inside ``with GpuProfiler(...)``, after leaving it, and in a child process that
-  never imports ``ringkernel.profiling`` (checked).
+  never imports ``ringkernel.profiling`` (checked); ``enabled_cupti_capture``: inside
+  ``with GpuProfiler(..., launches=LaunchCapture.CUPTI)`` (no launch hook; ``None`` without
+  cupti-python), and ``cupti_capture_resolve_us_per_launch``: reading its records afterwards.
 * ``durations``: 40 back-to-back launches of a memory-bound kernel on 2^24 floats timed by
   the profiler (inside ``with``: the median span), against 40 back-to-back launches bracketed
   by two CUDA events (the mean per launch, median of 5 batches); their ratio (the issue asks
@@ -120,8 +122,30 @@ def main() -> int:
     with prof:
         per_launch_us(launch, batches=3)  # warm the profiler's event pool
         enabled = per_launch_us(launch)
+    timing_source = prof.timing_source
     after = per_launch_us(launch)
     prof.close()
+    # launches read from CUPTI's records (no launch hook): the per-launch cost, and the deferred
+    # cost of reading the records when the profiler resolves, per launch
+    cupti_capture = cupti_resolve = None
+    try:
+        import cupti.cupti  # noqa: F401
+
+        from ringkernel.profiling import LaunchCapture
+
+        prof = GpuProfiler("cost, CUPTI capture", launches=LaunchCapture.CUPTI)
+        with prof:
+            per_launch_us(launch, batches=3)
+            cupti_capture = per_launch_us(launch)
+            t0 = time.perf_counter_ns()
+            prof._resolve()
+            launched = len(prof._launches)
+            cupti_resolve = (time.perf_counter_ns() - t0) / 1e3 / max(launched, 1)
+        prof.close()
+        print(f"CUPTI capture: {cupti_capture:.2f} us a launch, reading the records {cupti_resolve:.3f} us a launch "
+              f"({launched} launches)", flush=True)  # fmt: skip
+    except ImportError:
+        print("cupti-python not installed: no CUPTI capture figure", flush=True)
     # where the enabled cost goes: the hook's Python alone (timer's launched() a no-op), and the
     # two driver calls the event timer makes per launch, each on its own
     prof = GpuProfiler("cost breakdown")
@@ -241,8 +265,12 @@ def main() -> int:
     arch = GpuArchitecture.current()
     result: dict[str, Any] = {
         "benchmark": "profiling",
-        "launch_us": {"disabled": disabled, "enabled": enabled, "after": after, "no_profiling_import": no_import},
+        "launch_us": {"disabled": disabled, "enabled": enabled, "after": after, "no_profiling_import": no_import,
+                      "enabled_cupti_capture": cupti_capture},
         "enabled_minus_disabled_us": enabled - disabled,
+        "cupti_capture_minus_disabled_us": None if cupti_capture is None else cupti_capture - disabled,
+        "cupti_capture_resolve_us_per_launch": cupti_resolve,
+        "timing_source_enabled": timing_source,
         "enabled_cost_breakdown_us": breakdown,
         "disabled_minus_no_import_us": None if no_import is None else disabled - no_import,
         "durations": {

@@ -57,6 +57,7 @@ __all__ = [
     "graph_launch",
     "graph_destroy",
     "ctx_synchronize",
+    "ctx_current",
     "in_numba_context",
     "error",
     "CUDA_SUCCESS",
@@ -522,6 +523,13 @@ def graph_destroy(exec_handle: int, graph: int) -> None:
         check(lib().cuGraphExecDestroy(ctypes.c_void_p(exec_handle)), "cuGraphExecDestroy")
     if graph:
         check(lib().cuGraphDestroy(ctypes.c_void_p(graph)), "cuGraphDestroy")
+
+
+def ctx_current() -> int:
+    """``cuCtxGetCurrent``: the current context's handle (0: none on this thread)."""
+    ctx = ctypes.c_void_p()
+    check(lib().cuCtxGetCurrent(ctypes.byref(ctx)), "cuCtxGetCurrent")
+    return int(ctx.value or 0)
 
 
 def ctx_synchronize() -> None:

@@ -34,6 +34,11 @@ __all__ = ["CachingCompiler", "CompiledKernel", "default_compiler"]
 log = logging.getLogger(__name__)
 
 
+#: Entry symbol -> kernel name of every kernel loaded in this process (a profiler reading CUPTI's
+#: records, which name kernels by symbol, shows the Python name).
+ENTRY_NAMES: dict[str, str] = {}
+
+
 @dataclass
 class CompiledKernel:
     """A kernel loaded for one signature: launcher, resources, and where it came from."""
@@ -271,6 +276,7 @@ class CachingCompiler:
             raise ValueError(f"cannot load cached code of type {entry.meta.get('code_type')!r}")
         fn = load_function(entry.cubin, str(entry.meta["entry_name"]))
         timings["module_ms"] = (time.perf_counter() - t) * 1e3
+        ENTRY_NAMES[str(entry.meta["entry_name"])] = name
         ck = CompiledKernel(
             name=name,
             entry_name=str(entry.meta["entry_name"]),

@@ -9,11 +9,11 @@ from .events import EventKind, ProfileEvent
 from .profiler import GpuProfiler, RangeHandle
 from .summary import KernelStats, ProfilingSummary, RangeStats, StreamStats, TransferStats
 from .telemetry import GpuTelemetry  # imports OpenTelemetry only when enabled
-from .timing import GpuTiming
+from .timing import GpuTiming, LaunchCapture
 
 __all__ = [
     "GpuProfiler", "RangeHandle", "ProfileCategory", "TransferDirection", "ProfileEvent", "EventKind",
-    "ProfilingSummary", "KernelStats", "StreamStats", "RangeStats", "TransferStats", "GpuTiming", "GpuTelemetry", "reset",
+    "ProfilingSummary", "KernelStats", "StreamStats", "RangeStats", "TransferStats", "GpuTiming", "LaunchCapture", "GpuTelemetry", "reset",
 ]  # fmt: skip
 
 

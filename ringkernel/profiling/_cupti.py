@@ -21,12 +21,28 @@ import importlib
 import threading
 import time
 from bisect import bisect_right
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from .timing import Span
 
-__all__ = ["CuptiTimer"]
+__all__ = ["CuptiTimer", "KernelRecord"]
+
+
+class KernelRecord(NamedTuple):
+    """A kernel launch read from CUPTI's records alone (``LaunchCapture.CUPTI``), times on the
+    ``perf_counter_ns`` clock: the launching driver call's interval and thread, the kernel's."""
+
+    symbol: str  # the kernel's entry symbol (mangled)
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    shared_mem: int  # dynamic + static bytes
+    stream_id: int  # CUPTI's stream id
+    thread_id: int  # CUPTI's thread id of the launching call (pthread_self, 32 bits, by default)
+    call_start_ns: int
+    call_end_ns: int
+    start_ns: int
+    end_ns: int
 
 #: CUPTI delivers activity buffers to one set of callbacks per process.
 _in_use = threading.Lock()
@@ -36,17 +52,20 @@ class CuptiTimer:
     source = "cupti activity records"
     _events: Any = None  # copies: CUDA events around each (an EventTimer, made at the first copy)
 
-    def __init__(self, copy_timer: Any = None) -> None:
+    def __init__(self, copy_timer: Any = None, *, collect: bool = False) -> None:
         #: Makes the timer of copies (timing.EventTimer; passed in: timing imports this module)
         self._make_copy_timer = copy_timer
+        #: Keep every kernel with its launching call (:meth:`take_launches`): no launch is reported
+        self._collect = collect
         c = importlib.import_module("cupti.cupti")  # ImportError without the extra
         if not _in_use.acquire(blocking=False):
             raise RuntimeError("another active profiler holds CUPTI")
         try:
             self._c = c
             self._lock = threading.Lock()
-            self._kernels: dict[int, tuple[int, int]] = {}
+            self._kernels: dict[int, tuple[Any, ...]] = {}  # correlation id -> (start, end, details or None)
             self._calls: list[tuple[int, int]] = []  # (end, correlation id) of driver calls
+            self._call_info: dict[int, tuple[int, int, int]] = {}  # collecting: correlation id -> (start, end, thread)
             self.times: dict[int, "Span"] = {}
             self._pending: list[tuple[int, int]] = []  # (launch id, its report's host time)
             self._unmatched = 0
@@ -74,7 +93,14 @@ class CuptiTimer:
         with self._lock:
             for a in activities:
                 if int(a.kind) == self._kernel_kind:
-                    self._kernels[int(a.correlation_id)] = (int(a.start), int(a.end))
+                    details = None
+                    if self._collect:
+                        details = (str(a.name), (int(a.grid_x), int(a.grid_y), int(a.grid_z)),
+                                   (int(a.block_x), int(a.block_y), int(a.block_z)),
+                                   int(a.dynamic_shared_memory) + int(a.static_shared_memory), int(a.stream_id))  # fmt: skip
+                    self._kernels[int(a.correlation_id)] = (int(a.start), int(a.end), details)
+                elif self._collect:
+                    self._call_info[int(a.correlation_id)] = (int(a.start), int(a.end), int(a.thread_id))
                 else:
                     self._calls.append((int(a.end), int(a.correlation_id)))
 
@@ -128,19 +154,55 @@ class CuptiTimer:
                     continue
                 corr = launches[i][1]
                 used.add(corr)
-                start, end = self._kernels.pop(corr)
+                start, end, _ = self._kernels.pop(corr)
                 self.times[launch_id] = (start + off, end + off, False, None)
             # Calls and kernels nobody claimed (other driver calls, launches outside ringkernel)
             # are kept for 10 s: a launch's records may arrive in different buffers.
             horizon = time.perf_counter_ns() - off - 10**10
             self._calls = [(e, c) for e, c in self._calls if c not in used and e > horizon]
             self._kernels = {c: se for c, se in self._kernels.items() if se[1] > horizon}
+            self._call_info = {c: ci for c, ci in self._call_info.items() if ci[1] > horizon}
             if block:
                 for launch_id, _ in left:
                     self.times[launch_id] = (None, None, False, "no CUPTI kernel record matched this launch")
                 self._unmatched += len(left)
                 left = []
             self._pending = left
+
+    def take_launches(self) -> list[KernelRecord]:
+        """The kernels whose launching call's record has arrived (collecting timers; call after
+        :meth:`resolve`), in launch order, each returned once. A kernel launched by another
+        library (CuPy, numba's own launches) is there too: CUPTI sees the whole process."""
+        out = []
+        with self._lock:
+            off = self._offset
+            for corr, (start, end, details) in list(self._kernels.items()):
+                call = self._call_info.pop(corr, None)
+                if call is None or details is None:
+                    continue
+                del self._kernels[corr]
+                symbol, grid, block, shared, stream_id = details
+                out.append(KernelRecord(symbol, grid, block, shared, stream_id, call[2], call[0] + off, call[1] + off,
+                                        start + off, end + off))  # fmt: skip
+        out.sort(key=lambda r: r.call_start_ns)
+        return out
+
+    def stream_ids(self, handles: list[int]) -> dict[int, int]:
+        """CUPTI's stream id -> the stream handle, for the given handles of the current context
+        (0: the legacy default stream); handles CUPTI cannot map are left out."""
+        from .. import driver
+
+        try:
+            ctx = driver.ctx_current()
+        except Exception:  # noqa: BLE001 - no context here: every stream keeps CUPTI's number
+            return {}
+        out = {}
+        for h in handles:
+            try:
+                out[int(self._c.get_stream_id_ex(ctx, h, 0))] = h
+            except Exception:  # noqa: BLE001 - a destroyed or foreign stream: left unnamed
+                continue
+        return out
 
     def metadata(self) -> dict[str, Any]:
         meta: dict[str, Any] = {"timing_source": self.source, "unmatched_launches": self._unmatched}

@@ -39,7 +39,7 @@ from .categories import ProfileCategory, TransferDirection
 from .events import EventKind, ProfileEvent
 from .ranges import DISABLED, Open, RangeHandle, check_bytes, check_category, check_name
 from .summary import ProfilingSummary
-from .timing import GpuTiming, Span, Timer, make_timer
+from .timing import GpuTiming, LaunchCapture, Span, Timer, make_cupti_collector, make_timer
 
 __all__ = ["GpuProfiler", "RangeHandle"]
 
@@ -58,6 +58,29 @@ _POOL_METHODS = ("allocate", "deallocate", "_close_buffer", "_release")
 
 _get_ident = threading.get_ident
 _now = time.perf_counter_ns
+
+
+def readable_symbol(symbol: str) -> str:
+    """A C++ (Itanium-mangled) kernel symbol's qualified name, ``_ZN6cudapy8__main__5saxpyB2v1E...``
+    -> ``__main__.saxpy`` (numba's ``cudapy`` prefix and ABI tags dropped); other symbols as they are."""
+    if not symbol.startswith("_ZN"):
+        return symbol
+    parts, i = [], 3
+    while i < len(symbol) and symbol[i].isdigit():
+        j = i
+        while j < len(symbol) and symbol[j].isdigit():
+            j += 1
+        n = int(symbol[i:j])
+        parts.append(symbol[j:j + n])
+        i = j + n
+        while i < len(symbol) and symbol[i] == "B" and i + 1 < len(symbol) and symbol[i + 1].isdigit():  # an ABI tag
+            j = i + 1
+            while j < len(symbol) and symbol[j].isdigit():
+                j += 1
+            i = j + int(symbol[i + 1:j])
+    if parts and parts[0] == "cudapy":
+        parts = parts[1:]
+    return ".".join(parts) if parts else symbol
 
 
 def _task() -> Any:
@@ -88,11 +111,17 @@ class GpuProfiler:
         Called on the launching thread for each launch while active: only launches for which
         it returns True are captured (``GpuContext`` uses it: the launches made while the
         context is current). ``None``: every launch.
+    launches:
+        How launches are captured (:class:`~ringkernel.profiling.LaunchCapture`): ``HOOK``
+        (the default: reported by the launch seam, exact, a few microseconds a launch) or
+        ``CUPTI`` (read from CUPTI's records afterwards: no per-launch Python, every kernel
+        of the process; needs ``cupti-python`` and a GPU).
     """
 
     def __init__(self, session_name: str = "ringkernel", enabled: bool = True, *,
                  gpu_timing: GpuTiming = GpuTiming.AUTO, max_events: int = 1_000_000,
-                 launch_filter: Callable[[], bool] | None = None) -> None:  # fmt: skip
+                 launch_filter: Callable[[], bool] | None = None,
+                 launches: LaunchCapture = LaunchCapture.HOOK) -> None:  # fmt: skip
         self.session_name = check_name(session_name, "session_name")
         if not isinstance(gpu_timing, GpuTiming):
             raise ConfigurationError(f"gpu_timing must be a GpuTiming, got {gpu_timing!r}", hint="e.g. GpuTiming.EVENTS")
@@ -116,6 +145,7 @@ class GpuProfiler:
         self._t0 = time.perf_counter_ns()
         self._wall0 = time.time()
         self._tracks: dict[Any, tuple[int, str]] = {}
+        self._thread_names: dict[int, str] = {}  # thread id -> name, for threads that have ended (CUPTI capture)
         self._track_ids = itertools.count(1)
         self._last: dict[Any, int] = {}  # track -> last time the profiler saw it act
         self._streams: dict[int, tuple[int, str]] = {}  # stream key -> (stream id, label)
@@ -126,6 +156,12 @@ class GpuProfiler:
         self._shadowed: list[tuple[Any, dict[str, Any]]] = []  # (weakref to a pool, its wrappers) while active
         if launch_filter is not None and not callable(launch_filter):
             raise ConfigurationError(f"launch_filter must be callable, got {launch_filter!r}")
+        if not isinstance(launches, LaunchCapture):
+            raise ConfigurationError(f"launches must be a LaunchCapture, got {launches!r}", hint="e.g. LaunchCapture.CUPTI")
+        if launches is LaunchCapture.CUPTI and launch_filter is not None:
+            raise ConfigurationError("LaunchCapture.CUPTI cannot filter launches (nothing runs at a launch to ask the filter)",
+                                     hint="use LaunchCapture.HOOK with launch_filter, or filter the events afterwards")  # fmt: skip
+        self.launches = launches
         self._filter = launch_filter
         self._hook: int | None = None
         self._depth = 0
@@ -144,7 +180,7 @@ class GpuProfiler:
     @property
     def active(self) -> bool:
         """True inside ``with profiler:`` (launches are being captured)."""
-        return self._hook is not None
+        return self._timer is not None
 
     def __enter__(self) -> "GpuProfiler":
         if self._closed:
@@ -172,9 +208,19 @@ class GpuProfiler:
         from ..config import require_backend
 
         self._simulated = require_backend()
-        self._timer = make_timer(self.gpu_timing, self._simulated)  # the hook comes last: nothing to undo
-        self._timing_meta = self._timer.metadata()
-        self._hook = add_launch_hook(self._on_launch)
+        if self.launches is LaunchCapture.CUPTI:
+            if self._simulated:
+                raise ConfigurationError("LaunchCapture.CUPTI needs a GPU: the simulator has no CUPTI",
+                                         hint="use LaunchCapture.HOOK (the default) on the simulator")  # fmt: skip
+            self._timer = make_cupti_collector()  # no hook: launches come from its records
+            for t in threading.enumerate():  # names of threads that may end before the records are read
+                if t.ident is not None:
+                    self._thread_names[t.ident] = t.name
+            self._timing_meta = self._timer.metadata()
+        else:
+            self._timer = make_timer(self.gpu_timing, self._simulated)  # the hook comes last: nothing to undo
+            self._timing_meta = self._timer.metadata()
+            self._hook = add_launch_hook(self._on_launch)
         self._last[self._track()[0]] = time.perf_counter_ns()  # the first launch's host time starts here
         try:
             capture.register(self)  # copies and synchronisations
@@ -186,10 +232,11 @@ class GpuProfiler:
             raise
 
     def _deactivate(self) -> None:
-        if self._hook is None:
+        if self._timer is None:
             return
-        remove_launch_hook(self._hook)
-        self._hook = None
+        if self._hook is not None:
+            remove_launch_hook(self._hook)
+            self._hook = None
         try:
             capture.unregister(self)
             self._unshadow_pools()
@@ -221,6 +268,7 @@ class GpuProfiler:
         t = self._tracks.get(key)
         if t is None:
             name = threading.current_thread().name
+            self._thread_names[_get_ident()] = name
             if task is not None:
                 name += f" / {task.get_name()}"
             with self._lock:
@@ -416,7 +464,7 @@ class GpuProfiler:
         label = name or f"pool {len(self._pools)}"
         with self._lock:
             self._pools.append((weakref.ref(pool), label))
-            if self._hook is not None:
+            if self._timer is not None:
                 self._shadow_pool(pool, label)
 
     def _shadow_pool(self, pool: Any, name: str) -> None:
@@ -481,7 +529,7 @@ class GpuProfiler:
 
     def _record_memory(self, pool: Any, name: str, op: str, nbytes: int | None, ptr: int, sample: bool = True) -> None:
         """A MEMORY event on the calling thread's track, then (``sample``) the pool's counters."""
-        if self._hook is None or not self.enabled:
+        if self._timer is None or not self.enabled:
             return
         key, tid = self._track()
         stack = self._stack.get()
@@ -632,12 +680,91 @@ class GpuProfiler:
             self._times.update(timer.times)
             timer.times.clear()
             self._timing_meta = timer.metadata()
+            if self.launches is LaunchCapture.CUPTI:
+                collector: Any = timer  # a CuptiTimer made by make_cupti_collector
+                self._adopt(collector.take_launches(), collector)
+
+    def _adopt(self, records: list[Any], timer: Any) -> None:
+        """Launches read from CUPTI's records (``LaunchCapture.CUPTI``) made into captured
+        launches: the kernel's Python name where ringkernel loaded it, the launching thread's
+        track, the innermost range open on that thread during the call, the stream's label."""
+        if not records:
+            return
+        from ..compile.compiler import ENTRY_NAMES
+
+        # CUPTI's thread ids are pthread_self() in 32 bits (its default type) or the OS's id: both
+        # looked up among live threads, then among those the profiler saw (ranges, activation)
+        for t in threading.enumerate():
+            if t.ident is not None:
+                self._thread_names[t.ident] = t.name
+        threads: dict[int, tuple[int, str]] = {ident & 0xFFFFFFFF: (ident, name) for ident, name in self._thread_names.items()}
+        for t in threading.enumerate():
+            if t.ident is not None and t.native_id is not None:
+                threads.setdefault(int(t.native_id), (t.ident, t.name))
+        # each thread's ranges (all its tracks: the thread's and its asyncio tasks') as a sweep:
+        # starts push, ends pop, a launch's parent is the innermost range open at its call
+        ident_of = {tid: (key if isinstance(key, int) else key[0]) for key, (tid, _) in self._tracks.items()}
+        sweep: dict[int, list[tuple[int, int, int, int]]] = {}  # ident -> (time, order, kind, id): 0 start, 2 end
+        for e in self._events:
+            if e.kind is EventKind.RANGE and e.track_id in ident_of:
+                lst = sweep.setdefault(ident_of[e.track_id], [])
+                lst.append((e.start_ns, 0, e.id, 0))
+                lst.append((e.end_ns, 2, e.id, 0))
+        handles = sorted({0, *(k for k in self._stream_names if k >= 0), *(k for _, k in self._stream_cache.values() if k >= 0)})
+        by_cupti = timer.stream_ids(handles)
+        per_thread: dict[int, list[Any]] = {}
+        for rec in records:
+            per_thread.setdefault(rec.thread_id, []).append(rec)
+        with self._lock:
+            for cupti_tid, recs in per_thread.items():
+                thread = threads.get(cupti_tid)
+                if thread is not None:
+                    key: Any = thread[0]
+                    track = self._tracks.get(key) or self._tracks.setdefault(key, (next(self._track_ids), thread[1]))
+                else:  # a thread that started and ended unseen: its own track, named by CUPTI's id
+                    key = ("cupti thread", cupti_tid)
+                    track = self._tracks.setdefault(key, (next(self._track_ids), f"thread {cupti_tid:#x}"))
+                marks = list(sweep.get(thread[0], ()) if thread is not None else ())
+                marks += [(r.call_start_ns, 1, i, 1) for i, r in enumerate(recs)]
+                marks.sort()
+                open_: list[int] = []
+                parent: dict[int, int | None] = {}
+                for _, kind, ident, _ in marks:
+                    if kind == 0:
+                        open_.append(ident)
+                    elif kind == 2:
+                        for k in range(len(open_) - 1, -1, -1):  # (ranges of two tasks may interleave)
+                            if open_[k] == ident:
+                                del open_[k]
+                                break
+                    else:
+                        parent[ident] = open_[-1] if open_ else None
+                last_end: int | None = None
+                for i, r in enumerate(recs):
+                    if self._count >= self.max_events:
+                        self._dropped += 1
+                        continue
+                    handle = by_cupti.get(r.stream_id)
+                    if handle is None:
+                        handle = -(10**9 + r.stream_id)  # a stream ringkernel does not know: CUPTI's number
+                        self._stream_names.setdefault(handle, f"CUDA stream {r.stream_id} (CUPTI id)")
+                    sid = self._stream_id(handle)
+                    name = ENTRY_NAMES.get(r.symbol) or readable_symbol(r.symbol)
+                    ev = LaunchEvent(name, r.grid, r.block, r.shared_mem, None, "cupti", -1, r.call_start_ns)
+                    rid = next(self._ids)
+                    gap = None if last_end is None else r.call_start_ns - last_end
+                    self._launches.append((ev, rid, handle, sid, gap, track[0], parent.get(i), r.call_end_ns))
+                    self._times[rid] = (r.start_ns, r.end_ns, False, None)
+                    self._count += 1
+                    last_end = r.call_end_ns
 
     def _kernel_nbytes(self, le: LaunchEvent) -> int | None:
         nb = self._kernel_bytes.get(le.kernel_name)
         if nb is None:
             return None
         per_launch, per_element = nb[1], nb[0]
+        if per_launch is None and le.elements < 0:  # captured from CUPTI: elements unknown
+            return None
         return per_launch if per_launch is not None else (per_element or 0) * le.elements
 
     def events(self) -> list[ProfileEvent]:
@@ -654,6 +781,8 @@ class GpuProfiler:
                 start, end, estimated, note = times.get(rid, _UNKNOWN)
                 args: dict[str, Any] = {"grid": list(le.grid), "block": list(le.block), "elements": le.elements,
                                         "launch": le.kind, "shared_mem": le.shared_mem}  # fmt: skip
+                if le.elements < 0:
+                    del args["elements"]  # (LaunchCapture.CUPTI: not known)
                 if note:
                     args["note"] = note
                 out.append(ProfileEvent(

@@ -54,6 +54,24 @@ class GpuTiming(Enum):
     EVENTS = "events"
 
 
+class LaunchCapture(Enum):
+    """How a profiler learns of launches.
+
+    ``HOOK`` (the default): ringkernel's launch seam reports each ``@gpu_kernel`` launch to the
+    profiler on the launching thread: exact parent range per thread and asyncio task, element
+    counts (bytes per element in the summary), auto or explicit configuration; a few
+    microseconds of Python per launch. ``CUPTI``: nothing runs per launch in Python; launches
+    are read from CUPTI's driver-call and kernel records when the profiler resolves (exit,
+    ``events()``): every kernel of the process (CuPy's, numba's own too), grid, block, stream,
+    the launching call's thread and time; the parent range is the innermost range open on that
+    thread at the call (asyncio tasks sharing a thread are not told apart), no element counts.
+    Needs ``cupti-python`` and a GPU; refuses ``launch_filter``.
+    """
+
+    HOOK = "hook"
+    CUPTI = "cupti"
+
+
 #: A launch's GPU times: (start, end, start estimated, note); ``None`` times when unknown.
 Span = tuple["int | None", "int | None", bool, "str | None"]
 
@@ -255,6 +273,20 @@ def _destroy(owned: list[int], stream: int) -> None:
         driver.stream_destroy(stream)
     except Exception:  # noqa: BLE001
         pass
+
+
+def make_cupti_collector() -> Any:
+    """A CUPTI timer that keeps every kernel with its launching call (``LaunchCapture.CUPTI``)."""
+    from . import _cupti
+
+    try:
+        return _cupti.CuptiTimer(copy_timer=EventTimer, collect=True)
+    except Exception as exc:  # noqa: BLE001 - not installed, or CUPTI busy with another tool
+        raise ConfigurationError(
+            f"LaunchCapture.CUPTI cannot use CUPTI: {exc}",
+            hint="pip install cupti-python (matching your CUDA), close other CUPTI users (another profiler, "
+            "Nsight), or use LaunchCapture.HOOK (the default)",
+        ) from exc
 
 
 def make_timer(choice: GpuTiming, simulated: bool) -> Timer:

@@ -169,18 +169,19 @@ def _per_launch_us(launch, batches: int = 30, batch: int = 200) -> float:  # typ
     return float(np.median(per))
 
 
-@pytest.mark.parametrize("timing", ["cupti", "events"])
+@pytest.mark.parametrize("timing", ["cupti_capture", "cupti", "events"])
 def test_host_cost_of_a_launch_with_and_without_the_profiler(timing: str) -> None:
-    """The issue's budget (<= 2 us a launch above disabled) holds with CUPTI activity records
-    (the cupti extra); CUDA events cost a few microseconds more (two driver calls and their
-    bookkeeping a launch: docs/profiling.md), bounded here (3x) so that it cannot grow unnoticed."""
+    """The issue's budget (<= 2 us a launch above disabled) holds with launches captured from
+    CUPTI's records (``LaunchCapture.CUPTI``: no per-launch Python); CUPTI timing behind the
+    launch hook and CUDA events cost more (the hook's Python, and for events two driver calls a
+    launch: docs/profiling.md), bounded here so that they cannot grow unnoticed."""
     from numba import cuda
 
     from ringkernel import GpuProfiler, launch_hooks
     from ringkernel.kernels import vector_add
-    from ringkernel.profiling import GpuTiming
+    from ringkernel.profiling import GpuTiming, LaunchCapture
 
-    if timing == "cupti":
+    if timing.startswith("cupti"):
         pytest.importorskip("cupti.cupti", reason="the cupti extra (cupti-python) is not installed")
 
     a = cuda.to_device(np.ones(1024, np.float32))
@@ -190,7 +191,10 @@ def test_host_cost_of_a_launch_with_and_without_the_profiler(timing: str) -> Non
     cuda.synchronize()
     assert launch_hooks() == []
     never = _per_launch_us(launch)
-    p = GpuProfiler("cost", gpu_timing=GpuTiming.CUPTI if timing == "cupti" else GpuTiming.EVENTS)
+    if timing == "cupti_capture":
+        p = GpuProfiler("cost", launches=LaunchCapture.CUPTI)
+    else:
+        p = GpuProfiler("cost", gpu_timing=GpuTiming.CUPTI if timing == "cupti" else GpuTiming.EVENTS)
     with p:
         _per_launch_us(launch, batches=3)  # warm the profiler's event pool
         enabled = _per_launch_us(launch)
@@ -199,8 +203,10 @@ def test_host_cost_of_a_launch_with_and_without_the_profiler(timing: str) -> Non
     print(f"launch_us: never entered {never:.2f}, enabled {enabled:.2f}, after leaving {left:.2f}")
     assert launch_hooks() == []
     assert left <= never + 0.1, "leaving the profiler removes every cost"
-    if timing == "cupti":
+    if timing == "cupti_capture":
         assert enabled <= never + 2.0, f"the issue's budget: <= 2 us above disabled ({enabled:.2f} vs {never:.2f} us)"
+    elif timing == "cupti":  # measured +1.8 to +6.5 us (the hook's Python: 4.4 us on a slow host)
+        assert enabled <= never + 8.0, f"CUPTI timing behind the hook ({enabled:.2f} vs {never:.2f} us)"
     else:  # measured 2.4-2.5x on hosts whose plain launch took 5 and 8.5 us
         assert enabled <= 3.0 * never, f"events: <= 3x disabled ({enabled:.2f} vs {never:.2f} us)"
 
@@ -220,3 +226,71 @@ def test_profiling_example_on_the_gpu(tmp_path) -> None:  # type: ignore[no-unty
     assert "results match NumPy: True" in r.stdout and "simulator" not in r.stdout, r.stdout
     print(r.stdout)
     validate_trace(trace.read_text())
+
+
+def test_cupti_capture_sees_every_kernel_with_its_range_thread_and_time(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``LaunchCapture.CUPTI`` on the H200: every @gpu_kernel launch found (by its Python name),
+    from two threads, inside the right ranges; a CuPy kernel too; durations within 5% of CUDA
+    events; the trace valid."""
+    pytest.importorskip("cupti.cupti", reason="the cupti extra (cupti-python) is not installed")
+    import threading
+
+    from numba import cuda
+
+    from ringkernel import GpuProfiler, ProfileCategory
+    from ringkernel.kernels import vector_add
+    from ringkernel.profiling import EventKind, LaunchCapture
+    from tests.test_profiling import validate_trace
+
+    n = 1 << 26
+    a = cuda.to_device(np.ones(n, np.float32))
+    b = cuda.to_device(np.ones(n, np.float32))
+    c = cuda.device_array(n, np.float32)
+    launch = lambda: vector_add(a, b, c)  # noqa: E731
+    reference = _event_timed_ms(launch, 20)
+    small = cuda.device_array(4096, np.float32)
+    p = GpuProfiler("cupti capture", launches=LaunchCapture.CUPTI)
+    with p:
+        for step in range(5):
+            with p.range(f"step {step}", ProfileCategory.ALGORITHM):
+                for _ in range(4):
+                    launch()
+
+        def worker() -> None:
+            with p.range("worker range", ProfileCategory.ALGORITHM):
+                for _ in range(7):
+                    vector_add(small, small, small)
+            cuda.synchronize()
+
+        t = threading.Thread(target=worker, name="launcher thread")
+        t.start()
+        t.join()
+        try:
+            import cupy
+
+            x = cupy.arange(1 << 20, dtype=cupy.float32)
+            float((x * 2).sum())
+            saw_cupy = True
+        except ImportError:
+            saw_cupy = False
+        cuda.synchronize()
+    events = p.events()
+    ranges = {e.id: e for e in events if e.kind is EventKind.RANGE}
+    kernels = [e for e in events if e.kind is EventKind.KERNEL]
+    ours = [e for e in kernels if e.name == "vector_add"]
+    big = [e for e in ours if e.track != "launcher thread"]
+    mine = [e for e in ours if e.track == "launcher thread"]
+    assert len(big) == 20 and len(mine) == 7, [(e.name, e.track) for e in kernels][:40]
+    assert [ranges[e.parent_id].name for e in big] == [f"step {s}" for s in range(5) for _ in range(4)]  # type: ignore[index]
+    assert all(ranges[e.parent_id].name == "worker range" for e in mine)  # type: ignore[index]
+    assert all(e.gpu_start_ns is not None and e.args["grid"][0] > 0 for e in ours)
+    if saw_cupy:
+        assert any(e.name not in ("vector_add",) for e in kernels), "CuPy's kernels are seen too"
+    prof_med = float(np.median([e.gpu_duration_ns / 1e6 for e in big[1:]]))  # type: ignore[operator]
+    ref_med = float(np.median(reference))
+    print(f"CUPTI capture: {len(kernels)} kernels ({sorted({e.name for e in kernels})}); median vector_add "
+          f"{prof_med * 1e3:.1f} us vs CUDA events {ref_med * 1e3:.1f} us")
+    assert abs(prof_med - ref_med) <= 0.05 * ref_med
+    validate_trace(p.export_chrome_tracing(tmp_path / "cupti_capture.json"))
+    print(p.summary())
+    p.close()
