@@ -127,23 +127,38 @@ def main() -> int:
     prof.close()
     # launches read from CUPTI's records (no launch hook): the per-launch cost, and the deferred
     # cost of reading the records when the profiler resolves, per launch
-    cupti_capture = cupti_resolve = None
+    cupti_capture = cupti_resolve = cupti_disabled = None
     try:
         import cupti.cupti  # noqa: F401
 
         from ringkernel.profiling import LaunchCapture
 
-        prof = GpuProfiler("cost, CUPTI capture", launches=LaunchCapture.CUPTI)
-        with prof:
-            per_launch_us(launch, batches=3)
-            cupti_capture = per_launch_us(launch)
-            t0 = time.perf_counter_ns()
-            prof._resolve()
-            launched = len(prof._launches)
-            cupti_resolve = (time.perf_counter_ns() - t0) / 1e3 / max(launched, 1)
-        prof.close()
-        print(f"CUPTI capture: {cupti_capture:.2f} us a launch, reading the records {cupti_resolve:.3f} us a launch "
-              f"({launched} launches)", flush=True)  # fmt: skip
+        # interleaved rounds (the host's speed drifts over a run): disabled, then enabled
+        base, captured, per_resolve, launched = [], [], [], 0
+        for _ in range(5):
+            base.append(per_launch_us(launch, batches=10))
+            prof = GpuProfiler("cost, CUPTI capture", launches=LaunchCapture.CUPTI)
+            with prof:
+                per_launch_us(launch, batches=2)
+                captured.append(per_launch_us(launch, batches=10))
+                if not per_resolve:  # where reading the records goes (printed once)
+                    import cProfile
+                    import io
+                    import pstats
+
+                    pr = cProfile.Profile()
+                    t0 = time.perf_counter_ns()
+                    pr.runcall(prof._resolve)
+                    launched = len(prof._launches)
+                    per_resolve.append((time.perf_counter_ns() - t0) / 1e3 / max(launched, 1))
+                    buf = io.StringIO()
+                    pstats.Stats(pr, stream=buf).sort_stats("tottime").print_stats(12)
+                    print(buf.getvalue()[:4000], flush=True)
+            prof.close()
+        cupti_disabled, cupti_capture = float(np.median(base)), float(np.median(captured))
+        cupti_resolve = per_resolve[0]
+        print(f"CUPTI capture: {cupti_capture:.2f} us a launch vs {cupti_disabled:.2f} disabled (interleaved), reading "
+              f"the records {cupti_resolve:.3f} us a launch under cProfile ({launched} launches)", flush=True)  # fmt: skip
     except ImportError:
         print("cupti-python not installed: no CUPTI capture figure", flush=True)
     # where the enabled cost goes: the hook's Python alone (timer's launched() a no-op), and the
@@ -268,7 +283,8 @@ def main() -> int:
         "launch_us": {"disabled": disabled, "enabled": enabled, "after": after, "no_profiling_import": no_import,
                       "enabled_cupti_capture": cupti_capture},
         "enabled_minus_disabled_us": enabled - disabled,
-        "cupti_capture_minus_disabled_us": None if cupti_capture is None else cupti_capture - disabled,
+        "cupti_capture_disabled_interleaved_us": cupti_disabled,
+        "cupti_capture_minus_disabled_us": None if cupti_capture is None or cupti_disabled is None else cupti_capture - cupti_disabled,
         "cupti_capture_resolve_us_per_launch": cupti_resolve,
         "timing_source_enabled": timing_source,
         "enabled_cost_breakdown_us": breakdown,

