@@ -159,9 +159,15 @@ def run(args: argparse.Namespace) -> int:
             # blocks of each size): its times decide the rounds per size: --reps, more (up to
             # --max-reps, in multiples of the 6 orders) where a round costs little (small sizes:
             # microseconds a call, where noise weighs most), within --size-budget seconds a size.
-            rounds = {}
+            # A mode over 3x slower than the other at a size (say, the CPU on device data) needs no
+            # precision: it is far from the best. It runs --reps rounds; the best and ADAPTIVE run
+            # on, in rounds priced by their own cost, so that their ratio is measured closely.
+            rounds, slow_mode = {}, {}
             for n in sizes:
-                per_round = (args.burst + args.settle) * sum(min(call(m, n), call(m, n)) for m in ("cpu", "gpu"))
+                t = {m: min(call(m, n), call(m, n)) for m in ("cpu", "gpu")}
+                lo, hi = sorted(t.values())
+                slow_mode[n] = max(t, key=t.__getitem__) if hi > 3 * lo else None
+                per_round = (args.burst + args.settle) * (2 * lo if slow_mode[n] else lo + hi)
                 want = int(args.size_budget / max(2 * per_round, 1e-9)) // len(orders) * len(orders)
                 rounds[n] = min(max(args.reps, want), max(args.reps, args.max_reps))
             for r in range(max(args.reps, args.max_reps)):
@@ -170,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
                     if r >= rounds[n]:
                         continue
                     for m in orders[(r + i) % len(orders)]:
+                        if m == slow_mode[n] and r >= args.reps:
+                            continue
                         # a burst of calls of one mode after one untimed call, its median: the
                         # steady per-call time of a program calling this size repeatedly (the
                         # first call after another mode's pays for waking the CPU's worker
@@ -226,7 +234,8 @@ def run(args: argparse.Namespace) -> int:
                 "explain_at_crossover_region": str(disp["adaptive"].explain(1 << 16, kernel=kname,
                                                                               data_on_device=loc == "device")),
                 "total_s": {m: sum(med[m]) for m in MODES},
-                "rounds": [rounds[n] for n in sizes], "spread_iqr_over_median": spread,
+                "rounds": [rounds[n] for n in sizes], "slow_mode_rounds_only_reps": [slow_mode[n] for n in sizes],
+                "spread_iqr_over_median": spread,
                 "adaptive_reasons": [dict(reasons[n]) for n in sizes],
                 "round_medians_us": {m: [[round(t * 1e6, 2) for t in times[m][n]] for n in sizes] for m in MODES},
                 "adaptive_slow_rounds": slow, "gc_collections": {m: sum(sum(gcs[m][n]) for n in sizes) for m in MODES},
@@ -268,7 +277,8 @@ def run(args: argparse.Namespace) -> int:
         "one compiled CPU loop and GPU kernel (HybridKernel.with_dispatcher); "
         "ADAPTIVE first learns from --learn-calls calls at sizes drawn from the sweep; then --reps rounds over "
         "every size (up to --max-reps for sizes whose first round took under --size-budget / max-reps), sizes rotating, the modes in each of their 6 orders in turn, in each --settle untimed calls then a burst "
-        "of --burst calls of one mode (its median), "
+        "of --burst calls of one mode (its median); a mode over 3x slower than the other at a size (first pass) runs "
+        "--reps rounds only, the rounds of the other two priced by their own cost (slow_mode_rounds_only_reps), "
         "host clock around each synchronous call; the median over rounds (adaptive_over_best: ratio of the medians; "
         "adaptive_over_best_paired: the median over rounds of ADAPTIVE's round over the better mode's same round). "
         "CPU path: cores - 1 threads. "
@@ -360,7 +370,7 @@ def main() -> int:
                    "saxpy's arrays are 192 MiB of the H200 host's 300 MiB L3, and one call after another "
                    "mode's left them half evicted)")
     p.add_argument("--no-gc", action="store_true", help="disable the garbage collector during each sweep (as timeit does)")
-    p.add_argument("--max-reps", type=int, default=48, help="rounds for sizes whose rounds are cheap (a multiple of 6)")
+    p.add_argument("--max-reps", type=int, default=96, help="rounds for sizes whose rounds are cheap (a multiple of 6)")
     p.add_argument("--size-budget", type=float, default=1.0,
                    help="seconds per size (all modes) that decide how many rounds above --reps a size gets")
     p.add_argument("--cpu-threads", type=int, default=None, help="CPU path threads (default: cores - 1)")
