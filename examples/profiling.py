@@ -1,6 +1,11 @@
 """Profile a small two-stream workload: NVTX ranges, GPU-timed kernels, a summary and a Perfetto trace.
 
-    python examples/profiling.py [trace.json]
+    python examples/profiling.py [trace.json] [--cupti]
+
+``--cupti`` captures launches from CUPTI's records instead of the launch hook
+(``LaunchCapture.CUPTI``: about 1 us a launch instead of several; needs ``cupti-python``
+and a GPU; element counts are unknown there, so the summary shows no GB/s for kernels
+annotated per element).
 
 Open the trace (default ``profile_trace.json`` in the current directory) in
 https://ui.perfetto.dev or chrome://tracing. Under Nsight Systems (``nsys profile python
@@ -16,19 +21,21 @@ import numpy as np
 # ringkernel before numba.cuda, so that it can choose numba's CUDA simulator when there is no GPU
 from ringkernel import GpuProfiler, ProfileCategory, config
 from ringkernel.kernels import saxpy, vector_add
-from ringkernel.profiling import TransferDirection
+from ringkernel.profiling import LaunchCapture, TransferDirection
 from numba import cuda
 
 
 def main() -> int:
-    path = sys.argv[1] if len(sys.argv) > 1 else "profile_trace.json"
+    args = [a for a in sys.argv[1:] if a != "--cupti"]
+    path = args[0] if args else "profile_trace.json"
     simulated = config.simulator_enabled()
+    capture = LaunchCapture.CUPTI if "--cupti" in sys.argv[1:] else LaunchCapture.HOOK
     n = 1024 if simulated else 1 << 24
     steps = 2 if simulated else 20
     rng = np.random.default_rng()
     x, y = rng.standard_normal(n, dtype=np.float32), rng.standard_normal(n, dtype=np.float32)
 
-    profiler = GpuProfiler("example")
+    profiler = GpuProfiler("example", launches=capture)
     streams = [cuda.stream(), cuda.stream()]
     profiler.name_stream(streams[0], "compute A")
     profiler.name_stream(streams[1], "compute B")

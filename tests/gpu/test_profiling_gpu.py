@@ -213,16 +213,20 @@ def test_host_cost_of_a_launch_with_and_without_the_profiler(timing: str) -> Non
         assert enabled <= 3.0 * never, f"events: <= 3x disabled ({enabled:.2f} vs {never:.2f} us)"
 
 
-def test_profiling_example_on_the_gpu(tmp_path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("capture", ["hook", "cupti"])
+def test_profiling_example_on_the_gpu(tmp_path, capture: str) -> None:  # type: ignore[no-untyped-def]
     import subprocess
     import sys
     from pathlib import Path
 
     from tests.test_profiling import validate_trace
 
+    if capture == "cupti":
+        pytest.importorskip("cupti.cupti", reason="the cupti extra (cupti-python) is not installed")
     root = Path(__file__).resolve().parents[2]
     trace = tmp_path / "example.json"
-    r = subprocess.run([sys.executable, str(root / "examples" / "profiling.py"), str(trace)], capture_output=True,
+    extra = ["--cupti"] if capture == "cupti" else []
+    r = subprocess.run([sys.executable, str(root / "examples" / "profiling.py"), str(trace), *extra], capture_output=True,
                        text=True, timeout=240, cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
     assert "results match NumPy: True" in r.stdout and "simulator" not in r.stdout, r.stdout
