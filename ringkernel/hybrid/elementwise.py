@@ -40,13 +40,14 @@ import numpy as np
 
 from ..errors import ConfigurationError, KernelArgumentError
 from .._layout import is_c_contiguous, span
-from ..compile.launcher import device_fields
+from ..compile.launcher import describe_arg, device_fields
 from ..kernel.args import array_info
 from .dispatcher import HybridConfig, HybridDispatcher
 
 __all__ = ["elementwise", "HybridKernel", "default_dispatcher"]
 
 _TEACH_EVERY = 4
+_FIXED = frozenset({"mode", "threshold", "no GPU"})  # decisions no model made
 _NAMES: "weakref.WeakValueDictionary[str, HybridKernel]" = weakref.WeakValueDictionary()
 _names_lock = threading.Lock()
 _default: HybridDispatcher | None = None
@@ -140,28 +141,52 @@ def _host_span(a: np.ndarray) -> tuple[str, int, int, tuple[Any, ...]]:
     return ("host", ptr + lo, ptr + hi, (a.shape, a.strides))
 
 
-def _device_view(a: Any) -> tuple[tuple[int, ...], bool, tuple[Any, ...] | None] | None:
-    """(shape, C-contiguous, span) of a device array: the span is (memory space, first byte,
+_VIEWS: dict[int, tuple[Any, Any]] = {}  # id -> (the launch path's identity-cache record, the view)
+_VIEWS_LIMIT = 4096
+
+
+def _device_view(a: Any) -> tuple[tuple[int, ...], bool, tuple[Any, ...] | None, Any] | None:
+    """(shape, C-contiguous, span, dtype) of a device array: the span is (memory space, first byte,
     end byte, layout), ``None`` where the pointer is unknown; ``None`` for an object that claims
-    the interface but is no device array (a PyTorch CPU tensor). Read once per argument and call,
-    through the launch path's per-type reader (numba's, CuPy's and PyTorch's attributes: no
-    ``__cuda_array_interface__`` dict built where the type has a cheaper way)."""
+    the interface but is no device array (a PyTorch CPU tensor). Read through the launch path's
+    per-type reader (numba's, CuPy's and PyTorch's attributes: no ``__cuda_array_interface__``
+    dict built where the type has a cheaper way). Arrays whose pointer and shape cannot change
+    (numba's, ringkernel's ``DeviceArray``) are read once: the launch path caches them by
+    identity (its record dies with the array), and the view is kept beside that record (a new
+    array at a dead one's address has a new record, so a kept view is never stale)."""
+    try:
+        info = describe_arg(a)
+    except Exception:  # noqa: BLE001 - an interface that refuses (a PyTorch CPU tensor): said below
+        info = None
+    if info is not None and info.ref is not None:
+        kept = _VIEWS.get(id(a))
+        if kept is not None and kept[0] is info:
+            return kept[1]  # type: ignore[no-any-return]
+        view = _read_device_view(a)
+        if len(_VIEWS) >= _VIEWS_LIMIT:
+            _VIEWS.clear()
+        _VIEWS[id(a)] = (info, view)
+        return view
+    return _read_device_view(a)
+
+
+def _read_device_view(a: Any) -> tuple[tuple[int, ...], bool, tuple[Any, ...] | None, Any] | None:
     got = device_fields(a)
     if got is None:  # the simulator's arrays: a NumPy array inside, no interface
         inner = getattr(a, "_ary", None)
         if isinstance(inner, np.ndarray):
             hs = _host_span(inner)
-            return tuple(a.shape), bool(inner.flags.c_contiguous), ("device",) + hs[1:]
+            return tuple(a.shape), bool(inner.flags.c_contiguous), ("device",) + hs[1:], inner.dtype
         try:
             info = array_info(a)
         except Exception:  # noqa: BLE001 - e.g. a PyTorch CPU tensor: its interface refuses
             return None
         if info is None:
             return None
-        return tuple(info.shape), info.is_contiguous("C"), None
+        return tuple(info.shape), info.is_contiguous("C"), None, info.dtype
     ptr, shape, strides, dtype = got
     lo, hi = span(shape, strides, dtype.itemsize)
-    return shape, is_c_contiguous(shape, strides, dtype.itemsize), ("device", ptr + lo, ptr + hi, (shape, strides))
+    return shape, is_c_contiguous(shape, strides, dtype.itemsize), ("device", ptr + lo, ptr + hi, (shape, strides)), dtype
 
 
 _POOL: Any = None
@@ -382,7 +407,7 @@ class HybridKernel:
                 sizes.append(-1)
                 layout.append((type(a), getattr(a, "dtype", None)))
             elif _is_device(a) and (view := _device_view(a)) is not None:
-                shape, contiguous, span = view
+                shape, contiguous, where, dtype = view
                 if len(shape) != 1:
                     raise KernelArgumentError(
                         f"array {name!r} has shape {shape}; @elementwise takes 1-D arrays",
@@ -393,8 +418,8 @@ class HybridKernel:
                         f"device array {name!r} is not contiguous: the CPU side cannot copy it to the host",
                         kernel_name=self.name, hint="pass a contiguous device array (copy the view first)",
                     )  # fmt: skip
-                layout.append((type(a), getattr(a, "dtype", None), True, True))
-                spans[len(sizes)] = span
+                layout.append((type(a), dtype, True, True))
+                spans[len(sizes)] = where
                 arrays.append(len(sizes))
                 sizes.append(shape[0])
                 device = True
@@ -471,11 +496,13 @@ class HybridKernel:
         seconds = time.perf_counter() - t0
         self._targets.warm.add(types_key)
         record = d.record_gpu_execution if decision.use_gpu else d.record_cpu_execution
-        probe = decision.reason != "model"
+        reason = decision.reason
+        probe = reason != "model"
         # Every probe teaches the models; of the calls the models decided, one in four (enough
-        # to follow drift, and a microsecond less on the others, which matters at small sizes).
+        # to follow drift, and a microsecond less on the others, which matters at small sizes);
+        # a fixed mode's calls teach nothing (no model decides there: counts and times only).
         self._taught += 1
-        teach = warm and (probe or self._taught % _TEACH_EVERY == 0)
+        teach = warm and reason not in _FIXED and (probe or self._taught % _TEACH_EVERY == 0)
         record(seconds, size=size if teach else None, kernel=self.name, data_on_device=on_device, probe=probe)
 
     def _run_cpu(self, args: tuple[Any, ...], arrays: list[int], n: int) -> None:
