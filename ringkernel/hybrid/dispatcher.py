@@ -200,7 +200,7 @@ class Explanation:
 
 
 class _Key:
-    __slots__ = ("cpu", "gpu", "calls", "explore_next_gpu", "ready", "warm_up")
+    __slots__ = ("cpu", "gpu", "calls", "explore_next_gpu", "ready", "warm_up", "last_n")
 
     def __init__(self, learning_rate: float) -> None:
         self.cpu = CostModel(learning_rate)
@@ -210,6 +210,7 @@ class _Key:
         self.ready = False  # both sides measured enough (stays so)
         #: a re-probe's first call: [on the GPU, size, its time once recorded] until the next decision
         self.warm_up: list[Any] | None = None
+        self.last_n = -1  # the previous call's size
 
 
 def _explore(k: _Key, n: int, need: int) -> bool | None:
@@ -281,6 +282,8 @@ class HybridDispatcher:
         with self._lock:
             k = self._keys.get((kernel, bool(data_on_device))) or self._key(kernel, bool(data_on_device))
             k.calls += 1
+            repeat = k.last_n == n  # a program calling one size again: a re-probe will be two calls
+            k.last_n = n
             w = k.warm_up
             if w is not None:
                 k.warm_up = None
@@ -330,7 +333,9 @@ class HybridDispatcher:
                 # a probe of a side predicted 2x slower costs a whole call more: probe less often
                 # the more it costs (the expected cost of probing stays p / 2 of a call)
                 p *= 0.5 / (ratio - 1.0)
-            if self._rng.random() < 0.5 * p:  # (a re-probe is two calls: half as many keep its cost)
+            # (where sizes repeat, a re-probe is two calls: half as many keep its cost; where they
+            # change, its one call is taught, and probes keep their rate)
+            if self._rng.random() < (0.5 * p if repeat else p):
                 self._probes += 1
                 k.warm_up = [not use_gpu, n, None]
                 return _DECISIONS[not use_gpu, "warm-up"]

@@ -100,4 +100,6 @@ def test_adaptive_sends_a_large_transcendental_workload_to_the_gpu() -> None:
             k(x, y, out)
     small = d.explain(1 << 8, kernel="body", data_on_device=False)
     print(small)
-    assert not small.use_gpu  # 256 elements on the host: copies, launch and synchronisation cost more
+    models = d._keys[("body", False)]
+    assert not small.use_gpu, (  # 256 elements on the host: copies, launch and synchronisation cost more
+        f"CPU samples {list(models.cpu._samples)}, GPU samples {list(models.gpu._samples)}")
