@@ -18,7 +18,7 @@ from ringkernel.compile.compiler import ENTRY_NAMES
 from ringkernel.errors import ConfigurationError
 from ringkernel.kernel import hooks
 from ringkernel.profiling import EventKind, GpuProfiler, LaunchCapture, ProfileCategory, reset
-from ringkernel.profiling.profiler import readable_symbol
+from ringkernel.profiling.cupti_capture import readable_symbol
 
 from tests.test_profiling import validate_trace
 

@@ -39,6 +39,7 @@ from .categories import ProfileCategory, TransferDirection
 from .events import EventKind, ProfileEvent
 from .ranges import DISABLED, Open, RangeHandle, check_bytes, check_category, check_name
 from .summary import ProfilingSummary
+from .cupti_capture import adopt_records
 from .timing import GpuTiming, LaunchCapture, Span, Timer, make_cupti_collector, make_timer
 
 __all__ = ["GpuProfiler", "RangeHandle"]
@@ -58,29 +59,6 @@ _POOL_METHODS = ("allocate", "deallocate", "_close_buffer", "_release")
 
 _get_ident = threading.get_ident
 _now = time.perf_counter_ns
-
-
-def readable_symbol(symbol: str) -> str:
-    """A C++ (Itanium-mangled) kernel symbol's qualified name, ``_ZN6cudapy8__main__5saxpyB2v1E...``
-    -> ``__main__.saxpy`` (numba's ``cudapy`` prefix and ABI tags dropped); other symbols as they are."""
-    if not symbol.startswith("_ZN"):
-        return symbol
-    parts, i = [], 3
-    while i < len(symbol) and symbol[i].isdigit():
-        j = i
-        while j < len(symbol) and symbol[j].isdigit():
-            j += 1
-        n = int(symbol[i:j])
-        parts.append(symbol[j:j + n])
-        i = j + n
-        while i < len(symbol) and symbol[i] == "B" and i + 1 < len(symbol) and symbol[i + 1].isdigit():  # an ABI tag
-            j = i + 1
-            while j < len(symbol) and symbol[j].isdigit():
-                j += 1
-            i = j + int(symbol[i + 1:j])
-    if parts and parts[0] == "cudapy":
-        parts = parts[1:]
-    return ".".join(parts) if parts else symbol
 
 
 def _task() -> Any:
@@ -685,78 +663,8 @@ class GpuProfiler:
                 self._adopt(collector.take_launches(), collector)
 
     def _adopt(self, records: list[Any], timer: Any) -> None:
-        """Launches read from CUPTI's records (``LaunchCapture.CUPTI``) made into captured
-        launches: the kernel's Python name where ringkernel loaded it, the launching thread's
-        track, the innermost range open on that thread during the call, the stream's label."""
-        if not records:
-            return
-        from ..compile.compiler import ENTRY_NAMES
-
-        # CUPTI's thread ids are pthread_self() in 32 bits (its default type) or the OS's id: both
-        # looked up among live threads, then among those the profiler saw (ranges, activation)
-        for t in threading.enumerate():
-            if t.ident is not None:
-                self._thread_names[t.ident] = t.name
-        threads: dict[int, tuple[int, str]] = {ident & 0xFFFFFFFF: (ident, name) for ident, name in self._thread_names.items()}
-        for t in threading.enumerate():
-            if t.ident is not None and t.native_id is not None:
-                threads.setdefault(int(t.native_id), (t.ident, t.name))
-        # each thread's ranges (all its tracks: the thread's and its asyncio tasks') as a sweep:
-        # starts push, ends pop, a launch's parent is the innermost range open at its call
-        ident_of = {tid: (key if isinstance(key, int) else key[0]) for key, (tid, _) in self._tracks.items()}
-        sweep: dict[int, list[tuple[int, int, int, int]]] = {}  # ident -> (time, order, kind, id): 0 start, 2 end
-        for e in self._events:
-            if e.kind is EventKind.RANGE and e.track_id in ident_of:
-                lst = sweep.setdefault(ident_of[e.track_id], [])
-                lst.append((e.start_ns, 0, e.id, 0))
-                lst.append((e.end_ns, 2, e.id, 0))
-        handles = sorted({0, *(k for k in self._stream_names if k >= 0), *(k for _, k in self._stream_cache.values() if k >= 0)})
-        by_cupti = timer.stream_ids(handles)
-        per_thread: dict[int, list[Any]] = {}
-        for rec in records:
-            per_thread.setdefault(rec.thread_id, []).append(rec)
-        with self._lock:
-            for cupti_tid, recs in per_thread.items():
-                thread = threads.get(cupti_tid)
-                if thread is not None:
-                    key: Any = thread[0]
-                    track = self._tracks.get(key) or self._tracks.setdefault(key, (next(self._track_ids), thread[1]))
-                else:  # a thread that started and ended unseen: its own track, named by CUPTI's id
-                    key = ("cupti thread", cupti_tid)
-                    track = self._tracks.setdefault(key, (next(self._track_ids), f"thread {cupti_tid:#x}"))
-                marks = list(sweep.get(thread[0], ()) if thread is not None else ())
-                marks += [(r.call_start_ns, 1, i, 1) for i, r in enumerate(recs)]
-                marks.sort()
-                open_: list[int] = []
-                parent: dict[int, int | None] = {}
-                for _, kind, ident, _ in marks:
-                    if kind == 0:
-                        open_.append(ident)
-                    elif kind == 2:
-                        for k in range(len(open_) - 1, -1, -1):  # (ranges of two tasks may interleave)
-                            if open_[k] == ident:
-                                del open_[k]
-                                break
-                    else:
-                        parent[ident] = open_[-1] if open_ else None
-                last_end: int | None = None
-                for i, r in enumerate(recs):
-                    if self._count >= self.max_events:
-                        self._dropped += 1
-                        continue
-                    handle = by_cupti.get(r.stream_id)
-                    if handle is None:
-                        handle = -(10**9 + r.stream_id)  # a stream ringkernel does not know: CUPTI's number
-                        self._stream_names.setdefault(handle, f"CUDA stream {r.stream_id} (CUPTI id)")
-                    sid = self._stream_id(handle)
-                    name = ENTRY_NAMES.get(r.symbol) or readable_symbol(r.symbol)
-                    ev = LaunchEvent(name, r.grid, r.block, r.shared_mem, None, "cupti", -1, r.call_start_ns)
-                    rid = next(self._ids)
-                    gap = None if last_end is None else r.call_start_ns - last_end
-                    self._launches.append((ev, rid, handle, sid, gap, track[0], parent.get(i), r.call_end_ns))
-                    self._times[rid] = (r.start_ns, r.end_ns, False, None)
-                    self._count += 1
-                    last_end = r.call_end_ns
+        """Launches read from CUPTI's records (``LaunchCapture.CUPTI``) made into captured launches."""
+        adopt_records(self, records, timer)
 
     def _kernel_nbytes(self, le: LaunchEvent) -> int | None:
         nb = self._kernel_bytes.get(le.kernel_name)
