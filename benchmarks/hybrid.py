@@ -285,6 +285,7 @@ def run(args: argparse.Namespace) -> int:
         "Fixed threshold: the single threshold minimising saxpy/host's sweep, applied to all (from the measured "
         "CPU_ONLY/GPU_ONLY medians).",
     }  # fmt: skip
+    gc.callbacks.remove(on_gc)  # (a script's run: on an error the process ends anyway)
     print(json.dumps({k: result[k] for k in ("adaptive_over_best", "total_s", "adaptive_beats", "fixed_threshold")}, indent=1))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

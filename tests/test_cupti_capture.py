@@ -180,6 +180,10 @@ def test_what_cupti_capture_refuses(fake: _FakeCupti, monkeypatch: pytest.Monkey
         GpuProfiler("f", launches=LaunchCapture.CUPTI, launch_filter=lambda: True)
     with pytest.raises(ConfigurationError, match="LaunchCapture"):
         GpuProfiler("f", launches="cupti")  # type: ignore[arg-type]
+    from ringkernel.profiling import GpuTiming
+
+    with pytest.raises(ConfigurationError, match="EVENTS"):
+        GpuProfiler("f", launches=LaunchCapture.CUPTI, gpu_timing=GpuTiming.EVENTS)
     monkeypatch.setattr(config, "require_backend", lambda: True)  # the simulator
     p = GpuProfiler("sim", launches=LaunchCapture.CUPTI)
     with pytest.raises(ConfigurationError, match="simulator") as info:
@@ -198,8 +202,47 @@ def test_what_cupti_capture_refuses(fake: _FakeCupti, monkeypatch: pytest.Monkey
     ("_ZN4cupy6reduce3sumE", "cupy.reduce.sum"),
     ("_ZN6cudapy3pkg3mod6kernelB2v3E5Array", "pkg.mod.kernel"),
     ("vector_add", "vector_add"),
+    ("_Z9vectorAddPKfS0_Pfi", "vectorAdd"),
+    ("_Z99x", "x"),  # a length past the end: what is there
     ("_ZN", "_ZN"),
     ("_ZN99short", "short"),  # a length past the end: what is there
 ])
 def test_readable_symbol(symbol: str, want: str) -> None:
     assert readable_symbol(symbol) == want
+
+
+def test_what_the_review_found_stays_fixed(fake: _FakeCupti) -> None:
+    """Launches older than 10 s, ranges still open when events are read, launches while
+    disabled, the graph's kernels sharing one correlation id, the max_events bound."""
+    prof = GpuProfiler("review", launches=LaunchCapture.CUPTI)
+    with prof:
+        with prof.range("open while read", ProfileCategory.ALGORITHM):
+            fake.launch(SAXPY)
+            # a driver call 11 s of CUPTI's clock later: what waits is aged out, paired launches stay
+            fake.pending.append(_Call(fake.ActivityKind.DRIVER, 10**6, 0, fake.get_timestamp() + 11 * 10**9, 1))
+            fake.activity_flush_all(1)
+            evs = prof.events()
+            k = [e for e in evs if e.kind is EventKind.KERNEL]
+            assert len(k) == 1 and k[0].parent_id is not None  # the range is still open: its parent
+        prof.enabled = False
+        for _ in range(5):
+            fake.launch(SAXPY)
+        prof.enabled = True
+        # a graph launch: one call, two kernels with its correlation id
+        fake.corr += 1
+        t0 = time.perf_counter_ns()
+        tid = threading.get_ident() & 0xFFFFFFFF
+        fake.pending += [_Call(fake.ActivityKind.DRIVER, fake.corr, t0 - OFFSET, t0 + 1000 - OFFSET, tid)] + [
+            _Kernel(fake.ActivityKind.CONCURRENT_KERNEL, fake.corr, t0 + 2000 * j - OFFSET, t0 + 2000 * j + 1500 - OFFSET,
+                    f"graph_node_{j}", 7) for j in (1, 2)]  # fmt: skip
+    names = [e.name for e in prof.events() if e.kind is EventKind.KERNEL]
+    assert names == ["saxpy", "graph_node_1", "graph_node_2"], names  # not the 5 made while disabled
+    prof.close()
+
+    small = GpuProfiler("bounded", launches=LaunchCapture.CUPTI, max_events=3)
+    with small:
+        for _ in range(10):
+            fake.launch(SAXPY)
+    kept = [e for e in small.events() if e.kind is EventKind.KERNEL]
+    assert len(kept) == 3 and small.summary().dropped_events == 7
+    small.close()

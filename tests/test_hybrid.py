@@ -610,6 +610,34 @@ def _until_warm_up(d: HybridDispatcher, n: int, t: dict[bool, float]) -> bool:
     raise AssertionError("no re-probe in 200 calls")
 
 
+def test_a_warm_up_belongs_to_the_thread_that_got_it(rng: np.random.Generator) -> None:
+    """Concurrent callers: another thread's call of the same size neither takes the re-probe's
+    second call nor has its time held as the warm-up's; the warm-up's thread gets its re-probe."""
+    import threading
+
+    d = _ready_dispatcher(int(rng.integers(1 << 30)))
+    n = 40_000
+    t = {False: 45e-6, True: 60e-6}
+    side = _until_warm_up(d, n, t)
+    model = d._keys[("k", False)]
+    other: dict[str, object] = {}
+
+    def b() -> None:  # another thread, same kernel and size, between the warm-up and its record
+        dec = d.decide(n, kernel="k")
+        other["reason"] = dec.reason
+        (d.record_gpu_execution if dec.use_gpu else d.record_cpu_execution)(t[dec.use_gpu] * 1.01, size=n, kernel="k",
+                                                                             probe=True)  # fmt: skip
+
+    th = threading.Thread(target=b)
+    th.start()
+    th.join()
+    assert other["reason"] != "reprobe"
+    (d.record_gpu_execution if side else d.record_cpu_execution)(1.0, size=n, kernel="k", probe=True)  # A's cold call
+    dec = d.decide(n, kernel="k")
+    assert (dec.use_gpu, dec.reason) == (side, "reprobe")
+    assert 1.0 not in (model.gpu if side else model.cpu)._history.get(n, ())
+
+
 def test_a_reprobe_is_two_calls_and_the_second_is_taught(rng: np.random.Generator) -> None:
     """The first call on the other side pays for the switch; a program staying on that side
     would see the second call's time, so that one is taught and the first is not."""
@@ -625,7 +653,7 @@ def test_a_reprobe_is_two_calls_and_the_second_is_taught(rng: np.random.Generato
     (d.record_gpu_execution if side else d.record_cpu_execution)(t[side], size=n, kernel="k", probe=True)
     hist = (model.gpu if side else model.cpu)._history[n]
     assert 1.0 not in hist and t[side] in hist, (list(hist), runs_before)
-    assert d.stats().cpu_executions + d.stats().gpu_executions >= 2  # both calls counted
+    assert d.stats().probes >= 2  # the warm-up and the re-probe
 
 
 def test_a_warm_up_followed_by_another_size_is_taught(rng: np.random.Generator) -> None:
@@ -675,3 +703,25 @@ def test_immutable_device_arrays_are_read_once() -> None:
     del a
     b = _ImmutableArray(0x80000, 7)  # (may reuse the dead array's address: a new record, read afresh)
     assert _device_view(b)[2] == ("device", 0x80000, 0x80000 + 28, ((7,), (4,)))
+
+
+def test_other_device_arrays_are_read_once_per_call() -> None:
+    """CuPy-like arrays (their shape can change in place) are read on every call, but once."""
+    from ringkernel.hybrid.elementwise import _device_view
+
+    class Counted(_CaiArray):
+        reads = 0
+
+        @property
+        def __cuda_array_interface__(self) -> dict:
+            type(self).reads += 1
+            return _CaiArray.__cuda_array_interface__.fget(self)  # type: ignore[attr-defined]
+
+    a = Counted(0x10000, 10)
+    for _ in range(3):
+        _device_view(a)
+    before = Counted.reads
+    _device_view(a)
+    assert Counted.reads - before == 1
+    a.shape = (5,)  # changed in place: seen at once
+    assert _device_view(a)[0] == (5,)

@@ -29,6 +29,7 @@ import os
 import random
 import threading
 from dataclasses import dataclass, field
+from threading import get_ident as _get_ident
 from typing import Any, ClassVar
 
 from ..errors import ConfigurationError
@@ -208,7 +209,8 @@ class _Key:
         self.calls = 0
         self.explore_next_gpu = True
         self.ready = False  # both sides measured enough (stays so)
-        #: a re-probe's first call: [on the GPU, size, its time once recorded] until the next decision
+        #: a re-probe's first call: [on the GPU, size, its time once recorded, the deciding thread,
+        #: the call count then] until that thread's next decision (other threads' calls pass it by)
         self.warm_up: list[Any] | None = None
         self.last_n = -1  # the previous call's size
 
@@ -285,7 +287,9 @@ class HybridDispatcher:
             repeat = k.last_n == n  # a program calling one size again: a re-probe will be two calls
             k.last_n = n
             w = k.warm_up
-            if w is not None:
+            if w is not None and w[3] != _get_ident() and k.calls - w[4] > 64:
+                k.warm_up = w = None  # its thread never came back (ended, or moved on): others may probe
+            if w is not None and w[3] == _get_ident():
                 k.warm_up = None
                 if w[1] == n:  # the re-probe's second call: the one taught
                     self._probes += 1
@@ -335,9 +339,9 @@ class HybridDispatcher:
                 p *= 0.5 / (ratio - 1.0)
             # (where sizes repeat, a re-probe is two calls: half as many keep its cost; where they
             # change, its one call is taught, and probes keep their rate)
-            if self._rng.random() < (0.5 * p if repeat else p):
+            if k.warm_up is None and self._rng.random() < (0.5 * p if repeat else p):
                 self._probes += 1
-                k.warm_up = [not use_gpu, n, None]
+                k.warm_up = [not use_gpu, n, None, _get_ident(), k.calls]
                 return _DECISIONS[not use_gpu, "warm-up"]
             return _DECISIONS[use_gpu, "model"]
 
@@ -360,8 +364,8 @@ class HybridDispatcher:
                 k = self._key(kernel, on_device)
                 n = _check_size(size)
                 w = k.warm_up
-                if w is not None and w[2] is None and w[0] == gpu and w[1] == n:
-                    w[2] = float(seconds)  # a re-probe's first call: held until the next decision
+                if w is not None and w[2] is None and w[0] == gpu and w[1] == n and w[3] == _get_ident():
+                    w[2] = float(seconds)  # a re-probe's first call: held until this thread's next decision
                     return
                 (k.gpu if gpu else k.cpu).add(n, float(seconds), refit=probe)
 

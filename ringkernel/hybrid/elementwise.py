@@ -142,6 +142,7 @@ def _host_span(a: np.ndarray) -> tuple[str, int, int, tuple[Any, ...]]:
 
 
 _VIEWS: dict[int, tuple[Any, Any]] = {}  # id -> (the launch path's identity-cache record, the view)
+_UNCACHED: dict[type, bool] = {}  # array type -> the launch path reads it on every call (not by identity)
 _VIEWS_LIMIT = 4096
 
 
@@ -154,10 +155,15 @@ def _device_view(a: Any) -> tuple[tuple[int, ...], bool, tuple[Any, ...] | None,
     (numba's, ringkernel's ``DeviceArray``) are read once: the launch path caches them by
     identity (its record dies with the array), and the view is kept beside that record (a new
     array at a dead one's address has a new record, so a kept view is never stale)."""
+    tp = type(a)
+    if _UNCACHED.get(tp):  # CuPy, PyTorch, ...: read on every call (once, below)
+        return _read_device_view(a)
     try:
         info = describe_arg(a)
     except Exception:  # noqa: BLE001 - an interface that refuses (a PyTorch CPU tensor): said below
         info = None
+    if info is not None and len(_UNCACHED) < 256:
+        _UNCACHED[tp] = info.ref is None  # (known per type: the launch path caches a type or never)
     if info is not None and info.ref is not None:
         kept = _VIEWS.get(id(a))
         if kept is not None and kept[0] is info:

@@ -52,20 +52,30 @@ class CuptiTimer:
     source = "cupti activity records"
     _events: Any = None  # copies: CUDA events around each (an EventTimer, made at the first copy)
 
-    def __init__(self, copy_timer: Any = None, *, collect: bool = False) -> None:
+    def __init__(self, copy_timer: Any = None, *, collect: bool = False, limit: int = 1_000_000) -> None:
         #: Makes the timer of copies (timing.EventTimer; passed in: timing imports this module)
         self._make_copy_timer = copy_timer
         #: Keep every kernel with its launching call (:meth:`take_launches`): no launch is reported
         self._collect = collect
+        #: Launches kept until taken (collecting); later ones are counted in ``dropped``
+        self._limit = limit
+        self.dropped = 0
         c = importlib.import_module("cupti.cupti")  # ImportError without the extra
         if not _in_use.acquire(blocking=False):
             raise RuntimeError("another active profiler holds CUPTI")
         try:
             self._c = c
+            self._offset = 0  # CUPTI's clock -> perf_counter_ns (measured below, before any record arrives)
             self._lock = threading.Lock()
             self._kernels: dict[int, tuple[Any, ...]] = {}  # correlation id -> (start, end, details or None)
             self._calls: list[tuple[int, int]] = []  # (end, correlation id) of driver calls
-            self._call_info: dict[int, tuple[int, int, int]] = {}  # collecting: correlation id -> (start, end, thread)
+            # collecting: records paired on arrival by correlation id. A call waits for its kernels
+            # and kernels for their call (they come in separate buffers) for 10 s of CUPTI's clock;
+            # a call stays after pairing for the other kernels of a graph launch (one id, many kernels).
+            self._call_info: dict[int, tuple[int, int, int]] = {}  # correlation id -> (start, end, thread)
+            self._waiting: dict[int, list[tuple[Any, ...]]] = {}  # correlation id -> kernels without their call yet
+            self._paired: list[KernelRecord] = []
+            self._latest = 0  # the latest record end seen (CUPTI's clock)
             self.times: dict[int, "Span"] = {}
             self._pending: list[tuple[int, int]] = []  # (launch id, its report's host time)
             self._unmatched = 0
@@ -90,19 +100,55 @@ class CuptiTimer:
         return 8 << 20, 0  # 8 MiB buffers, no record limit
 
     def _completed(self, activities: list[Any]) -> None:
+        if self._collect:
+            self._collect_records(activities)
+            return
         with self._lock:
             for a in activities:
                 if int(a.kind) == self._kernel_kind:
-                    details = None
-                    if self._collect:
-                        details = (str(a.name), (int(a.grid_x), int(a.grid_y), int(a.grid_z)),
-                                   (int(a.block_x), int(a.block_y), int(a.block_z)),
-                                   int(a.dynamic_shared_memory) + int(a.static_shared_memory), int(a.stream_id))  # fmt: skip
-                    self._kernels[int(a.correlation_id)] = (int(a.start), int(a.end), details)
-                elif self._collect:
-                    self._call_info[int(a.correlation_id)] = (int(a.start), int(a.end), int(a.thread_id))
+                    self._kernels[int(a.correlation_id)] = (int(a.start), int(a.end), None)
                 else:
                     self._calls.append((int(a.end), int(a.correlation_id)))
+
+    def _collect_records(self, activities: list[Any]) -> None:
+        with self._lock:
+            calls, waiting = self._call_info, self._waiting
+            latest = self._latest
+            for a in activities:
+                corr = int(a.correlation_id)
+                end = int(a.end)
+                if end > latest:
+                    latest = end
+                if int(a.kind) == self._kernel_kind:
+                    k = (str(a.name), (int(a.grid_x), int(a.grid_y), int(a.grid_z)),
+                         (int(a.block_x), int(a.block_y), int(a.block_z)),
+                         int(a.dynamic_shared_memory) + int(a.static_shared_memory), int(a.stream_id), int(a.start), end)  # fmt: skip
+                    call = calls.get(corr)
+                    if call is None:
+                        waiting.setdefault(corr, []).append(k)
+                    else:
+                        self._pair(call, k)
+                else:
+                    call = calls[corr] = (int(a.start), end, int(a.thread_id))
+                    for k in waiting.pop(corr, ()):
+                        self._pair(call, k)
+            self._latest = latest
+            # what waits longer than 10 s of CUPTI's clock will not be paired (calls that launch
+            # nothing: synchronisations, copies, ...): bounded by 10 s of driver calls
+            horizon = latest - 10**10
+            if calls and next(iter(calls.values()))[1] < horizon:
+                self._call_info = {c: ci for c, ci in calls.items() if ci[1] >= horizon}
+            if waiting and min(ks[0][6] for ks in waiting.values()) < horizon:
+                self._waiting = {c: ks for c, ks in waiting.items() if ks[0][6] >= horizon}
+
+    def _pair(self, call: tuple[int, int, int], k: tuple[Any, ...]) -> None:
+        if len(self._paired) >= self._limit:
+            self.dropped += 1
+            return
+        off = self._offset
+        symbol, grid, block, shared, stream_id, start, end = k
+        self._paired.append(KernelRecord(symbol, grid, block, shared, stream_id, call[2], call[0] + off, call[1] + off,
+                                         start + off, end + off))  # fmt: skip
 
     def launched(self, launch_id: int, host_ns: int, host_gap_ns: int | None, stream_key: int) -> None:
         self._pending.append((launch_id, host_ns))
@@ -161,7 +207,6 @@ class CuptiTimer:
             horizon = time.perf_counter_ns() - off - 10**10
             self._calls = [(e, c) for e, c in self._calls if c not in used and e > horizon]
             self._kernels = {c: se for c, se in self._kernels.items() if se[1] > horizon}
-            self._call_info = {c: ci for c, ci in self._call_info.items() if ci[1] > horizon}
             if block:
                 for launch_id, _ in left:
                     self.times[launch_id] = (None, None, False, "no CUPTI kernel record matched this launch")
@@ -173,18 +218,9 @@ class CuptiTimer:
         """The kernels whose launching call's record has arrived (collecting timers; call after
         :meth:`resolve`), in launch order, each returned once. A kernel launched by another
         library (CuPy, numba's own launches) is there too: CUPTI sees the whole process."""
-        out = []
         with self._lock:
-            off = self._offset
-            for corr, (start, end, details) in list(self._kernels.items()):
-                call = self._call_info.pop(corr, None)
-                if call is None or details is None:
-                    continue
-                del self._kernels[corr]
-                symbol, grid, block, shared, stream_id = details
-                out.append(KernelRecord(symbol, grid, block, shared, stream_id, call[2], call[0] + off, call[1] + off,
-                                        start + off, end + off))  # fmt: skip
-        out.sort(key=lambda r: r.call_start_ns)
+            out, self._paired = self._paired, []
+        out.sort(key=lambda r: (r.call_start_ns, r.start_ns))
         return out
 
     def stream_ids(self, handles: list[int]) -> dict[int, int]:
@@ -198,14 +234,18 @@ class CuptiTimer:
             return {}
         out = {}
         for h in handles:
-            try:
-                out[int(self._c.get_stream_id_ex(ctx, h, 0))] = h
+            try:  # (handle 2 is CU_STREAM_PER_THREAD: CUPTI asks for 0 and the per-thread flag)
+                sid = self._c.get_stream_id_ex(ctx, 0, 1) if h == 2 else self._c.get_stream_id_ex(ctx, h, 0)
+                out[int(sid)] = h
             except Exception:  # noqa: BLE001 - a destroyed or foreign stream: left unnamed
                 continue
         return out
 
     def metadata(self) -> dict[str, Any]:
         meta: dict[str, Any] = {"timing_source": self.source, "unmatched_launches": self._unmatched}
+        if self._collect:
+            meta["launch_capture"] = "cupti records"
+            meta["dropped_launches"] = self.dropped
         if self._events is not None:
             meta["copy_timing"] = self._events.source
             meta["copy_clock_sync_uncertainty_us"] = self._events.metadata().get("clock_sync_uncertainty_us")

@@ -36,12 +36,21 @@ def adopt_records(prof: Any, records: list[Any], timer: Any) -> None:
     # each thread's ranges (all its tracks: the thread's and its asyncio tasks') as a sweep:
     # starts push, ends pop, a launch's parent is the innermost range open at its call
     ident_of = {tid: (key if isinstance(key, int) else key[0]) for key, (tid, _) in prof._tracks.items()}
-    sweep: dict[int, list[tuple[int, int, int, int]]] = {}  # ident -> (time, order, kind, id): 0 start, 2 end
+    # (ranges still open count as open from their start: a launch inside `with prof.range(...)`
+    # whose events are read before the range ends still has its parent)
+    spans: dict[int, tuple[int, int, int | None]] = {}  # range id -> (track id, start, end or None)
+    for op in list(prof._open_ranges.values()):
+        spans[op.id] = (op.track_id, op.start_ns, None)
     for e in prof._events:
-        if e.kind is EventKind.RANGE and e.track_id in ident_of:
-            lst = sweep.setdefault(ident_of[e.track_id], [])
-            lst.append((e.start_ns, 0, e.id, 0))
-            lst.append((e.end_ns, 2, e.id, 0))
+        if e.kind is EventKind.RANGE:
+            spans[e.id] = (e.track_id, e.start_ns, e.end_ns)  # (ended meanwhile: its end wins)
+    sweep: dict[int, list[tuple[int, int, int, int]]] = {}  # ident -> (time, order, kind, id): 0 start, 2 end
+    for rid, (track_id, start, end) in spans.items():
+        if track_id in ident_of:
+            lst = sweep.setdefault(ident_of[track_id], [])
+            lst.append((start, 0, rid, 0))
+            if end is not None:
+                lst.append((end, 2, rid, 0))
     handles = sorted({0, *(k for k in prof._stream_names if k >= 0), *(k for _, k in prof._stream_cache.values() if k >= 0)})
     by_cupti = timer.stream_ids(handles)
     per_thread: dict[int, list[Any]] = {}
@@ -73,6 +82,9 @@ def adopt_records(prof: Any, records: list[Any], timer: Any) -> None:
                     parent[ident] = open_[-1] if open_ else None
             last_end: int | None = None
             for i, r in enumerate(recs):
+                if prof._disabled_spans or prof._disabled_since is not None:
+                    if prof._was_disabled(r.call_start_ns):
+                        continue  # launched while the profiler was disabled: not captured, as with the hook
                 if prof._count >= prof.max_events:
                     prof._dropped += 1
                     continue
@@ -93,7 +105,14 @@ def adopt_records(prof: Any, records: list[Any], timer: Any) -> None:
 
 def readable_symbol(symbol: str) -> str:
     """A C++ (Itanium-mangled) kernel symbol's qualified name, ``_ZN6cudapy8__main__5saxpyB2v1E...``
-    -> ``__main__.saxpy`` (numba's ``cudapy`` prefix and ABI tags dropped); other symbols as they are."""
+    -> ``__main__.saxpy`` (numba's ``cudapy`` prefix and ABI tags dropped), ``_Z9vectorAddPKfS0_Pfi``
+    -> ``vectorAdd`` (argument types dropped); other symbols (``extern "C"``) as they are."""
+    if symbol.startswith("_Z") and len(symbol) > 2 and symbol[2].isdigit():  # a plain function: _Z9vectorAddPKf...
+        j = 2
+        while j < len(symbol) and symbol[j].isdigit():
+            j += 1
+        name = symbol[j:j + int(symbol[2:j])]
+        return name or symbol
     if not symbol.startswith("_ZN"):
         return symbol
     parts, i = [], 3

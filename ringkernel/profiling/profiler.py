@@ -105,7 +105,9 @@ class GpuProfiler:
             raise ConfigurationError(f"gpu_timing must be a GpuTiming, got {gpu_timing!r}", hint="e.g. GpuTiming.EVENTS")
         if isinstance(max_events, bool) or not isinstance(max_events, int) or max_events < 1:
             raise ConfigurationError(f"max_events must be a positive integer, got {max_events!r}")
-        self.enabled = bool(enabled)
+        self._enabled = bool(enabled)
+        self._disabled_since: int | None = None if enabled else 0  # (LaunchCapture.CUPTI: launches then are dropped)
+        self._disabled_spans: list[tuple[int, int]] = []
         self.gpu_timing = gpu_timing
         self.max_events = max_events
         self._closed = False
@@ -124,6 +126,7 @@ class GpuProfiler:
         self._wall0 = time.time()
         self._tracks: dict[Any, tuple[int, str]] = {}
         self._thread_names: dict[int, str] = {}  # thread id -> name, for threads that have ended (CUPTI capture)
+        self._open_ranges: dict[int, Open] = {}  # id -> a range begun and not yet ended
         self._track_ids = itertools.count(1)
         self._last: dict[Any, int] = {}  # track -> last time the profiler saw it act
         self._streams: dict[int, tuple[int, str]] = {}  # stream key -> (stream id, label)
@@ -136,6 +139,9 @@ class GpuProfiler:
             raise ConfigurationError(f"launch_filter must be callable, got {launch_filter!r}")
         if not isinstance(launches, LaunchCapture):
             raise ConfigurationError(f"launches must be a LaunchCapture, got {launches!r}", hint="e.g. LaunchCapture.CUPTI")
+        if launches is LaunchCapture.CUPTI and gpu_timing is GpuTiming.EVENTS:
+            raise ConfigurationError("LaunchCapture.CUPTI times kernels from CUPTI's records: gpu_timing=GpuTiming.EVENTS "
+                                     "cannot apply", hint="leave gpu_timing at AUTO, or use LaunchCapture.HOOK for events")  # fmt: skip
         if launches is LaunchCapture.CUPTI and launch_filter is not None:
             raise ConfigurationError("LaunchCapture.CUPTI cannot filter launches (nothing runs at a launch to ask the filter)",
                                      hint="use LaunchCapture.HOOK with launch_filter, or filter the events afterwards")  # fmt: skip
@@ -146,6 +152,31 @@ class GpuProfiler:
         self._timer: Timer | None = None
         self._timing_meta: dict[str, Any] = {}
         self._simulated: bool | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """False: every call is a cheap no-op and nothing is captured (settable at any time)."""
+        return self._enabled
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        value = bool(value)
+        if value == self._enabled:
+            return
+        now = time.perf_counter_ns()
+        with self._lock:
+            if value:  # the interval in which launches are not captured (read from CUPTI later)
+                self._disabled_spans.append((self._disabled_since or 0, now))
+                self._disabled_since = None
+            else:
+                self._disabled_since = now
+            self._enabled = value
+
+    def _was_disabled(self, t: int) -> bool:
+        """The profiler was disabled at host time ``t`` (CUPTI capture: a launch then is not kept)."""
+        if self._disabled_since is not None and t >= self._disabled_since:
+            return True
+        return any(a <= t < b for a, b in self._disabled_spans)
 
     # -- lifetime -------------------------------------------------------------------------
     def _refuse(self, operation: str) -> NoReturn:
@@ -164,7 +195,7 @@ class GpuProfiler:
         if self._closed:
             self._refuse("with")
         with self._lock:
-            if self._depth == 0 and self.enabled:
+            if self._depth == 0 and self._enabled:
                 self._activate()  # raises (no device, CUPTI refused) before the depth counts
             self._depth += 1
         return self
@@ -190,7 +221,7 @@ class GpuProfiler:
             if self._simulated:
                 raise ConfigurationError("LaunchCapture.CUPTI needs a GPU: the simulator has no CUPTI",
                                          hint="use LaunchCapture.HOOK (the default) on the simulator")  # fmt: skip
-            self._timer = make_cupti_collector()  # no hook: launches come from its records
+            self._timer = make_cupti_collector(max(self.max_events - self._count, 0))  # no hook: launches come from its records
             for t in threading.enumerate():  # names of threads that may end before the records are read
                 if t.ident is not None:
                     self._thread_names[t.ident] = t.name
@@ -275,6 +306,7 @@ class GpuProfiler:
         op = Open(next(self._ids), name, category, t, key, tid, stack[-1].id if stack else None, dict(args or {}))
         op.nvtx_id = markers.start(name, category, _payload)
         self._stack.set(stack + (op,))
+        self._open_ranges[op.id] = op  # (LaunchCapture.CUPTI finds a launch's parent among them too)
         self._last[key] = t
         return RangeHandle(self, op)
 
@@ -314,6 +346,7 @@ class GpuProfiler:
             op.ended = True
         t = time.perf_counter_ns()
         self._stack.set(stack[:-1])
+        self._open_ranges.pop(op.id, None)
         markers.end(op.nvtx_id)
         nbytes = op.args.get("bytes")
         self._add(ProfileEvent(EventKind.RANGE, op.name, op.category, op.start_ns, t, self._tracks[op.track_key][1],
@@ -507,7 +540,7 @@ class GpuProfiler:
 
     def _record_memory(self, pool: Any, name: str, op: str, nbytes: int | None, ptr: int, sample: bool = True) -> None:
         """A MEMORY event on the calling thread's track, then (``sample``) the pool's counters."""
-        if self._timer is None or not self.enabled:
+        if self._timer is None or not self._enabled:
             return
         key, tid = self._track()
         stack = self._stack.get()
@@ -572,7 +605,7 @@ class GpuProfiler:
         and the slow cases (a new thread, task or stream) leave through helper calls.
         """
         timer = self._timer
-        if timer is None or not self.enabled:
+        if timer is None or not self._enabled:
             return
         if self._filter is not None and not self._filter():
             return
@@ -599,7 +632,7 @@ class GpuProfiler:
         self._last[key] = end
 
     def _wanted(self) -> bool:
-        if self._timer is None or not self.enabled:
+        if self._timer is None or not self._enabled:
             return False
         if self._filter is not None and not self._filter():
             return False
@@ -661,6 +694,8 @@ class GpuProfiler:
             if self.launches is LaunchCapture.CUPTI:
                 collector: Any = timer  # a CuptiTimer made by make_cupti_collector
                 self._adopt(collector.take_launches(), collector)
+                self._dropped += collector.dropped  # (launches past max_events: not kept in memory either)
+                collector.dropped = 0
 
     def _adopt(self, records: list[Any], timer: Any) -> None:
         """Launches read from CUPTI's records (``LaunchCapture.CUPTI``) made into captured launches."""

@@ -275,12 +275,13 @@ def _destroy(owned: list[int], stream: int) -> None:
         pass
 
 
-def make_cupti_collector() -> Any:
-    """A CUPTI timer that keeps every kernel with its launching call (``LaunchCapture.CUPTI``)."""
+def make_cupti_collector(limit: int = 1_000_000) -> Any:
+    """A CUPTI timer that keeps every kernel with its launching call (``LaunchCapture.CUPTI``),
+    up to ``limit`` launches between two resolves (the rest counted as dropped)."""
     from . import _cupti
 
     try:
-        return _cupti.CuptiTimer(copy_timer=EventTimer, collect=True)
+        return _cupti.CuptiTimer(copy_timer=EventTimer, collect=True, limit=limit)
     except Exception as exc:  # noqa: BLE001 - not installed, or CUPTI busy with another tool
         raise ConfigurationError(
             f"LaunchCapture.CUPTI cannot use CUPTI: {exc}",
