@@ -246,3 +246,55 @@ def test_what_the_review_found_stays_fixed(fake: _FakeCupti) -> None:
     kept = [e for e in small.events() if e.kind is EventKind.KERNEL]
     assert len(kept) == 3 and small.summary().dropped_events == 7
     small.close()
+
+
+def test_records_in_either_order_and_in_separate_buffers(fake: _FakeCupti) -> None:
+    """A kernel's record may come before its call's, in another buffer, after a later call that
+    launched nothing (a synchronisation 20 s on): still paired; what waits past the blocking
+    resolve after next is let go, kernels without their call counted as unmatched."""
+    prof = GpuProfiler("order", launches=LaunchCapture.CUPTI, max_events=100)
+    with prof:
+        fake.launch(SAXPY)
+        call, kernel = fake.pending
+        fake.pending = []
+        late_sync = _Call(fake.ActivityKind.DRIVER, 10**6, call.start + 20 * 10**9, call.start + 20 * 10**9 + 10, 1)
+        fake.completed([kernel])  # the kernel's buffer first
+        fake.completed([late_sync])  # then a call 20 s later that launched nothing
+        fake.completed([call])  # then the call
+        fake.launch("_ZN4cupy6reduce3sumE")
+        orphan = _Kernel(fake.ActivityKind.CONCURRENT_KERNEL, 10**7, 0, 10, "orphan", 7)
+        fake.completed([orphan])  # a kernel whose call never comes
+    names = [e.name for e in prof.events() if e.kind is EventKind.KERNEL]
+    assert names == ["saxpy", "cupy.reduce.sum"]
+    timer_meta = prof.metadata()
+    assert timer_meta["unmatched_launches"] == 0  # the orphan waits one more blocking resolve
+    prof.close()
+
+
+def test_the_orphan_is_counted_after_two_blocking_resolves(fake: _FakeCupti) -> None:
+    from ringkernel.profiling._cupti import CuptiTimer
+
+    t = CuptiTimer(collect=True)
+    try:
+        fake.completed([_Kernel(fake.ActivityKind.CONCURRENT_KERNEL, 5, 0, 10, "orphan", 7)])
+        fake.completed([_Call(fake.ActivityKind.DRIVER, 6, 0, 10, 1)])  # a call that launched nothing
+        t._age()
+        assert t.metadata()["unmatched_launches"] == 0 and 6 in t._call_info
+        t._age()  # the resolve after next: let go
+        assert t.metadata()["unmatched_launches"] == 1 and 6 not in t._call_info and not t._waiting
+    finally:
+        t.close()
+
+
+def test_launches_while_disabled_do_not_use_up_max_events(fake: _FakeCupti) -> None:
+    prof = GpuProfiler("limit", launches=LaunchCapture.CUPTI, max_events=10)
+    with prof:
+        prof.enabled = False
+        for _ in range(20):
+            fake.launch(SAXPY)
+        prof.enabled = True
+        for _ in range(3):
+            fake.launch(SAXPY)
+    assert len([e for e in prof.events() if e.kind is EventKind.KERNEL]) == 3
+    assert prof.summary().dropped_events == 0
+    prof.close()

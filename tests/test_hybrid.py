@@ -648,12 +648,13 @@ def test_a_reprobe_is_two_calls_and_the_second_is_taught(rng: np.random.Generato
     model = d._keys[("k", False)]
     runs_before = model.gpu.at.get(n) if side else model.cpu.at.get(n)
     (d.record_gpu_execution if side else d.record_cpu_execution)(1.0, size=n, kernel="k", probe=True)  # the cold call
+    probes = d.stats().probes
     dec = d.decide(n, kernel="k")
     assert (dec.use_gpu, dec.reason) == (side, "reprobe")
     (d.record_gpu_execution if side else d.record_cpu_execution)(t[side], size=n, kernel="k", probe=True)
     hist = (model.gpu if side else model.cpu)._history[n]
     assert 1.0 not in hist and t[side] in hist, (list(hist), runs_before)
-    assert d.stats().probes >= 2  # the warm-up and the re-probe
+    assert d.stats().probes == probes + 1  # the re-probe counts as a probe
 
 
 def test_a_warm_up_followed_by_another_size_is_taught(rng: np.random.Generator) -> None:
@@ -725,3 +726,27 @@ def test_other_device_arrays_are_read_once_per_call() -> None:
     assert Counted.reads - before == 1
     a.shape = (5,)  # changed in place: seen at once
     assert _device_view(a)[0] == (5,)
+
+
+def test_a_warm_up_whose_thread_never_returns_is_dropped(rng: np.random.Generator) -> None:
+    """Other threads may probe again once the warm-up's thread stayed away for 64 calls."""
+    import threading
+
+    d = _ready_dispatcher(int(rng.integers(1 << 30)))
+    n = 40_000
+    t = {False: 45e-6, True: 60e-6}
+    box: dict[str, object] = {}
+    th = threading.Thread(target=lambda: box.setdefault("side", _until_warm_up(d, n, t)))
+    th.start()
+    th.join()  # that thread got a warm-up and ended
+    key = d._keys[("k", False)]
+    assert key.warm_up is not None
+    reasons = []
+    for _ in range(400):
+        dec = d.decide(n, kernel="k")
+        if dec.reason == "reprobe":
+            assert reasons and reasons[-1] == "warm-up"  # only this thread's own warm-up's second call
+        reasons.append(dec.reason)
+        (d.record_gpu_execution if dec.use_gpu else d.record_cpu_execution)(t[dec.use_gpu], size=n, kernel="k")
+    assert "warm-up" not in reasons[:64]  # the other thread's warm-up still pending: no new one
+    assert "warm-up" in reasons[64:]  # then dropped: this thread probes again

@@ -162,7 +162,7 @@ def _device_view(a: Any) -> tuple[tuple[int, ...], bool, tuple[Any, ...] | None,
         info = describe_arg(a)
     except Exception:  # noqa: BLE001 - an interface that refuses (a PyTorch CPU tensor): said below
         info = None
-    if info is not None and len(_UNCACHED) < 256:
+    if info is not None and tp not in _UNCACHED and len(_UNCACHED) < 256:
         _UNCACHED[tp] = info.ref is None  # (known per type: the launch path caches a type or never)
     if info is not None and info.ref is not None:
         kept = _VIEWS.get(id(a))

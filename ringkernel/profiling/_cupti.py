@@ -21,6 +21,7 @@ import importlib
 import threading
 import time
 from bisect import bisect_right
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
@@ -43,6 +44,9 @@ class KernelRecord(NamedTuple):
     call_end_ns: int
     start_ns: int
     end_ns: int
+
+#: Driver calls held while they wait for a kernel record (collecting): most launch nothing.
+_CALLS_HELD = 1 << 20
 
 #: CUPTI delivers activity buffers to one set of callbacks per process.
 _in_use = threading.Lock()
@@ -70,12 +74,15 @@ class CuptiTimer:
             self._kernels: dict[int, tuple[Any, ...]] = {}  # correlation id -> (start, end, details or None)
             self._calls: list[tuple[int, int]] = []  # (end, correlation id) of driver calls
             # collecting: records paired on arrival by correlation id. A call waits for its kernels
-            # and kernels for their call (they come in separate buffers) for 10 s of CUPTI's clock;
-            # a call stays after pairing for the other kernels of a graph launch (one id, many kernels).
-            self._call_info: dict[int, tuple[int, int, int]] = {}  # correlation id -> (start, end, thread)
-            self._waiting: dict[int, list[tuple[Any, ...]]] = {}  # correlation id -> kernels without their call yet
+            # and kernels for their call (they come in separate buffers, in either order) until the
+            # blocking resolve after next; a call stays after pairing for the other kernels of a
+            # graph launch (one id, many kernels); at most _CALLS_HELD calls are held.
+            self._call_info: OrderedDict[int, tuple[int, int, int, int]] = OrderedDict()  # corr -> (start, end, thread, gen)
+            self._waiting: dict[int, tuple[int, list[tuple[Any, ...]]]] = {}  # corr -> (gen, kernels without their call)
             self._paired: list[KernelRecord] = []
-            self._latest = 0  # the latest record end seen (CUPTI's clock)
+            self._generation = 0  # blocking resolves so far: what waits from an older one will not pair
+            #: host time -> True where a launch then is not to be kept (the profiler was disabled)
+            self.skip: Any = None
             self.times: dict[int, "Span"] = {}
             self._pending: list[tuple[int, int]] = []  # (launch id, its report's host time)
             self._unmatched = 0
@@ -112,43 +119,56 @@ class CuptiTimer:
 
     def _collect_records(self, activities: list[Any]) -> None:
         with self._lock:
-            calls, waiting = self._call_info, self._waiting
-            latest = self._latest
+            calls, waiting, gen = self._call_info, self._waiting, self._generation
             for a in activities:
                 corr = int(a.correlation_id)
-                end = int(a.end)
-                if end > latest:
-                    latest = end
                 if int(a.kind) == self._kernel_kind:
                     k = (str(a.name), (int(a.grid_x), int(a.grid_y), int(a.grid_z)),
                          (int(a.block_x), int(a.block_y), int(a.block_z)),
-                         int(a.dynamic_shared_memory) + int(a.static_shared_memory), int(a.stream_id), int(a.start), end)  # fmt: skip
+                         int(a.dynamic_shared_memory) + int(a.static_shared_memory), int(a.stream_id), int(a.start),
+                         int(a.end))  # fmt: skip
                     call = calls.get(corr)
                     if call is None:
-                        waiting.setdefault(corr, []).append(k)
+                        w = waiting.get(corr)
+                        if w is None:
+                            waiting[corr] = (gen, [k])
+                        else:
+                            w[1].append(k)
                     else:
                         self._pair(call, k)
                 else:
-                    call = calls[corr] = (int(a.start), end, int(a.thread_id))
-                    for k in waiting.pop(corr, ()):
-                        self._pair(call, k)
-            self._latest = latest
-            # what waits longer than 10 s of CUPTI's clock will not be paired (calls that launch
-            # nothing: synchronisations, copies, ...): bounded by 10 s of driver calls
-            horizon = latest - 10**10
-            if calls and next(iter(calls.values()))[1] < horizon:
-                self._call_info = {c: ci for c, ci in calls.items() if ci[1] >= horizon}
-            if waiting and min(ks[0][6] for ks in waiting.values()) < horizon:
-                self._waiting = {c: ks for c, ks in waiting.items() if ks[0][6] >= horizon}
+                    call = calls[corr] = (int(a.start), int(a.end), int(a.thread_id), gen)
+                    w = waiting.pop(corr, None)
+                    if w is not None:
+                        for k in w[1]:
+                            self._pair(call, k)
+                    if len(calls) > _CALLS_HELD:  # most driver calls launch nothing: the oldest go first
+                        calls.popitem(last=False)
 
-    def _pair(self, call: tuple[int, int, int], k: tuple[Any, ...]) -> None:
+    def _pair(self, call: tuple[int, ...], k: tuple[Any, ...]) -> None:
+        off = self._offset
+        if self.skip is not None and self.skip(call[0] + off):
+            return  # launched while the profiler was disabled: neither kept nor counted
         if len(self._paired) >= self._limit:
             self.dropped += 1
             return
-        off = self._offset
         symbol, grid, block, shared, stream_id, start, end = k
         self._paired.append(KernelRecord(symbol, grid, block, shared, stream_id, call[2], call[0] + off, call[1] + off,
                                          start + off, end + off))  # fmt: skip
+
+    def _age(self) -> None:
+        """After a blocking resolve (the GPU idle, every buffer flushed): what waited since the
+        resolve before cannot pair any more. Kernels left without their call are counted as
+        unmatched; calls that launched nothing are let go."""
+        with self._lock:
+            gen = self._generation
+            old = [c for c, (g, _) in self._waiting.items() if g < gen]
+            for c in old:
+                self._unmatched += len(self._waiting.pop(c)[1])
+            calls = self._call_info
+            while calls and next(iter(calls.values()))[3] < gen:
+                calls.popitem(last=False)
+            self._generation = gen + 1
 
     def launched(self, launch_id: int, host_ns: int, host_gap_ns: int | None, stream_key: int) -> None:
         self._pending.append((launch_id, host_ns))
@@ -185,6 +205,10 @@ class CuptiTimer:
 
             cuda.synchronize()
         self._c.activity_flush_all(1)
+        if self._collect:
+            if block:
+                self._age()
+            return
         with self._lock:
             off = self._offset
             launches = sorted((end + off, corr) for end, corr in self._calls if corr in self._kernels)
@@ -214,14 +238,16 @@ class CuptiTimer:
                 left = []
             self._pending = left
 
-    def take_launches(self) -> list[KernelRecord]:
+    def take_launches(self) -> tuple[list[KernelRecord], int]:
         """The kernels whose launching call's record has arrived (collecting timers; call after
         :meth:`resolve`), in launch order, each returned once. A kernel launched by another
-        library (CuPy, numba's own launches) is there too: CUPTI sees the whole process."""
+        library (CuPy, numba's own launches) is there too: CUPTI sees the whole process. With
+        them, how many were dropped past ``limit`` since the last call."""
         with self._lock:
             out, self._paired = self._paired, []
+            dropped, self.dropped = self.dropped, 0
         out.sort(key=lambda r: (r.call_start_ns, r.start_ns))
-        return out
+        return out, dropped
 
     def stream_ids(self, handles: list[int]) -> dict[int, int]:
         """CUPTI's stream id -> the stream handle, for the given handles of the current context
@@ -245,7 +271,6 @@ class CuptiTimer:
         meta: dict[str, Any] = {"timing_source": self.source, "unmatched_launches": self._unmatched}
         if self._collect:
             meta["launch_capture"] = "cupti records"
-            meta["dropped_launches"] = self.dropped
         if self._events is not None:
             meta["copy_timing"] = self._events.source
             meta["copy_clock_sync_uncertainty_us"] = self._events.metadata().get("clock_sync_uncertainty_us")

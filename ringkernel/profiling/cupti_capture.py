@@ -82,9 +82,6 @@ def adopt_records(prof: Any, records: list[Any], timer: Any) -> None:
                     parent[ident] = open_[-1] if open_ else None
             last_end: int | None = None
             for i, r in enumerate(recs):
-                if prof._disabled_spans or prof._disabled_since is not None:
-                    if prof._was_disabled(r.call_start_ns):
-                        continue  # launched while the profiler was disabled: not captured, as with the hook
                 if prof._count >= prof.max_events:
                     prof._dropped += 1
                     continue

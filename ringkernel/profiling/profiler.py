@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 import weakref
+from bisect import bisect_right
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Callable, NoReturn, TypeVar
@@ -107,7 +108,8 @@ class GpuProfiler:
             raise ConfigurationError(f"max_events must be a positive integer, got {max_events!r}")
         self._enabled = bool(enabled)
         self._disabled_since: int | None = None if enabled else 0  # (LaunchCapture.CUPTI: launches then are dropped)
-        self._disabled_spans: list[tuple[int, int]] = []
+        self._disabled_spans: list[tuple[int, int]] = []  # (start, end), in time order
+        self._disabled_starts: list[int] = []
         self.gpu_timing = gpu_timing
         self.max_events = max_events
         self._closed = False
@@ -161,12 +163,13 @@ class GpuProfiler:
     @enabled.setter
     def enabled(self, value: bool) -> None:
         value = bool(value)
-        if value == self._enabled:
-            return
-        now = time.perf_counter_ns()
         with self._lock:
+            if value == self._enabled:
+                return
+            now = time.perf_counter_ns()
             if value:  # the interval in which launches are not captured (read from CUPTI later)
                 self._disabled_spans.append((self._disabled_since or 0, now))
+                self._disabled_starts.append(self._disabled_since or 0)
                 self._disabled_since = None
             else:
                 self._disabled_since = now
@@ -174,9 +177,11 @@ class GpuProfiler:
 
     def _was_disabled(self, t: int) -> bool:
         """The profiler was disabled at host time ``t`` (CUPTI capture: a launch then is not kept)."""
-        if self._disabled_since is not None and t >= self._disabled_since:
+        since = self._disabled_since
+        if since is not None and t >= since:
             return True
-        return any(a <= t < b for a, b in self._disabled_spans)
+        i = bisect_right(self._disabled_starts, t) - 1
+        return i >= 0 and t < self._disabled_spans[i][1]
 
     # -- lifetime -------------------------------------------------------------------------
     def _refuse(self, operation: str) -> NoReturn:
@@ -221,7 +226,9 @@ class GpuProfiler:
             if self._simulated:
                 raise ConfigurationError("LaunchCapture.CUPTI needs a GPU: the simulator has no CUPTI",
                                          hint="use LaunchCapture.HOOK (the default) on the simulator")  # fmt: skip
-            self._timer = make_cupti_collector(max(self.max_events - self._count, 0))  # no hook: launches come from its records
+            collector = make_cupti_collector(max(self.max_events - self._count, 0))  # no hook: launches come from its records
+            collector.skip = self._was_disabled  # launches while disabled: not kept, not counted
+            self._timer = collector
             for t in threading.enumerate():  # names of threads that may end before the records are read
                 if t.ident is not None:
                     self._thread_names[t.ident] = t.name
@@ -346,11 +353,11 @@ class GpuProfiler:
             op.ended = True
         t = time.perf_counter_ns()
         self._stack.set(stack[:-1])
-        self._open_ranges.pop(op.id, None)
         markers.end(op.nvtx_id)
         nbytes = op.args.get("bytes")
         self._add(ProfileEvent(EventKind.RANGE, op.name, op.category, op.start_ns, t, self._tracks[op.track_key][1],
                                op.track_id, op.id, op.parent_id, op.args, nbytes=nbytes))  # fmt: skip
+        self._open_ranges.pop(op.id, None)  # (after the event: a reader in between sees one of the two)
         self._last[op.track_key] = t
         if self._pools:
             self._sample_pools()
@@ -693,9 +700,9 @@ class GpuProfiler:
             self._timing_meta = timer.metadata()
             if self.launches is LaunchCapture.CUPTI:
                 collector: Any = timer  # a CuptiTimer made by make_cupti_collector
-                self._adopt(collector.take_launches(), collector)
-                self._dropped += collector.dropped  # (launches past max_events: not kept in memory either)
-                collector.dropped = 0
+                records, dropped = collector.take_launches()
+                self._adopt(records, collector)
+                self._dropped += dropped  # (launches past max_events: not kept in memory either)
 
     def _adopt(self, records: list[Any], timer: Any) -> None:
         """Launches read from CUPTI's records (``LaunchCapture.CUPTI``) made into captured launches."""
