@@ -463,22 +463,30 @@ def test_sizes_called_again_are_judged_by_their_own_times(rng: np.random.Generat
 
 
 def test_a_near_tie_is_probed_less_once_both_sides_ran_it(rng: np.random.Generator) -> None:
-    """Where the GPU is 1.2x faster, the CPU is probed often at first and then rarely."""
-    d = HybridDispatcher(HybridConfig(seed=int(rng.integers(1 << 30))))
-    cost = {"cpu": 120e-6, "gpu": 100e-6}
-    for n in (1 << 10, 1 << 12, 1 << 14):  # the models learn on other sizes first
-        for _ in range(3):
-            d.update_threshold(n, 5e-6 + n * 1e-9, 40e-6 + n * 1e-10, kernel="k")
-    n = 600_000
-    cpu_runs = []
-    for _ in range(400):
-        g = d.should_use_gpu(n, kernel="k")
-        side = "gpu" if g else "cpu"
-        (d.record_gpu_execution if g else d.record_cpu_execution)(cost[side] * float(rng.lognormal(0, 0.02)),
-                                                                  size=n, kernel="k", probe=True)  # fmt: skip
-        cpu_runs.append(not g)
-    assert sum(cpu_runs[200:]) <= 0.12 * 200, sum(cpu_runs[200:])  # was ~28%: a probe per 3.6 calls at this ratio
-    assert d.explain(n, kernel="k").use_gpu
+    """Where the GPU is 1.2x faster, the CPU is probed often at first and then rarely (a share of
+    the later calls averaged over five dispatchers: re-probes come as pairs of calls, so one
+    dispatcher's count varies by more than its mean's)."""
+    late, early = [], []
+    for _ in range(5):
+        d = HybridDispatcher(HybridConfig(seed=int(rng.integers(1 << 30))))
+        cost = {"cpu": 120e-6, "gpu": 100e-6}
+        for n in (1 << 10, 1 << 12, 1 << 14):  # the models learn on other sizes first
+            for _ in range(3):
+                d.update_threshold(n, 5e-6 + n * 1e-9, 40e-6 + n * 1e-10, kernel="k")
+        n = 600_000
+        cpu_runs = []
+        for _ in range(400):
+            g = d.should_use_gpu(n, kernel="k")
+            side = "gpu" if g else "cpu"
+            (d.record_gpu_execution if g else d.record_cpu_execution)(cost[side] * float(rng.lognormal(0, 0.02)),
+                                                                      size=n, kernel="k", probe=True)  # fmt: skip
+            cpu_runs.append(not g)
+        late.append(sum(cpu_runs[200:]) / 200)
+        early.append(sum(cpu_runs[:200]) / 200)
+        assert d.explain(n, kernel="k").use_gpu
+    # was ~28% (a probe per 3.6 calls at this ratio); 8% on average over 400 seeds, 11% the
+    # highest of 80 groups of five
+    assert np.mean(late) <= 0.12, (late, early)
 
 
 def test_one_size_only_finishes_exploring() -> None:
@@ -750,3 +758,74 @@ def test_a_warm_up_whose_thread_never_returns_is_dropped(rng: np.random.Generato
         (d.record_gpu_execution if dec.use_gpu else d.record_cpu_execution)(t[dec.use_gpu], size=n, kernel="k")
     assert "warm-up" not in reasons[:64]  # the other thread's warm-up still pending: no new one
     assert "warm-up" in reasons[64:]  # then dropped: this thread probes again
+
+
+def test_a_side_that_cannot_compile_the_types_is_left_for_the_other() -> None:
+    """float16 has no CPU (numba's CPU compiler refuses it): ADAPTIVE runs the GPU from the first
+    failure on, every call right; CPU_ONLY says why and what to do; a body indexing a number
+    fails on both sides with one message naming both."""
+    from ringkernel.errors import KernelArgumentError
+    from ringkernel.hybrid import HybridConfig, HybridDispatcher, ProcessingMode, elementwise
+
+    def axpy(i, a, x, y, o):  # type: ignore[no-untyped-def]
+        o[i] = a * x[i] + y[i]
+
+    x = np.arange(16, dtype=np.float16)
+    y = (x * 0.5).astype(np.float16)
+    k = elementwise(axpy, dispatcher=HybridDispatcher(HybridConfig(seed=3)), name="axpy16")
+    for _ in range(4):
+        o = np.zeros_like(x)
+        k(np.float16(3), x, y, o)
+        np.testing.assert_allclose(o, (3 * x + y).astype(np.float16), rtol=1e-3)
+    assert k.last_decision.use_gpu
+    c = elementwise(axpy, dispatcher=HybridDispatcher(HybridConfig(ProcessingMode.CPU_ONLY)), name="cpu16")
+    for _ in range(2):  # the first failure and the remembered one say the same
+        with pytest.raises(KernelArgumentError, match="cannot run on the CPU") as e:
+            c(np.float16(3), x, y, np.zeros_like(x))
+        assert "float16" in str(e.value) and "GPU_ONLY" in str(e.value)
+
+    def add(i, x, y, out):  # type: ignore[no-untyped-def]
+        out[i] = x[i] + y[i]
+
+    a = elementwise(add, dispatcher=HybridDispatcher(HybridConfig(seed=4)), name="add_scalar")
+    with pytest.raises(KernelArgumentError, match="either side") as e:
+        a(1.0, np.ones(8, np.float32), np.zeros(8, np.float32))
+    assert "on the CPU" in str(e.value) and "on the GPU" in str(e.value)
+
+
+def test_the_simulated_gpu_is_not_run_at_large_sizes_unless_asked() -> None:
+    """On numba's simulator ADAPTIVE runs the CPU above 4096 elements (a simulated kernel runs
+    thread by thread in Python); GPU_ONLY still runs the simulator."""
+    from ringkernel.config import simulator_enabled
+    from ringkernel.hybrid import HybridConfig, HybridDispatcher, elementwise
+
+    if not simulator_enabled():
+        pytest.skip("about numba's simulator")
+
+    def twice(i, x, out):  # type: ignore[no-untyped-def]
+        out[i] = 2 * x[i]
+
+    d = HybridDispatcher(HybridConfig(seed=5))
+    for n in (1 << 10, 1 << 14, 1 << 18):  # the models believe the GPU is far faster
+        for _ in range(4):
+            d.update_threshold(n, 1e-3 + n * 1e-6, 1e-6 + n * 1e-12, kernel="twice")
+    k = elementwise(twice, dispatcher=d, name="twice")
+    x = np.random.default_rng(1).standard_normal(5000).astype(np.float32)
+    out = np.zeros_like(x)
+    k(x, out)
+    np.testing.assert_allclose(out, 2 * x)
+    assert (k.last_decision.use_gpu, k.last_decision.reason) == (False, "simulator")
+
+
+def test_arguments_by_name_are_refused_with_the_order() -> None:
+    from ringkernel.errors import KernelArgumentError
+    from ringkernel.hybrid import HybridConfig, HybridDispatcher, ProcessingMode, elementwise
+
+    def add(i, x, y, out):  # type: ignore[no-untyped-def]
+        out[i] = x[i] + y[i]
+
+    k = elementwise(add, dispatcher=HybridDispatcher(HybridConfig(ProcessingMode.CPU_ONLY)))
+    x = np.ones(4)
+    with pytest.raises(KernelArgumentError, match="by position") as e:
+        k(x, x, out=np.zeros(4))
+    assert "add(x, y, out)" in str(e.value)

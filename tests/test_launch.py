@@ -195,3 +195,39 @@ def test_plans_never_exceed_device_limits(arch, n, avg, skew, regs, smem, grid_s
         assert threads >= sel.threads_needed(d.mode, n)  # every work unit has a thread
     if regs is not None or smem:
         assert d.resident_blocks_per_sm >= 1 or smem > arch.max_shared_memory_per_block
+
+
+def test_launches_from_several_threads_on_the_simulator() -> None:
+    """A @gpu_kernel using ringkernel's intrinsics, launched from four threads at once (numba's
+    simulator swaps module globals during a launch: ringkernel serialises simulated launches)."""
+    import threading
+
+    import numpy as np
+    from numba import cuda
+
+    from ringkernel import global_thread_id, gpu_kernel, grid_stride
+
+    @gpu_kernel(grid_stride=True)
+    def scale_by(x, s, out):  # type: ignore[no-untyped-def]
+        for i in range(global_thread_id(), out.size, grid_stride()):
+            out[i] = x[i] * s
+
+    x = cuda.to_device(np.arange(9.0))
+    outs = [cuda.device_array(9) for _ in range(4)]
+    errors: list[str] = []
+
+    def worker(k: int) -> None:
+        try:
+            for _ in range(3):
+                scale_by(x, float(k), outs[k])
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for k in range(4):
+        np.testing.assert_allclose(outs[k].copy_to_host(), np.arange(9.0) * k)

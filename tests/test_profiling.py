@@ -480,3 +480,24 @@ def test_disabling_while_active_stops_capture(rng: np.random.Generator) -> None:
         p.enabled = True
         scale(a, out)
     assert len([e for e in p.events() if e.kind is EventKind.KERNEL]) == 2
+
+
+def test_what_a_newcomer_tried() -> None:
+    """Enabling a profiler made disabled, inside its `with`, captures from then on; methods used
+    after close() name themselves; a copy ceiling must be positive."""
+    p = GpuProfiler("late", enabled=False)
+    a = cuda.to_device(np.arange(8, dtype=np.float32))
+    out = cuda.device_array(8, np.float32)
+    with p:
+        scale(a, out)  # disabled: not captured
+        p.enabled = True
+        assert p.active
+        scale(a, out)
+    assert [e.name for e in p.events() if e.kind is EventKind.KERNEL] == ["scale"]
+    with pytest.raises(ConfigurationError, match="positive"):
+        p.summary(copy_ceiling_gbps=-3)
+    p.close()
+    for name, call in (("summary", p.summary), ("chrome_trace", p.chrome_trace),
+                       ("export_chrome_tracing", p.export_chrome_tracing)):  # fmt: skip
+        with pytest.raises(ResourceClosedError, match=name):
+            call()

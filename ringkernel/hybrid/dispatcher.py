@@ -159,7 +159,7 @@ class Decision:
 
 
 _DECISIONS = {(g, r): Decision(g, r) for g in (False, True)
-              for r in ("mode", "no GPU", "threshold", "explore", "model", "warm-up", "reprobe", "unmeasured size")}  # fmt: skip
+              for r in ("mode", "no GPU", "threshold", "explore", "model", "warm-up", "reprobe", "unmeasured size", "simulator")}  # fmt: skip
 
 
 @dataclass(frozen=True)

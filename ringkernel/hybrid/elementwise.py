@@ -42,7 +42,7 @@ from ..errors import ConfigurationError, KernelArgumentError
 from .._layout import is_c_contiguous, span
 from ..compile.launcher import describe_arg, device_fields
 from ..kernel.args import array_info
-from .dispatcher import HybridConfig, HybridDispatcher
+from .dispatcher import Decision, HybridConfig, HybridDispatcher
 
 __all__ = ["elementwise", "HybridKernel", "default_dispatcher"]
 
@@ -233,6 +233,36 @@ def _synchronize() -> None:
     _SYNC()
 
 
+_SIMULATED_GPU_LIMIT = 1 << 12  # elements: above, ADAPTIVE runs the CPU when the "GPU" is numba's simulator
+_SIM: list[bool] = []
+
+
+def _simulated() -> bool:
+    if not _SIM:
+        from ..config import simulator_enabled
+
+        _SIM.append(simulator_enabled())
+    return _SIM[0]
+
+
+def _cannot_compile(exc: BaseException) -> bool:
+    """A first run's failure that says these argument types cannot run on that side: numba's
+    compile errors (typing, lowering, an unsupported type such as float16 on the CPU) or the
+    launch path refusing an argument."""
+    if isinstance(exc, (NotImplementedError, KernelArgumentError, TypeError)):  # (TypeError: the simulator's typing)
+        return True
+    try:
+        from numba.core.errors import NumbaError
+    except ImportError:  # pragma: no cover - numba is a dependency
+        return False
+    return isinstance(exc, NumbaError)
+
+
+def _describe(a: Any) -> str:
+    dtype = getattr(a, "dtype", None)
+    return f"{type(a).__name__}[{dtype}]" if dtype is not None and not isinstance(a, np.generic) else type(a).__name__
+
+
 _DEVICE_TYPES: dict[type, bool] = {}
 
 
@@ -256,13 +286,16 @@ class _Targets:
     each side has run (a first run of a type compiles: it is not taught to the models); shared
     by the kernels :meth:`HybridKernel.with_dispatcher` makes."""
 
-    __slots__ = ("cpu", "gpu", "warm", "lock", "max_threads")
+    __slots__ = ("cpu", "gpu", "warm", "lock", "max_threads", "failed")
 
     def __init__(self) -> None:
         self.max_threads = 1  # numba's thread count, read when the CPU loop is built
         self.cpu: Any = None
         self.gpu: Any = None
         self.warm: set[tuple[str, tuple[Any, ...]]] = set()
+        #: (side, argument layout) -> why that side cannot run those types (its first run failed
+        #: to compile or launch): the other side runs them where the mode allows
+        self.failed: dict[tuple[str, tuple[Any, ...]], KernelArgumentError] = {}
         self.lock = threading.Lock()
 
 
@@ -358,7 +391,9 @@ class HybridKernel:
                 ns: dict[str, Any] = {"_rk_body": cuda.jit(device=True)(self.func), "_rk_cuda": cuda}
                 exec(compile(self._source("gpu"), f"<elementwise {self.name} gpu>", "exec"), ns)  # noqa: S102
                 fn = ns[f"_rk_gpu_{self._ident}"]
-                t.gpu = GpuKernel(fn, grid_stride=True, elements=self._first_array)
+                gk = GpuKernel(fn, grid_stride=True, elements=self._first_array)
+                gk.name = self.name  # (errors, profiles and traces name the body, not the generated loop)
+                t.gpu = gk
             return t.gpu
 
     def with_dispatcher(self, dispatcher: HybridDispatcher) -> "HybridKernel":
@@ -486,23 +521,52 @@ class HybridKernel:
                         "input and the output is fine",
                     )  # fmt: skip
 
-    def __call__(self, *args: Any, n: int | None = None) -> None:
+    def __call__(self, *args: Any, n: int | None = None, **by_name: Any) -> None:
+        if by_name:
+            raise KernelArgumentError(
+                f"{self.name} takes its arguments by position ({', '.join(self.params)}); got "
+                f"{', '.join(repr(k) for k in by_name)} by name", kernel_name=self.name,
+                hint=f"call {self.name}({', '.join(self.params)}) in that order; only n= is a keyword",
+            )  # fmt: skip
         size, arrays, on_device, layout = self._check(args, n)
         if size == 0:
             return  # nothing to run, nothing to learn
         d = self.dispatcher
         decision = self.last_decision = d.decide(size, kernel=self.name, data_on_device=on_device)
-        types_key = ("gpu" if decision.use_gpu else "cpu", layout)
-        warm = types_key in self._targets.warm
-        t0 = time.perf_counter()
-        if decision.use_gpu:
-            self._run_gpu(args, arrays, size)
-        else:
-            self._run_cpu(args, arrays, size)
-        seconds = time.perf_counter() - t0
-        self._targets.warm.add(types_key)
-        record = d.record_gpu_execution if decision.use_gpu else d.record_cpu_execution
         reason = decision.reason
+        use_gpu = decision.use_gpu
+        targets = self._targets
+        types_key = ("gpu" if use_gpu else "cpu", layout)
+        if use_gpu and size > _SIMULATED_GPU_LIMIT and reason not in ("mode", "no GPU") and _simulated():
+            # numba's simulator runs a kernel thread by thread in Python (tens of microseconds an
+            # element): ADAPTIVE exploring it at a million elements would take minutes
+            use_gpu, reason = False, "simulator"
+            types_key = ("cpu", layout)
+            self.last_decision = Decision(False, reason)
+        if targets.failed and types_key in targets.failed:  # this side cannot run these types
+            use_gpu = self._other_side(use_gpu, reason, layout)
+            types_key = ("gpu" if use_gpu else "cpu", layout)
+            reason = "fallback"
+            self.last_decision = Decision(use_gpu, reason)
+        warm = types_key in targets.warm
+        t0 = time.perf_counter()
+        try:
+            if use_gpu:
+                self._run_gpu(args, arrays, size)
+            else:
+                self._run_cpu(args, arrays, size)
+        except Exception as exc:  # noqa: BLE001 - only a first run's compile or launch failure is handled
+            if warm or not _cannot_compile(exc):
+                raise
+            targets.failed[types_key] = self._side_error(use_gpu, args, exc)
+            if reason == "fallback" or not self._may_switch(reason):
+                raise self._both_failed(layout) from exc
+            return self(*args, n=n)  # the other side runs these types from now on
+        seconds = time.perf_counter() - t0
+        targets.warm.add(types_key)
+        if reason in ("fallback", "simulator"):
+            return  # not the dispatcher's choice: nothing to teach it
+        record = d.record_gpu_execution if use_gpu else d.record_cpu_execution
         probe = reason != "model"
         # Every probe teaches the models; of the calls the models decided, one in four (enough
         # to follow drift, and a microsecond less on the others, which matters at small sizes);
@@ -510,6 +574,42 @@ class HybridKernel:
         self._taught += 1
         teach = warm and reason not in _FIXED and (probe or self._taught % _TEACH_EVERY == 0)
         record(seconds, size=size if teach else None, kernel=self.name, data_on_device=on_device, probe=probe)
+
+    @staticmethod
+    def _may_switch(reason: str) -> bool:
+        """Whether a call the dispatcher put on a side that cannot run its types may run on the
+        other: not where the mode names the side (GPU_ONLY, CPU_ONLY) or there is no GPU."""
+        return reason not in ("mode", "no GPU")
+
+    def _other_side(self, use_gpu: bool, reason: str, layout: tuple[Any, ...]) -> bool:
+        other = ("cpu" if use_gpu else "gpu", layout)
+        if not self._may_switch(reason) or other in self._targets.failed:
+            raise self._both_failed(layout) if other in self._targets.failed else \
+                self._targets.failed[("gpu" if use_gpu else "cpu", layout)]  # fmt: skip
+        return not use_gpu
+
+    def _side_error(self, use_gpu: bool, args: tuple[Any, ...], exc: BaseException) -> KernelArgumentError:
+        side = "GPU" if use_gpu else "CPU"
+        kinds = ", ".join(f"{p}: {_describe(a)}" for p, a in zip(self.params, args))
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = ("the body must compile for both sides with these types, or choose the side that can: "
+                f"ProcessingMode.{'CPU' if use_gpu else 'GPU'}_ONLY")
+        if not use_gpu and "float16" in str(exc) + kinds:
+            hint = "numba's CPU compiler has no float16: cast to float32, or use ProcessingMode.GPU_ONLY"
+        return KernelArgumentError(f"{self.name} cannot run on the {side} with these arguments ({kinds}): "
+                                   f"{type(exc).__name__}: {first}", kernel_name=self.name, hint=hint)  # fmt: skip
+
+    def _both_failed(self, layout: tuple[Any, ...]) -> KernelArgumentError:
+        errs = [self._targets.failed[k] for k in (("cpu", layout), ("gpu", layout)) if k in self._targets.failed]
+        if len(errs) == 1:
+            return errs[0]
+        prefix = f"kernel {self.name!r}: {self.name} "
+        why = [str(e).splitlines()[0].removeprefix(prefix) for e in errs]
+        return KernelArgumentError(
+            f"{self.name} cannot run with these arguments on either side: " + "; ".join(why),
+            kernel_name=self.name, hint="check that each argument the body indexes is an array and each number "
+            "a scalar of a type both numba's CPU and CUDA compilers take (float32/64, int32/64, bool)",
+        )  # fmt: skip
 
     def _run_cpu(self, args: tuple[Any, ...], arrays: list[int], n: int) -> None:
         loop = self.cpu_loop()

@@ -65,6 +65,18 @@ __all__ = ["GpuKernel", "ConfiguredLaunch"]
 
 log = logging.getLogger(__name__)
 
+_SIMULATOR_LAUNCH = threading.RLock()  # one simulated launch at a time (see GpuKernel._run)
+_SIM: list[bool] = []
+
+
+def _simulated() -> bool:
+    if not _SIM:
+        from ..config import simulator_enabled
+
+        _SIM.append(simulator_enabled())
+    return _SIM[0]
+
+
 _UNKNOWN: Any = object()  # "resources not looked up yet" (None means "none known": the simulator)
 
 
@@ -725,7 +737,14 @@ class GpuKernel(RuntimeLaunchMixin):
     def _run(self, config: LaunchConfig, args: tuple[Any, ...]) -> None:
         stream = config.stream if config.stream is not None else 0
         try:
-            self.dispatcher[config.grid, config.block, stream, config.shared_mem](*args)
+            if _simulated():
+                # numba's simulator swaps each module's `cuda` for a per-launch fake while a kernel
+                # runs: two threads launching at once would read each other's (ringkernel's
+                # intrinsics, shared by every kernel, first). It runs blocks one by one anyway.
+                with _SIMULATOR_LAUNCH:
+                    self.dispatcher[config.grid, config.block, stream, config.shared_mem](*args)
+            else:
+                self.dispatcher[config.grid, config.block, stream, config.shared_mem](*args)
         except Exception as exc:
             raise self._translate(exc, config, args) from exc
 

@@ -174,6 +174,8 @@ class GpuProfiler:
             else:
                 self._disabled_since = now
             self._enabled = value
+            if value and self._depth > 0 and self._timer is None and not self._closed:
+                self._activate()  # enabled inside `with profiler:` of a profiler made disabled: capture from now
 
     def _was_disabled(self, t: int) -> bool:
         """The profiler was disabled at host time ``t`` (CUPTI capture: a launch then is not kept)."""
@@ -786,6 +788,12 @@ class GpuProfiler:
         ``copy_ceiling_gbps``: the device's copy bandwidth to judge kernels against; default:
         measured once per process on a GPU (a device-to-device copy), none on the simulator.
         """
+        if self._closed:
+            self._refuse("summary")
+        if copy_ceiling_gbps is not None and (isinstance(copy_ceiling_gbps, bool) or not isinstance(copy_ceiling_gbps, (int, float))
+                                              or not 0 < copy_ceiling_gbps < float("inf")):  # fmt: skip
+            raise ConfigurationError(f"copy_ceiling_gbps must be a positive number of GB/s, got {copy_ceiling_gbps!r}",
+                                     hint="e.g. 4000 for an H200's device-to-device copy, or None to measure it")  # fmt: skip
         events = self.events()
         if copy_ceiling_gbps is None and self._simulated is False and any(e.nbytes for e in events if e.kind is EventKind.KERNEL):
             from .summary import measured_copy_ceiling_gbps
@@ -798,16 +806,20 @@ class GpuProfiler:
         """The session as a Chrome trace-event JSON object (see docs/profiling.md, "Trace layout")."""
         from .tracing import build_trace
 
+        if self._closed:
+            self._refuse("chrome_trace")
         events = self.events()
         return build_trace(events, host_tracks={tid: name for tid, name in self._tracks.values()},
                            streams={sid: label for sid, label in self._streams.values()},
                            metadata=self.metadata(), t0_ns=self._t0)  # fmt: skip
 
     def export_chrome_tracing(self, path: str | Path | None = None) -> str:
-        """The trace as JSON text; written atomically to ``path`` when given (open it in
-        https://ui.perfetto.dev or chrome://tracing)."""
+        """The trace as JSON text; written atomically to ``path`` when given, its missing parent
+        folders made (open it in https://ui.perfetto.dev or chrome://tracing)."""
         import json
 
+        if self._closed:
+            self._refuse("export_chrome_tracing")
         text = json.dumps(self.chrome_trace(), separators=(",", ":"))
         if path is not None:
             from .._fileio import atomic_write_bytes, shared_file_mode
