@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import logging
 import re
 import textwrap
 import threading
@@ -45,6 +46,8 @@ from ..kernel.args import array_info
 from .dispatcher import Decision, HybridConfig, HybridDispatcher
 
 __all__ = ["elementwise", "HybridKernel", "default_dispatcher"]
+
+log = logging.getLogger(__name__)
 
 _TEACH_EVERY = 4
 _FIXED = frozenset({"mode", "threshold", "no GPU"})  # decisions no model made
@@ -558,7 +561,9 @@ class HybridKernel:
         except Exception as exc:  # noqa: BLE001 - only a first run's compile or launch failure is handled
             if warm or not _cannot_compile(exc):
                 raise
-            targets.failed[types_key] = self._side_error(use_gpu, args, exc)
+            targets.failed[types_key] = err = self._side_error(use_gpu, args, exc)
+            if reason != "fallback" and self._may_switch(reason):
+                log.warning("%s; the other side runs these argument types from now on", str(err).splitlines()[0])
             if reason == "fallback" or not self._may_switch(reason):
                 raise self._both_failed(layout) from exc
             return self(*args, n=n)  # the other side runs these types from now on
