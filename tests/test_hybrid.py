@@ -829,3 +829,49 @@ def test_arguments_by_name_are_refused_with_the_order() -> None:
     with pytest.raises(KernelArgumentError, match="by position") as e:
         k(x, x, out=np.zeros(4))
     assert "add(x, y, out)" in str(e.value)
+
+
+def _module_square(v):  # type: ignore[no-untyped-def]
+    return v * v
+
+
+def test_functions_the_body_calls_run_on_both_sides() -> None:
+    """Plain Python functions (module-level and closures, calling each other), njit functions and
+    CUDA device functions called from a body: each side gets its own compiled version."""
+    import math
+
+    from numba import cuda, njit
+
+    from ringkernel.hybrid import HybridConfig, HybridDispatcher, ProcessingMode, elementwise
+    from ringkernel.hybrid.targets import for_target
+
+    def poly(v):  # type: ignore[no-untyped-def]
+        return 1.0 + _module_square(v) * 0.5  # a closure calling a module-level function
+
+    @njit
+    def jitted(v):  # type: ignore[no-untyped-def]
+        return math.sqrt(abs(v))
+
+    @cuda.jit(device=True)
+    def devf(v):  # type: ignore[no-untyped-def]
+        return v - 1.0
+
+    def body(i, x, out):  # type: ignore[no-untyped-def]
+        out[i] = poly(x[i]) + jitted(x[i]) + devf(x[i])
+
+    x = np.random.default_rng(7).uniform(-2, 2, 37)
+    want = 1.0 + x * x * 0.5 + np.sqrt(np.abs(x)) + x - 1.0
+    for mode in (ProcessingMode.CPU_ONLY, ProcessingMode.GPU_ONLY):
+        k = elementwise(body, dispatcher=HybridDispatcher(HybridConfig(mode)), name=f"helpers_{mode.kind}")
+        out = np.zeros_like(x)
+        k(x, out)
+        np.testing.assert_allclose(out, want, rtol=1e-12)
+    cpu_body = for_target(body, "cpu")
+    assert cpu_body is not body and body.__closure__[0].cell_contents is not None  # the original untouched
+    names = {type(c.cell_contents).__name__ for c in cpu_body.__closure__}
+    assert "CPUDispatcher" in names  # poly and devf became njit functions there
+
+    def with_library(i, x, out):  # type: ignore[no-untyped-def]
+        out[i] = np.sin(x[i]) + math.cos(x[i])
+
+    assert for_target(with_library, "cpu") is with_library  # library functions: numba's own, untouched

@@ -44,6 +44,7 @@ from .._layout import is_c_contiguous, span
 from ..compile.launcher import describe_arg, device_fields
 from ..kernel.args import array_info
 from .dispatcher import Decision, HybridConfig, HybridDispatcher
+from .targets import for_target
 
 __all__ = ["elementwise", "HybridKernel", "default_dispatcher"]
 
@@ -374,7 +375,8 @@ class HybridKernel:
 
                 t.max_threads = numba.config.NUMBA_NUM_THREADS
 
-                ns: dict[str, Any] = {"_rk_body": numba.njit(self.func), "_rk_prange": numba.prange,
+                body = for_target(self.func, "cpu")  # the functions it calls as njit functions
+                ns: dict[str, Any] = {"_rk_body": numba.njit(body), "_rk_prange": numba.prange,
                                       "_rk_get_threads": numba.get_num_threads, "_rk_set_threads": numba.set_num_threads}
                 exec(compile(self._source("cpu"), f"<elementwise {self.name} cpu>", "exec"), ns)  # noqa: S102
                 t.cpu = numba.njit(parallel=True)(ns[f"_rk_cpu_{self._ident}"])
@@ -391,7 +393,8 @@ class HybridKernel:
 
                 from ..kernel import GpuKernel
 
-                ns: dict[str, Any] = {"_rk_body": cuda.jit(device=True)(self.func), "_rk_cuda": cuda}
+                body = for_target(self.func, "gpu")  # the functions it calls as device functions
+                ns: dict[str, Any] = {"_rk_body": cuda.jit(device=True)(body), "_rk_cuda": cuda}
                 exec(compile(self._source("gpu"), f"<elementwise {self.name} gpu>", "exec"), ns)  # noqa: S102
                 fn = ns[f"_rk_gpu_{self._ident}"]
                 gk = GpuKernel(fn, grid_stride=True, elements=self._first_array)
