@@ -13,7 +13,7 @@ from numba import cuda
 
 from ringkernel import ConfigurationError, KernelArgumentError
 from ringkernel.hybrid import HybridConfig, HybridDispatcher, ProcessingMode, elementwise
-from ringkernel.hybrid.elementwise import written_parameters
+from ringkernel.hybrid.written import written_parameters
 from ringkernel.hybrid.model import CostModel
 
 CPU = HybridDispatcher(HybridConfig(ProcessingMode.CPU_ONLY))
@@ -579,7 +579,7 @@ def test_device_arrays_read_through_their_interface() -> None:
     device arrays that overlap where the result would depend on the side refused."""
     from ringkernel.errors import KernelArgumentError
     from ringkernel.hybrid import HybridConfig, HybridDispatcher, ProcessingMode, elementwise
-    from ringkernel.hybrid.elementwise import _device_view
+    from ringkernel.hybrid.arrays import _device_view
 
     shape, contiguous, span, dtype = _device_view(_CaiArray(0x10000, 10))
     assert shape == (10,) and contiguous and span == ("device", 0x10000, 0x10000 + 80, ((10,), (8,)))
@@ -700,7 +700,7 @@ class _ImmutableArray:
 def test_immutable_device_arrays_are_read_once() -> None:
     """numba's arrays and DeviceArray cannot change shape or pointer: their view is read once and
     kept beside the launch path's identity-cache record; a new array is read afresh."""
-    from ringkernel.hybrid.elementwise import _device_view
+    from ringkernel.hybrid.arrays import _device_view
 
     a = _ImmutableArray(0x40000, 12)
     first = _device_view(a)
@@ -716,7 +716,7 @@ def test_immutable_device_arrays_are_read_once() -> None:
 
 def test_other_device_arrays_are_read_once_per_call() -> None:
     """CuPy-like arrays (their shape can change in place) are read on every call, but once."""
-    from ringkernel.hybrid.elementwise import _device_view
+    from ringkernel.hybrid.arrays import _device_view
 
     class Counted(_CaiArray):
         reads = 0

@@ -27,11 +27,9 @@ models.
 
 from __future__ import annotations
 
-import ast
 import inspect
 import logging
 import re
-import textwrap
 import threading
 import time
 import weakref
@@ -40,11 +38,10 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import ConfigurationError, KernelArgumentError
-from .._layout import is_c_contiguous, span
-from ..compile.launcher import describe_arg, device_fields
-from ..kernel.args import array_info
+from .arrays import _device_view, _host_span, _is_device
 from .dispatcher import Decision, HybridConfig, HybridDispatcher
 from .targets import for_target
+from .written import _written
 
 __all__ = ["elementwise", "HybridKernel", "default_dispatcher"]
 
@@ -66,137 +63,6 @@ def default_dispatcher() -> HybridDispatcher:
             if _default is None:
                 _default = HybridDispatcher(HybridConfig())
     return _default
-
-
-def written_parameters(func: Callable[..., Any], names: list[str]) -> set[str]:
-    """Parameters the body may write, read from its bytecode by the analysis ``@gpu_kernel``
-    uses (``ringkernel.kernel.indexing.analyze_kernel``: stores through the parameter or any view
-    of it, in the body or in the functions it calls; a parameter passed to a function it cannot
-    follow counts as written). It needs no source. Where it cannot analyse the body, the
-    source's rule (:func:`_written_from_source`) decides."""
-    return _written(func, names)[0]
-
-
-def _written(func: Callable[..., Any], names: list[str]) -> tuple[set[str], str | None]:
-    """:func:`written_parameters`, and why it had to be cautious (``None``: it was exact)."""
-    try:
-        from ..kernel.indexing import analyze_kernel
-
-        written = set(analyze_kernel(func).written)
-    except Exception:  # noqa: BLE001 - a body the analysis does not follow: the cautious rule
-        if source_available(func):
-            return _written_from_source(func, names), "the body's bytecode could not be analysed"
-        return set(names), "the body could not be analysed and its source cannot be read"
-    return {n for n in names if n in written}, None
-
-
-def _written_from_source(func: Callable[..., Any], names: list[str]) -> set[str]:
-    """All parameters but those only ever read element by element (``name[index]`` with no
-    slice, or ``name.shape`` / ``.size`` / ``.ndim`` / ``.dtype``), from the body's source.
-
-    A slice (``name[i:j]``) is a view that can be written through, and a name passed to a
-    function or bound to another name may be written there: both count as written. Without the
-    body's source every parameter counts as written (:func:`source_available` says which)."""
-    fn = _function_ast(func)
-    if fn is None:
-        return set(names)
-    read_only = set(names)
-    parents: dict[int, ast.AST] = {}
-    for node in ast.walk(fn):
-        for child in ast.iter_child_nodes(node):
-            parents[id(child)] = node
-    for node in ast.walk(fn):
-        if isinstance(node, ast.Name) and node.id in read_only:
-            parent = parents.get(id(node))
-            attr = isinstance(parent, ast.Attribute) and parent.attr in ("shape", "size", "ndim", "dtype")
-            if not (attr or _element_read(node, parent, parents)):
-                read_only.discard(node.id)
-    return set(names) - read_only
-
-
-def _element_read(node: ast.Name, parent: Any, parents: dict[int, ast.AST]) -> bool:
-    if not (isinstance(parent, ast.Subscript) and parent.value is node and isinstance(parent.ctx, ast.Load)):
-        return False
-    index = parent.slice
-    if isinstance(index, ast.Slice) or (isinstance(index, ast.Tuple) and any(isinstance(e, ast.Slice) for e in index.elts)):
-        return False  # a view
-    return not isinstance(parents.get(id(parent)), ast.Subscript)  # x[i][...]: something indexable came out
-
-
-def _function_ast(func: Callable[..., Any]) -> ast.FunctionDef | None:
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
-    except (OSError, TypeError, SyntaxError, IndentationError):
-        return None
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef) and node.name == getattr(func, "__name__", None):
-            return node
-    return None
-
-
-def source_available(func: Callable[..., Any]) -> bool:
-    """Whether the body's source can be read (else every array argument counts as written)."""
-    return _function_ast(func) is not None
-
-
-def _host_span(a: np.ndarray) -> tuple[str, int, int, tuple[Any, ...]]:
-    ptr = a.__array_interface__["data"][0]
-    lo, hi = span(a.shape, a.strides, a.itemsize)
-    return ("host", ptr + lo, ptr + hi, (a.shape, a.strides))
-
-
-_VIEWS: dict[int, tuple[Any, Any]] = {}  # id -> (the launch path's identity-cache record, the view)
-_UNCACHED: dict[type, bool] = {}  # array type -> the launch path reads it on every call (not by identity)
-_VIEWS_LIMIT = 4096
-
-
-def _device_view(a: Any) -> tuple[tuple[int, ...], bool, tuple[Any, ...] | None, Any] | None:
-    """(shape, C-contiguous, span, dtype) of a device array: the span is (memory space, first byte,
-    end byte, layout), ``None`` where the pointer is unknown; ``None`` for an object that claims
-    the interface but is no device array (a PyTorch CPU tensor). Read through the launch path's
-    per-type reader (numba's, CuPy's and PyTorch's attributes: no ``__cuda_array_interface__``
-    dict built where the type has a cheaper way). Arrays whose pointer and shape cannot change
-    (numba's, ringkernel's ``DeviceArray``) are read once: the launch path caches them by
-    identity (its record dies with the array), and the view is kept beside that record (a new
-    array at a dead one's address has a new record, so a kept view is never stale)."""
-    tp = type(a)
-    if _UNCACHED.get(tp):  # CuPy, PyTorch, ...: read on every call (once, below)
-        return _read_device_view(a)
-    try:
-        info = describe_arg(a)
-    except Exception:  # noqa: BLE001 - an interface that refuses (a PyTorch CPU tensor): said below
-        info = None
-    if info is not None and tp not in _UNCACHED and len(_UNCACHED) < 256:
-        _UNCACHED[tp] = info.ref is None  # (known per type: the launch path caches a type or never)
-    if info is not None and info.ref is not None:
-        kept = _VIEWS.get(id(a))
-        if kept is not None and kept[0] is info:
-            return kept[1]  # type: ignore[no-any-return]
-        view = _read_device_view(a)
-        if len(_VIEWS) >= _VIEWS_LIMIT:
-            _VIEWS.clear()
-        _VIEWS[id(a)] = (info, view)
-        return view
-    return _read_device_view(a)
-
-
-def _read_device_view(a: Any) -> tuple[tuple[int, ...], bool, tuple[Any, ...] | None, Any] | None:
-    got = device_fields(a)
-    if got is None:  # the simulator's arrays: a NumPy array inside, no interface
-        inner = getattr(a, "_ary", None)
-        if isinstance(inner, np.ndarray):
-            hs = _host_span(inner)
-            return tuple(a.shape), bool(inner.flags.c_contiguous), ("device",) + hs[1:], inner.dtype
-        try:
-            info = array_info(a)
-        except Exception:  # noqa: BLE001 - e.g. a PyTorch CPU tensor: its interface refuses
-            return None
-        if info is None:
-            return None
-        return tuple(info.shape), info.is_contiguous("C"), None, info.dtype
-    ptr, shape, strides, dtype = got
-    lo, hi = span(shape, strides, dtype.itemsize)
-    return shape, is_c_contiguous(shape, strides, dtype.itemsize), ("device", ptr + lo, ptr + hi, (shape, strides)), dtype
 
 
 _POOL: Any = None
@@ -265,24 +131,6 @@ def _cannot_compile(exc: BaseException) -> bool:
 def _describe(a: Any) -> str:
     dtype = getattr(a, "dtype", None)
     return f"{type(a).__name__}[{dtype}]" if dtype is not None and not isinstance(a, np.generic) else type(a).__name__
-
-
-_DEVICE_TYPES: dict[type, bool] = {}
-
-
-def _is_device(a: Any) -> bool:
-    """A device array (or what claims to be one): a type with ``__cuda_array_interface__``
-    (numba, CuPy, PyTorch, DeviceArray; asked of the type, once: evaluating numba's property
-    builds a dict, several microseconds an argument), or the simulator's arrays, which have
-    numba's ``copy_to_host`` instead. A PyTorch CPU tensor passes here and is refused when its
-    interface is read."""
-    tp = type(a)
-    known = _DEVICE_TYPES.get(tp)
-    if known is None:
-        if len(_DEVICE_TYPES) > 256:  # types made on the fly: never grow without bound
-            _DEVICE_TYPES.clear()
-        known = _DEVICE_TYPES[tp] = not issubclass(tp, np.ndarray) and hasattr(tp, "__cuda_array_interface__")
-    return known or (not isinstance(a, np.ndarray) and hasattr(a, "copy_to_host") and hasattr(a, "shape"))
 
 
 class _Targets:
