@@ -133,3 +133,37 @@ def test_one_cupti_user_at_a_time(fake: _FakeCupti) -> None:
         CuptiTimer()
     first.close()
     CuptiTimer().close()  # released
+
+
+def test_a_launch_is_matched_to_its_own_threads_call(fake: _FakeCupti) -> None:
+    """Records carrying the calling thread: a launch's own call is the last its thread made
+    before the report, so a launch queued during a graph capture (a call, no kernel record) is
+    not given another launch's kernel, and another thread's launch in between is not taken."""
+    import threading
+
+    from ringkernel.profiling._cupti import CuptiTimer
+
+    me = threading.get_ident() & 0xFFFFFFFF
+
+    def call(corr: int, t0: int, thread: int) -> _Record:
+        r = _Record(fake.ActivityKind.DRIVER, t0 - OFFSET, t0 + 2_000 - OFFSET, corr)
+        r.thread_id = thread  # type: ignore[attr-defined]
+        return r
+
+    timer = CuptiTimer()
+    try:
+        t = time.perf_counter_ns()
+        # launch 1 (ours, timed), another thread's launch 2 right before our launch 3, which
+        # was queued during a graph capture: its call has no kernel record
+        fake.pending += [call(1, t, me), _Record(fake.ActivityKind.CONCURRENT_KERNEL, t + 3_000 - OFFSET, t + 9_000 - OFFSET, 1),
+                         call(2, t + 20_000, me ^ 1), _Record(fake.ActivityKind.CONCURRENT_KERNEL, t + 23_000 - OFFSET,
+                                                                 t + 30_000 - OFFSET, 2),
+                         call(3, t + 24_000, me)]  # fmt: skip
+        timer._pending += [(1, t + 2_500, me), (3, t + 26_500, me)]
+        timer.resolve(block=True)
+        s1, e1, _, _ = timer.times[1]
+        assert abs(s1 - (t + 3_000)) < 1_000 and e1 - s1 == 6_000  # (the clocks' offset is sampled)
+        start, end, _, note = timer.times[3]
+        assert (start, end) == (None, None) and "graph" in str(note)  # not launch 2's kernel
+    finally:
+        timer.close()

@@ -276,7 +276,10 @@ class CachingCompiler:
             raise ValueError(f"cannot load cached code of type {entry.meta.get('code_type')!r}")
         fn = load_function(entry.cubin, str(entry.meta["entry_name"]))
         timings["module_ms"] = (time.perf_counter() - t) * 1e3
-        ENTRY_NAMES[str(entry.meta["entry_name"])] = name
+        symbol = str(entry.meta["entry_name"])
+        known = ENTRY_NAMES.get(symbol)
+        if known is None or name not in known.split(" / "):  # one cached entry may serve kernels of several names
+            ENTRY_NAMES[symbol] = name if known is None else f"{known} / {name}"
         ck = CompiledKernel(
             name=name,
             entry_name=str(entry.meta["entry_name"]),

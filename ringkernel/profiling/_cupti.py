@@ -22,6 +22,7 @@ import threading
 import time
 from bisect import bisect_right
 from collections import OrderedDict
+from threading import get_ident as _get_ident
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ class CuptiTimer:
             self._offset = 0  # CUPTI's clock -> perf_counter_ns (measured below, before any record arrives)
             self._lock = threading.Lock()
             self._kernels: dict[int, tuple[Any, ...]] = {}  # correlation id -> (start, end, details or None)
-            self._calls: list[tuple[int, int]] = []  # (end, correlation id) of driver calls
+            self._calls: list[tuple[int, int, int]] = []  # (end, correlation id, thread) of driver calls
             # collecting: records paired on arrival by correlation id. A call waits for its kernels
             # and kernels for their call (they come in separate buffers, in either order) until the
             # blocking resolve after next; a call stays after pairing for the other kernels of a
@@ -84,7 +85,7 @@ class CuptiTimer:
             #: host time -> True where a launch then is not to be kept (the profiler was disabled)
             self.skip: Any = None
             self.times: dict[int, "Span"] = {}
-            self._pending: list[tuple[int, int]] = []  # (launch id, its report's host time)
+            self._pending: list[tuple[int, int, int]] = []  # (launch id, its report's host time, its thread)
             self._unmatched = 0
             self._kernel_kind = int(c.ActivityKind.CONCURRENT_KERNEL)
             self._kinds = [c.ActivityKind.CONCURRENT_KERNEL, c.ActivityKind.DRIVER]
@@ -115,7 +116,7 @@ class CuptiTimer:
                 if int(a.kind) == self._kernel_kind:
                     self._kernels[int(a.correlation_id)] = (int(a.start), int(a.end), None)
                 else:
-                    self._calls.append((int(a.end), int(a.correlation_id)))
+                    self._calls.append((int(a.end), int(a.correlation_id), int(getattr(a, "thread_id", 0))))
 
     def _collect_records(self, activities: list[Any]) -> None:
         with self._lock:
@@ -171,7 +172,7 @@ class CuptiTimer:
             self._generation = gen + 1
 
     def launched(self, launch_id: int, host_ns: int, host_gap_ns: int | None, stream_key: int) -> None:
-        self._pending.append((launch_id, host_ns))
+        self._pending.append((launch_id, host_ns, _get_ident() & 0xFFFFFFFF))  # (CUPTI's thread id: 32 bits)
 
     # Copies are timed by CUDA events around each (timing.EventTimer): kernels are the many
     # calls whose host cost matters; a copy's two events cost little beside the copy.
@@ -211,32 +212,58 @@ class CuptiTimer:
             return
         with self._lock:
             off = self._offset
-            launches = sorted((end + off, corr) for end, corr in self._calls if corr in self._kernels)
+            # A launch's own driver call is the last one its thread ended before the launch was
+            # reported (the seam reports right after the call; nothing calls the driver between):
+            # exact, also where that call has no kernel record (queued while its stream captured
+            # a CUDA graph). Where the records carry no thread (or not this one), the latest
+            # kernel-launching call of any thread that ended before the report.
+            per_thread: dict[int, list[tuple[int, int]]] = {}
+            for end, corr, thread in self._calls:
+                per_thread.setdefault(thread, []).append((end + off, corr))
+            for lst in per_thread.values():
+                lst.sort()
+            thread_ends = {t: [e for e, _ in lst] for t, lst in per_thread.items()}
+            launches = sorted((end + off, corr) for end, corr, _ in self._calls if corr in self._kernels)
             ends = [e for e, _ in launches]
             used: set[int] = set()
-            left: list[tuple[int, int]] = []
-            for launch_id, host_ns in sorted(self._pending, key=lambda p: p[1]):
-                i = bisect_right(ends, host_ns) - 1
-                while i >= 0 and launches[i][1] in used:
-                    i -= 1
-                if i < 0:
-                    left.append((launch_id, host_ns))
-                    continue
-                corr = launches[i][1]
+            left: list[tuple[int, int, int]] = []
+            no_kernel: list[tuple[int, int, int]] = []
+            for launch_id, host_ns, thread in sorted(self._pending, key=lambda p: p[1]):
+                own = per_thread.get(thread)
+                if own:
+                    i = bisect_right(thread_ends[thread], host_ns) - 1
+                    while i >= 0 and own[i][1] in used:
+                        i -= 1
+                    if i < 0 or own[i][1] not in self._kernels:
+                        # its call not seen yet, or no kernel record (yet): wait, then say so
+                        (left if i < 0 else no_kernel).append((launch_id, host_ns, thread))
+                        continue
+                    corr = own[i][1]
+                else:
+                    i = bisect_right(ends, host_ns) - 1
+                    while i >= 0 and launches[i][1] in used:
+                        i -= 1
+                    if i < 0:
+                        left.append((launch_id, host_ns, thread))
+                        continue
+                    corr = launches[i][1]
                 used.add(corr)
                 start, end, _ = self._kernels.pop(corr)
                 self.times[launch_id] = (start + off, end + off, False, None)
             # Calls and kernels nobody claimed (other driver calls, launches outside ringkernel)
             # are kept for 10 s: a launch's records may arrive in different buffers.
             horizon = time.perf_counter_ns() - off - 10**10
-            self._calls = [(e, c) for e, c in self._calls if c not in used and e > horizon]
+            self._calls = [(e, c, t) for e, c, t in self._calls if c not in used and e > horizon]
             self._kernels = {c: se for c, se in self._kernels.items() if se[1] > horizon}
             if block:
-                for launch_id, _ in left:
+                for launch_id, _, _ in left:
                     self.times[launch_id] = (None, None, False, "no CUPTI kernel record matched this launch")
-                self._unmatched += len(left)
-                left = []
-            self._pending = left
+                for launch_id, _, _ in no_kernel:
+                    self.times[launch_id] = (None, None, False, "its launch call has no CUPTI kernel record (queued "
+                                             "while its stream captured a CUDA graph?): not timed")  # fmt: skip
+                self._unmatched += len(left) + len(no_kernel)
+                left, no_kernel = [], []
+            self._pending = left + no_kernel
 
     def take_launches(self) -> tuple[list[KernelRecord], int]:
         """The kernels whose launching call's record has arrived (collecting timers; call after
@@ -256,6 +283,11 @@ class CuptiTimer:
 
         try:
             ctx = driver.ctx_current()
+            if not ctx:  # none current on this thread: numba's, where the launches were made
+                from numba import cuda
+
+                cuda.current_context()
+                ctx = driver.ctx_current()
         except Exception:  # noqa: BLE001 - no context here: every stream keeps CUPTI's number
             return {}
         out = {}
