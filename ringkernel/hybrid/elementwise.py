@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..config import simulator_enabled
 from ..errors import ConfigurationError, KernelArgumentError
 from .arrays import _device_view, _host_span, _is_device
 from .dispatcher import Decision, HybridConfig, HybridDispatcher
@@ -104,15 +105,6 @@ def _synchronize() -> None:
 
 
 _SIMULATED_GPU_LIMIT = 1 << 12  # elements: above, ADAPTIVE runs the CPU when the "GPU" is numba's simulator
-_SIM: list[bool] = []
-
-
-def _simulated() -> bool:
-    if not _SIM:
-        from ..config import simulator_enabled
-
-        _SIM.append(simulator_enabled())
-    return _SIM[0]
 
 
 def _cannot_compile(exc: BaseException) -> bool:
@@ -391,7 +383,7 @@ class HybridKernel:
         use_gpu = decision.use_gpu
         targets = self._targets
         types_key = ("gpu" if use_gpu else "cpu", layout)
-        if use_gpu and size > _SIMULATED_GPU_LIMIT and reason not in ("mode", "no GPU") and _simulated():
+        if use_gpu and size > _SIMULATED_GPU_LIMIT and reason not in ("mode", "no GPU") and simulator_enabled():
             # numba's simulator runs a kernel thread by thread in Python (tens of microseconds an
             # element): ADAPTIVE exploring it at a million elements would take minutes
             use_gpu, reason = False, "simulator"
@@ -438,10 +430,8 @@ class HybridKernel:
         return reason not in ("mode", "no GPU")
 
     def _other_side(self, use_gpu: bool, reason: str, layout: tuple[Any, ...]) -> bool:
-        other = ("cpu" if use_gpu else "gpu", layout)
-        if not self._may_switch(reason) or other in self._targets.failed:
-            raise self._both_failed(layout) if other in self._targets.failed else \
-                self._targets.failed[("gpu" if use_gpu else "cpu", layout)]  # fmt: skip
+        if not self._may_switch(reason) or ("cpu" if use_gpu else "gpu", layout) in self._targets.failed:
+            raise self._both_failed(layout)  # (this side's error alone where the other has not failed)
         return not use_gpu
 
     def _side_error(self, use_gpu: bool, args: tuple[Any, ...], exc: BaseException) -> KernelArgumentError:

@@ -66,15 +66,6 @@ __all__ = ["GpuKernel", "ConfiguredLaunch"]
 log = logging.getLogger(__name__)
 
 _SIMULATOR_LAUNCH = threading.RLock()  # one simulated launch at a time (see GpuKernel._run)
-_SIM: list[bool] = []
-
-
-def _simulated() -> bool:
-    if not _SIM:
-        from ..config import simulator_enabled
-
-        _SIM.append(simulator_enabled())
-    return _SIM[0]
 
 
 _UNKNOWN: Any = object()  # "resources not looked up yet" (None means "none known": the simulator)
@@ -735,9 +726,11 @@ class GpuKernel(RuntimeLaunchMixin):
         )
 
     def _run(self, config: LaunchConfig, args: tuple[Any, ...]) -> None:
+        from ..config import simulator_enabled
+
         stream = config.stream if config.stream is not None else 0
         try:
-            if _simulated():
+            if simulator_enabled():
                 # numba's simulator swaps each module's `cuda` for a per-launch fake while a kernel
                 # runs: two threads launching at once would read each other's (ringkernel's
                 # intrinsics, shared by every kernel, first). It runs blocks one by one anyway.
