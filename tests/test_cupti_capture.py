@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 import types
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 
@@ -20,55 +20,37 @@ from ringkernel.kernel import hooks
 from ringkernel.profiling import EventKind, GpuProfiler, LaunchCapture, ProfileCategory, reset
 from ringkernel.profiling.cupti_capture import readable_symbol
 
+from tests.test_cupti_matching import OFFSET, _Record
+from tests.test_cupti_matching import _FakeCupti as _MatchingFake
 from tests.test_profiling import validate_trace
 
-OFFSET = 987_654_321  # CUPTI's clock = perf_counter_ns - OFFSET
 SAXPY = "_ZN6cudapy8__main__5saxpyB2v1B96cw51cXTLSUwv1sDUaKthoaNgqamjgOR3W3CwAkMXLaJtQYkOIgxJU0gCqOkEJoHkbttqdVhoqlspQGNFHSgJ5BnXagIAE5ArrayIfLi1E1C7mutable7alignedE"
 
 
-class _Kernel:
+class _Kernel(_Record):
     def __init__(self, kind: int, corr: int, start: int, end: int, name: str, stream_id: int) -> None:
-        self.kind, self.correlation_id, self.start, self.end, self.name = kind, corr, start, end, name
+        super().__init__(kind, start, end, corr)
+        self.name = name
         self.grid_x, self.grid_y, self.grid_z = 40, 1, 1
         self.block_x, self.block_y, self.block_z = 256, 1, 1
         self.dynamic_shared_memory, self.static_shared_memory = 128, 16
         self.stream_id = stream_id
 
 
-class _Call:
+class _Call(_Record):
     def __init__(self, kind: int, corr: int, start: int, end: int, thread_id: int) -> None:
-        self.kind, self.correlation_id, self.start, self.end, self.thread_id = kind, corr, start, end, thread_id
+        super().__init__(kind, start, end, corr)
+        self.thread_id = thread_id
 
 
-class _FakeCupti(types.ModuleType):
-    class ActivityKind:
-        DRIVER = 5
-        CONCURRENT_KERNEL = 10
+class _FakeCupti(_MatchingFake):
+    """The matching tests' fake CUPTI, with stream ids and launches whose records carry what
+    kernel and driver-call records carry."""
 
     def __init__(self) -> None:
-        super().__init__("cupti.cupti")
-        self.enabled: set[int] = set()
-        self.pending: list[Any] = []
-        self.completed: Any = None
+        super().__init__()
         self.corr = 0
         self.stream_free: dict[int, int] = {}
-
-    def activity_register_callbacks(self, requested: Any, completed: Any) -> None:
-        self.completed = completed
-
-    def activity_enable(self, kind: int) -> None:
-        self.enabled.add(int(kind))
-
-    def activity_disable(self, kind: int) -> None:
-        self.enabled.discard(int(kind))
-
-    def activity_flush_all(self, flag: int) -> None:
-        records, self.pending = self.pending, []
-        if records:
-            self.completed(records)
-
-    def get_timestamp(self) -> int:
-        return time.perf_counter_ns() - OFFSET
 
     def get_stream_id_ex(self, ctx: int, handle: int, per_thread: int) -> int:
         return {0: 7, 0xABC0: 9}[handle]  # other handles: KeyError, as CUPTI refuses a foreign one
