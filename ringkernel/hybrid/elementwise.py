@@ -383,7 +383,7 @@ class HybridKernel:
         use_gpu = decision.use_gpu
         targets = self._targets
         types_key = ("gpu" if use_gpu else "cpu", layout)
-        if use_gpu and size > _SIMULATED_GPU_LIMIT and reason not in ("mode", "no GPU") and simulator_enabled():
+        if use_gpu and size > _SIMULATED_GPU_LIMIT and self._may_switch(reason) and simulator_enabled():
             # numba's simulator runs a kernel thread by thread in Python (tens of microseconds an
             # element): ADAPTIVE exploring it at a million elements would take minutes
             use_gpu, reason = False, "simulator"
@@ -405,11 +405,10 @@ class HybridKernel:
             if warm or not _cannot_compile(exc):
                 raise
             targets.failed[types_key] = err = self._side_error(use_gpu, args, exc)
-            if reason != "fallback" and self._may_switch(reason):
-                log.warning("%s; the other side runs these argument types from now on", str(err).splitlines()[0])
             if reason == "fallback" or not self._may_switch(reason):
                 raise self._both_failed(layout) from exc
-            return self(*args, n=n)  # the other side runs these types from now on
+            log.warning("%s; the other side runs these argument types from now on", str(err).splitlines()[0])
+            return self(*args, n=n)  # (the call again: decided anew, it falls back to the other side)
         seconds = time.perf_counter() - t0
         targets.warm.add(types_key)
         if reason in ("fallback", "simulator"):
