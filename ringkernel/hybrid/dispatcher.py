@@ -152,14 +152,15 @@ class HybridStats:
 class Decision:
     """What :meth:`HybridDispatcher.decide` chose and why (``reason``: ``mode``, ``threshold``,
     ``no GPU``, ``explore``, ``model``, ``warm-up`` (a re-probe's first call), ``reprobe``,
-    ``unmeasured size``)."""
+    ``unmeasured size``; an ``@elementwise`` call's ``last_decision`` may also say ``fallback``
+    (the chosen side cannot run the types) or ``simulator``)."""
 
     use_gpu: bool
     reason: str
 
 
 _DECISIONS = {(g, r): Decision(g, r) for g in (False, True)
-              for r in ("mode", "no GPU", "threshold", "explore", "model", "warm-up", "reprobe", "unmeasured size", "simulator")}  # fmt: skip
+              for r in ("mode", "no GPU", "threshold", "explore", "model", "warm-up", "reprobe", "unmeasured size")}  # fmt: skip
 
 
 @dataclass(frozen=True)
