@@ -15,6 +15,8 @@ two traces (a 3-stream pipeline of copies and kernels, a multi-kernel loop) with
   alternating order after 200 warm-up launches; the ratio of the medians (the issue asks
   within 5%). (The first run of this script, whose JSON is committed, bracketed each launch
   alone, which adds the launch latency to every kernel: its ratio 0.81 measures that.)
+* ``first_launch_after_leaving_us``: one launch on new arrays right after a ``with
+  GpuProfiler(...)`` block (median of 11): what leaving a profiler costs the next launch.
 * ``pipeline_trace.json``, ``loop_trace.json``, ``summary.txt``: the traces (open them in
   https://ui.perfetto.dev or chrome://tracing, or ``python -m ringkernel.profiling.viewer``)
   and the loop's summary table.
@@ -253,6 +255,21 @@ def main() -> int:
     print(f"durations: profiler median {np.median(traced) if traced else None} ms, events {np.median(evented):.4f} ms, "
           f"ratio {ratio}; CUPTI capture median {np.median(captured_spans) if captured_spans else None} ms", flush=True)  # fmt: skip
 
+    # the first launch after leaving a profiler, with new arrays (a layout entry serves it:
+    # leaving must not cost a rebuilt entry each time a profiler brackets one step of many)
+    fresh = [cuda.device_array(1024, np.float32) for _ in range(3 * 12)]
+    after_exit = []
+    for r in range(11):
+        with GpuProfiler("exit") as p_exit:
+            vadd(*fresh[3 * r : 3 * r + 3])
+        p_exit.close()
+        cuda.synchronize()
+        t0 = time.perf_counter_ns()
+        vadd(fresh[3 * r + 3], fresh[3 * r + 1], fresh[3 * r + 2])
+        after_exit.append((time.perf_counter_ns() - t0) / 1e3)
+    first_after_exit = float(np.median(after_exit))
+    print(f"first launch after leaving a profiler (new arrays): {first_after_exit:.1f} us", flush=True)
+
     # 3. a 3-stream pipeline of copies and kernels --------------------------------------------
     chunk, chunks = 1 << 22, 12
     host_in = cuda.pinned_array(chunk * chunks, np.float32)
@@ -313,6 +330,7 @@ def main() -> int:
         "timing_source_enabled": timing_source,
         "enabled_cost_breakdown_us": breakdown,
         "disabled_minus_no_import_us": None if no_import is None else disabled - no_import,
+        "first_launch_after_leaving_us": first_after_exit,
         "durations": {
             "profiler_median_ms": float(np.median(traced)) if traced else None,
             "cuda_events_median_ms": float(np.median(evented)),

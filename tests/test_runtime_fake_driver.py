@@ -183,6 +183,7 @@ def test_launch_hooks_see_every_path(runtime) -> None:  # type: ignore[no-untype
     k(a, a, a)  # memoised
     k(a, a, a)
     assert k._memo
+    silent = list(k._layouts)
     events = []
     h = add_launch_hook(events.append)
     try:
@@ -199,7 +200,7 @@ def test_launch_hooks_see_every_path(runtime) -> None:  # type: ignore[no-untype
         assert k._memo  # entries made while hooked report their launches
     finally:
         remove_launch_hook(h)
-    assert not k._memo and not k._layouts  # the reporting entries went with the last hook
+    assert not k._memo and k._layouts == silent  # the reporting entries went with the last hook
     assert [e.kind for e in events] == ["auto", "auto", "explicit", "explicit", "auto", "auto", "auto", "auto",
                                         "explicit"]  # fmt: skip
     assert len(calls) >= 9
@@ -517,3 +518,37 @@ def test_careless_arguments_after_layout_entries_are_refused(runtime) -> None:  
     k(a, b, c)
     assert calls[-1]["data"] == [a.ptr, b.ptr, c.ptr]
 
+
+
+def test_layout_entries_survive_a_profiler_entered_and_left(runtime) -> None:  # type: ignore[no-untyped-def]
+    """A hook registered and removed around one step of many: the silent layout entries are put
+    aside and come back (not compiled again), the reporting ones likewise; each still launches
+    the arrays of its call, and a silent entry never reports."""
+    from ringkernel import add_launch_hook, remove_launch_hook
+
+    calls, _, _ = runtime
+    k = _kernel()
+    k(FakeDeviceArray(10), FakeDeviceArray(10), FakeDeviceArray(10))  # new arrays: a layout entry
+    silent = list(k._layouts)
+    assert silent
+    events: list = []
+    for step in range(3):
+        h = add_launch_hook(events.append)
+        try:
+            assert k._layouts is not silent and all(e not in silent for e in k._layouts)
+            a = FakeDeviceArray(10)
+            k(a, FakeDeviceArray(10), FakeDeviceArray(10))
+            assert calls[-1]["data"][0] == a.ptr
+            if step == 0:
+                hooked = list(k._layouts)
+            else:
+                assert k._layouts == hooked  # the reporting entries came back too
+        finally:
+            remove_launch_hook(h)
+        assert k._layouts == silent  # the same entries: nothing compiled again
+        b = FakeDeviceArray(10)
+        k(b, FakeDeviceArray(10), FakeDeviceArray(10))
+        assert calls[-1]["data"][0] == b.ptr
+    assert len(events) == 3  # the silent entries reported nothing
+    k.close()
+    assert not k._layouts and not k._layouts_aside

@@ -15,9 +15,11 @@ break the launch: the error is logged once per hook and the hook stays registere
 
 With no hook registered the seam costs nothing: the memoised fast paths have no check for
 hooks at all. Registering the first hook (and removing the last) clears every kernel's launch
-memos and layout entries; entries made while hooks are registered carry the report in their
-driver call (``_notifying`` and the layout entries' ``report``), so memoised launches stay
-fast and are still reported. The checked and fast-table paths report where they launch.
+memos and puts its layout entries aside (the entries of the other state come back: a profiler
+entered and left around one step of many does not rebuild them each time); entries made while
+hooks are registered carry the report in their driver call (``_notifying`` and the layout
+entries' ``report``), so memoised launches stay fast and are still reported. The checked and
+fast-table paths report where they launch.
 """
 
 from __future__ import annotations
@@ -70,20 +72,23 @@ def add_launch_hook(hook: LaunchHook) -> int:
         raise ConfigurationError(f"a launch hook must be callable, got {hook!r}")
     with _lock:
         handle = next(_ids)
+        first = not HOOKS
         HOOKS.append((handle, hook))
-        for k in list(KERNELS):
-            k._forget_memos()
+        if first:  # entries made from now on report (reporting ones read HOOKS when they launch)
+            for k in list(KERNELS):
+                k._forget_memos(True)
     return handle
 
 
 def remove_launch_hook(handle: int) -> None:
     """Unregister a hook (unknown handles are ignored: removing twice is harmless)."""
     with _lock:
+        had = bool(HOOKS)
         HOOKS[:] = [(h, f) for h, f in HOOKS if h != handle]
         _failed.discard(handle)
-        if not HOOKS:  # the last one: memo entries that report launches give way to silent ones
+        if had and not HOOKS:  # the last one: entries that report launches give way to silent ones
             for k in list(KERNELS):
-                k._forget_memos()
+                k._forget_memos(False)
 
 
 def launch_hooks() -> list[LaunchHook]:
