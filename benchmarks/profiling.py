@@ -13,10 +13,12 @@ two traces (a 3-stream pipeline of copies and kernels, a multi-kernel loop) with
   timed by the profiler (inside ``with``: the median span), against batches of 40 bracketed
   by two CUDA events (the mean per launch); 7 rounds of one batch each, interleaved in
   alternating order after 200 warm-up launches; the ratio of the medians (the issue asks
-  within 5%). (The first run of this script, whose JSON is committed, bracketed each launch
+  within 5%); ``same_launches_ratio``: the profiler's spans against CUDA events bracketing
+  the very batches it timed (a profiler's own effect on the kernels cancels there). (The first run of this script, whose JSON is committed, bracketed each launch
   alone, which adds the launch latency to every kernel: its ratio 0.81 measures that.)
-* ``first_launch_after_leaving_us``: one launch on new arrays right after a ``with
-  GpuProfiler(...)`` block (median of 11): what leaving a profiler costs the next launch.
+* ``first_launch_after_leaving_us.{none,default,events}``: one launch on new arrays right after
+  a ``with GpuProfiler(...)`` block (median of 11): after no profiler, the default profiler,
+  one timing with CUDA events: what leaving a profiler costs the next launch.
 * ``pipeline_trace.json``, ``loop_trace.json``, ``summary.txt``: the traces (open them in
   https://ui.perfetto.dev or chrome://tracing, or ``python -m ringkernel.profiling.viewer``)
   and the loop's summary table.
@@ -209,15 +211,26 @@ def main() -> int:
         scale(x, y, np.float32(2.0))
     cuda.synchronize()
 
+    inside: list[float] = []  # CUDA events bracketing the very launches the profiler timed
+
     def profiled(**options: Any) -> list[float]:
         prof = GpuProfiler("durations", **options)
+        e0, e1 = cuda.event(), cuda.event()
         with prof:
+            for _ in range(5):  # (a profiler's first launches set up its capture)
+                scale(x, y, np.float32(2.0))
+            cuda.synchronize()
+            e0.record()
             for _ in range(40):
                 scale(x, y, np.float32(2.0))
+            e1.record()
             cuda.synchronize()
         spans = [(e.gpu_end_ns - e.gpu_start_ns) / 1e6 for e in prof.events()
                  if e.name == "scale" and e.gpu_start_ns is not None and e.gpu_end_ns is not None]  # fmt: skip
+        spans = spans[-40:]  # the bracketed ones (events come in launch order)
         prof.close()
+        if not options:
+            inside.append(cuda.event_elapsed_time(e0, e1) / 40)
         return spans
 
     def bracketed() -> float:
@@ -253,22 +266,31 @@ def main() -> int:
     np.testing.assert_allclose(y.copy_to_host(), 2 * x.copy_to_host(), rtol=1e-6)
     ratio = float(np.median(traced) / np.median(evented)) if traced else None
     print(f"durations: profiler median {np.median(traced) if traced else None} ms, events {np.median(evented):.4f} ms, "
-          f"ratio {ratio}; CUPTI capture median {np.median(captured_spans) if captured_spans else None} ms", flush=True)  # fmt: skip
+          f"ratio {ratio}; same launches' events {np.median(inside):.4f} ms; CUPTI capture median {np.median(captured_spans) if captured_spans else None} ms", flush=True)  # fmt: skip
 
     # the first launch after leaving a profiler, with new arrays (a layout entry serves it:
-    # leaving must not cost a rebuilt entry each time a profiler brackets one step of many)
+    # leaving must not cost a rebuilt entry each time a profiler brackets one step of many);
+    # "none": the same launch after a block without a profiler; "events": after a profiler
+    # timing with CUDA events (no CUPTI)
+    from ringkernel.profiling import GpuTiming
+
     fresh = [cuda.device_array(1024, np.float32) for _ in range(3 * 12)]
-    after_exit = []
-    for r in range(11):
-        with GpuProfiler("exit") as p_exit:
-            vadd(*fresh[3 * r : 3 * r + 3])
-        p_exit.close()
+    after_exit: dict[str, list[float]] = {"none": [], "default": [], "events": []}
+    for r in range(33):
+        how = list(after_exit)[r % 3]
+        arrays = fresh[3 * (r % 11) : 3 * (r % 11) + 3]
+        if how == "none":
+            vadd(*arrays)
+        else:
+            with GpuProfiler("exit", gpu_timing=GpuTiming.EVENTS if how == "events" else GpuTiming.AUTO) as p_exit:
+                vadd(*arrays)
+            p_exit.close()
         cuda.synchronize()
         t0 = time.perf_counter_ns()
-        vadd(fresh[3 * r + 3], fresh[3 * r + 1], fresh[3 * r + 2])
-        after_exit.append((time.perf_counter_ns() - t0) / 1e3)
-    first_after_exit = float(np.median(after_exit))
-    print(f"first launch after leaving a profiler (new arrays): {first_after_exit:.1f} us", flush=True)
+        vadd(fresh[3 * (r % 11) + 3], arrays[1], arrays[2])
+        after_exit[how].append((time.perf_counter_ns() - t0) / 1e3)
+    first_after_exit = {k: float(np.median(v)) for k, v in after_exit.items()}
+    print(f"first launch after leaving a profiler (new arrays), us: {first_after_exit}", flush=True)
 
     # 3. a 3-stream pipeline of copies and kernels --------------------------------------------
     chunk, chunks = 1 << 22, 12
@@ -337,6 +359,10 @@ def main() -> int:
             "ratio": ratio, "within_5pct": ratio is not None and abs(ratio - 1) <= 0.05,
             "launches": len(traced), "elements": n,
             "round_medians_ms_profiler_events": round_medians,
+            # the same launches: CUDA events bracketing the batches the profiler timed (the
+            # mean per launch includes the gaps between kernels)
+            "same_launches_events_median_ms": float(np.median(inside)),
+            "same_launches_ratio": float(np.median(traced) / np.median(inside)) if traced else None,
             "cupti_capture_median_ms": float(np.median(captured_spans)) if captured_spans else None,
             "cupti_capture_ratio": float(np.median(captured_spans) / np.median(evented)) if captured_spans else None,
         },

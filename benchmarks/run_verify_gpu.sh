@@ -6,7 +6,8 @@
 # checks: $OUT/gpu_tests.txt (the whole tests/gpu with cupti-python installed, so the CUPTI tests run,
 # ~2 min) and profiling.tgz (benchmarks/profiling.py: the CUPTI capture's cost, <1 min);
 # hybrid: $OUT/hybrid.json + hybrid_log.txt (benchmarks/hybrid.py on the final code, ~6 min);
-# final: profiling.tgz and hybrid (run with .whl_cupti too; HYBRID_S=480 keeps it within 10 min).
+# final: profiling.tgz and hybrid (run with .whl_cupti too; HYBRID_S=480 keeps it within 10 min);
+# all: the three (HYBRID_S=450, ~8.5 min).
 # Without .whl_cupti the CUPTI tests are skipped (they say so) and the rest runs.
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -18,17 +19,17 @@ fi
 export PYTHONPATH=$SITE:$PWD PYTHONUNBUFFERED=1 RINGKERNEL_GPU_TESTS=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 PART=${PART:-checks}
-if [ "$PART" = checks ]; then
+if [ "$PART" = checks ] || [ "$PART" = all ]; then
 timeout "${TESTS_S:-200}" python3 -m pytest -m gpu -q -rs -p no:cacheprovider tests/gpu > "$OUT/gpu_tests.txt" 2>&1
 echo "tests: rc=$? $(tail -1 "$OUT/gpu_tests.txt")"; grep -E "^FAILED" "$OUT/gpu_tests.txt" | head -10
 fi
-if [ "$PART" = checks ] || [ "$PART" = final ]; then
+if [ "$PART" = checks ] || [ "$PART" = final ] || [ "$PART" = all ]; then
 mkdir -p "$OUT/profiling"
 timeout "${PROF_S:-120}" python3 benchmarks/profiling.py --out-dir "$OUT/profiling" > "$OUT/profiling/bench_log.txt" 2>&1
 echo "profiling: rc=$?"; grep -E "CUPTI capture|launch_us|durations" "$OUT/profiling/bench_log.txt"
 (cd "$OUT" && tar czf profiling.tgz profiling && rm -rf profiling)
 fi
-if [ "$PART" = hybrid ] || [ "$PART" = final ]; then
+if [ "$PART" = hybrid ] || [ "$PART" = final ] || [ "$PART" = all ]; then
   export PYTHONPATH=/tmp/site:$PWD  # (CUPTI not needed there)
   timeout "${HYBRID_S:-540}" python3 benchmarks/hybrid.py --reps 12 --out "$OUT/hybrid.json" > "$OUT/hybrid_log.txt" 2>&1
   echo "hybrid: rc=$?"; grep -E "adaptive/best" "$OUT/hybrid_log.txt"

@@ -875,3 +875,73 @@ def test_functions_the_body_calls_run_on_both_sides() -> None:
         out[i] = np.sin(x[i]) + math.cos(x[i])
 
     assert for_target(with_library, "cpu") is with_library  # library functions: numba's own, untouched
+
+
+def _teach(d: HybridDispatcher, cpu: float, gpu: float, kernel: str = "k", on_device: bool = False) -> None:
+    """Both sides' times (seconds, the same at every size) at several sizes, 8 times each."""
+    for n in (64, 256, 1024, 4096):
+        for _ in range(8):
+            d.update_threshold(n, cpu, gpu, kernel=kernel, data_on_device=on_device)
+
+
+def test_a_settled_decision_is_reused_and_probes_keep_their_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Calling one size again and again, the models are consulted about once every 16 calls; the
+    re-probes, drawn once per run of calls, keep the rate of a draw per call."""
+    predictions = [0]
+    original = CostModel.predict
+
+    def counted(self, n):  # type: ignore[no-untyped-def]
+        predictions[0] += 1
+        return original(self, n)
+
+    monkeypatch.setattr(CostModel, "predict", counted)
+    far = HybridDispatcher(HybridConfig(seed=3))
+    _teach(far, 10e-6, 100e-6)  # the GPU 10x slower: never re-probed
+    predictions[0] = 0
+    decisions = {far.decide(256, kernel="k") for _ in range(1600)}
+    assert decisions == {far.decide(256, kernel="k")} and not decisions.pop().use_gpu
+    assert predictions[0] <= 2 * (1600 // 16 + 2), predictions[0]
+
+    d = HybridDispatcher(HybridConfig(seed=4, reprobe_probability=0.1))
+    _teach(d, 10e-6, 20e-6)  # the GPU 2x slower: p = 0.1 * 0.5 / (2 - 1), halved where sizes repeat
+    reasons: dict[str, int] = {}
+    for _ in range(40000):
+        r = d.decide(256, kernel="k").reason
+        reasons[r] = reasons.get(r, 0) + 1
+    assert reasons["warm-up"] == reasons["reprobe"]
+    # each warm-up is followed by its reprobe: the chances are the calls that are neither
+    chances = reasons["model"] + reasons["warm-up"]
+    assert abs(reasons["warm-up"] / chances - 0.025) <= 0.1 * 0.025, reasons
+
+
+def test_an_elementwise_kernel_reuses_a_settled_decision_until_the_models_move() -> None:
+    d = HybridDispatcher(HybridConfig(seed=5))
+    k = elementwise(saxpy, dispatcher=d)
+    _teach(d, 10e-6, 1.0, kernel="saxpy")  # the GPU hopeless: the CPU every time
+    asked = [0]
+    decide = d.decide
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        asked[0] += 1
+        return decide(*args, **kwargs)
+
+    d.decide = counted  # type: ignore[method-assign]
+    x = np.arange(256, dtype=np.float64)
+    out = np.empty_like(x)
+    for _ in range(64):
+        k(2.0, x, x, out)
+        assert not k.last_decision.use_gpu
+    np.testing.assert_allclose(out, 3 * x)
+    assert asked[0] <= 64 // 16 + 2, asked[0]
+    assert d.stats().cpu_executions == 64  # reused decisions are still counted
+    # the GPU becomes the cheap side: the next call asks the dispatcher again and moves there
+    for n in (64, 256, 1024, 4096):
+        for _ in range(40):
+            d.update_threshold(n, 1.0, 10e-6, kernel="saxpy")
+    before = asked[0]
+    k(2.0, x, x, out)
+    assert asked[0] == before + 1 and k.last_decision.use_gpu, k.last_decision
+    np.testing.assert_allclose(out, 3 * x)
+    d.reset()  # forgetting everything ends a reused decision too
+    k(2.0, x, x, out)
+    assert asked[0] == before + 2

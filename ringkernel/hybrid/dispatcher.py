@@ -163,6 +163,14 @@ _DECISIONS = {(g, r): Decision(g, r) for g in (False, True)
               for r in ("mode", "no GPU", "threshold", "explore", "model", "warm-up", "reprobe", "unmeasured size")}  # fmt: skip
 
 
+#: The decisions a settled size returns: equal to the "model" ones, but other objects, so that a
+#: caller can tell them apart by identity (``@elementwise`` teaches the models less often there).
+SETTLED_DECISIONS = (Decision(False, "model"), Decision(True, "model"))
+#: The same where the other side is never re-probed at that size (predicted over
+#: ``reprobe_max_ratio`` times slower).
+FAR_DECISIONS = (Decision(False, "model"), Decision(True, "model"))
+
+
 @dataclass(frozen=True)
 class Explanation:
     """:meth:`HybridDispatcher.explain`'s answer; ``str()`` reads as a sentence."""
@@ -201,8 +209,12 @@ class Explanation:
         return text
 
 
+_SETTLED_CALLS = 15  # calls a model decision is reused for at one size before it is made again
+_SETTLED_SIZES = 256  # sizes whose decision is kept (all forgotten when more come)
+
+
 class _Key:
-    __slots__ = ("cpu", "gpu", "calls", "explore_next_gpu", "ready", "warm_up", "last_n")
+    __slots__ = ("cpu", "gpu", "calls", "explore_next_gpu", "ready", "warm_up", "last_n", "settled")
 
     def __init__(self, learning_rate: float) -> None:
         self.cpu = CostModel(learning_rate)
@@ -214,6 +226,10 @@ class _Key:
         #: the call count then] until that thread's next decision (other threads' calls pass it by)
         self.warm_up: list[Any] | None = None
         self.last_n = -1  # the previous call's size
+        #: size -> [decision, its re-probe probability, calls left, a probe due after them]: a
+        #: model decision reused (the predictions, the ratio and the re-probe draw made once
+        #: for up to 16 calls); dropped when a probe moves a model
+        self.settled: dict[int, list[Any]] = {}
 
 
 def _explore(k: _Key, n: int, need: int) -> bool | None:
@@ -288,6 +304,15 @@ class HybridDispatcher:
             repeat = k.last_n == n  # a program calling one size again: a re-probe will be two calls
             k.last_n = n
             w = k.warm_up
+            if w is None:
+                s = k.settled.get(n)
+                if s is not None:  # decided at this size within the last 16 calls
+                    if s[2] > 0:
+                        s[2] -= 1
+                        return s[0]  # type: ignore[no-any-return]
+                    del k.settled[n]
+                    if s[3]:  # its drawn re-probe is due
+                        return self._warm_up(k, not s[0].use_gpu, n)
             if w is not None and w[3] != _get_ident() and k.calls - w[4] > 64:
                 k.warm_up = w = None  # its thread never came back (ended, or moved on): others may probe
             if w is not None and w[3] == _get_ident():
@@ -297,6 +322,7 @@ class HybridDispatcher:
                     return _DECISIONS[w[0], "reprobe"]
                 if w[2] is not None:  # the program moved to another size: the switch is what it pays
                     (k.gpu if w[0] else k.cpu).add(w[1], w[2], refit=True)
+                    self._unsettle(k)
             need = self.config.min_samples
             if not k.ready:
                 use_gpu = _explore(k, n, need)
@@ -323,7 +349,7 @@ class HybridDispatcher:
             # crossover is decided (up to half the calls at a predicted tie).
             p = self.config.reprobe_probability
             if p <= 0:
-                return _DECISIONS[use_gpu, "model"]
+                return self._settle(k, n, use_gpu, 0.0, repeat)
             few = other_model.count
             p = max(p, 1.0 / few)  # a side measured few times is probed more, anywhere: its fit may rest on an outlier
             ratio = other / (best if best > 1e-12 else 1e-12)
@@ -333,18 +359,68 @@ class HybridDispatcher:
                 local = other_model.at.get(n)
                 p += (_CLOSE_PROBABILITY - p) * (1.0 - math.log(ratio) / _LOG_CLOSE) / (1 + (local[1] if local else 0))
             elif ratio > self.config.reprobe_max_ratio and few >= 2 * need:
-                return _DECISIONS[use_gpu, "model"]
+                return self._settle(k, n, use_gpu, 0.0, repeat)
             else:
                 # a probe of a side predicted 2x slower costs a whole call more: probe less often
                 # the more it costs (the expected cost of probing stays p / 2 of a call)
                 p *= 0.5 / (ratio - 1.0)
             # (where sizes repeat, a re-probe is two calls: half as many keep its cost; where they
             # change, its one call is taught, and probes keep their rate)
+            if ratio >= _CLOSE:  # (near a tie the probability changes with each run of this size)
+                return self._settle(k, n, use_gpu, p, repeat)
             if k.warm_up is None and self._rng.random() < (0.5 * p if repeat else p):
-                self._probes += 1
-                k.warm_up = [not use_gpu, n, None, _get_ident(), k.calls]
-                return _DECISIONS[not use_gpu, "warm-up"]
+                return self._warm_up(k, not use_gpu, n)
             return _DECISIONS[use_gpu, "model"]
+
+    def _settle(self, k: _Key, n: int, use_gpu: bool, p: float, repeat: bool) -> Decision:
+        """This call's decision at size ``n``, kept for the next calls of that size: a program
+        calling one size many times pays the predictions once every 16 calls (locked).
+
+        Re-probing with probability ``p`` a call is drawn once for the whole run, as the number
+        of calls until the probe (geometric: the same distribution as a draw every call), so that
+        a kept decision needs no draw: the entry serves the calls before the probe (at most 15;
+        beyond them the next call decides afresh and draws again), then the next call probes."""
+        if len(k.settled) >= _SETTLED_SIZES and n not in k.settled:
+            self._unsettle(k)
+        old = k.settled.get(n)
+        if old is not None:
+            old[2] = 0  # (a lease of the previous entry ends)
+        p = 0.5 * p if repeat else p
+        served, due = _SETTLED_CALLS, False  # the calls the entry serves; a probe after them
+        if p > 0:
+            u = self._rng.random()
+            gap = 1 + int(math.log1p(-u) / math.log1p(-p)) if p < 1 else 1  # calls until the probe, this one first
+            if gap == 1 and k.warm_up is None:  # (else another thread's re-probe is under way)
+                return self._warm_up(k, not use_gpu, n)
+            if 2 <= gap <= _SETTLED_CALLS + 2:
+                served, due = gap - 2, True  # the calls between this one and the probe
+        d = FAR_DECISIONS[use_gpu] if p == 0 else SETTLED_DECISIONS[use_gpu]
+        k.settled[n] = [d, p, served, due]
+        return d
+
+    @staticmethod
+    def _unsettle(k: _Key) -> None:
+        """Decide every size afresh (a probe moved a model): the entries' remaining calls are
+        zeroed too, since a caller may hold one (:meth:`lease`) (locked)."""
+        for entry in k.settled.values():
+            entry[2] = 0
+        k.settled.clear()
+
+    def lease(self, workload_size: int, *, kernel: str = DEFAULT_KERNEL, data_on_device: bool = False) -> list[Any] | None:
+        """The kept entry behind a decision of :data:`SETTLED_DECISIONS` or :data:`FAR_DECISIONS`
+        at this size: a list ``[decision, probability, calls left, probe due]`` that the caller
+        may use instead of calling :meth:`decide` while ``entry[2] > 0``, decrementing it (the
+        count the dispatcher uses, zeroed when it decides afresh: the next call after the
+        count is the dispatcher's, which probes if one was drawn). ``None`` where there is none."""
+        with self._lock:
+            k = self._keys.get((kernel, bool(data_on_device)))
+            return None if k is None else k.settled.get(workload_size)
+
+    def _warm_up(self, k: _Key, use_gpu: bool, n: int) -> Decision:
+        """A re-probe's first call, on ``use_gpu``'s side (locked)."""
+        self._probes += 1
+        k.warm_up = [use_gpu, n, None, _get_ident(), k.calls]
+        return _DECISIONS[use_gpu, "warm-up"]
 
     def should_use_gpu(self, workload_size: int, *, kernel: str = DEFAULT_KERNEL, data_on_device: bool = False) -> bool:
         """True when the GPU should run a workload of ``workload_size`` elements."""
@@ -352,8 +428,9 @@ class HybridDispatcher:
 
     # -- measurements -------------------------------------------------------------------------
     def _record(self, gpu: bool, seconds: float, size: int | None, kernel: str, on_device: bool, probe: bool) -> None:
-        if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real) or not 0 <= seconds < 1e9:
-            raise ConfigurationError(f"a duration must be a number of seconds in [0, 1e9), got {seconds!r}")
+        if type(seconds) is not float or not 0 <= seconds < 1e9:  # (a float: the exact check only)
+            if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real) or not 0 <= seconds < 1e9:
+                raise ConfigurationError(f"a duration must be a number of seconds in [0, 1e9), got {seconds!r}")
         ns = int(seconds * 1e9)
         with self._lock:
             side = self._gpu if gpu else self._cpu
@@ -369,6 +446,8 @@ class HybridDispatcher:
                     w[2] = float(seconds)  # a re-probe's first call: held until this thread's next decision
                     return
                 (k.gpu if gpu else k.cpu).add(n, float(seconds), refit=probe)
+                if probe:  # a probe is there to move the decision: decide afresh
+                    self._unsettle(k)
 
     def record_cpu_execution(self, seconds: float, *, size: int | None = None, kernel: str = DEFAULT_KERNEL,
                              data_on_device: bool = False, probe: bool = False) -> None:  # fmt: skip
@@ -392,6 +471,7 @@ class HybridDispatcher:
             k = self._key(kernel, bool(data_on_device))
             k.cpu.add(n, float(cpu_time), refit=True)
             k.gpu.add(n, float(gpu_time), refit=True)
+            self._unsettle(k)
 
     # -- reading ------------------------------------------------------------------------------
     def crossover(self, *, kernel: str = DEFAULT_KERNEL, data_on_device: bool = False) -> float | None:
@@ -445,6 +525,8 @@ class HybridDispatcher:
     def reset(self) -> None:
         """Forget every measurement and count."""
         with self._lock:
+            for k in self._keys.values():
+                self._unsettle(k)
             self._keys.clear()
             self._cpu, self._gpu, self._probes = [0, 0], [0, 0], 0
             self._per_kernel.clear()

@@ -40,7 +40,7 @@ import numpy as np
 from ..config import simulator_enabled
 from ..errors import ConfigurationError, KernelArgumentError
 from .arrays import _device_view, _host_span, _is_device
-from .dispatcher import Decision, HybridConfig, HybridDispatcher
+from .dispatcher import FAR_DECISIONS, SETTLED_DECISIONS, Decision, HybridConfig, HybridDispatcher
 from .targets import for_target
 from .written import _written
 
@@ -49,6 +49,8 @@ __all__ = ["elementwise", "HybridKernel", "default_dispatcher"]
 log = logging.getLogger(__name__)
 
 _TEACH_EVERY = 4
+_NO_LEASE: list[Any] = [-1, False, None, [None, 0.0, 0]]
+_TEACH_EVERY_SETTLED = 16  # where the dispatcher reuses a decision far from a tie (no probing there)
 _FIXED = frozenset({"mode", "threshold", "no GPU"})  # decisions no model made
 _NAMES: "weakref.WeakValueDictionary[str, HybridKernel]" = weakref.WeakValueDictionary()
 _names_lock = threading.Lock()
@@ -180,6 +182,10 @@ class HybridKernel:
         self.last_decision: Any = None
         self._taught = 0
         self._first_array = ""
+        #: [size, data on the device, dispatcher, the dispatcher's settled entry]: a decision
+        #: far from a tie reused without asking (HybridDispatcher.lease), while the entry's
+        #: count lasts
+        self._lease: list[Any] = _NO_LEASE
 
     @property
     def dispatcher(self) -> HybridDispatcher:
@@ -378,7 +384,19 @@ class HybridKernel:
         if size == 0:
             return  # nothing to run, nothing to learn
         d = self.dispatcher
-        decision = self.last_decision = d.decide(size, kernel=self.name, data_on_device=on_device)
+        lease = self._lease
+        entry = lease[3]
+        if entry[2] > 0 and lease[0] == size and lease[1] == on_device and lease[2] is d:
+            entry[2] -= 1  # (two threads may both take the last call: harmless)
+            decision = self.last_decision = entry[0]
+        else:
+            decision = self.last_decision = d.decide(size, kernel=self.name, data_on_device=on_device)
+            if decision is FAR_DECISIONS[decision.use_gpu] or decision is SETTLED_DECISIONS[decision.use_gpu]:
+                entry = d.lease(size, kernel=self.name, data_on_device=on_device)
+                if entry is not None:
+                    self._lease = [size, on_device, d, entry]
+            elif entry[2] > 0:
+                self._lease = _NO_LEASE  # (a probe of this thread pairs with its next decision)
         reason = decision.reason
         use_gpu = decision.use_gpu
         targets = self._targets
@@ -416,10 +434,12 @@ class HybridKernel:
         record = d.record_gpu_execution if use_gpu else d.record_cpu_execution
         probe = reason != "model"
         # Every probe teaches the models; of the calls the models decided, one in four (enough
-        # to follow drift, and a microsecond less on the others, which matters at small sizes);
-        # a fixed mode's calls teach nothing (no model decides there: counts and times only).
+        # to follow drift, and a microsecond less on the others, which matters at small sizes),
+        # one in sixteen where the dispatcher reuses a decision far from a tie; a fixed mode's
+        # calls teach nothing (no model decides there: counts and times only).
         self._taught += 1
-        teach = warm and reason not in _FIXED and (probe or self._taught % _TEACH_EVERY == 0)
+        every = _TEACH_EVERY_SETTLED if decision is SETTLED_DECISIONS[use_gpu] or decision is FAR_DECISIONS[use_gpu] else _TEACH_EVERY
+        teach = warm and reason not in _FIXED and (probe or self._taught % every == 0)
         record(seconds, size=size if teach else None, kernel=self.name, data_on_device=on_device, probe=probe)
 
     @staticmethod
