@@ -111,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
     for kname, body in KERNELS.items():
         for loc in ("host", "device"):
             key = f"{kname}/{loc}"
+            if args.only and key not in args.only:
+                continue
             threads = args.cpu_threads or max(1, (os.cpu_count() or 2) - 1)  # a core left for the launching thread
             disp = {
                 "cpu": HybridDispatcher(HybridConfig(ProcessingMode.CPU_ONLY, cpu_threads=threads)),
@@ -378,6 +380,8 @@ def main() -> int:
     p.add_argument("--learn-calls", type=int, default=32)
     p.add_argument("--max-size", type=int, default=SIZES[-1])
     p.add_argument("--seed", type=int, default=2026)
+    p.add_argument("--only", action="append", default=[], metavar="KERNEL/LOCATION",
+                   help="run only this key (e.g. trig/host; repeatable): a check, not the issue's sweep")
     p.add_argument("--plot", nargs=2, type=Path, metavar=("JSON", "SVG"))
     p.add_argument("--smoke", action="store_true", help="allow the simulator (a test of the script, not a figure)")
     args = p.parse_args()

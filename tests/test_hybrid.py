@@ -896,11 +896,11 @@ def test_a_settled_decision_is_reused_and_probes_keep_their_rate(monkeypatch: py
 
     monkeypatch.setattr(CostModel, "predict", counted)
     far = HybridDispatcher(HybridConfig(seed=3))
-    _teach(far, 10e-6, 100e-6)  # the GPU 10x slower: never re-probed
+    _teach(far, 10e-6, 100e-6)  # the GPU 10x slower, measured at this size: rarely re-probed
     predictions[0] = 0
-    decisions = {far.decide(256, kernel="k") for _ in range(1600)}
-    assert decisions == {far.decide(256, kernel="k")} and not decisions.pop().use_gpu
-    assert predictions[0] <= 2 * (1600 // 16 + 2), predictions[0]
+    decisions = [far.decide(256, kernel="k") for _ in range(1600)]
+    assert sum(not d.use_gpu and d.reason == "model" for d in decisions) >= 1590
+    assert predictions[0] <= 2 * (1600 // 16 + 8), predictions[0]
 
     d = HybridDispatcher(HybridConfig(seed=4, reprobe_probability=0.1))
     _teach(d, 10e-6, 20e-6)  # the GPU 2x slower: p = 0.1 * 0.5 / (2 - 1), halved where sizes repeat
@@ -945,3 +945,20 @@ def test_an_elementwise_kernel_reuses_a_settled_decision_until_the_models_move()
     d.reset()  # forgetting everything ends a reused decision too
     k(2.0, x, x, out)
     assert asked[0] == before + 2
+
+
+def test_a_side_measured_much_slower_is_still_probed_now_and_then() -> None:
+    """A side whose runs at a size were slow (a pause while they were measured) is found fast
+    again: over 3x slower it is probed rarely, not never."""
+    d = HybridDispatcher(HybridConfig(seed=6))
+    _teach(d, 5e-3, 100e-6)  # the CPU measured 50x slower than the GPU everywhere (pauses)
+    cpu_runs = 0
+    for _ in range(60000):
+        dec = d.decide(256, kernel="k")
+        if dec.use_gpu:
+            d.record_gpu_execution(100e-6, size=256, kernel="k", probe=dec.reason != "model")
+        else:  # the CPU really takes 10 us
+            cpu_runs += 1
+            d.record_cpu_execution(10e-6, size=256, kernel="k", probe=dec.reason != "model")
+    assert not d.decide(256, kernel="k").use_gpu, d.explain(256, kernel="k")
+    assert cpu_runs > 100  # it moved to the CPU

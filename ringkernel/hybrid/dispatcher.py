@@ -12,9 +12,9 @@ Modes: ``GPU_ONLY``, ``CPU_ONLY``, ``ProcessingMode.hybrid(gpu_threshold)`` (the
 size on) and ``ADAPTIVE``: per kernel and data location, a cost model per side
 (:class:`~ringkernel.hybrid.model.CostModel`, fixed + per-element seconds fitted to measured
 times) and the cheaper predicted side; while a side has fewer than two sizes measured it is
-explored; afterwards the side not chosen is re-probed now and then (seeded, so runs repeat)
-where its predicted cost is within ``reprobe_max_ratio`` of the chosen one, so that a change
-(a busier GPU, a colder CPU) moves the crossover. A re-probe is two calls of the same size: the
+explored; afterwards the side not chosen is re-probed now and then (seeded, so runs repeat), less
+often the slower it is predicted, so that a change (a busier GPU, a colder CPU) moves the
+crossover. A re-probe is two calls of the same size: the
 first (``warm-up``) pays for the switch (caches the other side's data left behind, worker
 threads waking, pooled blocks of that size) and is not taught if the second follows at once;
 the second is. A program that calls the same size repeatedly would see the second's time; one
@@ -100,8 +100,9 @@ class HybridConfig:
     learning_rate:
         How fast old measurements fade: a sample's weight is ``(1 - learning_rate) ** age``.
     reprobe_probability, reprobe_max_ratio:
-        After learning, the side not chosen is run with this probability per call, where its
-        predicted time is at most ``reprobe_max_ratio`` times the chosen side's.
+        After learning, the side not chosen is run with about this probability per call,
+        less the slower it is predicted (docs/hybrid.md), and 8x less again where it was
+        measured at that very size over ``reprobe_max_ratio`` times slower.
     min_samples:
         Measurements per side (of at least two sizes) before the models decide.
     seed:
@@ -166,8 +167,7 @@ _DECISIONS = {(g, r): Decision(g, r) for g in (False, True)
 #: The decisions a settled size returns: equal to the "model" ones, but other objects, so that a
 #: caller can tell them apart by identity (``@elementwise`` teaches the models less often there).
 SETTLED_DECISIONS = (Decision(False, "model"), Decision(True, "model"))
-#: The same where the other side is never re-probed at that size (predicted over
-#: ``reprobe_max_ratio`` times slower).
+#: The same where the other side is never re-probed (``reprobe_probability=0``).
 FAR_DECISIONS = (Decision(False, "model"), Decision(True, "model"))
 
 
@@ -358,12 +358,15 @@ class HybridDispatcher:
                 # as they accumulate (its median there then decides, and a probe only follows drift)
                 local = other_model.at.get(n)
                 p += (_CLOSE_PROBABILITY - p) * (1.0 - math.log(ratio) / _LOG_CLOSE) / (1 + (local[1] if local else 0))
-            elif ratio > self.config.reprobe_max_ratio and few >= 2 * need:
-                return self._settle(k, n, use_gpu, 0.0, repeat)
             else:
                 # a probe of a side predicted 2x slower costs a whole call more: probe less often
                 # the more it costs (the expected cost of probing stays p / 2 of a call)
                 p *= 0.5 / (ratio - 1.0)
+                if ratio > self.config.reprobe_max_ratio and few >= 2 * need and n in other_model.at:
+                    # measured at this very size that much slower: 8x more rarely still, but not
+                    # never (a pause while it was measured would otherwise decide for good);
+                    # a side whose estimate here is its line's is probed at the rate above
+                    p *= 0.125
             # (where sizes repeat, a re-probe is two calls: half as many keep its cost; where they
             # change, its one call is taught, and probes keep their rate)
             if ratio >= _CLOSE:  # (near a tie the probability changes with each run of this size)
