@@ -247,7 +247,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{key}: adaptive/best max {max(over):.3f}; totals cpu {sum(med['cpu']):.4f} gpu "
                   f"{sum(med['gpu']):.4f} adaptive {sum(med['adaptive']):.4f} s; crossover "
                   f"{results[key]['crossover_learned']}", flush=True)  # fmt: skip
-    t_idx, _ = best_threshold(results["saxpy/host"]["median_s"]["cpu"], results["saxpy/host"]["median_s"]["gpu"])
+    ref = results["saxpy/host"] if "saxpy/host" in results else next(iter(results.values()))  # (--only)
+    t_idx, _ = best_threshold(ref["median_s"]["cpu"], ref["median_s"]["gpu"])
     threshold = sizes[t_idx] if t_idx < len(sizes) else sizes[-1] * 2
     for key, r in results.items():
         fixed = [c if n < threshold else g for n, c, g in zip(sizes, r["median_s"]["cpu"], r["median_s"]["gpu"])]

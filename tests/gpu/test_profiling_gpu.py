@@ -169,18 +169,6 @@ def _per_launch_us(launch, batches: int = 30, batch: int = 200) -> float:  # typ
     return float(np.median(per))
 
 
-def _host_speed() -> float:
-    """Seconds a fixed piece of Python takes here now (median of 9): the host's speed."""
-    times = []
-    for _ in range(9):
-        t0 = time.perf_counter()
-        acc = 0
-        for i in range(20000):
-            acc += i * i % 7
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
 @pytest.mark.parametrize("timing", ["cupti_capture", "cupti", "events"])
 def test_host_cost_of_a_launch_with_and_without_the_profiler(timing: str) -> None:
     """The issue's budget (<= 2 us a launch above disabled) holds with launches captured from
@@ -202,7 +190,6 @@ def test_host_cost_of_a_launch_with_and_without_the_profiler(timing: str) -> Non
     launch()
     cuda.synchronize()
     assert launch_hooks() == []
-    ref_never = _host_speed()
     never = _per_launch_us(launch)
     if timing == "cupti_capture":
         p = GpuProfiler("cost", launches=LaunchCapture.CUPTI)
@@ -210,22 +197,17 @@ def test_host_cost_of_a_launch_with_and_without_the_profiler(timing: str) -> Non
         p = GpuProfiler("cost", gpu_timing=GpuTiming.CUPTI if timing == "cupti" else GpuTiming.EVENTS)
     with p:
         _per_launch_us(launch, batches=3)  # warm the profiler's event pool
-        ref_enabled = _host_speed()
         enabled = _per_launch_us(launch)
-    ref_left = _host_speed()
+    assert p._timer is None and launch_hooks() == []  # leaving undid the capture: nothing left per launch
     left = _per_launch_us(launch)
     p.close()
-    # The host's speed drifts within a run (a VM's neighbours: a plain launch measured 4.3 and
-    # 7.0 us minutes apart on one machine): each figure is scaled by the time of a fixed piece
-    # of Python measured just before it, relative to the one before `never`.
-    enabled *= ref_never / ref_enabled
-    left *= ref_never / ref_left
-    print(f"launch_us: never entered {never:.2f}, enabled {enabled:.2f}, after leaving {left:.2f} "
-          f"(scaled by host speed: {ref_never / ref_enabled:.3f}, {ref_never / ref_left:.3f})")
+    print(f"launch_us: never entered {never:.2f}, enabled {enabled:.2f}, after leaving {left:.2f}")
     assert launch_hooks() == []
-    # leaving removes every cost: within the host's own spread (a plain launch measured 4.89-5.12 us
-    # in three parametrisations of one run)
-    assert left <= never + 0.2 + 0.05 * never, "leaving the profiler removes every cost"
+    # leaving removes every cost; the host's speed drifts within a run (a VM's neighbours: a
+    # plain launch measured 4.55 us, then 6.28 after leaving a profiler whose enabled cost was
+    # 5.68, then 7.0 minutes later, on one machine; a pure-Python reference to scale by varied
+    # 0.56-1.9x): 30% for that, above the hook's own cost (~3 us) were it left behind
+    assert left <= 1.3 * never + 0.2, "leaving the profiler removes every cost"
     if timing == "cupti_capture":
         assert enabled <= never + 2.0, f"the issue's budget: <= 2 us above disabled ({enabled:.2f} vs {never:.2f} us)"
     elif timing == "cupti":  # measured +1.8 to +6.5 us (the hook's Python: 4.4 us on a slow host)
