@@ -170,7 +170,8 @@ class GpuKernel(RuntimeLaunchMixin):
         if self._closed:
             return
         self._closed = True
-        self._forget_memos()
+        with _hooks._lock:  # (a hook added meanwhile must not put entries back)
+            self._forget_memos()
         self._fast_auto.clear()
         self._fast_explicit.clear()
         self._configured.clear()
@@ -211,9 +212,12 @@ class GpuKernel(RuntimeLaunchMixin):
             self._layouts = []
             self._layouts_aside = {}
         else:
+            # sorted by how each entry was made: a list that a launch on another thread mixed up
+            # while a hook came or went cannot leave a silent entry in the reporting state (its
+            # launches unreported in every later profiler) nor a reporting one in the silent state
             aside = self._layouts_aside
-            aside[not hooked] = self._layouts
-            self._layouts = aside.pop(hooked, [])
+            aside[not hooked] = [e for e in self._layouts if e.reports is not hooked and not e.launcher.closed]
+            self._layouts = [e for e in aside.pop(hooked, []) if e.reports is hooked and not e.launcher.closed]
 
     # -- set-up (lazy) ------------------------------------------------------------------
     def _param_index(self, name: str, option: str) -> int:

@@ -197,6 +197,7 @@ class RuntimeLaunchMixin:
         current = [info if info.ref is not None else None for info in infos]  # type: ignore[union-attr]
         go = _make_entry(fn, call_args, buf, lau, decision, tuple(scalar_slots), tuple(guards),
                              tuple(stream_checks), current, (self.name, decision) if hooked else None)  # fmt: skip
+        go.reports, go.launcher = hooked, lau  # type: ignore[attr-defined]  # (hook changes sort entries by them)
         entries = self._layouts
         if len(entries) >= LAYOUT_ENTRIES:
             self._layout_pause = min(2 * self._layout_pause or LAYOUT_ENTRIES, 1 << 16)
@@ -218,6 +219,8 @@ class RuntimeLaunchMixin:
                 first = go(args)
                 if first is not None:
                     self._layouts = [go, *entries[:k], *entries[k + 1 :]]  # one assignment (threads)
+                    if bool(_hooks.HOOKS) is not go.reports:
+                        self._layouts = []  # a hook came or went meanwhile: this list is the other state's
                     break
             else:
                 return False
