@@ -962,3 +962,65 @@ def test_a_side_measured_much_slower_is_still_probed_now_and_then() -> None:
             d.record_cpu_execution(10e-6, size=256, kernel="k", probe=dec.reason != "model")
     assert not d.decide(256, kernel="k").use_gpu, d.explain(256, kernel="k")
     assert cpu_runs > 100  # it moved to the CPU
+
+
+@pytest.mark.parametrize("pattern, expected", [((256,), 0.5), ((256, 256, 1024, 1024), 0.75), ((256, 1024), 1.0)])
+def test_kept_decisions_probe_at_the_rate_of_a_draw_per_call(pattern: tuple, expected: float) -> None:
+    """The re-probe rate where decisions are kept equals a draw per call's: p a call, halved
+    where the previous call had the same size (one size: p/2; pairs: 3p/4; alternating: p)."""
+    d = HybridDispatcher(HybridConfig(seed=8, reprobe_probability=0.1))
+    _teach(d, 10e-6, 20e-6)  # the GPU 2x slower at every size: p = 0.1 * 0.5 / (2 - 1)
+    warm = decisions = i = 0
+    while decisions < 120000:
+        r = d.decide(pattern[i % len(pattern)], kernel="k").reason
+        i += 1
+        if r == "reprobe":
+            continue  # a warm-up's second call: no chance of its own
+        decisions += 1
+        warm += r == "warm-up"
+    assert abs(warm / decisions - 0.05 * expected) <= 0.08 * 0.05 * expected, (warm / decisions, 0.05 * expected)
+
+
+def test_a_warm_up_pairs_with_its_threads_next_call_although_another_thread_kept_a_decision() -> None:
+    """Thread A gets a warm-up; thread B's call of the same size meanwhile keeps no decision that
+    A's next call could take instead of its re-probe."""
+    import queue
+
+    d = HybridDispatcher(HybridConfig(seed=3, reprobe_probability=0.5))
+    _teach(d, 10e-6, 20e-6, kernel="dbl")
+
+    def dbl(i, x, out):  # type: ignore[no-untyped-def]
+        out[i] = 2 * x[i]
+
+    k = elementwise(dbl, dispatcher=d, name="dbl")
+    x, out = np.ones(256), np.empty(256)
+
+    class Worker(threading.Thread):
+        def __init__(self) -> None:
+            super().__init__(daemon=True)
+            self.q: queue.Queue = queue.Queue()
+            self.r: queue.Queue = queue.Queue()
+            self.start()
+
+        def run(self) -> None:
+            while self.q.get():
+                k(x, out)
+                self.r.put(k.last_decision.reason)
+
+        def call(self) -> str:
+            self.q.put(1)
+            return self.r.get(timeout=60)  # type: ignore[no-any-return]
+
+    a, b = Worker(), Worker()
+    try:
+        for _ in range(2000):
+            if a.call() == "warm-up":
+                break
+        else:
+            pytest.fail("no warm-up in 2000 calls")
+        assert b.call() != "reprobe"  # not B's
+        assert a.call() == "reprobe"  # A's next call is its warm-up's second
+    finally:
+        a.q.put(0)
+        b.q.put(0)
+    np.testing.assert_allclose(out, 2.0)

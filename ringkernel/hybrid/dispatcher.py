@@ -226,7 +226,7 @@ class _Key:
         #: the call count then] until that thread's next decision (other threads' calls pass it by)
         self.warm_up: list[Any] | None = None
         self.last_n = -1  # the previous call's size
-        #: size -> [decision, its re-probe probability, calls left, a probe due after them]: a
+        #: size -> [decision, its re-probe probability, calls left, a probe due after them, dead]: a
         #: model decision reused (the predictions, the ratio and the re-probe draw made once
         #: for up to 16 calls); dropped when a probe moves a model
         self.settled: dict[int, list[Any]] = {}
@@ -247,6 +247,13 @@ def _explore(k: _Key, n: int, need: int) -> bool | None:
     if cpu_ready != gpu_ready:
         return not gpu_ready
     return k.explore_next_gpu
+
+
+def _geometric(rng: random.Random, p: float) -> int:
+    """The number of Bernoulli(``p``) trials up to and including the first success (>= 1)."""
+    if p >= 1:
+        return 1
+    return 1 + int(math.log1p(-rng.random()) / math.log1p(-p))
 
 
 def crossover(cpu: Fit | None, gpu: Fit | None) -> float | None:
@@ -311,8 +318,10 @@ class HybridDispatcher:
                         s[2] -= 1
                         return s[0]  # type: ignore[no-any-return]
                     del k.settled[n]
-                    if s[3]:  # its drawn re-probe is due
-                        return self._warm_up(k, not s[0].use_gpu, n)
+                    if s[3]:  # its drawn re-probe is due (thinned: kept with probability 1/2 after a same-size call)
+                        if not repeat or self._rng.random() < 0.5:
+                            return self._warm_up(k, not s[0].use_gpu, n)
+                        return self._settle(k, n, s[0].use_gpu, s[1], repeat, now=False)
             if w is not None and w[3] != _get_ident() and k.calls - w[4] > 64:
                 k.warm_up = w = None  # its thread never came back (ended, or moved on): others may probe
             if w is not None and w[3] == _get_ident():
@@ -350,6 +359,8 @@ class HybridDispatcher:
             p = self.config.reprobe_probability
             if p <= 0:
                 return self._settle(k, n, use_gpu, 0.0, repeat)
+            if k.warm_up is not None:  # another thread's re-probe is under way: no probe, nothing kept
+                return _DECISIONS[use_gpu, "model"]
             few = other_model.count
             p = max(p, 1.0 / few)  # a side measured few times is probed more, anywhere: its fit may rest on an outlier
             ratio = other / (best if best > 1e-12 else 1e-12)
@@ -375,30 +386,34 @@ class HybridDispatcher:
                 return self._warm_up(k, not use_gpu, n)
             return _DECISIONS[use_gpu, "model"]
 
-    def _settle(self, k: _Key, n: int, use_gpu: bool, p: float, repeat: bool) -> Decision:
+    def _settle(self, k: _Key, n: int, use_gpu: bool, p: float, repeat: bool, now: bool = True) -> Decision:
         """This call's decision at size ``n``, kept for the next calls of that size: a program
         calling one size many times pays the predictions once every 16 calls (locked).
 
-        Re-probing with probability ``p`` a call is drawn once for the whole run, as the number
-        of calls until the probe (geometric: the same distribution as a draw every call), so that
-        a kept decision needs no draw: the entry serves the calls before the probe (at most 15;
-        beyond them the next call decides afresh and draws again), then the next call probes."""
+        Re-probing with probability ``p`` a call (halved where the previous call had the same
+        size) is drawn once for the run, as the number of calls until the next candidate probe
+        (geometric in ``p``: the same distribution as a draw every call), each candidate kept
+        with probability 1/2 where its call follows one of the same size (thinning: the halved
+        rate), so that a kept decision needs no draw: the entry serves the calls before the
+        candidate (at most 15; where it is further, the call after them decides afresh and
+        draws again, which memorylessness allows), and the candidate's call is the dispatcher's.
+        ``now=False``: this call may not probe (its candidate was just thinned away)."""
         if len(k.settled) >= _SETTLED_SIZES and n not in k.settled:
             self._unsettle(k)
         old = k.settled.get(n)
         if old is not None:
-            old[2] = 0  # (a lease of the previous entry ends)
-        p = 0.5 * p if repeat else p
-        served, due = _SETTLED_CALLS, False  # the calls the entry serves; a probe after them
+            old[2], old[4] = 0, True  # (a lease of the previous entry ends)
+        served, due = _SETTLED_CALLS, False  # the calls the entry serves; a candidate probe after them
         if p > 0:
-            u = self._rng.random()
-            gap = 1 + int(math.log1p(-u) / math.log1p(-p)) if p < 1 else 1  # calls until the probe, this one first
-            if gap == 1 and k.warm_up is None:  # (else another thread's re-probe is under way)
-                return self._warm_up(k, not use_gpu, n)
-            if 2 <= gap <= _SETTLED_CALLS + 2:
-                served, due = gap - 2, True  # the calls between this one and the probe
+            gap = (0 if now else 1) + _geometric(self._rng, p)  # the candidate's call, this one being 1
+            if gap == 1:
+                if not repeat or self._rng.random() < 0.5:
+                    return self._warm_up(k, not use_gpu, n)
+                gap = 1 + _geometric(self._rng, p)  # thinned away: the next candidate after this call
+            if gap <= _SETTLED_CALLS + 1:
+                served, due = gap - 2, True  # the calls between this one and the candidate
         d = FAR_DECISIONS[use_gpu] if p == 0 else SETTLED_DECISIONS[use_gpu]
-        k.settled[n] = [d, p, served, due]
+        k.settled[n] = [d, p, served, due, False]
         return d
 
     @staticmethod
@@ -406,15 +421,17 @@ class HybridDispatcher:
         """Decide every size afresh (a probe moved a model): the entries' remaining calls are
         zeroed too, since a caller may hold one (:meth:`lease`) (locked)."""
         for entry in k.settled.values():
-            entry[2] = 0
+            entry[2], entry[4] = 0, True  # (dead: a lease's unlocked decrement cannot revive it)
         k.settled.clear()
 
     def lease(self, workload_size: int, *, kernel: str = DEFAULT_KERNEL, data_on_device: bool = False) -> list[Any] | None:
         """The kept entry behind a decision of :data:`SETTLED_DECISIONS` or :data:`FAR_DECISIONS`
-        at this size: a list ``[decision, probability, calls left, probe due]`` that the caller
-        may use instead of calling :meth:`decide` while ``entry[2] > 0``, decrementing it (the
-        count the dispatcher uses, zeroed when it decides afresh: the next call after the
-        count is the dispatcher's, which probes if one was drawn). ``None`` where there is none."""
+        at this size: a list ``[decision, probability, calls left, probe due, dead]`` that the
+        caller may use instead of calling :meth:`decide` while ``entry[2] > 0`` and not
+        ``entry[4]``, decrementing ``entry[2]`` (the count the dispatcher uses; ``dead`` once it
+        decides afresh: the next call after the count is the dispatcher's, which probes if one
+        was drawn). Calls served so count neither towards a warm-up's 64-decision timeout nor
+        as the previous size. ``None`` where there is none."""
         with self._lock:
             k = self._keys.get((kernel, bool(data_on_device)))
             return None if k is None else k.settled.get(workload_size)

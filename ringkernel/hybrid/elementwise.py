@@ -49,8 +49,8 @@ __all__ = ["elementwise", "HybridKernel", "default_dispatcher"]
 log = logging.getLogger(__name__)
 
 _TEACH_EVERY = 4
-_NO_LEASE: list[Any] = [-1, False, None, [None, 0.0, 0]]
-_TEACH_EVERY_SETTLED = 16  # where the dispatcher reuses a decision far from a tie (no probing there)
+_NO_LEASE: list[Any] = [-1, False, None, [None, 0.0, 0, False, True]]
+_TEACH_EVERY_SETTLED = 16  # where the dispatcher keeps a decision (estimates 1.5x or more apart)
 _FIXED = frozenset({"mode", "threshold", "no GPU"})  # decisions no model made
 _NAMES: "weakref.WeakValueDictionary[str, HybridKernel]" = weakref.WeakValueDictionary()
 _names_lock = threading.Lock()
@@ -386,8 +386,8 @@ class HybridKernel:
         d = self.dispatcher
         lease = self._lease
         entry = lease[3]
-        if entry[2] > 0 and lease[0] == size and lease[1] == on_device and lease[2] is d:
-            entry[2] -= 1  # (two threads may both take the last call: harmless)
+        if entry[2] > 0 and not entry[4] and lease[0] == size and lease[1] == on_device and lease[2] is d:
+            entry[2] -= 1  # (not under the dispatcher's lock: at worst a call more or less)
             decision = self.last_decision = entry[0]
         else:
             decision = self.last_decision = d.decide(size, kernel=self.name, data_on_device=on_device)
