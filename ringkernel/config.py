@@ -385,6 +385,20 @@ def simulator_enabled() -> bool:
     return select_backend()
 
 
+#: Held by every simulated launch (numba's simulator replaces the ``cuda`` module in the kernel
+#: module's globals with its own while a kernel runs, and keeps per-launch state in shared
+#: objects) and by anything that reads a kernel function's globals meanwhile (the indexing
+#: analysis): on the simulator only; reentrant.
+SIMULATOR_LOCK = threading.RLock()
+
+
+def simulator_exclusive() -> Any:
+    """:data:`SIMULATOR_LOCK` on the simulator, else a no-op context."""
+    import contextlib
+
+    return SIMULATOR_LOCK if simulator_enabled() else contextlib.nullcontext()
+
+
 def use_simulator_if_no_gpu() -> bool:
     """:func:`select_backend` without the no-GPU warning; True if the simulator is on.
 

@@ -65,7 +65,6 @@ __all__ = ["GpuKernel", "ConfiguredLaunch"]
 
 log = logging.getLogger(__name__)
 
-_SIMULATOR_LAUNCH = threading.RLock()  # one simulated launch at a time (see GpuKernel._run)
 
 
 _UNKNOWN: Any = object()  # "resources not looked up yet" (None means "none known": the simulator)
@@ -747,7 +746,7 @@ class GpuKernel(RuntimeLaunchMixin):
         )
 
     def _run(self, config: LaunchConfig, args: tuple[Any, ...]) -> None:
-        from ..config import simulator_enabled
+        from ..config import SIMULATOR_LOCK, simulator_enabled
 
         stream = config.stream if config.stream is not None else 0
         try:
@@ -755,7 +754,7 @@ class GpuKernel(RuntimeLaunchMixin):
                 # numba's simulator swaps each module's `cuda` for a per-launch fake while a kernel
                 # runs: two threads launching at once would read each other's (ringkernel's
                 # intrinsics, shared by every kernel, first). It runs blocks one by one anyway.
-                with _SIMULATOR_LAUNCH:
+                with SIMULATOR_LOCK:
                     self.dispatcher[config.grid, config.block, stream, config.shared_mem](*args)
             else:
                 self.dispatcher[config.grid, config.block, stream, config.shared_mem](*args)

@@ -173,7 +173,12 @@ def analyze_kernel(py_func: Callable[..., Any]) -> KernelIndexing:
     """Analyse ``py_func`` (a kernel's Python function) and every device function it calls."""
     import inspect
 
-    summary = _Analyzer({}).summarize(py_func)
+    from ..config import simulator_exclusive
+
+    # (the simulator swaps the `cuda` module in the kernel module's globals while another
+    # thread's kernel runs: the analysis would not recognise cuda.grid & co. then)
+    with simulator_exclusive():
+        summary = _Analyzer({}).summarize(py_func)
     params = list(inspect.signature(py_func).parameters)
     dims = sorted(summary.dims_used)
     ndim = (max(dims) + 1) if dims else None
