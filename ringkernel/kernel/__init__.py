@@ -5,8 +5,9 @@ Importing this package imports no numba; the device helpers (``global_thread_id`
 numba device functions, resolved on first access (``ringkernel.kernel.intrinsics``).
 """
 
-from .core import ConfiguredLaunch, GpuKernel
+from .core import GpuKernel
 from .decorator import gpu_kernel, kernel_from_source
+from .explicit import ConfiguredLaunch
 from .hooks import LaunchEvent, add_launch_hook, launch_hooks, remove_launch_hook
 from .indexing import AxisMap, KernelIndexing, analyze_kernel
 

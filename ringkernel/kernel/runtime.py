@@ -1,10 +1,11 @@
 """The runtime half of ``GpuKernel``: compile through the cache, launch through the driver.
 
-``GpuKernel`` (ringkernel.kernel.core) checks arguments and plans configurations; these methods
-load the compiled kernel for an argument signature (``CachingCompiler``), launch it with
-one ``cuLaunchKernel`` (``KernelLauncher``), and remember checked launches so that repeats
-skip every check (the launch memo and the per-type-key decision tables). Only used on a
-real GPU; under the simulator launches go through numba's dispatcher.
+``GpuKernel`` (ringkernel.kernel.core) checks arguments and plans configurations (``autoconfig``,
+``explicit``); these methods load the compiled kernel for an argument signature
+(``CachingCompiler``), launch it with one ``cuLaunchKernel`` (``KernelLauncher``), and
+remember checked launches so that repeats skip every check (the launch memo and the
+per-type-key decision tables). Only used on a real GPU; under the simulator launches go
+through numba's dispatcher.
 """
 
 from __future__ import annotations

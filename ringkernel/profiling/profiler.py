@@ -15,47 +15,36 @@ With no profiler entered, nothing is registered on the launch seam and launches 
 nothing; entering registers one launch hook, leaving removes it. Pools given to
 :meth:`GpuProfiler.track_pool` get recording wrappers as *instance* attributes while the
 profiler is active (their class and their hot path stay untouched otherwise).
+
+The methods live by concern: this module holds the session, its lifetime and the capture of
+launches, copies and synchronisations; ranges, marks and annotations are in ``ranges.py``,
+pool tracking in ``pool_tracking.py``, events, summaries and traces in ``results.py``.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import itertools
 import logging
 import sys
 import threading
 import time
-import weakref
 from bisect import bisect_right
 from contextvars import ContextVar
-from pathlib import Path
-from typing import Any, Callable, NoReturn, TypeVar
+from typing import Any, Callable, NoReturn
 
-from ..errors import ConfigurationError, ProfilerError, ResourceClosedError
+from ..errors import ConfigurationError, ResourceClosedError
 from ..kernel.hooks import LaunchEvent, add_launch_hook, remove_launch_hook
-from ..launch import WorkloadProfile
-from . import capture, markers
-from .categories import ProfileCategory, TransferDirection
+from . import capture
+from .categories import ProfileCategory
 from .events import EventKind, ProfileEvent
-from .ranges import DISABLED, Open, RangeHandle, check_bytes, check_category, check_name
-from .summary import ProfilingSummary
-from .cupti_capture import adopt_records
+from .pool_tracking import PoolTrackingMixin
+from .ranges import Open, RangeHandle, RangesMixin, check_name
+from .results import ResultsMixin
 from .timing import GpuTiming, LaunchCapture, Span, Timer, make_cupti_collector, make_timer
 
 __all__ = ["GpuProfiler", "RangeHandle"]
 
-F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger(__name__)
-
-
-_UNKNOWN: Span = (None, None, False, None)
-
-#: The pool methods shadowed on a tracked pool instance while a profiler is active: every
-#: allocation (``device_array`` and the numba plugin allocate through ``allocate``) and every
-#: free (``deallocate``; ``PooledBuffer.close`` through ``_close_buffer``; collected arrays,
-#: buffers of a closed pool and numba frees through ``_release``).
-_POOL_METHODS = ("allocate", "deallocate", "_close_buffer", "_release")
 
 
 _get_ident = threading.get_ident
@@ -71,7 +60,7 @@ def _task() -> Any:
     return aio.current_task(loop) if loop is not None else None
 
 
-class GpuProfiler:
+class GpuProfiler(RangesMixin, PoolTrackingMixin, ResultsMixin):
     """A profiling session: NVTX ranges and marks, captured launches, summaries and traces.
 
     Parameters
@@ -277,7 +266,7 @@ class GpuProfiler:
                 self._depth = 0
                 self._closed = True
 
-    # -- ranges ---------------------------------------------------------------------------
+    # -- tracks and events ----------------------------------------------------------------
     def _track(self) -> tuple[Any, int]:
         """This thread's (and asyncio task's) track: its key (the thread's id, or (thread, task))
         and trace id. On every captured launch: kept to a few dictionary lookups."""
@@ -300,157 +289,7 @@ class GpuProfiler:
             self._events.append(event)
             self._count += 1
 
-    def begin_range(self, name: str, category: ProfileCategory = ProfileCategory.ALGORITHM, *,
-                    args: dict[str, Any] | None = None, _payload: Any = None) -> RangeHandle:  # fmt: skip
-        """Open a range (also an NVTX range); end it with :meth:`end_range` in the same thread or task."""
-        if self._closed:
-            self._refuse("begin_range")
-        if not self.enabled:
-            return DISABLED
-        check_name(name)
-        check_category(category)
-        key, tid = self._track()
-        stack = self._stack.get()
-        t = time.perf_counter_ns()
-        op = Open(next(self._ids), name, category, t, key, tid, stack[-1].id if stack else None, dict(args or {}))
-        op.nvtx_id = markers.start(name, category, _payload)
-        self._stack.set(stack + (op,))
-        self._open_ranges[op.id] = op  # (LaunchCapture.CUPTI finds a launch's parent among them too)
-        self._last[key] = t
-        return RangeHandle(self, op)
-
-    def end_range(self, handle: RangeHandle) -> None:
-        """End a range: the innermost open one of this thread or task.
-
-        Raises :class:`~ringkernel.errors.ProfilerError` when it was already ended, when an
-        inner range is still open, when it began in another thread or task, or when the
-        handle is not one of this profiler's.
-        """
-        if self._closed:
-            self._refuse("end_range")
-        if not isinstance(handle, RangeHandle):
-            raise ProfilerError(f"end_range needs a RangeHandle from begin_range, got {handle!r}")
-        op = handle._open
-        if op is None:
-            return  # a disabled profiler's handle
-        if handle._profiler is not self:
-            raise ProfilerError(f"range {op.name!r} belongs to another profiler", range_name=op.name, range_id=op.id)
-        stack = self._stack.get()
-        with self._lock:
-            if op.ended:
-                raise ProfilerError(f"range {op.name!r} (id {op.id}) was already ended", range_name=op.name,
-                                    range_id=op.id, hint="end each range once")  # fmt: skip
-            if not stack or stack[-1] is not op:
-                if op in stack:
-                    inner = ", ".join(repr(o.name) for o in stack[stack.index(op) + 1:])
-                    raise ProfilerError(
-                        f"range {op.name!r} ended while ranges opened inside it are still open: {inner}",
-                        range_name=op.name, range_id=op.id, hint="end the inner ranges first (ranges nest)",
-                    )  # fmt: skip
-                raise ProfilerError(
-                    f"range {op.name!r} (id {op.id}) began in another thread or asyncio task",
-                    range_name=op.name, range_id=op.id,
-                    hint="end a range in the thread or task that began it",
-                )  # fmt: skip
-            op.ended = True
-        t = time.perf_counter_ns()
-        self._stack.set(stack[:-1])
-        markers.end(op.nvtx_id)
-        nbytes = op.args.get("bytes")
-        self._add(ProfileEvent(EventKind.RANGE, op.name, op.category, op.start_ns, t, self._tracks[op.track_key][1],
-                               op.track_id, op.id, op.parent_id, op.args, nbytes=nbytes))  # fmt: skip
-        self._open_ranges.pop(op.id, None)  # (after the event: a reader in between sees one of the two)
-        self._last[op.track_key] = t
-        if self._pools:
-            self._sample_pools()
-
-    def range(self, name: str, category: ProfileCategory = ProfileCategory.ALGORITHM) -> RangeHandle:
-        """``with profiler.range("step", ProfileCategory.ALGORITHM): ...`` (begins at the call)."""
-        return self.begin_range(name, category)
-
-    def profiled(self, fn: F | None = None, *, name: str | None = None,
-                 category: ProfileCategory = ProfileCategory.ALGORITHM) -> Any:  # fmt: skip
-        """Decorator: each call of a function (``def`` or ``async def``) is a range named after it.
-
-        ``@profiler.profiled`` or ``@profiler.profiled(name="load", category=ProfileCategory.IO)``.
-        """
-        check_category(category)
-        if name is not None:
-            check_name(name)
-
-        def wrap(f: F) -> F:
-            label: str = name or str(getattr(f, "__qualname__", repr(f)))
-            if inspect.iscoroutinefunction(f):
-
-                @functools.wraps(f)
-                async def awrapper(*args: Any, **kwargs: Any) -> Any:
-                    with self.begin_range(label, category):
-                        return await f(*args, **kwargs)
-
-                return awrapper  # type: ignore[return-value]
-
-            @functools.wraps(f)
-            def wrapper(*args: Any, **kwargs: Any) -> Any:
-                with self.begin_range(label, category):
-                    return f(*args, **kwargs)
-
-            return wrapper  # type: ignore[return-value]
-
-        return wrap(fn) if fn is not None else wrap
-
-    # -- annotations ----------------------------------------------------------------------
-    def annotate_kernel(self, name: str, *, bytes_per_element: int | None = None, bytes_per_launch: int | None = None,
-                        profile: WorkloadProfile | None = None) -> RangeHandle:  # fmt: skip
-        """Open a KERNEL range named ``name`` and remember the bytes its launches move.
-
-        The bytes (``bytes_per_launch``, or ``bytes_per_element`` times a launch's elements,
-        or the ``profile``'s ``bytes_per_element``) apply to every captured launch of the
-        ``@gpu_kernel`` called ``name`` in this session, those made before this call too (the
-        last annotation of a name wins); the summary turns them into bandwidth.
-        """
-        check_name(name, "a kernel name")
-        if profile is not None:
-            if not isinstance(profile, WorkloadProfile):
-                raise ConfigurationError(f"profile must be a WorkloadProfile, got {profile!r}")
-            bytes_per_element = bytes_per_element if bytes_per_element is not None else profile.bytes_per_element
-        bpe = None if bytes_per_element is None else check_bytes(bytes_per_element, "bytes_per_element")
-        bpl = None if bytes_per_launch is None else check_bytes(bytes_per_launch, "bytes_per_launch")
-        if self._closed:
-            self._refuse("annotate_kernel")
-        if bpe is not None or bpl is not None:
-            self._kernel_bytes[name] = (bpe, bpl)
-        args = {k: v for k, v in (("bytes_per_element", bpe), ("bytes_per_launch", bpl)) if v is not None}
-        return self.begin_range(name, ProfileCategory.KERNEL, args=args)
-
-    def annotate_memory(self, operation: str, nbytes: int) -> RangeHandle:
-        """Open a MEMORY range for ``operation`` (e.g. ``"allocate staging"``) of ``nbytes`` bytes."""
-        check_name(operation, "a memory operation")
-        check_bytes(nbytes, "nbytes")
-        return self.begin_range(operation, ProfileCategory.MEMORY, args={"bytes": nbytes}, _payload=nbytes)
-
-    def annotate_transfer(self, direction: TransferDirection | str, nbytes: int) -> RangeHandle:
-        """Open a MEMORY range for a copy of ``nbytes`` (``"HtoD"``, ``"DtoH"``, ``"DtoD"``, ``"PtoP"``)."""
-        d = TransferDirection.parse(direction)
-        check_bytes(nbytes, "nbytes")
-        return self.begin_range(f"transfer {d.value}", ProfileCategory.MEMORY,
-                                args={"bytes": nbytes, "direction": d.value}, _payload=nbytes)  # fmt: skip
-
-    def mark(self, name: str, category: ProfileCategory = ProfileCategory.ALGORITHM) -> None:
-        """An instant event (an NVTX mark)."""
-        if self._closed:
-            self._refuse("mark")
-        if not self.enabled:
-            return
-        check_name(name, "a mark name")
-        check_category(category)
-        key, tid = self._track()
-        stack = self._stack.get()
-        t = time.perf_counter_ns()
-        markers.mark(name, category)
-        self._add(ProfileEvent(EventKind.MARK, name, category, t, t, self._tracks[key][1], tid, next(self._ids),
-                               stack[-1].id if stack else None))  # fmt: skip
-        self._last[key] = t
-
+    # -- stream labels --------------------------------------------------------------------
     def name_stream(self, stream: Any, name: str) -> None:
         """Label a stream's GPU track (a numba stream, a raw handle, or a ``StreamManager`` for all its streams)."""
         if self._closed:
@@ -463,120 +302,6 @@ class GpuProfiler:
         self._stream_names[key] = str(name)
         if key in self._streams:
             self._streams[key] = (self._streams[key][0], str(name))
-
-    def track_pool(self, pool: Any, name: str | None = None) -> None:
-        """Record the pool's allocations and frees while the profiler is active (MEMORY events,
-        each followed by a sample of its bytes in use and held), and sample ``pool.diagnostics()``
-        when the profiler is entered and left and at each range end: the trace's pool counters.
-
-        While active, the pool *instance* gets recording wrappers of its allocating and freeing
-        methods; leaving removes them, so an untracked pool (or one whose profiler is not
-        active) runs its class's methods unchanged. Tracking a pool twice raises
-        :class:`~ringkernel.errors.ConfigurationError`.
-        """
-        if self._closed:
-            self._refuse("track_pool")
-        if not callable(getattr(pool, "diagnostics", None)):
-            raise ConfigurationError(f"track_pool needs a GpuMemoryPool, got {pool!r}")
-        if any(ref() is pool for ref, _ in self._pools):
-            raise ConfigurationError(f"{pool!r} is tracked by this profiler already",
-                                     hint="call track_pool once per pool")  # fmt: skip
-        label = name or f"pool {len(self._pools)}"
-        with self._lock:
-            self._pools.append((weakref.ref(pool), label))
-            if self._timer is not None:
-                self._shadow_pool(pool, label)
-
-    def _shadow_pool(self, pool: Any, name: str) -> None:
-        """Install the recording wrappers on ``pool`` (lock held, profiler active)."""
-        if pool is None:
-            return
-        d = getattr(pool, "__dict__", None)
-        cls = type(pool)
-        if d is None or not all(callable(getattr(cls, m, None)) for m in _POOL_METHODS):
-            log.warning("GpuProfiler %r: %r cannot be recorded (not a GpuMemoryPool); only sampled",
-                        self.session_name, pool)  # fmt: skip
-            return
-        if any(m in d for m in _POOL_METHODS):
-            log.warning("GpuProfiler %r: %s is recorded by another active profiler already; here it is only sampled",
-                        self.session_name, name)  # fmt: skip
-            return
-        ref = weakref.ref(pool)  # the wrappers live on the pool: no reference cycle through them
-        record = self._record_memory
-        allocate, deallocate, close_buffer, release = (getattr(cls, m) for m in _POOL_METHODS)
-
-        def allocate_(nbytes: int) -> Any:
-            p = ref()
-            buf = allocate(p, nbytes)
-            record(p, name, "allocate", buf.nbytes, buf.ptr)
-            return buf
-
-        def deallocate_(buffer: Any, nbytes: int | None = None) -> None:
-            p = ref()
-            deallocate(p, buffer, nbytes)
-            record(p, name, "free", getattr(buffer, "nbytes", nbytes), int(getattr(buffer, "ptr", buffer)))
-
-        def close_buffer_(buf: Any) -> None:
-            p = ref()
-            owned = not buf.closed
-            close_buffer(p, buf)
-            if owned:
-                record(p, name, "free", buf.nbytes, buf.ptr)
-
-        def release_(item: Any) -> None:  # a finalizer: never waits (no counter sample), never raises
-            p = ref()
-            release(p, item)
-            try:
-                record(p, name, "free", getattr(item, "nbytes", None), int(getattr(item, "ptr", item)), sample=False)
-            except Exception:  # noqa: BLE001 - a finalizer must not raise
-                pass
-
-        wrappers = dict(zip(_POOL_METHODS, (allocate_, deallocate_, close_buffer_, release_)))
-        d.update(wrappers)
-        self._shadowed.append((ref, wrappers))
-
-    def _unshadow_pools(self) -> None:
-        """Remove the wrappers (those still in place) from every pool still alive."""
-        shadowed, self._shadowed = self._shadowed, []
-        for ref, wrappers in shadowed:
-            pool = ref()
-            if pool is None:
-                continue
-            d = vars(pool)
-            for m, w in wrappers.items():
-                if d.get(m) is w:
-                    del d[m]
-
-    def _record_memory(self, pool: Any, name: str, op: str, nbytes: int | None, ptr: int, sample: bool = True) -> None:
-        """A MEMORY event on the calling thread's track, then (``sample``) the pool's counters."""
-        if self._timer is None or not self._enabled:
-            return
-        key, tid = self._track()
-        stack = self._stack.get()
-        t = _now()
-        self._add(ProfileEvent(EventKind.MEMORY, op, ProfileCategory.MEMORY, t, t, self._tracks[key][1], tid,
-                               next(self._ids), stack[-1].id if stack else None, {"op": op, "pool": name, "ptr": ptr},
-                               nbytes=nbytes))  # fmt: skip
-        self._last[key] = t
-        if sample:
-            self._sample_pool(pool, name)
-
-    def _sample_pool(self, pool: Any, name: str) -> None:
-        d = pool.diagnostics()
-        t = time.perf_counter_ns()
-        self._add(ProfileEvent(EventKind.COUNTER, f"{name} bytes", ProfileCategory.MEMORY, t, t, track_id=0,
-                               args={"in use": d.live_block_bytes, "held": d.pool_bytes}))  # fmt: skip
-
-    def _sample_pools(self) -> None:
-        pools = [(p(), n) for p, n in self._pools]
-        from ..memory.plugin_state import plugin_pool
-
-        numba_pool = plugin_pool()
-        if numba_pool is not None and all(p is not numba_pool for p, _ in pools):
-            pools.append((numba_pool, "numba allocations"))
-        for pool, name in pools:
-            if pool is not None:
-                self._sample_pool(pool, name)
 
     # -- automatic capture ----------------------------------------------------------------
     def _stream_key(self, stream: Any) -> int:
@@ -690,142 +415,6 @@ class GpuProfiler:
         self._add(ProfileEvent(EventKind.RANGE, what, ProfileCategory.SYNC, t0, t1, self._tracks[key][1], tid,
                                next(self._ids), stack[-1].id if stack else None, args))  # fmt: skip
         self._last[key] = t1
-
-    # -- results --------------------------------------------------------------------------
-    def _resolve(self) -> None:
-        timer = self._timer
-        if timer is not None:
-            with capture.quiet():  # the timer's own wait for the GPU is not the user's synchronisation
-                timer.resolve(block=True)
-            self._times.update(timer.times)
-            timer.times.clear()
-            self._timing_meta = timer.metadata()
-            if self.launches is LaunchCapture.CUPTI:
-                collector: Any = timer  # a CuptiTimer made by make_cupti_collector
-                records, dropped = collector.take_launches()
-                self._adopt(records, collector)
-                self._dropped += dropped  # (launches past max_events: not kept in memory either)
-
-    def _adopt(self, records: list[Any], timer: Any) -> None:
-        """Launches read from CUPTI's records (``LaunchCapture.CUPTI``) made into captured launches."""
-        adopt_records(self, records, timer)
-
-    def _kernel_nbytes(self, le: LaunchEvent) -> int | None:
-        nb = self._kernel_bytes.get(le.kernel_name)
-        if nb is None:
-            return None
-        per_launch, per_element = nb[1], nb[0]
-        if per_launch is None and le.elements < 0:  # captured from CUPTI: elements unknown
-            return None
-        return per_launch if per_launch is not None else (per_element or 0) * le.elements
-
-    def events(self) -> list[ProfileEvent]:
-        """Every recorded event in start order; waits for the GPU to finish captured launches."""
-        if self._closed:
-            self._refuse("events")
-        with self._lock:
-            self._resolve()
-            names = {tid: name for tid, name in self._tracks.values()}
-            streams = {key: s for key, s in self._streams.items()}
-            out = list(self._events)
-            times = self._times
-            for le, rid, skey, sid, gap, tid, parent, hook_end in self._launches:
-                start, end, estimated, note = times.get(rid, _UNKNOWN)
-                args: dict[str, Any] = {"grid": list(le.grid), "block": list(le.block), "elements": le.elements,
-                                        "launch": le.kind, "shared_mem": le.shared_mem}  # fmt: skip
-                if le.elements < 0:
-                    del args["elements"]  # (LaunchCapture.CUPTI: not known)
-                if note:
-                    args["note"] = note
-                out.append(ProfileEvent(
-                    EventKind.KERNEL, le.kernel_name, ProfileCategory.KERNEL, le.timestamp_ns, hook_end,
-                    names.get(tid, ""), tid, rid, parent, args, stream=streams[skey][1], stream_id=sid,
-                    gpu_start_ns=start, gpu_end_ns=end, gpu_start_estimated=estimated, host_ns=gap,
-                    nbytes=self._kernel_nbytes(le),
-                ))  # fmt: skip
-            for direction, nbytes, rid, skey, sid, tid, parent, t0, t1 in self._copies:
-                start, end, estimated, note = times.get(rid, _UNKNOWN)
-                cargs: dict[str, Any] = {"direction": direction, "bytes": nbytes}
-                if note:
-                    cargs["note"] = note
-                out.append(ProfileEvent(
-                    EventKind.TRANSFER, f"memcpy {direction}", ProfileCategory.MEMORY, t0, t1, names.get(tid, ""),
-                    tid, rid, parent, cargs, stream=streams[skey][1], stream_id=sid, gpu_start_ns=start,
-                    gpu_end_ns=end, gpu_start_estimated=estimated, nbytes=nbytes,
-                ))  # fmt: skip
-        out.sort(key=lambda e: (e.start_ns, -e.duration_ns))
-        return out
-
-    @property
-    def timing_source(self) -> str:
-        """How kernel times were obtained (``"host (simulator)"``, ``"cuda events ..."``, ``"cupti ..."``)."""
-        return str(self._timing_meta.get("timing_source", "none (no launch captured)"))
-
-    def metadata(self) -> dict[str, Any]:
-        """The facts the trace carries: session, device, versions, timing source."""
-        from .._versions import library_versions
-
-        meta: dict[str, Any] = {"session": self.session_name, "clock": "time.perf_counter_ns, shown relative to the session start",
-                                "session_start_unix": self._wall0, "timing_source": self.timing_source}  # fmt: skip
-        meta.update({k: v for k, v in self._timing_meta.items() if k != "timing_source"})
-        if self._simulated is not None:
-            try:
-                from ..device import GpuArchitecture
-
-                arch = GpuArchitecture.current()
-                meta["device"] = {"index": 0, "name": arch.name, "compute_capability": arch.cc_string,
-                                  "sm_count": arch.sm_count, "simulated": arch.simulated}  # fmt: skip
-            except Exception as exc:  # noqa: BLE001 - the trace is still worth writing
-                meta["device"] = {"index": 0, "name": f"unknown ({exc})"}
-        meta["versions"] = library_versions()
-        open_ranges = len(self._stack.get())
-        meta.update(dropped_events=self._dropped, open_ranges_in_this_context=open_ranges)
-        return meta
-
-    def summary(self, *, copy_ceiling_gbps: float | None = None) -> ProfilingSummary:
-        """Per-kernel statistics, stream idle gaps and range totals (``print(profiler.summary())``).
-
-        ``copy_ceiling_gbps``: the device's copy bandwidth to judge kernels against; default:
-        measured once per process on a GPU (a device-to-device copy), none on the simulator.
-        """
-        if self._closed:
-            self._refuse("summary")
-        if copy_ceiling_gbps is not None and (isinstance(copy_ceiling_gbps, bool) or not isinstance(copy_ceiling_gbps, (int, float))
-                                              or not 0 < copy_ceiling_gbps < float("inf")):  # fmt: skip
-            raise ConfigurationError(f"copy_ceiling_gbps must be a positive number of GB/s, got {copy_ceiling_gbps!r}",
-                                     hint="e.g. 4000 for an H200's device-to-device copy, or None to measure it")  # fmt: skip
-        events = self.events()
-        if copy_ceiling_gbps is None and self._simulated is False and any(e.nbytes for e in events if e.kind is EventKind.KERNEL):
-            from .summary import measured_copy_ceiling_gbps
-
-            copy_ceiling_gbps = measured_copy_ceiling_gbps()
-        return ProfilingSummary.from_events(events, session=self.session_name, timing_source=self.timing_source,
-                                            copy_ceiling_gbps=copy_ceiling_gbps, dropped_events=self._dropped)  # fmt: skip
-
-    def chrome_trace(self) -> dict[str, Any]:
-        """The session as a Chrome trace-event JSON object (see docs/profiling.md, "Trace layout")."""
-        from .tracing import build_trace
-
-        if self._closed:
-            self._refuse("chrome_trace")
-        events = self.events()
-        return build_trace(events, host_tracks={tid: name for tid, name in self._tracks.values()},
-                           streams={sid: label for sid, label in self._streams.values()},
-                           metadata=self.metadata(), t0_ns=self._t0)  # fmt: skip
-
-    def export_chrome_tracing(self, path: str | Path | None = None) -> str:
-        """The trace as JSON text; written atomically to ``path`` when given, its missing parent
-        folders made (open it in https://ui.perfetto.dev or chrome://tracing)."""
-        import json
-
-        if self._closed:
-            self._refuse("export_chrome_tracing")
-        text = json.dumps(self.chrome_trace(), separators=(",", ":"))
-        if path is not None:
-            from .._fileio import atomic_write_bytes, shared_file_mode
-
-            atomic_write_bytes(Path(path), text.encode(), mode=shared_file_mode())  # a trace is for sharing
-        return text
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "active" if self.active else "idle"

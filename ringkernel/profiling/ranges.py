@@ -1,16 +1,23 @@
-"""``RangeHandle``: an open profiler range (and the checks of range arguments)."""
+"""Ranges, marks and annotations: ``GpuProfiler``'s methods for them, ``RangeHandle``, the checks of their arguments."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import functools
+import inspect
+import threading
+import time
+from contextvars import ContextVar
+from typing import Any, Callable, Iterator, NoReturn, TypeVar
 
-from ..errors import ConfigurationError
-from .categories import ProfileCategory
+from ..errors import ConfigurationError, ProfilerError
+from ..launch import WorkloadProfile
+from . import markers
+from .categories import ProfileCategory, TransferDirection
+from .events import EventKind, ProfileEvent
 
-if TYPE_CHECKING:
-    from .profiler import GpuProfiler
+__all__ = ["RangeHandle", "RangesMixin"]
 
-__all__ = ["RangeHandle"]
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Open:
@@ -32,7 +39,7 @@ class RangeHandle:
 
     __slots__ = ("_profiler", "_open", "__weakref__")
 
-    def __init__(self, profiler: "GpuProfiler | None", open_: Open | None) -> None:
+    def __init__(self, profiler: "RangesMixin | None", open_: Open | None) -> None:
         self._profiler = profiler
         self._open = open_
 
@@ -85,3 +92,174 @@ def check_category(category: Any) -> ProfileCategory:
             hint="e.g. ProfileCategory.ALGORITHM, or ProfileCategory.custom('name', color=0x123456)",
         )
     return category
+
+
+class RangesMixin:
+    """Methods ``GpuProfiler`` gets for ranges, marks and annotations (see the module docstring)."""
+
+    # Set by GpuProfiler.__init__ (declared here for the type checker).
+    enabled: bool
+    _closed: bool
+    _lock: threading.RLock
+    _ids: Iterator[int]
+    _stack: ContextVar[tuple[Open, ...]]
+    _tracks: dict[Any, tuple[int, str]]
+    _open_ranges: dict[int, Open]
+    _last: dict[Any, int]
+    _kernel_bytes: dict[str, tuple[int | None, int | None]]
+    _pools: list[tuple[Any, str]]
+    _refuse: Callable[[str], NoReturn]
+    _track: Callable[[], tuple[Any, int]]
+    _add: Callable[[ProfileEvent], None]
+    _sample_pools: Callable[[], None]
+
+    def begin_range(self, name: str, category: ProfileCategory = ProfileCategory.ALGORITHM, *,
+                    args: dict[str, Any] | None = None, _payload: Any = None) -> RangeHandle:  # fmt: skip
+        """Open a range (also an NVTX range); end it with :meth:`end_range` in the same thread or task."""
+        if self._closed:
+            self._refuse("begin_range")
+        if not self.enabled:
+            return DISABLED
+        check_name(name)
+        check_category(category)
+        key, tid = self._track()
+        stack = self._stack.get()
+        t = time.perf_counter_ns()
+        op = Open(next(self._ids), name, category, t, key, tid, stack[-1].id if stack else None, dict(args or {}))
+        op.nvtx_id = markers.start(name, category, _payload)
+        self._stack.set(stack + (op,))
+        self._open_ranges[op.id] = op  # (LaunchCapture.CUPTI finds a launch's parent among them too)
+        self._last[key] = t
+        return RangeHandle(self, op)
+
+    def end_range(self, handle: RangeHandle) -> None:
+        """End a range: the innermost open one of this thread or task.
+
+        Raises :class:`~ringkernel.errors.ProfilerError` when it was already ended, when an
+        inner range is still open, when it began in another thread or task, or when the
+        handle is not one of this profiler's.
+        """
+        if self._closed:
+            self._refuse("end_range")
+        if not isinstance(handle, RangeHandle):
+            raise ProfilerError(f"end_range needs a RangeHandle from begin_range, got {handle!r}")
+        op = handle._open
+        if op is None:
+            return  # a disabled profiler's handle
+        if handle._profiler is not self:
+            raise ProfilerError(f"range {op.name!r} belongs to another profiler", range_name=op.name, range_id=op.id)
+        stack = self._stack.get()
+        with self._lock:
+            if op.ended:
+                raise ProfilerError(f"range {op.name!r} (id {op.id}) was already ended", range_name=op.name,
+                                    range_id=op.id, hint="end each range once")  # fmt: skip
+            if not stack or stack[-1] is not op:
+                if op in stack:
+                    inner = ", ".join(repr(o.name) for o in stack[stack.index(op) + 1:])
+                    raise ProfilerError(
+                        f"range {op.name!r} ended while ranges opened inside it are still open: {inner}",
+                        range_name=op.name, range_id=op.id, hint="end the inner ranges first (ranges nest)",
+                    )  # fmt: skip
+                raise ProfilerError(
+                    f"range {op.name!r} (id {op.id}) began in another thread or asyncio task",
+                    range_name=op.name, range_id=op.id,
+                    hint="end a range in the thread or task that began it",
+                )  # fmt: skip
+            op.ended = True
+        t = time.perf_counter_ns()
+        self._stack.set(stack[:-1])
+        markers.end(op.nvtx_id)
+        nbytes = op.args.get("bytes")
+        self._add(ProfileEvent(EventKind.RANGE, op.name, op.category, op.start_ns, t, self._tracks[op.track_key][1],
+                               op.track_id, op.id, op.parent_id, op.args, nbytes=nbytes))  # fmt: skip
+        self._open_ranges.pop(op.id, None)  # (after the event: a reader in between sees one of the two)
+        self._last[op.track_key] = t
+        if self._pools:
+            self._sample_pools()
+
+    def range(self, name: str, category: ProfileCategory = ProfileCategory.ALGORITHM) -> RangeHandle:
+        """``with profiler.range("step", ProfileCategory.ALGORITHM): ...`` (begins at the call)."""
+        return self.begin_range(name, category)
+
+    def profiled(self, fn: F | None = None, *, name: str | None = None,
+                 category: ProfileCategory = ProfileCategory.ALGORITHM) -> Any:  # fmt: skip
+        """Decorator: each call of a function (``def`` or ``async def``) is a range named after it.
+
+        ``@profiler.profiled`` or ``@profiler.profiled(name="load", category=ProfileCategory.IO)``.
+        """
+        check_category(category)
+        if name is not None:
+            check_name(name)
+
+        def wrap(f: F) -> F:
+            label: str = name or str(getattr(f, "__qualname__", repr(f)))
+            if inspect.iscoroutinefunction(f):
+
+                @functools.wraps(f)
+                async def awrapper(*args: Any, **kwargs: Any) -> Any:
+                    with self.begin_range(label, category):
+                        return await f(*args, **kwargs)
+
+                return awrapper  # type: ignore[return-value]
+
+            @functools.wraps(f)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                with self.begin_range(label, category):
+                    return f(*args, **kwargs)
+
+            return wrapper  # type: ignore[return-value]
+
+        return wrap(fn) if fn is not None else wrap
+
+    # -- annotations ----------------------------------------------------------------------
+    def annotate_kernel(self, name: str, *, bytes_per_element: int | None = None, bytes_per_launch: int | None = None,
+                        profile: WorkloadProfile | None = None) -> RangeHandle:  # fmt: skip
+        """Open a KERNEL range named ``name`` and remember the bytes its launches move.
+
+        The bytes (``bytes_per_launch``, or ``bytes_per_element`` times a launch's elements,
+        or the ``profile``'s ``bytes_per_element``) apply to every captured launch of the
+        ``@gpu_kernel`` called ``name`` in this session, those made before this call too (the
+        last annotation of a name wins); the summary turns them into bandwidth.
+        """
+        check_name(name, "a kernel name")
+        if profile is not None:
+            if not isinstance(profile, WorkloadProfile):
+                raise ConfigurationError(f"profile must be a WorkloadProfile, got {profile!r}")
+            bytes_per_element = bytes_per_element if bytes_per_element is not None else profile.bytes_per_element
+        bpe = None if bytes_per_element is None else check_bytes(bytes_per_element, "bytes_per_element")
+        bpl = None if bytes_per_launch is None else check_bytes(bytes_per_launch, "bytes_per_launch")
+        if self._closed:
+            self._refuse("annotate_kernel")
+        if bpe is not None or bpl is not None:
+            self._kernel_bytes[name] = (bpe, bpl)
+        args = {k: v for k, v in (("bytes_per_element", bpe), ("bytes_per_launch", bpl)) if v is not None}
+        return self.begin_range(name, ProfileCategory.KERNEL, args=args)
+
+    def annotate_memory(self, operation: str, nbytes: int) -> RangeHandle:
+        """Open a MEMORY range for ``operation`` (e.g. ``"allocate staging"``) of ``nbytes`` bytes."""
+        check_name(operation, "a memory operation")
+        check_bytes(nbytes, "nbytes")
+        return self.begin_range(operation, ProfileCategory.MEMORY, args={"bytes": nbytes}, _payload=nbytes)
+
+    def annotate_transfer(self, direction: TransferDirection | str, nbytes: int) -> RangeHandle:
+        """Open a MEMORY range for a copy of ``nbytes`` (``"HtoD"``, ``"DtoH"``, ``"DtoD"``, ``"PtoP"``)."""
+        d = TransferDirection.parse(direction)
+        check_bytes(nbytes, "nbytes")
+        return self.begin_range(f"transfer {d.value}", ProfileCategory.MEMORY,
+                                args={"bytes": nbytes, "direction": d.value}, _payload=nbytes)  # fmt: skip
+
+    def mark(self, name: str, category: ProfileCategory = ProfileCategory.ALGORITHM) -> None:
+        """An instant event (an NVTX mark)."""
+        if self._closed:
+            self._refuse("mark")
+        if not self.enabled:
+            return
+        check_name(name, "a mark name")
+        check_category(category)
+        key, tid = self._track()
+        stack = self._stack.get()
+        t = time.perf_counter_ns()
+        markers.mark(name, category)
+        self._add(ProfileEvent(EventKind.MARK, name, category, t, t, self._tracks[key][1], tid, next(self._ids),
+                               stack[-1].id if stack else None))  # fmt: skip
+        self._last[key] = t
