@@ -293,6 +293,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if not path.is_file():
         what = "is a directory, not a script" if path.is_dir() else "does not exist"
         raise ConfigurationError(f"the script {path} {what}", hint="pass a Python file: ringkernel profile script.py")
+    for option, out in (("--trace", args.trace), ("--html", args.html)):  # before the run, not after it
+        if out and Path(out).is_dir():
+            raise ConfigurationError(f"{option} {out} is a folder", hint=f"name a file, e.g. {option} {Path(out) / 'trace'}"
+                                     f"{'.json' if option == '--trace' else '.html'}")  # fmt: skip
     profiler = GpuProfiler(args.session or path.name)
     saved_argv, saved_path = sys.argv, list(sys.path)
     sys.argv = [str(path), *args.script_args]

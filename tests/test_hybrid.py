@@ -1024,3 +1024,61 @@ def test_a_warm_up_pairs_with_its_threads_next_call_although_another_thread_kept
         a.q.put(0)
         b.q.put(0)
     np.testing.assert_allclose(out, 2.0)
+
+
+def test_the_same_array_in_and_out_is_refused_unless_used_only_at_i() -> None:
+    """`out[i] = x[n - 1 - i]` with x and out the same array: the CPU loop reverses in place, in
+    parallel, while the GPU side reads a copy: refused; pointwise bodies stay fine."""
+
+    def reverse(i, m, x, out):  # type: ignore[no-untyped-def]
+        out[i] = x[m - 1 - i]
+
+    def double(i, x, out):  # type: ignore[no-untyped-def]
+        out[i] = 2 * x[i]
+
+    def shifted(i, x, out):  # type: ignore[no-untyped-def]
+        j = i
+        out[j] = x[j] + 1
+
+    x = np.arange(8.0)
+    for side in (CPU, GPU):
+        k = elementwise(reverse, dispatcher=side)
+        with pytest.raises(KernelArgumentError, match=r"(?s)same array.*'x' at other elements.*copy"):
+            k(8, x, x)
+        y = np.empty_like(x)
+        k(8, x, y)  # separate arrays: fine
+        np.testing.assert_array_equal(y, x[::-1])
+        z = np.arange(8.0)
+        elementwise(double, dispatcher=side)(z, z)
+        np.testing.assert_array_equal(z, 2 * np.arange(8.0))
+        with pytest.raises(KernelArgumentError, match="same array"):  # (only `name[i]` counts)
+            elementwise(shifted, dispatcher=side)(z, z)
+
+
+def test_masked_arrays_and_numba_dispatchers_as_bodies() -> None:
+    import numba
+
+    @numba.njit
+    def inc(i, x, out):  # type: ignore[no-untyped-def]
+        out[i] = x[i] + 1
+
+    k = elementwise(inc, dispatcher=CPU)
+    x = np.arange(5.0)
+    out = np.empty_like(x)
+    k(x, out)
+    np.testing.assert_array_equal(out, x + 1)
+    with pytest.raises(KernelArgumentError, match="(?s)masked array.*filled"):
+        k(np.ma.masked_array(x, mask=[0, 1, 0, 0, 0]), out)
+    with pytest.raises(ConfigurationError, match="(?s)Python function"):
+        elementwise(print)
+
+
+def test_calls_moved_off_the_dispatchers_choice_are_still_counted() -> None:
+    d = HybridDispatcher(HybridConfig(ProcessingMode.hybrid(1000)))
+    k = elementwise(saxpy, dispatcher=d)
+    x = np.ones(5000, np.float32)
+    out = np.empty_like(x)
+    for _ in range(3):
+        k(np.float32(2.0), x, x, out)  # above 4096 on the simulator: the CPU (reason "simulator")
+    assert k.last_decision.reason == "simulator"
+    assert d.stats().cpu_executions == 3

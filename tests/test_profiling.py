@@ -501,3 +501,38 @@ def test_what_a_newcomer_tried() -> None:
                        ("export_chrome_tracing", p.export_chrome_tracing)):  # fmt: skip
         with pytest.raises(ResourceClosedError, match=name):
             call()
+
+
+def test_a_profiled_function_runs_after_close_and_folders_are_refused_as_trace_paths(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """From a newcomer's trial: a module-level profiler closed at the end must not break the
+    functions it decorated; a folder given as the trace path is refused before anything runs."""
+    import asyncio
+
+    from ringkernel import ConfigurationError, GpuProfiler
+
+    p = GpuProfiler("closed")
+
+    @p.profiled
+    def work(x: int) -> int:
+        return x + 1
+
+    @p.profiled
+    async def awork(x: int) -> int:
+        return x * 2
+
+    assert work(1) == 2 and asyncio.run(awork(2)) == 4
+    with pytest.raises(ConfigurationError, match="folder"):
+        p.export_chrome_tracing(tmp_path)
+    p.close()
+    assert work(2) == 3 and asyncio.run(awork(3)) == 6  # unprofiled now
+    from ringkernel import ResourceClosedError
+
+    with pytest.raises(ResourceClosedError):
+        p.events()
+    from ringkernel.cli import main
+
+    script = tmp_path / "s.py"
+    script.write_text("raise SystemExit('must not run')\n")
+    assert main(["profile", str(script), "--trace", str(tmp_path)]) == 1
+    err = capsys.readouterr()
+    assert "is a folder" in err.err + err.out and "must not run" not in err.err + err.out

@@ -42,7 +42,7 @@ from ..errors import ConfigurationError, KernelArgumentError
 from .arrays import _device_view, _host_span, _is_device
 from .dispatcher import FAR_DECISIONS, SETTLED_DECISIONS, Decision, HybridConfig, HybridDispatcher
 from .targets import for_target
-from .written import _written
+from .written import _written, pointwise_parameters
 
 __all__ = ["elementwise", "HybridKernel", "default_dispatcher"]
 
@@ -151,6 +151,11 @@ class HybridKernel:
     def __init__(self, func: Callable[..., Any], dispatcher: HybridDispatcher | None = None, name: str | None = None) -> None:
         if not callable(func):
             raise ConfigurationError(f"@elementwise needs a function, got {func!r}")
+        if not inspect.isfunction(func) and inspect.isfunction(getattr(func, "py_func", None)):
+            func = func.py_func  # type: ignore[attr-defined]  # a numba dispatcher (@njit, @cuda.jit): its Python function
+        if not inspect.isfunction(func):
+            raise ConfigurationError(f"@elementwise needs a Python function (def), got {func!r}",
+                                     hint="def body(i, x, out): out[i] = 2 * x[i]")  # fmt: skip
         params = list(inspect.signature(func).parameters.values())
         if not params or any(p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params):
             raise ConfigurationError(
@@ -176,6 +181,7 @@ class HybridKernel:
         self._ident = re.sub(r"\W", "_", self.name)
         self.params = [p.name for p in params[1:]]
         self.written, self._cautious = _written(func, self.params)
+        self._pointwise = pointwise_parameters(func, self.params)  # may alias one another
         self._dispatcher = dispatcher
         self._targets = _Targets()
         #: The decision of the latest call (``None`` before the first).
@@ -279,6 +285,11 @@ class HybridKernel:
         written = self.written
         for name, a in zip(self.params, args):
             if isinstance(a, np.ndarray):
+                if type(a) is not np.ndarray and isinstance(a, np.ma.MaskedArray):
+                    raise KernelArgumentError(
+                        f"array {name!r} is a masked array: neither side knows its mask",
+                        kernel_name=self.name, hint="pass a.filled(value) (or a.data to ignore the mask)",
+                    )  # fmt: skip
                 shape = a.shape
                 if len(shape) != 1:
                     raise KernelArgumentError(
@@ -370,7 +381,18 @@ class HybridKernel:
                         f"{' and '.join(repr(p) for p, w in ((pi, wi), (pj, wj)) if w)}: the result would "
                         "depend on which side runs the call", kernel_name=self.name,
                         hint="pass separate arrays (e.g. a copy of the input); the very same array as an "
-                        "input and the output is fine",
+                        "input and the output is fine where the body uses both only at [i]",
+                    )  # fmt: skip
+                if (wi or wj) and not (pi in self._pointwise and pj in self._pointwise):
+                    # the same array in and out: the CPU loop updates it in place, in parallel,
+                    # while the GPU side (host data) reads a copy: alike only element by element
+                    other = [p for p in (pi, pj) if p not in self._pointwise]
+                    raise KernelArgumentError(
+                        f"arguments {pi!r} and {pj!r} are the same array and the body writes it, but uses "
+                        f"{' and '.join(repr(p) for p in other)} at other elements than [i] (or through a "
+                        "view, a function, or without its source readable): the result would depend on "
+                        "which side runs the call", kernel_name=self.name,
+                        hint=f"pass a copy as {pj if wi else pi!r} (e.g. x.copy())",
                     )  # fmt: skip
 
     def __call__(self, *args: Any, n: int | None = None, **by_name: Any) -> None:
@@ -429,8 +451,10 @@ class HybridKernel:
             return self(*args, n=n)  # (the call again: decided anew, it falls back to the other side)
         seconds = time.perf_counter() - t0
         targets.warm.add(types_key)
-        if reason in ("fallback", "simulator"):
-            return  # not the dispatcher's choice: nothing to teach it
+        if reason in ("fallback", "simulator"):  # not the dispatcher's choice: counted, nothing taught
+            (d.record_gpu_execution if use_gpu else d.record_cpu_execution)(seconds, kernel=self.name,
+                                                                            data_on_device=on_device)  # fmt: skip
+            return
         record = d.record_gpu_execution if use_gpu else d.record_cpu_execution
         probe = reason != "model"
         # Every probe teaches the models; of the calls the models decided, one in four (enough

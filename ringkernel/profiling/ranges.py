@@ -186,6 +186,9 @@ class RangesMixin:
         """Decorator: each call of a function (``def`` or ``async def``) is a range named after it.
 
         ``@profiler.profiled`` or ``@profiler.profiled(name="load", category=ProfileCategory.IO)``.
+        After ``close()`` the function runs unprofiled: the decorator sits on application code
+        (a module-level profiler closed at the end of a run must not break the functions it
+        decorated); the profiler's own methods still refuse.
         """
         check_category(category)
         if name is not None:
@@ -197,6 +200,8 @@ class RangesMixin:
 
                 @functools.wraps(f)
                 async def awrapper(*args: Any, **kwargs: Any) -> Any:
+                    if self._closed:
+                        return await f(*args, **kwargs)
                     with self.begin_range(label, category):
                         return await f(*args, **kwargs)
 
@@ -204,6 +209,8 @@ class RangesMixin:
 
             @functools.wraps(f)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
+                if self._closed:
+                    return f(*args, **kwargs)
                 with self.begin_range(label, category):
                     return f(*args, **kwargs)
 

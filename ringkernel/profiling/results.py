@@ -174,6 +174,8 @@ class ResultsMixin:
 
         if self._closed:
             self._refuse("export_chrome_tracing")
+        if path is not None and Path(path).is_dir():
+            raise ConfigurationError(f"trace path {str(path)!r} is a folder", hint=f"name a file, e.g. {str(Path(path) / 'trace.json')!r}")
         text = json.dumps(self.chrome_trace(), separators=(",", ":"))
         if path is not None:
             from .._fileio import atomic_write_bytes, shared_file_mode
