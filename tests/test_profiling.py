@@ -536,3 +536,20 @@ def test_a_profiled_function_runs_after_close_and_folders_are_refused_as_trace_p
     assert main(["profile", str(script), "--trace", str(tmp_path)]) == 1
     err = capsys.readouterr()
     assert "is a folder" in err.err + err.out and "must not run" not in err.err + err.out
+
+
+def test_enabled_must_be_a_bool_and_generators_are_refused() -> None:
+    from ringkernel import ConfigurationError, GpuProfiler
+
+    with pytest.raises(ConfigurationError, match="enabled"):
+        GpuProfiler("x", enabled="no")  # type: ignore[arg-type]
+    p = GpuProfiler("x", enabled=np.bool_(False))
+    with pytest.raises(ConfigurationError, match="enabled"):
+        p.enabled = None  # type: ignore[assignment]
+    with pytest.raises(ConfigurationError, match="generator"):
+
+        @p.profiled
+        def gen():  # type: ignore[no-untyped-def]
+            yield 1
+
+    p.close()

@@ -95,6 +95,8 @@ class GpuProfiler(RangesMixin, PoolTrackingMixin, ResultsMixin):
             raise ConfigurationError(f"gpu_timing must be a GpuTiming, got {gpu_timing!r}", hint="e.g. GpuTiming.EVENTS")
         if isinstance(max_events, bool) or not isinstance(max_events, int) or max_events < 1:
             raise ConfigurationError(f"max_events must be a positive integer, got {max_events!r}")
+        if not isinstance(enabled, bool) and enabled not in (0, 1):  # (NumPy's bools, 0 and 1 too)
+            raise ConfigurationError(f"enabled must be True or False, got {enabled!r}")
         self._enabled = bool(enabled)
         self._disabled_since: int | None = None if enabled else 0  # (LaunchCapture.CUPTI: launches then are dropped)
         self._disabled_spans: list[tuple[int, int]] = []  # (start, end), in time order
@@ -151,6 +153,8 @@ class GpuProfiler(RangesMixin, PoolTrackingMixin, ResultsMixin):
 
     @enabled.setter
     def enabled(self, value: bool) -> None:
+        if not isinstance(value, bool) and value not in (0, 1):
+            raise ConfigurationError(f"enabled must be True or False, got {value!r}")
         value = bool(value)
         with self._lock:
             if value == self._enabled:

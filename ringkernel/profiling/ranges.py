@@ -196,6 +196,12 @@ class RangesMixin:
 
         def wrap(f: F) -> F:
             label: str = name or str(getattr(f, "__qualname__", repr(f)))
+            if inspect.isgeneratorfunction(f) or inspect.isasyncgenfunction(f):
+                raise ConfigurationError(
+                    f"@profiled cannot time the generator function {label}: its body runs while it is "
+                    "iterated, not when it is called", hint="wrap the loop that consumes it in "
+                    "`with profiler.range(...)`, or decorate a function that consumes it",
+                )  # fmt: skip
             if inspect.iscoroutinefunction(f):
 
                 @functools.wraps(f)
