@@ -185,3 +185,34 @@ def test_a_later_patch_is_not_clobbered(caplog: pytest.LogCaptureFixture) -> Non
         cuda.to_device(np.ones(2)).copy_to_host()
     FakeCUDAArray.copy_to_host = original  # leave numba as it was for the other tests
     p.close()
+
+
+def test_elementwise_calls_on_the_cpu_are_ranges_in_the_trace() -> None:
+    """From a newcomer's trial: the CPU side of an @elementwise call was invisible to the profiler
+    (its GPU side is a @gpu_kernel launch); now an ALGORITHM range "<name> (CPU)" on the caller's
+    thread, inside the range open there, and nothing once the profiler has left."""
+    import numpy as np
+
+    from ringkernel import GpuProfiler
+    from ringkernel.hybrid import HybridConfig, HybridDispatcher, ProcessingMode, elementwise
+    from ringkernel.profiling import EventKind
+
+    def triple(i, x, out):  # type: ignore[no-untyped-def]
+        out[i] = 3 * x[i]
+
+    k = elementwise(triple, dispatcher=HybridDispatcher(HybridConfig(ProcessingMode.CPU_ONLY, cpu_threads=2)))
+    x = np.arange(100.0)
+    out = np.empty_like(x)
+    k(x, out)  # compiled outside the profile
+    p = GpuProfiler("hybrid")
+    with p:
+        with p.range("step"):
+            k(x, out)
+    np.testing.assert_array_equal(out, 3 * x)
+    spans = [e for e in p.events() if e.kind is EventKind.RANGE and e.name == "triple (CPU)"]
+    step = [e for e in p.events() if e.name == "step"][0]
+    assert len(spans) == 1 and spans[0].args["elements"] == 100 and spans[0].args["threads"] == 2
+    assert spans[0].parent_id == step.id and step.start_ns <= spans[0].start_ns <= spans[0].end_ns <= step.end_ns
+    k(x, out)  # after leaving: not recorded, nothing wrapped
+    assert len([e for e in p.events() if e.name == "triple (CPU)"]) == 1
+    p.close()

@@ -12,7 +12,9 @@ Wrapped (GPU): numba's ``DeviceNDArrayBase.copy_to_device`` and ``copy_to_host``
 ``cuda.to_device`` and ``copy_to_host`` of every numba array use), numba's
 ``Stream.synchronize`` and ``Context.synchronize`` (``cuda.synchronize()``), and
 ``DriverBackend.copy_to_host`` / ``copy_to_device`` / ``copy_device`` (``DeviceArray``
-copies). On the simulator: its ``FakeCUDAArray`` copies, ``FakeStream.synchronize`` and
+copies); an ``@elementwise`` call's CPU side (``HybridKernel._run_cpu``, an ALGORITHM range
+named "<kernel> (CPU)", where ``ringkernel.hybrid`` was imported when the profiler became
+active). On the simulator: its ``FakeCUDAArray`` copies, ``FakeStream.synchronize`` and
 ``numba.cuda.synchronize``. Copies made by other libraries (CuPy, PyTorch) or by the raw
 driver are not seen: bracket them with ``profiler.annotate_transfer``.
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 import threading
 import time
 from typing import Any, Callable
@@ -133,6 +136,34 @@ def _sync_wrapper(original: Callable[..., Any], what: str, stream_of: Callable[.
     return sync
 
 
+def _host_wrapper(original: Callable[..., Any], describe: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap host work (an ``@elementwise`` call's CPU side); ``describe(self, *args, **kwargs)``
+    -> (name, args for the trace)."""
+
+    @functools.wraps(original)
+    def work(*args: Any, **kwargs: Any) -> Any:
+        observers = ACTIVE
+        if not observers or _quiet.depth:
+            return original(*args, **kwargs)
+        t0 = _now()
+        result = original(*args, **kwargs)  # work that raises is not recorded
+        t1 = _now()
+        what = _report(describe, *args, **kwargs)
+        if what is not None:
+            for p in list(observers):
+                _report(p._host_work, what[0], what[1], t0, t1)
+        return result
+
+    work.__ringkernel_wrapped__ = original  # type: ignore[attr-defined]
+    return work
+
+
+def _hybrid_cpu(self: Any, args: Any, arrays: Any, n: int) -> tuple[str, dict[str, Any]]:
+    # HybridKernel._run_cpu(self, args, arrays, n): the loop and the copies its device arrays need
+    threads = self.dispatcher.config.cpu_threads
+    return f"{self.name} (CPU)", {"elements": int(n), "side": "cpu", "threads": threads if threads is not None else "all"}
+
+
 def _stream_kw(args: tuple[Any, ...], kwargs: dict[str, Any], position: int) -> Any:
     if "stream" in kwargs:
         return kwargs["stream"]
@@ -222,6 +253,11 @@ def _targets() -> list[tuple[Any, str, Callable[[Any], Any]]]:
         (backend, "copy_to_device", lambda f: _copy_wrapper(f, _backend("HtoD"))),
         (backend, "copy_device", lambda f: _copy_wrapper(f, _backend("DtoD"))),
     ]  # fmt: skip
+    # @elementwise's CPU side (its GPU side is a @gpu_kernel launch, seen by the launch seam):
+    # only where the hybrid module is loaded already (no HybridKernel exists otherwise)
+    elementwise = sys.modules.get("ringkernel.hybrid.elementwise")
+    if elementwise is not None:
+        out.append((elementwise.HybridKernel, "_run_cpu", lambda f: _host_wrapper(f, _hybrid_cpu)))
     return out
 
 

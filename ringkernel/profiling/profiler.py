@@ -420,6 +420,17 @@ class GpuProfiler(RangesMixin, PoolTrackingMixin, ResultsMixin):
                                next(self._ids), stack[-1].id if stack else None, args))  # fmt: skip
         self._last[key] = t1
 
+    def _host_work(self, name: str, args: dict[str, Any], t0: int, t1: int) -> None:
+        """After host work (:mod:`.capture`: an ``@elementwise`` call's CPU side): an ALGORITHM
+        range on the calling thread's track."""
+        if not self._wanted():
+            return
+        key, tid = self._track()
+        stack = self._stack.get()
+        self._add(ProfileEvent(EventKind.RANGE, name, ProfileCategory.ALGORITHM, t0, t1, self._tracks[key][1], tid,
+                               next(self._ids), stack[-1].id if stack else None, dict(args)))  # fmt: skip
+        self._last[key] = t1
+
     def __repr__(self) -> str:
         state = "closed" if self._closed else "active" if self.active else "idle"
         return f"GpuProfiler({self.session_name!r}, {state}, {len(self._events) + len(self._launches) + len(self._copies)} events)"
