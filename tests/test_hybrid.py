@@ -322,6 +322,13 @@ def test_the_benchmark_script_runs_and_plots(tmp_path) -> None:  # type: ignore[
     data = json.loads(out.read_text())
     assert set(data["adaptive_over_best"]) == {f"{k}/{loc}" for k in ("saxpy", "poly50", "trig") for loc in ("host", "device")}
     assert set(data["total_s"]) == {"cpu", "gpu", "adaptive", "fixed_threshold"} and data["by_kernel"]["trig/host"]["sizes"] == [256, 512]
+    assert all(r is not None for r in data["by_kernel"]["saxpy/host"]["rounds_planned_again_after_reps"])  # after --reps
+    only = tmp_path / "only.json"
+    r = subprocess.run([sys.executable, str(script), "--smoke", "--max-size", "256", "--reps", "1", "--max-reps", "1",
+                        "--burst", "1", "--learn-calls", "2", "--only", "poly50/device", "--out", str(only)],
+                       capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert set(json.loads(only.read_text())["by_kernel"]) == {"poly50/device"}
     r = subprocess.run([sys.executable, str(script), "--plot", str(out), str(svg)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]
     root = ET.fromstring(svg.read_text())
