@@ -292,7 +292,7 @@ def run(args: argparse.Namespace) -> int:
         "method": "per kernel and data location: CPU_ONLY, GPU_ONLY and ADAPTIVE dispatchers in one process, sharing "
         "one compiled CPU loop and GPU kernel (HybridKernel.with_dispatcher); "
         "ADAPTIVE first learns from --learn-calls calls at sizes drawn from the sweep; then --reps rounds over "
-        "every size (up to --max-reps for sizes whose first round took under --size-budget / max-reps), sizes rotating, the modes in each of their 6 orders in turn, in each --settle untimed calls then a burst "
+        "every size (more, up to --max-reps, where a round costs little: --size-budget seconds a size, planned from an untimed first pass and again from the medians of the first --reps rounds), sizes rotating, the modes in each of their 6 orders in turn, in each --settle untimed calls then a burst "
         "of --burst calls of one mode (its median); a mode over 3x slower than the other at a size (first pass) runs "
         "--reps rounds only, the rounds of the other two priced by their own cost (slow_mode_rounds_only_reps), "
         "host clock around each synchronous call; the median over rounds (adaptive_over_best: ratio of the medians; "
