@@ -216,3 +216,32 @@ def test_elementwise_calls_on_the_cpu_are_ranges_in_the_trace() -> None:
     k(x, out)  # after leaving: not recorded, nothing wrapped
     assert len([e for e in p.events() if e.name == "triple (CPU)"]) == 1
     p.close()
+
+
+def test_elementwise_imported_while_a_profiler_is_active_is_captured_too() -> None:
+    """`ringkernel.hybrid` imported inside `with profiler:` (rk.elementwise is loaded lazily):
+    its CPU side is wrapped at import, for that profiler and a second one (from a review)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, ringkernel as rk\n"
+        "from ringkernel.profiling import capture\n"
+        "p = rk.GpuProfiler('late')\n"
+        "with p:\n"
+        "    from ringkernel.hybrid import HybridConfig, HybridDispatcher, ProcessingMode, elementwise\n"
+        "    def inc(i, x, out):\n"
+        "        out[i] = x[i] + 1\n"
+        "    k = elementwise(inc, dispatcher=HybridDispatcher(HybridConfig(ProcessingMode.CPU_ONLY)))\n"
+        "    x = np.arange(10.0); out = np.empty_like(x)\n"
+        "    k(x, out)\n"
+        "    q = rk.GpuProfiler('second')\n"
+        "    with q:\n"
+        "        k(x, out)\n"
+        "assert not capture.installed()\n"
+        "print(sum(e.name == 'inc (CPU)' for e in p.events()), sum(e.name == 'inc (CPU)' for e in q.events()))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env={**__import__("os").environ, "RINGKERNEL_SIMULATOR": "1"})  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split()[-2:] == ["2", "1"], r.stdout

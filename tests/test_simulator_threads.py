@@ -41,3 +41,45 @@ def test_indexing_while_another_kernel_runs_on_the_simulator() -> None:
         stop.set()
         t.join()
     assert bad == 0, bad
+
+
+def test_a_plain_cuda_jit_kernel_launched_beside_a_gpu_kernel() -> None:
+    """A plain @cuda.jit kernel launched in a loop on another thread while GpuKernels launch
+    here: numba's simulator keeps a launch's context in a module global, so the plain launches
+    take ringkernel's simulated-launch lock too (a review's stress: AttributeError before)."""
+    from ringkernel.kernel.core import _lock_simulated_launches
+
+    _lock_simulated_launches()
+
+    @cuda.jit
+    def plain(x):  # type: ignore[no-untyped-def]
+        i = cuda.grid(1)
+        if i < x.size:
+            x[i] += 1
+
+    kb = gpu_kernel(body_b)
+    xp = cuda.to_device(np.zeros(64))
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    launched = [0]
+
+    def spin() -> None:
+        try:
+            while not stop.is_set():
+                plain[2, 32](xp)
+                launched[0] += 1
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    y = cuda.to_device(np.ones(64))  # (before: this module's `cuda` is swapped during the plain launches)
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        for _ in range(50):
+            kb(y)
+    finally:
+        stop.set()
+        t.join()
+    assert not errors, errors[0]
+    np.testing.assert_array_equal(y.copy_to_host(), 2.0 ** 50)
+    np.testing.assert_array_equal(xp.copy_to_host(), float(launched[0]))

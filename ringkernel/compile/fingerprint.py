@@ -88,8 +88,11 @@ def code_fingerprint_report(func: Callable[..., Any]) -> tuple[str, tuple[str, .
         code only as attributes (``x.log`` next to a global ``log``) are hashed but not
         reported: the code does not read the global.
     """
+    from ..config import simulator_exclusive
+
     walker = _Walker()
-    walker.function(func, getattr(func, "__qualname__", type(func).__qualname__))
+    with simulator_exclusive():  # (the simulator swaps `cuda` in kernel modules' globals during a launch)
+        walker.function(func, getattr(func, "__qualname__", type(func).__qualname__))
     digest = hashlib.sha256(b"\x1f".join(walker.parts)).hexdigest()
     return digest, walker.opaque_names()
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import inspect
 import logging
 import re
+import sys
 import threading
 import time
 import weakref
@@ -37,12 +38,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..config import simulator_enabled
+from ..config import simulator_enabled, simulator_exclusive
 from ..errors import ConfigurationError, KernelArgumentError
 from .arrays import _device_view, _host_span, _is_device
 from .dispatcher import FAR_DECISIONS, SETTLED_DECISIONS, Decision, HybridConfig, HybridDispatcher
 from .targets import for_target
-from .written import _written, pointwise_parameters
+from .written import _written
 
 __all__ = ["elementwise", "HybridKernel", "default_dispatcher"]
 
@@ -90,7 +91,7 @@ def _synchronize() -> None:
     looks its context up first, several microseconds more); numba's on the simulator."""
     global _SYNC
     if _SYNC is None:
-        from ..config import simulator_enabled
+        from ..config import simulator_enabled, simulator_exclusive
 
         if simulator_enabled():
             from numba import cuda
@@ -181,7 +182,6 @@ class HybridKernel:
         self._ident = re.sub(r"\W", "_", self.name)
         self.params = [p.name for p in params[1:]]
         self.written, self._cautious = _written(func, self.params)
-        self._pointwise = pointwise_parameters(func, self.params)  # may alias one another
         self._dispatcher = dispatcher
         self._targets = _Targets()
         #: The decision of the latest call (``None`` before the first).
@@ -227,7 +227,8 @@ class HybridKernel:
 
                 t.max_threads = numba.config.NUMBA_NUM_THREADS
 
-                body = for_target(self.func, "cpu")  # the functions it calls as njit functions
+                with simulator_exclusive():  # (the simulator swaps `cuda` in module globals during a launch)
+                    body = for_target(self.func, "cpu")  # the functions it calls as njit functions
                 ns: dict[str, Any] = {"_rk_body": numba.njit(body), "_rk_prange": numba.prange,
                                       "_rk_get_threads": numba.get_num_threads, "_rk_set_threads": numba.set_num_threads}
                 exec(compile(self._source("cpu"), f"<elementwise {self.name} cpu>", "exec"), ns)  # noqa: S102
@@ -245,7 +246,8 @@ class HybridKernel:
 
                 from ..kernel import GpuKernel
 
-                body = for_target(self.func, "gpu")  # the functions it calls as device functions
+                with simulator_exclusive():  # (the simulator swaps `cuda` in module globals during a launch)
+                    body = for_target(self.func, "gpu")  # the functions it calls as device functions
                 ns: dict[str, Any] = {"_rk_body": cuda.jit(device=True)(body), "_rk_cuda": cuda}
                 exec(compile(self._source("gpu"), f"<elementwise {self.name} gpu>", "exec"), ns)  # noqa: S102
                 fn = ns[f"_rk_gpu_{self._ident}"]
@@ -270,7 +272,7 @@ class HybridKernel:
         return self.dispatcher.explain(size, kernel=self.name, data_on_device=data_on_device)
 
     # -- a call -----------------------------------------------------------------------------------
-    def _check(self, args: tuple[Any, ...], n: int | None) -> tuple[int, list[int], bool, tuple[Any, ...]]:
+    def _check(self, args: tuple[Any, ...], n: int | None) -> tuple[int, list[int], bool, tuple[Any, ...], tuple[int, ...]]:
         if len(args) != len(self.params):
             raise KernelArgumentError(
                 f"{self.name} takes {len(self.params)} arguments ({', '.join(self.params)}), got {len(args)}",
@@ -353,13 +355,16 @@ class HybridKernel:
             n = int(n)
         self._first_array = self.params[arrays[0]]
         if len(arrays) > 1:
-            self._check_aliasing(args, arrays, spans)
-        return n, arrays, device, tuple(layout)
+            return n, arrays, device, tuple(layout), self._check_aliasing(args, arrays, spans)
+        return n, arrays, device, tuple(layout), ()
 
-    def _check_aliasing(self, args: tuple[Any, ...], arrays: list[int], spans: dict[int, Any]) -> None:
+    def _check_aliasing(self, args: tuple[Any, ...], arrays: list[int], spans: dict[int, Any]) -> tuple[int, ...]:
         """Refuse arguments that share memory where the result would depend on the side: two
         written ones, or a written one overlapping another view that is not the very same view
-        (each side copies arrays separately, and the CPU loop runs in parallel)."""
+        (each side copies arrays separately, and the CPU loop runs in parallel). Returns the
+        positions of inputs that are the very array a written argument is: the call reads a
+        snapshot of them (as NumPy's ``out=``: the inputs as they were before the call)."""
+        snap: list[int] = []
         for x, i in enumerate(arrays):
             a = args[i]
             host_a = i not in spans
@@ -381,19 +386,33 @@ class HybridKernel:
                         f"{' and '.join(repr(p) for p, w in ((pi, wi), (pj, wj)) if w)}: the result would "
                         "depend on which side runs the call", kernel_name=self.name,
                         hint="pass separate arrays (e.g. a copy of the input); the very same array as an "
-                        "input and the output is fine where the body uses both only at [i]",
+                        "input and the output is fine (the input is read as it was before the call)",
                     )  # fmt: skip
-                if (wi or wj) and not (pi in self._pointwise and pj in self._pointwise):
-                    # the same array in and out: the CPU loop updates it in place, in parallel,
-                    # while the GPU side (host data) reads a copy: alike only element by element
-                    other = [p for p in (pi, pj) if p not in self._pointwise]
-                    raise KernelArgumentError(
-                        f"arguments {pi!r} and {pj!r} are the same array and the body writes it, but uses "
-                        f"{' and '.join(repr(p) for p in other)} at other elements than [i] (or through a "
-                        "view, a function, or without its source readable): the result would depend on "
-                        "which side runs the call", kernel_name=self.name,
-                        hint=f"pass a copy as {pj if wi else pi!r} (e.g. x.copy())",
-                    )  # fmt: skip
+                if wi or wj:
+                    # the same array in and out: the CPU loop would update it in place, in
+                    # parallel (and numba assumes its arguments do not overlap), the GPU side of
+                    # host data read a copy: a snapshot of the input makes both read it as it was
+                    snap.append(j if wi else i)
+        return tuple(snap)
+
+    @staticmethod
+    def _snapshot(args: tuple[Any, ...], positions: tuple[int, ...]) -> tuple[Any, ...]:
+        """``args`` with the inputs at ``positions`` copied where they are (host or device)."""
+        out = list(args)
+        for p in set(positions):
+            a = args[p]
+            if isinstance(a, np.ndarray):
+                out[p] = a.copy()
+                continue
+            from numba import cuda
+
+            # numba's (and the simulator's) arrays as they are; CuPy's, PyTorch's, ringkernel's
+            # DeviceArray through a numba view of their memory (no copy)
+            src = a if type(a).__module__.startswith("numba") else cuda.as_cuda_array(a)
+            c = cuda.device_array(tuple(src.shape), src.dtype)
+            c.copy_to_device(src)  # device to device
+            out[p] = c
+        return tuple(out)
 
     def __call__(self, *args: Any, n: int | None = None, **by_name: Any) -> None:
         if by_name:
@@ -402,9 +421,11 @@ class HybridKernel:
                 f"{', '.join(repr(k) for k in by_name)} by name", kernel_name=self.name,
                 hint=f"call {self.name}({', '.join(self.params)}) in that order; only n= is a keyword",
             )  # fmt: skip
-        size, arrays, on_device, layout = self._check(args, n)
+        size, arrays, on_device, layout, snap = self._check(args, n)
         if size == 0:
             return  # nothing to run, nothing to learn
+        if snap:
+            args = self._snapshot(args, snap)
         d = self.dispatcher
         lease = self._lease
         entry = lease[3]
@@ -559,3 +580,11 @@ def elementwise(func: Callable[..., Any] | None = None, *, dispatcher: HybridDis
     if func is None:
         return lambda f: HybridKernel(f, dispatcher, name)
     return HybridKernel(func, dispatcher, name)
+
+
+# A profiler active before this module was imported wraps its CPU side now (ringkernel.profiling
+# wraps it on activation only where this module is loaded; looked up, not imported: a program
+# that never profiles does not load the profiler for it).
+_capture = sys.modules.get("ringkernel.profiling.capture")
+if _capture is not None:
+    _capture.refresh()

@@ -9,7 +9,7 @@ import inspect
 import textwrap
 from typing import Any, Callable
 
-__all__ = ["written_parameters", "pointwise_parameters", "source_available"]
+__all__ = ["written_parameters", "source_available"]
 
 
 def written_parameters(func: Callable[..., Any], names: list[str]) -> set[str]:
@@ -56,36 +56,6 @@ def _written_from_source(func: Callable[..., Any], names: list[str]) -> set[str]
             if not (attr or _element_read(node, parent, parents)):
                 read_only.discard(node.id)
     return set(names) - read_only
-
-
-def pointwise_parameters(func: Callable[..., Any], names: list[str]) -> set[str]:
-    """Parameters the body uses only at its own element: ``name[i]`` (read or written, ``i``
-    the body's first parameter, never rebound) or ``name.shape`` / ``.size`` / ``.ndim`` /
-    ``.dtype``, from the body's source. Such a parameter may be the very array another one is
-    (an input that is also the output): each element is read before it is written, on either
-    side. Without the source, none is (the caller then refuses to alias)."""
-    fn = _function_ast(func)
-    if fn is None or not fn.args.args:
-        return set()
-    index = fn.args.args[0].arg
-    for node in ast.walk(fn):  # `i` rebound anywhere: `x[i]` may be another element
-        if isinstance(node, ast.Name) and node.id == index and not isinstance(node.ctx, ast.Load):
-            return set()
-    parents: dict[int, ast.AST] = {}
-    for node in ast.walk(fn):
-        for child in ast.iter_child_nodes(node):
-            parents[id(child)] = node
-    pointwise = set(names)
-    for node in ast.walk(fn):
-        if isinstance(node, ast.Name) and node.id in pointwise:
-            parent = parents.get(id(node))
-            if isinstance(parent, ast.Attribute) and parent.attr in ("shape", "size", "ndim", "dtype"):
-                continue
-            at_i = (isinstance(parent, ast.Subscript) and parent.value is node and isinstance(parent.slice, ast.Name)
-                    and parent.slice.id == index and not isinstance(parents.get(id(parent)), ast.Subscript))  # fmt: skip
-            if not at_i:
-                pointwise.discard(node.id)
-    return pointwise
 
 
 def _element_read(node: ast.Name, parent: Any, parents: dict[int, ast.AST]) -> bool:

@@ -67,6 +67,40 @@ __all__ = ["GpuKernel", "ConfiguredLaunch"]
 
 log = logging.getLogger(__name__)
 
+_SIMULATED_LAUNCHES_LOCKED = False
+
+
+def _lock_simulated_launches() -> None:
+    """Make plain ``@cuda.jit`` launches on numba's simulator take ``SIMULATOR_LOCK`` too (once,
+    on the first simulated launch of a ``GpuKernel``): the simulator keeps the launch's context
+    in a module global and swaps the kernel module's ``cuda``, so a plain kernel launched on
+    another thread while a ``GpuKernel`` runs would see the other launch's (a review's stress:
+    AttributeError 'Thread' object has no attribute 'blockIdx'). Device functions and calls
+    made from the simulator's block threads (inside a kernel) are left as they are: they run
+    within a launch that holds the lock already."""
+    global _SIMULATED_LAUNCHES_LOCKED
+    from numba.cuda.simulator import kernel as sim
+
+    from ..config import SIMULATOR_LOCK
+
+    with SIMULATOR_LOCK:
+        if _SIMULATED_LAUNCHES_LOCKED:
+            return
+        original = sim.FakeCUDAKernel.__call__
+        if not getattr(original, "__ringkernel_wrapped__", False):
+            block_thread = sim.BlockThread
+
+            @functools.wraps(original)
+            def call(self: Any, *args: Any) -> Any:
+                if self._device or isinstance(threading.current_thread(), block_thread):
+                    return original(self, *args)
+                with SIMULATOR_LOCK:
+                    return original(self, *args)
+
+            call.__ringkernel_wrapped__ = True  # type: ignore[attr-defined]
+            sim.FakeCUDAKernel.__call__ = call
+        _SIMULATED_LAUNCHES_LOCKED = True
+
 
 class GpuKernel(AutoConfigMixin, ExplicitLaunchMixin, RuntimeLaunchMixin):
     """A numba.cuda kernel with automatic launch configuration; made by :func:`gpu_kernel`.
@@ -506,6 +540,8 @@ class GpuKernel(AutoConfigMixin, ExplicitLaunchMixin, RuntimeLaunchMixin):
                 # numba's simulator swaps each module's `cuda` for a per-launch fake while a kernel
                 # runs: two threads launching at once would read each other's (ringkernel's
                 # intrinsics, shared by every kernel, first). It runs blocks one by one anyway.
+                if not _SIMULATED_LAUNCHES_LOCKED:
+                    _lock_simulated_launches()
                 with SIMULATOR_LOCK:
                     self.dispatcher[config.grid, config.block, stream, config.shared_mem](*args)
             else:

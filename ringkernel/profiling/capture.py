@@ -32,7 +32,7 @@ import threading
 import time
 from typing import Any, Callable
 
-__all__ = ["ACTIVE", "register", "unregister", "quiet", "installed"]
+__all__ = ["ACTIVE", "register", "unregister", "refresh", "quiet", "installed"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,14 @@ def unregister(profiler: Any) -> None:
             ACTIVE.remove(profiler)
         if not ACTIVE:
             _uninstall()
+
+
+def refresh() -> None:
+    """Install the wrappers of targets that appeared since the first profiler became active (a
+    module imported meanwhile: ``ringkernel.hybrid`` calls this when it is imported)."""
+    with _lock:
+        if ACTIVE:
+            _install()
 
 
 class _Quiet(threading.local):
@@ -254,7 +262,8 @@ def _targets() -> list[tuple[Any, str, Callable[[Any], Any]]]:
         (backend, "copy_device", lambda f: _copy_wrapper(f, _backend("DtoD"))),
     ]  # fmt: skip
     # @elementwise's CPU side (its GPU side is a @gpu_kernel launch, seen by the launch seam):
-    # only where the hybrid module is loaded already (no HybridKernel exists otherwise)
+    # only where the hybrid module is loaded (no HybridKernel exists otherwise; it calls
+    # refresh() when it is imported while a profiler is active)
     elementwise = sys.modules.get("ringkernel.hybrid.elementwise")
     if elementwise is not None:
         out.append((elementwise.HybridKernel, "_run_cpu", lambda f: _host_wrapper(f, _hybrid_cpu)))
