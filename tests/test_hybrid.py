@@ -407,9 +407,20 @@ def test_strided_host_arrays_on_both_sides(side: HybridDispatcher, rng: np.rando
 
 
 def test_strided_device_arrays_are_refused_with_what_to_do() -> None:
+    """Refused where the CPU side may run (it cannot copy them); fine under GPU_ONLY (from a
+    newcomer's trial: refused there too, for a side that never runs)."""
     d = cuda.to_device(np.arange(20.0))
-    with pytest.raises(KernelArgumentError, match="not contiguous"):
+    with pytest.raises(KernelArgumentError, match="(?s)not contiguous.*GPU_ONLY"):
         elementwise(accumulate, dispatcher=CPU)(d[::2], np.zeros(10))
+    with pytest.raises(KernelArgumentError, match="not contiguous"):
+        elementwise(accumulate, dispatcher=HybridDispatcher(HybridConfig(seed=1)))(d[::2], np.zeros(10))
+    out = cuda.to_device(np.ones(10))
+    elementwise(accumulate, dispatcher=GPU)(d[::2], out)  # out[i] += 2 * x[i]
+    np.testing.assert_array_equal(out.copy_to_host(), 1 + 2 * np.arange(0.0, 20.0, 2))
+    strided_out = cuda.to_device(np.zeros(20))
+    elementwise(accumulate, dispatcher=GPU)(d[:10], strided_out[1::2])
+    np.testing.assert_array_equal(strided_out.copy_to_host()[1::2], 2 * np.arange(10.0))
+    np.testing.assert_array_equal(strided_out.copy_to_host()[0::2], 0.0)
 
 
 def test_modes_survive_copies_and_bad_modes_are_refused() -> None:

@@ -319,12 +319,13 @@ class HybridKernel:
                         f"array {name!r} has shape {shape}; @elementwise takes 1-D arrays",
                         kernel_name=self.name, hint="pass x.reshape(-1) (a contiguous array) and index it flat",
                     )  # fmt: skip
-                if not contiguous:
+                if not contiguous and self.dispatcher.config.mode.kind != "gpu_only":
                     raise KernelArgumentError(
                         f"device array {name!r} is not contiguous: the CPU side cannot copy it to the host",
-                        kernel_name=self.name, hint="pass a contiguous device array (copy the view first)",
+                        kernel_name=self.name, hint="pass a contiguous device array (copy the view first), "
+                        "or run the body under ProcessingMode.GPU_ONLY, where strided device arrays are fine",
                     )  # fmt: skip
-                layout.append((type(a), dtype, True, True))
+                layout.append((type(a), dtype, contiguous, True))
                 spans[len(sizes)] = where
                 arrays.append(len(sizes))
                 sizes.append(shape[0])
