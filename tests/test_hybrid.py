@@ -1100,3 +1100,21 @@ def test_calls_moved_off_the_dispatchers_choice_are_still_counted() -> None:
         k(np.float32(2.0), x, x, out)  # above 4096 on the simulator: the CPU (reason "simulator")
     assert k.last_decision.reason == "simulator"
     assert d.stats().cpu_executions == 3
+
+
+def test_interleaved_views_are_not_taken_for_overlapping() -> None:
+    """x[0::2] read and x[1::2] written share no element (a newcomer's trial: refused before);
+    a view that does share one is still refused."""
+
+    def copy_even_to_odd(i, src, dst):  # type: ignore[no-untyped-def]
+        dst[i] = src[i] + 0.5
+
+    for side in (CPU, GPU):
+        x = np.arange(20.0)
+        elementwise(copy_even_to_odd, dispatcher=side)(x[0::2], x[1::2])
+        np.testing.assert_array_equal(x[1::2], np.arange(0.0, 20.0, 2) + 0.5)
+        np.testing.assert_array_equal(x[0::2], np.arange(0.0, 20.0, 2))
+        with pytest.raises(KernelArgumentError, match="share memory"):
+            elementwise(copy_even_to_odd, dispatcher=side)(x[0:10], x[5:15])
+        with pytest.raises(KernelArgumentError, match="share memory"):
+            elementwise(copy_even_to_odd, dispatcher=side)(x[::-2], x[1::2])  # both the odd elements

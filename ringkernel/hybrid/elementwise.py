@@ -376,7 +376,7 @@ class HybridKernel:
                     continue  # host and device memory never overlap; may_share_memory: bounds only, fast
                 si = spans[i] if not host_a else _host_span(a)
                 sj = spans[j] if not host_b else _host_span(b)
-                if si is None or sj is None or si[1] >= sj[2] or sj[1] >= si[2]:
+                if si is None or sj is None or si[1] >= sj[2] or sj[1] >= si[2] or _interleaved(si, sj):
                     continue
                 pi, pj = self.params[i], self.params[j]
                 wi, wj = pi in self.written, pj in self.written
@@ -570,6 +570,22 @@ class HybridKernel:
 
     def __repr__(self) -> str:
         return f"<elementwise {self.name}({', '.join(self.params)}), writes {sorted(self.written)}>"
+
+
+def _interleaved(si: tuple[Any, ...], sj: tuple[Any, ...]) -> bool:
+    """True where two 1-D spans (memory space, first byte, end byte, (shape, strides)) whose
+    bounds overlap share no byte: elements a common step apart that fall between each other's
+    (``x[0::2]`` and ``x[1::2]``). False where unsure (other steps): the caller refuses then."""
+    (shape_i, strides_i), (shape_j, strides_j) = si[3], sj[3]
+    if len(shape_i) != 1 or len(shape_j) != 1 or not shape_i[0] or not shape_j[0]:
+        return False
+    step = abs(int(strides_i[0]))
+    if step != abs(int(strides_j[0])) or step == 0:
+        return False
+    item_i = si[2] - si[1] - (shape_i[0] - 1) * step  # (the span ends one element past the last)
+    item_j = sj[2] - sj[1] - (shape_j[0] - 1) * step
+    r = (sj[1] - si[1]) % step  # where j's elements fall between i's, from an element of i
+    return item_i <= r and step - r >= item_j
 
 
 def elementwise(func: Callable[..., Any] | None = None, *, dispatcher: HybridDispatcher | None = None,
