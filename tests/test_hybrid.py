@@ -1118,3 +1118,27 @@ def test_interleaved_views_are_not_taken_for_overlapping() -> None:
             elementwise(copy_even_to_odd, dispatcher=side)(x[0:10], x[5:15])
         with pytest.raises(KernelArgumentError, match="share memory"):
             elementwise(copy_even_to_odd, dispatcher=side)(x[::-2], x[1::2])  # both the odd elements
+
+
+def test_default_arguments_and_explain_where_the_data_was() -> None:
+    """Bodies with defaults take them (a newcomer's trial: refused before); explain() without
+    data_on_device= speaks of where the latest call's data was."""
+
+    def scale(i, x, out, s=3.0):  # type: ignore[no-untyped-def]
+        out[i] = s * x[i]
+
+    d = HybridDispatcher(HybridConfig(seed=2))
+    k = elementwise(scale, dispatcher=d)
+    x = np.arange(7.0)
+    out = np.empty_like(x)
+    k(x, out)
+    np.testing.assert_array_equal(out, 3 * x)
+    k(x, out, 0.5)
+    np.testing.assert_array_equal(out, 0.5 * x)
+    with pytest.raises(KernelArgumentError, match="takes 3 arguments"):
+        k(x)
+    assert not k.explain(7).data_on_device
+    dx, dout = cuda.to_device(x), cuda.device_array(7)
+    k(dx, dout)
+    np.testing.assert_array_equal(dout.copy_to_host(), 3 * x)
+    assert k.explain(7).data_on_device and not k.explain(7, data_on_device=False).data_on_device

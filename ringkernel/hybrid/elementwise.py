@@ -181,6 +181,10 @@ class HybridKernel:
             _NAMES[self.name] = self
         self._ident = re.sub(r"\W", "_", self.name)
         self.params = [p.name for p in params[1:]]
+        #: the trailing parameters' default values, and how many parameters have none
+        self._defaults = tuple(p.default for p in params[1:] if p.default is not p.empty)
+        self._required = len(self.params) - len(self._defaults)
+        self._last_on_device = False
         self.written, self._cautious = _written(func, self.params)
         self._dispatcher = dispatcher
         self._targets = _Targets()
@@ -267,8 +271,11 @@ class HybridKernel:
         k._targets = self._targets
         return k
 
-    def explain(self, size: int, *, data_on_device: bool = False) -> Any:
-        """:meth:`HybridDispatcher.explain` for this kernel."""
+    def explain(self, size: int, *, data_on_device: bool | None = None) -> Any:
+        """:meth:`HybridDispatcher.explain` for this kernel; ``data_on_device=None``: where the
+        data of its latest call was (the host before any call)."""
+        if data_on_device is None:
+            data_on_device = self._last_on_device
         return self.dispatcher.explain(size, kernel=self.name, data_on_device=data_on_device)
 
     # -- a call -----------------------------------------------------------------------------------
@@ -422,7 +429,10 @@ class HybridKernel:
                 f"{', '.join(repr(k) for k in by_name)} by name", kernel_name=self.name,
                 hint=f"call {self.name}({', '.join(self.params)}) in that order; only n= is a keyword",
             )  # fmt: skip
+        if len(args) < len(self.params) and len(args) >= self._required:
+            args = args + self._defaults[len(args) - len(self.params):]  # the body's default values
         size, arrays, on_device, layout, snap = self._check(args, n)
+        self._last_on_device = on_device
         if size == 0:
             return  # nothing to run, nothing to learn
         if snap:
