@@ -188,7 +188,9 @@ class HybridKernel:
         self.written, self._cautious = _written(func, self.params)
         self._dispatcher = dispatcher
         self._targets = _Targets()
-        #: The decision of the latest call (``None`` before the first).
+        #: The decision of the latest call, from whichever thread made it (``None`` before the
+        #: first; a program calling from several threads reads its own calls' from ``stats()``
+        #: or times them itself).
         self.last_decision: Any = None
         self._taught = 0
         self._first_array = ""
