@@ -31,6 +31,9 @@ to a temp file named ``.rkc-*.tmp`` in the same directory and are ``os.replace``
 place, so readers and concurrent writers only ever see whole entries; temp files of
 killed writers are removed once they are an hour old. An unwritable directory (read-only,
 full) turns caching off for that cache object with one warning; compiling still works.
+
+The format and its checks live in ``cache_format.py``; ``CacheMode`` and the directory
+checks in ``cache_trust.py``.
 """
 
 from __future__ import annotations
@@ -39,21 +42,21 @@ import errno
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 import stat
 import struct
 import threading
 import time
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .._fileio import PRIVATE_MODE, atomic_write_bytes
 from ..config import settings  # at import: a first import here cost 1.5 ms inside the first cache hit
 from ..errors import ConfigurationError
+from .cache_format import _MAGIC, _MAX_HEADER, CACHE_VERSION, CacheEntry, _digest, _meta_problem, _parse_entry
+from .cache_trust import _GROUP_OR_OTHER_WRITE, CacheMode, _dir_problem, _kind
 
 __all__ = [
     "CACHE_VERSION", "CacheMode", "PtxCache", "CacheEntry", "PtxCacheStats", "default_cache_dir",
@@ -62,19 +65,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Bumped whenever the file format or what goes into a key changes (3: the SHA-256 covers ``meta``).
-CACHE_VERSION = 3
-
 #: Largest payload (PTX + cubin) an entry may hold unless ``max_entry_bytes`` says otherwise.
 DEFAULT_MAX_ENTRY_BYTES = 256 << 20
 #: Temp files of the cache older than this (seconds) belong to killed writers and are removed.
 STALE_TEMP_SECONDS = 3600.0
 
-_MAGIC = b"RKCACHE\n"
-_MAX_HEADER = 64 << 10
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _CC = re.compile(r"\w+", re.ASCII)
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 _SUFFIX = ".rkc"
 _ENTRY_NAME = re.compile(r"[0-9a-fA-F]+-\w+\.rkc", re.ASCII)
 _TEMP_PREFIX = ".rkc-"
@@ -90,25 +87,6 @@ _OPEN_FLAGS = (
     | getattr(os, "O_BINARY", 0)
 )  # fmt: skip
 _HAVE_NOFOLLOW = hasattr(os, "O_NOFOLLOW")
-_GROUP_OR_OTHER_WRITE = stat.S_IWGRP | stat.S_IWOTH
-
-# meta: what the compiler stores; anything else is refused on read and on write.
-_META_MAX_KEYS = 64
-_META_MAX_LIST = 4096
-_META_STR_FIELDS = ("entry_name", "name", "code_type", "indexing")
-_INT_RANGE = 1 << 63
-
-
-class CacheMode(Enum):
-    """Whose entries a :class:`PtxCache` loads (docs/cache.md, "Trust model")."""
-
-    #: The directory and every entry are the current user's and writable by no one else;
-    #: entries are written 0600.
-    PRIVATE = "private"
-    #: The directory belongs to a group the user is in and is not world-writable; entries
-    #: are written 0640, and entries of other users are loaded when they are group-owned by
-    #: the directory's group and writable by their owner only.
-    SHARED = "shared"
 
 
 def default_cache_dir() -> Path:
@@ -119,22 +97,6 @@ def default_cache_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("ringkernel", appauthor=False))
-
-
-@dataclass(frozen=True)
-class CacheEntry:
-    """A cached kernel: its PTX, the linked cubin (may be empty) and metadata (entry name, ...).
-
-    ``meta`` maps strings to JSON scalars (``str``, ``int``, finite ``float``, ``bool``,
-    ``None``) or lists of them; ``entry_name``, ``name``, ``code_type`` and ``indexing`` are
-    strings, ``cooperative`` a bool and ``argtypes`` a list of strings.
-    """
-
-    key: str
-    compute_cap: str
-    ptx: str
-    cubin: bytes = b""
-    meta: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -577,41 +539,7 @@ class PtxCache:
         )  # fmt: skip
 
 
-# -- checks (pure functions of what was read) --------------------------------------------
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link")):  # fmt: skip
-        if test(mode):
-            return name
-    return f"a file of type {stat.S_IFMT(mode):o}"
-
-
-def _dir_problem(st: os.stat_result, mode: CacheMode, euid: int | None) -> tuple[str, str] | None:
-    """``(why, what to do)`` if a directory with status ``st`` must not be used in ``mode``."""
-    if not stat.S_ISDIR(st.st_mode):
-        return f"it is not a directory but {_kind(st.st_mode)}", "remove it or point RINGKERNEL_CACHE_DIR elsewhere"
-    if euid is None:  # no POSIX owners and modes on this platform: nothing to check
-        return None
-    perms = stat.S_IMODE(st.st_mode)
-    if mode is CacheMode.PRIVATE:
-        if st.st_uid != euid:
-            return (f"it is owned by uid {st.st_uid}, not by you (uid {euid})",
-                    f"have it owned by you (chown {euid} <dir>), or set RINGKERNEL_CACHE_SHARED=1 if it is a "
-                    "group-shared cache directory")  # fmt: skip
-        if perms & _GROUP_OR_OTHER_WRITE:
-            return (f"it is writable by {'others' if perms & stat.S_IWOTH else 'its group'} (mode {perms:04o})",
-                    "make it writable by you only (chmod go-w <dir>, or chmod 700 <dir>), or set "
-                    "RINGKERNEL_CACHE_SHARED=1 if it is meant to be shared with its group")  # fmt: skip
-        return None
-    if perms & stat.S_IWOTH:
-        return (f"it is writable by everyone (mode {perms:04o}), so anyone could plant an entry",
-                "remove others' write permission (chmod o-w <dir>; chmod 2770 <dir> is the recommended shared mode)")  # fmt: skip
-    if st.st_uid != euid and st.st_gid != os.getegid() and st.st_gid not in os.getgroups():
-        return (f"its group (gid {st.st_gid}) is not one of yours",
-                "have it group-owned by a group you are in (chgrp <group> <dir>; chmod 2770 <dir>)")  # fmt: skip
-    return None
-
-
+# -- reading (the checks of what was read: cache_format.py, cache_trust.py) -----------------
 def _read_at_most(fd: int, limit: int) -> bytes:
     """Up to ``limit`` bytes from ``fd`` (fewer at end of file)."""
     chunks = []
@@ -623,140 +551,3 @@ def _read_at_most(fd: int, limit: int) -> bytes:
         chunks.append(chunk)
         left -= len(chunk)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _short(v: object) -> str:
-    text = repr(v)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise ValueError("a key appears twice")
-    return obj
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed")
-
-
-def _small_int(text: str) -> int:
-    if len(text.lstrip("-")) > 20:
-        raise ValueError(f"integer of {len(text)} digits")
-    return int(text)
-
-
-_REQUIRED = frozenset(("format", "key", "compute_cap", "sha256", "ptx_bytes", "cubin_bytes"))
-_OPTIONAL = frozenset(("meta", "created"))
-
-
-def _scalar_ok(v: object) -> bool:
-    if v is None or isinstance(v, (bool, str)):
-        return True
-    if isinstance(v, int):
-        return -_INT_RANGE <= v < _INT_RANGE
-    return isinstance(v, float) and math.isfinite(v)
-
-
-def _meta_problem(meta: object) -> str | None:
-    """Why ``meta`` is not what an entry may carry, or ``None``."""
-    if not isinstance(meta, dict):
-        return f"meta is {type(meta).__name__}, not an object"
-    if len(meta) > _META_MAX_KEYS:
-        return f"meta has {len(meta)} fields, more than {_META_MAX_KEYS}"
-    for k, v in meta.items():
-        if not isinstance(k, str) or len(k) > 256:
-            return f"meta field name {_short(k)} is not a short string"
-        if isinstance(v, list):
-            if len(v) > _META_MAX_LIST or not all(_scalar_ok(x) for x in v):
-                return f"meta[{k!r}] is not a list of at most {_META_MAX_LIST} JSON scalars"
-        elif not _scalar_ok(v):
-            return f"meta[{k!r}] is {type(v).__name__} {_short(v)}, not a JSON scalar or list of scalars"
-    for k in _META_STR_FIELDS:
-        if k in meta and not isinstance(meta[k], str):
-            return f"meta[{k!r}] is {type(meta[k]).__name__}, not str"
-    if "cooperative" in meta and not isinstance(meta["cooperative"], bool):
-        return f"meta['cooperative'] is {type(meta['cooperative']).__name__}, not bool"
-    if "argtypes" in meta and not (isinstance(meta["argtypes"], list) and all(isinstance(t, str) for t in meta["argtypes"])):
-        return "meta['argtypes'] is not a list of strings"
-    return None
-
-
-def _header_problem(header: object, key: str, compute_cap: str, payload: int, max_payload: int) -> str | None:
-    """Why ``header`` (parsed JSON) does not describe entry ``key``/``compute_cap`` of ``payload`` bytes."""
-    if not isinstance(header, dict):
-        return f"the header is {type(header).__name__}, not an object"
-    missing = _REQUIRED - header.keys()
-    if missing:
-        return f"the header lacks {', '.join(sorted(missing))}"
-    unknown = header.keys() - _REQUIRED - _OPTIONAL
-    if unknown:
-        return f"the header has unknown fields {', '.join(sorted(_short(u) for u in unknown))}"
-    fmt = header["format"]
-    if not _is_int(fmt) or fmt != CACHE_VERSION:
-        return f"format {_short(fmt)}, this ringkernel reads {CACHE_VERSION}"
-    hkey, hcc = header["key"], header["compute_cap"]
-    if not isinstance(hkey, str) or not isinstance(hcc, str):
-        return f"key {_short(hkey)} and compute_cap {_short(hcc)} must be strings"
-    if hkey != key or hcc != compute_cap:
-        return f"holds key {hkey[:12]}/{hcc[:12]}, expected {key[:12]}/{compute_cap}"
-    digest = header["sha256"]
-    if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
-        return f"sha256 {_short(digest)} is not 64 lowercase hex digits"
-    nptx, ncubin = header["ptx_bytes"], header["cubin_bytes"]
-    for name, n in (("ptx_bytes", nptx), ("cubin_bytes", ncubin)):
-        if not _is_int(n) or not 0 <= n <= max_payload:
-            return f"{name} {_short(n)} is not an int between 0 and {max_payload}"
-    if nptx + ncubin != payload:
-        return f"payload is {payload} bytes, header says {nptx + ncubin} (truncated?)"
-    created = header.get("created", 0.0)
-    if isinstance(created, bool) or not isinstance(created, (int, float)) or not 0 <= created < 1e11:
-        return f"created {_short(created)} is not a time stamp"
-    if "meta" in header:
-        return _meta_problem(header["meta"])
-    return None
-
-
-def _digest(meta: Mapping[str, Any], payload: bytes | memoryview) -> str:
-    """The ``sha256`` field: of ``meta`` as canonical JSON, a NUL byte, and ``payload``."""
-    h = hashlib.sha256(json.dumps(meta, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("ascii"))
-    h.update(b"\0")
-    h.update(payload)
-    return h.hexdigest()
-
-
-def _parse_entry(data: bytes, key: str, compute_cap: str, max_payload: int) -> CacheEntry | str:
-    """The entry ``data`` holds, or why it holds none. Never raises, whatever ``data`` is."""
-    start = len(_MAGIC) + 4
-    if len(data) < start or not data.startswith(_MAGIC):
-        return "not a ringkernel cache entry" if data else "empty file"
-    (hlen,) = struct.unpack_from("<I", data, len(_MAGIC))
-    if hlen > _MAX_HEADER:
-        return f"header length {hlen} is more than {_MAX_HEADER}"
-    if start + hlen > len(data):
-        return "truncated header"
-    try:
-        header = json.loads(
-            data[start : start + hlen].decode("utf-8"),
-            object_pairs_hook=_unique_object, parse_constant=_no_constant, parse_int=_small_int,
-        )  # fmt: skip
-    except (ValueError, RecursionError) as exc:  # JSON and UTF-8 errors are ValueErrors
-        return f"unreadable header ({type(exc).__name__}: {str(exc)[:80]})"
-    payload = memoryview(data)[start + hlen :]  # no copies of the payload until the end
-    why = _header_problem(header, key, compute_cap, len(payload), max_payload)
-    if why is not None:
-        return why
-    meta = header.get("meta", {})
-    if _digest(meta, payload) != header["sha256"]:
-        return "checksum mismatch"
-    nptx = header["ptx_bytes"]
-    try:
-        ptx = str(payload[:nptx], "utf-8")
-    except UnicodeDecodeError:
-        return "PTX is not UTF-8"
-    return CacheEntry(key, compute_cap, ptx, payload[nptx:].tobytes(), meta)

@@ -13,53 +13,37 @@ shape cannot change are cached this way (numba's, ringkernel's ``DeviceArray``).
 ``__cuda_array_interface__`` objects (CuPy, PyTorch) are read on every launch, since CuPy
 can reshape in place and PyTorch can resize; per type, a *guard* (``guard_for``) re-checks
 such an array against a launch's layout for the kernel's layout entries.
+
+Beside it: ``launcher_memo`` (``ArgInfo``, the identity cache, the launch memos'
+registrations) and ``launcher_arrays`` (layouts, interface reads, guard factories).
 """
 
 from __future__ import annotations
 
 import ctypes
-import functools
 import operator
-from functools import partial
 import struct
 import threading
-import weakref
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from .. import driver
 from .._layout import c_strides as _strides_c
+from . import launcher_memo
+from .launcher_arrays import (
+    _GUARDS, _READERS, _UNSET, _attribute_guard, _cached_cai, _cached_reader, _interface_guard, _layout_of, _read_cai,
+)
+from .launcher_memo import _CACHE, _SEEN, IDENTITY_CACHE, ArgInfo, clear_memo, register_memo
 
 __all__ = ["ArgInfo", "describe_arg", "first_launch", "IDENTITY_CACHE", "KernelLauncher", "register_memo", "clear_memo",
            "guard_for", "device_fields"]
 
 _PARAM = 8  # bytes per parameter slot (complex numbers take two slots)
+#: launcher_memo's registrations, named here too: tests and comments read ``launcher._DEPENDENTS``.
+_DEPENDENTS = launcher_memo._DEPENDENTS
 
 
-class ArgInfo(NamedTuple):
-    """What one argument contributes to a launch (a NamedTuple: cheap to build per launch)."""
-
-    type_key: Any  # hashable: picks the compiled signature
-    size: int  # elements (0 for scalars)
-    values: tuple  # values for the parameter slots (arrays); the scalar itself otherwise
-    is_array: bool
-    ref: Any = None  # weakref to the array (cached entries only)
-    sync_stream: int | None = None  # producer stream to synchronise with (CAI 'stream')
-
-
-_CACHE: dict[int, ArgInfo] = {}
-#: id -> ArgInfo of the live identity-cached arrays (an entry leaves when its array dies).
-IDENTITY_CACHE = _CACHE
-# Launch memos keyed by the ids of numba arrays (see GpuKernel): id -> [(memo, key), ...].
-# When an array dies its weakref callback drops every memo entry naming it, before CPython
-# can hand its id to a new object, so a memo hit by id always means the same live arrays.
-_DEPENDENTS: dict[int, dict[tuple[int, tuple], tuple[dict, tuple[int, ...]]]] = {}
-
-
-# Ids of the arrays that took part in a launch (see first_launch); an identity-cached array's
-# id leaves with the array.
-_SEEN: set[int] = set()
 _SEEN_LIMIT = 1 << 16
 _SCALAR_TYPES = (bool, int, float, complex, np.generic)
 
@@ -82,41 +66,6 @@ def first_launch(args: Sequence[Any]) -> bool:
     return new
 
 
-def _array_died(k: int, _ref: Any = None) -> None:
-    """Forget array ``k`` and the memo entries that use it (also a weakref callback); the
-    other arrays of those entries forget them too, so nothing accumulates."""
-    _CACHE.pop(k, None)
-    _SEEN.discard(k)
-    for (mid, key), (memo, others) in _DEPENDENTS.pop(k, {}).items():
-        memo.pop(key, None)
-        for o in others:
-            if o != k:
-                deps = _DEPENDENTS.get(o)
-                if deps is not None:
-                    deps.pop((mid, key), None)
-
-
-def clear_memo(memo: dict) -> None:
-    """Empty a memo (its size limit, a hook, close()) and forget its entries' registrations:
-    a memo's keys are the ids of the arrays registered for them."""
-    mid = id(memo)
-    for key in list(memo):
-        for i in key:
-            deps = _DEPENDENTS.get(i)
-            if deps is not None:
-                deps.pop((mid, key), None)
-                if not deps:
-                    del _DEPENDENTS[i]
-    memo.clear()
-
-
-def register_memo(memo: dict, key: tuple, args: Sequence[Any]) -> None:
-    """Record that ``memo[key]`` must go when any of ``args`` (cached numba arrays) dies.
-    Registering the same entry again (a memo cleared at its size limit and refilled) does
-    not add to what is kept."""
-    ids = tuple(id(a) for a in args)
-    for i in ids:
-        _DEPENDENTS.setdefault(i, {})[(id(memo), key)] = (memo, ids)
 _NUMBA_ARRAY_TYPES: tuple[type, ...] | None = None
 
 
@@ -129,14 +78,6 @@ def _numba_array_types() -> tuple[type, ...]:
             return ()
         _NUMBA_ARRAY_TYPES = (DeviceNDArrayBase,)
     return _NUMBA_ARRAY_TYPES
-
-
-def _layout(shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int) -> str:
-    if strides == _strides_c(shape, itemsize):
-        return "C"
-    if strides == tuple(reversed(_strides_c(tuple(reversed(shape)), itemsize))):
-        return "F"
-    return "A"
 
 
 def describe_arg(obj: Any) -> ArgInfo | None:
@@ -159,8 +100,6 @@ def describe_arg(obj: Any) -> ArgInfo | None:
 
 # -- per-type handlers -----------------------------------------------------------------------
 _HANDLERS: dict[type, Any] = {}
-_LAYOUTS: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-_LAYOUT_LIMIT = 4096
 
 
 def _refuse(obj: Any) -> None:
@@ -221,90 +160,6 @@ def _array_handler(tp: type) -> Any:
     return read_every_call
 
 
-def _cached_reader(reader: Any) -> Any:
-    def read_cached(obj: Any) -> ArgInfo | None:
-        got = reader(obj)
-        if got is None:
-            return _cached_cai(obj)
-        ptr, shape, strides, dtype, _stream = got
-        key, size, head, tail = _layout_of(dtype, shape, strides)
-        k = id(obj)
-        try:
-            ref = weakref.ref(obj, partial(_array_died, k))
-        except TypeError:  # no weak references: read every call
-            return ArgInfo(key, size, (*head, ptr, *tail), True, None, None)
-        info = _CACHE[k] = ArgInfo(key, size, (*head, ptr, *tail), True, ref, None)
-        return info
-
-    return read_cached
-
-
-def _layout_of(dtype: np.dtype, shape: tuple[int, ...], strides: tuple[int, ...]) -> tuple[Any, ...]:
-    """``(type key, elements, (0, 0, size, itemsize), (*shape, *strides))`` of an array of this
-    dtype, shape and byte strides: computed once per distinct layout."""
-    lk = (dtype, shape, strides)
-    got = _LAYOUTS.get(lk)
-    if got is None:
-        itemsize = dtype.itemsize
-        size = 1
-        for d in shape:
-            size *= d
-        shape, strides = tuple(int(d) for d in shape), tuple(int(s) for s in strides)
-        key = ("array", dtype.str, len(shape), _layout(shape, strides, itemsize), False)
-        got = (key, size, (0, 0, size, itemsize), (*shape, *strides))
-        if len(_LAYOUTS) >= _LAYOUT_LIMIT:
-            _LAYOUTS.clear()
-        _LAYOUTS[lk] = got
-    return got
-
-
-def _cai_info(obj: Any) -> tuple[ArgInfo, Any] | None:
-    cai = obj.__cuda_array_interface__
-    shape = tuple(int(s) for s in cai["shape"])
-    dtype = np.dtype(cai["typestr"])
-    if dtype.hasobject or dtype.fields:
-        return None
-    itemsize = dtype.itemsize
-    strides = tuple(int(s) for s in cai["strides"]) if cai.get("strides") else _strides_c(shape, itemsize)
-    ptr, readonly = cai["data"]
-    size = 1
-    for s in shape:
-        size *= s
-    values = (0, 0, size, itemsize, int(ptr or 0), *shape, *strides)
-    key = ("array", dtype.str, len(shape), _layout(shape, strides, itemsize), bool(readonly))
-    producer = cai.get("stream") if cai.get("version", 0) >= 3 else None
-    return ArgInfo(key, size, values, True, None, None), producer
-
-
-def _read_cai(obj: Any) -> ArgInfo | None:
-    """Any ``__cuda_array_interface__`` object, read on every call."""
-    got = _cai_info(obj)
-    if got is None:
-        return None
-    info, producer = got
-    return info._replace(sync_stream=producer if producer not in (None, 1) else None)
-
-
-def _cached_cai(obj: Any) -> ArgInfo | None:
-    """An immutable array type read through its interface, cached by identity."""
-    got = _cai_info(obj)
-    if got is None:
-        return None
-    info, producer = got
-    return _cache(obj, info, producer)
-
-
-def _cache(obj: Any, info: ArgInfo, producer: Any = None) -> ArgInfo:
-    try:
-        k = id(obj)
-        ref = weakref.ref(obj, functools.partial(_array_died, k))
-    except TypeError:  # no weak references: read every call
-        return info._replace(sync_stream=producer if producer not in (None, 1) else None)
-    info = info._replace(ref=ref)
-    _CACHE[k] = info
-    return info
-
-
 def _is_immutable(tp: type) -> bool:
     """Arrays whose pointer, shape, strides and dtype never change: numba's, and classes
     declaring ``__rk_immutable_array__`` with ``ptr``/``shape``/``strides``/``dtype``
@@ -312,22 +167,7 @@ def _is_immutable(tp: type) -> bool:
     return issubclass(tp, _numba_array_types()) or bool(getattr(tp, "__rk_immutable_array__", False))
 
 
-# -- cheap readers per array type ------------------------------------------------------------
-# Building ``__cuda_array_interface__`` costs CuPy and PyTorch several microseconds a call
-# (PyTorch's is Python code); their own attributes give the same facts for a fraction of it.
-# A reader returns ``(pointer, shape, byte strides, numpy dtype, producer stream or None)``,
-# or ``None`` to fall back to the interface (a dtype it does not know, a CPU tensor, ...). The
-# producer stream follows the interface's version-3 rule: the library's current stream, with
-# the legacy default stream (0 or 1) meaning "nothing to wait for".
-#
-# A guard (``_GUARDS``) serves the launch memo of read-every-call types: made from one array,
-# it returns the pointer of an array of the same type, dtype, shape and strides, else None;
-# with it a per-type check that the library's current stream is the default one.
-_UNSET: Any = object()
-_READERS: dict[type, Any] = {}
-_GUARDS: dict[type, Any] = {}
-
-
+# -- cheap readers per array type (launcher_arrays says what a reader and a guard return) ---
 def guard_for(obj: Any) -> tuple[Any, Any] | None:
     """``(guard, default_stream_check or None)`` for an array argument (see ``_GUARDS``):
     CuPy's and PyTorch's own; numba's from its attributes; any other array through its
@@ -372,47 +212,6 @@ def device_fields(obj: Any) -> tuple[int, tuple[int, ...], tuple[int, ...], np.d
     st = cai.get("strides")
     strides = tuple(int(x) for x in st) if st else _strides_c(shape, dtype.itemsize)
     return int(cai["data"][0] or 0), shape, strides, dtype
-
-
-def _interface_guard(a: Any) -> tuple[Any, Any] | None:
-    """A guard through ``__cuda_array_interface__`` (1-2 us a call): same type, shape,
-    strides, dtype and read-only flag, and no producer stream to wait for."""
-    cai = a.__cuda_array_interface__
-    tp, sh, st, ts = type(a), tuple(cai["shape"]), cai.get("strides"), cai["typestr"]
-    ro = bool(cai["data"][1])
-
-    def guard(x: Any) -> int | None:
-        if type(x) is not tp:
-            return None
-        c = x.__cuda_array_interface__
-        if tuple(c["shape"]) != sh or c.get("strides") != st or c["typestr"] != ts or bool(c["data"][1]) != ro:
-            return None
-        if c.get("version", 0) >= 3 and c.get("stream") not in (None, 1):
-            return None  # a producer stream to wait for: the checked path does
-        return int(c["data"][0] or 0)
-
-    return guard, None
-
-
-def _attribute_guard(tp: Any, pointer: Any, default_stream: Any = None) -> Any:
-    """The guard factory of an array type whose ``shape``, byte ``strides`` and ``dtype`` are
-    plain attributes (numba's, CuPy's, ringkernel's): same type, shape, strides and dtype as
-    the array the guard is made from, then ``pointer(x)`` (None: not readable this way)."""
-
-    def make(a: Any) -> tuple[Any, Any]:
-        sh, st, dt = a.shape, a.strides, a.dtype
-
-        def guard(x: Any) -> int | None:
-            if type(x) is not tp or x.shape != sh or x.strides != st:
-                return None
-            d = x.dtype
-            if d is not dt and d != dt:
-                return None
-            return pointer(x)  # type: ignore[no-any-return]
-
-        return guard, default_stream
-
-    return make
 
 
 def _make_reader(tp: Any) -> Any:
