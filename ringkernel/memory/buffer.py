@@ -122,11 +122,11 @@ class ManagedBuffer:
     def write(self, data: Any) -> None:
         """Copy ``data`` into the host shadow and start copying it to the device."""
         arr = np.asarray(data)
-        if arr.shape != self.shape and arr.size != int(np.prod(self.shape)):
+        if arr.shape != self.shape and not (arr.ndim == 1 and arr.size == int(np.prod(self.shape))):
             raise KernelArgumentError(
                 f"write() got shape {arr.shape}, the buffer is {self.shape}",
                 kernel_name="ManagedBuffer.write",
-                hint="write data of the buffer's shape (or as many elements)",
+                hint="write data of the buffer's shape (or a flat array of as many elements)",
             )
         if not np.can_cast(arr.dtype, self.dtype, casting="same_kind"):
             raise KernelArgumentError(
@@ -134,6 +134,23 @@ class ManagedBuffer:
                 kernel_name="ManagedBuffer.write",
                 hint=f"convert first: data.astype(np.{self.dtype.name})",
             )
+        if not np.can_cast(arr.dtype, self.dtype, casting="safe"):
+            # a narrowing cast: refused where a value would change (an int that wraps, a finite
+            # float that becomes inf), as DeviceArray.copy_to_device refuses it; a float's lost
+            # precision is what a narrower float is for
+            with np.errstate(over="ignore", invalid="ignore"):  # (what the cast does is checked next)
+                converted = arr.astype(self.dtype)
+            if self.dtype.kind in "iub":
+                changed = bool((converted.astype(arr.dtype) != arr).any())
+            else:
+                with np.errstate(invalid="ignore"):
+                    changed = bool((np.isinf(converted) & np.isfinite(arr)).any())
+            if changed:
+                raise KernelArgumentError(
+                    f"write() got values of {arr.dtype} that {self.dtype} cannot hold (they would wrap or overflow)",
+                    kernel_name="ManagedBuffer.write",
+                    hint=f"write values in {self.dtype}'s range, or use a wider buffer",
+                )
         with self._lock:
             self._check_open("write")
             self._wait_h2d()  # do not overwrite the shadow while a copy reads it

@@ -101,6 +101,15 @@ def run_pipeline(
             f"host_in has {host_in.shape[0]} rows, host_out {host_out.shape[0]}",
             kernel_name="run_pipeline", hint="chunks are taken along axis 0 of both",
         )  # fmt: skip
+    if host_in.size and host_out.size and _overlap(host_in, host_out):
+        # each timing pass copies in what the previous one copied out: the kernel would be
+        # applied `repeats` times over (an adversarial trial: +1 three times gave 3.0)
+        raise KernelArgumentError(
+            "host_in and host_out share memory: each pass would read what the previous one wrote",
+            kernel_name="run_pipeline", hint="pass a separate host_out (e.g. np.empty_like(host_in))",
+        )  # fmt: skip
+    if host_in.shape[0] == 0:
+        raise ConfigurationError("host_in has no rows: nothing to pipeline", hint="pass at least one row")
     if not 1 <= chunks <= host_in.shape[0]:
         raise ConfigurationError(f"chunks must be 1..{host_in.shape[0]}, got {chunks}")
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
@@ -173,3 +182,11 @@ def run_pipeline(
     finally:
         if own:
             mgr.close()
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two host arrays share memory (exactly where NumPy finds it cheaply, else by bounds)."""
+    try:
+        return bool(np.shares_memory(a, b, max_work=1 << 16))
+    except Exception:  # noqa: BLE001 - numpy's TooHardError: too costly to be exact; bounds decide
+        return bool(np.may_share_memory(a, b))

@@ -65,3 +65,23 @@ def test_bad_input_and_closed() -> None:
     with pytest.raises(ResourceClosedError, match="closed"):
         buf.read()
     assert "closed" in repr(buf)
+
+
+def test_write_refuses_values_the_buffer_cannot_hold_and_other_shapes() -> None:
+    """write() narrowed silently before (an adversarial trial: [100, 200, 300] into int8 gave
+    [100, -56, 44]; a (3, 2) array went into a (2, 3) buffer reshaped)."""
+    with ManagedBuffer((3,), np.int8) as b:
+        with pytest.raises(KernelArgumentError, match="cannot hold"):
+            b.write([100, 200, 300])
+        b.write([100, -100, 7])  # int64 values that fit: fine
+        np.testing.assert_array_equal(b.read(), [100, -100, 7])
+    with ManagedBuffer((2,), np.float16) as h:
+        with pytest.raises(KernelArgumentError, match="cannot hold"):
+            h.write(np.array([1e6, 1.0]))
+        h.write(np.array([0.1, np.inf]))  # a float's precision, and an inf already there: fine
+        assert h.read()[1] == np.inf
+    with ManagedBuffer((2, 3), np.float32) as m:
+        with pytest.raises(KernelArgumentError, match="shape"):
+            m.write(np.zeros((3, 2), np.float32))
+        m.write(np.arange(6, dtype=np.float32))  # flat, as many elements: fine
+        np.testing.assert_array_equal(m.read(), np.arange(6).reshape(2, 3))

@@ -563,3 +563,17 @@ def test_a_failed_copy_is_a_driver_error_with_its_context(monkeypatch: pytest.Mo
     assert e.result == 700 and e.result_name == "CUDA_ERROR_ILLEGAL_ADDRESS"
     assert "Operation: memcpy HtoD (4096 bytes)" in str(e) and "Stream: Compute(1)" in str(e)
     assert "Memory: 3.0 GB / 4.0 GB used (75%)" in str(e) and "Restart the process" in str(e)
+
+
+def test_run_pipeline_refuses_an_output_that_is_its_input() -> None:
+    """run_pipeline(h, h, ...) applied the kernel once per timing pass (an adversarial trial: a
+    +1 kernel gave 3.0); interleaved halves that share nothing are fine."""
+    from ringkernel import ConfigurationError, KernelArgumentError
+
+    host = np.zeros((8, 4))
+    with pytest.raises(KernelArgumentError, match="share memory"):
+        run_pipeline(host, host, lambda *a: None, chunks=2)
+    with pytest.raises(KernelArgumentError, match="share memory"):
+        run_pipeline(host[:, :2], host[:, 1:3], lambda *a: None, chunks=2)
+    with pytest.raises(ConfigurationError, match="no rows"):
+        run_pipeline(np.zeros((0, 4)), np.zeros((0, 4)), lambda *a: None, chunks=1)
