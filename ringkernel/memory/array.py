@@ -160,6 +160,13 @@ class DeviceArray(_Fields):
             raise TypeError("len() of a 0-d DeviceArray")
         return self.shape[0]
 
+    def __iter__(self) -> Any:
+        """Rows as views (NumPy's iteration); a 0-d array is not iterable (``list()`` of one
+        gave ``[]`` before)."""
+        if not self.shape:
+            raise TypeError("iteration over a 0-d DeviceArray")
+        return (self[i] for i in range(self.shape[0]))
+
     def __repr__(self) -> str:
         return f"<{self._describe()} at 0x{self.ptr:x}{'' if self._base is None else ', a view'}>"
 
@@ -294,7 +301,10 @@ class DeviceArray(_Fields):
         if len(axes) == 1 and not isinstance(axes[0], (int, np.integer)):
             axes = tuple(axes[0])
         nd = len(self.shape)
-        order = tuple(operator.index(a) % nd if nd else 0 for a in axes) if axes else tuple(range(nd))[::-1]
+        bad = [a for a in axes if not -nd <= operator.index(a) < nd]
+        if bad:  # (NumPy's AxisError; taken modulo before, so (3, 4, 5) passed for a 3-D array)
+            raise ConfigurationError(f"transpose axes {axes}: axis {bad[0]} is out of range for {nd} axes")
+        order = tuple(operator.index(a) % nd for a in axes) if axes else tuple(range(nd))[::-1]
         if sorted(order) != list(range(nd)):
             raise ConfigurationError(f"transpose axes {axes} are not a permutation of the {nd} axes")
         return self._view(self.ptr, tuple(self.shape[a] for a in order), tuple(self.strides[a] for a in order))

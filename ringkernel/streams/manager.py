@@ -54,6 +54,9 @@ class StreamId:
     def __post_init__(self) -> None:
         if not isinstance(self.kind, StreamKind):
             raise ConfigurationError(f"StreamId.kind must be a StreamKind, got {self.kind!r}")
+        if isinstance(self.index, bool) or not isinstance(self.index, (int, np.integer)):
+            raise ConfigurationError(f"a stream index must be an int, got {self.index!r}")
+        object.__setattr__(self, "index", int(self.index))
         if self.index < 0 or (self.kind is not StreamKind.COMPUTE and self.index != 0):
             raise ConfigurationError(f"invalid stream index {self.index} for {self.kind.value}")
 
@@ -484,7 +487,7 @@ class StreamManager:
         """
         if self._closed:
             self._refuse("async_memcpy_htod")
-        sid = stream_id if stream_id in self._streams else StreamId.DEFAULT
+        sid = self._copy_stream(stream_id)
         if not self._is_pinned(src):
             if not allow_sync:
                 raise KernelArgumentError(
@@ -502,7 +505,7 @@ class StreamManager:
         """Copy device ``src`` into pinned host ``dst`` asynchronously (see :meth:`async_memcpy_htod`)."""
         if self._closed:
             self._refuse("async_memcpy_dtoh")
-        sid = stream_id if stream_id in self._streams else StreamId.DEFAULT
+        sid = self._copy_stream(stream_id)
         if not self._is_pinned(dst):
             if not allow_sync:
                 raise KernelArgumentError(
@@ -514,6 +517,17 @@ class StreamManager:
             return
         stream = self._lookup(sid)
         _copy(lambda: src.copy_to_host(dst, stream=stream), "memcpy DtoH", dst.nbytes, sid)
+
+    def _copy_stream(self, stream_id: StreamId) -> StreamId:
+        """The stream an async copy runs on: ``stream_id``; the default stream for TRANSFER
+        (the copies' default) where the manager has no transfer stream; any other stream it
+        does not have is refused, as by every other method (an adversarial trial: a compute
+        index out of range went to the default stream silently)."""
+        if stream_id in self._streams:
+            return stream_id
+        if stream_id == StreamId.TRANSFER:
+            return StreamId.DEFAULT
+        self._no_stream(stream_id)
 
     def _is_pinned(self, arr: Any) -> bool:
         if not isinstance(arr, np.ndarray):

@@ -577,3 +577,38 @@ def test_run_pipeline_refuses_an_output_that_is_its_input() -> None:
         run_pipeline(host[:, :2], host[:, 1:3], lambda *a: None, chunks=2)
     with pytest.raises(ConfigurationError, match="no rows"):
         run_pipeline(np.zeros((0, 4)), np.zeros((0, 4)), lambda *a: None, chunks=1)
+
+
+def test_async_copies_refuse_streams_the_manager_does_not_have() -> None:
+    """An out-of-range compute stream went to the default stream silently (an adversarial
+    trial); TRANSFER without a transfer stream still means the default one, as documented."""
+    from numba import cuda
+
+    from ringkernel import ConfigurationError
+
+    host = np.arange(8.0)
+    dev = cuda.device_array(8)
+    with StreamManager(StreamConfig(num_compute_streams=2, use_transfer_stream=False)) as m:
+        with pytest.raises(ConfigurationError, match="no stream Compute"):
+            m.async_memcpy_htod(dev, host, StreamId.compute(7))
+        with pytest.raises(ConfigurationError, match="no stream Compute"):
+            m.async_memcpy_dtoh(host, dev, StreamId.compute(5))
+        m.async_memcpy_htod(dev, host)  # TRANSFER: the default stream here
+        m.synchronize()
+        np.testing.assert_array_equal(dev.copy_to_host(), host)
+    with pytest.raises(ConfigurationError, match="int"):
+        StreamId.compute(1.5)  # type: ignore[arg-type]
+
+
+def test_device_array_transpose_and_iteration_follow_numpy() -> None:
+    from ringkernel import ConfigurationError
+    from ringkernel.memory import GpuMemoryPool
+
+    with GpuMemoryPool() as pool:
+        a = pool.device_array((2, 3, 4), np.float32)
+        assert a.transpose(-1, 0, 1).shape == (4, 2, 3)
+        with pytest.raises(ConfigurationError, match="out of range"):
+            a.transpose(3, 4, 5)
+        assert [r.shape for r in a] == [(3, 4), (3, 4)]
+        with pytest.raises(TypeError, match="0-d"):
+            list(pool.device_array((), np.float32))
