@@ -187,6 +187,6 @@ def run_pipeline(
 def _overlap(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether two host arrays share memory (exactly where NumPy finds it cheaply, else by bounds)."""
     try:
-        return bool(np.shares_memory(a, b, max_work=1 << 16))
+        return bool(np.shares_memory(a, b, max_work=1 << 16))  # type: ignore[arg-type]  # (numpy's stubs: -1 or 0 only)
     except Exception:  # noqa: BLE001 - numpy's TooHardError: too costly to be exact; bounds decide
         return bool(np.may_share_memory(a, b))

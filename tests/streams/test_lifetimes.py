@@ -594,7 +594,7 @@ def test_async_copies_refuse_streams_the_manager_does_not_have() -> None:
         with pytest.raises(ConfigurationError, match="no stream Compute"):
             m.async_memcpy_dtoh(host, dev, StreamId.compute(5))
         m.async_memcpy_htod(dev, host)  # TRANSFER: the default stream here
-        m.synchronize()
+        m.sync_all()
         np.testing.assert_array_equal(dev.copy_to_host(), host)
     with pytest.raises(ConfigurationError, match="int"):
         StreamId.compute(1.5)  # type: ignore[arg-type]
