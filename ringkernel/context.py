@@ -243,7 +243,8 @@ class GpuContext:
             _current.active -= 1
 
     def __enter__(self) -> "GpuContext":
-        """``with GpuContext() as ctx:``: current inside the block, closed at its end."""
+        """``with GpuContext() as ctx:``: current inside the block, closed at its end (the
+        outermost block's, where blocks of one context nest; an inner one closed it before)."""
         self._check("__enter__")
         if self._profiler is not None and not self._profiler.active:
             self._start_profiler()
@@ -255,7 +256,8 @@ class GpuContext:
         if self._tokens:
             _current.CURRENT.reset(self._tokens.pop())
             _current.active -= 1
-        self.close()
+        if not self._tokens:
+            self.close()
 
     # -- convenience (proposal 11.1) ------------------------------------------------------
     def allocate(self, count: int | Sequence[int], dtype: Any = np.float32) -> Any:

@@ -157,3 +157,17 @@ def test_allocation_errors_carry_their_context() -> None:
     assert e.operation == "GpuMemoryPool.allocate(4194304 bytes)" and e.memory is not None
     assert e.memory.pool_in_use == 0 and "Memory:" in str(e) and "Suggestion: the pool holds" in str(e)
     pool.close()
+
+
+def test_nested_blocks_of_one_context_close_it_at_the_outermost() -> None:
+    """`with ctx:` inside `with ctx:` closed the context at the inner exit (an adversarial trial)."""
+    from ringkernel import GpuContext
+
+    ctx = GpuContext()
+    with ctx:
+        with ctx:
+            a = ctx.allocate(4)
+        assert not ctx.closed
+        b = ctx.allocate(4)  # still usable after the inner block
+        assert a.shape == b.shape == (4,)
+    assert ctx.closed
