@@ -323,3 +323,28 @@ def test_pool_allocation() -> None:
     with LockFreeInbox(16, MSG, pool=pool) as q:
         assert q.push_many(_messages(20)) == 16 and list(q.pop_many(4)["seq"]) == [0, 1, 2, 3]
     pool.close()
+
+
+def test_pushed_tuples_keep_their_values_and_numpy_scalars_are_messages() -> None:
+    """(5.9,) into an int32 queue stored 5, np.int32(5) was refused as 'not an array' (an
+    adversarial trial): fractions, out-of-range ints and overflowing floats are refused now."""
+    import numpy as np
+
+    from ringkernel.errors import MessageError
+    from ringkernel.messaging import LockFreeInbox
+
+    with LockFreeInbox(8, np.int32) as q:
+        assert q.try_push((5,)) and q.try_push(np.int32(6)) and q.try_push((True,))
+        for bad in ((5.9,), (2**40,)):
+            with pytest.raises(MessageError, match="fit"):
+                q.try_push(bad)
+        np.testing.assert_array_equal(q.pop_many(8), [5, 6, 1])
+    rec = np.dtype([("src", np.int32), ("val", np.float32)])
+    with LockFreeInbox(8, rec) as r:
+        assert r.try_push((1, 2.5))
+        with pytest.raises(MessageError, match="int32 field exactly"):
+            r.try_push((1.5, 2.0))
+        with pytest.raises(MessageError, match="overflows"):
+            r.try_push((3, 1e60))
+        got = r.pop_many(8)
+        assert got.shape == (1,) and got["src"][0] == 1 and got["val"][0] == 2.5

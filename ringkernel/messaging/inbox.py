@@ -154,16 +154,19 @@ def as_messages(msgs: Any, dtype: np.dtype, owner: str, operation: str, *, singl
         raise MessageError(
             f"{owner}.{operation}: the message is None", hint=f"pass a NumPy record or array of dtype {dtype}"
         )
-    if isinstance(msgs, np.void) and msgs.dtype == dtype:
+    if isinstance(msgs, np.generic) and msgs.dtype == dtype:  # a record, or a NumPy scalar of the dtype
         return np.array([msgs], dtype)
     if isinstance(msgs, tuple) and single:
         try:
-            return np.array([msgs], dtype)
-        except (TypeError, ValueError) as exc:
+            with np.errstate(over="ignore", invalid="ignore"):  # (what the conversion did is checked below)
+                out = np.array([msgs], dtype)
+        except (TypeError, ValueError, OverflowError) as exc:
             raise MessageError(
                 f"{owner}.{operation}: the tuple {msgs!r} does not fit dtype {dtype} ({exc})",
                 hint="give one value per field, in order",
             ) from None
+        _check_values_kept(out.reshape(-1)[:1], msgs, dtype, owner, operation)
+        return out.reshape(-1)[:1] if dtype.names is None else out
     if not isinstance(msgs, np.ndarray):
         raise MessageError(
             f"{owner}.{operation}: expected a NumPy array of dtype {dtype}, got {type(msgs).__name__}",
@@ -186,6 +189,26 @@ def as_messages(msgs: Any, dtype: np.dtype, owner: str, operation: str, *, singl
             f"{owner}.{operation}: a 1-D array of messages expected, got shape {msgs.shape}", hint="pass arr.ravel()"
         )
     return np.ascontiguousarray(msgs.reshape(-1))
+
+
+def _check_values_kept(out: np.ndarray, msgs: tuple[Any, ...], dtype: np.dtype, owner: str, operation: str) -> None:
+    """Refuse a tuple whose values the dtype would change: a fraction or an out-of-range number
+    in an integer field (``(5.9,)`` into int32 stored 5, from an adversarial trial), a finite
+    number that becomes inf; a float's rounding is what a float field does."""
+    import math
+
+    names, kinds = dtype.names, dtype.fields
+    fields = [(out[n][0], kinds[n][0], v) for n, v in zip(names, msgs)] if names and kinds else [(out[0], dtype, msgs[0])]
+    for stored, fdt, given in fields:
+        if not isinstance(given, (bool, int, float, np.generic)) or fdt.shape:
+            continue  # (sub-arrays, strings: NumPy's conversion checks them)
+        if fdt.kind in "iub":
+            if (not isinstance(given, (bool, np.bool_)) and float(given) != float(given) // 1) or int(stored) != given:
+                raise MessageError(f"{owner}.{operation}: {given!r} does not fit a {fdt} field exactly",
+                                   hint=f"give a value that {fdt} holds (an integer in its range)")  # fmt: skip
+        elif fdt.kind == "f" and math.isinf(float(stored)) and not math.isinf(float(given)):
+            raise MessageError(f"{owner}.{operation}: {given!r} overflows a {fdt} field",
+                               hint=f"give a value within {fdt}'s range")  # fmt: skip
 
 
 def check_count(value: Any, owner: str, operation: str) -> int:
