@@ -201,6 +201,9 @@ class GpuMemoryPool(_PoolLifetime):
         """Make sure ``count`` blocks of ``size_class`` are free, allocating slabs now."""
         if not isinstance(size_class, SizeClass):
             raise ConfigurationError(f"warm_bucket takes a SizeClass, got {size_class!r}")
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
+            raise ConfigurationError(f"warm_bucket takes a count of blocks (a non-negative int), got {count!r}")
+        count = int(count)
         i = _INDEX[size_class]
         with self._lock:
             self._check_open("warm_bucket")

@@ -11,6 +11,8 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+import numpy as np
+
 from ..errors import ConfigurationError, InsufficientMemory
 
 __all__ = ["MemoryEstimate", "ResourceGuard"]
@@ -27,8 +29,9 @@ class MemoryEstimate:
     def __post_init__(self) -> None:
         for name in ("per_element_bytes", "element_count", "overhead_bytes"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
                 raise ConfigurationError(f"MemoryEstimate.{name} must be a non-negative int, got {v!r}")
+            object.__setattr__(self, name, int(v))  # (NumPy's ints too: sizes often come from arrays)
 
     @property
     def total_bytes(self) -> int:

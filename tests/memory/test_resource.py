@@ -83,3 +83,19 @@ def test_reserve_is_thread_safe() -> None:
         t.join()
     assert len(granted) == 3  # 3 x 30 <= 100 < 4 x 30
     assert re.match(r"\d+", str(g.available_bytes))
+
+
+def test_estimates_take_numpy_ints_and_warm_bucket_takes_a_count() -> None:
+    """np.int64 sizes were refused as "not an int"; warm_bucket(cls, 5000.5) raised a raw
+    NumPy TypeError (an adversarial trial)."""
+    import numpy as np
+
+    from ringkernel import ConfigurationError
+    from ringkernel.memory import GpuMemoryPool, MemoryEstimate, SimulatorBackend, SizeClass
+
+    e = MemoryEstimate(np.int64(4), np.int32(10), np.uint8(2))
+    assert e.total_bytes == 42 and type(e.per_element_bytes) is int
+    with GpuMemoryPool(backend=SimulatorBackend()) as pool:
+        with pytest.raises(ConfigurationError, match="count of blocks"):
+            pool.warm_bucket(SizeClass.SIZE_4KB, 5000.5)  # type: ignore[arg-type]
+        pool.warm_bucket(SizeClass.SIZE_4KB, np.int64(3))
