@@ -96,6 +96,12 @@ def run_pipeline(
             "StreamManager", operation="run_pipeline",
             hint="pass an open manager, or none (run_pipeline then makes and closes its own)",
         )  # fmt: skip
+    for name, arr in (("host_in", host_in), ("host_out", host_out)):
+        if not isinstance(arr, np.ndarray) or not arr.flags.c_contiguous:
+            raise KernelArgumentError(
+                f"{name} must be a C-contiguous NumPy array (its chunks along axis 0 are copied whole)",
+                kernel_name="run_pipeline", hint=f"pass np.ascontiguousarray({name})",
+            )  # fmt: skip
     if host_in.shape[0] != host_out.shape[0]:
         raise KernelArgumentError(
             f"host_in has {host_in.shape[0]} rows, host_out {host_out.shape[0]}",

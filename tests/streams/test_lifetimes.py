@@ -574,7 +574,7 @@ def test_run_pipeline_refuses_an_output_that_is_its_input() -> None:
     with pytest.raises(KernelArgumentError, match="share memory"):
         run_pipeline(host, host, lambda *a: None, chunks=2)
     with pytest.raises(KernelArgumentError, match="share memory"):
-        run_pipeline(host[:, :2], host[:, 1:3], lambda *a: None, chunks=2)
+        run_pipeline(host[0:6], host[2:8], lambda *a: None, chunks=2)
     with pytest.raises(ConfigurationError, match="no rows"):
         run_pipeline(np.zeros((0, 4)), np.zeros((0, 4)), lambda *a: None, chunks=1)
 
@@ -612,3 +612,13 @@ def test_device_array_transpose_and_iteration_follow_numpy() -> None:
         assert [r.shape for r in a] == [(3, 4), (3, 4)]
         with pytest.raises(TypeError, match="0-d"):
             list(pool.device_array((), np.float32))
+
+
+def test_run_pipeline_refuses_arrays_it_cannot_chunk() -> None:
+    from ringkernel import KernelArgumentError
+
+    host = np.zeros((8, 4))
+    with pytest.raises(KernelArgumentError, match="C-contiguous"):
+        run_pipeline(host, np.asfortranarray(np.zeros((8, 4))), lambda *a: None, chunks=2)
+    with pytest.raises(KernelArgumentError, match="C-contiguous"):
+        run_pipeline([[0.0]] * 8, host, lambda *a: None, chunks=2)  # type: ignore[arg-type]
