@@ -167,8 +167,6 @@ _DECISIONS = {(g, r): Decision(g, r) for g in (False, True)
 #: The decisions a settled size returns: equal to the "model" ones, but other objects, so that a
 #: caller can tell them apart by identity (``@elementwise`` teaches the models less often there).
 SETTLED_DECISIONS = (Decision(False, "model"), Decision(True, "model"))
-#: The same where the other side is never re-probed (``reprobe_probability=0``).
-FAR_DECISIONS = (Decision(False, "model"), Decision(True, "model"))
 
 
 @dataclass(frozen=True)
@@ -412,7 +410,7 @@ class HybridDispatcher:
                 gap = 1 + _geometric(self._rng, p)  # thinned away: the next candidate after this call
             if gap <= _SETTLED_CALLS + 1:
                 served, due = gap - 2, True  # the calls between this one and the candidate
-        d = FAR_DECISIONS[use_gpu] if p == 0 else SETTLED_DECISIONS[use_gpu]
+        d = SETTLED_DECISIONS[use_gpu]
         k.settled[n] = [d, p, served, due, False]
         return d
 
@@ -425,8 +423,7 @@ class HybridDispatcher:
         k.settled.clear()
 
     def lease(self, workload_size: int, *, kernel: str = DEFAULT_KERNEL, data_on_device: bool = False) -> list[Any] | None:
-        """The kept entry behind a decision of :data:`SETTLED_DECISIONS` or :data:`FAR_DECISIONS`
-        at this size: a list ``[decision, probability, calls left, probe due, dead]`` that the
+        """The kept entry behind a decision of :data:`SETTLED_DECISIONS` at this size: a list ``[decision, probability, calls left, probe due, dead]`` that the
         caller may use instead of calling :meth:`decide` while ``entry[2] > 0`` and not
         ``entry[4]``, decrementing ``entry[2]`` (the count the dispatcher uses; ``dead`` once it
         decides afresh: the next call after the count is the dispatcher's, which probes if one

@@ -41,7 +41,7 @@ import numpy as np
 from ..config import simulator_enabled, simulator_exclusive
 from ..errors import ConfigurationError, KernelArgumentError
 from .arrays import _device_view, _host_span, _is_device
-from .dispatcher import FAR_DECISIONS, SETTLED_DECISIONS, Decision, HybridConfig, HybridDispatcher
+from .dispatcher import SETTLED_DECISIONS, Decision, HybridConfig, HybridDispatcher
 from .targets import for_target
 from .written import _written
 
@@ -447,7 +447,7 @@ class HybridKernel:
             decision = self.last_decision = entry[0]
         else:
             decision = self.last_decision = d.decide(size, kernel=self.name, data_on_device=on_device)
-            if decision is FAR_DECISIONS[decision.use_gpu] or decision is SETTLED_DECISIONS[decision.use_gpu]:
+            if decision is SETTLED_DECISIONS[decision.use_gpu]:
                 entry = d.lease(size, kernel=self.name, data_on_device=on_device)
                 if entry is not None:
                     self._lease = [size, on_device, d, entry]
@@ -496,7 +496,7 @@ class HybridKernel:
         # one in sixteen where the dispatcher reuses a decision far from a tie; a fixed mode's
         # calls teach nothing (no model decides there: counts and times only).
         self._taught += 1
-        every = _TEACH_EVERY_SETTLED if decision is SETTLED_DECISIONS[use_gpu] or decision is FAR_DECISIONS[use_gpu] else _TEACH_EVERY
+        every = _TEACH_EVERY_SETTLED if decision is SETTLED_DECISIONS[use_gpu] else _TEACH_EVERY
         teach = warm and reason not in _FIXED and (probe or self._taught % every == 0)
         record(seconds, size=size if teach else None, kernel=self.name, data_on_device=on_device, probe=probe)
 
