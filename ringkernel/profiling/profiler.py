@@ -409,26 +409,26 @@ class GpuProfiler(RangesMixin, PoolTrackingMixin, ResultsMixin):
         """After a synchronisation (:mod:`.capture`): a SYNC range on the calling thread's track."""
         if not self._wanted():
             return
-        key, tid = self._track()
-        stack = self._stack.get()
         args: dict[str, Any] = {}
         if stream is not None:
             skey = self._stream_key(stream)
             self._stream_id(skey)
             args["stream"] = self._streams[skey][1]
-        self._add(ProfileEvent(EventKind.RANGE, what, ProfileCategory.SYNC, t0, t1, self._tracks[key][1], tid,
-                               next(self._ids), stack[-1].id if stack else None, args))  # fmt: skip
-        self._last[key] = t1
+        self._host_range(what, ProfileCategory.SYNC, args, t0, t1)
 
     def _host_work(self, name: str, args: dict[str, Any], t0: int, t1: int) -> None:
         """After host work (:mod:`.capture`: an ``@elementwise`` call's CPU side): an ALGORITHM
         range on the calling thread's track."""
-        if not self._wanted():
-            return
+        if self._wanted():
+            self._host_range(name, ProfileCategory.ALGORITHM, dict(args), t0, t1)
+
+    def _host_range(self, name: str, category: ProfileCategory, args: dict[str, Any], t0: int, t1: int) -> None:
+        """A range the host spent between ``t0`` and ``t1`` on the calling thread's track, inside
+        the range open there."""
         key, tid = self._track()
         stack = self._stack.get()
-        self._add(ProfileEvent(EventKind.RANGE, name, ProfileCategory.ALGORITHM, t0, t1, self._tracks[key][1], tid,
-                               next(self._ids), stack[-1].id if stack else None, dict(args)))  # fmt: skip
+        self._add(ProfileEvent(EventKind.RANGE, name, category, t0, t1, self._tracks[key][1], tid,
+                               next(self._ids), stack[-1].id if stack else None, args))  # fmt: skip
         self._last[key] = t1
 
     def __repr__(self) -> str:
