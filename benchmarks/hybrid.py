@@ -260,6 +260,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"{key}: adaptive/best max {max(over):.3f}; totals cpu {sum(med['cpu']):.4f} gpu "
                   f"{sum(med['gpu']):.4f} adaptive {sum(med['adaptive']):.4f} s; crossover "
                   f"{results[key]['crossover_learned']}", flush=True)  # fmt: skip
+            if args.out:  # what is measured so far (a run stopped at a time limit keeps it)
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                args.out.with_suffix(".partial.json").write_text(json.dumps(
+                    {"partial": True, "adaptive_over_best": {k: r["adaptive_over_best"] for k, r in results.items()},
+                     "by_kernel": results, "command": "python benchmarks/hybrid.py " + " ".join(sys.argv[1:])}, indent=1) + "\n")
     ref = results["saxpy/host"] if "saxpy/host" in results else next(iter(results.values()))  # (--only)
     t_idx, _ = best_threshold(ref["median_s"]["cpu"], ref["median_s"]["gpu"])
     threshold = sizes[t_idx] if t_idx < len(sizes) else sizes[-1] * 2

@@ -9,7 +9,11 @@ two traces (a 3-stream pipeline of copies and kernels, a multi-kernel loop) with
   (in 8 rounds alternating with this process's, before any profiler is entered here)
   never imports ``ringkernel.profiling`` (checked); ``enabled_cupti_capture``: inside
   ``with GpuProfiler(..., launches=LaunchCapture.CUPTI)`` (no launch hook; ``None`` without
-  cupti-python), and ``cupti_capture_resolve_us_per_launch``: reading its records afterwards.
+  cupti-python), ``cupti_records_alone``: CUPTI recording the same kernel and driver-call
+  records with no profiler (its callback drops them: the floor under the capture's cost; the
+  three in 5 interleaved rounds), and ``cupti_capture_resolve_us_per_launch``: reading the
+  capture's records afterwards. The child and this process run on one core, in turn (unpinned,
+  a process's launch time depended on the core it landed on).
 * ``durations``: batches of 40 back-to-back launches of a memory-bound kernel on 2^24 floats
   timed by the profiler (inside ``with``: the median span), against batches of 40 bracketed
   by two CUDA events (the mean per launch); 7 rounds of one batch each, interleaved in
@@ -32,6 +36,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 import time
@@ -77,7 +82,10 @@ import ringkernel
 from ringkernel import gpu_kernel
 from numba import cuda
 
-batches, batch = int(sys.argv[1]), int(sys.argv[2])
+batches, batch, cpu = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+if cpu >= 0:
+    import os
+    os.sched_setaffinity(0, {cpu})  # the parent's core: both measured where the other was
 
 @gpu_kernel
 def vadd(a, b, c):
@@ -111,8 +119,15 @@ def interleaved_with_child(measure: Callable[[], float], rounds: int = 8, batche
     plain launch measured 4.3 and 7.0 us minutes apart on one machine, and a child run after
     the parent gave differences of -1.5 to +0.6 us): (parent rounds, child rounds), or None
     if the child failed (its error printed)."""
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(batches), str(batch)], stdin=subprocess.PIPE,
+    # both on one core, in turn: unpinned, a process's launch time depended on where it ran
+    # (the ninth session's run: the parent's rounds 5.4-5.7 or 7.4-7.7 us, the child's all 7.3-7.7)
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    cpu = cpus[-1] if cpus else -1
+    mask = set(cpus)
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(batches), str(batch), str(cpu)], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    if cpu >= 0:
+        os.sched_setaffinity(0, {cpu})
     assert child.stdin is not None and child.stdout is not None
     mine: list[float] = []
     theirs: list[float] = []
@@ -135,6 +150,9 @@ def interleaved_with_child(measure: Callable[[], float], rounds: int = 8, batche
         child.kill()
         print((child.stderr.read() if child.stderr else "")[-2000:], file=sys.stderr)
         return None
+    finally:
+        if cpu >= 0:
+            os.sched_setaffinity(0, mask)
 
 
 def main() -> int:
@@ -179,16 +197,33 @@ def main() -> int:
     prof.close()
     # launches read from CUPTI's records (no launch hook): the per-launch cost, and the deferred
     # cost of reading the records when the profiler resolves, per launch
-    cupti_capture = cupti_resolve = cupti_disabled = None
+    cupti_capture = cupti_resolve = cupti_disabled = cupti_floor = None
     try:
-        import cupti.cupti  # noqa: F401
+        import cupti.cupti as cupti_c
 
         from ringkernel.profiling import LaunchCapture
 
-        # interleaved rounds (the host's speed drifts over a run): disabled, then enabled
-        base, captured, per_resolve, launched = [], [], [], 0
+        def cupti_alone_us() -> float:
+            """CUPTI's own recording, no profiler: the kernel and driver-call records the capture
+            enables, delivered to a callback that drops them (the floor under the capture's cost)."""
+            kinds = [cupti_c.ActivityKind.CONCURRENT_KERNEL, cupti_c.ActivityKind.DRIVER]
+            cupti_c.activity_register_callbacks(lambda: (8 << 20, 0), lambda activities: None)
+            for kind in kinds:
+                cupti_c.activity_enable(kind)
+            try:
+                per_launch_us(launch, batches=2)
+                return per_launch_us(launch, batches=10)
+            finally:
+                cupti_c.activity_flush_all(1)
+                for kind in kinds:
+                    cupti_c.activity_disable(kind)
+                cupti_c.activity_flush_all(1)
+
+        # interleaved rounds (the host's speed drifts over a run): disabled, CUPTI alone, the capture
+        base, captured, floor, per_resolve, launched = [], [], [], [], 0
         for _ in range(5):
             base.append(per_launch_us(launch, batches=10))
+            floor.append(cupti_alone_us())
             prof = GpuProfiler("cost, CUPTI capture", launches=LaunchCapture.CUPTI)
             with prof:
                 per_launch_us(launch, batches=2)
@@ -208,9 +243,11 @@ def main() -> int:
                     print(buf.getvalue()[:4000], flush=True)
             prof.close()
         cupti_disabled, cupti_capture = float(np.median(base)), float(np.median(captured))
+        cupti_floor = float(np.median(floor))
         cupti_resolve = per_resolve[0]
-        print(f"CUPTI capture: {cupti_capture:.2f} us a launch vs {cupti_disabled:.2f} disabled (interleaved), reading "
-              f"the records {cupti_resolve:.3f} us a launch under cProfile ({launched} launches)", flush=True)  # fmt: skip
+        print(f"CUPTI capture: {cupti_capture:.2f} us a launch vs {cupti_disabled:.2f} disabled and {cupti_floor:.2f} "
+              f"with CUPTI's records alone (interleaved), reading the records {cupti_resolve:.3f} us a launch under "
+              f"cProfile ({launched} launches)", flush=True)  # fmt: skip
     except ImportError:
         print("cupti-python not installed: no CUPTI capture figure", flush=True)
     # where the enabled cost goes: the hook's Python alone (timer's launched() a no-op), and the
@@ -387,11 +424,13 @@ def main() -> int:
     result: dict[str, Any] = {
         "benchmark": "profiling",
         "launch_us": {"disabled": disabled, "enabled": enabled, "after": after, "no_profiling_import": no_import,
-                      "enabled_cupti_capture": cupti_capture},
+                      "enabled_cupti_capture": cupti_capture, "cupti_records_alone": cupti_floor},
         "enabled_minus_disabled_us": enabled - disabled,
         "cupti_capture_disabled_interleaved_us": cupti_disabled,
         "cupti_capture_minus_disabled_us": None if cupti_capture is None or cupti_disabled is None else cupti_capture - cupti_disabled,
         "cupti_capture_resolve_us_per_launch": cupti_resolve,
+        # what the capture adds to CUPTI's own recording (same interleaved rounds)
+        "cupti_capture_minus_records_alone_us": None if cupti_capture is None or cupti_floor is None else cupti_capture - cupti_floor,
         "timing_source_enabled": timing_source,
         "enabled_cost_breakdown_us": breakdown,
         "disabled_minus_no_import_us": None if no_import is None or disabled_paired is None else disabled_paired - no_import,
