@@ -41,6 +41,7 @@ chosen (or ``numba.cuda`` was imported before ringkernel could choose) and there
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.abc
 import logging
 import os
@@ -55,7 +56,7 @@ from .errors import ConfigurationError, DeviceError
 __all__ = [
     "Settings", "settings", "reset",
     "select_backend", "require_backend", "simulator_enabled", "use_simulator_if_no_gpu", "gpu_present",
-    "install_import_hook", "reset_backend_selection",
+    "install_import_hook", "reset_backend_selection", "ensure_numba_cuda",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -450,6 +451,35 @@ class _SelectBeforeNumbaCuda(importlib.abc.MetaPathFinder):
         # and removing this entry would skip the finder after it.
         sys.meta_path = [f for f in sys.meta_path if f is not self]
         return None
+
+
+_numba_cuda_lock = threading.RLock()
+_numba_cuda_ready = False
+
+
+def ensure_numba_cuda() -> None:
+    """Import ``numba.cuda`` whole (once, under a lock) before a submodule of it is imported directly.
+
+    ``from numba.cuda.simulator.cudadrv.devicearray import ...`` in one thread while another
+    thread's ``from numba import cuda`` is still running numba.cuda's ``__init__`` imports the
+    simulator's modules from two threads in opposite orders, and Python's import machinery
+    raises ``_DeadlockError`` in one of them (16 threads making their first pool arrays at
+    once: 1-3 of them failed in every run before this). ``import numba.cuda`` here waits for an
+    import under way in another thread, so the direct import that follows finds every module
+    complete. ringkernel calls this before each such import; an ``ImportError`` is left to
+    that import to raise.
+    """
+    global _numba_cuda_ready
+    if _numba_cuda_ready:
+        return
+    with _numba_cuda_lock:
+        if _numba_cuda_ready:
+            return
+        try:
+            importlib.import_module("numba.cuda")
+        except ImportError:
+            return
+        _numba_cuda_ready = True
 
 
 _hook_lock = threading.Lock()

@@ -83,3 +83,49 @@ def test_a_plain_cuda_jit_kernel_launched_beside_a_gpu_kernel() -> None:
     assert not errors, errors[0]
     np.testing.assert_array_equal(y.copy_to_host(), 2.0 ** 50)
     np.testing.assert_array_equal(xp.copy_to_host(), float(launched[0]))
+
+
+_FIRST_USE_FROM_16_THREADS = r"""
+import os, sys, threading
+sys.setswitchinterval(1e-6)
+import numpy as np
+from ringkernel import GpuMemoryPool
+assert "numba.cuda" not in sys.modules, "numba.cuda imported before the threads start"
+pool = GpuMemoryPool()
+errs = []
+def work(i):
+    try:
+        if i % 2:
+            b = pool.allocate(64)
+            try:
+                a = b.as_array(16, np.float32)
+                a.copy_to_device(np.arange(16, dtype=np.float32))
+                assert (a.copy_to_host() == np.arange(16)).all()
+            finally:
+                b.free()
+        else:
+            pool.device_array(16, np.float32)
+    except BaseException as e:
+        errs.append(f"{type(e).__name__}: {e}")
+ts = [threading.Thread(target=work, args=(i,)) for i in range(16)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+print("ERRORS", errs[:3], len(errs))
+"""
+
+
+def test_first_use_of_numba_cuda_from_many_threads_at_once() -> None:
+    """numba.cuda imported for the first time by 16 threads at once (each making a pool array):
+    Python's import machinery raised `_DeadlockError` in 1-3 of them in every run (the
+    simulator's modules imported in opposite orders); `config.ensure_numba_cuda` serialises it.
+    Two fresh interpreters (the race needs a first import)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RINGKERNEL_SIMULATOR": "1"}
+    for _ in range(2):
+        r = subprocess.run([sys.executable, "-c", _FIRST_USE_FROM_16_THREADS], capture_output=True, text=True,
+                           timeout=300, env=env)  # fmt: skip
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "ERRORS [] 0" in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]

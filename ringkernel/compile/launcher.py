@@ -35,6 +35,7 @@ from .launcher_arrays import (
     _GUARDS, _READERS, _UNSET, _attribute_guard, _cached_cai, _cached_reader, _interface_guard, _layout_of, _read_cai,
 )
 from .launcher_memo import _CACHE, _SEEN, IDENTITY_CACHE, ArgInfo, clear_memo, register_memo
+from ..config import ensure_numba_cuda
 
 __all__ = ["ArgInfo", "describe_arg", "first_launch", "IDENTITY_CACHE", "KernelLauncher", "register_memo", "clear_memo",
            "guard_for", "device_fields"]
@@ -73,6 +74,7 @@ def _numba_array_types() -> tuple[type, ...]:
     global _NUMBA_ARRAY_TYPES
     if _NUMBA_ARRAY_TYPES is None:
         try:
+            ensure_numba_cuda()
             from numba.cuda.cudadrv.devicearray import DeviceNDArrayBase
         except ImportError:  # the simulator's module: its arrays are not launched from here
             return ()
@@ -225,6 +227,7 @@ def _make_reader(tp: Any) -> Any:
         return read_fields
     if issubclass(tp, _numba_array_types()):
         try:
+            ensure_numba_cuda()
             from numba.cuda.cudadrv.devicearray import DeviceNDArray
         except ImportError:  # the simulator's module
             return None

@@ -91,7 +91,7 @@ def _synchronize() -> None:
     looks its context up first, several microseconds more); numba's on the simulator."""
     global _SYNC
     if _SYNC is None:
-        from ..config import simulator_enabled, simulator_exclusive
+        from ..config import simulator_enabled
 
         if simulator_enabled():
             from numba import cuda

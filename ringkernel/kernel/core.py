@@ -62,6 +62,7 @@ from ..launch import (
     LaunchDecision,
     WorkloadProfile,
 )
+from ..config import ensure_numba_cuda
 
 __all__ = ["GpuKernel", "ConfiguredLaunch"]
 
@@ -79,6 +80,7 @@ def _lock_simulated_launches() -> None:
     made from the simulator's block threads (inside a kernel) are left as they are: they run
     within a launch that holds the lock already."""
     global _SIMULATED_LAUNCHES_LOCKED
+    ensure_numba_cuda()
     from numba.cuda.simulator import kernel as sim
 
     from ..config import SIMULATOR_LOCK

@@ -25,6 +25,7 @@ from .._layout import c_strides
 from ..errors import ConfigurationError
 from .._layout import is_c_contiguous as _is_c_contiguous
 from .backend import DriverBackend, SimulatorBackend, _span
+from ..config import ensure_numba_cuda
 
 __all__ = ["DeviceArray"]
 
@@ -518,6 +519,7 @@ def _simulator_class() -> type:
     global _SIM_CLASS
     if _SIM_CLASS is not None:
         return _SIM_CLASS
+    ensure_numba_cuda()
     from numba.cuda.simulator.args import ArgHint
 
     class _SimFields(_Fields, ArgHint):

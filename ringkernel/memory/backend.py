@@ -18,6 +18,7 @@ from .. import driver
 from .._layout import c_strides
 from .._layout import span as _span
 from ..errors import DriverError, ErrorContext, InsufficientMemory, InvalidFree, MemorySnapshot
+from ..config import ensure_numba_cuda
 
 __all__ = ["MemoryBackend", "DriverBackend", "SimulatorBackend", "default_backend"]
 
@@ -116,6 +117,7 @@ class DriverBackend:
                 raise  # at interpreter exit the context goes first: nothing left to free then
 
     def array(self, ptr: int, shape: tuple[int, ...], dtype: np.dtype, finalizer: Callable[[], None] | None) -> Any:
+        ensure_numba_cuda()
         from numba.cuda.cudadrv.devicearray import DeviceNDArray
         from numba.cuda.cudadrv.driver import MemoryPointer
 
@@ -151,6 +153,7 @@ class DriverBackend:
     def numba_array(
         self, ptr: int, shape: tuple[int, ...], strides: tuple[int, ...], dtype: np.dtype, owner: Any
     ) -> Any:
+        ensure_numba_cuda()
         from numba.cuda.cudadrv.devicearray import DeviceNDArray
         from numba.cuda.cudadrv.driver import MemoryPointer
 
@@ -210,6 +213,7 @@ class SimulatorBackend:
     def array(self, ptr: int, shape: tuple[int, ...], dtype: np.dtype, finalizer: Callable[[], None] | None) -> Any:
         import weakref
 
+        ensure_numba_cuda()
         from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
 
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
@@ -255,6 +259,7 @@ class SimulatorBackend:
     ) -> Any:
         import weakref
 
+        ensure_numba_cuda()
         from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
 
         lo, hi = _span(shape, strides, dtype.itemsize)

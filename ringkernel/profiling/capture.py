@@ -231,6 +231,7 @@ def _targets() -> list[tuple[Any, str, Callable[[Any], Any]]]:
     """(owner, attribute, make wrapper) for this backend."""
     from numba import config as numba_config
 
+    from ..config import ensure_numba_cuda
     from ..memory.backend import DriverBackend, SimulatorBackend
 
     out: list[tuple[Any, str, Callable[[Any], Any]]] = []
@@ -238,6 +239,7 @@ def _targets() -> list[tuple[Any, str, Callable[[Any], Any]]]:
     stream_cls: Any
     backend: Any
     if numba_config.ENABLE_CUDASIM:
+        ensure_numba_cuda()
         import numba.cuda as nc
         from numba.cuda.simulator import api as sim_api
         from numba.cuda.simulator.cudadrv import devicearray as sim_arrays
@@ -247,6 +249,7 @@ def _targets() -> list[tuple[Any, str, Callable[[Any], Any]]]:
         # the simulator's to_device copies without copy_to_device (numba's GPU to_device uses it)
         out.append((nc, "to_device", lambda f: _copy_wrapper(f, _sim_to_device)))
     else:
+        ensure_numba_cuda()
         from numba.cuda.cudadrv import devicearray
         from numba.cuda.cudadrv import driver as numba_driver
 
