@@ -1,0 +1,95 @@
+"""ADAPTIVE on a kernel whose two sides nearly tie at every size, with synthetic times (no GPU).
+
+The ninth session's sweep (benchmarks/results/hybrid.json) had poly50 with host data within
+15% between the sides from 2^17 to 2^26 on that host (copies dominate the GPU side), and ADAPTIVE
+1.17x the better mode at 2^21 (paired 1.13). This replays benchmarks/hybrid.py's call pattern
+(32 learning calls at random sweep sizes, then rounds over the 19 sizes rotating, each visit 3
+untimed calls and a burst of 3, its median; the median over rounds) against the real
+``HybridDispatcher`` and the teaching rule of ``@elementwise``, with times drawn from
+``cost(side, n) * lognormal(0, noise)``, a switch of side costing ``--switch`` more on the CPU
+(threads waking) and half that on the GPU, the other modes' calls between two visits leaving
+either side last at random. It reports, over ``--seeds`` runs, the ratio at 2^21 and the worst
+size's ratio against the true better side; ``--oracle`` replaces the dispatcher by the true
+better side (what the statistic alone gives).
+
+    python benchmarks/experiments/hybrid_tie_sim.py --noise 0.1 --seeds 96
+    python benchmarks/experiments/hybrid_tie_sim.py --noise 0.1 --seeds 96 --oracle
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+
+import numpy as np
+
+os.environ.setdefault("RINGKERNEL_SIMULATOR", "1")  # (nothing runs on a device here)
+
+from ringkernel.hybrid.dispatcher import SETTLED_DECISIONS, HybridConfig, HybridDispatcher  # noqa: E402
+
+_ew = importlib.import_module("ringkernel.hybrid.elementwise")
+SIZES = [1 << k for k in range(8, 27)]
+TIE = 1 << 21
+
+
+def cost(gpu: bool, n: int) -> float:
+    """The sweep host's poly50 with host data: CPU 3108 us, GPU 2737 us at 2^21."""
+    return (100e-6 + n * 1.2575e-9) if gpu else (20e-6 + n * 1.4725e-9)
+
+
+def one_run(seed: int, args: argparse.Namespace) -> tuple[float, float, int]:
+    rng = np.random.default_rng(1000 + seed)
+    d = HybridDispatcher(HybridConfig(seed=seed))
+    last: list[bool | None] = [None]
+    taught = [0]
+
+    def call(n: int) -> float:
+        dec = d.decide(n, kernel="k", data_on_device=False)
+        if args.oracle:
+            dec = SETTLED_DECISIONS[cost(True, n) < cost(False, n)]
+        t = cost(dec.use_gpu, n) * rng.lognormal(0, args.noise)
+        if last[0] is not None and last[0] != dec.use_gpu:
+            t *= 1 + (args.switch / 2 if dec.use_gpu else args.switch)
+        last[0] = dec.use_gpu
+        probe = dec.reason != "model"
+        taught[0] += 1
+        every = _ew._TEACH_EVERY_SETTLED if dec is SETTLED_DECISIONS[dec.use_gpu] else _ew._TEACH_EVERY
+        teach = probe or taught[0] % every == 0
+        record = d.record_gpu_execution if dec.use_gpu else d.record_cpu_execution
+        record(t, size=n if teach else None, kernel="k", probe=probe)
+        return t
+
+    for _ in range(32):
+        call(int(rng.choice(SIZES)))
+    rounds: dict[int, list[float]] = {n: [] for n in SIZES}
+    for r in range(args.rounds):
+        for n in SIZES[r % len(SIZES):] + SIZES[: r % len(SIZES)]:
+            if rng.random() < 0.5:  # the other modes ran in between: either side was last
+                last[0] = bool(rng.random() < 0.5)
+            for _ in range(3):
+                call(n)
+            rounds[n].append(float(np.median([call(n) for _ in range(3)])))
+    ratios = {n: float(np.median(v)) / min(cost(True, n), cost(False, n)) for n, v in rounds.items()}
+    worst = max(ratios, key=ratios.__getitem__)
+    return ratios[TIE], ratios[worst], worst
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--noise", type=float, default=0.1, help="sigma of the lognormal noise per call")
+    p.add_argument("--switch", type=float, default=0.12, help="extra cost of a CPU call after a GPU one")
+    p.add_argument("--rounds", type=int, default=12)
+    p.add_argument("--seeds", type=int, default=24)
+    p.add_argument("--oracle", action="store_true", help="always the true better side")
+    args = p.parse_args()
+    runs = [one_run(s, args) for s in range(args.seeds)]
+    at_tie = [r[0] for r in runs]
+    worst = [r[1] for r in runs]
+    print(f"{'oracle' if args.oracle else 'ADAPTIVE'}, noise {args.noise}, switch {args.switch}, {args.seeds} runs: "
+          f"at 2^21 mean {np.mean(at_tie):.3f} max {max(at_tie):.3f}; worst size mean {np.mean(worst):.3f} "
+          f"max {max(worst):.3f}; runs whose worst size is over 1.10: {sum(w > 1.10 for w in worst)}")
+
+
+if __name__ == "__main__":
+    main()
