@@ -486,6 +486,7 @@ def new_device_array(pool: Any, shape: int | Sequence[int], dtype: Any) -> Devic
     if cls is None:
         cls = _class_for(backend)
     buf = pool.allocate(nbytes if nbytes else 1)
+    buf._held = True  # the array returns the block: pool.deallocate(ptr) is refused for it
     a: Any = _new_fields(_RAW[cls])
     a.ptr = buf.ptr
     a.shape = shp

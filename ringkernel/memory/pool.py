@@ -294,6 +294,13 @@ class GpuMemoryPool(_PoolLifetime):
                 hint="free it with the allocator it came from",
                 details={"ptr": ptr},
             )
+        if buf is None and getattr(live, "_held", False):
+            raise InvalidFree(
+                f"block 0x{ptr:x} belongs to a DeviceArray (pool.device_array): freeing it by pointer would hand "
+                "it out again under the array",
+                hint="drop the array and its views (del a): the block returns to the pool when they are collected",
+                details={"ptr": ptr},
+            )
         requested = live.nbytes
         if nbytes is not None:
             self._check_size(ptr, requested, nbytes)

@@ -33,7 +33,9 @@ class PooledBuffer:
     """
 
     # __weakref__: close() tracks the buffers still alive by weak reference (nothing on the hot path)
-    __slots__ = ("pool", "ptr", "nbytes", "_i", "__weakref__")
+    # _held: set (to True) when a DeviceArray owns the block (pool.device_array): a raw-pointer
+    # deallocate of it is refused; unset otherwise (read with getattr, off the hot path)
+    __slots__ = ("pool", "ptr", "nbytes", "_i", "_held", "__weakref__")
 
     def __init__(self, pool: "GpuMemoryPool", ptr: int, nbytes: int, class_index: int) -> None:
         self.pool = pool

@@ -54,6 +54,15 @@ class _PoolLifetime(_PoolGrowth):
             alive = fin.peek()
             if alive is None or alive[0] is not buf:
                 return  # a stale buffer object: the block is not its to free
+        else:
+            alive = fin.peek()
+            if alive is not None and getattr(alive[0], "_held", False):
+                raise InvalidFree(
+                    f"block 0x{ptr:x} belongs to a DeviceArray (pool.device_array): freeing it by pointer would "
+                    "free it under the array",
+                    hint="drop the array and its views (del a): the block is freed when they are collected",
+                    details={"ptr": ptr},
+                )
         if nbytes is not None:
             self._check_size(ptr, requested, nbytes)
         fin.detach()

@@ -546,3 +546,36 @@ def test_bad_copies_say_what_to_pass(rng: np.random.Generator) -> None:
     with pytest.raises(ConfigurationError, match="strided view"):
         a[:2].copy_to_device(pool.device_array((2, 8), np.float32)[:, ::2])
     np.testing.assert_array_equal(a.copy_to_host(), 1.0)  # the refused copies wrote nothing
+
+
+def test_a_device_arrays_block_is_not_freed_by_pointer(rng: np.random.Generator) -> None:
+    """pool.deallocate(a.ptr) would hand the block out again under the array (an adversarial
+    trial found it): refused, open or closed, and the array's data and the block's accounting
+    are untouched; a PooledBuffer's raw pointer is still freed (documented)."""
+    from ringkernel import InvalidFree
+
+    pool = GpuMemoryPool(backend=SimulatorBackend())
+    for n in (7, 100_003):  # a pooled class and a large block
+        want = rng.standard_normal(n)
+        a = pool.device_array(n, np.float64)
+        a.copy_to_device(want)
+        live = pool.diagnostics().live_bytes
+        with pytest.raises(InvalidFree, match="belongs to a DeviceArray") as exc:
+            pool.deallocate(a.ptr)
+        assert "drop the array" in str(exc.value)
+        b = pool.device_array(n, np.float64)  # not handed a's block
+        assert b.ptr != a.ptr
+        b.copy_to_device(np.zeros(n))
+        np.testing.assert_array_equal(a.copy_to_host(), want)
+        assert pool.diagnostics().live_bytes == live + b.nbytes
+        del a, b
+        gc.collect()
+        assert pool.diagnostics().live_bytes == 0
+    raw = pool.allocate(64)
+    pool.deallocate(raw.ptr)  # a buffer's pointer: freed as before
+    a = pool.device_array(16, np.float32)
+    pool.close()
+    with pytest.raises(InvalidFree, match="belongs to a DeviceArray"):
+        pool.deallocate(a.ptr)  # closed: the array still holds its block
+    a.copy_to_device(np.arange(16, dtype=np.float32))
+    np.testing.assert_array_equal(a.copy_to_host(), np.arange(16))
