@@ -325,6 +325,41 @@ def test_pool_allocation() -> None:
     pool.close()
 
 
+@pytest.mark.parametrize("partitioned", [False, True])
+def test_device_args_held_after_close_keep_their_pooled_memory(partitioned: bool) -> None:
+    """A pooled queue's blocks went back to the pool at close() while a caller still held
+    device_args(): a kernel launched with them wrote into the blocks' next owner. The blocks
+    now stay reserved until the last array over them is dropped, and return then."""
+    import gc
+
+    from ringkernel import GpuMemoryPool
+
+    pool = GpuMemoryPool()
+    q = PartitionedQueue(4, 16, MSG, pool=pool) if partitioned else LockFreeInbox(16, MSG, pool=pool)
+    if partitioned:
+        q.push_many(0, _messages(5))
+    else:
+        q.push_many(_messages(5))
+    args = q.device_args()
+    held = pool.diagnostics().live_bytes
+    before = [a.copy_to_host() for a in args]
+    q.close()
+    with pytest.raises(ResourceClosedError):
+        q.device_args()
+    assert pool.diagnostics().live_bytes == held  # still reserved: args hold them
+    others = [pool.allocate(a.nbytes) for a in before for _ in range(3)]
+    for b in others:  # whatever the pool hands out now, written all over
+        b.as_array(b.capacity, np.uint8).copy_to_device(np.full(b.capacity, 0xFF, np.uint8))
+    for a, was in zip(args, before):  # the held arrays are not among them
+        np.testing.assert_array_equal(a.copy_to_host(), was)
+    for b in others:
+        b.free()
+    del args, a
+    gc.collect()
+    assert pool.diagnostics().live_bytes == 0  # returned once dropped
+    pool.close()
+
+
 def test_pushed_tuples_keep_their_values_and_numpy_scalars_are_messages() -> None:
     """(5.9,) into an int32 queue stored 5, np.int32(5) was refused as 'not an array' (an
     adversarial trial): fractions, out-of-range ints and overflowing floats are refused now."""

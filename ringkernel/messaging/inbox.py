@@ -14,6 +14,7 @@ from typing import Any, Iterator, TypeVar
 
 import numpy as np
 
+from .._layout import c_strides
 from ..errors import ConfigurationError, MessageError, ResourceClosedError, RingKernelError
 from .layout import AVAIL, FREE, HEAD, OVERFLOW, SEQ_DTYPE, TAIL, check_capacity, check_dtype, new_header
 
@@ -40,11 +41,16 @@ class _DeviceStore:
         if pool is None:
             self.header, self.seqs, self.slots = cuda.to_device(header), cuda.to_device(seqs), cuda.to_device(slots)
         else:
+            # Each array over a pool DeviceArray of bytes that owns the block: the block returns
+            # to the pool when the last array over it (the queue's, or a kernel argument from
+            # device_args() the caller still holds) is dropped, so a kernel launched with old
+            # device_args() after close() writes into memory still reserved, never into the
+            # block's next owner (before the ninth session the blocks were freed at close).
             arrays = []
             for host in (header, seqs, slots):
-                buf = pool.allocate(host.nbytes)
-                self.buffers.append(buf)
-                dev = buf.as_array(host.shape, host.dtype)
+                raw = pool.device_array(max(host.nbytes, 1), np.uint8)
+                dev = pool.backend.numba_array(raw.ptr, host.shape, c_strides(host.shape, host.dtype.itemsize),
+                                               host.dtype, raw)  # fmt: skip
                 dev.copy_to_device(host)
                 arrays.append(dev)
             self.header, self.seqs, self.slots = arrays
