@@ -47,6 +47,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -475,10 +476,18 @@ def ensure_numba_cuda() -> None:
     with _numba_cuda_lock:
         if _numba_cuda_ready:
             return
-        try:
-            importlib.import_module("numba.cuda")
-        except ImportError:
-            return
+        for attempt in range(8):
+            try:
+                importlib.import_module("numba.cuda")
+                break
+            except ImportError:
+                return
+            except RuntimeError as exc:  # importlib's _DeadlockError: a user thread importing a
+                # numba.cuda submodule directly at this moment (numba's modules in opposite
+                # orders); the other import completes, so this one succeeds when tried again
+                if type(exc).__name__ != "_DeadlockError" or attempt == 7:
+                    raise
+                time.sleep(0.001 * (attempt + 1))
         _numba_cuda_ready = True
 
 

@@ -26,6 +26,9 @@ def __getattr__(name: str) -> Any:
 
         return getattr(plugin_state, name)
     if name in ("_numba_memory_manager", "RingKernelMemoryManager"):
+        from ..config import ensure_numba_cuda
+
+        ensure_numba_cuda()  # (numba_plugin imports numba.cuda's driver module directly)
         from . import numba_plugin
 
         return getattr(numba_plugin, name)

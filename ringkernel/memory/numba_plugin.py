@@ -100,7 +100,9 @@ class RingKernelMemoryManager(GetIpcHandleMixin, HostOnlyCUDAMemoryManager):
                 "the program ends (a new CUDA context makes a new one)",
             )  # fmt: skip
         # numba asks for no bytes only outside arrays (an empty array gets a null pointer)
-        return PoolPointer(self._context_proxy, pool.allocate(size or 1), size)
+        buf = pool.allocate(size or 1)
+        buf._held = True  # numba's pointer returns it: pool.deallocate(ptr) is refused for it
+        return PoolPointer(self._context_proxy, buf, size)
 
     def get_memory_info(self) -> MemoryInfo:
         free, total = self.pool.backend.mem_info()

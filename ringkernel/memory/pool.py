@@ -296,9 +296,10 @@ class GpuMemoryPool(_PoolLifetime):
             )
         if buf is None and getattr(live, "_held", False):
             raise InvalidFree(
-                f"block 0x{ptr:x} belongs to a DeviceArray (pool.device_array): freeing it by pointer would hand "
-                "it out again under the array",
-                hint="drop the array and its views (del a): the block returns to the pool when they are collected",
+                f"block 0x{ptr:x} belongs to an array (a DeviceArray from pool.device_array, a queue's arrays, or "
+                "a numba array of the allocator plugin): freeing it by pointer would hand it out again under the array",
+                hint="drop the array and its views (del a; a queue: close it and drop its device_args()): the block "
+                "returns to the pool when they are collected",
                 details={"ptr": ptr},
             )
         requested = live.nbytes

@@ -36,6 +36,7 @@ class PooledBuffer:
     # _held: set (to True) when a DeviceArray owns the block (pool.device_array): a raw-pointer
     # deallocate of it is refused; unset otherwise (read with getattr, off the hot path)
     __slots__ = ("pool", "ptr", "nbytes", "_i", "_held", "__weakref__")
+    _held: bool
 
     def __init__(self, pool: "GpuMemoryPool", ptr: int, nbytes: int, class_index: int) -> None:
         self.pool = pool

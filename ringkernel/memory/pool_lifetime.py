@@ -58,9 +58,10 @@ class _PoolLifetime(_PoolGrowth):
             alive = fin.peek()
             if alive is not None and getattr(alive[0], "_held", False):
                 raise InvalidFree(
-                    f"block 0x{ptr:x} belongs to a DeviceArray (pool.device_array): freeing it by pointer would "
-                    "free it under the array",
-                    hint="drop the array and its views (del a): the block is freed when they are collected",
+                    f"block 0x{ptr:x} belongs to an array (a DeviceArray from pool.device_array, a queue's arrays, or "
+                    "a numba array of the allocator plugin): freeing it by pointer would free it under the array",
+                    hint="drop the array and its views (del a; a queue: close it and drop its device_args()): the "
+                    "block is freed when they are collected",
                     details={"ptr": ptr},
                 )
         if nbytes is not None:

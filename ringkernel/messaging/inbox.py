@@ -247,7 +247,9 @@ class _DeviceQueue:
         """Forget what refers to the released memory (the rings)."""
 
     def close(self) -> None:
-        """Release the device memory (idempotent); the queue cannot be used afterwards."""
+        """Release the device memory (idempotent); the queue cannot be used afterwards. A pooled
+        queue's blocks return to the pool once no array over them is left (``device_args()``
+        the caller still holds keep theirs until dropped)."""
         self._store = None
         self._drop()
         self._finalizer()

@@ -81,6 +81,15 @@ import copy
 out["copies_are_itself"] = copy.copy(other) is other and copy.deepcopy(other) is other  # no second return
 del other
 out["zero_size"] = manager.memalloc(0).size
+# a block numba's pointer holds is not freed by raw pointer (it would be handed out under the array)
+from ringkernel import InvalidFree
+mem = manager.memalloc(512)
+try:
+    pool.deallocate(mem.device_pointer_value)
+    out["raw_free"] = "freed"
+except InvalidFree as exc:
+    out["raw_free"] = "refused" if "belongs to an array" in str(exc) else str(exc)
+del mem
 d = pool.diagnostics()
 out["settled"] = d.live_bytes == 0 and d.large_allocations == 0
 print(json.dumps(out))
@@ -98,6 +107,7 @@ def test_plugin_pointers_are_numbas_and_come_back_once() -> None:
     assert out["extra"] == ["_buf"] and out["missing"] == ["_finalizer"] and out["same_values"]
     assert out["pointer"]
     assert out["live_while_held"] == 1000 and out["live_after_drop"] == 0
+    assert out["raw_free"] == "refused"
     assert out["array_ptr"] and out["view_ptr"] and out["kept_by_view"] == 4000 and out["after_view"] == 0
     assert out["after_free"] == 0 and out["second_free"] == "Freeing dead memory"
     assert out["reused"] and out["other_still_live"] and out["copies_are_itself"]
