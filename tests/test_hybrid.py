@@ -74,6 +74,41 @@ def test_written_arrays_are_read_from_the_body() -> None:
 
     assert "x" in written_parameters(helper_call, ["x", "out"])
 
+    # writes through containers, iterators and closures (an adversarial trial: each was missed,
+    # so the written array was not copied back: host `out` stayed zeros on the GPU side)
+    def tuple_loop(i, x, out):  # type: ignore[no-untyped-def]
+        for a in (out,):
+            a[i] = x[i] * 2
+
+    def enumerated(i, x, out):  # type: ignore[no-untyped-def]
+        for _, a in enumerate((out,)):
+            a[i] = x[i] * 2
+
+    def zipped(i, x, out):  # type: ignore[no-untyped-def]
+        for src, dst in zip((x,), (out,)):
+            dst[i] = src[i] * 2
+
+    def listed(i, x, out):  # type: ignore[no-untyped-def]
+        arrays = [out]
+        arrays[0][i] = x[i] * 2
+
+    def closure(i, x, out):  # type: ignore[no-untyped-def]
+        def put(v):  # type: ignore[no-untyped-def]
+            out[i] = v
+
+        put(x[i] * 2)
+
+    for body in (tuple_loop, enumerated, listed, closure):
+        assert written_parameters(body, ["x", "out"]) == {"out"}, body.__name__
+    assert "out" in written_parameters(zipped, ["x", "out"])  # (x too: zip's pairs are not told apart)
+    rng = np.random.default_rng()
+    for body in (tuple_loop, enumerated, zipped, listed, closure):
+        for side in (CPU, GPU):
+            x = rng.uniform(-2, 2, int(rng.integers(1, 60)))
+            out = np.zeros_like(x)
+            elementwise(body, dispatcher=side)(x, out)
+            np.testing.assert_array_equal(out, 2 * x, err_msg=f"{body.__name__} on {side.config.mode}")
+
     # without source (a body made by exec): the bytecode analysis still answers
     ns: dict = {}
     exec("def made(i, x, out):\n    out[i] = 2 * x[i]\n", ns)  # noqa: S102
@@ -1142,3 +1177,100 @@ def test_default_arguments_and_explain_where_the_data_was() -> None:
     k(dx, dout)
     np.testing.assert_array_equal(dout.copy_to_host(), 3 * x)
     assert k.explain(7).data_on_device and not k.explain(7, data_on_device=False).data_on_device
+
+
+def _raising_helper(v):  # type: ignore[no-untyped-def]
+    if v > 3:
+        raise ValueError("too big")
+    return v
+
+
+def test_bodies_that_can_raise_are_refused() -> None:
+    """numba's parallel CPU loop drops an exception raised in its body and returns with the output
+    half written (an adversarial trial: [0, 2, 4, 6, -1, -1] and no error); a GPU kernel cannot
+    raise. A raise or assert in the body, an inner function or a helper it calls is refused."""
+
+    def raises(i, x, out):  # type: ignore[no-untyped-def]
+        if x[i] > 3:
+            raise ValueError("too big")
+        out[i] = x[i]
+
+    def asserts(i, x, out):  # type: ignore[no-untyped-def]
+        assert x[i] >= 0
+        out[i] = x[i]
+
+    def via_helper(i, x, out):  # type: ignore[no-untyped-def]
+        out[i] = _raising_helper(x[i])
+
+    for body in (raises, asserts, via_helper):
+        with pytest.raises(ConfigurationError, match="can raise") as info:
+            elementwise(body)
+        assert "flag array" in info.value.hint
+    elementwise(saxpy)  # (nothing raises there: accepted)
+
+
+def test_odd_arguments_get_clear_errors_or_fall_back() -> None:
+    def axpy(i, a, x, out):  # type: ignore[no-untyped-def]
+        out[i] = a * x[i]
+
+    x = np.arange(1.0, 6.0)
+    for side in (CPU, GPU):
+        k = elementwise(axpy, dispatcher=side)
+        for a in (2**63, -(2**63) - 1, 2**64):  # the CPU side raised a raw OverflowError
+            with pytest.raises(KernelArgumentError, match="outside int64") as info:
+                k(a, x, np.zeros(5))
+            assert "np.uint64" in info.value.hint
+        out = np.zeros(5)
+        k(-(2**63), x, out)  # the edges of int64 are fine
+        np.testing.assert_array_equal(out, float(-(2**63)) * x)
+
+    # timedelta64 arrays: the GPU side cannot stage them; ADAPTIVE and hybrid(0) fall back to the
+    # CPU (they raised ConfigurationError on every GPU attempt)
+    def add(i, x, y, out):  # type: ignore[no-untyped-def]
+        out[i] = x[i] + y[i]
+
+    t = np.arange(3).astype("m8[s]")
+    for mode in (ProcessingMode.ADAPTIVE, ProcessingMode.hybrid(0)):
+        k = elementwise(add, dispatcher=HybridDispatcher(HybridConfig(mode, seed=0)))
+        for _ in range(4):
+            out = np.zeros(3, "m8[s]")
+            k(t, t, out)
+            np.testing.assert_array_equal(out, t + t)
+
+    # a CPU typing error says what failed, not only numba's pipeline step
+    import types
+
+    helpers = types.ModuleType("helpers")
+    helpers.smooth = lambda v: v  # type: ignore[attr-defined]
+    ns = {"helpers": helpers}
+    exec("def via_module(i, x, out):\n    out[i] = helpers.smooth(x[i])\n", ns)  # noqa: S102
+    with pytest.raises(KernelArgumentError, match="Unknown attribute 'smooth'"):
+        elementwise(ns["via_module"], dispatcher=CPU)(np.ones(3), np.zeros(3))
+
+
+def test_a_device_array_as_input_and_output_on_the_simulator() -> None:
+    """inc(x, x) with a ringkernel DeviceArray raised AttributeError on the simulator (the
+    snapshot called cuda.as_cuda_array, which it lacks)."""
+    from ringkernel import GpuMemoryPool
+
+    def inc(i, x, out):  # type: ignore[no-untyped-def]
+        out[i] = x[i] + 1.0
+
+    pool = GpuMemoryPool()
+    x = pool.device_array(5, np.float64)
+    x.copy_to_device(np.arange(5.0))
+    for side in (CPU, GPU):
+        elementwise(inc, dispatcher=side)(x, x)
+    np.testing.assert_array_equal(x.copy_to_host(), np.arange(5.0) + 2)
+
+
+def test_config_and_records_are_checked_before_anything_counts() -> None:
+    for seed in ([1], 1.5, True, "7"):
+        with pytest.raises(ConfigurationError, match="seed"):
+            HybridConfig(seed=seed)  # type: ignore[arg-type]
+    d = HybridDispatcher(HybridConfig(seed=3))
+    for bad in ({"size": -5}, {"size": 1.5}, {"size": "10"}, {"kernel": ["k"]}, {"kernel": None}, {"kernel": 123}):
+        with pytest.raises(ConfigurationError):
+            d.record_cpu_execution(0.001, **bad)  # type: ignore[arg-type]
+    s = d.stats()
+    assert s.cpu_executions == 0 and s.per_kernel == {}  # a refused record counted nothing

@@ -133,6 +133,9 @@ class HybridConfig:
             raise ConfigurationError(f"reprobe_max_ratio must be >= 1, got {self.reprobe_max_ratio!r}")
         if isinstance(self.min_samples, bool) or not isinstance(self.min_samples, numbers.Integral) or self.min_samples < 2:
             raise ConfigurationError(f"min_samples must be an int >= 2, got {self.min_samples!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral)):
+            raise ConfigurationError(f"seed must be None or an int, got {self.seed!r}",
+                                     hint="e.g. HybridConfig(seed=7): the same seed and times give the same decisions")  # fmt: skip
         if self.gpu_available is not None and not isinstance(self.gpu_available, bool):
             raise ConfigurationError(f"gpu_available must be None, True or False, got {self.gpu_available!r}")
 
@@ -449,6 +452,9 @@ class HybridDispatcher:
             if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real) or not 0 <= seconds < 1e9:
                 raise ConfigurationError(f"a duration must be a number of seconds in [0, 1e9), got {seconds!r}")
         ns = int(seconds * 1e9)
+        if type(kernel) is not str:  # (checked before anything is counted: a refused call counts nothing)
+            raise ConfigurationError(f"kernel must be a kernel's name (a str), got {kernel!r}")
+        n = _check_size(size) if size is not None else 0
         with self._lock:
             side = self._gpu if gpu else self._cpu
             side[0] += 1
@@ -457,7 +463,6 @@ class HybridDispatcher:
             per["gpu" if gpu else "cpu"] += 1
             if size is not None:
                 k = self._key(kernel, on_device)
-                n = _check_size(size)
                 w = k.warm_up
                 if w is not None and w[2] is None and w[0] == gpu and w[1] == n and w[3] == _get_ident():
                     w[2] = float(seconds)  # a re-probe's first call: held until this thread's next decision

@@ -123,6 +123,19 @@ def _cannot_compile(exc: BaseException) -> bool:
     return isinstance(exc, NumbaError)
 
 
+def _reason(exc: BaseException) -> str:
+    """The line of an error that says why: numba's typing errors start with the pipeline step
+    that failed ("Failed in nopython mode pipeline (step: nopython frontend)"), the reason is
+    the next line (an adversarial trial: the message never said what failed)."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    why = next((ln for ln in lines if not ln.startswith(("Failed in ", "During:", "File ", "<source"))), None)
+    if lines[0].startswith("Failed in ") and why is not None:
+        return f"{why} ({lines[0].removeprefix('Failed in ')})"
+    return lines[0]
+
+
 def _describe(a: Any) -> str:
     dtype = getattr(a, "dtype", None)
     return f"{type(a).__name__}[{dtype}]" if dtype is not None and not isinstance(a, np.generic) else type(a).__name__
@@ -133,12 +146,16 @@ class _Targets:
     each side has run (a first run of a type compiles: it is not taught to the models); shared
     by the kernels :meth:`HybridKernel.with_dispatcher` makes."""
 
-    __slots__ = ("cpu", "gpu", "warm", "lock", "max_threads", "failed")
+    __slots__ = ("cpu", "gpu", "warm", "lock", "max_threads", "failed", "gpu_elements")
 
     def __init__(self) -> None:
         self.max_threads = 1  # numba's thread count, read when the CPU loop is built
         self.cpu: Any = None
         self.gpu: Any = None
+        #: launch the GPU kernel with elements=n: the body's subscripts do not show which array
+        #: the position indexes (it reaches its arrays through zip, a list, ...), so the
+        #: automatic launch could not size the grid from an array (it refuses)
+        self.gpu_elements = False
         self.warm: set[tuple[str, tuple[Any, ...]]] = set()
         #: (side, argument layout) -> why that side cannot run those types (its first run failed
         #: to compile or launch): the other side runs them where the mode allows
@@ -170,6 +187,15 @@ class HybridKernel:
             raise ConfigurationError(f"@elementwise body parameters may not start with _rk_ (the generated loops' names): {reserved}")
         if name is not None and (not isinstance(name, str) or not name.strip()):
             raise ConfigurationError(f"name must be a non-empty str, got {name!r}")
+        raiser = _raises(func)
+        if raiser is not None:
+            raise ConfigurationError(
+                f"@elementwise body {func.__name__} can raise (a raise or assert in {raiser}): numba's parallel CPU "
+                "loop drops an exception raised in its body and returns with the output half written, and a GPU "
+                "kernel cannot raise at all",
+                hint="check the inputs before the call (e.g. if (x > 3).any(): raise ...), or write a flag array "
+                "the body sets and check it afterwards",
+            )  # fmt: skip
         self.func = func
         base: str = name or str(getattr(func, "__name__", "body"))
         with _names_lock:  # a second live kernel of this name gets "name#2": models are kept per name
@@ -259,6 +285,13 @@ class HybridKernel:
                 fn = ns[f"_rk_gpu_{self._ident}"]
                 gk = GpuKernel(fn, grid_stride=True, elements=self._first_array)
                 gk.name = self.name  # (errors, profiles and traces name the body, not the generated loop)
+                from ..errors import LaunchConfigError
+                from ..kernel.planning import require_exact_1d
+
+                try:
+                    require_exact_1d(self.name, gk.indexing)
+                except LaunchConfigError:  # (an adversarial trial: a body zipping its arrays was refused)
+                    t.gpu_elements = True
                 t.gpu = gk
             return t.gpu
 
@@ -319,6 +352,13 @@ class HybridKernel:
                 raise KernelArgumentError(f"argument {name!r} is None", kernel_name=self.name,
                                           hint="pass an array or a number")  # fmt: skip
             elif isinstance(a, (bool, int, float, complex, np.generic)):
+                if isinstance(a, int) and not isinstance(a, bool) and not -(1 << 63) <= a < (1 << 63):
+                    # numba's CPU side cannot take it (a raw OverflowError there, uint64 on the GPU)
+                    raise KernelArgumentError(
+                        f"argument {name!r} is the integer {a}, outside int64: the two sides would not agree "
+                        "on its type", kernel_name=self.name,
+                        hint="pass np.uint64(value) for an unsigned 64-bit value, or a float",
+                    )  # fmt: skip
                 sizes.append(-1)
                 layout.append((type(a), getattr(a, "dtype", None)))
             elif _is_device(a) and (view := _device_view(a)) is not None:
@@ -416,9 +456,15 @@ class HybridKernel:
                 continue
             from numba import cuda
 
-            # numba's (and the simulator's) arrays as they are; CuPy's, PyTorch's, ringkernel's
-            # DeviceArray through a numba view of their memory (no copy)
-            src = a if type(a).__module__.startswith("numba") else cuda.as_cuda_array(a)
+            # numba's (and the simulator's) arrays as they are; ringkernel's DeviceArray through
+            # its own numba view (the simulator has no as_cuda_array: an adversarial trial's
+            # AttributeError); CuPy's, PyTorch's through a numba view of their memory (no copy)
+            if type(a).__module__.startswith("numba"):
+                src = a
+            elif hasattr(a, "as_numba"):
+                src = a.as_numba()
+            else:
+                src = cuda.as_cuda_array(a)
             c = cuda.device_array(tuple(src.shape), src.dtype)
             c.copy_to_device(src)  # device to device
             out[p] = c
@@ -514,7 +560,7 @@ class HybridKernel:
     def _side_error(self, use_gpu: bool, args: tuple[Any, ...], exc: BaseException) -> KernelArgumentError:
         side = "GPU" if use_gpu else "CPU"
         kinds = ", ".join(f"{p}: {_describe(a)}" for p, a in zip(self.params, args))
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = _reason(exc)
         hint = ("the body must compile for both sides with these types, or choose the side that can: "
                 f"ProcessingMode.{'CPU' if use_gpu else 'GPU'}_ONLY")
         if not use_gpu and "float16" in str(exc) + kinds:
@@ -564,14 +610,25 @@ class HybridKernel:
             if isinstance(a, np.ndarray):
                 # staged through a pooled device array (a cuMemAlloc and its free per array and
                 # call cost far more than the copy at small sizes); a strided view is gathered first
-                d = dev[i] = _staging_pool().device_array(a.shape, a.dtype)
+                try:
+                    d = dev[i] = _staging_pool().device_array(a.shape, a.dtype)
+                except ConfigurationError as exc:  # a dtype device arrays do not hold (datetimes, ...):
+                    # these argument types cannot run on this side (ADAPTIVE falls back to the CPU)
+                    raise KernelArgumentError(
+                        f"argument '{self.params[i]}' ({_describe(a)}) cannot be staged to the GPU: "
+                        f"{str(exc).splitlines()[0]}", kernel_name=self.name,
+                        hint="run it on the CPU (ProcessingMode.CPU_ONLY), or pass a dtype both sides take",
+                    ) from exc
                 if a.size:
                     d.copy_to_device(a if a.flags.c_contiguous else np.ascontiguousarray(a))
                 if self.params[i] in self.written:
                     back.append((d, a))
         # the copies and the kernel are all on the legacy default stream (a launch without
         # stream=, in a GpuContext too): in order, and a copy to the host waits for the kernel
-        kernel(n, *dev)
+        if self._targets.gpu_elements:
+            kernel(n, *dev, elements=n)  # (the grid-stride loop covers n whatever the grid)
+        else:
+            kernel(n, *dev)
         for d, h in back:
             if h.flags.c_contiguous:
                 d.copy_to_host(h)
@@ -582,6 +639,39 @@ class HybridKernel:
 
     def __repr__(self) -> str:
         return f"<elementwise {self.name}({', '.join(self.params)}), writes {sorted(self.written)}>"
+
+
+def _raises(func: Any, seen: set[int] | None = None) -> str | None:
+    """The name of ``func`` or of a Python function it calls (through its globals, closure or
+    nested functions) whose code has a ``raise`` or ``assert``, else None. (An adversarial
+    trial: a raising body returned normally on the CPU side with its output half written.)"""
+    import dis
+
+    seen = set() if seen is None else seen
+    code = getattr(func, "__code__", None)
+    if code is None or id(code) in seen:
+        return None
+    seen.add(id(code))
+    codes = [code]
+    while codes:
+        c = codes.pop()
+        if any(ins.opname == "RAISE_VARARGS" for ins in dis.get_instructions(c)):
+            return f"{getattr(func, '__name__', '?')}" + (f" ({c.co_name})" if c is not code else "")
+        codes.extend(k for k in c.co_consts if inspect.iscode(k))  # inner functions and comprehensions
+    glb = getattr(func, "__globals__", {})
+    called = [glb.get(n) for n in code.co_names]
+    for cell in getattr(func, "__closure__", None) or ():
+        try:
+            called.append(cell.cell_contents)
+        except ValueError:
+            pass
+    for f in called:
+        f = getattr(f, "py_func", f)  # (an @njit or @cuda.jit helper: its Python function)
+        if inspect.isfunction(f):
+            got = _raises(f, seen)
+            if got is not None:
+                return got
+    return None
 
 
 def _interleaved(si: tuple[Any, ...], sj: tuple[Any, ...]) -> bool:

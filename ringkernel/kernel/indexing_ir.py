@@ -14,6 +14,10 @@ _DIMS = "xyz"
 _EMPTY: frozenset = frozenset()
 
 
+#: Expression kinds whose value is new (a number, a flag): it refers to no array it was computed from.
+_FRESH = frozenset({"binop", "inplace_binop", "unary", "pair_second", "null", "undef", "dummy"})
+
+
 @dataclass
 class _Summary:
     """A function's facts, with parameters left symbolic (``("arg", i)`` atoms)."""
@@ -255,6 +259,7 @@ class _FunctionAnalysis:
                 base = self._method_base(d.func)
                 if base is not None:
                     self.written |= self.aliases(base)
+                self.written |= self.aliases(d.func)  # an inner function writes what its closure holds
         py = _device_py_func(fn)
         if py is not None:
             s = self.an.summarize(py)
@@ -313,12 +318,22 @@ class _FunctionAnalysis:
                         out = out | self.aliases(v)
                 elif d.op == "call":
                     fn = self.resolve(d.func)
-                    if not _pure(fn):
+                    # a callee that may write its arguments, or one whose result may hold them
+                    # (enumerate, zip, reversed, iter, tuple, list, ...), hands back their memory
+                    if not (_pure(fn) and _fresh_result(fn)):
                         for v in list(d.args) + [v for _, v in (d.kws or ())]:
                             out = out | self.aliases(v)
                         base = self._method_base(d.func)
                         if base is not None:
                             out = out | self.aliases(base)
+                        out = out | self.aliases(d.func)  # (an inner function's closure)
+                elif d.op not in _FRESH:
+                    # anything else (iterating a tuple of arrays, a list of them, an inner
+                    # function's closure, ...) may hand back what it was built from: counted
+                    # (an adversarial trial: `for a in (out,): a[i] = ...` was not seen as
+                    # writing out, and @elementwise did not copy it back)
+                    for v in d.list_vars():
+                        out = out | self.aliases(v)
         self._alias_memo[name] = out
         return out
 
@@ -452,6 +467,28 @@ def _pure(fn: Any) -> bool:
     name = getattr(fn, "__name__", None)
     if name is not None and getattr(builtins, name, None) is fn:
         return True  # len, min, max, abs, ...
+    if getattr(fn, "__module__", None) == "math" or (name is not None and getattr(math, name, None) is fn):
+        return True
+    mod = getattr(type(fn), "__module__", "") or ""
+    return type(fn).__name__ == "ufunc" and mod.startswith("numpy")
+
+
+_FRESH_BUILTINS = frozenset({"len", "abs", "min", "max", "round", "int", "float", "bool", "complex", "range",
+                             "divmod", "pow", "hash", "ord", "chr", "isinstance", "print"})
+
+
+def _fresh_result(fn: Any) -> bool:
+    """Pure callees whose result is a number (or a range, or nothing), never a container or
+    iterator over their arguments: numba.cuda's helpers, math, NumPy's ufuncs, ``len``,
+    ``min``, ``abs``, ``int``, ... (``enumerate``, ``zip``, ``tuple`` and the like are not)."""
+    import builtins
+    import math
+
+    if isinstance(fn, _CudaName):
+        return True
+    name = getattr(fn, "__name__", None)
+    if name in _FRESH_BUILTINS and getattr(builtins, name, None) is fn:
+        return True
     if getattr(fn, "__module__", None) == "math" or (name is not None and getattr(math, name, None) is fn):
         return True
     mod = getattr(type(fn), "__module__", "") or ""
