@@ -216,6 +216,15 @@ def test_indexing_record_round_trip_and_refuses_garbage() -> None:
     for bad in ("{}", "[]", '{"ndim": 7, "dims_used": [], "axis_maps": {}, "problems": [], "sources": []}', "nope"):
         with pytest.raises(ValueError):
             KernelIndexing.from_json(bad)
+    # a record of an older analysis (cache entries keep theirs) is not trusted: analysed again
+    import json
+
+    from ringkernel.kernel.indexing import ANALYSIS_VERSION, StaleIndexingRecord
+
+    old_record = json.loads(ix.to_json())
+    assert old_record.pop("analysis") == ANALYSIS_VERSION
+    with pytest.raises(StaleIndexingRecord):
+        KernelIndexing.from_json(json.dumps(old_record))
 
 
 def test_one_d_kernels_unchanged(rng: np.random.Generator) -> None:

@@ -46,7 +46,7 @@ from . import hooks as _hooks
 from .args import ArrayInfo, accepts, array_info, describe, fmt_type, prepare_arguments
 from .autoconfig import _UNKNOWN, AutoConfigMixin
 from .explicit import ConfiguredLaunch, ExplicitLaunchMixin
-from .indexing import KernelIndexing, analyze_kernel
+from .indexing import KernelIndexing, StaleIndexingRecord, analyze_kernel
 from .runtime import (
     RuntimeLaunchMixin,
     describe_stream,
@@ -417,6 +417,8 @@ class GpuKernel(AutoConfigMixin, ExplicitLaunchMixin, RuntimeLaunchMixin):
             if raw:
                 try:
                     ix = KernelIndexing.from_json(raw)
+                except StaleIndexingRecord as exc:
+                    log.debug("kernel %s: cached indexing record %s; analysing again", self.name, exc)
                 except ValueError as exc:
                     log.warning("kernel %s: cached indexing record unreadable (%s); analysing again", self.name, exc)
             if ix is None:

@@ -39,6 +39,15 @@ from .indexing_ir import _DIMS, _Analyzer
 
 __all__ = ["KernelIndexing", "AxisMap", "analyze_kernel"]
 
+#: Bumped when the analysis changes what it finds: cache entries record it, and a record of
+#: another version is analysed again (version 2: writes through containers, iterators and
+#: closures count, which version 1 missed).
+ANALYSIS_VERSION = 2
+
+
+class StaleIndexingRecord(ValueError):
+    """A cached indexing record made by another version of the analysis."""
+
 
 @dataclass(frozen=True)
 class AxisMap:
@@ -94,6 +103,7 @@ class KernelIndexing:
 
     def to_json(self) -> str:
         return json.dumps({
+            "analysis": ANALYSIS_VERSION,
             "ndim": self.ndim,
             "dims_used": list(self.dims_used),
             "axis_maps": {k: {"axes": list(v.axes), "conflict": v.conflict} for k, v in self.axis_maps.items()},
@@ -109,6 +119,8 @@ class KernelIndexing:
         """Rebuild from :meth:`to_json`; raises ``ValueError`` on anything malformed."""
         try:
             d = json.loads(text)
+            if d.get("analysis") != ANALYSIS_VERSION:
+                raise StaleIndexingRecord(f"made by analysis version {d.get('analysis')!r}, this is {ANALYSIS_VERSION}")
             ndim = d["ndim"]
             if ndim is not None and (type(ndim) is not int or not 1 <= ndim <= 3):
                 raise ValueError(f"ndim {ndim!r}")
