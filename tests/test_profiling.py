@@ -553,3 +553,121 @@ def test_enabled_must_be_a_bool_and_generators_are_refused() -> None:
             yield 1
 
     p.close()
+
+
+# -- an adversarial trial's findings (each was a wrong trace or a masked error) ---------------------
+def test_a_thread_or_task_reusing_an_id_gets_its_own_track() -> None:
+    """Python reuses a finished thread's id and a collected task's id(): the new one inherited the
+    old one's track, name and last time (its first launch showed the idle time between them as
+    host cost)."""
+    import time
+
+    a, out = cuda.to_device(np.ones(64)), cuda.device_array(64)
+    p = GpuProfiler("reuse")
+
+    def work(k: int) -> None:
+        with p.range(f"work {k}"):
+            scale(a, out)
+
+    with p:
+        for k in range(3):  # one after another: the ids are reused
+            t = threading.Thread(target=work, args=(k,), name=f"worker-{k}")
+            t.start()
+            t.join()
+            time.sleep(0.05)
+    evs = p.events()
+    ranges = {e.name: e for e in evs if e.kind is EventKind.RANGE}
+    assert [ranges[f"work {k}"].track for k in range(3)] == [f"worker-{k}" for k in range(3)]
+    assert len({ranges[f"work {k}"].track_id for k in range(3)}) == 3
+    kernels = [e for e in evs if e.kind is EventKind.KERNEL]
+    assert all(k.host_ns is None or k.host_ns < 40_000_000 for k in kernels), [k.host_ns for k in kernels]
+    validate_trace(p.export_chrome_tracing())
+
+    q = GpuProfiler("tasks")
+
+    async def job() -> None:
+        with q.range(f"range of {asyncio.current_task().get_name()}"):  # type: ignore[union-attr]
+            await asyncio.sleep(0)
+
+    async def main() -> None:
+        for k in range(5):
+            await asyncio.create_task(job(), name=f"job-{k}")
+
+    asyncio.run(main())
+    tracks = {e.name: e.track for e in q.events()}
+    assert tracks == {f"range of job-{k}": f"MainThread / job-{k}" for k in range(5)}
+
+
+def test_a_child_task_neither_ends_nor_inherits_an_ended_range() -> None:
+    """Tasks copied their creator's stack of open ranges: a child could end its parent's range
+    (the parent's own end then failed), and a child's launch after the parent had ended that range
+    was still placed inside it."""
+    p = GpuProfiler("children")
+
+    async def child(h: Any) -> None:
+        with pytest.raises(ProfilerError, match="another thread or asyncio task"):
+            h.end()
+
+    async def main() -> None:
+        h = p.begin_range("parent range")
+        await asyncio.create_task(child(h))
+        h.end()  # still the parent's to end
+        with p.range("later"):
+            pass
+
+    asyncio.run(main())
+    by = {e.name: e for e in p.events()}
+    assert by["later"].parent_id is None and by["parent range"].end_ns > by["parent range"].start_ns
+
+    a, out = cuda.to_device(np.ones(32)), cuda.device_array(32)
+    p2 = GpuProfiler("late child")
+
+    async def child2(go: asyncio.Event) -> None:
+        await go.wait()
+        scale(a, out)  # after "phase 1" ended
+
+    async def main2() -> None:
+        go = asyncio.Event()
+        with p2.range("phase 1"):
+            t = asyncio.create_task(child2(go))
+        with p2.range("phase 2"):
+            go.set()
+            await t
+
+    with p2:
+        asyncio.run(main2())
+    by = {e.name: e for e in p2.events()}
+    assert by["scale"].parent_id != by["phase 1"].id
+
+
+def test_range_args_are_checked_and_the_programs_exception_wins() -> None:
+    p = GpuProfiler("args")
+    for bad in ({"x": float("nan")}, {"x": float("inf")}, {"x": object()}, {1: 2}, [("x", 1)]):
+        with pytest.raises(ConfigurationError):
+            p.begin_range("r", args=bad)  # type: ignore[arg-type]
+    p.begin_range("numpy", args={"n": np.int64(3), "f": np.float32(0.5), "s": "x", "none": None}).end()
+    text = p.export_chrome_tracing()
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in the trace"))  # strict JSON
+    assert {"n": 3, "f": 0.5, "s": "x", "none": None}.items() <= next(e for e in p.events() if e.name == "numpy").args.items()
+
+    # an exception leaving `with range` while an inner range is open: the program's error
+    # propagates (it was replaced by a ProfilerError about the inner range), both ranges end
+    with pytest.raises(ValueError, match="the program's error"):
+        with p.range("outer"):
+            p.begin_range("inner")
+            raise ValueError("the program's error")
+    by = {e.name: e for e in p.events()}
+    assert by["inner"].args.get("unwound") is True and by["inner"].parent_id == by["outer"].id
+    with p.range("after"):
+        pass
+    assert {e.name: e for e in p.events()}["after"].parent_id is None
+
+    # a decorated main() that closes its profiler at its end returns normally
+    q = GpuProfiler("closing")
+
+    @q.profiled
+    def main() -> int:
+        q.close()
+        return 42
+
+    assert main() == 42

@@ -6,7 +6,6 @@ import logging
 import threading
 import time
 import weakref
-from contextvars import ContextVar
 from typing import Any, Callable, Iterator, NoReturn
 
 from ..errors import ConfigurationError
@@ -38,7 +37,8 @@ class PoolTrackingMixin:
     _closed: bool
     _lock: threading.RLock
     _ids: Iterator[int]
-    _stack: ContextVar[tuple[Open, ...]]
+    _stacks: dict[Any, tuple[Open, ...]]
+    _inherited: Callable[[], int | None]
     _tracks: dict[Any, tuple[int, str]]
     _last: dict[Any, int]
     _pools: list[tuple[Any, str]]
@@ -136,10 +136,10 @@ class PoolTrackingMixin:
         if self._timer is None or not self._enabled:
             return
         key, tid = self._track()
-        stack = self._stack.get()
+        stack = self._stacks.get(key, ())
         t = _now()
         self._add(ProfileEvent(EventKind.MEMORY, op, ProfileCategory.MEMORY, t, t, self._tracks[key][1], tid,
-                               next(self._ids), stack[-1].id if stack else None, {"op": op, "pool": name, "ptr": ptr},
+                               next(self._ids), (stack[-1].id if stack else self._inherited()), {"op": op, "pool": name, "ptr": ptr},
                                nbytes=nbytes))  # fmt: skip
         self._last[key] = t
         if sample:

@@ -23,11 +23,13 @@ pool tracking in ``pool_tracking.py``, events, summaries and traces in ``results
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import sys
 import threading
 import time
+import weakref
 from bisect import bisect_right
 from contextvars import ContextVar
 from typing import Any, Callable, NoReturn
@@ -49,6 +51,27 @@ log = logging.getLogger(__name__)
 
 _get_ident = threading.get_ident
 _now = time.perf_counter_ns
+
+
+def _retire(ref: Any, key: Any, *_: Any) -> None:
+    prof = ref()
+    if prof is not None:
+        prof._retire(key)
+
+
+class _ThreadEnd:
+    """Held in a profiler's thread-local storage: collected when its thread ends."""
+
+    __slots__ = ("ref", "ident")
+
+    def __init__(self, ref: Any, ident: int) -> None:
+        self.ref, self.ident = ref, ident
+
+    def __del__(self) -> None:
+        try:
+            _retire(self.ref, self.ident)
+        except Exception:  # noqa: BLE001 - at interpreter exit, anything may be gone
+            pass
 
 
 def _task() -> Any:
@@ -106,7 +129,17 @@ class GpuProfiler(RangesMixin, PoolTrackingMixin, ResultsMixin):
         self._closed = False
         self._lock = threading.RLock()
         self._ids = itertools.count(1)
-        self._stack: ContextVar[tuple[Open, ...]] = ContextVar(f"ringkernel_profiler_{id(self)}", default=())
+        #: Each track's open ranges, innermost last. A thread's or asyncio task's own (a ContextVar
+        #: was inherited by child tasks and asyncio.to_thread, so a child could end its parent's
+        #: range and parent its launches under a range its parent had ended: an adversarial trial).
+        self._stacks: dict[Any, tuple[Open, ...]] = {}
+        #: Per thread: a sentinel whose collection, when the thread ends, retires its track (a new
+        #: thread that gets the same thread id must not inherit its track, name and last time)
+        self._tls = threading.local()
+        #: The ranges open where this context was made (a child task or asyncio.to_thread copies
+        #: its creator's): the parent of its first ranges and launches, while those are open. Only
+        #: read: ending a range goes by the track's own stack.
+        self._ctx: ContextVar[tuple[Open, ...]] = ContextVar(f"ringkernel_profiler_{id(self)}", default=())
         self._events: list[ProfileEvent] = []
         #: Captured launches: (event, id, stream key, stream id, host gap, track id, parent id, hook end).
         self._launches: list[tuple[LaunchEvent, int, int, int, int | None, int, int | None, int]] = []
@@ -121,6 +154,7 @@ class GpuProfiler(RangesMixin, PoolTrackingMixin, ResultsMixin):
         self._thread_names: dict[int, str] = {}  # thread id -> name, for threads that have ended (CUPTI capture)
         self._open_ranges: dict[int, Open] = {}  # id -> a range begun and not yet ended
         self._track_ids = itertools.count(1)
+        self._retired = itertools.count(1)
         self._last: dict[Any, int] = {}  # track -> last time the profiler saw it act
         self._streams: dict[int, tuple[int, str]] = {}  # stream key -> (stream id, label)
         self._stream_cache: dict[int, tuple[Any, int]] = {}  # id(stream object) -> (object, key)
@@ -284,7 +318,34 @@ class GpuProfiler(RangesMixin, PoolTrackingMixin, ResultsMixin):
                 name += f" / {task.get_name()}"
             with self._lock:
                 t = self._tracks.setdefault(key, (next(self._track_ids), name))
+            # retire the track when its thread or task ends: thread ids and id(task) are reused
+            me = weakref.ref(self)
+            if task is not None:
+                task.add_done_callback(functools.partial(_retire, me, key))
+            if getattr(self._tls, "sentinel", None) is None:
+                self._tls.sentinel = _ThreadEnd(me, _get_ident())
         return key, t[0]
+
+    def _inherited(self) -> int | None:
+        """The parent of a range or event on a track with no range of its own open: the innermost
+        range still open where this context was made (a task's creator's), else None."""
+        for op in reversed(self._ctx.get()):
+            if not op.ended:
+                return op.id
+        return None
+
+    def _retire(self, key: Any) -> None:
+        """A track's thread or task ended: its entries move to a key no live thread or task has
+        (the events keep their track id and name), its stack and last time go."""
+        with self._lock:
+            keys = [key] if not isinstance(key, int) else [k for k in self._tracks if k == key or (isinstance(k, tuple) and k[0] == key and len(k) == 2 and isinstance(k[1], int))]
+            for k in keys:
+                t = self._tracks.pop(k, None)
+                if t is not None:
+                    ident = k if isinstance(k, int) else k[0]
+                    self._tracks[(ident, ("ended", next(self._retired)))] = t
+                self._stacks.pop(k, None)
+                self._last.pop(k, None)
 
     def _add(self, event: ProfileEvent) -> None:
         if self._count >= self.max_events:
@@ -357,7 +418,7 @@ class GpuProfiler(RangesMixin, PoolTrackingMixin, ResultsMixin):
         tid = track[0] if track is not None else self._track()[1]
         last = self._last.get(key)
         gap = None if last is None else t - last
-        stack = self._stack.get()
+        stack = self._stacks.get(key, ())
         stream = ev.stream
         skey = 0 if stream is None else self._stream_key(stream)
         s = self._streams.get(skey)
@@ -365,7 +426,7 @@ class GpuProfiler(RangesMixin, PoolTrackingMixin, ResultsMixin):
         timer.launched(rid, t, gap, skey)
         end = _now()
         self._launches.append((ev, rid, skey, s[0] if s is not None else self._stream_id(skey), gap, tid,
-                               stack[-1].id if stack else None, end))  # fmt: skip
+                               (stack[-1].id if stack else self._inherited()), end))  # fmt: skip
         self._count += 1
         self._last[key] = end
 
@@ -396,12 +457,12 @@ class GpuProfiler(RangesMixin, PoolTrackingMixin, ResultsMixin):
             return
         skey, t0 = token
         key, tid = self._track()
-        stack = self._stack.get()
+        stack = self._stacks.get(key, ())
         rid = next(self._ids)
         timer.copied(rid, t0, t1, skey)
         s = self._streams.get(skey)
         self._copies.append((direction, nbytes, rid, skey, s[0] if s is not None else self._stream_id(skey), tid,
-                             stack[-1].id if stack else None, t0, t1))  # fmt: skip
+                             (stack[-1].id if stack else self._inherited()), t0, t1))  # fmt: skip
         self._count += 1
         self._last[key] = t1
 
@@ -426,9 +487,9 @@ class GpuProfiler(RangesMixin, PoolTrackingMixin, ResultsMixin):
         """A range the host spent between ``t0`` and ``t1`` on the calling thread's track, inside
         the range open there."""
         key, tid = self._track()
-        stack = self._stack.get()
+        stack = self._stacks.get(key, ())
         self._add(ProfileEvent(EventKind.RANGE, name, category, t0, t1, self._tracks[key][1], tid,
-                               next(self._ids), stack[-1].id if stack else None, args))  # fmt: skip
+                               next(self._ids), (stack[-1].id if stack else self._inherited()), args))  # fmt: skip
         self._last[key] = t1
 
     def __repr__(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import inspect
 import threading
 import time
@@ -16,6 +17,8 @@ from .categories import ProfileCategory, TransferDirection
 from .events import EventKind, ProfileEvent
 
 __all__ = ["RangeHandle", "RangesMixin"]
+
+log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -63,14 +66,42 @@ class RangeHandle:
     def __enter__(self) -> "RangeHandle":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.end()
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None or self._profiler is None:
+            self.end()
+            return
+        # an exception is unwinding the block: end this range (and the ones still open inside it,
+        # which the exception left) without raising, so the program's own error is the one seen
+        # (an adversarial trial: a ProfilerError about the inner range replaced it)
+        try:
+            self._profiler._end_unwinding(self)
+        except Exception as err:  # noqa: BLE001 - never mask the exception in flight
+            log.debug("profiler: ending range %r while an exception unwinds: %s", self.name, err)
 
     def __repr__(self) -> str:
         return f"RangeHandle({self.name!r}, id={self.id}{', ended' if self.ended else ''})"
 
 
 DISABLED = RangeHandle(None, None)
+
+
+class _Decorated:
+    """``@profiled``'s range around a call: ended as a ``with`` block ends it, except that a
+    profiler closed during the call (a program's ``main()`` closing its profiler at the end)
+    leaves it be: the decorator sits on application code, which must not fail for it (an
+    adversarial trial: ``ResourceClosedError`` from the decorated ``main()``)."""
+
+    __slots__ = ("handle", "profiler")
+
+    def __init__(self, handle: RangeHandle, profiler: Any) -> None:
+        self.handle, self.profiler = handle, profiler
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        if not self.profiler._closed:
+            self.handle.__exit__(*exc)
 
 
 def check_bytes(value: Any, what: str) -> int:
@@ -83,6 +114,32 @@ def check_name(name: Any, what: str = "a range name") -> str:
     if not isinstance(name, str) or not name:
         raise ConfigurationError(f"{what} must be a non-empty string, got {name!r}")
     return name
+
+
+def check_args(args: Any) -> dict[str, Any]:
+    """A range's ``args`` as the trace will hold them: a dict of str keys to str, bool, int,
+    finite float or None (NumPy scalars become Python numbers). An adversarial trial: a NaN made
+    the exported trace invalid JSON, an ``np.int64`` made the export fail and lose the session."""
+    import math
+
+    import numpy as np
+
+    if not isinstance(args, dict):
+        raise ConfigurationError(f"args must be a dict of str to numbers or strings, got {type(args).__name__}")
+    out: dict[str, Any] = {}
+    for k, v in args.items():
+        if not isinstance(k, str):
+            raise ConfigurationError(f"args keys must be strings, got {k!r}")
+        if isinstance(v, np.generic) and v.dtype.kind in "biuf":
+            v = v.item()
+        if v is not None and not isinstance(v, (str, bool, int, float)):
+            raise ConfigurationError(f"args[{k!r}] is a {type(v).__name__}: a trace holds numbers, strings, booleans "
+                                     "and None", hint=f"pass str(value) or a number for {k!r}")  # fmt: skip
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigurationError(f"args[{k!r}] is {v}: JSON (and so the trace) has no NaN or infinity",
+                                     hint="pass None, or the value as a string")  # fmt: skip
+        out[k] = v
+    return out
 
 
 def check_category(category: Any) -> ProfileCategory:
@@ -102,7 +159,9 @@ class RangesMixin:
     _closed: bool
     _lock: threading.RLock
     _ids: Iterator[int]
-    _stack: ContextVar[tuple[Open, ...]]
+    _stacks: dict[Any, tuple[Open, ...]]
+    _ctx: ContextVar[tuple[Open, ...]]
+    _inherited: Callable[[], int | None]
     _tracks: dict[Any, tuple[int, str]]
     _open_ranges: dict[int, Open]
     _last: dict[Any, int]
@@ -123,11 +182,13 @@ class RangesMixin:
         check_name(name)
         check_category(category)
         key, tid = self._track()
-        stack = self._stack.get()
+        stack = self._stacks.get(key, ())
         t = time.perf_counter_ns()
-        op = Open(next(self._ids), name, category, t, key, tid, stack[-1].id if stack else None, dict(args or {}))
+        op = Open(next(self._ids), name, category, t, key, tid, (stack[-1].id if stack else self._inherited()),
+                  check_args(args) if args else {})  # fmt: skip
         op.nvtx_id = markers.start(name, category, _payload)
-        self._stack.set(stack + (op,))
+        self._stacks[key] = stack + (op,)
+        self._ctx.set(self._ctx.get() + (op,))  # (child tasks and to_thread see it as their origin)
         self._open_ranges[op.id] = op  # (LaunchCapture.CUPTI finds a launch's parent among them too)
         self._last[key] = t
         return RangeHandle(self, op)
@@ -148,7 +209,8 @@ class RangesMixin:
             return  # a disabled profiler's handle
         if handle._profiler is not self:
             raise ProfilerError(f"range {op.name!r} belongs to another profiler", range_name=op.name, range_id=op.id)
-        stack = self._stack.get()
+        key = self._track()[0]
+        stack = self._stacks.get(key, ())
         with self._lock:
             if op.ended:
                 raise ProfilerError(f"range {op.name!r} (id {op.id}) was already ended", range_name=op.name,
@@ -167,7 +229,10 @@ class RangesMixin:
                 )  # fmt: skip
             op.ended = True
         t = time.perf_counter_ns()
-        self._stack.set(stack[:-1])
+        self._stacks[key] = stack[:-1]
+        ctx = self._ctx.get()
+        if ctx and ctx[-1] is op:
+            self._ctx.set(ctx[:-1])
         markers.end(op.nvtx_id)
         nbytes = op.args.get("bytes")
         self._add(ProfileEvent(EventKind.RANGE, op.name, op.category, op.start_ns, t, self._tracks[op.track_key][1],
@@ -176,6 +241,21 @@ class RangesMixin:
         self._last[op.track_key] = t
         if self._pools:
             self._sample_pools()
+
+    def _end_unwinding(self, handle: RangeHandle) -> None:
+        """End ``handle``'s range while an exception unwinds its block: first the ranges opened
+        inside it and left open (each marked ``unwound`` in its args), then it; nothing when it
+        is not open on this track (ended already, another thread's) or the profiler is closed."""
+        op = handle._open
+        if self._closed or op is None or op.ended or handle._profiler is not self:
+            return
+        stack = self._stacks.get(self._track()[0], ())
+        if op not in stack:
+            return
+        for inner in reversed(stack[stack.index(op) + 1:]):
+            inner.args["unwound"] = True
+            self.end_range(RangeHandle(self, inner))
+        self.end_range(handle)
 
     def range(self, name: str, category: ProfileCategory = ProfileCategory.ALGORITHM) -> RangeHandle:
         """``with profiler.range("step", ProfileCategory.ALGORITHM): ...`` (begins at the call)."""
@@ -208,7 +288,7 @@ class RangesMixin:
                 async def awrapper(*args: Any, **kwargs: Any) -> Any:
                     if self._closed:
                         return await f(*args, **kwargs)
-                    with self.begin_range(label, category):
+                    with _Decorated(self.begin_range(label, category), self):
                         return await f(*args, **kwargs)
 
                 return awrapper  # type: ignore[return-value]
@@ -217,7 +297,7 @@ class RangesMixin:
             def wrapper(*args: Any, **kwargs: Any) -> Any:
                 if self._closed:
                     return f(*args, **kwargs)
-                with self.begin_range(label, category):
+                with _Decorated(self.begin_range(label, category), self):
                     return f(*args, **kwargs)
 
             return wrapper  # type: ignore[return-value]
@@ -270,9 +350,9 @@ class RangesMixin:
         check_name(name, "a mark name")
         check_category(category)
         key, tid = self._track()
-        stack = self._stack.get()
+        stack = self._stacks.get(key, ())
         t = time.perf_counter_ns()
         markers.mark(name, category)
         self._add(ProfileEvent(EventKind.MARK, name, category, t, t, self._tracks[key][1], tid, next(self._ids),
-                               stack[-1].id if stack else None))  # fmt: skip
+                               (stack[-1].id if stack else self._inherited())))  # fmt: skip
         self._last[key] = t

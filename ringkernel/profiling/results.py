@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
@@ -30,7 +29,9 @@ class ResultsMixin:
     launches: LaunchCapture
     _closed: bool
     _lock: threading.RLock
-    _stack: ContextVar[tuple[Open, ...]]
+    _stacks: dict[Any, tuple[Open, ...]]
+    _open_ranges: dict[int, Open]
+    _track: Callable[[], tuple[Any, int]]
     _events: list[ProfileEvent]
     _launches: list[tuple[LaunchEvent, int, int, int, int | None, int, int | None, int]]
     _copies: list[tuple[str, int, int, int, int, int, int | None, int, int]]
@@ -79,11 +80,15 @@ class ResultsMixin:
             self._refuse("events")
         with self._lock:
             self._resolve()
-            names = {tid: name for tid, name in self._tracks.values()}
-            streams = {key: s for key, s in self._streams.items()}
+            # copies first, then the tables (C-level copies: other threads launching meanwhile add
+            # to them; a Python loop over them raised 'dictionary changed size during iteration',
+            # an adversarial trial), launches before streams: a launch's stream is added before it
+            launches, copies = self._launches[:], self._copies[:]
             out = list(self._events)
+            names = {tid: name for tid, name in list(self._tracks.values())}
+            streams = dict(self._streams)
             times = self._times
-            for le, rid, skey, sid, gap, tid, parent, hook_end in self._launches:
+            for le, rid, skey, sid, gap, tid, parent, hook_end in launches:
                 start, end, estimated, note = times.get(rid, _UNKNOWN)
                 args: dict[str, Any] = {"grid": list(le.grid), "block": list(le.block), "elements": le.elements,
                                         "launch": le.kind, "shared_mem": le.shared_mem}  # fmt: skip
@@ -97,7 +102,7 @@ class ResultsMixin:
                     gpu_start_ns=start, gpu_end_ns=end, gpu_start_estimated=estimated, host_ns=gap,
                     nbytes=self._kernel_nbytes(le),
                 ))  # fmt: skip
-            for direction, nbytes, rid, skey, sid, tid, parent, t0, t1 in self._copies:
+            for direction, nbytes, rid, skey, sid, tid, parent, t0, t1 in copies:
                 start, end, estimated, note = times.get(rid, _UNKNOWN)
                 cargs: dict[str, Any] = {"direction": direction, "bytes": nbytes}
                 if note:
@@ -132,8 +137,10 @@ class ResultsMixin:
             except Exception as exc:  # noqa: BLE001 - the trace is still worth writing
                 meta["device"] = {"index": 0, "name": f"unknown ({exc})"}
         meta["versions"] = library_versions()
-        open_ranges = len(self._stack.get())
-        meta.update(dropped_events=self._dropped, open_ranges_in_this_context=open_ranges)
+        here = len(self._stacks.get(self._track()[0], ()))
+        # open_ranges: every range begun and not ended, in any thread or task (an adversarial
+        # trial: a worker's open range was counted nowhere; the trace has no event for them)
+        meta.update(dropped_events=self._dropped, open_ranges_in_this_context=here, open_ranges=len(self._open_ranges))
         return meta
 
     def summary(self, *, copy_ceiling_gbps: float | None = None) -> ProfilingSummary:
@@ -163,8 +170,8 @@ class ResultsMixin:
         if self._closed:
             self._refuse("chrome_trace")
         events = self.events()
-        return build_trace(events, host_tracks={tid: name for tid, name in self._tracks.values()},
-                           streams={sid: label for sid, label in self._streams.values()},
+        return build_trace(events, host_tracks={tid: name for tid, name in list(self._tracks.values())},
+                           streams={sid: label for sid, label in list(self._streams.values())},
                            metadata=self.metadata(), t0_ns=self._t0)  # fmt: skip
 
     def export_chrome_tracing(self, path: str | Path | None = None) -> str:
