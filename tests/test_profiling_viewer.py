@@ -217,3 +217,23 @@ def test_trace_page_in_headless_chromium(rng: np.random.Generator, tmp_path: Pat
                  "--scale", "2", "--browser", browser]) == 0  # fmt: skip
     w2, h2, _ = _png(tmp_path / "cli.png")
     assert w2 == 1400 and f'data-size="700x{h2 // 2}"' in out.read_text()
+
+
+def test_the_command_line_refuses_bad_input_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Non-JSON, a wrong structure, a missing file, a folder as --html gave tracebacks (and a
+    name no UTF-8 can hold left a 0-byte page): now a message and exit status 2, the page whole
+    or not at all."""
+    from ringkernel.profiling.viewer import main
+
+    bad = tmp_path / "bad.json"
+    bad.write_text("not json")
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text('{"traceEvents": 5}')
+    good = tmp_path / "good.json"
+    good.write_text('{"traceEvents": [{"name": "k\\udc80", "ph": "X", "ts": 0, "dur": 5, "pid": 1, "tid": 1}]}')
+    for argv in ([str(bad)], [str(wrong)], [str(tmp_path / "missing.json")], [str(good), "--html", str(tmp_path)]):
+        assert main(argv) == 2, argv
+        assert "cannot draw" in capsys.readouterr().err
+    assert not (tmp_path / "bad.html").exists()
+    assert main([str(good), "--html", str(tmp_path / "g.html")]) == 0  # a lone surrogate: drawn as "?"
+    assert ">k?<" in (tmp_path / "g.html").read_text(encoding="utf-8")

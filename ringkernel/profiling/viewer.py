@@ -28,6 +28,7 @@ import zlib
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from .._fileio import atomic_write_bytes, shared_file_mode
 from ..errors import ConfigurationError
 
 __all__ = ["trace_html", "screenshot", "find_chromium", "main"]
@@ -52,7 +53,7 @@ def _load(trace: Mapping[str, Any] | str | Path) -> Mapping[str, Any]:
 def _colour(name: str, args: Any) -> str:
     if isinstance(args, Mapping) and isinstance(args.get("color"), str) and _HEX.fullmatch(args["color"]):
         return str(args["color"])
-    return PALETTE[zlib.crc32(name.removeprefix("launch ").encode()) % len(PALETTE)]  # a launch shares its kernel's colour
+    return PALETTE[zlib.crc32(name.removeprefix("launch ").encode("utf-8", "replace")) % len(PALETTE)]  # a launch shares its kernel's colour
 
 
 def _ink(fill: str) -> str:
@@ -336,7 +337,18 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = Path(args.html) if args.html else Path(args.trace).with_suffix(".html")
     window = (args.window[0], args.window[1]) if args.window else None
-    out.write_text(trace_html(Path(args.trace), width=args.width, window=window), encoding="utf-8")
+    # bad input is a message and exit status 2, not a traceback (an adversarial trial: non-JSON,
+    # {"traceEvents": 5}, a missing file, a folder as --html, a name no UTF-8 can hold); the page
+    # is written whole or not at all
+    try:
+        page = trace_html(Path(args.trace), width=args.width, window=window)
+        if out.is_dir():
+            raise IsADirectoryError(f"--html {out} is a folder: name a file")
+        # (a lone surrogate in a name is valid JSON but no UTF-8: drawn as "?")
+        atomic_write_bytes(out, page.encode("utf-8", errors="replace"), mode=shared_file_mode())
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, UnicodeError) as exc:
+        print(f"cannot draw {args.trace}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     print(f"wrote {out}")
     if args.png:
         browser = args.browser or find_chromium()
