@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import re
 import sys
@@ -265,7 +266,11 @@ def _own_options_after_script(args: argparse.Namespace) -> None:
         if head == "--summary":
             args.summary = True
             rest.pop(0)
-        elif head in ("--trace", "--session", "--html") and len(rest) > 1:
+        elif head in ("--trace", "--session", "--html"):
+            if len(rest) < 2:
+                from .errors import ConfigurationError
+
+                raise ConfigurationError(f"{head} needs a value", hint=f"e.g. {head} {'trace.json' if head == '--trace' else 'trace.html' if head == '--html' else 'name'}")
             setattr(args, head[2:], rest[1])
             del rest[:2]
         elif head.startswith(("--trace=", "--session=", "--html=")):
@@ -294,9 +299,18 @@ def cmd_profile(args: argparse.Namespace) -> int:
         what = "is a directory, not a script" if path.is_dir() else "does not exist"
         raise ConfigurationError(f"the script {path} {what}", hint="pass a Python file: ringkernel profile script.py")
     for option, out in (("--trace", args.trace), ("--html", args.html)):  # before the run, not after it
+        if out is not None and not out:
+            raise ConfigurationError(f"{option}= names no file", hint=f"e.g. {option} trace{'.json' if option == '--trace' else '.html'}")
         if out and Path(out).is_dir():
             raise ConfigurationError(f"{option} {out} is a folder", hint=f"name a file, e.g. {option} {Path(out) / 'trace'}"
                                      f"{'.json' if option == '--trace' else '.html'}")  # fmt: skip
+        if out:  # a folder that cannot hold it: found now, not after the script ran (an adversarial trial)
+            parent = Path(out).parent
+            while not parent.exists() and parent != parent.parent:
+                parent = parent.parent  # (the writer creates missing folders below one that exists)
+            if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+                raise ConfigurationError(f"{option} {out}: {parent} is not a folder this process can write to",
+                                         hint="name a file in a writable folder")  # fmt: skip
     profiler = GpuProfiler(args.session or path.name)
     saved_argv, saved_path = sys.argv, list(sys.path)
     sys.argv = [str(path), *args.script_args]
@@ -315,19 +329,33 @@ def cmd_profile(args: argparse.Namespace) -> int:
             except Exception:  # the script's failure: still write what was recorded
                 traceback.print_exc()
                 status = 1
+            except KeyboardInterrupt:  # Ctrl-C: still write what was recorded, exit as Python would
+                traceback.print_exc()
+                status = 130
     finally:
         sys.argv = saved_argv
         sys.path[:] = saved_path
     try:
+        # each output on its own: one that cannot be written is reported and the others are
+        # still made (an adversarial trial: an unwritable --trace lost the page and the summary)
         if args.trace:
-            profiler.export_chrome_tracing(args.trace)
-            print(f"wrote trace: {args.trace} (open it in https://ui.perfetto.dev or chrome://tracing)")
+            try:
+                profiler.export_chrome_tracing(args.trace)
+                print(f"wrote trace: {args.trace} (open it in https://ui.perfetto.dev or chrome://tracing)")
+            except OSError as exc:
+                print(f"ringkernel profile: cannot write the trace {args.trace}: {exc}", file=sys.stderr)
+                status = status or 1
         if args.html:
+            from ._fileio import atomic_write_bytes, shared_file_mode
             from .profiling.viewer import trace_html
 
-            Path(args.html).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.html).write_text(trace_html(profiler.chrome_trace()), encoding="utf-8")
-            print(f"wrote trace page: {args.html} (a static timeline, opens offline in any browser)")
+            try:
+                page = trace_html(profiler.chrome_trace()).encode("utf-8", errors="replace")
+                atomic_write_bytes(Path(args.html), page, mode=shared_file_mode())
+                print(f"wrote trace page: {args.html} (a static timeline, opens offline in any browser)")
+            except OSError as exc:
+                print(f"ringkernel profile: cannot write the page {args.html}: {exc}", file=sys.stderr)
+                status = status or 1
         if args.summary or not (args.trace or args.html):
             print(profiler.summary())
     finally:

@@ -301,3 +301,23 @@ def test_profile_missing_script_is_an_error(tmp_path: Path, capsys: pytest.Captu
     assert main(["profile", str(tmp_path / "nope.py")]) == 1
     err = capsys.readouterr().err
     assert "ringkernel profile: error:" in err and "does not exist" in err and "Traceback" not in err
+
+
+def test_profile_refuses_outputs_it_cannot_write_before_the_script_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An adversarial trial: a --trace under a file was found only after the script ran (a raw
+    traceback, no page, no summary), a bare --trace went to the script's argv, --trace= was
+    ignored. Now each is refused before the script runs; a script ended by Ctrl-C still has its
+    trace written (status 130)."""
+    script = tmp_path / "work.py"
+    script.write_text("print('the script ran')\n")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    for argv in (["--trace", str(a_file / "t.json")], ["--trace"], ["--trace="], ["--html="]):
+        assert main(["profile", str(script), *argv]) == 1, argv
+        captured = capsys.readouterr()
+        assert "the script ran" not in captured.out and "ringkernel profile: error:" in captured.err, argv
+    interrupted = tmp_path / "ctrl_c.py"
+    interrupted.write_text("raise KeyboardInterrupt\n")
+    trace = tmp_path / "t.json"
+    assert main(["profile", str(interrupted), "--trace", str(trace)]) == 130
+    assert json.loads(trace.read_text())["traceEvents"]
