@@ -122,6 +122,8 @@ class ResultsMixin:
 
     def metadata(self) -> dict[str, Any]:
         """The facts the trace carries: session, device, versions, timing source."""
+        if self._closed:
+            self._refuse("metadata")
         from .._versions import library_versions
 
         meta: dict[str, Any] = {"session": self.session_name, "clock": "time.perf_counter_ns, shown relative to the session start",
