@@ -210,6 +210,10 @@ class GpuContext:
     def streams(self) -> Any:
         """The context's :class:`~ringkernel.streams.StreamManager` (created on first use)."""
         self._check("streams")
+        if self._streams is not None and self._streams.closed:
+            raise ResourceClosedError("StreamManager", operation="GpuContext.streams",
+                                      hint="the context's streams were closed (`with ctx.streams:` closes them at its "
+                                      "end); use them inside that block, or a new GpuContext")  # fmt: skip
         if self._streams is None:
             with self._lock:
                 if self._streams is None:
@@ -248,15 +252,26 @@ class GpuContext:
         self._check("__enter__")
         if self._profiler is not None and not self._profiler.active:
             self._start_profiler()
-        self._tokens.append(_current.CURRENT.set(self))
-        _current.active += 1
+        with self._lock:
+            self._tokens.append(_current.CURRENT.set(self))
+            _current.active += 1
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._tokens:
-            _current.CURRENT.reset(self._tokens.pop())
-            _current.active -= 1
-        if not self._tokens:
+        # the token this thread or task made (blocks of one context in two tasks or threads
+        # overlap and end in any order: popping the last token reset another's, a ValueError that
+        # left the context open and every later launch off its fast path; an adversarial trial)
+        with self._lock:
+            for k in range(len(self._tokens) - 1, -1, -1):
+                try:
+                    _current.CURRENT.reset(self._tokens[k])
+                except ValueError:  # made in another thread's or task's context
+                    continue
+                del self._tokens[k]
+                _current.active -= 1
+                break
+            last = not self._tokens
+        if last:
             self.close()
 
     # -- convenience (proposal 11.1) ------------------------------------------------------
@@ -401,8 +416,8 @@ class GpuContext:
         try:
             if self._profiler is not None:
                 self._profiler.close()  # waits for the captured launches; unwraps the pool
-            if self._streams is not None:
-                self._streams.sync_all()
+            if self._streams is not None and not self._streams.closed:  # (the caller may have closed it:
+                self._streams.sync_all()  # `with ctx.streams as m:` inside `with ctx:`, an adversarial trial)
         finally:
             self._finalizer()
             self._compiled = weakref.WeakKeyDictionary()

@@ -175,3 +175,75 @@ def test_per_block_output_is_refused() -> None:
 
     with pytest.raises(LaunchConfigError, match="blockIdx.x without threadIdx.x"):
         partial_sums(cuda.to_device(np.ones(100)), cuda.to_device(np.zeros(100)), cuda.to_device(np.zeros(4)))
+
+
+# -- an adversarial trial's silent wrong answers with host_transfer (each now right, or refused) ----
+@cuda.jit(device=True)
+def _put(src, dst, i):  # type: ignore[no-untyped-def]
+    dst[i] = src[i] + 1
+
+
+@cuda.jit(device=True)
+def _put_star(*arrs):  # type: ignore[no-untyped-def]
+    i = cuda.grid(1)
+    if i < arrs[1].size:
+        arrs[1][i] = arrs[0][i] + 1
+
+
+def test_writes_the_analysis_used_to_miss_are_copied_back() -> None:
+    @gpu_kernel
+    def caller_star(a, out):  # type: ignore[no-untyped-def]
+        i = cuda.grid(1)
+        if i < out.size:
+            t = (a, out, i)
+            _put(*t)
+
+    @gpu_kernel
+    def callee_star(a, out):  # type: ignore[no-untyped-def]
+        i = cuda.grid(1)
+        if i < a.size:
+            _put_star(a, out)
+
+    rec = np.dtype([("x", np.float64), ("y", np.float64)])
+
+    @gpu_kernel
+    def field(a, out):  # type: ignore[no-untyped-def]
+        i = cuda.grid(1)
+        if i < a.size:
+            out[i].x = 2 * a[i]
+
+    for k in (caller_star, callee_star):
+        a, out = np.arange(8, dtype=np.float32), np.zeros(8, np.float32)
+        k[1, 32](a, out, host_transfer=True)
+        np.testing.assert_array_equal(out, a + 1, err_msg=k.name)
+    a, out = np.arange(6.0), np.zeros(6, rec)
+    field[1, 32](a, out, host_transfer=True)
+    np.testing.assert_array_equal(out["x"], 2 * a)
+
+
+def test_host_arrays_sharing_memory_are_refused_with_host_transfer() -> None:
+    """Each host array is copied to a device array of its own: (h, h) with x[i] += 1; y[i] += 1
+    gave 1 where device arrays give 2. Refused where one of them is written."""
+
+    @gpu_kernel
+    def inc2(x, y):  # type: ignore[no-untyped-def]
+        i = cuda.grid(1)
+        if i < x.size:
+            x[i] += 1
+            y[i] += 1
+
+    @gpu_kernel
+    def copy(a, out):  # type: ignore[no-untyped-def]
+        i = cuda.grid(1)
+        if i < out.size:
+            out[i] = a[i]
+
+    h = np.zeros(8)
+    for x, y in ((h, h), (h[:6], h[2:])):
+        with pytest.raises(KernelArgumentError, match="share memory") as info:
+            inc2(x, y, host_transfer=True)
+        assert "to_device" in info.value.hint
+    copy(h[:4], h[4:], host_transfer=True)  # views that share no element: fine
+    d = cuda.to_device(np.zeros(8))
+    inc2(d, d)  # device arrays: one buffer
+    np.testing.assert_array_equal(d.copy_to_host(), np.full(8, 2.0))

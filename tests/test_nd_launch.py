@@ -454,3 +454,28 @@ def test_fixed_shared_tile_needs_a_declared_block(rng: np.random.Generator) -> N
     C = _nan((8, 8))
     gpu_kernel(block=(TPB, TPB))(matmul_body)(cuda.to_device(A), cuda.to_device(B), C)  # the fix works
     np.testing.assert_allclose(C.copy_to_host(), A @ B, rtol=1e-12)
+
+
+def test_a_grid_position_on_a_view_of_an_argument_is_refused_not_undersized() -> None:
+    """out[row][col] (or r = out[row]; r[col]) with a smaller input: the grid was sized from the
+    input and 1968 of 2000 outputs were never written (an adversarial trial). Refused now, and
+    the declared form works."""
+
+    @gpu_kernel
+    def pad(a, out):  # type: ignore[no-untyped-def]
+        row, col = cuda.grid(2)
+        if row < out.shape[0] and col < out.shape[1]:
+            v = 0.0
+            if row < a.shape[0] and col < a.shape[1]:
+                v = a[row, col]
+            out[row][col] = v
+
+    a = cuda.to_device(np.ones((4, 5)))
+    out = cuda.to_device(np.full((40, 50), np.nan))
+    with pytest.raises(LaunchConfigError, match=r"out\[row, col\]"):
+        pad(a, out)
+    declared = gpu_kernel(ndim=2)(pad.py_func)
+    declared(a, out, elements=(50, 40))
+    want = np.zeros((40, 50))
+    want[:4, :5] = 1.0
+    np.testing.assert_array_equal(out.copy_to_host(), want)

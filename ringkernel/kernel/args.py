@@ -257,6 +257,17 @@ def accepts(numba_type: Any, arg: Any, info: ArrayInfo | None) -> bool:
     return True  # other numba types: let numba decide
 
 
+def _share_memory(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two host arrays share a byte (bounds first; where the exact answer is too costly
+    to work out, they are taken to share)."""
+    if not np.may_share_memory(a, b):
+        return False
+    try:
+        return bool(np.shares_memory(a, b, max_work=10_000))
+    except Exception:  # noqa: BLE001 - numpy's TooHardError: assume they do
+        return True
+
+
 def prepare_arguments(
 kernel_name: str, params: list[str], args: tuple[Any, ...], host_transfer: bool,
 written_params: Callable[[], tuple[str, ...]],
@@ -325,6 +336,22 @@ written_params: Callable[[], tuple[str, ...]],
                     details={"parameter": name, "position": i},
                 )
             to_copy.append(i)
+    # host arrays that share memory, one of them written: each would be copied to a device
+    # array of its own and back, so the kernel would not see its own writes through the other,
+    # and the copies back would overwrite each other (an adversarial trial: x[i] += 1; y[i] += 1
+    # on (h, h) gave 1, device arrays give 2). Refused.
+    for a_pos, i in enumerate(to_copy):
+        for j in to_copy[a_pos + 1:]:
+            if (params[i] in written or params[j] in written) and _share_memory(args[i], args[j]):
+                raise KernelArgumentError(
+                    f"arguments '{params[i]}' and '{params[j]}' are host arrays that share memory and the kernel may "
+                    "write one of them: host_transfer=True copies each to the device separately, so the result "
+                    "would not be what the same call on device arrays gives",
+                    kernel_name=kernel_name,
+                    hint="copy the array to the device once (numba.cuda.to_device) and pass the device array (or its "
+                    "views) for both, or pass separate host arrays",
+                    details={"parameters": (params[i], params[j])},
+                )
     if to_copy:
         from numba import cuda
 

@@ -41,8 +41,9 @@ __all__ = ["KernelIndexing", "AxisMap", "analyze_kernel"]
 
 #: Bumped when the analysis changes what it finds: cache entries record it, and a record of
 #: another version is analysed again (version 2: writes through containers, iterators and
-#: closures count, which version 1 missed).
-ANALYSIS_VERSION = 2
+#: closures count, which version 1 missed; version 3: record-field stores, writes through f(*args), and N-D
+#: subscripts on views of arguments).
+ANALYSIS_VERSION = 3
 
 
 class StaleIndexingRecord(ValueError):
@@ -232,7 +233,12 @@ def analyze_kernel(py_func: Callable[..., Any]) -> KernelIndexing:
             axes.pop()
         maps[params[pidx]] = AxisMap(tuple(axes), conflict)
     written = tuple(params[i] for i in sorted(summary.written) if i < len(params))
+    problems = list(summary.problems)
+    if ndim is not None and ndim >= 2 and summary.unattributed:
+        # an N-D grid sized from the arrays it can read would be too small for one it cannot (an
+        # adversarial trial: out[row][col] with a smaller input left 1968 of 2000 outputs unwritten)
+        problems += [u + "; write out[row, col], or declare ndim= and pass elements=(nx, ny)" for u in summary.unattributed]
     return KernelIndexing(
-        ndim, tuple(dims), maps, tuple(dict.fromkeys(summary.problems)), tuple(sorted(summary.sources)), written,
+        ndim, tuple(dims), maps, tuple(dict.fromkeys(problems)), tuple(sorted(summary.sources)), written,
         tuple(dict.fromkeys(partial)), tuple(summary.shared),
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 _DIMS = "xyz"
@@ -30,6 +30,10 @@ class _Summary:
     # (parameter index, index-tuple length, position, dependence of that index)
     subscripts: list[tuple[int, int, int, frozenset]]
     problems: list[str]
+    #: subscripts with a grid position on memory of an array argument reached other than by the
+    #: parameter itself (out[row][col], r = out[row]; r[col], an array in a tuple): which axis the
+    #: position indexes is unknown, so an N-D launch cannot be sized from shapes (a problem there)
+    unattributed: list[str] = field(default_factory=list)
 
 
 class _Analyzer:
@@ -95,6 +99,7 @@ class _FunctionAnalysis:
         self._alias_memo: dict[str, frozenset] = {}
         self.subscripts: list[tuple[int, int, int, frozenset]] = []
         self.problems: list[str] = []
+        self.unattributed: list[str] = []
         self.memo: dict[str, Any] = {}
         self.returns: list[Any] = []
         self.stmts: list[Any] = []
@@ -264,15 +269,22 @@ class _FunctionAnalysis:
         if py is not None:
             s = self.an.summarize(py)
             call_args = _positional(py, d)  # keyword arguments placed at their parameter's position
+            unmatched = call_args is None or d.vararg is not None or _variadic(py)
             if call_args is None:
                 self.problems.append(f"calls {getattr(py, '__name__', py)!r} with arguments the analysis cannot match")
                 call_args = list(d.args)
+            if unmatched and s.written:
+                # f(*t), or a callee taking *args: which argument lands where is not known, so every
+                # argument it is given may be written (an adversarial trial: out was not copied back)
+                for v in list(d.args) + [v for _, v in (d.kws or ())] + ([d.vararg] if d.vararg is not None else []):
+                    self.written |= self.aliases(v)
             for i in s.written:
                 if i < len(call_args) and call_args[i] is not None:
                     self.written |= self.aliases(call_args[i])
             self.dims.update(s.dims_used)
             self.sources.update(s.sources)
             self.problems.extend(s.problems)
+            self.unattributed.extend(s.unattributed)
             self.shared.extend(s.shared)
             argdeps = [self.dep(v) if v is not None else _EMPTY for v in call_args]
             for pidx, k, pos, dep in s.subscripts:
@@ -347,6 +359,14 @@ class _FunctionAnalysis:
 
     def record_subscript(self, arr_var: Any, index: Any, static: bool) -> None:
         param = self.param_of(arr_var)
+        if param is None and not static and self.aliases(arr_var):
+            flat = _flat(self.dep(index))
+            if any(isinstance(a, tuple) and a[0] in ("pos", "spos", "tid", "bid") for a in flat):
+                self.unattributed.append(
+                    "a grid position indexes a view, element or alias of an array argument (out[row][col], "
+                    "r = out[row]; r[col], an array reached through a tuple or a conditional), whose axis "
+                    "the analysis cannot tell")  # fmt: skip
+            return
         if param is None or static:
             return  # constant subscripts carry no position
         dep = self.dep(index)
@@ -370,6 +390,10 @@ class _FunctionAnalysis:
                 self.written |= self.aliases(stmt.target)
                 for v in stmt.list_vars():
                     self.dep(v)
+            elif isinstance(stmt, ir.SetAttr):  # out[i].x = v: a record's field (an adversarial trial: missed)
+                self.written |= self.aliases(stmt.target)
+                for v in stmt.list_vars():
+                    self.dep(v)
             else:
                 for v in stmt.list_vars():
                     self.dep(v)
@@ -379,7 +403,7 @@ class _FunctionAnalysis:
             ret = v if ret is None else _join(ret, v)
         return _Summary(
             ret if ret is not None else _EMPTY, self.dims, self.sources, self.written, self.shared, self.subscripts,
-            self.problems,
+            self.problems, self.unattributed,
         )
 
 
@@ -493,6 +517,12 @@ def _fresh_result(fn: Any) -> bool:
         return True
     mod = getattr(type(fn), "__module__", "") or ""
     return type(fn).__name__ == "ufunc" and mod.startswith("numpy")
+
+
+def _variadic(func: Any) -> bool:
+    """Whether a Python function takes ``*args`` or ``**kwargs``."""
+    code = getattr(func, "__code__", None)
+    return code is not None and bool(code.co_flags & (0x04 | 0x08))
 
 
 def _device_py_func(obj: Any) -> Any:

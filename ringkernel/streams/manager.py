@@ -496,7 +496,12 @@ class StreamManager:
                     hint="allocate it with numba.cuda.pinned_array(shape, dtype), or pass allow_sync=True "
                     "to copy synchronously",
                 )
-            _copy(lambda: dst.copy_to_device(src), "memcpy HtoD (synchronous)", src.nbytes, StreamId.DEFAULT)
+            # on the stream asked for, then waited for: ordered after the work queued there (the
+            # manager's streams do not wait for the legacy default stream: an adversarial trial
+            # found this copy on stream 0, free to overwrite an input a queued kernel had yet to read)
+            stream = self._lookup(sid)
+            _copy(lambda: (dst.copy_to_device(src, stream=stream), stream.synchronize()), "memcpy HtoD (synchronous)",
+                  src.nbytes, sid)  # fmt: skip
             return
         stream = self._lookup(sid)
         _copy(lambda: dst.copy_to_device(src, stream=stream), "memcpy HtoD", src.nbytes, sid)
@@ -513,7 +518,9 @@ class StreamManager:
                     kernel_name="StreamManager",
                     hint="allocate it with numba.cuda.pinned_array(shape, dtype), or pass allow_sync=True",
                 )
-            _copy(lambda: src.copy_to_host(dst), "memcpy DtoH (synchronous)", dst.nbytes, StreamId.DEFAULT)
+            stream = self._lookup(sid)  # (ordered after the stream's work, as above)
+            _copy(lambda: (src.copy_to_host(dst, stream=stream), stream.synchronize()), "memcpy DtoH (synchronous)",
+                  dst.nbytes, sid)  # fmt: skip
             return
         stream = self._lookup(sid)
         _copy(lambda: src.copy_to_host(dst, stream=stream), "memcpy DtoH", dst.nbytes, sid)

@@ -70,8 +70,11 @@ class StreamPool:
         with self._lock:
             sid = self._workloads.get(workload_id)
         if sid is None:
-            sid = self.least_utilized_stream()
-            self.assign_workload(workload_id, sid)
+            choice = self.least_utilized_stream()
+            with self._lock:  # the first caller's choice is the workload's: later callers get it too
+                # (two threads asking at once each picked and assigned a stream: one workload's
+                # batches on two streams, unordered; an adversarial trial)
+                sid = self._workloads.setdefault(workload_id, choice)
         return sid
 
     def track(self, stream_id: StreamId) -> Event:
