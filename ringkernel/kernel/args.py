@@ -263,7 +263,7 @@ def _share_memory(a: np.ndarray, b: np.ndarray) -> bool:
     if not np.may_share_memory(a, b):
         return False
     try:
-        return bool(np.shares_memory(a, b, max_work=10_000))
+        return bool(np.shares_memory(a, b))
     except Exception:  # noqa: BLE001 - numpy's TooHardError: assume they do
         return True
 
