@@ -171,3 +171,55 @@ def test_nested_blocks_of_one_context_close_it_at_the_outermost() -> None:
         b = ctx.allocate(4)  # still usable after the inner block
         assert a.shape == b.shape == (4,)
     assert ctx.closed
+
+
+def test_overlapping_blocks_of_one_context_in_tasks_and_threads_exit_cleanly() -> None:
+    """Two tasks each in `with ctx:` (overlapping, not nested) raised ValueError (the last token
+    was another context's) and left the context open and every later launch off its fast path."""
+    import threading
+
+    from ringkernel import _current
+
+    ctx = GpuContext(streams=2)
+
+    async def task(delay: float) -> None:
+        with ctx:
+            await asyncio.sleep(delay)
+
+    async def main() -> None:
+        await asyncio.gather(task(0.01), task(0.03))
+
+    asyncio.run(main())
+    assert ctx.closed and _current.active == 0
+    ctx2 = GpuContext(streams=2)
+    inside, leave = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with ctx2:
+            inside.set()
+            leave.wait(5)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    inside.wait(5)
+    with ctx2:
+        pass
+    assert not ctx2.closed  # the other thread is still inside
+    leave.set()
+    t.join()
+    assert ctx2.closed and _current.active == 0
+
+
+def test_closing_the_contexts_streams_inside_it_is_fine() -> None:
+    from ringkernel import ResourceClosedError
+
+    with GpuContext(streams=2) as ctx:
+        with ctx.streams as m:
+            m.sync_all()
+        with pytest.raises(ResourceClosedError, match="streams were closed"):
+            ctx.streams
+    assert ctx.closed
+    with pytest.raises(ValueError, match="the program's error"):  # not replaced by a close() error
+        with GpuContext(streams=2) as ctx:
+            ctx.streams.close()
+            raise ValueError("the program's error")

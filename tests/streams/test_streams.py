@@ -183,3 +183,47 @@ def test_pipeline_repeats_validated() -> None:
     host = np.zeros(8, np.float32)
     with pytest.raises(ConfigurationError, match="repeats"):
         run_pipeline(host, host.copy(), lambda *a: None, chunks=2, repeats=0)
+
+
+# -- an adversarial trial's findings ----------------------------------------------------------------
+def test_allow_sync_copies_run_on_the_stream_asked_for_and_wait_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pageable copy with allow_sync=True ran on the legacy default stream, which the manager's
+    (non-blocking) streams do not wait for: unordered after a kernel queued on the stream asked for."""
+    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+    m = StreamManager(StreamConfig(num_compute_streams=2))
+    monkeypatch.setattr(m, "_is_pinned", lambda arr: not isinstance(arr, np.ndarray))  # as a GPU answers for np.empty
+    seen: list[tuple[str, object]] = []
+    to_host, to_device = FakeCUDAArray.copy_to_host, FakeCUDAArray.copy_to_device
+    monkeypatch.setattr(FakeCUDAArray, "copy_to_host", lambda self, ary=None, stream=0: (seen.append(("dtoh", stream)), to_host(self, ary, stream))[1])
+    monkeypatch.setattr(FakeCUDAArray, "copy_to_device", lambda self, ary, stream=0: (seen.append(("htod", stream)), to_device(self, ary, stream))[1])
+    sid = StreamId.compute(1)
+    d = cuda.to_device(np.arange(8.0))
+    host = np.empty(8)
+    m.async_memcpy_dtoh(host, d, sid, allow_sync=True)
+    m.async_memcpy_htod(d, np.zeros(8), sid, allow_sync=True)
+    assert [s for _, s in seen[-2:]] == [m.stream(sid), m.stream(sid)]
+    np.testing.assert_array_equal(host, np.arange(8.0))
+    m.close()
+
+
+def test_a_workload_gets_one_stream_when_threads_ask_at_once() -> None:
+    import threading
+
+    m = StreamManager(StreamConfig(num_compute_streams=4))
+    pool = StreamPool(m)
+    for w in range(50):
+        got: list[StreamId] = []
+        barrier = threading.Barrier(6)
+
+        def ask() -> None:
+            barrier.wait()
+            got.append(pool.stream_for(w))
+
+        threads = [threading.Thread(target=ask) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(set(got)) == 1, (w, got)
+    m.close()
