@@ -270,6 +270,12 @@ class GpuContext:
                 del self._tokens[k]
                 _current.active -= 1
                 break
+            else:
+                if self._tokens:  # blocks are open, none of them this thread's or task's
+                    raise ConfigurationError(
+                        "GpuContext.__exit__ outside the thread or asyncio task that entered the block",
+                        hint="leave a `with ctx:` block in the thread or task that entered it",
+                    )
             last = not self._tokens
         if last:
             self.close()

@@ -223,3 +223,24 @@ def test_closing_the_contexts_streams_inside_it_is_fine() -> None:
         with GpuContext(streams=2) as ctx:
             ctx.streams.close()
             raise ValueError("the program's error")
+
+
+def test_leaving_a_block_from_another_thread_is_refused() -> None:
+    import threading
+
+    ctx = GpuContext(streams=2)
+    ctx.__enter__()
+    errors: list[BaseException] = []
+
+    def leave() -> None:
+        try:
+            ctx.__exit__(None, None, None)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    t = threading.Thread(target=leave)
+    t.start()
+    t.join()
+    assert errors and isinstance(errors[0], ConfigurationError) and "thread or task that entered" in errors[0].hint
+    ctx.__exit__(None, None, None)
+    assert ctx.closed

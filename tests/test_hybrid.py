@@ -1274,3 +1274,17 @@ def test_config_and_records_are_checked_before_anything_counts() -> None:
             d.record_cpu_execution(0.001, **bad)  # type: ignore[arg-type]
     s = d.stats()
     assert s.cpu_executions == 0 and s.per_kernel == {}  # a refused record counted nothing
+
+
+def sqrt(v):  # type: ignore[no-untyped-def]  # a module-level function that raises, unrelated to math.sqrt
+    raise ValueError("not this one")
+
+
+def test_an_attribute_named_like_a_raising_global_is_not_taken_for_it() -> None:
+    def root(i, x, out):  # type: ignore[no-untyped-def]
+        out[i] = math.sqrt(x[i])
+
+    k = elementwise(root, dispatcher=CPU)  # (a review: refused, "can raise ... in sqrt")
+    x, out = np.arange(5.0), np.zeros(5)
+    k(x, out)
+    np.testing.assert_allclose(out, np.sqrt(x))

@@ -641,6 +641,16 @@ class HybridKernel:
         return f"<elementwise {self.name}({', '.join(self.params)}), writes {sorted(self.written)}>"
 
 
+def _codes(code: Any) -> list[Any]:
+    """A code object and those nested in it (inner functions, comprehensions)."""
+    out, todo = [], [code]
+    while todo:
+        c = todo.pop()
+        out.append(c)
+        todo.extend(k for k in c.co_consts if inspect.iscode(k))
+    return out
+
+
 def _raises(func: Any, seen: set[int] | None = None) -> str | None:
     """The name of ``func`` or of a Python function it calls (through its globals, closure or
     nested functions) whose code has a ``raise`` or ``assert``, else None. (An adversarial
@@ -659,7 +669,10 @@ def _raises(func: Any, seen: set[int] | None = None) -> str | None:
             return f"{getattr(func, '__name__', '?')}" + (f" ({c.co_name})" if c is not code else "")
         codes.extend(k for k in c.co_consts if inspect.iscode(k))  # inner functions and comprehensions
     glb = getattr(func, "__globals__", {})
-    called = [glb.get(n) for n in code.co_names]
+    # the globals the code loads (co_names also holds attribute names: math.sqrt is not the
+    # module's own sqrt, a review's false refusal)
+    names = {ins.argval for c in _codes(code) for ins in dis.get_instructions(c) if ins.opname == "LOAD_GLOBAL"}
+    called = [glb.get(n) for n in names]
     for cell in getattr(func, "__closure__", None) or ():
         try:
             called.append(cell.cell_contents)

@@ -257,6 +257,14 @@ def accepts(numba_type: Any, arg: Any, info: ArrayInfo | None) -> bool:
     return True  # other numba types: let numba decide
 
 
+def _same_view(a: np.ndarray, b: np.ndarray) -> bool:
+    """The very same elements in the same layout (the same array passed twice, or an equal view)."""
+    if a is b:
+        return True
+    ia, ib = a.__array_interface__, b.__array_interface__
+    return bool(ia["data"][0] == ib["data"][0] and a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype)
+
+
 def _share_memory(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether two host arrays share a byte (bounds first; where the exact answer is too costly
     to work out, they are taken to share)."""
@@ -340,8 +348,14 @@ written_params: Callable[[], tuple[str, ...]],
     # array of its own and back, so the kernel would not see its own writes through the other,
     # and the copies back would overwrite each other (an adversarial trial: x[i] += 1; y[i] += 1
     # on (h, h) gave 1, device arrays give 2). Refused.
+    same: dict[int, int] = {}  # position -> the earlier position holding the very same view
     for a_pos, i in enumerate(to_copy):
         for j in to_copy[a_pos + 1:]:
+            if j not in same and _same_view(args[i], args[j]):
+                same[j] = same.get(i, i)  # one device array for both (saxpy(a, x, y, y): in place, as on the device)
+                continue
+            if j in same or i in same:
+                continue
             if (params[i] in written or params[j] in written) and _share_memory(args[i], args[j]):
                 raise KernelArgumentError(
                     f"arguments '{params[i]}' and '{params[j]}' are host arrays that share memory and the kernel may "
@@ -355,10 +369,19 @@ written_params: Callable[[], tuple[str, ...]],
     if to_copy:
         from numba import cuda
 
+        back: set[int] = set()
         for i in to_copy:  # all checks passed: now copy in
             host = args[i]
+            if i in same:  # the very same view as an earlier argument: its device array
+                first = same[i]
+                moved[i] = moved[first]
+                if params[i] in written and first not in back:
+                    copies.append((first, args[first], moved[first]))
+                    back.add(first)
+                continue
             dev = cuda.to_device(np.ascontiguousarray(host) if not host.flags.c_contiguous and not host.flags.f_contiguous else host)
             moved[i] = dev
             if params[i] in written:
                 copies.append((i, host, dev))
+                back.add(i)
     return tuple(moved), copies

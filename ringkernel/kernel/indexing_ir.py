@@ -248,7 +248,7 @@ class _FunctionAnalysis:
             if fn.name.startswith("atomic.") and d.args:
                 self.written |= self.aliases(d.args[0])  # atomics write their first argument
                 if len(d.args) > 1:  # ... at the index of their second: a subscript like any other
-                    self.record_subscript(d.args[0], d.args[1], False)
+                    self.record_subscript(d.args[0], d.args[1], False, store=True)
             elif fn.name == "shared.array":
                 shape = self.resolve(d.args[0]) if d.args else _UNRESOLVED
                 if shape is _UNRESOLVED:
@@ -292,6 +292,10 @@ class _FunctionAnalysis:
                     param = self.param_of(call_args[pidx])
                     if param is not None:
                         self.subscripts.append((param, k, pos, _subst(dep, argdeps)))
+                    elif pidx in s.written and self.aliases(call_args[pidx]):
+                        # a view of an argument written by the callee at a grid position (a review:
+                        # store(out[row], col, v) got round the refusal, 1984 of 2000 outputs unwritten)
+                        self._unattributed_store(_subst(dep, argdeps))
             return _subst(s.ret, argdeps)
         if fn is _UNRESOLVED or _is_external_device(fn):
             if _is_external_device(fn):
@@ -357,15 +361,12 @@ class _FunctionAnalysis:
                 return defs[0].value
         return None
 
-    def record_subscript(self, arr_var: Any, index: Any, static: bool) -> None:
+    def record_subscript(self, arr_var: Any, index: Any, static: bool, store: bool = False) -> None:
         param = self.param_of(arr_var)
-        if param is None and not static and self.aliases(arr_var):
-            flat = _flat(self.dep(index))
-            if any(isinstance(a, tuple) and a[0] in ("pos", "spos", "tid", "bid") for a in flat):
-                self.unattributed.append(
-                    "a grid position indexes a view, element or alias of an array argument (out[row][col], "
-                    "r = out[row]; r[col], an array reached through a tuple or a conditional), whose axis "
-                    "the analysis cannot tell")  # fmt: skip
+        if param is None and store and not static and self.aliases(arr_var):
+            # a store: the grid must cover the memory written (a read through a view cannot leave
+            # output unwritten: the extent then comes from what is written, or nothing gives it)
+            self._unattributed_store(self.dep(index))
             return
         if param is None or static:
             return  # constant subscripts carry no position
@@ -376,13 +377,21 @@ class _FunctionAnalysis:
         else:
             self.subscripts.append((param, 1, 0, dep))
 
+    def _unattributed_store(self, dep: Any) -> None:
+        if any(isinstance(a, tuple) and a[0] in ("pos", "spos", "tid", "bid") for a in _flat(dep)):
+            self.unattributed.append(
+                "a grid position indexes a store into a view, element or alias of an array argument "
+                "(out[row][col] = v, r = out[row]; r[col] = v, a row passed to a device function that "
+                "writes it, an array reached through a tuple or a conditional), whose axis the analysis "
+                "cannot tell")  # fmt: skip
+
     def run(self) -> _Summary:
         ir = self.ir
         for stmt in self.stmts:
             if isinstance(stmt, ir.Assign):
                 self.dep(stmt.target)
             elif isinstance(stmt, ir.SetItem):
-                self.record_subscript(stmt.target, stmt.index, False)
+                self.record_subscript(stmt.target, stmt.index, False, store=True)
                 self.written |= self.aliases(stmt.target)
                 for v in stmt.list_vars():
                     self.dep(v)
@@ -486,6 +495,8 @@ def _pure(fn: Any) -> bool:
         return not fn.name.startswith("atomic.")
     if fn is _UNRESOLVED or fn is None:
         return False
+    if _is_cast(fn):
+        return True
     if isinstance(fn, type) and fn.__module__ == "builtins":
         return True  # int, float, bool, range, ...
     name = getattr(fn, "__name__", None)
@@ -495,6 +506,18 @@ def _pure(fn: Any) -> bool:
         return True
     mod = getattr(type(fn), "__module__", "") or ""
     return type(fn).__name__ == "ufunc" and mod.startswith("numpy")
+
+
+def _is_cast(fn: Any) -> bool:
+    """A number type called as a cast: numba's (``numba.float32(x)``) or NumPy's scalar types
+    (``np.float32(x)``): they write nothing and return a number (a review: ``float32(a[i])``
+    counted ``a`` as written)."""
+    import numpy as np
+
+    if isinstance(fn, type) and issubclass(fn, np.generic):
+        return True
+    mod = type(fn).__module__ or ""
+    return mod.startswith("numba.core.types") and callable(fn)
 
 
 _FRESH_BUILTINS = frozenset({"len", "abs", "min", "max", "round", "int", "float", "bool", "complex", "range",
@@ -508,7 +531,7 @@ def _fresh_result(fn: Any) -> bool:
     import builtins
     import math
 
-    if isinstance(fn, _CudaName):
+    if isinstance(fn, _CudaName) or _is_cast(fn):
         return True
     name = getattr(fn, "__name__", None)
     if name in _FRESH_BUILTINS and getattr(builtins, name, None) is fn:

@@ -35,7 +35,12 @@ def adopt_records(prof: Any, records: list[Any], timer: Any) -> None:
             threads.setdefault(int(t.native_id), (t.ident, t.name))
     # each thread's ranges (all its tracks: the thread's and its asyncio tasks') as a sweep:
     # starts push, ends pop, a launch's parent is the innermost range open at its call
-    ident_of = {tid: (key if isinstance(key, int) else key[0]) for key, (tid, _) in prof._tracks.items()}
+    ident_of = {tid: (key if isinstance(key, int) else key[0]) for key, (tid, _) in list(prof._tracks.items())}
+    alive = {t.ident for t in threading.enumerate()}
+    retired: dict[int, tuple[int, str]] = {}  # ident -> its latest retired track
+    for rkey, tr in sorted(((rk, tr) for rk, tr in list(prof._tracks.items()) if isinstance(rk, tuple) and len(rk) == 2
+                           and isinstance(rk[1], tuple) and rk[1][:1] == ("ended",)), key=lambda kv: kv[0][1][1]):  # fmt: skip
+        retired[rkey[0]] = tr
     # (ranges still open count as open from their start: a launch inside `with prof.range(...)`
     # whose events are read before the range ends still has its parent)
     spans: dict[int, tuple[int, int, int | None]] = {}  # range id -> (track id, start, end or None)
@@ -61,7 +66,15 @@ def adopt_records(prof: Any, records: list[Any], timer: Any) -> None:
             thread = threads.get(cupti_tid)
             if thread is not None:
                 key: Any = thread[0]
-                track = prof._tracks.get(key) or prof._tracks.setdefault(key, (next(prof._track_ids), thread[1]))
+                # a live thread's track; an ended thread's retired one (its key moved to
+                # (ident, ("ended", n)); a review: its kernels got a second track, which a later
+                # thread at the same id then took over); else one of its own under a key no
+                # thread's lookup uses
+                track = prof._tracks.get(key) if key in alive else None
+                if track is None:
+                    track = retired.get(key)
+                if track is None:
+                    track = prof._tracks.setdefault(("cupti thread", key), (next(prof._track_ids), thread[1]))
             else:  # a thread that started and ended unseen: its own track, named by CUPTI's id
                 key = ("cupti thread", cupti_tid)
                 track = prof._tracks.setdefault(key, (next(prof._track_ids), f"thread {cupti_tid:#x}"))

@@ -23,6 +23,7 @@ pool tracking in ``pool_tracking.py``, events, summaries and traces in ``results
 
 from __future__ import annotations
 
+import collections
 import functools
 import itertools
 import logging
@@ -40,7 +41,7 @@ from . import capture
 from .categories import ProfileCategory
 from .events import EventKind, ProfileEvent
 from .pool_tracking import PoolTrackingMixin
-from .ranges import Open, RangeHandle, RangesMixin, check_name
+from .ranges import Open, RangeHandle, RangesMixin, _task, check_name
 from .results import ResultsMixin
 from .timing import GpuTiming, LaunchCapture, Span, Timer, make_cupti_collector, make_timer
 
@@ -72,15 +73,6 @@ class _ThreadEnd:
             _retire(self.ref, self.ident)
         except Exception:  # noqa: BLE001 - at interpreter exit, anything may be gone
             pass
-
-
-def _task() -> Any:
-    """The running asyncio task, or None (without importing asyncio: no task exists if it is not loaded)."""
-    aio = sys.modules.get("asyncio")
-    if aio is None:
-        return None
-    loop = aio._get_running_loop()  # the public get_running_loop() raises outside a loop
-    return aio.current_task(loop) if loop is not None else None
 
 
 class GpuProfiler(RangesMixin, PoolTrackingMixin, ResultsMixin):
@@ -155,6 +147,7 @@ class GpuProfiler(RangesMixin, PoolTrackingMixin, ResultsMixin):
         self._open_ranges: dict[int, Open] = {}  # id -> a range begun and not yet ended
         self._track_ids = itertools.count(1)
         self._retired = itertools.count(1)
+        self._to_retire: collections.deque[Any] = collections.deque()
         self._last: dict[Any, int] = {}  # track -> last time the profiler saw it act
         self._streams: dict[int, tuple[int, str]] = {}  # stream key -> (stream id, label)
         self._stream_cache: dict[int, tuple[Any, int]] = {}  # id(stream object) -> (object, key)
@@ -308,6 +301,8 @@ class GpuProfiler(RangesMixin, PoolTrackingMixin, ResultsMixin):
     def _track(self) -> tuple[Any, int]:
         """This thread's (and asyncio task's) track: its key (the thread's id, or (thread, task))
         and trace id. On every captured launch: kept to a few dictionary lookups."""
+        if self._to_retire:  # (retirements that found the lock busy)
+            self._retire_pending()
         task = _task()
         key: Any = _get_ident() if task is None else (_get_ident(), id(task))
         t = self._tracks.get(key)
@@ -336,8 +331,29 @@ class GpuProfiler(RangesMixin, PoolTrackingMixin, ResultsMixin):
 
     def _retire(self, key: Any) -> None:
         """A track's thread or task ended: its entries move to a key no live thread or task has
-        (the events keep their track id and name), its stack and last time go."""
+        (the events keep their track id and name), its stack and last time go.
+
+        Called from a thread-local's finaliser or a task's done callback, which may run while
+        another thread holds the lock (a review: at interpreter exit, a daemon thread stopped
+        inside ``events()`` hung the process): the lock is only tried; when it is busy the key
+        waits in ``_to_retire`` for the next track lookup, and at exit nothing is done."""
+        if sys.is_finalizing():
+            return
+        if not self._lock.acquire(blocking=False):
+            self._to_retire.append(key)
+            return
+        try:
+            self._retire_locked(key)
+        finally:
+            self._lock.release()
+
+    def _retire_pending(self) -> None:
         with self._lock:
+            while self._to_retire:
+                self._retire_locked(self._to_retire.popleft())
+
+    def _retire_locked(self, key: Any) -> None:
+        if True:  # (the lock is held)
             keys = [key] if not isinstance(key, int) else [k for k in self._tracks if k == key or (isinstance(k, tuple) and k[0] == key and len(k) == 2 and isinstance(k[1], int))]
             for k in keys:
                 t = self._tracks.pop(k, None)
@@ -412,6 +428,8 @@ class GpuProfiler(RangesMixin, PoolTrackingMixin, ResultsMixin):
             self._dropped += 1
             return
         t = ev.timestamp_ns
+        if self._to_retire:  # (retirements that found the lock busy)
+            self._retire_pending()
         task = _task()
         key: Any = _get_ident() if task is None else (_get_ident(), id(task))
         track = self._tracks.get(key)

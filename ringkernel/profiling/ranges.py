@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import inspect
+import sys
 import threading
 import time
 from contextvars import ContextVar
@@ -21,6 +22,15 @@ __all__ = ["RangeHandle", "RangesMixin"]
 log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _task() -> Any:
+    """The running asyncio task, or None (without importing asyncio: no task exists if it is not loaded)."""
+    aio = sys.modules.get("asyncio")
+    if aio is None:
+        return None
+    loop = aio._get_running_loop()  # the public get_running_loop() raises outside a loop
+    return aio.current_task(loop) if loop is not None else None
 
 
 class Open:

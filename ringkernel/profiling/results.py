@@ -139,7 +139,10 @@ class ResultsMixin:
             except Exception as exc:  # noqa: BLE001 - the trace is still worth writing
                 meta["device"] = {"index": 0, "name": f"unknown ({exc})"}
         meta["versions"] = library_versions()
-        here = len(self._stacks.get(self._track()[0], ()))
+        from .ranges import _task
+
+        task = _task()  # (the caller's key, without making it a track: a review)
+        here = len(self._stacks.get(threading.get_ident() if task is None else (threading.get_ident(), id(task)), ()))
         # open_ranges: every range begun and not ended, in any thread or task (an adversarial
         # trial: a worker's open range was counted nowhere; the trace has no event for them)
         meta.update(dropped_events=self._dropped, open_ranges_in_this_context=here, open_ranges=len(self._open_ranges))
