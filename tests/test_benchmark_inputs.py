@@ -482,3 +482,33 @@ def test_cache_stats_shows_the_trust_fields(tmp_path: Path, monkeypatch: pytest.
     assert main(["cache", "stats", "--json"]) == 0
     facts = json.loads(capsys.readouterr().out)
     assert facts["enabled"] is True and facts["temp_files"] == 0 and facts["entries"] == 0
+
+
+# -- an adversarial trial's findings ------------------------------------------------------------------
+def test_duplicates_units_labels_and_the_cached_verdict() -> None:
+    from ringkernel.benchmark.regression import compare_results, percent
+
+    rng = np.random.default_rng(3)
+    fast = BenchmarkResult.from_measurements("k", 100, list(rng.normal(1e-3, 1e-5, 20)))
+    slow = BenchmarkResult.from_measurements("k", 100, list(rng.normal(2e-3, 1e-5, 20)))
+    # two results of one (name, size): the second silently replaced the first ("improved, -50%")
+    with pytest.raises(BenchmarkError, match="twice"):
+        compare_results([slow, fast], [fast])
+    # numpy.timedelta64 in its own unit (ns was read as seconds: 1e9 off); bools refused
+    r = BenchmarkResult.from_measurements("t", 1000, [np.timedelta64(5000, "ns"), np.timedelta64(5, "us")])
+    assert r.measurement_times == [0.005, 0.005]
+    with pytest.raises(ConfigurationError, match="measurement"):
+        BenchmarkResult.from_measurements("t", 1000, [True, True])
+    # labels say the confidence and threshold asked for
+    assert (percent(0.95), percent(0.999), percent(0.025), percent(0.29)) == ("95%", "99.9%", "2.5%", "29%")
+    report = compare_results([fast], [slow], confidence=0.5)
+    assert "50% CI" in report.to_markdown() and "95% CI" not in report.to_markdown()
+    # the suite's cached verdict follows its configuration
+    suite = BenchmarkSuite(BenchmarkConfig(regression_threshold=0.5))
+    suite.add_result(BenchmarkResult.from_measurements("k", 100, list(rng.normal(1.2e-3, 1e-5, 20))))
+    suite._baseline = BenchmarkBaseline.from_results([fast])
+    first = suite.compare_to_baseline()
+    assert first is not None and first.results[0].status.value == "unchanged"
+    suite.config = BenchmarkConfig(regression_threshold=0.05)
+    again = suite.compare_to_baseline()
+    assert again is not None and again.results[0].status.value == "regressed"

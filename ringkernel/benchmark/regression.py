@@ -188,15 +188,15 @@ def compare_samples(
     significant = p < alpha
     pct = f"{(ratio - 1) * 100:+.1f}% (CI {(low - 1) * 100:+.1f}%..{(high - 1) * 100:+.1f}%, p={p:.3g})"
     if significant and low > 1 + threshold:
-        status, msg = RegressionStatus.REGRESSED, f"slower by {pct}, beyond the {threshold:.0%} threshold"
+        status, msg = RegressionStatus.REGRESSED, f"slower by {pct}, beyond the {percent(threshold)} threshold"
     elif significant and high < 1 - threshold:
-        status, msg = RegressionStatus.IMPROVED, f"faster by {pct}, beyond the {threshold:.0%} threshold"
+        status, msg = RegressionStatus.IMPROVED, f"faster by {pct}, beyond the {percent(threshold)} threshold"
     elif low >= 1 - threshold and high <= 1 + threshold:
         status = RegressionStatus.UNCHANGED
-        msg = f"within ±{threshold:.0%}: {pct}" + (" (a small but significant change)" if significant else "")
+        msg = f"within ±{percent(threshold)}: {pct}" + (" (a small but significant change)" if significant else "")
     else:
         status = RegressionStatus.INCONCLUSIVE
-        msg = f"{pct}: the interval crosses the ±{threshold:.0%} threshold; take more samples"
+        msg = f"{pct}: the interval crosses the ±{percent(threshold)} threshold; take more samples"
     return RegressionResult(status=status, ratio_ci=(low, high), p_value=p, message=msg, **common)  # type: ignore[arg-type]
 
 
@@ -238,6 +238,8 @@ class RegressionReport:
     environment_differences: list[tuple[str, Any, Any]] = field(default_factory=list)
     missing_in_current: list[tuple[str, int]] = field(default_factory=list)
     new_in_current: list[tuple[str, int]] = field(default_factory=list)
+    #: The confidence of the intervals (the table's header says it: it always said 95%)
+    confidence: float = 0.95
 
     def by_status(self, status: RegressionStatus) -> list[RegressionResult]:
         return [r for r in self.results if r.status is status]
@@ -260,7 +262,7 @@ class RegressionReport:
         }
 
     def to_markdown(self) -> str:
-        lines = [f"### Regression check (threshold {self.threshold:.0%})", ""]
+        lines = [f"### Regression check (threshold {percent(self.threshold)})", ""]
         c = self.counts()
         lines.append(", ".join(f"{v} {k}" for k, v in c.items()))
         lines.append("")
@@ -268,7 +270,7 @@ class RegressionReport:
             lines.append("**Environment differs from the baseline:** " + "; ".join(
                 f"{f}: {a} -> {b}" for f, a, b in self.environment_differences))  # fmt: skip
             lines.append("")
-        lines.append("| benchmark | size | baseline | current | change | 95% CI | p | status |")
+        lines.append(f"| benchmark | size | baseline | current | change | {percent(self.confidence)} CI | p | status |")
         lines.append("|---|---:|---:|---:|---:|---|---:|---|")
         for r in self.results:
             lo, hi = r.ratio_ci
@@ -314,8 +316,8 @@ def compare_results(
             f"policy must be an EnvironmentPolicy, got {policy!r}",
             hint="pass EnvironmentPolicy.WARN, EnvironmentPolicy.REFUSE or EnvironmentPolicy.IGNORE",
         )
-    base = {_checked_key(r, "baseline"): r for r in baseline}
-    cur = {_checked_key(r, "current"): r for r in current}
+    base = _keyed(baseline, "baseline")
+    cur = _keyed(current, "current")
     diffs: list[tuple[str, Any, Any]] = []
     b_env = baseline_environment or next((r.environment for r in base.values() if r.environment), None)
     c_env = current_environment or next((r.environment for r in cur.values() if r.environment), None)
@@ -342,10 +344,33 @@ def compare_results(
     return RegressionReport(
         results=results,
         threshold=threshold,
+        confidence=confidence,
         environment_differences=diffs,
         missing_in_current=[k for k in base if k not in cur],
         new_in_current=[k for k in cur if k not in base],
     )
+
+
+def percent(fraction: float) -> str:
+    """A fraction as a percentage with the digits it has: 0.95 -> "95%", 0.999 -> "99.9%", 0.025 ->
+    "2.5%" (``:.0%`` showed 0.999 as "100%" and 0.025 as "2%"; an adversarial trial)."""
+    return f"{round(float(fraction) * 100, 6):g}%"
+
+
+def _keyed(results: Iterable[Any], side: str) -> dict[tuple[str, int], Any]:
+    """Results by (name, workload size); two of one key are refused (an adversarial trial: a
+    merged file's second entry silently replaced the first, and the verdict followed it)."""
+    out: dict[tuple[str, int], Any] = {}
+    for r in results:
+        k = _checked_key(r, side)
+        if k in out:
+            raise BenchmarkError(
+                f"the {side} results hold {k[0]!r} at workload size {k[1]} twice: which one to compare is not clear",
+                hint="keep one result per benchmark and size (e.g. re-run, or remove the older entry from the file)",
+                details={"name": k[0], "workload_size": k[1], "side": side},
+            )
+        out[k] = r
+    return out
 
 
 def _checked_key(r: object, side: str) -> tuple[str, int]:

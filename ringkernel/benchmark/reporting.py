@@ -13,7 +13,7 @@ import json
 import math
 from typing import TYPE_CHECKING, Any, Sequence
 
-from .regression import SCHEMA, RegressionReport
+from .regression import SCHEMA, RegressionReport, percent
 from .results import BenchmarkResult, format_rate, format_time_ms
 from .statistics import ScalingMetrics
 
@@ -42,10 +42,10 @@ def markdown_report(suite: "BenchmarkSuite", title: str = "Benchmark report") ->
     lines = [f"# {title}", "", f"- environment: {_env_line(suite)}", f"- generated: {_now()}"]
     lines.append(
         f"- config: {suite.config.measurement_iterations} samples, {suite.config.warmup_iterations} warm-up, "
-        f"{conf:.0%} intervals, regression threshold {suite.config.regression_threshold:.0%}"
+        f"{percent(conf)} intervals, regression threshold {percent(suite.config.regression_threshold)}"
     )
     lines += ["", "## Results", ""]
-    lines.append(f"| benchmark | size | median | {conf:.0%} CI (median) | mean ± sd | throughput | n | outliers |")
+    lines.append(f"| benchmark | size | median | {percent(conf)} CI (median) | mean ± sd | throughput | n | outliers |")
     lines.append("|---|---:|---:|---|---:|---:|---:|---:|")
     for r in suite.results:
         s = r.summary(conf)
@@ -58,7 +58,7 @@ def markdown_report(suite: "BenchmarkSuite", title: str = "Benchmark report") ->
     scaling = suite.scaling_all()
     if scaling:
         lines += ["", "## Scaling", "", "Throughput ~ size^exponent (log-log least squares).", ""]
-        lines.append(f"| benchmark | exponent | {conf:.0%} CI | R² | sizes |")
+        lines.append(f"| benchmark | exponent | {percent(conf)} CI | R² | sizes |")
         lines.append("|---|---:|---|---:|---:|")
         for name, m in scaling.items():
             lines.append(
@@ -120,7 +120,7 @@ def latex_table(suite: "BenchmarkSuite", caption: str = "Benchmark results", lab
         "\\begin{table}[ht]\n\\centering\n"
         f"\\caption{{{_tex(caption)} ({_tex(_env_line(suite))})}}\n\\label{{{label}}}\n"
         "\\begin{tabular}{lrrlrr}\n\\toprule\n"
-        f"Benchmark & Size & Median & {int(conf * 100)}\\% CI & Throughput & $n$ \\\\\n\\midrule\n"
+        f"Benchmark & Size & Median & {percent(conf)[:-1]}\\% CI & Throughput & $n$ \\\\\n\\midrule\n"
         f"{body}\n\\bottomrule\n\\end{{tabular}}\n\\end{{table}}\n"
     )
 
@@ -145,7 +145,7 @@ def _results_chart(results: Sequence[BenchmarkResult], confidence: float) -> str
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="throughput per benchmark" '
         f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" class="chart" id="results-chart">',
-        f'<text x="{left}" y="18" class="title">Throughput ({_e(unit)}), median with {confidence:.0%} CI</text>',
+        f'<text x="{left}" y="18" class="title">Throughput ({_e(unit)}), median with {percent(confidence)} CI</text>',
     ]
     for t in range(6):
         v = vmax * t / 5
@@ -285,11 +285,11 @@ def html_report(suite: "BenchmarkSuite", title: str = "Benchmark report") -> str
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{_e(title)}</h1>",
         f'<p class="meta">{_e(_env_line(suite))}<br>generated {_e(_now())}; '
-        f"{suite.config.measurement_iterations} samples per benchmark, {conf:.0%} intervals</p>",
+        f"{suite.config.measurement_iterations} samples per benchmark, {percent(conf)} intervals</p>",
         "<h2>Results</h2>",
         _results_chart(suite.results, conf),
         "<table><thead><tr><th>benchmark</th><th>size</th><th>median</th>"
-        f"<th>{conf:.0%} CI (median)</th><th>mean ± sd</th><th>throughput</th><th>n</th><th>outliers</th></tr></thead>",
+        f"<th>{percent(conf)} CI (median)</th><th>mean ± sd</th><th>throughput</th><th>n</th><th>outliers</th></tr></thead>",
         "<tbody>" + "".join(rows) + "</tbody></table>",
     ]
     chart = _scaling_chart(groups, fits)
@@ -297,7 +297,7 @@ def html_report(suite: "BenchmarkSuite", title: str = "Benchmark report") -> str
         parts += ["<h2>Scaling</h2>", chart]
         if fits:
             parts.append("<table><thead><tr><th>benchmark</th><th>exponent</th>"
-                         f"<th>{conf:.0%} CI</th><th>R²</th><th>sizes</th></tr></thead><tbody>")  # fmt: skip
+                         f"<th>{percent(conf)} CI</th><th>R²</th><th>sizes</th></tr></thead><tbody>")  # fmt: skip
             for name, m in fits.items():
                 parts.append(
                     f"<tr><td>{_e(name)}</td><td>{m.exponent:.3f}</td><td>{m.exponent_ci.low:.3f} .. "
@@ -326,7 +326,7 @@ def _regression_html(report: RegressionReport) -> str:
         env = "<p><strong>Environment differs from the baseline:</strong> " + _e(
             "; ".join(f"{f}: {a} -> {b}" for f, a, b in report.environment_differences)) + "</p>"  # fmt: skip
     return (
-        f"<h2>Regression check (threshold {report.threshold:.0%})</h2>{env}"
+        f"<h2>Regression check (threshold {percent(report.threshold)})</h2>{env}"
         "<table><thead><tr><th>benchmark</th><th>size</th><th>baseline</th><th>current</th><th>change</th>"
         "<th>CI of change</th><th>p</th><th>status</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
     )

@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+
 from ..errors import ConfigurationError
 from . import _fields
 from .environment import EnvironmentFingerprint, _environment_from_dict
@@ -99,14 +101,15 @@ class BenchmarkConfig:
 def _to_ms(m: Any) -> float:
     if isinstance(m, _dt.timedelta):
         return m.total_seconds() * 1e3
-    if isinstance(m, (int, float)) and not isinstance(m, bool):
-        return float(m) * 1e3
-    try:
-        return float(m) * 1e3  # numpy scalars
-    except (TypeError, ValueError):
+    if isinstance(m, np.timedelta64):  # its own unit (ns, us, ...): an adversarial trial read ns as seconds
+        if np.isnat(m):
+            raise ConfigurationError("a measurement is NaT (not a time)")
+        return float(m / np.timedelta64(1, "ns")) / 1e6
+    if isinstance(m, (bool, np.bool_)) or not isinstance(m, (int, float, np.integer, np.floating)):
         raise ConfigurationError(
-            f"a measurement must be seconds (float) or a datetime.timedelta, got {m!r}"
-        ) from None
+            f"a measurement must be seconds (a number), a datetime.timedelta or a numpy.timedelta64, got {m!r}"
+        )
+    return float(m) * 1e3
 
 
 @dataclass

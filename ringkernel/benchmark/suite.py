@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from ..errors import BenchmarkError, ConfigurationError
 from .environment import EnvironmentFingerprint
@@ -63,7 +63,7 @@ class BenchmarkSuite:
         self.environment_policy = environment_policy
         self._results: list[BenchmarkResult] = []
         self._baseline: BenchmarkBaseline | None = None
-        self._report_cache: tuple[int, RegressionReport | None] | None = None
+        self._report_cache: tuple[Any, RegressionReport | None] | None = None
 
     # -- results ----------------------------------------------------------------------
     @property
@@ -139,7 +139,11 @@ class BenchmarkSuite:
             raise ConfigurationError(
                 f"policy must be an EnvironmentPolicy, got {policy!r}", hint="pass e.g. policy=EnvironmentPolicy.REFUSE"
             )
-        key = hash((len(self._results), id(self._baseline), policy))
+        # everything the report depends on (a count and the baseline's id were not: a changed
+        # threshold or a replaced result returned the old verdict; an adversarial trial)
+        cfg = self.config
+        key = (tuple(map(id, self._results)), id(self._baseline), tuple(map(id, self._baseline.results)), policy,
+               cfg.regression_threshold, cfg.confidence, cfg.alpha)  # fmt: skip
         if self._report_cache is not None and self._report_cache[0] == key:
             return self._report_cache[1]
         report = compare_results(
