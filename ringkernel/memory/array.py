@@ -194,7 +194,7 @@ class DeviceArray(_Fields):
         if _device_source(value):
             target.copy_to_device(value)
             return
-        host = np.asarray(value, dtype=self.dtype)
+        host = _exact(value, self.dtype)
         if host.shape != shape:
             host = np.broadcast_to(host, shape)
         target.copy_to_device(host)
@@ -460,6 +460,42 @@ _RAW: dict[type, type] = {DeviceArray: _Fields}
 _CLASS_FOR: dict[type, type] = {}  # backend type -> array class
 _DTYPES: dict[Any, np.dtype] = {}
 _new_fields = _Fields.__new__
+
+
+def _exact(value: Any, dtype: np.dtype) -> np.ndarray:
+    """``value`` as an array of ``dtype``, refused where a value would change: an int that wraps,
+    a fraction or NaN into an int, an imaginary part dropped, a finite float that overflows (an
+    adversarial trial: ``x[:] = np.array([300, -1])`` into uint8 stored [44, 255]; NumPy's own
+    assignment converts silently, copy_to_device refuses). A float's lost precision is what a
+    narrower float is for."""
+    src = np.asarray(value)
+    if src.dtype == dtype:
+        return src
+    if src.dtype.kind not in "biufc":
+        raise ConfigurationError(f"cannot store {src.dtype} values in a {dtype} array",
+                                 hint=f"pass numbers (e.g. np.asarray(values, dtype=np.{dtype.name}))")  # fmt: skip
+    bad = False
+    if src.dtype.kind == "c" and dtype.kind != "c":
+        bad = bool(np.any(src.imag != 0))  # an imaginary part would be dropped
+        src = src.real
+    with np.errstate(all="ignore"):
+        conv = src.astype(dtype)
+        if bad:
+            pass
+        elif dtype.kind in "iu" and src.dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            bad = bool(src.size) and (int(src.min()) < info.min or int(src.max()) > info.max)
+        elif dtype.kind in "iub":
+            back = conv.astype(src.dtype)
+            bad = bool(np.any(back != src))
+        else:
+            bad = bool(np.any(np.isinf(conv) & np.isfinite(src)))
+    if bad:
+        raise ConfigurationError(
+            f"values of {src.dtype} that a {dtype} array cannot hold exactly (they would wrap, be truncated, "
+            "lose an imaginary part or overflow)", hint=f"convert first, as you mean it: np.asarray(values).astype(np.{dtype.name})",
+        )  # fmt: skip
+    return conv
 
 
 def new_device_array(pool: Any, shape: int | Sequence[int], dtype: Any) -> DeviceArray:

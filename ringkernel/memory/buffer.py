@@ -140,7 +140,12 @@ class ManagedBuffer:
             # precision is what a narrower float is for
             with np.errstate(over="ignore", invalid="ignore"):  # (what the cast does is checked next)
                 converted = arr.astype(self.dtype)
-            if self.dtype.kind in "iub":
+            if self.dtype.kind in "iu" and arr.dtype.kind in "iu":
+                # by range: a round trip through the source type undoes a wrap (uint32 0xFFFFFFFF
+                # into int32 read back as -1 passed it; an adversarial trial)
+                info = np.iinfo(self.dtype)
+                changed = bool(arr.size) and (int(arr.min()) < info.min or int(arr.max()) > info.max)
+            elif self.dtype.kind in "iub":
                 changed = bool((converted.astype(arr.dtype) != arr).any())
             else:
                 with np.errstate(invalid="ignore"):

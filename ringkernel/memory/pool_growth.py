@@ -150,7 +150,11 @@ class _PoolGrowth:
         """The most the pool may hold because of cached blocks (lock held): ``1 +
         large_cache_headroom`` times the most bytes ever live at once, ``requested`` more
         included."""
-        high = self._live_high = max(self._live_high, self._peak_live, self._live_bytes + requested)
+        # (the request counts for this decision only: kept, a refused 10 GiB request lifted the
+        # budget for good and the cache grew past it; an adversarial trial. An allocation that
+        # succeeds raises the peak, which is kept.)
+        self._live_high = max(self._live_high, self._peak_live)
+        high = max(self._live_high, self._live_bytes + requested)
         return high * (1.0 + self.config.large_cache_headroom)
 
     def _spill(self, want: int, requested: int) -> int:

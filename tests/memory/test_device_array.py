@@ -579,3 +579,32 @@ def test_a_device_arrays_block_is_not_freed_by_pointer(rng: np.random.Generator)
         pool.deallocate(a.ptr)  # closed: the array still holds its block
     a.copy_to_device(np.arange(16, dtype=np.float32))
     np.testing.assert_array_equal(a.copy_to_host(), np.arange(16))
+
+
+def test_assigned_values_are_stored_exactly_or_refused() -> None:
+    """x[:] = np.array([300, -1, 256]) into uint8 stored [44, 255, 0] (copy_to_device refused it);
+    [1.9, 1e10] into int32 truncated and wrapped; a complex lost its imaginary part."""
+    pool = _pool()
+    u8 = pool.device_array(3, np.uint8)
+    i32 = pool.device_array(2, np.int32)
+    f32 = pool.device_array(1, np.float32)
+    for target, bad in ((u8, np.array([300, -1, 256])), (i32, np.array([1.9, 2.0])), (i32, np.array([1e10, 0.0])),
+                        (f32, np.array([1 + 5j])), (i32, np.array([np.nan, 1.0]))):  # fmt: skip
+        with pytest.raises(ConfigurationError, match="cannot hold exactly"):
+            target[:] = bad
+    u8[:] = np.array([255, 0, 7])  # fits: stored
+    i32[:] = [3.0, -4.0]
+    f32[0] = 2
+    assert u8.copy_to_host().tolist() == [255, 0, 7] and i32.copy_to_host().tolist() == [3, -4]
+    assert f32.copy_to_host().tolist() == [2.0]
+
+
+def test_managed_buffer_refuses_unsigned_values_a_signed_buffer_cannot_hold() -> None:
+    from ringkernel import KernelArgumentError, ManagedBuffer
+
+    for src, dst, v in ((np.uint32, np.int32, 2**32 - 1), (np.uint16, np.int16, 40000), (np.uint8, np.int8, 200)):
+        mb = ManagedBuffer(4, dst, pool=_pool())
+        with pytest.raises(KernelArgumentError, match="cannot hold"):
+            mb.write(np.full(4, v, src))  # (read back as -1, -25536, -56 before)
+        mb.write(np.full(4, 7, src))
+        assert mb.read().tolist() == [7] * 4

@@ -304,3 +304,22 @@ def test_a_new_slab_releases_the_cache_under_pressure() -> None:
         with pytest.raises(InsufficientMemory):
             pool.allocate(64 * MiB)  # nothing left to release: a clear error
         pool.close()
+
+
+def test_a_refused_request_does_not_lift_the_cache_budget() -> None:
+    """A 10 GiB request refused by max_pool_bytes stayed in the budget's 'most bytes ever live':
+    freed temporaries were then cached far past (1 + headroom) x the real peak."""
+    from ringkernel import InsufficientMemory
+
+    MiB = 1 << 20
+
+    def run(fail_first: bool) -> int:
+        pool = GpuMemoryPool(PoolConfig(max_pool_bytes=256 * MiB), backend=SimulatorBackend())
+        if fail_first:
+            with pytest.raises(InsufficientMemory):
+                pool.allocate(10 << 30)
+        for size in (4, 7, 11, 15, 19, 5, 13):
+            pool.allocate(size * MiB).free()
+        return pool.diagnostics().pool_bytes
+
+    assert run(True) == run(False)
