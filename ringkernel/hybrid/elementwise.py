@@ -662,16 +662,14 @@ def _raises(func: Any, seen: set[int] | None = None) -> str | None:
     if code is None or id(code) in seen:
         return None
     seen.add(id(code))
-    codes = [code]
-    while codes:
-        c = codes.pop()
+    codes = _codes(code)  # (inner functions and comprehensions too)
+    for c in codes:
         if any(ins.opname == "RAISE_VARARGS" for ins in dis.get_instructions(c)):
             return f"{getattr(func, '__name__', '?')}" + (f" ({c.co_name})" if c is not code else "")
-        codes.extend(k for k in c.co_consts if inspect.iscode(k))  # inner functions and comprehensions
     glb = getattr(func, "__globals__", {})
     # the globals the code loads (co_names also holds attribute names: math.sqrt is not the
     # module's own sqrt, a review's false refusal)
-    names = {ins.argval for c in _codes(code) for ins in dis.get_instructions(c) if ins.opname == "LOAD_GLOBAL"}
+    names = {ins.argval for c in codes for ins in dis.get_instructions(c) if ins.opname == "LOAD_GLOBAL"}
     called = [glb.get(n) for n in names]
     for cell in getattr(func, "__closure__", None) or ():
         try:

@@ -489,7 +489,6 @@ def _pure(fn: Any) -> bool:
     """Callees that never write memory they are given: builtins, math, numba.cuda's helpers
     other than atomics, thread-index helpers, constructors of local/shared arrays."""
     import builtins
-    import math
 
     if isinstance(fn, _CudaName):
         return not fn.name.startswith("atomic.")
@@ -502,6 +501,14 @@ def _pure(fn: Any) -> bool:
     name = getattr(fn, "__name__", None)
     if name is not None and getattr(builtins, name, None) is fn:
         return True  # len, min, max, abs, ...
+    return _math_or_ufunc(fn)
+
+
+def _math_or_ufunc(fn: Any) -> bool:
+    """``math``'s functions and NumPy's ufuncs: they write nothing and return numbers."""
+    import math
+
+    name = getattr(fn, "__name__", None)
     if getattr(fn, "__module__", None) == "math" or (name is not None and getattr(math, name, None) is fn):
         return True
     mod = getattr(type(fn), "__module__", "") or ""
@@ -529,17 +536,13 @@ def _fresh_result(fn: Any) -> bool:
     iterator over their arguments: numba.cuda's helpers, math, NumPy's ufuncs, ``len``,
     ``min``, ``abs``, ``int``, ... (``enumerate``, ``zip``, ``tuple`` and the like are not)."""
     import builtins
-    import math
 
     if isinstance(fn, _CudaName) or _is_cast(fn):
         return True
     name = getattr(fn, "__name__", None)
     if name in _FRESH_BUILTINS and getattr(builtins, name, None) is fn:
         return True
-    if getattr(fn, "__module__", None) == "math" or (name is not None and getattr(math, name, None) is fn):
-        return True
-    mod = getattr(type(fn), "__module__", "") or ""
-    return type(fn).__name__ == "ufunc" and mod.startswith("numpy")
+    return _math_or_ufunc(fn)
 
 
 def _variadic(func: Any) -> bool:

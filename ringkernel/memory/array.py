@@ -462,6 +462,22 @@ _DTYPES: dict[Any, np.dtype] = {}
 _new_fields = _Fields.__new__
 
 
+def cast_checked(src: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, bool]:
+    """``src`` (real or integer) converted to ``dtype``, and whether a value changed: an int out of
+    ``dtype``'s range (by range: a round trip through the source type undoes a wrap, so uint32
+    0xFFFFFFFF into int32 passed it), a fraction or NaN into an int, a finite float that
+    overflows. A float's lost precision does not count. Shared by ``DeviceArray`` assignment
+    and ``ManagedBuffer.write``."""
+    with np.errstate(all="ignore"):
+        conv = src.astype(dtype)
+        if dtype.kind in "iu" and src.dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            return conv, bool(src.size) and (int(src.min()) < info.min or int(src.max()) > info.max)
+        if dtype.kind in "iub":
+            return conv, bool(np.any(conv.astype(src.dtype) != src))
+        return conv, bool(np.any(np.isinf(conv) & np.isfinite(src)))
+
+
 def _exact(value: Any, dtype: np.dtype) -> np.ndarray:
     """``value`` as an array of ``dtype``, refused where a value would change: an int that wraps,
     a fraction or NaN into an int, an imaginary part dropped, a finite float that overflows (an
@@ -478,19 +494,8 @@ def _exact(value: Any, dtype: np.dtype) -> np.ndarray:
     if src.dtype.kind == "c" and dtype.kind != "c":
         bad = bool(np.any(src.imag != 0))  # an imaginary part would be dropped
         src = src.real
-    with np.errstate(all="ignore"):
-        conv = src.astype(dtype)
-        if bad:
-            pass
-        elif dtype.kind in "iu" and src.dtype.kind in "iu":
-            info = np.iinfo(dtype)
-            bad = bool(src.size) and (int(src.min()) < info.min or int(src.max()) > info.max)
-        elif dtype.kind in "iub":
-            back = conv.astype(src.dtype)
-            bad = bool(np.any(back != src))
-        else:
-            bad = bool(np.any(np.isinf(conv) & np.isfinite(src)))
-    if bad:
+    conv, changed = cast_checked(src, dtype)
+    if bad or changed:
         raise ConfigurationError(
             f"values of {src.dtype} that a {dtype} array cannot hold exactly (they would wrap, be truncated, "
             "lose an imaginary part or overflow)", hint=f"convert first, as you mean it: np.asarray(values).astype(np.{dtype.name})",

@@ -138,19 +138,9 @@ class ManagedBuffer:
             # a narrowing cast: refused where a value would change (an int that wraps, a finite
             # float that becomes inf), as DeviceArray.copy_to_device refuses it; a float's lost
             # precision is what a narrower float is for
-            with np.errstate(over="ignore", invalid="ignore"):  # (what the cast does is checked next)
-                converted = arr.astype(self.dtype)
-            if self.dtype.kind in "iu" and arr.dtype.kind in "iu":
-                # by range: a round trip through the source type undoes a wrap (uint32 0xFFFFFFFF
-                # into int32 read back as -1 passed it; an adversarial trial)
-                info = np.iinfo(self.dtype)
-                changed = bool(arr.size) and (int(arr.min()) < info.min or int(arr.max()) > info.max)
-            elif self.dtype.kind in "iub":
-                changed = bool((converted.astype(arr.dtype) != arr).any())
-            else:
-                with np.errstate(invalid="ignore"):
-                    changed = bool((np.isinf(converted) & np.isfinite(arr)).any())
-            if changed:
+            from .array import cast_checked
+
+            if cast_checked(arr, self.dtype)[1]:
                 raise KernelArgumentError(
                     f"write() got values of {arr.dtype} that {self.dtype} cannot hold (they would wrap or overflow)",
                     kernel_name="ManagedBuffer.write",

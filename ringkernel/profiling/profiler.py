@@ -353,15 +353,15 @@ class GpuProfiler(RangesMixin, PoolTrackingMixin, ResultsMixin):
                 self._retire_locked(self._to_retire.popleft())
 
     def _retire_locked(self, key: Any) -> None:
-        if True:  # (the lock is held)
-            keys = [key] if not isinstance(key, int) else [k for k in self._tracks if k == key or (isinstance(k, tuple) and k[0] == key and len(k) == 2 and isinstance(k[1], int))]
-            for k in keys:
-                t = self._tracks.pop(k, None)
-                if t is not None:
-                    ident = k if isinstance(k, int) else k[0]
-                    self._tracks[(ident, ("ended", next(self._retired)))] = t
-                self._stacks.pop(k, None)
-                self._last.pop(k, None)
+        """(the lock is held)"""
+        keys = [key] if not isinstance(key, int) else [k for k in self._tracks if k == key or (isinstance(k, tuple) and k[0] == key and len(k) == 2 and isinstance(k[1], int))]
+        for k in keys:
+            t = self._tracks.pop(k, None)
+            if t is not None:
+                ident = k if isinstance(k, int) else k[0]
+                self._tracks[(ident, ("ended", next(self._retired)))] = t
+            self._stacks.pop(k, None)
+            self._last.pop(k, None)
 
     def _add(self, event: ProfileEvent) -> None:
         if self._count >= self.max_events:
