@@ -1,7 +1,9 @@
 """Host time per launch for the call patterns real programs use (issue 12's launch figures).
 
 Six patterns, each with ringkernel, CuPy ``RawKernel`` (launching its own arrays, scalars as
-NumPy scalars) and numba's dispatcher where they apply, in one process:
+NumPy scalars) and numba's dispatcher where they apply, in one process; ``ringkernel_python``
+is ringkernel's pure-Python launch path (what runs where the compiled module cannot be built:
+``RINGKERNEL_NATIVE=0``), the same kernels as a ``GpuKernel`` subclass that keeps it:
 
   same_numba      the same three numba arrays every call
   rotating_8      eight array sets in rotation
@@ -32,8 +34,15 @@ from typing import Any, Callable
 import numpy as np
 
 import ringkernel  # noqa: F401 - before numba.cuda: ringkernel picks the backend
-from ringkernel import gpu_kernel
+from ringkernel import GpuKernel, gpu_kernel
 from numba import cuda
+
+
+class PythonPathKernel(GpuKernel):
+    """A kernel on the pure-Python launch path even where the compiled module is loaded."""
+
+    __call__ = GpuKernel._slow_call
+    _native_entries = False
 
 N = 1024
 GRID, BLOCK = 4, 256
@@ -109,27 +118,34 @@ def main() -> int:
     def new_numba_sets() -> None:
         fresh[:] = [tuple(cuda.device_array(N, np.float32) for _ in range(3)) for _ in range(launches + 300)]
 
+    py_vadd = PythonPathKernel(rk_vadd.py_func)
+    py_saxpy = PythonPathKernel(rk_saxpy.py_func)
     alphas = [np.float32(v) for v in rng.standard_normal(launches)]
     patterns: dict[str, dict[str, Callable[[int], None]]] = {
         "same_numba": {
             "ringkernel": lambda i: rk_vadd(a, b, c),
+            "ringkernel_python": lambda i: py_vadd(a, b, c),
             "numba": lambda i: nb_vadd[GRID, BLOCK](a, b, c),
         },
         "rotating_8": {
             "ringkernel": lambda i: rk_vadd(*sets[i & 7]),
+            "ringkernel_python": lambda i: py_vadd(*sets[i & 7]),
             "numba": lambda i: nb_vadd[GRID, BLOCK](*sets[i & 7]),
         },
         "scalar_changes": {
             "ringkernel": lambda i: rk_saxpy(alphas[i], a, b, c),
+            "ringkernel_python": lambda i: py_saxpy(alphas[i], a, b, c),
             "numba": lambda i: nb_saxpy[GRID, BLOCK](alphas[i], a, b, c),
         },
         "new_arrays": {
             "ringkernel": lambda i: rk_vadd(*fresh[i]),
+            "ringkernel_python": lambda i: py_vadd(*fresh[i]),
             "numba": lambda i: nb_vadd[GRID, BLOCK](*fresh[i]),
         },
     }
     prepare: dict[tuple[str, str], Callable[[], None]] = {
         ("new_arrays", "ringkernel"): new_numba_sets, ("new_arrays", "numba"): new_numba_sets,
+        ("new_arrays", "ringkernel_python"): new_numba_sets,
     }  # fmt: skip
     versions_extra: dict[str, str] = {}
     try:
@@ -152,6 +168,7 @@ def main() -> int:
         patterns["new_arrays"]["cupy"] = lambda i: kv((GRID,), (BLOCK,), (*cfresh[i], n64))
         patterns["cupy_arrays"] = {
             "ringkernel": lambda i: rk_vadd(ca, cb, cc),
+            "ringkernel_python": lambda i: py_vadd(ca, cb, cc),
             "cupy": lambda i: kv((GRID,), (BLOCK,), (ca, cb, cc, n64)),
             "numba": lambda i: nb_vadd[GRID, BLOCK](ca, cb, cc),
         }
@@ -164,6 +181,7 @@ def main() -> int:
         ta, tb, tc = (torch.as_tensor(x.copy_to_host(), device="cuda") for x in (a, b, c))
         patterns["torch_tensors"] = {
             "ringkernel": lambda i: rk_vadd(ta, tb, tc),
+            "ringkernel_python": lambda i: py_vadd(ta, tb, tc),
             "numba": lambda i: nb_vadd[GRID, BLOCK](ta, tb, tc),
         }
         if "cupy" in versions_extra:
@@ -222,8 +240,18 @@ def main() -> int:
         got = o.copy_to_host()
         assert np.array_equal(got, o_nb.copy_to_host()), "ringkernel and numba launches of one kernel differ"
         assert np.allclose(got, want, rtol=1e-5, atol=1e-5), "ringkernel launch gave a wrong result"
+    for rk_call, nb_call, want in checks[:1]:  # the Python path too
+        o = cuda.device_array(N, np.float32)
+        py_vadd(a, b, o)
+        assert np.allclose(o.copy_to_host(), want, rtol=1e-5, atol=1e-5), "ringkernel's Python path gave a wrong result"
     from ringkernel import GpuArchitecture
     from ringkernel._versions import driver_version, library_versions
+    from ringkernel.compile import native
+    from ringkernel.kernel import core
+
+    path = native.status()
+    compiled_call = type(core.GpuKernel.__dict__["__call__"]).__name__ == "KernelCall"
+    print(f"launch path: {'compiled' if path.in_use and compiled_call else 'Python'} ({path.detail})", flush=True)
 
     arch = GpuArchitecture.current()
     result = {
@@ -231,6 +259,8 @@ def main() -> int:
         "launch_us": out,
         "launch_us_per_round": per_round,
         "ringkernel_le_cupy": {k: v["ringkernel"] <= v["cupy"] for k, v in out.items() if "cupy" in v},
+        "launch_path": {"compiled": bool(path.in_use and compiled_call), "detail": path.detail},
+        "python_over_compiled": {k: v["ringkernel_python"] / v["ringkernel"] for k, v in out.items()},
         "new_arrays_over_numba": out["new_arrays"]["ringkernel"] / out["new_arrays"]["numba"],
         "elements": N,
         "launches_per_round": launches,

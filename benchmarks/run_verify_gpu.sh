@@ -9,6 +9,8 @@
 # in the eighth session's run, more since the rounds are planned again from steady times);
 # final: profiling.tgz and hybrid (run with .whl_cupti too; HYBRID_S=480 keeps it within 10 min);
 # all: the three (HYBRID_S=450, ~8.5 min).
+# launch: the tests and benchmarks/launch_patterns.py ($OUT/launch_patterns.json, ~1 min);
+# issue12: launch plus benchmarks/memory_sizes.py ($OUT/memory_sizes.json).
 # Without .whl_cupti the CUPTI tests are skipped (they say so) and the rest runs.
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -20,7 +22,7 @@ fi
 export PYTHONPATH=$SITE:$PWD PYTHONUNBUFFERED=1 RINGKERNEL_GPU_TESTS=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 PART=${PART:-checks}
-if [ "$PART" = checks ] || [ "$PART" = all ]; then
+if [ "$PART" = checks ] || [ "$PART" = all ] || [ "$PART" = launch ] || [ "$PART" = issue12 ]; then
 timeout "${TESTS_S:-200}" python3 -m pytest -m gpu -q -rs -p no:cacheprovider tests/gpu > "$OUT/gpu_tests.txt" 2>&1
 echo "tests: rc=$? $(tail -1 "$OUT/gpu_tests.txt")"; grep -E "^FAILED" "$OUT/gpu_tests.txt" | head -10
 fi
@@ -29,6 +31,14 @@ mkdir -p "$OUT/profiling"
 timeout "${PROF_S:-120}" python3 benchmarks/profiling.py --out-dir "$OUT/profiling" > "$OUT/profiling/bench_log.txt" 2>&1
 echo "profiling: rc=$?"; grep -E "CUPTI capture|launch_us|durations" "$OUT/profiling/bench_log.txt"
 (cd "$OUT" && tar czf profiling.tgz profiling && rm -rf profiling)
+fi
+if [ "$PART" = launch ] || [ "$PART" = issue12 ]; then
+  timeout "${LAUNCH_S:-240}" python3 benchmarks/launch_patterns.py --launches 10000 --out "$OUT/launch_patterns.json" > "$OUT/launch_log.txt" 2>&1
+  echo "launch patterns: rc=$?"; cat "$OUT/launch_log.txt" | grep -v Warning | tail -12
+fi
+if [ "$PART" = issue12 ]; then
+  timeout "${MEMORY_S:-240}" python3 benchmarks/memory_sizes.py --out "$OUT/memory_sizes.json" > "$OUT/memory_log.txt" 2>&1
+  echo "memory sizes: rc=$?"; tail -12 "$OUT/memory_log.txt"
 fi
 if [ "$PART" = hybrid ] || [ "$PART" = final ] || [ "$PART" = all ]; then
   export PYTHONPATH=/tmp/site:$PWD  # (CUPTI not needed there)

@@ -42,6 +42,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         drv = _driver_version()
         if drv:
             facts["cuda_driver"] = drv
+    from .compile import native
+
+    st = native.status()
+    facts["launch_path"] = f"compiled ({st.detail})" if st.in_use else f"Python ({st.detail})"
     facts["versions"] = _versions()
     if args.json:
         print(json.dumps(facts, indent=2))

@@ -101,6 +101,9 @@ class Settings:
     simulator: bool | None = None
     #: ``RINGKERNEL_CACHE_SHARED=1``: the kernel cache is shared with the directory's group.
     cache_shared: bool = False
+    #: ``RINGKERNEL_NATIVE``: False turns the compiled launch path off, True makes a failure to
+    #: build it an error, None (unset) falls back to Python when it cannot be built.
+    native: bool | None = None
 
     @classmethod
     def from_environ(cls, environ: os._Environ[str] | dict[str, str] | None = None) -> "Settings":
@@ -129,7 +132,16 @@ class Settings:
                 hint="set it to 1 (share the kernel cache with the directory's group), 0 or unset (private cache)",
                 details={"value": raw_shared},
             )
+        raw_native = (env.get("RINGKERNEL_NATIVE") or "").strip()
+        if raw_native not in ("", "0", "1"):
+            raise ConfigurationError(
+                f"RINGKERNEL_NATIVE={raw_native!r} is not one of the allowed values",
+                hint="set it to 0 (the pure-Python launch path), 1 (the compiled one, an error if it cannot be "
+                "built) or unset it (compiled where a C compiler is found)",
+                details={"value": raw_native},
+            )
         return cls(
+            native=None if raw_native == "" else raw_native == "1",
             cache_dir=Path(raw_dir).expanduser() if raw_dir else None,
             gpu_tests=env.get("RINGKERNEL_GPU_TESTS", "") == "1",
             default_block=block,

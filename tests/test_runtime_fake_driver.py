@@ -49,12 +49,21 @@ class FakeStream:
         self.handle = handle
 
 
-@pytest.fixture(params=[True, False], ids=["generated", "loop"])
+@pytest.fixture(params=["native", "generated", "loop"])
 def runtime(request, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    """The fake driver; each test runs with layout entries as generated code and as the loop."""
+    """The fake driver; each test runs with launch entries compiled (compile/_native.c, where
+    it builds), as generated Python code and as the Python loop."""
+    from ringkernel.compile import native as N
     from ringkernel.kernel import runtime as R
 
-    monkeypatch.setattr(R, "GENERATED_ENTRIES", request.param)
+    from ringkernel.kernel import core
+
+    if request.param == "native" and N.load() is None:
+        pytest.skip(f"the compiled launch path is not available here: {N.status().detail}")
+    monkeypatch.setattr(N, "ENTRIES", request.param == "native")
+    monkeypatch.setattr(N, "CALL", request.param == "native")
+    monkeypatch.setattr(R, "GENERATED_ENTRIES", request.param == "generated")
+    monkeypatch.setattr(core.GpuKernel, "__call__", core.GpuKernel._slow_call)  # installed on a first compile
     calls: list[dict] = []
 
     def launch(f, gx, gy, gz, bx, by, bz, shm, stream, params, extra):  # type: ignore[no-untyped-def]

@@ -31,14 +31,15 @@ import numpy as np
 from .. import driver
 from .._layout import c_strides as _strides_c
 from . import launcher_memo
+from . import native as _native
 from .launcher_arrays import (
-    _GUARDS, _READERS, _UNSET, _attribute_guard, _cached_cai, _cached_reader, _interface_guard, _layout_of, _read_cai,
+    _GUARDS, _NATIVE, _READERS, _UNSET, _attribute_guard, _cached_cai, _cached_reader, _interface_guard, _layout_of, _read_cai,
 )
 from .launcher_memo import _CACHE, _SEEN, IDENTITY_CACHE, ArgInfo, clear_memo, register_memo
 from ..config import ensure_numba_cuda
 
 __all__ = ["ArgInfo", "describe_arg", "first_launch", "IDENTITY_CACHE", "KernelLauncher", "register_memo", "clear_memo",
-           "guard_for", "device_fields"]
+           "guard_for", "native_check_for", "device_fields"]
 
 _PARAM = 8  # bytes per parameter slot (complex numbers take two slots)
 #: launcher_memo's registrations, named here too: tests and comments read ``launcher._DEPENDENTS``.
@@ -187,6 +188,18 @@ def guard_for(obj: Any) -> tuple[Any, Any] | None:
     return make(obj)  # type: ignore[no-any-return]
 
 
+def native_check_for(obj: Any, guard: Any) -> tuple[Any, ...]:
+    """What the compiled launch path checks for array ``obj`` (its ``guard`` from
+    :func:`guard_for`): ``(kind, type, dtype, shape, strides, extra)`` for the types C reads
+    itself (numba's, CuPy's, PyTorch's, ringkernel's), else the guard to be called from C."""
+    mod = _native.load()
+    make = _NATIVE.get(type(obj))
+    if mod is None or make is None:
+        return (getattr(mod, "K_GUARD", 5), None, None, None, None, guard)
+    kind, tp, dtype, shape, strides, extra = make(obj)
+    return (getattr(mod, kind), tp, dtype, shape, strides, extra)
+
+
 def device_fields(obj: Any) -> tuple[int, tuple[int, ...], tuple[int, ...], np.dtype] | None:
     """``(pointer, shape, strides in bytes, dtype)`` of a device array through the launch
     path's per-type reader (numba's, CuPy's and PyTorch's attributes, ringkernel's
@@ -224,6 +237,7 @@ def _make_reader(tp: Any) -> Any:
             return a.ptr, a.shape, a.strides, a.dtype, None
 
         _GUARDS[tp] = _attribute_guard(tp, operator.attrgetter("ptr"))
+        _NATIVE[tp] = _attribute_check("K_PTR", tp)
         return read_fields
     if issubclass(tp, _numba_array_types()):
         try:
@@ -249,6 +263,7 @@ def _make_reader(tp: Any) -> Any:
             return None if ptr is None else (ptr, a.shape, a.strides, dtype, None)
 
         _GUARDS[tp] = _attribute_guard(tp, numba_pointer)
+        _NATIVE[tp] = _attribute_check("K_NUMBA", tp)
         return read_numba
     if mod.startswith("cupy") and tp.__name__ == "ndarray":
         import cupy
@@ -266,6 +281,7 @@ def _make_reader(tp: Any) -> Any:
             return current().ptr in (0, 1)
 
         _GUARDS[tp] = _attribute_guard(tp, operator.attrgetter("data.ptr"), cupy_default_stream)
+        _NATIVE[tp] = _attribute_check("K_CUPY", tp)
         return read_cupy
     if mod.startswith("torch") and any(c.__name__ == "Tensor" and c.__module__ == "torch" for c in tp.__mro__):
         import torch  # type: ignore[import-not-found]
@@ -313,8 +329,14 @@ def _make_reader(tp: Any) -> Any:
             return guard, check
 
         _GUARDS[tp] = guard_torch
+        _NATIVE[tp] = lambda t: ("K_TORCH", tp, t.dtype, t.shape, t.stride(), t.get_device())
         return read_torch
     return None
+
+
+def _attribute_check(kind: str, tp: type) -> Any:
+    """The compiled path's check of an array type whose guard is an ``_attribute_guard``."""
+    return lambda a: (kind, tp, a.dtype, a.shape, a.strides, None)
 
 
 _launch_fn: Any = None  # driver.launch_fn, bound here for the launch path (set by KernelLauncher)
@@ -362,17 +384,21 @@ class KernelLauncher:
         self.argtypes = tuple(argtypes)
         fmts, slots, complex_at = [], 0, []
         scalar_slots, offsets = [], []
+        codes: dict[int, str] = {}
         for i, t in enumerate(self.argtypes):
             f, n = _format_for(t)
             offsets.append(_PARAM * slots)
             fmts.append(f)
             if n == 1 and not f.startswith("qqqqQ"):  # a one-slot scalar: packable on its own
                 scalar_slots.append((i, struct.Struct("<" + f).pack_into, _PARAM * slots))
+                codes[i] = f[0]
             slots += n
             if str(t).startswith("complex"):
                 complex_at.append(i)
         #: ``(argument index, pack_into, byte offset)`` of each one-slot scalar parameter.
         self.scalar_slots = tuple(scalar_slots)
+        #: The ``struct`` code of each one-slot scalar parameter by argument index (the compiled path's packing).
+        self.scalar_codes = codes
         #: Byte offset of each argument's first parameter slot (an array's pointer is its fifth).
         self.arg_offsets = tuple(offsets)
         self._fmt = struct.Struct("<" + "".join(fmts))
@@ -406,14 +432,32 @@ class KernelLauncher:
 
     def constant_call(
         self, infos: Sequence[ArgInfo], grid: tuple[int, int, int], block: tuple[int, int, int], shared_mem: int,
-        stream: int,
+        stream: int, compiled: bool = True,
     ) -> tuple[Any, tuple[Any, ...], Any]:  # fmt: skip
         """``(fn, args, keepalive)``: ``fn(*args)`` is the complete ``cuLaunchKernel`` call for
         ``infos`` on ``stream``, with a parameter block of its own packed now (``keepalive``
-        holds it). It never changes, so threads may call it concurrently (the launch memo)."""
+        holds it). It never changes, so threads may call it concurrently (the launch memo).
+        A compiled ``LaunchEntry``'s ``launch`` where the module is loaded, unless ``compiled``
+        is False; else ctypes' call of the driver."""
         buf, ptrs = self.pack_constant(infos)
+        if compiled and _native.entry_type() is not None:  # the compiled path: entry.launch() is the whole call
+            entry = self.native_entry(buf, grid, block, shared_mem, stream)
+            return entry.launch, (), entry
         args = (self._chandle, *grid, *block, shared_mem, ctypes.c_void_p(stream) if stream else None, ptrs, None)
         return _launch_fn, args, buf
+
+    def native_entry(
+        self, buf: Any, grid: tuple[int, int, int], block: tuple[int, int, int], shared_mem: int, stream: int,
+        scalars: tuple[Any, ...] = (), arrays: tuple[Any, ...] = (), stream_checks: tuple[Any, ...] = (),
+        decision: Any = None, notify: Any = None, report_name: Any = None,
+    ) -> Any:  # fmt: skip
+        """A compiled ``LaunchEntry`` over a copy of parameter block ``buf`` (see compile/_native.c)."""
+        entry_type = _native.entry_type()
+        fn = _launch_fn
+        return entry_type(
+            ctypes.cast(fn, ctypes.c_void_p).value or 0, fn, self.handle, tuple(grid), tuple(block), int(shared_mem), int(stream or 0), bytes(buf)[: self._slots * _PARAM]
+            or bytes(_PARAM), scalars, arrays, stream_checks, decision, notify, report_name, self,
+        )  # fmt: skip
 
     def launch(self, infos: Sequence[ArgInfo], grid: tuple[int, int, int], block: tuple[int, int, int], shared_mem: int, stream: int) -> None:
         """Pack ``infos`` and call ``cuLaunchKernel``; raises ``RuntimeError`` with the driver's error.

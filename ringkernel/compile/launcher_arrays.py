@@ -124,6 +124,11 @@ def _cache(obj: Any, info: ArgInfo, producer: Any = None) -> ArgInfo:
 _UNSET: Any = object()
 _READERS: dict[type, Any] = {}
 _GUARDS: dict[type, Any] = {}
+#: What the compiled launch path (compile/_native.c) checks for an array type, beside its
+#: guard: made from one array, ``(kind, type, dtype, shape, strides, extra)`` with kind one of
+#: the module's ``K_*`` names (the same checks as the type's guard, in C). Types without an
+#: entry have their Python guard called from C.
+_NATIVE: dict[type, Any] = {}
 
 
 def _interface_guard(a: Any) -> tuple[Any, Any] | None:

@@ -42,6 +42,7 @@ from ..errors import (
     LaunchConfigError,
 )
 from .. import _current
+from ..compile import native as _native
 from . import hooks as _hooks
 from .args import ArrayInfo, accepts, array_info, describe, fmt_type, prepare_arguments
 from .autoconfig import _UNKNOWN, AutoConfigMixin
@@ -65,6 +66,30 @@ from ..launch import (
 from ..config import ensure_numba_cuda
 
 __all__ = ["GpuKernel", "ConfiguredLaunch"]
+
+_native_lock = threading.Lock()
+
+
+def install_native_call() -> bool:
+    """Make ``GpuKernel.__call__`` the compiled module's (compile/_native.c ``KernelCall``) if
+    it can be built; True when it is. Called on a kernel's first compile for a real GPU (not at
+    import or decoration: building the module writes to the cache directory), and by tests.
+    The compiled call takes the hot path itself and defers to ``_slow_call``, ``_call_rest``
+    and ``_layout_launch`` for everything else, so both give the same results."""
+    if "__call__" in GpuKernel.__dict__ and GpuKernel.__dict__["__call__"] is not GpuKernel._slow_call:
+        return True
+    with _native_lock:
+        mod = _native.load() if _native.CALL else None
+        if mod is None:
+            return False
+        GpuKernel.__call__ = mod.KernelCall()  # type: ignore[method-assign]
+        return True
+
+
+def uninstall_native_call() -> None:
+    """Back to the pure-Python ``__call__`` (tests compare both)."""
+    GpuKernel.__call__ = GpuKernel._slow_call  # type: ignore[method-assign]
+
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +159,7 @@ class GpuKernel(AutoConfigMixin, ExplicitLaunchMixin, RuntimeLaunchMixin):
         self.py_func = py_func
         self.name: str = getattr(py_func, "__name__", "kernel")
         self._params = list(inspect.signature(py_func).parameters)
+        self._nparams = len(self._params)
         if not isinstance(mode, KernelMode):
             raise ConfigurationError(f"kernel '{self.name}': mode must be a KernelMode, got {mode!r}")
         self.mode = mode
@@ -442,7 +468,7 @@ class GpuKernel(AutoConfigMixin, ExplicitLaunchMixin, RuntimeLaunchMixin):
             )
 
     # -- launching --------------------------------------------------------------------
-    def __call__(
+    def _slow_call(
         self,
         *args: Any,
         elements: int | None = None,
@@ -450,7 +476,8 @@ class GpuKernel(AutoConfigMixin, ExplicitLaunchMixin, RuntimeLaunchMixin):
         stream: Any = None,
         host_transfer: bool = False,
     ) -> None:
-        """Launch with a configuration chosen for these arguments and this GPU."""
+        """Launch with a configuration chosen for these arguments and this GPU (``__call__``:
+        the compiled base's call takes its hot path itself and comes here with keywords)."""
         plain = elements is None and profile is None and not host_transfer
         if plain and (self._memo or self._layouts) and not _current.active:
             # The hot path, inlined (every attribute lookup shows at ~5 us a launch): the very
@@ -481,6 +508,23 @@ class GpuKernel(AutoConfigMixin, ExplicitLaunchMixin, RuntimeLaunchMixin):
                 return
         decision = self.launch(*args, elements=elements, profile=profile, stream=stream, host_transfer=host_transfer)
         if plain and self.uses_runtime:
+            self._memoize(self._memo, args, decision)
+
+    __call__ = _slow_call  # (the compiled module's once it is built: install_native_call)
+
+    @staticmethod
+    def _install_native_call() -> bool:
+        return install_native_call()
+
+    def _call_rest(self, args: tuple[Any, ...]) -> None:
+        """A plain call (no keywords, no context) that neither a memo nor the newest layout
+        entry launched: the compiled base's call ends here (the rest of ``_slow_call``)."""
+        if self._fast_auto and len(args) == len(self._params):
+            if self._try_fast(args, self._fast_auto, None, None):
+                self._memoize(self._memo, args, self._last)
+                return
+        decision = self.launch(*args)
+        if self.uses_runtime:
             self._memoize(self._memo, args, decision)
 
     def launch(

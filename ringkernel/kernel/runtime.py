@@ -19,7 +19,8 @@ from .. import _current
 from . import hooks as _hooks
 from .args import array_info, describe
 from .. import driver
-from ..compile.launcher import clear_memo, describe_arg, first_launch, guard_for, register_memo
+from ..compile.launcher import clear_memo, describe_arg, first_launch, guard_for, native_check_for, register_memo
+from ..compile.native import entry_type as native_entry_type
 from ..driver import stream_handle
 from ..errors import DriverError, ErrorContext, KernelArgumentError, KernelLaunchError, MemorySnapshot
 from ..launch import LaunchConfig, LaunchDecision
@@ -55,6 +56,9 @@ class RuntimeLaunchMixin:
     _check_open: Callable[[], None]
     _last: LaunchDecision | None
     _check_types: Callable[..., tuple[Any, ...] | None]
+    _install_native_call: Callable[[], bool]
+    #: False: this kernel's launch entries are Python even where the compiled module is loaded.
+    _native_entries = True
 
     @property
     def compile_options(self) -> dict[str, Any]:
@@ -95,6 +99,7 @@ class RuntimeLaunchMixin:
         table, compiler = self._compiled_table()
         ck = table.get(tkey)
         if ck is None:
+            self._install_native_call()  # a real GPU: the compiled call (first time: built, ~0.5 s)
             if compiler is None:
                 from ..compile.compiler import default_compiler
 
@@ -157,7 +162,8 @@ class RuntimeLaunchMixin:
 
         c = decision.config
         lau = ck.launcher
-        fn, call_args, buf = lau.constant_call(infos, c.grid, c.block, c.shared_mem, stream_handle(stream))
+        fn, call_args, buf = lau.constant_call(infos, c.grid, c.block, c.shared_mem, stream_handle(stream),
+                                               self._native_entries)  # fmt: skip
         if hooked:
             kind = "auto" if memo is self._memo else "explicit"
             fn = _notifying(fn, self.name, decision if stream is None else with_stream(decision, stream), stream, kind)
@@ -194,9 +200,18 @@ class RuntimeLaunchMixin:
             if default_stream is not None and default_stream not in stream_checks:
                 stream_checks.append(default_stream)
         c = decision.config
-        fn, call_args, buf = lau.constant_call(infos, c.grid, c.block, c.shared_mem, 0)
-        current = [info if info.ref is not None else None for info in infos]  # type: ignore[union-attr]
-        go = _make_entry(fn, call_args, buf, lau, decision, tuple(scalar_slots), tuple(guards),
+        if self._native_entries and native_entry_type() is not None:  # compiled: one C object checks, packs, launches
+            buf, _ptrs = lau.pack_constant(infos)
+            go = lau.native_entry(
+                buf, c.grid, c.block, c.shared_mem, 0,
+                tuple([(p, tp, lau.scalar_codes[p], off) for p, tp, _pack, off in scalar_slots]),
+                tuple([(p, *native_check_for(args[p], guard), off) for p, guard, off in guards]),
+                tuple(stream_checks), decision, _hooks.notify if hooked else None, self.name if hooked else None,
+            )  # fmt: skip
+        else:
+            fn, call_args, buf = lau.constant_call(infos, c.grid, c.block, c.shared_mem, 0, False)
+            current = [info if info.ref is not None else None for info in infos]  # type: ignore[union-attr]
+            go = _make_entry(fn, call_args, buf, lau, decision, tuple(scalar_slots), tuple(guards),
                              tuple(stream_checks), current, (self.name, decision) if hooked else None)  # fmt: skip
         go.reports, go.launcher = hooked, lau  # type: ignore[attr-defined]  # (hook changes sort entries by them)
         entries = self._layouts

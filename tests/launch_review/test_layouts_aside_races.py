@@ -119,7 +119,7 @@ def test_3_hook_added_and_removed_inside_add_layout_entry(runtime, monkeypatch):
     k(*[FakeDeviceArray(10) for _ in range(3)])
     h0 = add_launch_hook(lambda e: None); remove_launch_hook(h0)  # (a reporting list exists? no matter)
     handles = []
-    orig = L.KernelLauncher.constant_call
+    orig = L.KernelLauncher.pack_constant  # (what both the Python and the compiled entries pack with)
 
     def racing(self, *a, **kw):
         if not handles:
@@ -141,13 +141,15 @@ def test_3_hook_added_and_removed_inside_add_layout_entry(runtime, monkeypatch):
 
     from ringkernel.kernel import hooks as HK
     HOOKS_LEN = lambda: len(HK.HOOKS)
-    monkeypatch.setattr(L.KernelLauncher, "constant_call", racing)
+    monkeypatch.setattr(L.KernelLauncher, "pack_constant", racing)
     sys.settrace(tracer)
     try:
         k(*[FakeDeviceArray(20) for _ in range(3)])   # new layout: checked path -> entry
     finally:
         sys.settrace(None)
-        monkeypatch.setattr(L.KernelLauncher, "constant_call", orig)
+        monkeypatch.setattr(L.KernelLauncher, "pack_constant", orig)
+        for hnd in handles:
+            remove_launch_hook(hnd)  # (no-op when the race removed it, as it should)
     events = []
     h = add_launch_hook(events.append)
     try:

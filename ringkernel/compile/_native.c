@@ -1,0 +1,679 @@
+/* ringkernel's compiled launch path (issue 12): built on first use by ringkernel/compile/native.py
+ * with the system C compiler and Python's headers, cached on disk (as Triton builds its launcher).
+ *
+ * Two types:
+ *
+ * LaunchEntry: one layout entry (kernel/runtime.py, _add_layout_entry) or launch-memo entry
+ *   (_memoize). It owns the parameter block packed when it was made (the template); a call
+ *   copies the template onto the C stack, checks each scalar's exact type and writes its value,
+ *   checks each array's type, dtype, shape and strides against the entry's and writes its
+ *   pointer, then calls cuLaunchKernel once. Entries never change after they are made, so
+ *   threads may call one at the same time. `entry(args)` returns the entry's decision, a
+ *   1-tuple (decision,) (arrays only, when a memo entry may serve them next), or None without
+ *   launching when any check fails (the caller takes the checked path, which raises the proper
+ *   error). `entry.launch()` launches the template as it is (memo entries) and returns the
+ *   driver's result.
+ *
+ * KernelCall: GpuKernel.__call__ (installed by ringkernel/kernel/core.py once the module is
+ *   loaded). With no keyword arguments and no GpuContext active, a launch-memo hit (the same
+ *   arrays as an earlier checked launch) or the newest layout entry launches without a Python
+ *   frame; everything else goes to the Python methods _layout_launch, _call_rest and _slow_call
+ *   (what __call__ is without this module).
+ *
+ * Every failure of a read or a conversion inside a check is cleared and answered with None
+ * (the checked path repeats it and reports it); nothing here raises except a hook's error. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef int (*launch_fn)(void *, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, void *,
+                         void **, void **);
+
+static PyObject *g_current = NULL; /* ringkernel._current: its `active` count of GpuContexts */
+
+static PyObject *s_active, *s_shape, *s_strides, *s_dtype, *s_data, *s_ptr, *s_gpu_data, *s_device_pointer,
+    *s_requires_grad, *s_get_device, *s_stride, *s_data_ptr, *s_closed, *s_slow_call, *s_layout_launch,
+    *s_call_rest, *s_auto;
+
+enum { K_CUPY = 1, K_NUMBA = 2, K_PTR = 3, K_TORCH = 4, K_GUARD = 5 };
+#define STACK_SLOTS 128
+
+typedef struct {
+    Py_ssize_t pos;
+    PyObject *tp;
+    char fmt;
+    Py_ssize_t offset;
+} ScalarSlot;
+
+typedef struct {
+    Py_ssize_t pos;
+    int kind;
+    PyObject *tp, *dtype, *shape, *strides, *extra;
+    Py_ssize_t offset;
+} ArraySlot;
+
+typedef struct {
+    PyObject_HEAD
+    launch_fn launch; /* cuLaunchKernel (or a test's stand-in, kept alive by launch_keep) */
+    PyObject *launch_keep;
+    void *function;
+    unsigned grid[3], block[3], shmem;
+    void *stream;
+    Py_ssize_t nslots;
+    uint64_t *tmpl;
+    Py_ssize_t nscalars, narrays;
+    ScalarSlot *scalars;
+    ArraySlot *arrays;
+    PyObject *stream_checks; /* tuple of callables: True when nothing must be waited for */
+    PyObject *decision, *notify, *report_name, *launcher, *backoff;
+    PyObject *dict;
+} Entry;
+
+static PyTypeObject EntryType;
+
+/* -- packing ------------------------------------------------------------------------------ */
+static int pack_scalar(char fmt, PyObject *v, char *dst) {
+    if (fmt == '?') {
+        int t = PyObject_IsTrue(v);
+        if (t < 0) return -1;
+        dst[0] = (char)t;
+        return 0;
+    }
+    if (fmt == 'f' || fmt == 'd') {
+        double d = PyFloat_AsDouble(v);
+        if (d == -1.0 && PyErr_Occurred()) return -1;
+        if (fmt == 'd') {
+            memcpy(dst, &d, 8);
+        } else {
+            float f = (float)d;
+            if (isinf(f) && !isinf(d)) return -1; /* struct: "float too large to pack with f format" */
+            memcpy(dst, &f, 4);
+        }
+        return 0;
+    }
+    PyObject *ix = PyNumber_Index(v);
+    if (!ix) return -1;
+    if (fmt == 'Q') {
+        unsigned long long u = PyLong_AsUnsignedLongLong(ix);
+        Py_DECREF(ix);
+        if (u == (unsigned long long)-1 && PyErr_Occurred()) return -1;
+        memcpy(dst, &u, 8);
+        return 0;
+    }
+    int overflow = 0;
+    long long x = PyLong_AsLongLongAndOverflow(ix, &overflow);
+    Py_DECREF(ix);
+    if (overflow || (x == -1 && PyErr_Occurred())) return -1;
+    switch (fmt) {
+    case 'b': { if (x < -128 || x > 127) return -1; int8_t y = (int8_t)x; memcpy(dst, &y, 1); return 0; }
+    case 'B': { if (x < 0 || x > 255) return -1; uint8_t y = (uint8_t)x; memcpy(dst, &y, 1); return 0; }
+    case 'h': { if (x < -32768 || x > 32767) return -1; int16_t y = (int16_t)x; memcpy(dst, &y, 2); return 0; }
+    case 'H': { if (x < 0 || x > 65535) return -1; uint16_t y = (uint16_t)x; memcpy(dst, &y, 2); return 0; }
+    case 'i': { if (x < INT32_MIN || x > INT32_MAX) return -1; int32_t y = (int32_t)x; memcpy(dst, &y, 4); return 0; }
+    case 'I': { if (x < 0 || x > (long long)UINT32_MAX) return -1; uint32_t y = (uint32_t)x; memcpy(dst, &y, 4); return 0; }
+    case 'q': { int64_t y = (int64_t)x; memcpy(dst, &y, 8); return 0; }
+    default: return -1;
+    }
+}
+
+/* 1: equal, 0: not, -1: error */
+static int attr_equals(PyObject *x, PyObject *name, PyObject *want) {
+    PyObject *got = PyObject_GetAttr(x, name);
+    if (!got) return -1;
+    int r = got == want ? 1 : PyObject_RichCompareBool(got, want, Py_EQ);
+    Py_DECREF(got);
+    return r;
+}
+
+static int as_pointer(PyObject *p, uint64_t *out) {
+    if (!p) return -1;
+    unsigned long long u = PyLong_AsUnsignedLongLong(p);
+    Py_DECREF(p);
+    if (u == (unsigned long long)-1 && PyErr_Occurred()) return -1;
+    *out = (uint64_t)u;
+    return 0;
+}
+
+/* The pointer of array x if it matches the slot: 1, a mismatch: 0, an error: -1. */
+static int read_array(ArraySlot *s, PyObject *x, uint64_t *ptr) {
+    int r;
+    if (s->kind == K_GUARD) {
+        PyObject *p = PyObject_CallOneArg(s->extra, x);
+        if (!p) return -1;
+        if (p == Py_None) { Py_DECREF(p); return 0; }
+        return as_pointer(p, ptr) ? -1 : 1;
+    }
+    if ((PyObject *)Py_TYPE(x) != s->tp) return 0;
+    if (s->kind == K_TORCH) {
+        PyObject *d = PyObject_GetAttr(x, s_dtype);
+        if (!d) return -1;
+        Py_DECREF(d);
+        if (d != s->dtype) return 0;
+        PyObject *g = PyObject_GetAttr(x, s_requires_grad);
+        if (!g) return -1;
+        r = PyObject_IsTrue(g);
+        Py_DECREF(g);
+        if (r) return r < 0 ? -1 : 0;
+        PyObject *dev = PyObject_CallMethodNoArgs(x, s_get_device);
+        if (!dev) return -1;
+        r = PyObject_RichCompareBool(dev, s->extra, Py_EQ);
+        Py_DECREF(dev);
+        if (r != 1) return r;
+        if ((r = attr_equals(x, s_shape, s->shape)) != 1) return r;
+        PyObject *st = PyObject_CallMethodNoArgs(x, s_stride);
+        if (!st) return -1;
+        r = PyObject_RichCompareBool(st, s->strides, Py_EQ);
+        Py_DECREF(st);
+        if (r != 1) return r;
+        return as_pointer(PyObject_CallMethodNoArgs(x, s_data_ptr), ptr) ? -1 : 1;
+    }
+    /* numba's, CuPy's and ringkernel's arrays: shape, byte strides and dtype are attributes */
+    if ((r = attr_equals(x, s_shape, s->shape)) != 1) return r;
+    if ((r = attr_equals(x, s_strides, s->strides)) != 1) return r;
+    if ((r = attr_equals(x, s_dtype, s->dtype)) != 1) return r;
+    if (s->kind == K_CUPY) {
+        PyObject *mem = PyObject_GetAttr(x, s_data);
+        if (!mem) return -1;
+        PyObject *p = PyObject_GetAttr(mem, s_ptr);
+        Py_DECREF(mem);
+        return as_pointer(p, ptr) ? -1 : 1;
+    }
+    if (s->kind == K_PTR) return as_pointer(PyObject_GetAttr(x, s_ptr), ptr) ? -1 : 1;
+    if (s->kind == K_NUMBA) {
+        PyObject *gd = PyObject_GetAttr(x, s_gpu_data);
+        if (!gd) return -1;
+        if (gd == Py_None) { Py_DECREF(gd); *ptr = 0; return 1; }
+        PyObject *dp = PyObject_GetAttr(gd, s_device_pointer);
+        Py_DECREF(gd);
+        if (!dp) return -1;
+        PyObject *p = PyNumber_Long(dp); /* a CUdeviceptr of cuda-bindings; ctypes' c_void_p raises */
+        Py_DECREF(dp);
+        return as_pointer(p, ptr) ? -1 : 1;
+    }
+    return 0;
+}
+
+static int launch_block(Entry *e, uint64_t *buf) {
+    void *pstack[STACK_SLOTS];
+    void **params = pstack;
+    if (e->nslots > STACK_SLOTS) {
+        params = PyMem_Malloc(sizeof(void *) * e->nslots);
+        if (!params) return -1;
+    }
+    for (Py_ssize_t i = 0; i < e->nslots; i++) params[i] = &buf[i];
+    int rc = e->launch(e->function, e->grid[0], e->grid[1], e->grid[2], e->block[0], e->block[1], e->block[2],
+                      e->shmem, e->stream, params, NULL);
+    if (params != pstack) PyMem_Free(params);
+    return rc;
+}
+
+static int launcher_closed(Entry *e) {
+    if (e->launcher == Py_None) return 0;
+    PyObject *c = PyObject_GetAttr(e->launcher, s_closed);
+    if (!c) return -1;
+    int r = PyObject_IsTrue(c);
+    Py_DECREF(c);
+    return r;
+}
+
+/* entry(args): a new reference to the decision, (decision,) or None; NULL only for a hook's error. */
+static PyObject *entry_go(Entry *e, PyObject *args) {
+    if (!e->launch || !PyTuple_Check(args)) Py_RETURN_NONE;
+    int closed = launcher_closed(e);
+    if (closed) { if (closed < 0) PyErr_Clear(); Py_RETURN_NONE; }
+    uint64_t bstack[STACK_SLOTS];
+    uint64_t *buf = bstack;
+    if (e->nslots > STACK_SLOTS) {
+        buf = PyMem_Malloc(8 * e->nslots);
+        if (!buf) { PyErr_Clear(); Py_RETURN_NONE; }
+    }
+    memcpy(buf, e->tmpl, 8 * e->nslots);
+    Py_ssize_t nargs = PyTuple_GET_SIZE(args);
+    int ok = 0;
+    for (Py_ssize_t k = 0; k < e->nscalars; k++) {
+        ScalarSlot *s = &e->scalars[k];
+        if (s->pos >= nargs) goto miss;
+        PyObject *v = PyTuple_GET_ITEM(args, s->pos);
+        if ((PyObject *)Py_TYPE(v) != s->tp) goto miss; /* another type: another compiled signature */
+        if (pack_scalar(s->fmt, v, (char *)buf + s->offset)) goto miss;
+    }
+    for (Py_ssize_t k = 0; k < e->narrays; k++) {
+        ArraySlot *s = &e->arrays[k];
+        if (s->pos >= nargs) goto miss;
+        uint64_t p = 0;
+        if (read_array(s, PyTuple_GET_ITEM(args, s->pos), &p) != 1) goto miss;
+        memcpy((char *)buf + s->offset, &p, 8);
+    }
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(e->stream_checks); k++) {
+        PyObject *r = PyObject_CallNoArgs(PyTuple_GET_ITEM(e->stream_checks, k));
+        if (!r) goto miss;
+        int t = PyObject_IsTrue(r);
+        Py_DECREF(r);
+        if (t != 1) goto miss; /* a producer stream to wait for: the checked path does */
+    }
+    if (launch_block(e, buf)) goto miss; /* the checked path launches again and raises the driver's error */
+    ok = 1;
+miss:
+    if (buf != bstack) PyMem_Free(buf);
+    if (!ok) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    if (e->notify != Py_None) { /* made while launch hooks were registered */
+        PyObject *r = PyObject_CallFunctionObjArgs(e->notify, e->report_name, e->decision, Py_None, s_auto, NULL);
+        if (!r) return NULL;
+        Py_DECREF(r);
+    }
+    if (e->nscalars == 0 && PyList_Check(e->backoff) && PyList_GET_SIZE(e->backoff) > 0) {
+        /* arrays only: the caller may try a launch-memo entry, unless backing off */
+        PyObject *b = PyList_GET_ITEM(e->backoff, 0);
+        long n = PyLong_AsLong(b);
+        if (n == -1 && PyErr_Occurred()) { PyErr_Clear(); n = 0; }
+        if (n > 0) {
+            PyObject *nb = PyLong_FromLong(n - 1);
+            if (nb) PyList_SetItem(e->backoff, 0, nb); else PyErr_Clear();
+        } else {
+            return PyTuple_Pack(1, e->decision);
+        }
+    }
+    Py_INCREF(e->decision);
+    return e->decision;
+}
+
+static PyObject *entry_call(PyObject *self, PyObject *args, PyObject *kwargs) {
+    PyObject *a;
+    if (kwargs && PyDict_GET_SIZE(kwargs)) {
+        PyErr_SetString(PyExc_TypeError, "a launch entry takes one tuple of arguments");
+        return NULL;
+    }
+    if (!PyArg_UnpackTuple(args, "LaunchEntry", 1, 1, &a)) return NULL;
+    return entry_go((Entry *)self, a);
+}
+
+static PyObject *entry_launch(PyObject *self, PyObject *unused) {
+    Entry *e = (Entry *)self;
+    int closed = launcher_closed(e);
+    if (closed < 0) return NULL;
+    if (closed) return PyLong_FromLong(400); /* CUDA_ERROR_INVALID_HANDLE: the checked path refuses it */
+    int rc = launch_block(e, e->tmpl);
+    if (rc == -1 && PyErr_Occurred()) return NULL;
+    return PyLong_FromLong(rc);
+}
+
+static void entry_free_slots(Entry *e) {
+    if (e->scalars) {
+        for (Py_ssize_t k = 0; k < e->nscalars; k++) Py_CLEAR(e->scalars[k].tp);
+        PyMem_Free(e->scalars);
+        e->scalars = NULL;
+    }
+    if (e->arrays) {
+        for (Py_ssize_t k = 0; k < e->narrays; k++) {
+            ArraySlot *s = &e->arrays[k];
+            Py_CLEAR(s->tp); Py_CLEAR(s->dtype); Py_CLEAR(s->shape); Py_CLEAR(s->strides); Py_CLEAR(s->extra);
+        }
+        PyMem_Free(e->arrays);
+        e->arrays = NULL;
+    }
+    e->nscalars = e->narrays = 0;
+}
+
+static int entry_clear(PyObject *self) {
+    Entry *e = (Entry *)self;
+    entry_free_slots(e);
+    Py_CLEAR(e->stream_checks); Py_CLEAR(e->decision); Py_CLEAR(e->notify); Py_CLEAR(e->report_name);
+    Py_CLEAR(e->launcher); Py_CLEAR(e->backoff); Py_CLEAR(e->dict); Py_CLEAR(e->launch_keep);
+    return 0;
+}
+
+static int entry_traverse(PyObject *self, visitproc visit, void *arg) {
+    Entry *e = (Entry *)self;
+    for (Py_ssize_t k = 0; k < e->nscalars; k++) Py_VISIT(e->scalars[k].tp);
+    for (Py_ssize_t k = 0; k < e->narrays; k++) {
+        ArraySlot *s = &e->arrays[k];
+        Py_VISIT(s->tp); Py_VISIT(s->dtype); Py_VISIT(s->shape); Py_VISIT(s->strides); Py_VISIT(s->extra);
+    }
+    Py_VISIT(e->stream_checks); Py_VISIT(e->decision); Py_VISIT(e->notify); Py_VISIT(e->report_name);
+    Py_VISIT(e->launcher); Py_VISIT(e->backoff); Py_VISIT(e->dict); Py_VISIT(e->launch_keep);
+    return 0;
+}
+
+static void entry_dealloc(PyObject *self) {
+    PyObject_GC_UnTrack(self);
+    entry_clear(self);
+    PyMem_Free(((Entry *)self)->tmpl);
+    Py_TYPE(self)->tp_free(self);
+}
+
+static int three(PyObject *t, unsigned out[3], const char *what) {
+    if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 3) {
+        PyErr_Format(PyExc_TypeError, "%s must be a 3-tuple", what);
+        return -1;
+    }
+    for (int i = 0; i < 3; i++) {
+        unsigned long v = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(t, i));
+        if (v == (unsigned long)-1 && PyErr_Occurred()) return -1;
+        if (v > 0xffffffffUL) { PyErr_Format(PyExc_OverflowError, "%s out of range", what); return -1; }
+        out[i] = (unsigned)v;
+    }
+    return 0;
+}
+
+/* LaunchEntry(launch address, launch keepalive, function, grid, block, shared_mem, stream, template, scalars, arrays, stream_checks,
+ *             decision, notify, report_name, launcher)
+ *   scalars: ((position, exact type, format char, byte offset), ...)
+ *   arrays:  ((position, kind, exact type, dtype, shape, strides, extra, byte offset of the pointer), ...) */
+static PyObject *entry_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    unsigned long long launch_addr, function, stream, shmem;
+    PyObject *keep, *grid, *block, *scalars, *arrays, *checks, *decision, *notify, *report_name, *launcher;
+    Py_buffer tmpl;
+    if (kwargs && PyDict_GET_SIZE(kwargs)) {
+        PyErr_SetString(PyExc_TypeError, "LaunchEntry takes positional arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "KOKO!O!KKy*O!O!O!OOOO:LaunchEntry", &launch_addr, &keep, &function, &PyTuple_Type, &grid, &PyTuple_Type,
+                          &block, &shmem, &stream, &tmpl, &PyTuple_Type, &scalars, &PyTuple_Type, &arrays,
+                          &PyTuple_Type, &checks, &decision, &notify, &report_name, &launcher))
+        return NULL;
+    Entry *e = (Entry *)type->tp_alloc(type, 0);
+    if (!e) { PyBuffer_Release(&tmpl); return NULL; }
+    if (!launch_addr) { PyErr_SetString(PyExc_ValueError, "no launch function"); goto fail; }
+    e->launch = (launch_fn)(uintptr_t)launch_addr;
+    Py_INCREF(keep);
+    e->launch_keep = keep;
+    e->function = (void *)(uintptr_t)function;
+    e->stream = (void *)(uintptr_t)stream;
+    if (shmem > 0xffffffffULL) { PyErr_SetString(PyExc_OverflowError, "shared_mem out of range"); goto fail; }
+    e->shmem = (unsigned)shmem;
+    if (three(grid, e->grid, "grid") || three(block, e->block, "block")) goto fail;
+    if (tmpl.len % 8 || tmpl.len == 0) { PyErr_SetString(PyExc_ValueError, "template: whole 8-byte slots"); goto fail; }
+    e->nslots = tmpl.len / 8;
+    e->tmpl = PyMem_Malloc(tmpl.len);
+    if (!e->tmpl) { PyErr_NoMemory(); goto fail; }
+    memcpy(e->tmpl, tmpl.buf, tmpl.len);
+    Py_ssize_t ns = PyTuple_GET_SIZE(scalars), na = PyTuple_GET_SIZE(arrays);
+    e->scalars = PyMem_Calloc(ns ? ns : 1, sizeof(ScalarSlot));
+    e->arrays = PyMem_Calloc(na ? na : 1, sizeof(ArraySlot));
+    if (!e->scalars || !e->arrays) { PyErr_NoMemory(); goto fail; }
+    for (Py_ssize_t k = 0; k < ns; k++) {
+        ScalarSlot *s = &e->scalars[k];
+        PyObject *tp;
+        int fmt;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(scalars, k), "nO!Cn:scalar", &s->pos, &PyType_Type, &tp, &fmt,
+                              &s->offset))
+            goto fail;
+        e->nscalars = k + 1;
+        Py_INCREF(tp);
+        s->tp = tp;
+        s->fmt = (char)fmt;
+        if (!strchr("bBhHiIqQfd?", s->fmt) || s->offset < 0 || s->offset + 8 > tmpl.len) {
+            PyErr_SetString(PyExc_ValueError, "bad scalar slot");
+            goto fail;
+        }
+    }
+    for (Py_ssize_t k = 0; k < na; k++) {
+        ArraySlot *s = &e->arrays[k];
+        PyObject *tp, *dt, *sh, *st, *ex;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(arrays, k), "niOOOOOn:array", &s->pos, &s->kind, &tp, &dt, &sh, &st,
+                              &ex, &s->offset))
+            goto fail;
+        e->narrays = k + 1;
+        Py_INCREF(tp); Py_INCREF(dt); Py_INCREF(sh); Py_INCREF(st); Py_INCREF(ex);
+        s->tp = tp; s->dtype = dt; s->shape = sh; s->strides = st; s->extra = ex;
+        if (s->kind < K_CUPY || s->kind > K_GUARD || s->offset < 0 || s->offset + 8 > tmpl.len ||
+            (s->kind == K_GUARD && !PyCallable_Check(ex))) {
+            PyErr_SetString(PyExc_ValueError, "bad array slot");
+            goto fail;
+        }
+    }
+    PyBuffer_Release(&tmpl);
+    Py_INCREF(checks); e->stream_checks = checks;
+    Py_INCREF(decision); e->decision = decision;
+    Py_INCREF(notify); e->notify = notify;
+    Py_INCREF(report_name); e->report_name = report_name;
+    Py_INCREF(launcher); e->launcher = launcher;
+    e->backoff = Py_BuildValue("[iii]", 0, 0, 0);
+    if (!e->backoff) { Py_DECREF(e); return NULL; }
+    return (PyObject *)e;
+fail:
+    PyBuffer_Release(&tmpl);
+    Py_DECREF(e);
+    return NULL;
+}
+
+static PyMethodDef entry_methods[] = {
+    {"launch", entry_launch, METH_NOARGS, "launch the entry's own parameter block as it is; the driver's result"},
+    {NULL, NULL, 0, NULL}};
+
+static PyMemberDef entry_members[] = {
+    {"backoff", T_OBJECT, offsetof(Entry, backoff), READONLY, "[calls not to suggest a memo entry for, last pause, attempts]"},
+    {"decision", T_OBJECT, offsetof(Entry, decision), READONLY, "what a launch of this entry returns"},
+    {"slots", T_PYSSIZET, offsetof(Entry, nslots), READONLY, "parameter slots (8 bytes each)"},
+    {NULL, 0, 0, 0, NULL}};
+
+static PyTypeObject EntryType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "ringkernel._native.LaunchEntry",
+    .tp_basicsize = sizeof(Entry),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = entry_new,
+    .tp_dealloc = entry_dealloc,
+    .tp_traverse = entry_traverse,
+    .tp_clear = entry_clear,
+    .tp_call = entry_call,
+    .tp_methods = entry_methods,
+    .tp_members = entry_members,
+    .tp_dictoffset = offsetof(Entry, dict),
+    .tp_getattro = PyObject_GenericGetAttr,
+    .tp_setattro = PyObject_GenericSetAttr,
+    .tp_doc = "One launch entry: a parameter block, its checks, one cuLaunchKernel (see the module's source).",
+};
+
+/* -- GpuKernel.__call__ --------------------------------------------------------------------- */
+/* A method descriptor (Py_TPFLAGS_METHOD_DESCRIPTOR): set as GpuKernel.__call__, Python calls it
+ * with the kernel first and no bound-method object, and no Python frame runs for a launch that
+ * a memo entry or the newest layout entry serves. The kernel's _memo, _layouts and _last are
+ * plain instance attributes, read from its __dict__. */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+} KernelCall;
+
+static PyTypeObject KernelCallType;
+
+static PyObject *s_memo, *s_layouts, *s_last, *s_nparams;
+
+/* A borrowed reference to attribute `name` of the kernel (its instance dict first), or NULL
+ * without an error when it has none. */
+static PyObject *kernel_attr(PyObject *dict, PyObject *name) {
+    if (!dict) return NULL;
+    return PyDict_GetItemWithError(dict, name);
+}
+
+static PyObject *call_rest(PyObject *kernel, PyObject *args) {
+    return PyObject_CallMethodOneArg(kernel, s_call_rest, args);
+}
+
+static PyObject *hot_call(PyObject *kernel, PyObject *args) {
+    PyObject *dictp = PyObject_GenericGetDict(kernel, NULL);
+    if (!dictp) return NULL;
+    PyObject *result = NULL;
+    if (!g_current) { result = call_rest(kernel, args); goto done; }
+    PyObject *act = PyObject_GetAttr(g_current, s_active);
+    if (!act) goto done;
+    int active = PyObject_IsTrue(act);
+    Py_DECREF(act);
+    if (active < 0) goto done;
+    PyObject *memo = active ? NULL : kernel_attr(dictp, s_memo);
+    PyObject *layouts = active ? NULL : kernel_attr(dictp, s_layouts);
+    if (PyErr_Occurred()) goto done;
+    int has_memo = memo && PyDict_Check(memo) && PyDict_GET_SIZE(memo) > 0;
+    int has_layouts = layouts && PyList_Check(layouts) && PyList_GET_SIZE(layouts) > 0;
+    if (!has_memo && !has_layouts) { result = call_rest(kernel, args); goto done; }
+    Py_ssize_t n = PyTuple_GET_SIZE(args);
+    if (has_memo) {
+        PyObject *key = PyTuple_New(n);
+        if (!key) goto done;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *id = PyLong_FromVoidPtr(PyTuple_GET_ITEM(args, i));
+            if (!id) { Py_DECREF(key); goto done; }
+            PyTuple_SET_ITEM(key, i, id);
+        }
+        PyObject *m = PyDict_GetItemWithError(memo, key);
+        Py_DECREF(key);
+        if (!m) {
+            if (PyErr_Occurred()) goto done;
+        } else if (PyTuple_Check(m) && PyTuple_GET_SIZE(m) >= 3 && PyTuple_Check(PyTuple_GET_ITEM(m, 1))) {
+            Py_INCREF(m);
+            PyObject *rc = PyObject_Call(PyTuple_GET_ITEM(m, 0), PyTuple_GET_ITEM(m, 1), NULL);
+            if (!rc) { Py_DECREF(m); goto done; }
+            int failed = PyObject_IsTrue(rc);
+            Py_DECREF(rc);
+            if (failed == 0) {
+                int bad = PyDict_SetItem(dictp, s_last, PyTuple_GET_ITEM(m, 2));
+                Py_DECREF(m);
+                if (!bad) { Py_INCREF(Py_None); result = Py_None; }
+                goto done;
+            }
+            Py_DECREF(m);
+            if (failed > 0) result = call_rest(kernel, args); /* the checked path launches again, reports */
+            goto done;
+        }
+    }
+    PyObject *np = kernel_attr(dictp, s_nparams);
+    if (!np && PyErr_Occurred()) goto done;
+    Py_ssize_t nparams = np ? PyLong_AsSsize_t(np) : -1;
+    if (nparams == -1 && PyErr_Occurred()) goto done;
+    if (has_layouts && n == nparams) {
+        Py_INCREF(layouts); /* one read of the list: another thread may replace it meanwhile */
+        PyObject *go = PyList_GET_ITEM(layouts, 0);
+        Py_INCREF(go);
+        Py_DECREF(layouts);
+        PyObject *d = Py_TYPE(go) == &EntryType ? entry_go((Entry *)go, args) : PyObject_CallOneArg(go, args);
+        Py_DECREF(go);
+        if (!d) goto done;
+        if (d != Py_None && !PyTuple_Check(d)) {
+            int bad = PyDict_SetItem(dictp, s_last, d);
+            Py_DECREF(d);
+            if (!bad) { Py_INCREF(Py_None); result = Py_None; }
+            goto done;
+        }
+        PyObject *r = PyObject_CallMethodObjArgs(kernel, s_layout_launch, args, d, NULL);
+        Py_DECREF(d);
+        if (!r) goto done;
+        int served = PyObject_IsTrue(r);
+        Py_DECREF(r);
+        if (served < 0) goto done;
+        if (served) { Py_INCREF(Py_None); result = Py_None; goto done; }
+    }
+    result = call_rest(kernel, args);
+done:
+    Py_DECREF(dictp);
+    return result;
+}
+
+static PyObject *kernelcall_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "GpuKernel.__call__ needs the kernel");
+        return NULL;
+    }
+    if (kwnames && PyTuple_GET_SIZE(kwnames)) /* keywords: the Python method takes them all */
+        return PyObject_VectorcallMethod(s_slow_call, args, nargsf, kwnames);
+    PyObject *t = PyTuple_New(nargs - 1);
+    if (!t) return NULL;
+    for (Py_ssize_t i = 1; i < nargs; i++) {
+        Py_INCREF(args[i]);
+        PyTuple_SET_ITEM(t, i - 1, args[i]);
+    }
+    PyObject *r = hot_call(args[0], t);
+    Py_DECREF(t);
+    return r;
+}
+
+static PyObject *kernelcall_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    if (PyTuple_GET_SIZE(args) || (kwargs && PyDict_GET_SIZE(kwargs))) {
+        PyErr_SetString(PyExc_TypeError, "KernelCall() takes no arguments");
+        return NULL;
+    }
+    KernelCall *k = (KernelCall *)type->tp_alloc(type, 0);
+    if (k) k->vectorcall = kernelcall_vectorcall;
+    return (PyObject *)k;
+}
+
+static PyObject *kernelcall_get(PyObject *self, PyObject *obj, PyObject *type) {
+    if (obj == NULL || obj == Py_None) {
+        Py_INCREF(self);
+        return self;
+    }
+    return PyMethod_New(self, obj);
+}
+
+static PyTypeObject KernelCallType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "ringkernel._native.KernelCall",
+    .tp_basicsize = sizeof(KernelCall),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_METHOD_DESCRIPTOR | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = kernelcall_new,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(KernelCall, vectorcall),
+    .tp_descr_get = kernelcall_get,
+    .tp_doc = "GpuKernel.__call__ in C: launch the kernel (see the module's source).",
+};
+
+/* -- module ------------------------------------------------------------------------------------ */
+static PyObject *configure(PyObject *self, PyObject *args) {
+    PyObject *current;
+    if (!PyArg_ParseTuple(args, "O:configure", &current)) return NULL;
+    Py_INCREF(current);
+    Py_XSETREF(g_current, current);
+    Py_RETURN_NONE;
+}
+
+static PyObject *pack(PyObject *self, PyObject *args) {
+    /* pack(format char, value) -> 8 bytes as a launch entry writes them (tests compare with struct) */
+    int fmt;
+    PyObject *v;
+    if (!PyArg_ParseTuple(args, "CO:pack", &fmt, &v)) return NULL;
+    char out[8] = {0};
+    if (!strchr("bBhHiIqQfd?", fmt)) { PyErr_SetString(PyExc_ValueError, "unknown format"); return NULL; }
+    if (pack_scalar((char)fmt, v, out)) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_OverflowError, "value out of range for the format");
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize(out, 8);
+}
+
+static PyMethodDef module_methods[] = {
+    {"configure", configure, METH_VARARGS, "configure(ringkernel._current): where the count of active GpuContexts is read"},
+    {"pack", pack, METH_VARARGS, "pack(format, value): the 8-byte slot a launch entry writes"},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef native_module = {PyModuleDef_HEAD_INIT, "_rk_native", NULL, -1, module_methods};
+
+#define INTERN(var, text) if (!((var) = PyUnicode_InternFromString(text))) return NULL
+
+PyMODINIT_FUNC PyInit__rk_native(void) {
+    INTERN(s_active, "active"); INTERN(s_shape, "shape"); INTERN(s_strides, "strides"); INTERN(s_dtype, "dtype");
+    INTERN(s_data, "data"); INTERN(s_ptr, "ptr"); INTERN(s_gpu_data, "gpu_data");
+    INTERN(s_device_pointer, "device_pointer"); INTERN(s_requires_grad, "requires_grad");
+    INTERN(s_get_device, "get_device"); INTERN(s_stride, "stride"); INTERN(s_data_ptr, "data_ptr");
+    INTERN(s_closed, "closed"); INTERN(s_slow_call, "_slow_call"); INTERN(s_layout_launch, "_layout_launch");
+    INTERN(s_call_rest, "_call_rest"); INTERN(s_auto, "auto");
+    INTERN(s_memo, "_memo"); INTERN(s_layouts, "_layouts"); INTERN(s_last, "_last"); INTERN(s_nparams, "_nparams");
+    if (PyType_Ready(&EntryType) < 0 || PyType_Ready(&KernelCallType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&native_module);
+    if (!m) return NULL;
+    Py_INCREF(&EntryType);
+    Py_INCREF(&KernelCallType);
+    if (PyModule_AddObject(m, "LaunchEntry", (PyObject *)&EntryType) < 0 ||
+        PyModule_AddObject(m, "KernelCall", (PyObject *)&KernelCallType) < 0 ||
+        PyModule_AddIntConstant(m, "K_CUPY", K_CUPY) < 0 || PyModule_AddIntConstant(m, "K_NUMBA", K_NUMBA) < 0 ||
+        PyModule_AddIntConstant(m, "K_PTR", K_PTR) < 0 || PyModule_AddIntConstant(m, "K_TORCH", K_TORCH) < 0 ||
+        PyModule_AddIntConstant(m, "K_GUARD", K_GUARD) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
