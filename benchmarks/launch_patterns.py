@@ -246,7 +246,7 @@ def main() -> int:
         assert np.allclose(o.copy_to_host(), want, rtol=1e-5, atol=1e-5), "ringkernel's Python path gave a wrong result"
     from ringkernel import GpuArchitecture
     from ringkernel._versions import driver_version, library_versions
-    from ringkernel.compile import native
+    from ringkernel import native
     from ringkernel.kernel import core
 
     path = native.status()

@@ -252,7 +252,14 @@ def main() -> int:
     def ringkernel_pair(n: int) -> None:
         pool.deallocate(pool.allocate(n))
 
-    pair_paths: dict[str, Callable[[int], Any]] = {"ringkernel": ringkernel_pair, "numba": ctx.memalloc}
+    def python_pair(n: int) -> None:  # the pure-Python methods (no compiled module)
+        pool._deallocate_py(pool._allocate_py(n))
+
+    from ringkernel import native
+
+    log(f"pool methods: {type(GpuMemoryPool.__dict__['allocate']).__name__} ({native.status().detail})")
+    pair_paths: dict[str, Callable[[int], Any]] = {"ringkernel": ringkernel_pair, "ringkernel_python": python_pair,
+                                                   "numba": ctx.memalloc}  # fmt: skip
     if cupy is not None:
         pair_paths["cupy"] = cupy.cuda.alloc
     for name, fn in pair_paths.items():

@@ -10,7 +10,7 @@
 # final: profiling.tgz and hybrid (run with .whl_cupti too; HYBRID_S=480 keeps it within 10 min);
 # all: the three (HYBRID_S=450, ~8.5 min).
 # launch: the tests and benchmarks/launch_patterns.py ($OUT/launch_patterns.json, ~1 min);
-# issue12: launch plus benchmarks/memory_sizes.py ($OUT/memory_sizes.json).
+# issue12: launch plus benchmarks/memory_sizes.py ($OUT/memory_sizes.json); profiling: profiling.tgz only.
 # Without .whl_cupti the CUPTI tests are skipped (they say so) and the rest runs.
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -26,7 +26,7 @@ if [ "$PART" = checks ] || [ "$PART" = all ] || [ "$PART" = launch ] || [ "$PART
 timeout "${TESTS_S:-200}" python3 -m pytest -m gpu -q -rs -p no:cacheprovider tests/gpu > "$OUT/gpu_tests.txt" 2>&1
 echo "tests: rc=$? $(tail -1 "$OUT/gpu_tests.txt")"; grep -E "^FAILED" "$OUT/gpu_tests.txt" | head -10
 fi
-if [ "$PART" = checks ] || [ "$PART" = final ] || [ "$PART" = all ]; then
+if [ "$PART" = checks ] || [ "$PART" = final ] || [ "$PART" = all ] || [ "$PART" = profiling ]; then
 mkdir -p "$OUT/profiling"
 timeout "${PROF_S:-120}" python3 benchmarks/profiling.py --out-dir "$OUT/profiling" > "$OUT/profiling/bench_log.txt" 2>&1
 echo "profiling: rc=$?"; grep -E "CUPTI capture|launch_us|durations" "$OUT/profiling/bench_log.txt"

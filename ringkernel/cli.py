@@ -42,7 +42,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         drv = _driver_version()
         if drv:
             facts["cuda_driver"] = drv
-    from .compile import native
+    from . import native
 
     st = native.status()
     facts["launch_path"] = f"compiled ({st.detail})" if st.in_use else f"Python ({st.detail})"

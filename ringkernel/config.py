@@ -150,6 +150,17 @@ class Settings:
         )
 
 
+def cache_root() -> Path:
+    """``RINGKERNEL_CACHE_DIR`` if set, else platformdirs' user cache dir + ``ringkernel``:
+    the kernel cache's directory, and the compiled launch path's (``native``) parent."""
+    configured = settings().cache_dir
+    if configured is not None:
+        return configured
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("ringkernel", appauthor=False))
+
+
 @functools.lru_cache(maxsize=1)
 def settings() -> Settings:
     """The environment as ringkernel sees it (read once, cached; :func:`reset` re-reads)."""

@@ -14,7 +14,7 @@ LAYERS: dict[str, int] = {
     "errors": 0, "_fileio": 0, "_layout": 0, "_versions": 0, "_current": 0,
     "driver": 1,
     "config": 2,
-    "device": 3,
+    "device": 3, "native": 3,
     "launch": 4,
     "compile": 5, "memory": 5, "streams": 5,
     "kernel": 6,

@@ -1,4 +1,4 @@
-"""The compiled launch path (ringkernel/compile/_native.c) without a GPU.
+"""The compiled launch path (ringkernel/_native.c) without a GPU.
 
 The driver call is a ctypes callback that decodes the parameter block, so what a
 ``LaunchEntry`` checks, packs and passes is compared with what the Python path would; the
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from numba import cuda
 
-from ringkernel.compile import native as N
+from ringkernel import native as N
 
 mod = N.load()
 pytestmark = pytest.mark.skipif(mod is None, reason=f"the compiled launch path is not available: {N.status().detail}")

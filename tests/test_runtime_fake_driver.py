@@ -51,9 +51,9 @@ class FakeStream:
 
 @pytest.fixture(params=["native", "generated", "loop"])
 def runtime(request, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    """The fake driver; each test runs with launch entries compiled (compile/_native.c, where
+    """The fake driver; each test runs with launch entries compiled (ringkernel/_native.c, where
     it builds), as generated Python code and as the Python loop."""
-    from ringkernel.compile import native as N
+    from ringkernel import native as N
     from ringkernel.kernel import runtime as R
 
     from ringkernel.kernel import core

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from .._fileio import PRIVATE_MODE, atomic_write_bytes
-from ..config import settings  # at import: a first import here cost 1.5 ms inside the first cache hit
+from ..config import cache_root, settings  # at import: a first import here cost 1.5 ms inside the first cache hit
 from ..errors import ConfigurationError
 from .cache_format import _MAGIC, _MAX_HEADER, CACHE_VERSION, CacheEntry, _digest, _meta_problem, _parse_entry
 from .cache_trust import _GROUP_OR_OTHER_WRITE, CacheMode, _dir_problem, _kind
@@ -91,12 +91,7 @@ _HAVE_NOFOLLOW = hasattr(os, "O_NOFOLLOW")
 
 def default_cache_dir() -> Path:
     """``RINGKERNEL_CACHE_DIR`` if set, else platformdirs' user cache dir + ``ringkernel``."""
-    configured = settings().cache_dir
-    if configured is not None:
-        return configured
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("ringkernel", appauthor=False))
+    return cache_root()
 
 
 @dataclass(frozen=True)

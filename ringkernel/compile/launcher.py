@@ -31,7 +31,7 @@ import numpy as np
 from .. import driver
 from .._layout import c_strides as _strides_c
 from . import launcher_memo
-from . import native as _native
+from .. import native as _native
 from .launcher_arrays import (
     _GUARDS, _NATIVE, _READERS, _UNSET, _attribute_guard, _cached_cai, _cached_reader, _interface_guard, _layout_of, _read_cai,
 )
@@ -451,7 +451,7 @@ class KernelLauncher:
         scalars: tuple[Any, ...] = (), arrays: tuple[Any, ...] = (), stream_checks: tuple[Any, ...] = (),
         decision: Any = None, notify: Any = None, report_name: Any = None,
     ) -> Any:  # fmt: skip
-        """A compiled ``LaunchEntry`` over a copy of parameter block ``buf`` (see compile/_native.c)."""
+        """A compiled ``LaunchEntry`` over a copy of parameter block ``buf`` (see ringkernel/_native.c)."""
         entry_type = _native.entry_type()
         fn = _launch_fn
         return entry_type(

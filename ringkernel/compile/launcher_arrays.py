@@ -124,7 +124,7 @@ def _cache(obj: Any, info: ArgInfo, producer: Any = None) -> ArgInfo:
 _UNSET: Any = object()
 _READERS: dict[type, Any] = {}
 _GUARDS: dict[type, Any] = {}
-#: What the compiled launch path (compile/_native.c) checks for an array type, beside its
+#: What the compiled launch path (ringkernel/_native.c) checks for an array type, beside its
 #: guard: made from one array, ``(kind, type, dtype, shape, strides, extra)`` with kind one of
 #: the module's ``K_*`` names (the same checks as the type's guard, in C). Types without an
 #: entry have their Python guard called from C.

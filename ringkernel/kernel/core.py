@@ -42,7 +42,7 @@ from ..errors import (
     LaunchConfigError,
 )
 from .. import _current
-from ..compile import native as _native
+from .. import native as _native
 from . import hooks as _hooks
 from .args import ArrayInfo, accepts, array_info, describe, fmt_type, prepare_arguments
 from .autoconfig import _UNKNOWN, AutoConfigMixin
@@ -71,7 +71,7 @@ _native_lock = threading.Lock()
 
 
 def install_native_call() -> bool:
-    """Make ``GpuKernel.__call__`` the compiled module's (compile/_native.c ``KernelCall``) if
+    """Make ``GpuKernel.__call__`` the compiled module's (ringkernel/_native.c ``KernelCall``) if
     it can be built; True when it is. Called on a kernel's first compile for a real GPU (not at
     import or decoration: building the module writes to the cache directory), and by tests.
     The compiled call takes the hot path itself and defers to ``_slow_call``, ``_call_rest``

@@ -20,7 +20,7 @@ from . import hooks as _hooks
 from .args import array_info, describe
 from .. import driver
 from ..compile.launcher import clear_memo, describe_arg, first_launch, guard_for, native_check_for, register_memo
-from ..compile.native import entry_type as native_entry_type
+from ..native import entry_type as native_entry_type
 from ..driver import stream_handle
 from ..errors import DriverError, ErrorContext, KernelArgumentError, KernelLaunchError, MemorySnapshot
 from ..launch import LaunchConfig, LaunchDecision

@@ -69,6 +69,8 @@ class GpuMemoryPool(_PoolLifetime):
             except Exception:  # noqa: BLE001 - no answer from the device: keep nothing cached
                 cap = 0
         self._max_cached = cap
+        if type(self.backend).__name__ == "DriverBackend":  # a GPU: allocate/free in C where it builds
+            install_native_methods()
         self._lock = threading.Lock()
         n = len(_CLASSES)
         # One LIFO free list per class, plus an always-empty one at index -1 (= n), so that
@@ -113,7 +115,7 @@ class GpuMemoryPool(_PoolLifetime):
                 self.warm_bucket(cls, count)
 
     # -- allocation ---------------------------------------------------------------------
-    def allocate(self, nbytes: int) -> PooledBuffer:
+    def _allocate_py(self, nbytes: int) -> PooledBuffer:
         """A block of at least ``nbytes`` (O(1) when its class, or its large bin, has a free block)."""
         if type(nbytes) is int and 0 < nbytes <= 262144:  # noqa: E721 - the hot path, inlined
             i = bisect_left(_LIMITS, nbytes)
@@ -223,7 +225,7 @@ class GpuMemoryPool(_PoolLifetime):
                 need -= len(self._free[i]) - before
 
     # -- deallocation -------------------------------------------------------------------
-    def deallocate(self, buffer: PooledBuffer | int, nbytes: int | None = None) -> None:
+    def _deallocate_py(self, buffer: PooledBuffer | int, nbytes: int | None = None) -> None:
         """Return a block. ``buffer`` is a :class:`PooledBuffer` or a raw pointer; ``nbytes``,
         if given, must match what was allocated (in the same size class).
 
@@ -276,6 +278,12 @@ class GpuMemoryPool(_PoolLifetime):
                 self._free_locked(ptr, buf, nbytes)
             finally:
                 self._drain()
+
+    # What ``pool.allocate(n)`` and ``pool.deallocate(buf)`` run: these Python methods, or where
+    # ringkernel's compiled module is loaded (a pool on a GPU: install_native_methods) C
+    # descriptors doing the same hot paths and deferring to these for everything else.
+    allocate = _allocate_py
+    deallocate = _deallocate_py
 
     def _free_locked(self, ptr: int, buf: PooledBuffer | None, nbytes: int | None) -> None:
         if self._closed:
@@ -388,3 +396,26 @@ def _large_bin(nbytes: int) -> int:
     """``nbytes`` rounded up to a quarter-power-of-two size (1, 1.25, 1.5, 1.75 x 2^k)."""
     k = (nbytes - 1).bit_length() - 3  # the step is 2^k: a quarter of the power of two below
     return (((nbytes - 1) >> k) + 1) << k if k > 0 else nbytes
+
+
+def install_native_methods() -> bool:
+    """Make ``GpuMemoryPool.allocate`` / ``deallocate`` the compiled module's (their hot paths
+    in C: ringkernel/_native.c ``PoolMethod``) if it can be built; True when they are. Called by
+    the first pool on a GPU (not at import: building the module writes to the cache
+    directory), and by tests."""
+    if GpuMemoryPool.__dict__["allocate"] is not GpuMemoryPool._allocate_py:
+        return True
+    from .. import native
+
+    mod = native.load() if native.POOL else None
+    if mod is None:
+        return False
+    GpuMemoryPool.allocate = mod.PoolMethod(0, PooledBuffer, tuple(_LIMITS))  # type: ignore[method-assign]
+    GpuMemoryPool.deallocate = mod.PoolMethod(1, PooledBuffer, tuple(_LIMITS))  # type: ignore[method-assign]
+    return True
+
+
+def uninstall_native_methods() -> None:
+    """Back to the Python methods (tests compare both)."""
+    GpuMemoryPool.allocate = GpuMemoryPool._allocate_py  # type: ignore[method-assign]
+    GpuMemoryPool.deallocate = GpuMemoryPool._deallocate_py  # type: ignore[method-assign]

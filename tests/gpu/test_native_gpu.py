@@ -1,4 +1,4 @@
-"""The compiled launch path (compile/_native.c) on the GPU: in use, and the same answers as the
+"""The compiled launch path (ringkernel/_native.c) on the GPU: in use, and the same answers as the
 Python path for scalars of every type, changing every call, and for arrays of every kind."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 from numba import cuda
 
 from ringkernel import GpuKernel, gpu_kernel
-from ringkernel.compile import native
+from ringkernel import native
 from ringkernel.kernel import core
 
 pytestmark = pytest.mark.gpu

@@ -1,4 +1,4 @@
-/* ringkernel's compiled launch path (issue 12): built on first use by ringkernel/compile/native.py
+/* ringkernel's compiled launch path (issue 12): built on first use by ringkernel/native.py
  * with the system C compiler and Python's headers, cached on disk (as Triton builds its launcher).
  *
  * Two types:
@@ -622,6 +622,293 @@ static PyTypeObject KernelCallType = {
     .tp_doc = "GpuKernel.__call__ in C: launch the kernel (see the module's source).",
 };
 
+/* -- GpuMemoryPool.allocate / deallocate ---------------------------------------------------- */
+/* Method descriptors like KernelCall (installed by ringkernel/memory/pool.py): the hot paths of
+ * the Python methods _allocate_py and _deallocate_py, the same steps on the same attributes of
+ * the pool's __dict__ under the pool's lock (taken without waiting: a thread holding it sends
+ * this call to the Python method, which waits). Anything but a hit of a size class's free list
+ * or a large bin's cache (allocate) and the return of a live pooled block (deallocate) goes
+ * to the Python method, which also raises every error. */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    int which; /* 0: allocate, 1: deallocate */
+    PyObject *buffer_type; /* PooledBuffer */
+    PyObject *d_pool, *d_ptr, *d_nbytes, *d_i; /* its slots' member descriptors */
+    Py_ssize_t nlimits;
+    long long limits[32];
+} PoolMethod;
+
+static PyObject *s_free, *s_lock, *s_hits, *s_live, *s_live_bytes, *s_peak_live, *s_large_limit, *s_large_free,
+    *s_large_room, *s_large, *s_large_since, *s_large_clock, *s_acquire, *s_release, *s_allocate_py,
+    *s_deallocate_py;
+
+static int try_lock(PyObject *lock) {
+    PyObject *r = PyObject_CallMethodOneArg(lock, s_acquire, Py_False);
+    if (!r) return -1;
+    int got = r == Py_True;
+    Py_DECREF(r);
+    return got;
+}
+
+static int unlock(PyObject *lock) {
+    PyObject *r = PyObject_CallMethodNoArgs(lock, s_release);
+    if (!r) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* dict[name] += delta (ints); 0 or -1 */
+static int add_to(PyObject *dict, PyObject *name, long long delta) {
+    PyObject *v = PyDict_GetItemWithError(dict, name);
+    if (!v) { if (!PyErr_Occurred()) PyErr_SetObject(PyExc_AttributeError, name); return -1; }
+    PyObject *d = PyLong_FromLongLong(delta);
+    if (!d) return -1;
+    PyObject *nv = PyNumber_Add(v, d);
+    Py_DECREF(d);
+    if (!nv) return -1;
+    int r = PyDict_SetItem(dict, name, nv);
+    Py_DECREF(nv);
+    return r;
+}
+
+static int set_slot(PyObject *descr, PyObject *obj, PyObject *value) {
+    return Py_TYPE(descr)->tp_descr_set(descr, obj, value);
+}
+
+static PyObject *new_buffer(PoolMethod *pm, PyObject *pool, PyObject *ptr, long long nbytes, long i) {
+    PyTypeObject *tp = (PyTypeObject *)pm->buffer_type;
+    PyObject *buf = tp->tp_alloc(tp, 0);
+    if (!buf) return NULL;
+    PyObject *n = PyLong_FromLongLong(nbytes), *ix = PyLong_FromLong(i);
+    if (!n || !ix || set_slot(pm->d_pool, buf, pool) || set_slot(pm->d_ptr, buf, ptr) ||
+        set_slot(pm->d_nbytes, buf, n) || set_slot(pm->d_i, buf, ix)) {
+        Py_XDECREF(n); Py_XDECREF(ix); Py_DECREF(buf);
+        return NULL;
+    }
+    Py_DECREF(n); Py_DECREF(ix);
+    return buf;
+}
+
+#define FALLBACK Py_NotImplemented
+
+/* The hot path of allocate; FALLBACK (borrowed) for the Python method. */
+static PyObject *allocate_hot(PoolMethod *pm, PyObject *pool, PyObject *dict, PyObject *nbytes) {
+    if (!PyLong_CheckExact(nbytes)) return FALLBACK;
+    int overflow = 0;
+    long long n = PyLong_AsLongLongAndOverflow(nbytes, &overflow);
+    if (overflow || n <= 0) { PyErr_Clear(); return FALLBACK; }
+    PyObject *lock = PyDict_GetItemWithError(dict, s_lock);
+    if (!lock) return PyErr_Occurred() ? NULL : FALLBACK;
+    Py_INCREF(lock);
+    int got = try_lock(lock);
+    if (got <= 0) { Py_DECREF(lock); return got < 0 ? NULL : FALLBACK; }
+    PyObject *result = FALLBACK, *buf = NULL, *ptr = NULL;
+    long i = -1;
+    long long size = 0;
+    if (n <= pm->limits[pm->nlimits - 1]) {
+        for (i = 0; pm->limits[i] < n; i++) {}
+        PyObject *free = PyDict_GetItemWithError(dict, s_free);
+        if (!free || !PyList_Check(free) || i >= PyList_GET_SIZE(free)) goto out;
+        PyObject *stack = PyList_GET_ITEM(free, i);
+        if (!PyList_Check(stack) || PyList_GET_SIZE(stack) == 0) goto out;
+        Py_ssize_t last = PyList_GET_SIZE(stack) - 1;
+        ptr = PyList_GET_ITEM(stack, last);
+        Py_INCREF(ptr);
+        if (PyList_SetSlice(stack, last, last + 1, NULL)) { result = NULL; goto out; }
+    } else {
+        PyObject *lim = PyDict_GetItemWithError(dict, s_large_limit);
+        if (!lim) goto out;
+        long long limit = PyLong_AsLongLong(lim);
+        if (limit == -1 && PyErr_Occurred()) { PyErr_Clear(); goto out; }
+        if (n > limit) goto out;
+        int k = 0;
+        for (unsigned long long v = (unsigned long long)(n - 1); v; v >>= 1) k++; /* (n-1).bit_length() */
+        k -= 3;
+        size = ((((n - 1) >> k) + 1) << k);
+        PyObject *lf = PyDict_GetItemWithError(dict, s_large_free);
+        if (!lf || !PyDict_Check(lf)) goto out;
+        PyObject *key = PyLong_FromLongLong(size);
+        if (!key) { result = NULL; goto out; }
+        PyObject *stack = PyDict_GetItemWithError(lf, key);
+        Py_DECREF(key);
+        if (!stack || !PyList_Check(stack) || PyList_GET_SIZE(stack) == 0) goto out;
+        Py_ssize_t last = PyList_GET_SIZE(stack) - 1;
+        ptr = PyList_GET_ITEM(stack, last); /* the one freed last: warm */
+        Py_INCREF(ptr);
+        if (PyList_SetSlice(stack, last, last + 1, NULL)) { result = NULL; goto out; }
+        if (add_to(dict, s_large_room, size)) { result = NULL; goto out; }
+        i = -1;
+    }
+    if (add_to(dict, s_hits, 1)) { result = NULL; goto out; }
+    buf = new_buffer(pm, pool, ptr, n, i);
+    if (!buf) { result = NULL; goto out; }
+    PyObject *live = PyDict_GetItemWithError(dict, s_live);
+    if (!live || PyDict_SetItem(live, ptr, buf) || add_to(dict, s_live_bytes, n)) { result = NULL; goto out; }
+    PyObject *lb = PyDict_GetItemWithError(dict, s_live_bytes), *pk = PyDict_GetItemWithError(dict, s_peak_live);
+    if (lb && pk) {
+        int gt = PyObject_RichCompareBool(lb, pk, Py_GT);
+        if (gt < 0 || (gt && PyDict_SetItem(dict, s_peak_live, lb))) { result = NULL; goto out; }
+    }
+    result = buf;
+    buf = NULL;
+out:
+    Py_XDECREF(ptr);
+    Py_XDECREF(buf);
+    if (unlock(lock)) { Py_DECREF(lock); if (result && result != FALLBACK) Py_DECREF(result); return NULL; }
+    Py_DECREF(lock);
+    if (result == FALLBACK && PyErr_Occurred()) PyErr_Clear();
+    return result;
+}
+
+/* The hot path of deallocate(buffer); FALLBACK (borrowed) for the Python method. */
+static PyObject *deallocate_hot(PoolMethod *pm, PyObject *dict, PyObject *buffer) {
+    if ((PyObject *)Py_TYPE(buffer) != pm->buffer_type) return FALLBACK;
+    PyObject *lock = PyDict_GetItemWithError(dict, s_lock);
+    if (!lock) return PyErr_Occurred() ? NULL : FALLBACK;
+    Py_INCREF(lock);
+    int got = try_lock(lock);
+    if (got <= 0) { Py_DECREF(lock); return got < 0 ? NULL : FALLBACK; }
+    PyObject *result = FALLBACK, *ix = NULL, *ptr = NULL, *nb = NULL, *taken = NULL;
+    ix = Py_TYPE(pm->d_i)->tp_descr_get(pm->d_i, buffer, pm->buffer_type);
+    ptr = ix ? Py_TYPE(pm->d_ptr)->tp_descr_get(pm->d_ptr, buffer, pm->buffer_type) : NULL;
+    nb = ptr ? Py_TYPE(pm->d_nbytes)->tp_descr_get(pm->d_nbytes, buffer, pm->buffer_type) : NULL;
+    if (!nb) goto out;
+    long i = PyLong_AsLong(ix);
+    if (i == -1 && PyErr_Occurred()) goto out;
+    PyObject *live = PyDict_GetItemWithError(dict, s_live);
+    if (!live || !PyDict_Check(live)) goto out;
+    PyObject *cur = PyDict_GetItemWithError(live, ptr);
+    if (cur != buffer) goto out; /* not live, or another buffer holds the block now: Python says so */
+    taken = buffer;
+    Py_INCREF(taken);
+    if (i >= 0) {
+        PyObject *free = PyDict_GetItemWithError(dict, s_free);
+        if (!free || !PyList_Check(free) || i >= PyList_GET_SIZE(free)) goto out;
+        PyObject *stack = PyList_GET_ITEM(free, i);
+        if (!PyList_Check(stack)) goto out;
+        if (PyDict_DelItem(live, ptr)) { result = NULL; goto out; }
+        if (PyList_Append(stack, ptr)) { PyDict_SetItem(live, ptr, taken); result = NULL; goto out; }
+    } else {
+        PyObject *large = PyDict_GetItemWithError(dict, s_large), *lf = PyDict_GetItemWithError(dict, s_large_free);
+        PyObject *room = PyDict_GetItemWithError(dict, s_large_room);
+        PyObject *since = PyDict_GetItemWithError(dict, s_large_since), *clock = PyDict_GetItemWithError(dict, s_large_clock);
+        if (!large || !lf || !room || !since || !clock || !PyDict_Check(large) || !PyDict_Check(lf) || !PyDict_Check(since))
+            goto out;
+        PyObject *bytes = PyDict_GetItemWithError(large, ptr);
+        if (!bytes) goto out;
+        PyObject *stack = PyDict_GetItemWithError(lf, bytes); /* a bin cached before: cacheable */
+        if (!stack || !PyList_Check(stack)) goto out;
+        int fits = PyObject_RichCompareBool(bytes, room, Py_LE);
+        if (fits != 1) goto out; /* over the cache budget: Python's _return_large decides */
+        long long b = PyLong_AsLongLong(bytes);
+        if (b == -1 && PyErr_Occurred()) goto out;
+        if (PyDict_DelItem(live, ptr)) { result = NULL; goto out; }
+        if (PyList_Append(stack, ptr) || PyDict_SetItem(since, ptr, clock) || add_to(dict, s_large_room, -b)) {
+            result = NULL; /* (a failed append of a list or a dict: out of memory) */
+            goto out;
+        }
+    }
+    long long n = PyLong_AsLongLong(nb);
+    if ((n == -1 && PyErr_Occurred()) || add_to(dict, s_live_bytes, -n)) { result = NULL; goto out; }
+    result = Py_None;
+    Py_INCREF(result);
+out:
+    Py_XDECREF(ix); Py_XDECREF(ptr); Py_XDECREF(nb); Py_XDECREF(taken);
+    if (unlock(lock)) { Py_DECREF(lock); if (result && result != FALLBACK) Py_DECREF(result); return NULL; }
+    Py_DECREF(lock);
+    if (result == FALLBACK && PyErr_Occurred()) PyErr_Clear();
+    return result;
+}
+
+static PyObject *poolmethod_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    PoolMethod *pm = (PoolMethod *)callable;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs == 2 && !(kwnames && PyTuple_GET_SIZE(kwnames))) {
+        PyObject *dict = PyObject_GenericGetDict(args[0], NULL);
+        if (!dict) return NULL;
+        PyObject *r = pm->which == 0 ? allocate_hot(pm, args[0], dict, args[1]) : deallocate_hot(pm, dict, args[1]);
+        Py_DECREF(dict);
+        if (r != FALLBACK) return r;
+    }
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "a GpuMemoryPool method needs the pool");
+        return NULL;
+    }
+    return PyObject_VectorcallMethod(pm->which == 0 ? s_allocate_py : s_deallocate_py, args, nargsf, kwnames);
+}
+
+static PyObject *poolmethod_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    int which;
+    PyObject *tp, *limits;
+    if (kwargs && PyDict_GET_SIZE(kwargs)) {
+        PyErr_SetString(PyExc_TypeError, "PoolMethod(which, PooledBuffer, limits)");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "iO!O!:PoolMethod", &which, &PyType_Type, &tp, &PyTuple_Type, &limits)) return NULL;
+    Py_ssize_t nl = PyTuple_GET_SIZE(limits);
+    if ((which != 0 && which != 1) || nl < 1 || nl > 32) {
+        PyErr_SetString(PyExc_ValueError, "which: 0 or 1; limits: 1 to 32 increasing sizes");
+        return NULL;
+    }
+    PoolMethod *pm = (PoolMethod *)type->tp_alloc(type, 0);
+    if (!pm) return NULL;
+    pm->vectorcall = poolmethod_vectorcall;
+    pm->which = which;
+    Py_INCREF(tp);
+    pm->buffer_type = tp;
+    pm->nlimits = nl;
+    for (Py_ssize_t k = 0; k < nl; k++) {
+        pm->limits[k] = PyLong_AsLongLong(PyTuple_GET_ITEM(limits, k));
+        if ((pm->limits[k] == -1 && PyErr_Occurred()) || pm->limits[k] <= 0 || (k && pm->limits[k] <= pm->limits[k - 1])) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "limits must increase");
+            Py_DECREF(pm);
+            return NULL;
+        }
+    }
+    const char *names[4] = {"pool", "ptr", "nbytes", "_i"};
+    PyObject **slots[4] = {&pm->d_pool, &pm->d_ptr, &pm->d_nbytes, &pm->d_i};
+    for (int k = 0; k < 4; k++) {
+        PyObject *d = PyObject_GetAttrString(tp, names[k]);
+        if (!d) { Py_DECREF(pm); return NULL; }
+        if (!Py_TYPE(d)->tp_descr_get || !Py_TYPE(d)->tp_descr_set) {
+            Py_DECREF(d);
+            PyErr_Format(PyExc_TypeError, "%s is not a slot of the buffer type", names[k]);
+            Py_DECREF(pm);
+            return NULL;
+        }
+        *slots[k] = d;
+    }
+    return (PyObject *)pm;
+}
+
+static void poolmethod_dealloc(PyObject *self) {
+    PoolMethod *pm = (PoolMethod *)self;
+    Py_XDECREF(pm->buffer_type); Py_XDECREF(pm->d_pool); Py_XDECREF(pm->d_ptr); Py_XDECREF(pm->d_nbytes);
+    Py_XDECREF(pm->d_i);
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyObject *poolmethod_get(PyObject *self, PyObject *obj, PyObject *type) {
+    if (obj == NULL || obj == Py_None) {
+        Py_INCREF(self);
+        return self;
+    }
+    return PyMethod_New(self, obj);
+}
+
+static PyTypeObject PoolMethodType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "ringkernel._native.PoolMethod",
+    .tp_basicsize = sizeof(PoolMethod),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_METHOD_DESCRIPTOR | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = poolmethod_new,
+    .tp_dealloc = poolmethod_dealloc,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(PoolMethod, vectorcall),
+    .tp_descr_get = poolmethod_get,
+    .tp_doc = "GpuMemoryPool.allocate / deallocate in C: their hot paths (see the module's source).",
+};
+
 /* -- module ------------------------------------------------------------------------------------ */
 static PyObject *configure(PyObject *self, PyObject *args) {
     PyObject *current;
@@ -661,14 +948,22 @@ PyMODINIT_FUNC PyInit__rk_native(void) {
     INTERN(s_get_device, "get_device"); INTERN(s_stride, "stride"); INTERN(s_data_ptr, "data_ptr");
     INTERN(s_closed, "closed"); INTERN(s_slow_call, "_slow_call"); INTERN(s_layout_launch, "_layout_launch");
     INTERN(s_call_rest, "_call_rest"); INTERN(s_auto, "auto");
+    INTERN(s_free, "_free"); INTERN(s_lock, "_lock"); INTERN(s_hits, "_hits"); INTERN(s_live, "_live");
+    INTERN(s_live_bytes, "_live_bytes"); INTERN(s_peak_live, "_peak_live"); INTERN(s_large_limit, "_large_limit");
+    INTERN(s_large_free, "_large_free"); INTERN(s_large_room, "_large_room"); INTERN(s_large, "_large");
+    INTERN(s_large_since, "_large_since"); INTERN(s_large_clock, "_large_clock"); INTERN(s_acquire, "acquire");
+    INTERN(s_release, "release"); INTERN(s_allocate_py, "_allocate_py"); INTERN(s_deallocate_py, "_deallocate_py");
     INTERN(s_memo, "_memo"); INTERN(s_layouts, "_layouts"); INTERN(s_last, "_last"); INTERN(s_nparams, "_nparams");
-    if (PyType_Ready(&EntryType) < 0 || PyType_Ready(&KernelCallType) < 0) return NULL;
+    if (PyType_Ready(&EntryType) < 0 || PyType_Ready(&KernelCallType) < 0 || PyType_Ready(&PoolMethodType) < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&native_module);
     if (!m) return NULL;
     Py_INCREF(&EntryType);
     Py_INCREF(&KernelCallType);
+    Py_INCREF(&PoolMethodType);
     if (PyModule_AddObject(m, "LaunchEntry", (PyObject *)&EntryType) < 0 ||
         PyModule_AddObject(m, "KernelCall", (PyObject *)&KernelCallType) < 0 ||
+        PyModule_AddObject(m, "PoolMethod", (PyObject *)&PoolMethodType) < 0 ||
         PyModule_AddIntConstant(m, "K_CUPY", K_CUPY) < 0 || PyModule_AddIntConstant(m, "K_NUMBA", K_NUMBA) < 0 ||
         PyModule_AddIntConstant(m, "K_PTR", K_PTR) < 0 || PyModule_AddIntConstant(m, "K_TORCH", K_TORCH) < 0 ||
         PyModule_AddIntConstant(m, "K_GUARD", K_GUARD) < 0) {

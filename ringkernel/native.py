@@ -1,7 +1,8 @@
 """The compiled launch path: ``_native.c`` built on first use with the system C compiler.
 
 The hot path of a launch (GpuKernel's call, a layout or memo entry's checks, packing and
-``cuLaunchKernel``) is C when this module can build and load ``_native.c`` (issue 12: a
+``cuLaunchKernel``) and of the memory pool's allocate/free is C when this module can build
+and load ``_native.c`` (issue 12: a
 Python frame and ctypes' call cost ~3 us a launch, more than CuPy's whole launch). As Triton
 builds its launcher, the source is compiled once with the compiler Python was built with
 (``sysconfig``'s ``CC``) against Python's headers and cached on disk, keyed by the source,
@@ -36,7 +37,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, NamedTuple
 
-from ..errors import ConfigurationError
+from .errors import ConfigurationError
 
 __all__ = ["load", "status", "SOURCE", "NativeStatus"]
 
@@ -50,6 +51,8 @@ _tried = False
 ENTRIES = True
 #: False: ``GpuKernel.__call__`` stays Python (kernel/core.py install_native_call).
 CALL = True
+#: False: ``GpuMemoryPool.allocate``/``deallocate`` stay Python (memory/pool.py install_native_methods).
+POOL = True
 
 
 class NativeStatus(NamedTuple):
@@ -60,7 +63,7 @@ class NativeStatus(NamedTuple):
 
 
 def _mode() -> bool | None:
-    from ..config import settings
+    from .config import settings
 
     return settings().native
 
@@ -131,14 +134,14 @@ def _import(path: Path) -> ModuleType:
 
 
 def _load_uncached() -> ModuleType:
-    from .cache import default_cache_dir
+    from .config import cache_root
 
     cc = _compiler()
     if cc is None:
         raise RuntimeError("no C compiler found (cc, gcc or clang, or $CC)")
     source = SOURCE.read_bytes()
     name = f"{_MODULE_NAME}-{_key(cc, source)}{sysconfig.get_config_var('EXT_SUFFIX') or '.so'}"
-    directory = default_cache_dir() / "native"
+    directory = cache_root() / "native"
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         problem = _private(directory, directory=True)
@@ -178,7 +181,7 @@ def load() -> ModuleType | None:
         else:
             try:
                 mod = _load_uncached()
-                from .. import _current
+                from . import _current
 
                 mod.configure(_current)
                 _module = mod
