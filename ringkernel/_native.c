@@ -275,7 +275,7 @@ miss:
         if (n == -1 && PyErr_Occurred()) { PyErr_Clear(); n = 0; }
         if (n > 0) {
             PyObject *nb = PyLong_FromLong(n - 1);
-            if (nb) PyList_SetItem(e->backoff, 0, nb); else PyErr_Clear();
+            if (!nb || PyList_SetItem(e->backoff, 0, nb)) PyErr_Clear(); /* (the list emptied from Python) */
         } else {
             return PyTuple_Pack(1, e->decision);
         }
@@ -409,7 +409,7 @@ static PyObject *entry_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         Py_INCREF(tp);
         s->tp = tp;
         s->fmt = (char)fmt;
-        if (!strchr("bBhHiIqQfd?", s->fmt) || s->offset < 0 || s->offset + 8 > tmpl.len) {
+        if (!strchr("bBhHiIqQfd?", s->fmt) || s->pos < 0 || s->offset < 0 || s->offset + 8 > tmpl.len) {
             PyErr_SetString(PyExc_ValueError, "bad scalar slot");
             goto fail;
         }
@@ -423,7 +423,7 @@ static PyObject *entry_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         e->narrays = k + 1;
         Py_INCREF(tp); Py_INCREF(dt); Py_INCREF(sh); Py_INCREF(st); Py_INCREF(ex);
         s->tp = tp; s->dtype = dt; s->shape = sh; s->strides = st; s->extra = ex;
-        if (s->kind < K_CUPY || s->kind > K_GUARD || s->offset < 0 || s->offset + 8 > tmpl.len ||
+        if (s->kind < K_CUPY || s->kind > K_GUARD || s->pos < 0 || s->offset < 0 || s->offset + 8 > tmpl.len ||
             (s->kind == K_GUARD && !PyCallable_Check(ex))) {
             PyErr_SetString(PyExc_ValueError, "bad array slot");
             goto fail;
@@ -499,15 +499,19 @@ static PyObject *call_rest(PyObject *kernel, PyObject *args) {
 static PyObject *hot_call(PyObject *kernel, PyObject *args) {
     PyObject *dictp = PyObject_GenericGetDict(kernel, NULL);
     if (!dictp) return NULL;
-    PyObject *result = NULL;
+    PyObject *result = NULL, *memo = NULL, *layouts = NULL;
     if (!g_current) { result = call_rest(kernel, args); goto done; }
     PyObject *act = PyObject_GetAttr(g_current, s_active);
     if (!act) goto done;
     int active = PyObject_IsTrue(act);
     Py_DECREF(act);
     if (active < 0) goto done;
-    PyObject *memo = active ? NULL : kernel_attr(dictp, s_memo);
-    PyObject *layouts = active ? NULL : kernel_attr(dictp, s_layouts);
+    /* strong references from here on: allocating (the memo key) may run the garbage collector,
+     * whose finalizers (or another thread meanwhile) may replace the kernel's _memo/_layouts */
+    memo = active ? NULL : kernel_attr(dictp, s_memo);
+    layouts = active ? NULL : kernel_attr(dictp, s_layouts);
+    Py_XINCREF(memo);
+    Py_XINCREF(layouts);
     if (PyErr_Occurred()) goto done;
     int has_memo = memo && PyDict_Check(memo) && PyDict_GET_SIZE(memo) > 0;
     int has_layouts = layouts && PyList_Check(layouts) && PyList_GET_SIZE(layouts) > 0;
@@ -546,11 +550,10 @@ static PyObject *hot_call(PyObject *kernel, PyObject *args) {
     if (!np && PyErr_Occurred()) goto done;
     Py_ssize_t nparams = np ? PyLong_AsSsize_t(np) : -1;
     if (nparams == -1 && PyErr_Occurred()) goto done;
-    if (has_layouts && n == nparams) {
-        Py_INCREF(layouts); /* one read of the list: another thread may replace it meanwhile */
+    if (has_layouts && n == nparams && PyList_GET_SIZE(layouts) > 0) {
+        /* one read of the list (held since it was read): another thread may replace it meanwhile */
         PyObject *go = PyList_GET_ITEM(layouts, 0);
         Py_INCREF(go);
-        Py_DECREF(layouts);
         PyObject *d = Py_TYPE(go) == &EntryType ? entry_go((Entry *)go, args) : PyObject_CallOneArg(go, args);
         Py_DECREF(go);
         if (!d) goto done;
@@ -570,6 +573,8 @@ static PyObject *hot_call(PyObject *kernel, PyObject *args) {
     }
     result = call_rest(kernel, args);
 done:
+    Py_XDECREF(memo);
+    Py_XDECREF(layouts);
     Py_DECREF(dictp);
     return result;
 }
@@ -622,11 +627,146 @@ static PyTypeObject KernelCallType = {
     .tp_doc = "GpuKernel.__call__ in C: launch the kernel (see the module's source).",
 };
 
+/* -- a pool's lock and hot counters --------------------------------------------------------- */
+/* PoolState: the pool's lock (acquire/release/locked/with, as threading.Lock) and the counters
+ * its hot paths change on every call (hits, live_bytes, peak_live, large_room), as C fields the
+ * Python code reads and writes as attributes (GpuMemoryPool's _hits, ... are properties over
+ * them). PoolMethod takes the lock without a method call and counts in C. */
+#include "pythread.h"
+
+typedef struct {
+    PyObject_HEAD
+    PyThread_type_lock lock;
+    char locked;
+    long long hits, live_bytes, peak_live, large_room;
+} PoolState;
+
+static PyTypeObject PoolStateType;
+
+static PyObject *state_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    if (PyTuple_GET_SIZE(args) || (kwargs && PyDict_GET_SIZE(kwargs))) {
+        PyErr_SetString(PyExc_TypeError, "PoolState() takes no arguments");
+        return NULL;
+    }
+    PoolState *st = (PoolState *)type->tp_alloc(type, 0);
+    if (!st) return NULL;
+    st->lock = PyThread_allocate_lock();
+    if (!st->lock) { Py_DECREF(st); PyErr_NoMemory(); return NULL; }
+    return (PyObject *)st;
+}
+
+static void state_dealloc(PyObject *self) {
+    PoolState *st = (PoolState *)self;
+    if (st->lock) {
+        if (st->locked) PyThread_release_lock(st->lock);
+        PyThread_free_lock(st->lock);
+    }
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyObject *state_acquire(PyObject *self, PyObject *args, PyObject *kwargs) {
+    static char *kw[] = {"blocking", "timeout", NULL};
+    PoolState *st = (PoolState *)self;
+    int blocking = 1;
+    double timeout = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|pd:acquire", kw, &blocking, &timeout)) return NULL;
+    if (!blocking && timeout != -1) {
+        PyErr_SetString(PyExc_ValueError, "can't specify a timeout for a non-blocking call");
+        return NULL;
+    }
+    if (timeout < 0 && timeout != -1) {
+        PyErr_SetString(PyExc_ValueError, "timeout value must be a non-negative number");
+        return NULL;
+    }
+    PyLockStatus r = PyThread_acquire_lock_timed(st->lock, 0, 0);
+    if (r != PY_LOCK_ACQUIRED && blocking) {
+        PY_TIMEOUT_T us = timeout < 0 ? -1 : (PY_TIMEOUT_T)(timeout * 1e6);
+        Py_BEGIN_ALLOW_THREADS
+        r = PyThread_acquire_lock_timed(st->lock, us, 0);
+        Py_END_ALLOW_THREADS
+    }
+    if (r == PY_LOCK_ACQUIRED) {
+        st->locked = 1;
+        Py_RETURN_TRUE;
+    }
+    Py_RETURN_FALSE;
+}
+
+static PyObject *state_release(PyObject *self, PyObject *unused) {
+    PoolState *st = (PoolState *)self;
+    if (!st->locked) {
+        PyErr_SetString(PyExc_RuntimeError, "release unlocked lock");
+        return NULL;
+    }
+    st->locked = 0;
+    PyThread_release_lock(st->lock);
+    Py_RETURN_NONE;
+}
+
+static PyObject *state_locked(PyObject *self, PyObject *unused) {
+    return PyBool_FromLong(((PoolState *)self)->locked);
+}
+
+static int state_try(PoolState *st);
+
+static PyObject *state_enter(PyObject *self, PyObject *unused) {
+    PoolState *st = (PoolState *)self;
+    if (!state_try(st)) {
+        Py_BEGIN_ALLOW_THREADS
+        PyThread_acquire_lock(st->lock, WAIT_LOCK);
+        Py_END_ALLOW_THREADS
+        st->locked = 1;
+    }
+    Py_RETURN_TRUE;
+}
+
+static PyObject *state_exit(PyObject *self, PyObject *args) {
+    return state_release(self, NULL);
+}
+
+static int state_try(PoolState *st) {
+    if (PyThread_acquire_lock_timed(st->lock, 0, 0) != PY_LOCK_ACQUIRED) return 0;
+    st->locked = 1;
+    return 1;
+}
+
+static void state_unlock(PoolState *st) {
+    st->locked = 0;
+    PyThread_release_lock(st->lock);
+}
+
+static PyMethodDef state_methods[] = {
+    {"acquire", (PyCFunction)(void (*)(void))state_acquire, METH_VARARGS | METH_KEYWORDS,
+     "acquire(blocking=True, timeout=-1): as threading.Lock"},
+    {"release", state_release, METH_NOARGS, "release(): as threading.Lock"},
+    {"locked", state_locked, METH_NOARGS, "locked(): as threading.Lock"},
+    {"__enter__", state_enter, METH_NOARGS, NULL},
+    {"__exit__", state_exit, METH_VARARGS, NULL},
+    {NULL, NULL, 0, NULL}};
+
+static PyMemberDef state_members[] = {
+    {"hits", T_LONGLONG, offsetof(PoolState, hits), 0, "allocations served from a free list or the large cache"},
+    {"live_bytes", T_LONGLONG, offsetof(PoolState, live_bytes), 0, "bytes requested by the blocks in use"},
+    {"peak_live", T_LONGLONG, offsetof(PoolState, peak_live), 0, "the most live_bytes since the last reset"},
+    {"large_room", T_LONGLONG, offsetof(PoolState, large_room), 0, "bytes the large cache may still take"},
+    {NULL, 0, 0, 0, NULL}};
+
+static PyTypeObject PoolStateType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "ringkernel._native.PoolState",
+    .tp_basicsize = sizeof(PoolState),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = state_new,
+    .tp_dealloc = state_dealloc,
+    .tp_methods = state_methods,
+    .tp_members = state_members,
+    .tp_doc = "A GpuMemoryPool's lock and hot counters (see the module's source).",
+};
+
 /* -- GpuMemoryPool.allocate / deallocate ---------------------------------------------------- */
 /* Method descriptors like KernelCall (installed by ringkernel/memory/pool.py): the hot paths of
- * the Python methods _allocate_py and _deallocate_py, the same steps on the same attributes of
- * the pool's __dict__ under the pool's lock (taken without waiting: a thread holding it sends
- * this call to the Python method, which waits). Anything but a hit of a size class's free list
+ * the Python methods _allocate_py and _deallocate_py, the same steps on the same containers of
+ * the pool's __dict__ and on its PoolState's counters, under the PoolState's lock (taken without
+ * waiting: a thread holding it sends this call to the Python method, which waits). Anything but a hit of a size class's free list
  * or a large bin's cache (allocate) and the return of a live pooled block (deallocate) goes
  * to the Python method, which also raises every error. */
 typedef struct {
@@ -639,38 +779,11 @@ typedef struct {
     long long limits[32];
 } PoolMethod;
 
-static PyObject *s_free, *s_lock, *s_hits, *s_live, *s_live_bytes, *s_peak_live, *s_large_limit, *s_large_free,
-    *s_large_room, *s_large, *s_large_since, *s_large_clock, *s_acquire, *s_release, *s_allocate_py,
-    *s_deallocate_py;
+static PyObject *s_free, *s_state, *s_live, *s_large_limit, *s_large_free, *s_large, *s_large_since, *s_large_clock,
+    *s_allocate_py, *s_deallocate_py;
 
-static int try_lock(PyObject *lock) {
-    PyObject *r = PyObject_CallMethodOneArg(lock, s_acquire, Py_False);
-    if (!r) return -1;
-    int got = r == Py_True;
-    Py_DECREF(r);
-    return got;
-}
 
-static int unlock(PyObject *lock) {
-    PyObject *r = PyObject_CallMethodNoArgs(lock, s_release);
-    if (!r) return -1;
-    Py_DECREF(r);
-    return 0;
-}
 
-/* dict[name] += delta (ints); 0 or -1 */
-static int add_to(PyObject *dict, PyObject *name, long long delta) {
-    PyObject *v = PyDict_GetItemWithError(dict, name);
-    if (!v) { if (!PyErr_Occurred()) PyErr_SetObject(PyExc_AttributeError, name); return -1; }
-    PyObject *d = PyLong_FromLongLong(delta);
-    if (!d) return -1;
-    PyObject *nv = PyNumber_Add(v, d);
-    Py_DECREF(d);
-    if (!nv) return -1;
-    int r = PyDict_SetItem(dict, name, nv);
-    Py_DECREF(nv);
-    return r;
-}
 
 static int set_slot(PyObject *descr, PyObject *obj, PyObject *value) {
     return Py_TYPE(descr)->tp_descr_set(descr, obj, value);
@@ -698,29 +811,24 @@ static PyObject *allocate_hot(PoolMethod *pm, PyObject *pool, PyObject *dict, Py
     int overflow = 0;
     long long n = PyLong_AsLongLongAndOverflow(nbytes, &overflow);
     if (overflow || n <= 0) { PyErr_Clear(); return FALLBACK; }
-    PyObject *lock = PyDict_GetItemWithError(dict, s_lock);
-    if (!lock) return PyErr_Occurred() ? NULL : FALLBACK;
-    Py_INCREF(lock);
-    int got = try_lock(lock);
-    if (got <= 0) { Py_DECREF(lock); return got < 0 ? NULL : FALLBACK; }
-    PyObject *result = FALLBACK, *buf = NULL, *ptr = NULL;
+    PyObject *sto = PyDict_GetItemWithError(dict, s_state);
+    if (!sto || Py_TYPE(sto) != &PoolStateType) { PyErr_Clear(); return FALLBACK; }
+    PoolState *st = (PoolState *)sto;
+    Py_INCREF(sto);
+    if (!state_try(st)) { Py_DECREF(sto); return FALLBACK; } /* held: the Python method waits */
+    PyObject *result = FALLBACK, *buf = NULL, *ptr = NULL, *stack = NULL;
     long i = -1;
     long long size = 0;
     if (n <= pm->limits[pm->nlimits - 1]) {
         for (i = 0; pm->limits[i] < n; i++) {}
         PyObject *free = PyDict_GetItemWithError(dict, s_free);
         if (!free || !PyList_Check(free) || i >= PyList_GET_SIZE(free)) goto out;
-        PyObject *stack = PyList_GET_ITEM(free, i);
-        if (!PyList_Check(stack) || PyList_GET_SIZE(stack) == 0) goto out;
-        Py_ssize_t last = PyList_GET_SIZE(stack) - 1;
-        ptr = PyList_GET_ITEM(stack, last);
-        Py_INCREF(ptr);
-        if (PyList_SetSlice(stack, last, last + 1, NULL)) { result = NULL; goto out; }
+        stack = PyList_GET_ITEM(free, i);
     } else {
         PyObject *lim = PyDict_GetItemWithError(dict, s_large_limit);
         if (!lim) goto out;
         long long limit = PyLong_AsLongLong(lim);
-        if (limit == -1 && PyErr_Occurred()) { PyErr_Clear(); goto out; }
+        if (limit == -1 && PyErr_Occurred()) goto out;
         if (n > limit) goto out;
         int k = 0;
         for (unsigned long long v = (unsigned long long)(n - 1); v; v >>= 1) k++; /* (n-1).bit_length() */
@@ -730,33 +838,37 @@ static PyObject *allocate_hot(PoolMethod *pm, PyObject *pool, PyObject *dict, Py
         if (!lf || !PyDict_Check(lf)) goto out;
         PyObject *key = PyLong_FromLongLong(size);
         if (!key) { result = NULL; goto out; }
-        PyObject *stack = PyDict_GetItemWithError(lf, key);
+        stack = PyDict_GetItemWithError(lf, key);
         Py_DECREF(key);
-        if (!stack || !PyList_Check(stack) || PyList_GET_SIZE(stack) == 0) goto out;
-        Py_ssize_t last = PyList_GET_SIZE(stack) - 1;
-        ptr = PyList_GET_ITEM(stack, last); /* the one freed last: warm */
-        Py_INCREF(ptr);
-        if (PyList_SetSlice(stack, last, last + 1, NULL)) { result = NULL; goto out; }
-        if (add_to(dict, s_large_room, size)) { result = NULL; goto out; }
-        i = -1;
     }
-    if (add_to(dict, s_hits, 1)) { result = NULL; goto out; }
+    if (!stack || !PyList_Check(stack) || PyList_GET_SIZE(stack) == 0) goto out;
+    Py_ssize_t last = PyList_GET_SIZE(stack) - 1;
+    ptr = PyList_GET_ITEM(stack, last); /* the one freed last: warm */
+    Py_INCREF(ptr);
+    /* the buffer first (it may run the garbage collector): nothing has changed yet if it fails */
     buf = new_buffer(pm, pool, ptr, n, i);
     if (!buf) { result = NULL; goto out; }
     PyObject *live = PyDict_GetItemWithError(dict, s_live);
-    if (!live || PyDict_SetItem(live, ptr, buf) || add_to(dict, s_live_bytes, n)) { result = NULL; goto out; }
-    PyObject *lb = PyDict_GetItemWithError(dict, s_live_bytes), *pk = PyDict_GetItemWithError(dict, s_peak_live);
-    if (lb && pk) {
-        int gt = PyObject_RichCompareBool(lb, pk, Py_GT);
-        if (gt < 0 || (gt && PyDict_SetItem(dict, s_peak_live, lb))) { result = NULL; goto out; }
+    if (!live || !PyDict_Check(live)) goto out; /* (not the pool's own state: the Python method says why) */
+    if (PyDict_SetItem(live, ptr, buf)) { result = NULL; goto out; }
+    if (PyList_GET_SIZE(stack) != last + 1 || PyList_GET_ITEM(stack, last) != ptr ||
+        PyList_SetSlice(stack, last, last + 1, NULL)) {
+        PyDict_DelItem(live, ptr); /* (the list changed meanwhile: cannot happen under the lock) */
+        result = NULL;
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "pool free list changed under its lock");
+        goto out;
     }
+    st->hits += 1;
+    if (i < 0) st->large_room += size;
+    st->live_bytes += n;
+    if (st->live_bytes > st->peak_live) st->peak_live = st->live_bytes;
     result = buf;
     buf = NULL;
 out:
     Py_XDECREF(ptr);
     Py_XDECREF(buf);
-    if (unlock(lock)) { Py_DECREF(lock); if (result && result != FALLBACK) Py_DECREF(result); return NULL; }
-    Py_DECREF(lock);
+    state_unlock(st);
+    Py_DECREF(sto);
     if (result == FALLBACK && PyErr_Occurred()) PyErr_Clear();
     return result;
 }
@@ -764,59 +876,58 @@ out:
 /* The hot path of deallocate(buffer); FALLBACK (borrowed) for the Python method. */
 static PyObject *deallocate_hot(PoolMethod *pm, PyObject *dict, PyObject *buffer) {
     if ((PyObject *)Py_TYPE(buffer) != pm->buffer_type) return FALLBACK;
-    PyObject *lock = PyDict_GetItemWithError(dict, s_lock);
-    if (!lock) return PyErr_Occurred() ? NULL : FALLBACK;
-    Py_INCREF(lock);
-    int got = try_lock(lock);
-    if (got <= 0) { Py_DECREF(lock); return got < 0 ? NULL : FALLBACK; }
-    PyObject *result = FALLBACK, *ix = NULL, *ptr = NULL, *nb = NULL, *taken = NULL;
+    PyObject *sto = PyDict_GetItemWithError(dict, s_state);
+    if (!sto || Py_TYPE(sto) != &PoolStateType) { PyErr_Clear(); return FALLBACK; }
+    PoolState *st = (PoolState *)sto;
+    Py_INCREF(sto);
+    if (!state_try(st)) { Py_DECREF(sto); return FALLBACK; }
+    PyObject *result = FALLBACK, *ix = NULL, *ptr = NULL, *nb = NULL;
     ix = Py_TYPE(pm->d_i)->tp_descr_get(pm->d_i, buffer, pm->buffer_type);
     ptr = ix ? Py_TYPE(pm->d_ptr)->tp_descr_get(pm->d_ptr, buffer, pm->buffer_type) : NULL;
     nb = ptr ? Py_TYPE(pm->d_nbytes)->tp_descr_get(pm->d_nbytes, buffer, pm->buffer_type) : NULL;
     if (!nb) goto out;
     long i = PyLong_AsLong(ix);
-    if (i == -1 && PyErr_Occurred()) goto out;
+    long long n = PyLong_AsLongLong(nb);
+    if (PyErr_Occurred()) goto out;
     PyObject *live = PyDict_GetItemWithError(dict, s_live);
     if (!live || !PyDict_Check(live)) goto out;
-    PyObject *cur = PyDict_GetItemWithError(live, ptr);
-    if (cur != buffer) goto out; /* not live, or another buffer holds the block now: Python says so */
-    taken = buffer;
-    Py_INCREF(taken);
+    if (PyDict_GetItemWithError(live, ptr) != buffer) goto out; /* not live, or another buffer's now */
+    long long large_bytes = 0;
+    PyObject *stack = NULL, *since = NULL, *clock = NULL;
     if (i >= 0) {
         PyObject *free = PyDict_GetItemWithError(dict, s_free);
         if (!free || !PyList_Check(free) || i >= PyList_GET_SIZE(free)) goto out;
-        PyObject *stack = PyList_GET_ITEM(free, i);
-        if (!PyList_Check(stack)) goto out;
-        if (PyDict_DelItem(live, ptr)) { result = NULL; goto out; }
-        if (PyList_Append(stack, ptr)) { PyDict_SetItem(live, ptr, taken); result = NULL; goto out; }
+        stack = PyList_GET_ITEM(free, i);
     } else {
         PyObject *large = PyDict_GetItemWithError(dict, s_large), *lf = PyDict_GetItemWithError(dict, s_large_free);
-        PyObject *room = PyDict_GetItemWithError(dict, s_large_room);
-        PyObject *since = PyDict_GetItemWithError(dict, s_large_since), *clock = PyDict_GetItemWithError(dict, s_large_clock);
-        if (!large || !lf || !room || !since || !clock || !PyDict_Check(large) || !PyDict_Check(lf) || !PyDict_Check(since))
+        since = PyDict_GetItemWithError(dict, s_large_since);
+        clock = PyDict_GetItemWithError(dict, s_large_clock);
+        if (!large || !lf || !since || !clock || !PyDict_Check(large) || !PyDict_Check(lf) || !PyDict_Check(since))
             goto out;
         PyObject *bytes = PyDict_GetItemWithError(large, ptr);
         if (!bytes) goto out;
-        PyObject *stack = PyDict_GetItemWithError(lf, bytes); /* a bin cached before: cacheable */
-        if (!stack || !PyList_Check(stack)) goto out;
-        int fits = PyObject_RichCompareBool(bytes, room, Py_LE);
-        if (fits != 1) goto out; /* over the cache budget: Python's _return_large decides */
-        long long b = PyLong_AsLongLong(bytes);
-        if (b == -1 && PyErr_Occurred()) goto out;
-        if (PyDict_DelItem(live, ptr)) { result = NULL; goto out; }
-        if (PyList_Append(stack, ptr) || PyDict_SetItem(since, ptr, clock) || add_to(dict, s_large_room, -b)) {
-            result = NULL; /* (a failed append of a list or a dict: out of memory) */
-            goto out;
-        }
+        stack = PyDict_GetItemWithError(lf, bytes); /* a bin cached before: cacheable */
+        large_bytes = PyLong_AsLongLong(bytes);
+        if (large_bytes == -1 && PyErr_Occurred()) goto out;
+        if (large_bytes > st->large_room) goto out; /* over the cache budget: Python's _return_large */
     }
-    long long n = PyLong_AsLongLong(nb);
-    if ((n == -1 && PyErr_Occurred()) || add_to(dict, s_live_bytes, -n)) { result = NULL; goto out; }
+    if (!stack || !PyList_Check(stack)) goto out;
+    /* the list grows first (it may fail for memory): then nothing else can fail */
+    if (PyList_Append(stack, ptr)) { result = NULL; goto out; }
+    if (since && PyDict_SetItem(since, ptr, clock)) {
+        PyList_SetSlice(stack, PyList_GET_SIZE(stack) - 1, PyList_GET_SIZE(stack), NULL);
+        result = NULL;
+        goto out;
+    }
+    if (PyDict_DelItem(live, ptr)) { result = NULL; goto out; }
+    st->live_bytes -= n;
+    st->large_room -= large_bytes;
     result = Py_None;
     Py_INCREF(result);
 out:
-    Py_XDECREF(ix); Py_XDECREF(ptr); Py_XDECREF(nb); Py_XDECREF(taken);
-    if (unlock(lock)) { Py_DECREF(lock); if (result && result != FALLBACK) Py_DECREF(result); return NULL; }
-    Py_DECREF(lock);
+    Py_XDECREF(ix); Py_XDECREF(ptr); Py_XDECREF(nb);
+    state_unlock(st);
+    Py_DECREF(sto);
     if (result == FALLBACK && PyErr_Occurred()) PyErr_Clear();
     return result;
 }
@@ -948,22 +1059,24 @@ PyMODINIT_FUNC PyInit__rk_native(void) {
     INTERN(s_get_device, "get_device"); INTERN(s_stride, "stride"); INTERN(s_data_ptr, "data_ptr");
     INTERN(s_closed, "closed"); INTERN(s_slow_call, "_slow_call"); INTERN(s_layout_launch, "_layout_launch");
     INTERN(s_call_rest, "_call_rest"); INTERN(s_auto, "auto");
-    INTERN(s_free, "_free"); INTERN(s_lock, "_lock"); INTERN(s_hits, "_hits"); INTERN(s_live, "_live");
-    INTERN(s_live_bytes, "_live_bytes"); INTERN(s_peak_live, "_peak_live"); INTERN(s_large_limit, "_large_limit");
-    INTERN(s_large_free, "_large_free"); INTERN(s_large_room, "_large_room"); INTERN(s_large, "_large");
-    INTERN(s_large_since, "_large_since"); INTERN(s_large_clock, "_large_clock"); INTERN(s_acquire, "acquire");
-    INTERN(s_release, "release"); INTERN(s_allocate_py, "_allocate_py"); INTERN(s_deallocate_py, "_deallocate_py");
+    INTERN(s_free, "_free"); INTERN(s_state, "_state"); INTERN(s_live, "_live"); INTERN(s_large_limit, "_large_limit");
+    INTERN(s_large_free, "_large_free"); INTERN(s_large, "_large"); INTERN(s_large_since, "_large_since");
+    INTERN(s_large_clock, "_large_clock"); INTERN(s_allocate_py, "_allocate_py");
+    INTERN(s_deallocate_py, "_deallocate_py");
     INTERN(s_memo, "_memo"); INTERN(s_layouts, "_layouts"); INTERN(s_last, "_last"); INTERN(s_nparams, "_nparams");
-    if (PyType_Ready(&EntryType) < 0 || PyType_Ready(&KernelCallType) < 0 || PyType_Ready(&PoolMethodType) < 0)
+    if (PyType_Ready(&EntryType) < 0 || PyType_Ready(&KernelCallType) < 0 || PyType_Ready(&PoolMethodType) < 0 ||
+        PyType_Ready(&PoolStateType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&native_module);
     if (!m) return NULL;
     Py_INCREF(&EntryType);
     Py_INCREF(&KernelCallType);
     Py_INCREF(&PoolMethodType);
+    Py_INCREF(&PoolStateType);
     if (PyModule_AddObject(m, "LaunchEntry", (PyObject *)&EntryType) < 0 ||
         PyModule_AddObject(m, "KernelCall", (PyObject *)&KernelCallType) < 0 ||
         PyModule_AddObject(m, "PoolMethod", (PyObject *)&PoolMethodType) < 0 ||
+        PyModule_AddObject(m, "PoolState", (PyObject *)&PoolStateType) < 0 ||
         PyModule_AddIntConstant(m, "K_CUPY", K_CUPY) < 0 || PyModule_AddIntConstant(m, "K_NUMBA", K_NUMBA) < 0 ||
         PyModule_AddIntConstant(m, "K_PTR", K_PTR) < 0 || PyModule_AddIntConstant(m, "K_TORCH", K_TORCH) < 0 ||
         PyModule_AddIntConstant(m, "K_GUARD", K_GUARD) < 0) {

@@ -492,3 +492,47 @@ def test_kernel_call_routes_calls(native_call: Any) -> None:
     assert [c[0] for c in calls] == ["rest", "slow", "layout", "rest", "rest", "rest"]
     del k._memo, k._layouts  # type: ignore[attr-defined]
     assert k(1, 2) == "rest"  # attributes missing: nothing to try
+
+
+GC_BOMB = """
+import gc
+import ringkernel.native as n
+m = n.load()
+class Cur: active = 0
+m.configure(Cur())
+log = []
+class K:
+    __call__ = m.KernelCall()
+    def _call_rest(self, args): log.append("rest")
+    def _layout_launch(self, args, d): return True
+k = K(); k._nparams = 1
+class Bomb:
+    def __init__(self): self.me = self
+    def __del__(self):
+        k._layouts = [lambda a: log.append("new")]
+        k._memo = {("other",): None}
+def make_old():
+    def old(a):
+        log.append("old"); return None
+    return [old]
+for pre in range(0, 8):
+    gc.collect(); log.clear()
+    gc.set_threshold(3)
+    k._memo = {("no",): None}
+    k._layouts = make_old()
+    Bomb()
+    tmp = [(i,) for i in range(pre)]
+    k(1)
+print("survived")
+"""
+
+
+def test_gc_replacing_the_kernels_lists_mid_call_is_safe(tmp_path: Path) -> None:
+    """A collection inside the compiled call (allocating the memo key) whose finalizer replaces
+    the kernel's _memo and _layouts: the call holds its own references (this crashed before)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root), NUMBA_ENABLE_CUDASIM="1", RINGKERNEL_CACHE_DIR=str(N.cache_dir_of(mod)))
+    out = subprocess.run([sys.executable, "-c", GC_BOMB], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "survived" in out.stdout, (out.returncode, out.stderr[-2000:])

@@ -71,7 +71,12 @@ class GpuMemoryPool(_PoolLifetime):
         self._max_cached = cap
         if type(self.backend).__name__ == "DriverBackend":  # a GPU: allocate/free in C where it builds
             install_native_methods()
-        self._lock = threading.Lock()
+        # The lock and the counters the hot paths change on every call (_hits, _live_bytes,
+        # _peak_live, _large_room: properties over it): the compiled module's PoolState when
+        # the compiled methods are installed (they count in C and take its lock without a
+        # method call), else a Python one (_PyState).
+        self._state: Any = _new_state()
+        self._lock = self._state if self._state.__class__ is not _PyState else threading.Lock()
         n = len(_CLASSES)
         # One LIFO free list per class, plus an always-empty one at index -1 (= n), so that
         # allocate's hot path needs no separate test for "larger than every class".
@@ -92,13 +97,14 @@ class GpuMemoryPool(_PoolLifetime):
         self._large_since: dict[int, float] = {}
         self._large_clock = 0.0
         self._large_limit = self.config.large_limit  # read on the large hot paths
-        self._large_room = cap  # max_cached_large_bytes less the bytes cached now
+        self._max_cached = cap = min(cap, 1 << 62)  # (a C counter: a larger budget means no limit anyway)
+        self._state.large_room = cap  # max_cached_large_bytes less the bytes cached now
         # The most bytes live at once in the pool's life (reset_peaks keeps it): what
         # large_cache_headroom is measured against
         self._live_high = 0
-        self._hits = self._misses = 0
+        self._misses = 0
         self._pool_bytes = self._peak_pool = 0
-        self._live_bytes = self._peak_live = 0  # bytes requested (blocks in use are counted on demand)
+        # (_live_bytes, _peak_live: bytes requested; blocks in use are counted on demand)
         self._closed = False
         # After close(): the blocks still in use, ptr -> (a weakref.finalize on the buffer
         # that returns the block when the buffer is collected, bytes requested), and per slab
@@ -125,11 +131,12 @@ class GpuMemoryPool(_PoolLifetime):
             i = _class_index(nbytes)
             nbytes = int(nbytes)
         lock = self._lock
+        st = self._state
         lock.acquire()  # acquire/release in try/finally: half the cost of `with` on the hot path
         try:
             stack = self._free[i]  # i == -1: the always-empty list; closed: every list is empty
             if stack:  # the hot path: a free block of the class
-                self._hits += 1
+                st.hits += 1
                 buf = PooledBuffer(self, stack.pop(), nbytes, i)
             elif i < 0 and nbytes <= self._large_limit:
                 # above 256 KB: a cached block of the request's own bin, inlined like the class
@@ -138,17 +145,17 @@ class GpuMemoryPool(_PoolLifetime):
                 size = (((nbytes - 1) >> k) + 1) << k
                 cached = self._large_free.get(size)
                 if cached:
-                    self._hits += 1
-                    self._large_room += size
+                    st.hits += 1
+                    st.large_room += size
                     buf = PooledBuffer(self, cached.pop(), nbytes, -1)  # the one freed last: warm
                 else:
                     buf = self._allocate_slow(i, nbytes)
             else:
                 buf = self._allocate_slow(i, nbytes)
             self._live[buf.ptr] = buf
-            live = self._live_bytes = self._live_bytes + nbytes
-            if live > self._peak_live:
-                self._peak_live = live
+            live = st.live_bytes = st.live_bytes + nbytes
+            if live > st.peak_live:
+                st.peak_live = live
         finally:
             lock.release()
         return buf
@@ -242,7 +249,7 @@ class GpuMemoryPool(_PoolLifetime):
                     ptr = buffer.ptr
                     live = self._live.pop(ptr, None)  # closed: _live is empty, so this misses
                     if live is buffer:
-                        self._live_bytes -= buffer.nbytes
+                        self._state.live_bytes -= buffer.nbytes
                         self._free[i].append(ptr)
                         return
                     if live is not None:  # another buffer holds the block now: put it back
@@ -251,13 +258,14 @@ class GpuMemoryPool(_PoolLifetime):
                     ptr = buffer.ptr
                     live = self._live.pop(ptr, None)
                     if live is buffer:
-                        self._live_bytes -= buffer.nbytes
+                        st = self._state
+                        st.live_bytes -= buffer.nbytes
                         large = self._large[ptr]
                         stack = self._large_free.get(large)  # a bin cached before: cacheable
-                        if stack is not None and large <= self._large_room:
+                        if stack is not None and large <= st.large_room:
                             stack.append(ptr)  # _return_large's common case, inlined
                             self._large_since[ptr] = self._large_clock
-                            self._large_room -= large
+                            st.large_room -= large
                         else:
                             self._return_large(ptr, large)
                         return
@@ -278,6 +286,39 @@ class GpuMemoryPool(_PoolLifetime):
                 self._free_locked(ptr, buf, nbytes)
             finally:
                 self._drain()
+
+    # The hot counters live in self._state (see __init__); the rest of the code reads them here.
+    @property
+    def _hits(self) -> int:
+        return self._state.hits  # type: ignore[no-any-return]
+
+    @_hits.setter
+    def _hits(self, v: int) -> None:
+        self._state.hits = v
+
+    @property
+    def _live_bytes(self) -> int:
+        return self._state.live_bytes  # type: ignore[no-any-return]
+
+    @_live_bytes.setter
+    def _live_bytes(self, v: int) -> None:
+        self._state.live_bytes = v
+
+    @property
+    def _peak_live(self) -> int:
+        return self._state.peak_live  # type: ignore[no-any-return]
+
+    @_peak_live.setter
+    def _peak_live(self, v: int) -> None:
+        self._state.peak_live = v
+
+    @property
+    def _large_room(self) -> int:
+        return self._state.large_room  # type: ignore[no-any-return]
+
+    @_large_room.setter
+    def _large_room(self, v: int) -> None:
+        self._state.large_room = v
 
     # What ``pool.allocate(n)`` and ``pool.deallocate(buf)`` run: these Python methods, or where
     # ringkernel's compiled module is loaded (a pool on a GPU: install_native_methods) C
@@ -379,7 +420,7 @@ class GpuMemoryPool(_PoolLifetime):
             self._drain()
             self._live_high = max(self._live_high, self._peak_live)  # the cache budget keeps the peak
             self._peak_pool, self._peak_live = self._pool_bytes, self._live_bytes
-            self._hits = self._misses = 0
+            self._misses = 0
 
     def __enter__(self) -> "GpuMemoryPool":
         return self
@@ -419,3 +460,22 @@ def uninstall_native_methods() -> None:
     """Back to the Python methods (tests compare both)."""
     GpuMemoryPool.allocate = GpuMemoryPool._allocate_py  # type: ignore[method-assign]
     GpuMemoryPool.deallocate = GpuMemoryPool._deallocate_py  # type: ignore[method-assign]
+
+
+class _PyState:
+    """A pool's hot counters without the compiled module (its ``PoolState`` also is the lock)."""
+
+    __slots__ = ("hits", "live_bytes", "peak_live", "large_room")
+
+    def __init__(self) -> None:
+        self.hits = self.live_bytes = self.peak_live = self.large_room = 0
+
+
+def _new_state() -> Any:
+    if GpuMemoryPool.__dict__["allocate"] is not GpuMemoryPool._allocate_py:
+        from .. import native
+
+        mod = native.load()
+        if mod is not None:
+            return mod.PoolState()
+    return _PyState()
