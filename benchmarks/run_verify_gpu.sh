@@ -10,7 +10,8 @@
 # final: profiling.tgz and hybrid (run with .whl_cupti too; HYBRID_S=480 keeps it within 10 min);
 # all: the three (HYBRID_S=450, ~8.5 min).
 # launch: the tests and benchmarks/launch_patterns.py ($OUT/launch_patterns.json, ~1 min);
-# issue12: launch plus benchmarks/memory_sizes.py ($OUT/memory_sizes.json); profiling: profiling.tgz only.
+# issue12: launch plus benchmarks/memory_sizes.py ($OUT/memory_sizes.json); figures: the two benchmarks
+# without the tests (ROUNDS=9 for hosts whose speed changes in steps); profiling: profiling.tgz only.
 # Without .whl_cupti the CUPTI tests are skipped (they say so) and the rest runs.
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -32,12 +33,12 @@ timeout "${PROF_S:-120}" python3 benchmarks/profiling.py --out-dir "$OUT/profili
 echo "profiling: rc=$?"; grep -E "CUPTI capture|launch_us|durations" "$OUT/profiling/bench_log.txt"
 (cd "$OUT" && tar czf profiling.tgz profiling && rm -rf profiling)
 fi
-if [ "$PART" = launch ] || [ "$PART" = issue12 ]; then
-  timeout "${LAUNCH_S:-240}" python3 benchmarks/launch_patterns.py --launches 10000 --out "$OUT/launch_patterns.json" > "$OUT/launch_log.txt" 2>&1
+if [ "$PART" = launch ] || [ "$PART" = issue12 ] || [ "$PART" = figures ]; then
+  timeout "${LAUNCH_S:-240}" python3 benchmarks/launch_patterns.py --launches 10000 --rounds "${ROUNDS:-5}" --out "$OUT/launch_patterns.json" > "$OUT/launch_log.txt" 2>&1
   echo "launch patterns: rc=$?"; cat "$OUT/launch_log.txt" | grep -v Warning | tail -12
 fi
-if [ "$PART" = issue12 ]; then
-  timeout "${MEMORY_S:-240}" python3 benchmarks/memory_sizes.py --out "$OUT/memory_sizes.json" > "$OUT/memory_log.txt" 2>&1
+if [ "$PART" = issue12 ] || [ "$PART" = figures ]; then
+  timeout "${MEMORY_S:-240}" python3 benchmarks/memory_sizes.py --rounds "${ROUNDS:-5}" --out "$OUT/memory_sizes.json" > "$OUT/memory_log.txt" 2>&1
   echo "memory sizes: rc=$?"; tail -12 "$OUT/memory_log.txt"
 fi
 if [ "$PART" = hybrid ] || [ "$PART" = final ] || [ "$PART" = all ]; then

@@ -638,7 +638,7 @@ typedef struct {
     PyObject_HEAD
     PyThread_type_lock lock;
     char locked;
-    long long hits, live_bytes, peak_live, large_room;
+    long long hits, live_bytes, peak_live, large_room, large_limit;
 } PoolState;
 
 static PyTypeObject PoolStateType;
@@ -749,6 +749,7 @@ static PyMemberDef state_members[] = {
     {"live_bytes", T_LONGLONG, offsetof(PoolState, live_bytes), 0, "bytes requested by the blocks in use"},
     {"peak_live", T_LONGLONG, offsetof(PoolState, peak_live), 0, "the most live_bytes since the last reset"},
     {"large_room", T_LONGLONG, offsetof(PoolState, large_room), 0, "bytes the large cache may still take"},
+    {"large_limit", T_LONGLONG, offsetof(PoolState, large_limit), 0, "the largest block the large cache serves (the pool's large_limit)"},
     {NULL, 0, 0, 0, NULL}};
 
 static PyTypeObject PoolStateType = {
@@ -779,7 +780,7 @@ typedef struct {
     long long limits[32];
 } PoolMethod;
 
-static PyObject *s_free, *s_state, *s_live, *s_large_limit, *s_large_free, *s_large, *s_large_since, *s_large_clock,
+static PyObject *s_free, *s_state, *s_live, *s_large_free, *s_large, *s_large_since, *s_large_clock,
     *s_allocate_py, *s_deallocate_py;
 
 
@@ -825,11 +826,7 @@ static PyObject *allocate_hot(PoolMethod *pm, PyObject *pool, PyObject *dict, Py
         if (!free || !PyList_Check(free) || i >= PyList_GET_SIZE(free)) goto out;
         stack = PyList_GET_ITEM(free, i);
     } else {
-        PyObject *lim = PyDict_GetItemWithError(dict, s_large_limit);
-        if (!lim) goto out;
-        long long limit = PyLong_AsLongLong(lim);
-        if (limit == -1 && PyErr_Occurred()) goto out;
-        if (n > limit) goto out;
+        if (n > st->large_limit) goto out;
         int k = 0;
         for (unsigned long long v = (unsigned long long)(n - 1); v; v >>= 1) k++; /* (n-1).bit_length() */
         k -= 3;
@@ -851,13 +848,14 @@ static PyObject *allocate_hot(PoolMethod *pm, PyObject *pool, PyObject *dict, Py
     PyObject *live = PyDict_GetItemWithError(dict, s_live);
     if (!live || !PyDict_Check(live)) goto out; /* (not the pool's own state: the Python method says why) */
     if (PyDict_SetItem(live, ptr, buf)) { result = NULL; goto out; }
-    if (PyList_GET_SIZE(stack) != last + 1 || PyList_GET_ITEM(stack, last) != ptr ||
-        PyList_SetSlice(stack, last, last + 1, NULL)) {
+    if (PyList_GET_SIZE(stack) != last + 1 || PyList_GET_ITEM(stack, last) != ptr) {
         PyDict_DelItem(live, ptr); /* (the list changed meanwhile: cannot happen under the lock) */
         result = NULL;
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "pool free list changed under its lock");
         goto out;
     }
+    Py_SET_SIZE(stack, last); /* list.pop() without its shrink: the list's reference is ours to drop */
+    Py_DECREF(ptr);
     st->hits += 1;
     if (i < 0) st->large_room += size;
     st->live_bytes += n;
@@ -1059,7 +1057,7 @@ PyMODINIT_FUNC PyInit__rk_native(void) {
     INTERN(s_get_device, "get_device"); INTERN(s_stride, "stride"); INTERN(s_data_ptr, "data_ptr");
     INTERN(s_closed, "closed"); INTERN(s_slow_call, "_slow_call"); INTERN(s_layout_launch, "_layout_launch");
     INTERN(s_call_rest, "_call_rest"); INTERN(s_auto, "auto");
-    INTERN(s_free, "_free"); INTERN(s_state, "_state"); INTERN(s_live, "_live"); INTERN(s_large_limit, "_large_limit");
+    INTERN(s_free, "_free"); INTERN(s_state, "_state"); INTERN(s_live, "_live");
     INTERN(s_large_free, "_large_free"); INTERN(s_large, "_large"); INTERN(s_large_since, "_large_since");
     INTERN(s_large_clock, "_large_clock"); INTERN(s_allocate_py, "_allocate_py");
     INTERN(s_deallocate_py, "_deallocate_py");

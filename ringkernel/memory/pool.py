@@ -97,6 +97,7 @@ class GpuMemoryPool(_PoolLifetime):
         self._large_since: dict[int, float] = {}
         self._large_clock = 0.0
         self._large_limit = self.config.large_limit  # read on the large hot paths
+        self._state.large_limit = min(self._large_limit, 1 << 62)  # (the compiled path's copy)
         self._max_cached = cap = min(cap, 1 << 62)  # (a C counter: a larger budget means no limit anyway)
         self._state.large_room = cap  # max_cached_large_bytes less the bytes cached now
         # The most bytes live at once in the pool's life (reset_peaks keeps it): what
@@ -465,10 +466,10 @@ def uninstall_native_methods() -> None:
 class _PyState:
     """A pool's hot counters without the compiled module (its ``PoolState`` also is the lock)."""
 
-    __slots__ = ("hits", "live_bytes", "peak_live", "large_room")
+    __slots__ = ("hits", "live_bytes", "peak_live", "large_room", "large_limit")
 
     def __init__(self) -> None:
-        self.hits = self.live_bytes = self.peak_live = self.large_room = 0
+        self.hits = self.live_bytes = self.peak_live = self.large_room = self.large_limit = 0
 
 
 def _new_state() -> Any:
