@@ -109,6 +109,7 @@ def _build(cc: list[str], src: Path, out: Path) -> None:
     include = sysconfig.get_paths()["include"]
     if not (Path(include) / "Python.h").is_file():
         raise RuntimeError(f"Python's headers are missing ({include}/Python.h): install python3-dev")
+    _sweep(out)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(fd)
     cmd = [*cc, "-O2", "-shared", "-fPIC", "-I", include, str(src), "-o", tmp]
@@ -121,6 +122,22 @@ def _build(cc: list[str], src: Path, out: Path) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _sweep(out: Path, older_than_s: float = 600.0) -> None:
+    """Remove temporary files of builds killed half-way (older than ten minutes: a build
+    takes about a second, so none of them is still being written)."""
+    import time
+
+    try:
+        for f in out.parent.glob(f".{_MODULE_NAME}-*.tmp"):
+            try:
+                if time.time() - f.lstat().st_mtime > older_than_s:
+                    f.unlink()
+            except OSError:
+                pass
+    except OSError:
+        pass
 
 
 def _import(path: Path) -> ModuleType:

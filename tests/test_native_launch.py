@@ -536,3 +536,32 @@ def test_gc_replacing_the_kernels_lists_mid_call_is_safe(tmp_path: Path) -> None
     env = dict(os.environ, PYTHONPATH=str(root), NUMBA_ENABLE_CUDASIM="1", RINGKERNEL_CACHE_DIR=str(N.cache_dir_of(mod)))
     out = subprocess.run([sys.executable, "-c", GC_BOMB], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "survived" in out.stdout, (out.returncode, out.stderr[-2000:])
+
+
+def test_concurrent_first_builds_in_separate_processes(tmp_path: Path) -> None:
+    """Four processes build the module into one empty cache at once: each writes its own
+    temporary file and renames it into place, so every one loads a whole library."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root), NUMBA_ENABLE_CUDASIM="1", RINGKERNEL_CACHE_DIR=str(tmp_path / "c"))
+    code = "import ringkernel.native as n; m = n.load(); assert m is not None, n.status(); print(m.__file__)"
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(4)]  # fmt: skip
+    outs = [p.communicate(timeout=180) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-500:] for o in outs]
+    files = {o[0].strip() for o in outs}
+    assert len(files) == 1 and Path(files.pop()).parent == tmp_path / "c" / "native"
+    assert not [f for f in (tmp_path / "c" / "native").iterdir() if f.name.endswith(".tmp")]  # no leftovers
+
+
+def test_a_killed_builds_leftovers_are_swept(fresh_loader: Path) -> None:
+    fresh_loader.mkdir(parents=True, mode=0o700)
+    stale = fresh_loader / f".{_expected_name()}.abc123.tmp"
+    fresh = fresh_loader / f".{_expected_name()}.def456.tmp"
+    stale.write_bytes(b"half a library")
+    fresh.write_bytes(b"a build in progress")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    assert N.load() is not None
+    assert not stale.exists() and fresh.exists()  # (one being written now is left alone)
