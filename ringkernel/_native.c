@@ -608,7 +608,8 @@ static PyObject *kernelcall_new(PyTypeObject *type, PyObject *args, PyObject *kw
     return (PyObject *)k;
 }
 
-static PyObject *kernelcall_get(PyObject *self, PyObject *obj, PyObject *type) {
+/* __get__ of KernelCall and PoolMethod: a bound method on an instance, itself on the class */
+static PyObject *method_get(PyObject *self, PyObject *obj, PyObject *type) {
     if (obj == NULL || obj == Py_None) {
         Py_INCREF(self);
         return self;
@@ -623,7 +624,7 @@ static PyTypeObject KernelCallType = {
     .tp_new = kernelcall_new,
     .tp_call = PyVectorcall_Call,
     .tp_vectorcall_offset = offsetof(KernelCall, vectorcall),
-    .tp_descr_get = kernelcall_get,
+    .tp_descr_get = method_get,
     .tp_doc = "GpuKernel.__call__ in C: launch the kernel (see the module's source).",
 };
 
@@ -998,14 +999,6 @@ static void poolmethod_dealloc(PyObject *self) {
     Py_TYPE(self)->tp_free(self);
 }
 
-static PyObject *poolmethod_get(PyObject *self, PyObject *obj, PyObject *type) {
-    if (obj == NULL || obj == Py_None) {
-        Py_INCREF(self);
-        return self;
-    }
-    return PyMethod_New(self, obj);
-}
-
 static PyTypeObject PoolMethodType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "ringkernel._native.PoolMethod",
     .tp_basicsize = sizeof(PoolMethod),
@@ -1014,7 +1007,7 @@ static PyTypeObject PoolMethodType = {
     .tp_dealloc = poolmethod_dealloc,
     .tp_call = PyVectorcall_Call,
     .tp_vectorcall_offset = offsetof(PoolMethod, vectorcall),
-    .tp_descr_get = poolmethod_get,
+    .tp_descr_get = method_get,
     .tp_doc = "GpuMemoryPool.allocate / deallocate in C: their hot paths (see the module's source).",
 };
 

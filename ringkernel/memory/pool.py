@@ -38,6 +38,12 @@ from .pool_lifetime import _PoolLifetime, _release_all
 __all__ = ["SizeClass", "PoolConfig", "PooledBuffer", "GpuMemoryPool", "PoolDiagnostics", "ClassDiagnostics"]
 
 
+def _state_field(name: str) -> Any:
+    """A pool attribute kept in its ``_state`` (a C ``PoolState`` or a ``_PyState``)."""
+    return property(lambda self: getattr(self._state, name), lambda self, v: setattr(self._state, name, v),
+                    doc=f"the pool state's {name}")  # fmt: skip
+
+
 class GpuMemoryPool(_PoolLifetime):
     """Size-stratified device memory pool (see the module docstring).
 
@@ -289,37 +295,10 @@ class GpuMemoryPool(_PoolLifetime):
                 self._drain()
 
     # The hot counters live in self._state (see __init__); the rest of the code reads them here.
-    @property
-    def _hits(self) -> int:
-        return self._state.hits  # type: ignore[no-any-return]
-
-    @_hits.setter
-    def _hits(self, v: int) -> None:
-        self._state.hits = v
-
-    @property
-    def _live_bytes(self) -> int:
-        return self._state.live_bytes  # type: ignore[no-any-return]
-
-    @_live_bytes.setter
-    def _live_bytes(self, v: int) -> None:
-        self._state.live_bytes = v
-
-    @property
-    def _peak_live(self) -> int:
-        return self._state.peak_live  # type: ignore[no-any-return]
-
-    @_peak_live.setter
-    def _peak_live(self, v: int) -> None:
-        self._state.peak_live = v
-
-    @property
-    def _large_room(self) -> int:
-        return self._state.large_room  # type: ignore[no-any-return]
-
-    @_large_room.setter
-    def _large_room(self, v: int) -> None:
-        self._state.large_room = v
+    _hits = _state_field("hits")
+    _live_bytes = _state_field("live_bytes")
+    _peak_live = _state_field("peak_live")
+    _large_room = _state_field("large_room")
 
     # What ``pool.allocate(n)`` and ``pool.deallocate(buf)`` run: these Python methods, or where
     # ringkernel's compiled module is loaded (a pool on a GPU: install_native_methods) C
