@@ -635,10 +635,16 @@ static PyTypeObject KernelCallType = {
  * them). PoolMethod takes the lock without a method call and counts in C. */
 #include "pythread.h"
 
+#define SELF_DEADLOCK                                                                                        \
+    "this thread already holds the memory pool's lock: a pool call from a finalizer (__del__ or a weakref "   \
+    "callback) that a garbage collection ran inside another pool call; free blocks there (they are queued), " \
+    "but do not allocate or close the pool from a finalizer"
+
 typedef struct {
     PyObject_HEAD
     PyThread_type_lock lock;
     char locked;
+    unsigned long owner; /* the holding thread (valid while locked) */
     long long hits, live_bytes, peak_live, large_room, large_limit;
 } PoolState;
 
@@ -675,11 +681,23 @@ static PyObject *state_acquire(PyObject *self, PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_ValueError, "can't specify a timeout for a non-blocking call");
         return NULL;
     }
+    if (isnan(timeout)) {
+        PyErr_SetString(PyExc_ValueError, "Invalid value NaN (not a number)");
+        return NULL;
+    }
     if (timeout < 0 && timeout != -1) {
         PyErr_SetString(PyExc_ValueError, "timeout value must be a non-negative number");
         return NULL;
     }
+    if (timeout > (double)PY_TIMEOUT_MAX / 1e6) {
+        PyErr_SetString(PyExc_OverflowError, "timeout value is too large");
+        return NULL;
+    }
     PyLockStatus r = PyThread_acquire_lock_timed(st->lock, 0, 0);
+    if (r != PY_LOCK_ACQUIRED && blocking && st->locked && st->owner == PyThread_get_thread_ident()) {
+        PyErr_SetString(PyExc_RuntimeError, SELF_DEADLOCK);
+        return NULL;
+    }
     if (r != PY_LOCK_ACQUIRED && blocking) {
         PY_TIMEOUT_T us = timeout < 0 ? -1 : (PY_TIMEOUT_T)(timeout * 1e6);
         Py_BEGIN_ALLOW_THREADS
@@ -688,6 +706,7 @@ static PyObject *state_acquire(PyObject *self, PyObject *args, PyObject *kwargs)
     }
     if (r == PY_LOCK_ACQUIRED) {
         st->locked = 1;
+        st->owner = PyThread_get_thread_ident();
         Py_RETURN_TRUE;
     }
     Py_RETURN_FALSE;
@@ -708,15 +727,25 @@ static PyObject *state_locked(PyObject *self, PyObject *unused) {
     return PyBool_FromLong(((PoolState *)self)->locked);
 }
 
+static PyObject *state_held_by_me(PyObject *self, PyObject *unused) {
+    PoolState *st = (PoolState *)self;
+    return PyBool_FromLong(st->locked && st->owner == PyThread_get_thread_ident());
+}
+
 static int state_try(PoolState *st);
 
 static PyObject *state_enter(PyObject *self, PyObject *unused) {
     PoolState *st = (PoolState *)self;
     if (!state_try(st)) {
+        if (st->locked && st->owner == PyThread_get_thread_ident()) {
+            PyErr_SetString(PyExc_RuntimeError, SELF_DEADLOCK);
+            return NULL;
+        }
         Py_BEGIN_ALLOW_THREADS
         PyThread_acquire_lock(st->lock, WAIT_LOCK);
         Py_END_ALLOW_THREADS
         st->locked = 1;
+        st->owner = PyThread_get_thread_ident();
     }
     Py_RETURN_TRUE;
 }
@@ -728,6 +757,7 @@ static PyObject *state_exit(PyObject *self, PyObject *args) {
 static int state_try(PoolState *st) {
     if (PyThread_acquire_lock_timed(st->lock, 0, 0) != PY_LOCK_ACQUIRED) return 0;
     st->locked = 1;
+    st->owner = PyThread_get_thread_ident();
     return 1;
 }
 
@@ -741,6 +771,7 @@ static PyMethodDef state_methods[] = {
      "acquire(blocking=True, timeout=-1): as threading.Lock"},
     {"release", state_release, METH_NOARGS, "release(): as threading.Lock"},
     {"locked", state_locked, METH_NOARGS, "locked(): as threading.Lock"},
+    {"held_by_me", state_held_by_me, METH_NOARGS, "whether the calling thread holds the lock"},
     {"__enter__", state_enter, METH_NOARGS, NULL},
     {"__exit__", state_exit, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL}};

@@ -82,7 +82,7 @@ class GpuMemoryPool(_PoolLifetime):
         # the compiled methods are installed (they count in C and take its lock without a
         # method call), else a Python one (_PyState).
         self._state: Any = _new_state()
-        self._lock = self._state if self._state.__class__ is not _PyState else threading.Lock()
+        self._lock: Any = self._state if self._state.__class__ is not _PyState else _PyLock()
         n = len(_CLASSES)
         # One LIFO free list per class, plus an always-empty one at index -1 (= n), so that
         # allocate's hot path needs no separate test for "larger than every class".
@@ -248,6 +248,12 @@ class GpuMemoryPool(_PoolLifetime):
         no-op (a closed pool cannot tell a double free from a block it already released).
         """
         lock = self._lock
+        if lock.held_by_me() and type(buffer) is PooledBuffer:
+            # A finalizer that a garbage collection ran inside this pool's own call on this
+            # thread (which holds the lock): waiting would never end, so the block is queued
+            # and returned by the next call that takes the lock (as collected arrays' are).
+            self._pending.append(buffer)
+            return
         if type(buffer) is PooledBuffer and nbytes is None:
             lock.acquire()
             try:
@@ -440,6 +446,50 @@ def uninstall_native_methods() -> None:
     """Back to the Python methods (tests compare both)."""
     GpuMemoryPool.allocate = GpuMemoryPool._allocate_py  # type: ignore[method-assign]
     GpuMemoryPool.deallocate = GpuMemoryPool._deallocate_py  # type: ignore[method-assign]
+
+
+class _PyLock:
+    """``threading.Lock`` that knows its holder (the compiled ``PoolState`` does the same in C): a
+    pool call that a finalizer makes on the thread already inside the pool is queued (a free)
+    or refused (anything else) instead of waiting for ever."""
+
+    __slots__ = ("_lock", "_owner")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owner = 0
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        me = threading.get_ident()
+        if blocking and self._owner == me:  # (only ever equal while this thread holds it)
+            raise RuntimeError(_SELF_DEADLOCK)
+        if not self._lock.acquire(blocking, timeout):
+            return False
+        self._owner = me
+        return True
+
+    def release(self) -> None:
+        self._owner = 0
+        self._lock.release()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+    def held_by_me(self) -> bool:
+        return self._owner == threading.get_ident() and self._lock.locked()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+_SELF_DEADLOCK = (
+    "this thread already holds the memory pool's lock: a pool call from a finalizer (__del__ or a weakref callback) "
+    "that a garbage collection ran inside another pool call; free blocks there (they are queued), but do not "
+    "allocate or close the pool from a finalizer"
+)
 
 
 class _PyState:

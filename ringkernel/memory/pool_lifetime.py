@@ -23,7 +23,7 @@ class _PoolLifetime(_PoolGrowth):
     finalizers' lock-free pending list and its draining (see the ``pool`` module docstring)."""
 
     # The pool's state these work on (besides _PoolGrowth's), set in GpuMemoryPool.__init__
-    _lock: threading.Lock
+    _lock: Any
     _live: dict[int, PooledBuffer]
     _closed: bool
     _held: dict[int, tuple[weakref.finalize, int]]
@@ -86,6 +86,10 @@ class _PoolLifetime(_PoolGrowth):
 
     def _close_buffer(self, buf: PooledBuffer) -> None:
         """``PooledBuffer.close``: free the block if ``buf`` still holds it, else nothing."""
+        if self._lock.held_by_me():  # a finalizer inside this pool's own call (see deallocate)
+            if self._owns(buf):
+                self._pending.append(buf)
+            return
         with self._lock:
             if self._owns(buf):
                 self._free_locked(buf.ptr, buf, None)

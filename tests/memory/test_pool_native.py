@@ -120,3 +120,84 @@ def test_threads_allocate_and_free_without_loss(pool_methods: str) -> None:
     d = pool.diagnostics()
     assert d.live_bytes == 0 and not pool._live
     pool.close()
+
+
+FINALIZER_SCRIPT = """
+import faulthandler, gc, sys
+faulthandler.dump_traceback_later(60, exit=True)
+from ringkernel.memory import GpuMemoryPool, PoolConfig
+from ringkernel.memory import pool as P
+mode, op = sys.argv[1], sys.argv[2]
+P.install_native_methods() if mode == "native" else P.uninstall_native_methods()
+pool = GpuMemoryPool(PoolConfig(max_cached_large_bytes=64 << 20))
+refused = []
+class G:
+    def __init__(s, buf): s.me = s; s.buf = buf
+    def __del__(s):
+        if op == "free":
+            pool.deallocate(s.buf)
+        elif op == "close":
+            s.buf.close()
+        else:
+            try:
+                pool.allocate(100).free()
+            except RuntimeError as exc:
+                refused.append(str(exc))
+for b in [pool.allocate(100) for _ in range(50)]:
+    b.free()
+gc.set_threshold(1)
+for k in range(2000):
+    G(pool.allocate(100) if op != "alloc" else None)
+    pool.allocate(64).free()
+gc.set_threshold(700)
+gc.collect()
+pool.allocate(64).free()  # (returns what the finalizers queued)
+print("live", pool.diagnostics().live_bytes, "refused", len(refused), refused[:1])
+"""
+
+
+@pytest.mark.parametrize("op", ["free", "close", "alloc"])
+def test_finalizers_inside_pool_calls_never_hang(pool_methods: str, op: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A collection inside allocate (this thread holds the lock) runs a __del__ that frees a
+    buffer (queued, returned by the next call), closes one (the same) or allocates (refused
+    with an error that says why): before, each of these waited for the lock for ever."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(root), NUMBA_ENABLE_CUDASIM="1", RINGKERNEL_CACHE_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", FINALIZER_SCRIPT, pool_methods, op], env=env, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "live 0 " in out.stdout, out.stdout
+    if op == "alloc":
+        assert "already holds the memory pool's lock" in out.stdout or "refused 0" in out.stdout
+
+
+def test_lock_timeouts_and_self_deadlock(pool_methods: str) -> None:
+    pool = GpuMemoryPool()
+    lock = pool._lock
+    for bad, err in ((float("nan"), ValueError), (-2.0, ValueError)):
+        with pytest.raises(err):
+            lock.acquire(timeout=bad)
+    assert lock.acquire(timeout=0.1) and lock.held_by_me()
+    with pytest.raises(RuntimeError, match="already holds the memory pool's lock"):
+        lock.acquire()  # waiting for oneself would never end
+    with pytest.raises(RuntimeError, match="already holds"):
+        pool.allocate(100)
+    got: list[bool] = []
+    t = threading.Thread(target=lambda: got.append(lock.acquire(timeout=0.05)))
+    t.start()
+    t.join()
+    assert got == [False] and not threading.Thread().is_alive()
+    lock.release()
+    with pytest.raises(RuntimeError):
+        lock.release()
+    if pool_methods == "native":
+        for huge in (float("inf"), 1e300):
+            with pytest.raises(OverflowError):
+                lock.acquire(timeout=huge)
+    pool.allocate(100).free()
+    pool.close()
