@@ -4,7 +4,8 @@ peak/live on a random trace, and numba with the allocator plugin against without
     python benchmarks/memory_sizes.py --out benchmarks/results/memory_sizes.json [--rounds 5]
 
 Every path is measured against CuPy and numba in the same process (the plugin comparison
-in two processes, see below), in ``--rounds`` interleaved rounds (the order of the paths
+in two processes, see below), in ``--rounds`` interleaved rounds (each round's paths timed in 20 alternating slices, see
+``time_interleaved``; the order of the paths
 rotates by one each round); the figure reported is the median of the per-round medians.
 
 * ``alloc_free_us.<bytes>.{ringkernel,cupy,numba}``: one allocate+free pair at 256 B,
@@ -85,6 +86,34 @@ def time_calls(fn: Callable[[], Any], calls: int) -> float:
     finally:
         gc.enable()
     return float(np.median(samples)) / BATCH / 1e3
+
+
+def time_interleaved(fns: dict[str, Callable[[], Any]], calls: dict[str, int], chunks: int = 20,
+                     r: int = 0) -> dict[str, float]:  # fmt: skip
+    """``time_calls`` for several paths at once: each path's batches are split into ``chunks``
+    slices run in turn (the order rotating by round and chunk), so every path is timed over
+    the same stretch of the round. Some hosts change speed in steps (all paths' times jump by
+    ~2x between two levels for seconds at a time); timed one after another, a path could then
+    fall on the slow level and another on the fast one, which decided the comparison rather
+    than the code. Median over each path's batches, microseconds per call."""
+    names = list(fns)
+    per = {k: max(chunks, calls[k] // BATCH) // chunks for k in names}
+    samples: dict[str, list[int]] = {k: [] for k in names}
+    clock = time.perf_counter_ns
+    gc.collect()
+    gc.disable()
+    try:
+        for c in range(chunks):
+            for name in rotated(names, r + c):
+                fn, out = fns[name], samples[name]
+                for _ in range(per[name]):
+                    t = clock()
+                    for _ in range(BATCH):
+                        fn()
+                    out.append(clock() - t)
+    finally:
+        gc.enable()
+    return {k: float(np.median(v)) / BATCH / 1e3 for k, v in samples.items()}
 
 
 def rotated(items: list[Any], r: int) -> list[Any]:
@@ -269,9 +298,10 @@ def main() -> int:
     per_round: dict[str, dict[str, list[float]]] = {str(n): {k: [] for k in pair_paths} for n in SIZES}
     for r in range(rounds):
         for n in SIZES:
-            for name in rotated(list(pair_paths), r):
-                fn = pair_paths[name]
-                per_round[str(n)][name].append(time_calls(functools.partial(fn, n), calls_for(name, n)))
+            got = time_interleaved({k: functools.partial(fn, n) for k, fn in pair_paths.items()},
+                                   {k: calls_for(k, n) for k in pair_paths}, r=r)  # fmt: skip
+            for name, us in got.items():
+                per_round[str(n)][name].append(us)
         log(f"  round {r + 1}/{rounds} done")
     cuda.synchronize()
     alloc_free: dict[str, dict[str, float | None]] = {
@@ -297,9 +327,9 @@ def main() -> int:
                 for make in makers.values():
                     for _ in range(100):
                         make()
-            for name in rotated(list(makers), r):
-                calls = 2000 if name == "numba" else 10000
-                arr_round.setdefault(key, {}).setdefault(name, []).append(time_calls(makers[name], calls))
+            got = time_interleaved(makers, {k: 2000 if k == "numba" else 10000 for k in makers}, r=r)
+            for name, us in got.items():
+                arr_round.setdefault(key, {}).setdefault(name, []).append(us)
         log(f"  round {r + 1}/{rounds} done")
     cuda.synchronize()
     by_shape: dict[str, dict[str, float | None]] = {}
@@ -378,8 +408,10 @@ def main() -> int:
             "timing": f"perf_counter_ns around batches of {BATCH} calls, each call one allocate+free (its result "
             f"dropped at once); a sample is the batch time / {BATCH} (so numba's frees, deferred and flushed "
             f"every {BATCH}, are in every sample); median of the samples per round; reported: the median of "
-            f"{rounds} per-round medians; in each round every size/shape is measured on every path, the "
-            "order of the paths rotated by one per round; garbage collector paused while timing, for every path",
+            f"{rounds} per-round medians; in each round every size/shape is measured on every path in 20 "
+            "alternating slices (time_interleaved: every path over the same stretch of time, for hosts whose speed "
+            "changes in steps), the order of the paths rotated per round and slice; garbage collector paused while "
+            "timing, for every path",
             "alloc_free_us": "ringkernel: pool.deallocate(pool.allocate(n)) on a GpuMemoryPool(PoolConfig()); "
             "cupy: cupy.cuda.alloc(n) dropped (CuPy's default memory pool); numba: "
             "cuda.current_context().memalloc(n) dropped (numba's own memory manager)",
