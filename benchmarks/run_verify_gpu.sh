@@ -37,7 +37,7 @@ if [ "$PART" = launch ] || [ "$PART" = issue12 ] || [ "$PART" = figures ]; then
   timeout "${LAUNCH_S:-240}" python3 benchmarks/launch_patterns.py --launches 10000 --rounds "${ROUNDS:-5}" --out "$OUT/launch_patterns.json" > "$OUT/launch_log.txt" 2>&1
   echo "launch patterns: rc=$?"; cat "$OUT/launch_log.txt" | grep -v Warning | tail -12
 fi
-if [ "$PART" = issue12 ] || [ "$PART" = figures ]; then
+if [ "$PART" = issue12 ] || [ "$PART" = figures ] || [ "$PART" = memory ]; then
   timeout "${MEMORY_S:-240}" python3 benchmarks/memory_sizes.py --rounds "${ROUNDS:-5}" --out "$OUT/memory_sizes.json" > "$OUT/memory_log.txt" 2>&1
   echo "memory sizes: rc=$?"; tail -12 "$OUT/memory_log.txt"
 fi
