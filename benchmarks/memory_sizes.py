@@ -89,13 +89,15 @@ def time_calls(fn: Callable[[], Any], calls: int) -> float:
 
 
 def time_interleaved(fns: dict[str, Callable[[], Any]], calls: dict[str, int], chunks: int = 20,
-                     r: int = 0) -> dict[str, float]:  # fmt: skip
+                     r: int = 0, runners: dict[str, Callable[[int], None]] | None = None) -> dict[str, float]:  # fmt: skip
     """``time_calls`` for several paths at once: each path's batches are split into ``chunks``
     slices run in turn (the order rotating by round and chunk), so every path is timed over
     the same stretch of the round. Some hosts change speed in steps (all paths' times jump by
     ~2x between two levels for seconds at a time); timed one after another, a path could then
     fall on the slow level and another on the fast one, which decided the comparison rather
-    than the code. Median over each path's batches, microseconds per call."""
+    than the code. ``runners[name](k)``, where given, makes ``k`` calls itself in an inline loop
+    (what a program writes), instead of ``k`` calls of ``fns[name]``. Median over each path's
+    batches, microseconds per call."""
     names = list(fns)
     per = {k: max(chunks, calls[k] // BATCH) // chunks for k in names}
     samples: dict[str, list[int]] = {k: [] for k in names}
@@ -106,10 +108,14 @@ def time_interleaved(fns: dict[str, Callable[[], Any]], calls: dict[str, int], c
         for c in range(chunks):
             for name in rotated(names, r + c):
                 fn, out = fns[name], samples[name]
+                run = runners.get(name) if runners else None
                 for _ in range(per[name]):
                     t = clock()
-                    for _ in range(BATCH):
-                        fn()
+                    if run is not None:
+                        run(BATCH)
+                    else:
+                        for _ in range(BATCH):
+                            fn()
                     out.append(clock() - t)
     finally:
         gc.enable()
@@ -296,10 +302,32 @@ def main() -> int:
             for _ in range(20 if name == "numba" else 100):
                 fn(n)
     per_round: dict[str, dict[str, list[float]]] = {str(n): {k: [] for k in pair_paths} for n in SIZES}
+    def inline(name: str, n: int) -> Callable[[int], None]:
+        """``k`` allocate+free pairs of path ``name`` as a program writes them: the calls inline
+        in one loop, no wrapper function (CuPy's and numba's a call whose result is dropped)."""
+        if name == "ringkernel":
+            def run(k: int) -> None:
+                a, d = pool.allocate, pool.deallocate
+                for _ in range(k):
+                    d(a(n))
+        elif name == "ringkernel_python":
+            def run(k: int) -> None:
+                a, d = pool._allocate_py, pool._deallocate_py
+                for _ in range(k):
+                    d(a(n))
+        else:
+            f = pair_paths[name]
+
+            def run(k: int) -> None:
+                for _ in range(k):
+                    f(n)
+        return run
+
     for r in range(rounds):
         for n in SIZES:
             got = time_interleaved({k: functools.partial(fn, n) for k, fn in pair_paths.items()},
-                                   {k: calls_for(k, n) for k in pair_paths}, r=r)  # fmt: skip
+                                   {k: calls_for(k, n) for k in pair_paths}, r=r,
+                                   runners={k: inline(k, n) for k in pair_paths})  # fmt: skip
             for name, us in got.items():
                 per_round[str(n)][name].append(us)
         log(f"  round {r + 1}/{rounds} done")
@@ -412,7 +440,8 @@ def main() -> int:
             "alternating slices (time_interleaved: every path over the same stretch of time, for hosts whose speed "
             "changes in steps), the order of the paths rotated per round and slice; garbage collector paused while "
             "timing, for every path",
-            "alloc_free_us": "ringkernel: pool.deallocate(pool.allocate(n)) on a GpuMemoryPool(PoolConfig()); "
+            "alloc_free_us": "ringkernel: pool.deallocate(pool.allocate(n)) on a GpuMemoryPool(PoolConfig()), "
+            "written inline in the timed loop as every path's call is (no wrapper function); "
             "cupy: cupy.cuda.alloc(n) dropped (CuPy's default memory pool); numba: "
             "cuda.current_context().memalloc(n) dropped (numba's own memory manager)",
             "device_array_us": "pool.device_array(shape, dtype) vs cupy.empty(shape, dtype) vs "
