@@ -14,8 +14,10 @@ is ringkernel's pure-Python launch path (what runs where the compiled module can
   torch_tensors   PyTorch CUDA tensors passed to the kernel
 
 Each timed call is one launch on host clocks; the queue is drained (untimed) every 256 calls
-so that every path is measured by its host cost, not by the GPU's launch rate. Median per
-round; ``--rounds`` rounds with the path order rotated; reported: the median of the rounds.
+so that every path is measured by its host cost, not by the GPU's launch rate. In a round the
+paths take turns in slices of 256 calls (``time_round``), so every path sees the same
+stretch of the host's time. Median per round; ``--rounds`` rounds with the path order
+rotated; reported: the median of the rounds.
 
     python benchmarks/launch_patterns.py --out benchmarks/results/launch_patterns.json
 """
@@ -113,10 +115,13 @@ def main() -> int:
     sets = [(dev(), dev(), cuda.device_array(N, np.float32)) for _ in range(8)]
     # new_arrays: every call gets arrays no launch has seen, made before the timed round
     # (allocation excluded) and dropped after it: one set per launch, nothing reused
-    fresh: list[Any] = []
+    fresh: dict[str, list[Any]] = {"ringkernel": [], "ringkernel_python": [], "numba": []}  # one set per path
 
-    def new_numba_sets() -> None:
-        fresh[:] = [tuple(cuda.device_array(N, np.float32) for _ in range(3)) for _ in range(launches + 300)]
+    def new_numba_sets_for(path: str) -> Callable[[], None]:
+        def make() -> None:
+            fresh[path][:] = [tuple(cuda.device_array(N, np.float32) for _ in range(3)) for _ in range(launches + 300)]
+
+        return make
 
     py_vadd = PythonPathKernel(rk_vadd.py_func)
     py_saxpy = PythonPathKernel(rk_saxpy.py_func)
@@ -138,14 +143,13 @@ def main() -> int:
             "numba": lambda i: nb_saxpy[GRID, BLOCK](alphas[i], a, b, c),
         },
         "new_arrays": {
-            "ringkernel": lambda i: rk_vadd(*fresh[i]),
-            "ringkernel_python": lambda i: py_vadd(*fresh[i]),
-            "numba": lambda i: nb_vadd[GRID, BLOCK](*fresh[i]),
+            "ringkernel": lambda i: rk_vadd(*fresh["ringkernel"][i]),
+            "ringkernel_python": lambda i: py_vadd(*fresh["ringkernel_python"][i]),
+            "numba": lambda i: nb_vadd[GRID, BLOCK](*fresh["numba"][i]),
         },
     }
     prepare: dict[tuple[str, str], Callable[[], None]] = {
-        ("new_arrays", "ringkernel"): new_numba_sets, ("new_arrays", "numba"): new_numba_sets,
-        ("new_arrays", "ringkernel_python"): new_numba_sets,
+        ("new_arrays", name): new_numba_sets_for(name) for name in ("ringkernel", "ringkernel_python", "numba")
     }  # fmt: skip
     versions_extra: dict[str, str] = {}
     try:
@@ -204,22 +208,16 @@ def main() -> int:
         names = list(paths)
         per_round[pattern] = {k: [] for k in names}
         for r in range(args.rounds):
-            for name in names[r % len(names):] + names[: r % len(names)]:
-                fn = paths[name]
+            for name in names:
                 if (pattern, name) in prepare:
                     prepare[pattern, name]()  # untimed
-                samples = np.empty(launches, dtype=np.int64)
-                for i in range(launches):
-                    if i % 256 == 0:
-                        cuda.synchronize()  # untimed: the queue never fills
-                    t = clock()
-                    fn(i)
-                    samples[i] = clock() - t
-                cuda.synchronize()
-                fresh.clear()
-                if "cupy" in versions_extra:
-                    cfresh.clear()
-                per_round[pattern][name].append(float(np.median(samples)) / 1e3)
+            got = time_round(paths, launches, r, cuda.synchronize, clock)
+            for v in fresh.values():
+                v.clear()
+            if "cupy" in versions_extra:
+                cfresh.clear()
+            for name, us in got.items():
+                per_round[pattern][name].append(us)
         out[pattern] = {k: float(np.median(v)) for k, v in per_round[pattern].items()}
         print(pattern, {k: round(v, 2) for k, v in out[pattern].items()}, flush=True)
     if args.profile:
@@ -270,13 +268,37 @@ def main() -> int:
         "host": platform.node(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": "python benchmarks/launch_patterns.py " + " ".join(sys.argv[1:]),
-        "timing": "host clock around each launch; queue drained untimed every 256 launches; median per round, "
-        "median of rounds with the path order rotated",
+        "timing": "host clock around each launch; queue drained untimed every 256 launches; in a round the paths "
+        "take turns in slices of 256 launches (the order rotating per slice and round); median per round, "
+        "median of rounds",
     }  # fmt: skip
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
     return 0
+
+
+def time_round(paths: dict[str, Callable[[int], None]], launches: int, r: int, sync: Callable[[], None],
+               clock: Callable[[], int], chunk: int = 256) -> dict[str, float]:  # fmt: skip
+    """One round of a pattern: every path makes ``launches`` timed calls ``fn(i)``, in slices of
+    ``chunk`` taken in turn (the order rotating by round and slice), the queue drained untimed
+    before each slice (so it never fills). Paths timed one after another could fall on
+    different speed levels of a host whose speed changes in steps (seen on the H200 hosts: all
+    paths' times jump ~2x for seconds at a time); in slices each sees the same stretch of time.
+    Returns each path's median per call, microseconds."""
+    names = list(paths)
+    samples = {k: np.empty(launches, dtype=np.int64) for k in names}
+    for c, start in enumerate(range(0, launches, chunk)):
+        k = (r + c) % len(names)
+        for name in names[k:] + names[:k]:
+            fn, out = paths[name], samples[name]
+            sync()  # untimed
+            for i in range(start, min(start + chunk, launches)):
+                t = clock()
+                fn(i)
+                out[i] = clock() - t
+    sync()
+    return {k: float(np.median(v)) / 1e3 for k, v in samples.items()}
 
 
 def write_profiles(
