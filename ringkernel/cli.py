@@ -45,7 +45,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     from . import native
 
     st = native.status()
-    facts["launch_path"] = f"compiled ({st.detail})" if st.in_use else f"Python ({st.detail})"
+    path = f"compiled ({st.detail})" if st.in_use else f"Python ({st.detail})"
+    facts["launch_path"] = f"numba's simulator (on a GPU: {path})" if simulated else path
     facts["versions"] = _versions()
     if args.json:
         print(json.dumps(facts, indent=2))
