@@ -240,6 +240,10 @@ def cmd_cache(args: argparse.Namespace) -> int:
     if args.cache_command == "path":
         print(cache.cache_dir)
     elif args.cache_command == "clear":
+        if cache.cache_dir.exists() and not cache.cache_dir.is_dir():
+            print(f"ringkernel: the cache path {cache.cache_dir} is not a directory: nothing to clear "
+                  "(remove it or point RINGKERNEL_CACHE_DIR elsewhere)", file=sys.stderr)  # fmt: skip
+            return 1
         print(f"removed {cache.clear()} entries from {cache.cache_dir}")
     else:
         st = cache.stats()

@@ -294,14 +294,17 @@ def _blob(header: Any, payload: bytes, *, raw: bytes | None = None) -> bytes:
     return MAGIC + struct.pack("<I", len(text)) + text + payload
 
 
-def _digest(meta: Any, payload: bytes) -> str:
-    """The format's checksum: meta as canonical JSON, a NUL byte, the payload."""
-    return hashlib.sha256(json.dumps(meta, sort_keys=True, separators=(",", ":")).encode() + b"\0" + payload).hexdigest()
+def _digest(meta: Any, payload: bytes, nptx: int) -> str:
+    """The format's checksum: key, compute capability and PTX length, meta as canonical JSON, a
+    NUL byte, the payload (written out here, not imported: the test checks the format)."""
+    head = f"{KEY}\0{CC}\0{nptx}\0".encode()
+    return hashlib.sha256(head + json.dumps(meta, sort_keys=True, separators=(",", ":")).encode() + b"\0"
+                          + payload).hexdigest()  # fmt: skip
 
 
 def _good_header(payload: bytes, nptx: int) -> dict[str, Any]:
     meta = {"entry_name": "_Z6kernel"}
-    return {"format": CACHE_VERSION, "key": KEY, "compute_cap": CC, "sha256": _digest(meta, payload),
+    return {"format": CACHE_VERSION, "key": KEY, "compute_cap": CC, "sha256": _digest(meta, payload, nptx),
             "ptx_bytes": nptx, "cubin_bytes": len(payload) - nptx, "meta": meta, "created": time.time()}  # fmt: skip
 
 
@@ -331,7 +334,7 @@ def _crafted(payload: bytes, nptx: int) -> list[bytes]:
             h = _good_header(payload, nptx)
             h[fld] = v
             if fld == "meta":  # a checksum that matches: the type checks must refuse it
-                h["sha256"] = _digest(v, payload)
+                h["sha256"] = _digest(v, payload, nptx)
             out.append(_blob(h, payload))
         h = _good_header(payload, nptx)
         del h[fld]
@@ -340,7 +343,7 @@ def _crafted(payload: bytes, nptx: int) -> list[bytes]:
     for m in BAD_META:
         h = _good_header(payload, nptx)
         h["meta"] = m
-        h["sha256"] = _digest(m, payload)
+        h["sha256"] = _digest(m, payload, nptx)
         out.append(_blob(h, payload))
     h = _good_header(payload, nptx)
     h["extra"] = 1

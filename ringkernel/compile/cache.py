@@ -395,7 +395,7 @@ class PtxCache:
             return None
         header = json.dumps({
             "format": CACHE_VERSION, "key": entry.key, "compute_cap": entry.compute_cap,
-            "sha256": _digest(meta, payload), "ptx_bytes": len(ptx), "cubin_bytes": len(entry.cubin),
+            "sha256": _digest(meta, payload, entry.key, entry.compute_cap, len(ptx)), "ptx_bytes": len(ptx), "cubin_bytes": len(entry.cubin),
             "meta": meta, "created": time.time(),
         }).encode("utf-8")  # fmt: skip
         if len(header) > _MAX_HEADER:
@@ -420,6 +420,8 @@ class PtxCache:
             self._sweep_temp(now)
         if self.max_bytes is not None:
             self._evict()
+            if not os.path.lexists(path):
+                return None  # evicted at once (max_bytes smaller than the entry): not cached after all
         return path
 
     def _warn_unwritable(self, exc: OSError) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 __all__ = ["CACHE_VERSION", "CacheEntry"]
 
 #: Bumped whenever the file format or what goes into a key changes (3: the SHA-256 covers ``meta``).
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 
 _MAGIC = b"RKCACHE\n"
 _MAX_HEADER = 64 << 10
@@ -139,9 +139,13 @@ def _header_problem(header: object, key: str, compute_cap: str, payload: int, ma
     return None
 
 
-def _digest(meta: Mapping[str, Any], payload: bytes | memoryview) -> str:
-    """The ``sha256`` field: of ``meta`` as canonical JSON, a NUL byte, and ``payload``."""
-    h = hashlib.sha256(json.dumps(meta, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("ascii"))
+def _digest(meta: Mapping[str, Any], payload: bytes | memoryview, key: str, compute_cap: str, ptx_bytes: int) -> str:
+    """The ``sha256`` field: of the header fields the entry is used by (``key``,
+    ``compute_cap``, ``ptx_bytes``: where the PTX ends and the cubin starts) and ``meta`` as
+    canonical JSON, a NUL byte, and ``payload``. (Format 3 hashed only ``meta`` and the payload:
+    a header that moved the PTX/cubin split was loaded as a hit; from an adversarial trial.)"""
+    h = hashlib.sha256(f"{key}\0{compute_cap}\0{int(ptx_bytes)}\0".encode("utf-8"))
+    h.update(json.dumps(meta, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("ascii"))
     h.update(b"\0")
     h.update(payload)
     return h.hexdigest()
@@ -169,7 +173,7 @@ def _parse_entry(data: bytes, key: str, compute_cap: str, max_payload: int) -> C
     if why is not None:
         return why
     meta = header.get("meta", {})
-    if _digest(meta, payload) != header["sha256"]:
+    if _digest(meta, payload, header["key"], header["compute_cap"], header["ptx_bytes"]) != header["sha256"]:
         return "checksum mismatch"
     nptx = header["ptx_bytes"]
     try:

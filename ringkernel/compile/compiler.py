@@ -118,7 +118,7 @@ class CachingCompiler:
         self._cc = compute_cap
         self._lock = threading.Lock()
         self._versions: dict[str, str] = _versions_for_key()
-        self._fingerprints: dict[int, tuple[Any, str]] = {}
+        self._fingerprints: dict[tuple[int, bool], tuple[Any, str]] = {}
         #: Milliseconds this compiler spent on its once-per-process set-up (``__init__`` and
         #: :meth:`prepare`), reported apart from the per-kernel cache hit (``load_ms``).
         self.setup_ms = (time.perf_counter() - t) * 1e3
@@ -140,13 +140,14 @@ class CachingCompiler:
             self._cc = f"sm_{major}{minor}"
         return self._cc
 
-    def fingerprint(self, py_func: Callable[..., Any]) -> str:
+    def fingerprint(self, py_func: Callable[..., Any], lines: bool = False) -> str:
         """``py_func``'s code fingerprint, computed once per function (values changed later
-        in the process are not seen); warns once if it reads values hashed by type only."""
-        hit = self._fingerprints.get(id(py_func))
+        in the process are not seen); warns once if it reads values hashed by type only.
+        ``lines``: where the code is counts too (code compiled with line information)."""
+        hit = self._fingerprints.get((id(py_func), lines))
         if hit is not None and hit[0] is py_func:
             return hit[1]
-        fp, opaque = code_fingerprint_report(py_func)
+        fp, opaque = code_fingerprint_report(py_func, lines=lines)
         if opaque:
             log.warning(
                 "ringkernel cache: kernel %s reads %s, which the cache key can only hash by type: "
@@ -155,7 +156,7 @@ class CachingCompiler:
                 "constants (numbers, tuples, NumPy arrays), or run `ringkernel cache clear` after changing them",
                 getattr(py_func, "__qualname__", py_func), ", ".join(opaque),
             )  # fmt: skip
-        self._fingerprints[id(py_func)] = (py_func, fp)
+        self._fingerprints[(id(py_func), lines)] = (py_func, fp)
         return fp
 
     def cache_key(self, py_func: Callable[..., Any], argtypes: Sequence[Any], options: dict[str, Any]) -> str:
@@ -167,7 +168,7 @@ class CachingCompiler:
             f"cc={self.compute_cap}",
             "argtypes=" + ",".join(str(t) for t in argtypes),
             "options=" + repr(sorted(options.items())),
-            "code=" + self.fingerprint(py_func),
+            "code=" + self.fingerprint(py_func, lines=bool(options.get("lineinfo") or options.get("debug"))),
         ))  # fmt: skip
         return PtxCache.hash_source(doc)
 

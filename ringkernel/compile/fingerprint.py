@@ -53,7 +53,7 @@ _GLOBAL_LOADS = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBAL
 _VARARG_FLAGS = 0x04 | 0x08  # CO_VARARGS | CO_VARKEYWORDS: `def f(a, *b)` and `def f(a, b)` differ
 
 
-def code_fingerprint(func: Callable[..., Any]) -> str:
+def code_fingerprint(func: Callable[..., Any], *, lines: bool = False) -> str:
     """SHA-256 over ``func``'s code and the code and values it depends on.
 
     Parameters
@@ -66,10 +66,10 @@ def code_fingerprint(func: Callable[..., Any]) -> str:
     str
         64 hex digits; equal for equal code and values, in any process of the same Python.
     """
-    return code_fingerprint_report(func)[0]
+    return code_fingerprint_report(func, lines=lines)[0]
 
 
-def code_fingerprint_report(func: Callable[..., Any]) -> tuple[str, tuple[str, ...]]:
+def code_fingerprint_report(func: Callable[..., Any], *, lines: bool = False) -> tuple[str, tuple[str, ...]]:
     """The fingerprint of ``func`` and the names whose values it could only hash by type.
 
     Parameters
@@ -90,7 +90,7 @@ def code_fingerprint_report(func: Callable[..., Any]) -> tuple[str, tuple[str, .
     """
     from ..config import simulator_exclusive
 
-    walker = _Walker()
+    walker = _Walker(lines)
     with simulator_exclusive():  # (the simulator swaps `cuda` in kernel modules' globals during a launch)
         walker.function(func, getattr(func, "__qualname__", type(func).__qualname__))
     digest = hashlib.sha256(b"\x1f".join(walker.parts)).hexdigest()
@@ -101,9 +101,18 @@ class _Walker:
     """One fingerprint: the parts to hash (hashed once at the end: one C call instead of
     one per part), the functions and containers already entered, the opaque values met."""
 
-    def __init__(self) -> None:
+    def __init__(self, lines: bool = False) -> None:
+        #: Also hash where each code object is (file, first line, line table): code compiled
+        #: with line information (lineinfo, debug) carries them, so moving a kernel down a file
+        #: must change its key (it did not: profilers got the old lines; an adversarial trial).
+        self.lines = lines
         self.parts: list[bytes] = []
         self.seen: set[int] = set()
+        # id -> the order in which a function (or device function) was first entered: one reached
+        # again is hashed as that number, so two kernels that reach different functions a
+        # second time never hash alike (a bare "<seen>" gave `outer(x) + zop(x)` one key whether
+        # the global `zop` was `inner` or `outer`: a stale kernel; from an adversarial trial).
+        self.order: dict[int, int] = {}
         # (code that reads the global, its name) or None for a closure cell / default value
         self._opaque: list[tuple[tuple[types.CodeType, str] | None, str]] = []
         # id -> (array, digest): an array reached twice is hashed once; the array is kept
@@ -118,7 +127,8 @@ class _Walker:
             self._mark_opaque(func, label, None)
             return
         self.seen.add(id(func))
-        _feed_code(h, code)
+        self.order.setdefault(id(func), len(self.order))
+        _feed_code(h, code, self.lines)
         defaults = getattr(func, "__defaults__", None)
         if defaults:
             params = code.co_varnames[code.co_argcount - len(defaults) : code.co_argcount]
@@ -207,7 +217,7 @@ class _Walker:
             return
         if isinstance(obj, types.FunctionType):
             if id(obj) in self.seen:  # recursion, or reached again
-                h(b"<seen>")
+                h(b"<seen %d>" % self.order.get(id(obj), -1))
                 return
             h(b"<function>")
             self.function(obj, obj.__qualname__)
@@ -218,9 +228,10 @@ class _Walker:
         inner = _wrapped_function(obj)
         if inner is not None:  # a numba device function (CUDADispatcher, or the simulator's FakeCUDAKernel)
             if id(obj) in self.seen:
-                h(b"<seen>")
+                h(b"<seen %d>" % self.order.get(id(obj), -1))
                 return
             self.seen.add(id(obj))
+            self.order.setdefault(id(obj), len(self.order))
             self._device_function(obj, inner, where)
             return
         if isinstance(obj, types.BuiltinFunctionType) and isinstance(obj.__self__, (types.ModuleType, type(None))):
@@ -356,13 +367,16 @@ def _global_reads(code: types.CodeType) -> set[str]:
     return out
 
 
-def _feed_code(h: Callable[[bytes], None], code: types.CodeType) -> None:
+def _feed_code(h: Callable[[bytes], None], code: types.CodeType, lines: bool = False) -> None:
     h(code.co_code)
+    if lines:
+        table: bytes = getattr(code, "co_linetable", None) or getattr(code, "co_lnotab", b"") or b""
+        h(b"lines " + f"{code.co_filename}:{code.co_firstlineno}".encode() + b" " + bytes(table))
     h(repr((code.co_names, code.co_varnames, code.co_argcount, code.co_posonlyargcount,
             code.co_kwonlyargcount, code.co_flags & _VARARG_FLAGS)).encode())  # fmt: skip
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            _feed_code(h, const)
+            _feed_code(h, const, lines)
         elif isinstance(const, frozenset):  # `x in {"a", "b"}`: its repr's order depends on the hash seed
             h(b"frozenset" + repr(sorted(repr(x) for x in const)).encode())
         else:

@@ -324,7 +324,11 @@ def pq_push_from(headers, seqs, slots, hint, msgs, i):  # type: ignore[no-untype
 
 @cuda.jit(device=True)
 def pq_try_pop_into(headers, seqs, slots, partition, outs, j):  # type: ignore[no-untyped-def]
-    """Pop from one partition into ``outs[j]``."""
+    """Pop from one partition into ``outs[j]``; ``False`` for an empty partition and for a
+    partition index outside ``0 .. partitions-1`` (indexing would wrap a negative one round to
+    the last partition, and read past the end on a GPU; from an adversarial trial)."""
+    if partition < 0 or partition >= headers.shape[0]:
+        return False
     return inbox_try_pop_into(headers[partition], seqs[partition], slots[partition], outs, j)
 
 

@@ -9,6 +9,7 @@ slots and refuses (``RingKernelError``) if a kernel is still in the middle of an
 
 from __future__ import annotations
 
+import threading
 import weakref
 from typing import Any, Iterator, TypeVar
 
@@ -38,6 +39,10 @@ class _DeviceStore:
         seqs = np.tile(np.arange(capacity, dtype=SEQ_DTYPE), (rows, 1))  # slot i: ready for position i
         slots = np.zeros((rows, capacity), dtype)
         self.buffers: list[Any] = []
+        #: Host pushes and pops read the header, write slots and sequences, then write the header
+        #: back: two host threads at once overwrote each other's header (messages whose push
+        #: returned True were lost, and the queue refused every push after; an adversarial trial).
+        self.host_lock = threading.Lock()
         if pool is None:
             self.header, self.seqs, self.slots = cuda.to_device(header), cuda.to_device(seqs), cuda.to_device(slots)
         else:
@@ -71,6 +76,7 @@ class _Ring:
     """Host operations on row ``row`` of a store (shared by LockFreeInbox and PartitionedQueue)."""
 
     def __init__(self, store: _DeviceStore, row: int, capacity: int, dtype: np.dtype, owner: str) -> None:
+        self.lock = store.host_lock
         self.header = store.header[row]
         self.seqs = store.seqs[row]
         self.slots = store.slots[row]
@@ -114,6 +120,16 @@ class _Ring:
                 )
 
     def push_many(self, msgs: np.ndarray, stream: Any = None) -> int:
+        _check_stream(stream, self.owner, "push")
+        with self.lock:
+            return self._push_many(msgs, stream)
+
+    def pop_many(self, max_count: int, stream: Any = None) -> np.ndarray:
+        _check_stream(stream, self.owner, "pop")
+        with self.lock:
+            return self._pop_many(max_count, stream)
+
+    def _push_many(self, msgs: np.ndarray, stream: Any = None) -> int:
         h = self.quiet_header("push", stream)
         head, tail = int(h[HEAD]), int(h[TAIL])
         k = min(len(msgs), self.capacity - (head - tail))
@@ -132,7 +148,7 @@ class _Ring:
             stream.synchronize()  # the host arrays above must outlive the copies
         return k
 
-    def pop_many(self, max_count: int, stream: Any = None) -> np.ndarray:
+    def _pop_many(self, max_count: int, stream: Any = None) -> np.ndarray:
         h = self.quiet_header("pop", stream)
         head, tail = int(h[HEAD]), int(h[TAIL])
         k = min(max_count, head - tail)
@@ -154,6 +170,15 @@ class _Ring:
         return out
 
 
+def _check_stream(stream: Any, owner: str, operation: str) -> None:
+    if stream is not None and not callable(getattr(stream, "synchronize", None)):
+        raise ConfigurationError(
+            f"{owner}.{operation}: stream must be a CUDA stream (numba's cuda.stream(), a StreamManager's "
+            f"stream) or None, got {stream!r}",
+            hint="pass stream=None for the default stream",
+        )
+
+
 def as_messages(msgs: Any, dtype: np.dtype, owner: str, operation: str, *, single: bool) -> np.ndarray:
     """``msgs`` as a 1-D contiguous array of ``dtype``, or a MessageError saying what to pass."""
     if msgs is None:
@@ -163,6 +188,17 @@ def as_messages(msgs: Any, dtype: np.dtype, owner: str, operation: str, *, singl
     if isinstance(msgs, np.generic) and msgs.dtype == dtype:  # a record, or a NumPy scalar of the dtype
         return np.array([msgs], dtype)
     if isinstance(msgs, tuple) and single:
+        want = len(dtype.names) if dtype.names else 1
+        if len(msgs) != want:
+            raise MessageError(
+                f"{owner}.{operation}: the tuple {msgs!r} has {len(msgs)} values; dtype {dtype} takes {want}",
+                hint="give one value per field, in order" if dtype.names else "pass (value,) or a NumPy scalar",
+            )
+        if dtype.names is None and not isinstance(msgs[0], (bool, int, float, complex, np.generic)):
+            raise MessageError(
+                f"{owner}.{operation}: {msgs[0]!r} is not a number of dtype {dtype}",
+                hint="pass (value,) with one number, or a NumPy scalar",
+            )
         try:
             with np.errstate(over="ignore", invalid="ignore"):  # (what the conversion did is checked below)
                 out = np.array([msgs], dtype)
@@ -199,22 +235,33 @@ def as_messages(msgs: Any, dtype: np.dtype, owner: str, operation: str, *, singl
 
 def _check_values_kept(out: np.ndarray, msgs: tuple[Any, ...], dtype: np.dtype, owner: str, operation: str) -> None:
     """Refuse a tuple whose values the dtype would change: a fraction or an out-of-range number
-    in an integer field (``(5.9,)`` into int32 stored 5, from an adversarial trial), a finite
-    number that becomes inf; a float's rounding is what a float field does."""
-    import math
+    in an integer field (``(5.9,)`` into int32 stored 5, from an adversarial trial), also inside
+    a sub-array field (``(1, (2.7, 3))`` stored b = [2, 3]); a finite number that becomes inf in a
+    float or complex field. A float's rounding is what a float field does."""
+    import cmath
 
     names, kinds = dtype.names, dtype.fields
     fields = [(out[n][0], kinds[n][0], v) for n, v in zip(names, msgs)] if names and kinds else [(out[0], dtype, msgs[0])]
     for stored, fdt, given in fields:
-        if not isinstance(given, (bool, int, float, np.generic)) or fdt.shape:
-            continue  # (sub-arrays, strings: NumPy's conversion checks them)
-        if fdt.kind in "iub":
-            if (not isinstance(given, (bool, np.bool_)) and float(given) != float(given) // 1) or int(stored) != given:
-                raise MessageError(f"{owner}.{operation}: {given!r} does not fit a {fdt} field exactly",
-                                   hint=f"give a value that {fdt} holds (an integer in its range)")  # fmt: skip
-        elif fdt.kind == "f" and math.isinf(float(stored)) and not math.isinf(float(given)):
-            raise MessageError(f"{owner}.{operation}: {given!r} overflows a {fdt} field",
-                               hint=f"give a value within {fdt}'s range")  # fmt: skip
+        base = fdt.base
+        if base.fields:
+            continue  # (a nested record: NumPy's conversion took it field by field)
+        try:
+            g = np.broadcast_to(np.asarray(given, dtype=object), np.shape(stored)).ravel().tolist()
+        except ValueError:
+            continue  # (NumPy accepted a shape it can read: nothing to compare element by element)
+        kept = np.asarray(stored).ravel().tolist()
+        for gv, sv in zip(g, kept):
+            if not isinstance(gv, (bool, int, float, complex, np.generic)):
+                continue
+            if base.kind in "iub":
+                exact = isinstance(gv, (bool, np.bool_)) or (not isinstance(gv, complex) and gv == sv)
+                if not exact or (isinstance(gv, (float, np.floating)) and float(gv) != float(gv) // 1):
+                    raise MessageError(f"{owner}.{operation}: {gv!r} does not fit a {base} field exactly",
+                                       hint=f"give a value that {base} holds (an integer in its range)")  # fmt: skip
+            elif base.kind in "fc" and cmath.isinf(complex(sv)) and not cmath.isinf(complex(gv)):
+                raise MessageError(f"{owner}.{operation}: {gv!r} overflows a {base} field",
+                                   hint=f"give a value within {base}'s range")  # fmt: skip
 
 
 def check_count(value: Any, owner: str, operation: str) -> int:
@@ -255,6 +302,8 @@ class _DeviceQueue:
         self._finalizer()
 
     def __enter__(self: "_Q") -> "_Q":
+        if self.closed:
+            raise self._closed_error("__enter__")
         return self
 
     def __exit__(self, *exc: object) -> None:

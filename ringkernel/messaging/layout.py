@@ -90,12 +90,37 @@ def check_dtype(dtype: Any) -> np.dtype:
         )  # fmt: skip
     if not dt.isnative and not dt.fields:
         raise ConfigurationError(f"message dtype {dt} is not in the machine's byte order", hint="use dt.newbyteorder('=')")
+    for name, field_dt in _leaf_fields(dt):
+        if field_dt.kind not in "biufc":
+            raise ConfigurationError(
+                f"field {name!r} of message dtype {dt} is {field_dt}: kernels take fields of numbers",
+                hint="use integers, floats, complex numbers or fixed-length arrays of them",
+                details={"dtype": str(dt)},
+            )  # fmt: skip
+        if not field_dt.isnative:
+            raise ConfigurationError(
+                f"field {name!r} of message dtype {dt} is not in the machine's byte order ({field_dt.str}): numba "
+                "cannot compile kernels over it", hint="use native-order fields (e.g. '<i4' on x86, or '=i4')",
+                details={"dtype": str(dt)},
+            )  # fmt: skip
     if dt.itemsize == 0 or dt.itemsize > MAX_MESSAGE_BYTES:
         raise ConfigurationError(
             f"a message of dtype {dt} takes {dt.itemsize} bytes; messages take 1 to {MAX_MESSAGE_BYTES}",
             hint="send larger payloads as an index into a separate device array", details={"itemsize": dt.itemsize},
         )  # fmt: skip
     return dt
+
+
+def _leaf_fields(dt: np.dtype, prefix: str = "") -> list[tuple[str, np.dtype]]:
+    """``(dotted name, base dtype)`` of every non-record field of a structured dtype, nested ones included."""
+    out: list[tuple[str, np.dtype]] = []
+    for name in dt.names or ():
+        base = dt.fields[name][0].base  # type: ignore[index]
+        if base.names:
+            out += _leaf_fields(base, f"{prefix}{name}.")
+        else:
+            out.append((f"{prefix}{name}", base))
+    return out
 
 
 def partition_of(hint: int, num_partitions: int) -> int:

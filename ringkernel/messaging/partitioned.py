@@ -84,6 +84,7 @@ class PartitionedQueue(_DeviceQueue):
 
     def push(self, partition_hint: int, msg: Any, *, stream: Any = None) -> bool:
         """Push one message to the partition of ``partition_hint``; ``False`` when that partition is full."""
+        self._live("push")  # (a closed queue says so before anything else is checked)
         if isinstance(partition_hint, bool) or not isinstance(partition_hint, (int, np.integer)):
             raise ConfigurationError(
                 f"PartitionedQueue.push: partition_hint must be an int, got {partition_hint!r}",
