@@ -170,6 +170,7 @@ def cmd_bench_run(args: argparse.Namespace) -> int:
 
     use_simulator_if_no_gpu()
     from .benchmark import BenchmarkConfig, BenchmarkRunner, BenchmarkSuite
+    from .errors import BenchmarkError
 
     cfg = BenchmarkConfig.quick() if args.quick else BenchmarkConfig()
     overrides = {k: v for k, v in (("measurement_iterations", args.iterations), ("regression_threshold", args.threshold),
@@ -182,7 +183,14 @@ def cmd_bench_run(args: argparse.Namespace) -> int:
     suite = BenchmarkSuite(cfg)
     if args.baseline:
         suite.set_baseline(args.baseline)
-    suite.run(cases, runner=BenchmarkRunner(cfg, progress=None), progress=None)
+    try:
+        suite.run(cases, runner=BenchmarkRunner(cfg, progress=None), progress=None)
+    except BenchmarkError:
+        if suite.results:  # a case raised: what the cases before it measured is written, then the error
+            paths = suite.write_reports(args.out, args.formats, title=args.title or f"Benchmarks: {args.script}")
+            print(f"ringkernel: wrote the {len(suite.results)} completed results to " + ", ".join(map(str, paths.values())),
+                  file=sys.stderr)  # fmt: skip
+        raise
     paths = suite.write_reports(args.out, args.formats, title=args.title or f"Benchmarks: {args.script}")
     print(suite.generate_markdown_report(args.title or f"Benchmarks: {args.script}"))
     for fmt, path in paths.items():

@@ -83,3 +83,43 @@ def require_object(value: Any, where: str, what: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise field_error(where, f"an object ({what})", value)
     return value
+
+
+MAX_WORKLOAD = 2**63 - 1  # (a size must survive float arithmetic and other tools' 64-bit integers)
+
+
+def json_ready(value: Any, where: str = "value") -> Any:
+    """``value`` as plain JSON data: NumPy scalars and arrays become numbers and lists, NaN and
+    infinities ``null`` (bare ``NaN`` is not JSON: other parsers refused the files; an
+    adversarial trial), tuples lists. Anything else raises a ConfigurationError that names
+    where it is, before any file is written."""
+    import numpy as np
+
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ConfigurationError(f"{where}: key {k!r} is not a string", hint="use string keys in metadata")
+            out[k] = json_ready(v, f"{where}[{k!r}]")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise ConfigurationError(
+        f"{where} is a {type(value).__name__} ({value!r:.60}), which a results file cannot hold",
+        hint="use numbers, strings, booleans, lists and dicts of them (NumPy numbers are converted)",
+    )
+
+
+def json_text(doc: Any) -> str:
+    """``doc`` as indented JSON, through :func:`json_ready` (never bare NaN)."""
+    return json.dumps(json_ready(doc, "the document"), indent=2, allow_nan=False) + "\n"

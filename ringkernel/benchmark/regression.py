@@ -275,15 +275,22 @@ class RegressionReport:
         for r in self.results:
             lo, hi = r.ratio_ci
             lines.append(
-                f"| {r.name} | {r.workload_size} | {r.baseline_median_ms:.4g} ms | {r.current_median_ms:.4g} ms | "
+                f"| {md_cell(r.name)} | {r.workload_size} | {r.baseline_median_ms:.4g} ms | {r.current_median_ms:.4g} ms | "
                 f"{r.change * 100:+.1f}% | {(lo - 1) * 100:+.1f}%..{(hi - 1) * 100:+.1f}% | {r.p_value:.3g} | "
                 f"**{r.status.value}** |"
             )
         for key in self.missing_in_current:
-            lines.append(f"| {key[0]} | {key[1]} | | | | | | missing in current |")
+            lines.append(f"| {md_cell(key[0])} | {key[1]} | | | | | | missing in current |")
         for key in self.new_in_current:
-            lines.append(f"| {key[0]} | {key[1]} | | | | | | new (no baseline) |")
+            lines.append(f"| {md_cell(key[0])} | {key[1]} | | | | | | new (no baseline) |")
         return "\n".join(lines) + "\n"
+
+
+def md_cell(text: str) -> str:
+    """``text`` safe in a Markdown table cell: ``|`` escaped (a name with one split the row into
+    extra columns; an adversarial trial) and line breaks as spaces. The name is otherwise shown
+    as it is (the HTML report escapes HTML)."""
+    return str(text).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
 
 def compare_results(
@@ -321,8 +328,30 @@ def compare_results(
     diffs: list[tuple[str, Any, Any]] = []
     b_env = baseline_environment or next((r.environment for r in base.values() if r.environment), None)
     c_env = current_environment or next((r.environment for r in cur.values() if r.environment), None)
-    if b_env is not None and c_env is not None:
-        diffs = b_env.differences(c_env)
+    # Each pair is judged in its own results' environments (a file may hold results from
+    # several machines: only the first one's was compared before, so an A100 result was judged
+    # against an H200 baseline; an adversarial trial), the file's where a result has none.
+    unknown: list[str] = []
+    for k in cur:
+        if k not in base:
+            continue
+        be, ce = base[k].environment or b_env, cur[k].environment or c_env
+        if be is None or ce is None:
+            unknown.append(f"{k[0]} (no environment in the {'baseline' if be is None else 'current results'})")
+            continue
+        for d in be.differences(ce):
+            if d not in diffs:
+                diffs.append(d)
+    if unknown and policy is not EnvironmentPolicy.IGNORE:
+        names = "; ".join(sorted(set(unknown))[:5]) + (" ..." if len(set(unknown)) > 5 else "")
+        text = f"whether these ran on the same machine cannot be checked: {names}"
+        if policy is EnvironmentPolicy.REFUSE:
+            raise EnvironmentMismatchError(
+                text, hint="measure with ringkernel's runner (it records the environment), or compare with "
+                "policy=EnvironmentPolicy.IGNORE if you know they match",
+                details={"unknown": sorted(set(unknown))},
+            )  # fmt: skip
+        log.warning("benchmark comparison: %s", text)
     if diffs:
         text = "; ".join(f"{f}: baseline {a!r}, current {b!r}" for f, a, b in diffs)
         if policy is EnvironmentPolicy.REFUSE:
@@ -415,7 +444,7 @@ class BenchmarkBaseline:
             "environment": self.environment.to_dict() if self.environment else None,
             "results": [r.to_dict() for r in self.results],
         }
-        return atomic_write_text(Path(path), json.dumps(doc, indent=2) + "\n")
+        return atomic_write_text(Path(path), _fields.json_text(doc))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, role: str = "baseline") -> "BenchmarkBaseline":

@@ -13,7 +13,8 @@ import json
 import math
 from typing import TYPE_CHECKING, Any, Sequence
 
-from .regression import SCHEMA, RegressionReport, percent
+from . import _fields
+from .regression import SCHEMA, RegressionReport, md_cell, percent
 from .results import BenchmarkResult, format_rate, format_time_ms
 from .statistics import ScalingMetrics
 
@@ -50,7 +51,7 @@ def markdown_report(suite: "BenchmarkSuite", title: str = "Benchmark report") ->
     for r in suite.results:
         s = r.summary(conf)
         lines.append(
-            f"| {r.name} | {r.workload_size:,} | {format_time_ms(s.median)} | "
+            f"| {md_cell(r.name)} | {r.workload_size:,} | {format_time_ms(s.median)} | "
             f"{format_time_ms(s.median_ci.low)} .. {format_time_ms(s.median_ci.high)} | "
             f"{format_time_ms(s.mean)} ± {format_time_ms(s.stddev)} | {format_rate(r.throughput, r.throughput_unit)} | "
             f"{s.n} | {s.outliers.count()} |"
@@ -90,7 +91,7 @@ def json_export(suite: "BenchmarkSuite") -> str:
         "scaling": {name: m.to_dict() for name, m in suite.scaling_all().items()},
         "regression": report.to_dict() if report is not None else None,
     }
-    return json.dumps(doc, indent=2) + "\n"
+    return _fields.json_text(doc)
 
 
 # -- LaTeX ---------------------------------------------------------------------------------
@@ -321,6 +322,10 @@ def _regression_html(report: RegressionReport) -> str:
             f"<td>{(lo - 1) * 100:+.1f}% .. {(hi - 1) * 100:+.1f}%</td><td>{r.p_value:.3g}</td>"
             f'<td class="{r.status.value}">{_e(r.status.value)}</td></tr>'
         )
+    for key, what in [*((k, "missing in current") for k in report.missing_in_current),
+                      *((k, "new (no baseline)") for k in report.new_in_current)]:  # fmt: skip
+        rows.append(f"<tr><td>{_e(key[0])}</td><td>{key[1]:,}</td><td></td><td></td><td></td><td></td><td></td>"
+                    f"<td>{_e(what)}</td></tr>")  # fmt: skip
     env = ""
     if report.environment_differences:
         env = "<p><strong>Environment differs from the baseline:</strong> " + _e(

@@ -233,7 +233,8 @@ def _result_from_dict(data: Any, where: str) -> BenchmarkResult:
         return _fields.get(data, key, where, expected, ok, optional=optional)
 
     name = get("name", "a non-empty string", lambda v: isinstance(v, str) and bool(v))
-    size = get("workload_size", "a positive integer", lambda v: _fields.is_int(v) and v > 0)
+    size = get("workload_size", "a positive integer up to 2**63-1",
+               lambda v: _fields.is_int(v) and 0 < v <= _fields.MAX_WORKLOAD)  # fmt: skip
     throughput = get("throughput", "a positive number", _positive_number)
     unit = get("throughput_unit", "a string", _fields.is_str)
     total = get("total_time_ms", "a number >= 0 (milliseconds)", lambda v: _fields.is_number(v) and v >= 0)
@@ -261,19 +262,25 @@ def _result_from_dict(data: Any, where: str) -> BenchmarkResult:
 _PREFIXES = [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")]
 
 
+def _three_digits(value: float) -> float:
+    """``value`` rounded to the 3 significant digits it is shown with (the unit is chosen after
+    rounding: 999.7 ms is "1 s", not "1e+03 ms"; from an adversarial trial)."""
+    return float(f"{value:.3g}")
+
+
 def format_rate(value: float, unit: str) -> str:
     """``3.6e12, "B/s"`` -> ``"3.60 TB/s"``."""
     for scale, prefix in _PREFIXES:
-        if abs(value) >= scale:
+        if abs(_three_digits(value / scale)) >= 1:
             return f"{value / scale:.3g} {prefix}{unit}"
     return f"{value:.3g} {unit}"
 
 
 def format_time_ms(ms: float) -> str:
-    if ms >= 1000:
+    if _three_digits(ms / 1000) >= 1:
         return f"{ms / 1000:.3g} s"
-    if ms >= 1:
+    if _three_digits(ms) >= 1:
         return f"{ms:.3g} ms"
-    if ms >= 1e-3:
+    if _three_digits(ms * 1e3) >= 1:
         return f"{ms * 1e3:.3g} us"
     return f"{ms * 1e6:.3g} ns"

@@ -32,8 +32,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, TextIO
 
+import numpy as np
+
 from ..driver import event_done
 from ..errors import BenchmarkError, ConfigurationError
+from . import _fields
 from .environment import EnvironmentFingerprint
 from .results import BenchmarkConfig, BenchmarkResult
 
@@ -60,6 +63,24 @@ class Benchmark:
     setup: Callable[[], Any] | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     batch: int | None = None
+
+    def __post_init__(self) -> None:
+        # Checked when the case is defined, not after its measurement (a bad size used to be
+        # refused only once every sample had been taken, and lost the suite's other results).
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigurationError(f"a benchmark needs a non-empty name, got {self.name!r}")
+        size = self.workload_size
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 0 < size <= _fields.MAX_WORKLOAD:
+            raise ConfigurationError(
+                f"benchmark '{self.name}': workload_size must be a positive int up to 2**63-1, got {size!r}",
+                hint="the units of work one call does (elements, bytes, ...), e.g. 1 << 20",
+            )
+        object.__setattr__(self, "workload_size", int(size))
+        if not callable(self.fn):
+            raise ConfigurationError(f"benchmark '{self.name}': fn must be callable, got {self.fn!r}")
+        if self.setup is not None and not callable(self.setup):
+            raise ConfigurationError(f"benchmark '{self.name}': setup must be callable or None, got {self.setup!r}")
+        object.__setattr__(self, "metadata", _fields.json_ready(dict(self.metadata), f"benchmark '{self.name}' metadata"))
 
 
 class Progress:

@@ -94,10 +94,21 @@ class BenchmarkSuite:
         """
         cases = list(benchmarks)
         runner = runner or BenchmarkRunner(self.config, progress=False)
-        out = []
+        out: list[BenchmarkResult] = []
         with Progress(len(cases), "suite", enabled=progress) as bar:
             for case in cases:
-                result = runner.run(case)
+                try:
+                    result = runner.run(case)
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as exc:
+                    done = ", ".join(r.name for r in out) or "none"
+                    raise BenchmarkError(
+                        f"benchmark '{case.name}' raised {type(exc).__name__}: {exc}",
+                        hint=f"the results of the cases before it are kept in this suite ({done}): "
+                        "fix the case, or leave it out, and run the rest",
+                        details={"benchmark": case.name, "completed": [r.name for r in out]},
+                    ) from exc
                 self.add_result(result)
                 out.append(result)
                 bar.update(1, case.name)
@@ -216,7 +227,8 @@ class BenchmarkSuite:
             "json": self.generate_json_export,
             "latex": self.generate_latex_table,
         }
-        return {f: atomic_write_text(directory / REPORT_FORMATS[f], makers[f]()) for f in formats}
+        texts = {f: makers[f]() for f in formats}  # every report made before any is written (none half-replaced)
+        return {f: atomic_write_text(directory / REPORT_FORMATS[f], texts[f]) for f in formats}
 
     # -- loading ----------------------------------------------------------------------
     @classmethod
