@@ -105,3 +105,25 @@ def test_bad_streams_closed_queues_and_with_blocks() -> None:
     pq.close()
     with pytest.raises(ResourceClosedError):
         pq.push("not a hint", (1,))  # closed comes first
+
+
+def test_any_number_numpy_converts_is_taken_exactly_or_refused() -> None:
+    """(A review of the fixes above: a 0-d array or a Decimal of a plain dtype worked before and
+    must still work; a Decimal or Fraction fraction must be refused like a float one.)"""
+    from decimal import Decimal
+    from fractions import Fraction
+
+    q = LockFreeInbox(8, np.int32)
+    for ok in ((np.array(5),), (Decimal("5"),), (np.int64(5),), (5.0,)):
+        assert q.try_push(ok)
+    assert [int(x) for x in q.pop_many(8)] == [5, 5, 5, 5]
+    for bad in ((Decimal("5.9"),), (Fraction(11, 2),), (np.array([5]),), ("5",)):
+        with pytest.raises(MessageError):
+            q.try_push(bad)
+    rq = LockFreeInbox(8, np.dtype([("a", "i4"), ("b", "f4")]))
+    for bad in ((Decimal("5.9"), 1.0), (Fraction(11, 2), 1.0)):
+        with pytest.raises(MessageError):
+            rq.try_push(bad)
+    assert rq.try_push((Decimal("5"), 1.0)) and len(rq) == 1
+    q.close()
+    rq.close()

@@ -108,8 +108,13 @@ def json_ready(value: Any, where: str = "value") -> Any:
     if isinstance(value, Mapping):
         out = {}
         for k, v in value.items():
-            if not isinstance(k, str):
-                raise ConfigurationError(f"{where}: key {k!r} is not a string", hint="use string keys in metadata")
+            if isinstance(k, np.generic):
+                k = k.item()
+            if isinstance(k, (bool, int, float)) or k is None:
+                k = json.dumps(k)  # as json.dumps writes such keys: 1024 -> "1024", True -> "true"
+            elif not isinstance(k, str):
+                raise ConfigurationError(f"{where}: key {k!r} is not a string or a number",
+                                         hint="use string (or number) keys in metadata")  # fmt: skip
             out[k] = json_ready(v, f"{where}[{k!r}]")
         return out
     if isinstance(value, (list, tuple)):

@@ -80,6 +80,8 @@ class Benchmark:
             raise ConfigurationError(f"benchmark '{self.name}': fn must be callable, got {self.fn!r}")
         if self.setup is not None and not callable(self.setup):
             raise ConfigurationError(f"benchmark '{self.name}': setup must be callable or None, got {self.setup!r}")
+        if self.batch is not None and (isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1):
+            raise ConfigurationError(f"benchmark '{self.name}': batch must be a positive int or None, got {self.batch!r}")
         object.__setattr__(self, "metadata", _fields.json_ready(dict(self.metadata), f"benchmark '{self.name}' metadata"))
 
 

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from ..errors import BenchmarkError, ConfigurationError
+from ..errors import BenchmarkError, ConfigurationError, RingKernelError
 from .environment import EnvironmentFingerprint
 from . import _fields
 from .regression import (
@@ -99,8 +99,8 @@ class BenchmarkSuite:
             for case in cases:
                 try:
                     result = runner.run(case)
-                except (KeyboardInterrupt, SystemExit):
-                    raise
+                except (KeyboardInterrupt, SystemExit, RingKernelError):
+                    raise  # (ringkernel's own errors keep their type: they name the case already)
                 except Exception as exc:
                     done = ", ".join(r.name for r in out) or "none"
                     raise BenchmarkError(

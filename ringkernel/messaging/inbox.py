@@ -9,6 +9,7 @@ slots and refuses (``RingKernelError``) if a kernel is still in the middle of an
 
 from __future__ import annotations
 
+import numbers
 import threading
 import weakref
 from typing import Any, Iterator, TypeVar
@@ -194,7 +195,8 @@ def as_messages(msgs: Any, dtype: np.dtype, owner: str, operation: str, *, singl
                 f"{owner}.{operation}: the tuple {msgs!r} has {len(msgs)} values; dtype {dtype} takes {want}",
                 hint="give one value per field, in order" if dtype.names else "pass (value,) or a NumPy scalar",
             )
-        if dtype.names is None and not isinstance(msgs[0], (bool, int, float, complex, np.generic)):
+        if dtype.names is None and (msgs[0] is None or isinstance(msgs[0], (str, bytes, tuple, list, dict))
+                                    or np.ndim(msgs[0]) != 0):  # fmt: skip
             raise MessageError(
                 f"{owner}.{operation}: {msgs[0]!r} is not a number of dtype {dtype}",
                 hint="pass (value,) with one number, or a NumPy scalar",
@@ -252,14 +254,14 @@ def _check_values_kept(out: np.ndarray, msgs: tuple[Any, ...], dtype: np.dtype, 
             continue  # (NumPy accepted a shape it can read: nothing to compare element by element)
         kept = np.asarray(stored).ravel().tolist()
         for gv, sv in zip(g, kept):
-            if not isinstance(gv, (bool, int, float, complex, np.generic)):
-                continue
-            if base.kind in "iub":
+            if not isinstance(gv, numbers.Number):
+                continue  # (what NumPy converted from anything else, it checked)
+            if base.kind in "iub":  # (Decimal('5.9') and Fraction(11, 2) are numbers too: == says whether kept)
                 exact = isinstance(gv, (bool, np.bool_)) or (not isinstance(gv, complex) and gv == sv)
                 if not exact or (isinstance(gv, (float, np.floating)) and float(gv) != float(gv) // 1):
                     raise MessageError(f"{owner}.{operation}: {gv!r} does not fit a {base} field exactly",
                                        hint=f"give a value that {base} holds (an integer in its range)")  # fmt: skip
-            elif base.kind in "fc" and cmath.isinf(complex(sv)) and not cmath.isinf(complex(gv)):
+            elif base.kind in "fc" and cmath.isinf(complex(sv)) and not cmath.isinf(complex(gv)):  # type: ignore[call-overload]
                 raise MessageError(f"{owner}.{operation}: {gv!r} overflows a {base} field",
                                    hint=f"give a value within {base}'s range")  # fmt: skip
 

@@ -97,3 +97,20 @@ def test_reports_show_missing_and_new_and_escape_names() -> None:
     assert "<i>" not in html
     md = suite.generate_markdown_report("t")
     assert "a\\|b<i>" in md and "| a|b" not in md
+
+
+def test_review_of_the_fixes() -> None:
+    """Number keys in metadata are written as json.dumps writes them (they worked before); a
+    bad batch is refused when the case is defined; ringkernel's own errors from a case keep
+    their type in a suite."""
+    b = Benchmark("x", lambda: None, 10, metadata={"sizes": {1024: "small", True: 1, 2.5: "f"}})
+    assert b.metadata == {"sizes": {"1024": "small", "true": 1, "2.5": "f"}}
+    with pytest.raises(ConfigurationError, match="batch"):
+        Benchmark("x", lambda: None, 10, batch=-1)
+
+    def bad_config() -> None:
+        raise ConfigurationError("the case's own configuration")
+
+    suite = BenchmarkSuite(BenchmarkConfig.quick())
+    with pytest.raises(ConfigurationError, match="own configuration"):
+        suite.run([Benchmark("c", bad_config, 10, gpu=False)], progress=False)
