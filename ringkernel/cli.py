@@ -75,8 +75,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"ringkernel demo: vector add of {n:,} float32 on {arch.name}"
           + (" (no GPU found: running on numba's CUDA simulator, which is slow)" if simulated else ""))
     rng = np.random.default_rng(args.seed)
-    a = rng.standard_normal(n, dtype=np.float32)
-    b = rng.standard_normal(n, dtype=np.float32)
+    try:
+        a = rng.standard_normal(n, dtype=np.float32)
+        b = rng.standard_normal(n, dtype=np.float32)
+    except MemoryError:
+        from .errors import ConfigurationError
+
+        raise ConfigurationError(f"{n:,} elements do not fit in this machine's memory (3 arrays of {4 * n:,} bytes)",
+                                 hint="pass a smaller --elements") from None  # fmt: skip
     d_a, d_b = cuda.to_device(a), cuda.to_device(b)
     d_c = cuda.device_array_like(d_a)
 
@@ -185,6 +191,14 @@ def cmd_bench_run(args: argparse.Namespace) -> int:
         suite.set_baseline(args.baseline)
     try:
         suite.run(cases, runner=BenchmarkRunner(cfg, progress=None), progress=None)
+    except KeyboardInterrupt:
+        if suite.results:  # Ctrl-C: what the finished cases measured is written, then 130 as a shell reports it
+            paths = suite.write_reports(args.out, args.formats, title=args.title or f"Benchmarks: {args.script}")
+            print(f"ringkernel: interrupted; wrote the {len(suite.results)} completed results to "
+                  + ", ".join(map(str, paths.values())), file=sys.stderr)  # fmt: skip
+        else:
+            print("ringkernel: interrupted before any benchmark finished; nothing written", file=sys.stderr)
+        return 130
     except BenchmarkError:
         if suite.results:  # a case raised: what the cases before it measured is written, then the error
             paths = suite.write_reports(args.out, args.formats, title=args.title or f"Benchmarks: {args.script}")
@@ -427,8 +441,8 @@ def _strip_markup(parser: argparse.ArgumentParser) -> None:
                 _strip_markup(subparser)
 
 
-def _int_at_least(minimum: int, what: str) -> Callable[[str], int]:
-    """An argparse ``type``: an integer >= ``minimum``; argparse names the option in the error."""
+def _int_at_least(minimum: int, what: str, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: an integer >= ``minimum`` (and <= ``maximum``); argparse names the option in the error."""
 
     def parse(text: str) -> int:
         try:
@@ -437,6 +451,8 @@ def _int_at_least(minimum: int, what: str) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"must be an integer >= {minimum} ({what}), got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be an integer >= {minimum} ({what}), got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum:,} ({what}), got {value:,}")
         return value
 
     parse.__name__ = f"integer >= {minimum}"
@@ -481,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
         return subs.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".", epilog=epilog)
 
     demo = add(sub, "demo", "vector add on the GPU (or the simulator), checked against NumPy and timed")
-    demo.add_argument("--elements", type=_int_at_least(1, "the vector length"), default=None,
+    demo.add_argument("--elements", type=_int_at_least(1, "the vector length", maximum=1 << 32), default=None,
                       help="vector length (default 2^26 on a GPU, 4096 on the simulator)")  # fmt: skip
     demo.add_argument("--repeat", type=_int_at_least(1, "the number of timed launches"), default=None,
                       help="timed launches (default 50 on a GPU, 3 on the simulator)")  # fmt: skip
@@ -558,7 +574,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``ringkernel`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status.
 
     ``bench`` exits 0 when nothing regressed, 1 when something did and 2 on any error;
-    argparse exits 2 (``SystemExit``) on bad arguments.
+    ``demo`` 0 when the result matches NumPy, 1 when it does not, 2 on an error; ``profile``
+    the script's own status (1 when it raised, 130 on Ctrl-C), 2 on an error of its own;
+    ``info`` and ``cache`` 0, or 1 on an error; argparse exits 2 (``SystemExit``) on bad
+    arguments (docs/index.md, "Command line").
     """
     args = build_parser().parse_args(argv)
     from .errors import RingKernelError
@@ -569,7 +588,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except RingKernelError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2 if args.command == "bench" else 1
+        # 1 means something else for these (bench: a regression; demo: a wrong result;
+        # profile: the script raised), so their errors are 2, as argparse's are
+        return 2 if args.command in ("bench", "demo", "profile") else 1
     except Exception as exc:
         if args.command != "bench":
             raise

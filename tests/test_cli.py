@@ -298,7 +298,7 @@ def test_profile_writes_the_offline_trace_page(tmp_path: Path, capsys: pytest.Ca
 
 
 def test_profile_missing_script_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["profile", str(tmp_path / "nope.py")]) == 1
+    assert main(["profile", str(tmp_path / "nope.py")]) == 2
     err = capsys.readouterr().err
     assert "ringkernel profile: error:" in err and "does not exist" in err and "Traceback" not in err
 
@@ -313,7 +313,7 @@ def test_profile_refuses_outputs_it_cannot_write_before_the_script_runs(tmp_path
     a_file = tmp_path / "a_file"
     a_file.write_text("")
     for argv in (["--trace", str(a_file / "t.json")], ["--trace"], ["--trace="], ["--html="]):
-        assert main(["profile", str(script), *argv]) == 1, argv
+        assert main(["profile", str(script), *argv]) == 2, argv
         captured = capsys.readouterr()
         assert "the script ran" not in captured.out and "ringkernel profile: error:" in captured.err, argv
     interrupted = tmp_path / "ctrl_c.py"

@@ -163,18 +163,35 @@ class GpuKernel(AutoConfigMixin, ExplicitLaunchMixin, RuntimeLaunchMixin):
         if not isinstance(mode, KernelMode):
             raise ConfigurationError(f"kernel '{self.name}': mode must be a KernelMode, got {mode!r}")
         self.mode = mode
+        if not isinstance(grid_stride, (bool, np.bool_)):
+            # (bool("False") is True: a kernel without a grid-stride loop then got a capped
+            # grid and left elements unwritten; from an adversarial trial)
+            raise ConfigurationError(
+                f"kernel '{self.name}': grid_stride must be True or False, got {grid_stride!r}",
+                hint="grid_stride=True when the kernel loops with grid_stride(), else leave it out",
+            )
         self.grid_stride = bool(grid_stride)
         if block is not None and not _is_block(block):
             raise ConfigurationError(
                 f"kernel '{self.name}': block must be a positive int or a tuple of 1 to 3 positive ints, got {block!r}"
             )
-        self.block = block
+        # NumPy integers accepted here are plain ints from here on (the launch checks ints)
+        self.block = tuple(int(b) for b in block) if isinstance(block, tuple) else (int(block) if block is not None else None)
         if ndim is not None and (type(ndim) is not int or not 1 <= ndim <= 3):
             raise ConfigurationError(f"kernel '{self.name}': ndim must be 1, 2 or 3, got {ndim!r}")
         self.ndim = ndim
         self._indexing: KernelIndexing | None = None
         self._nd_launch = ndim is not None and ndim > 1  # the fast path keys N-D launches by shapes
         self._elements_index = self._param_index(elements, "elements") if elements is not None else None
+        if same_size is None:
+            same_size = ()
+        elif isinstance(same_size, str):
+            same_size = (same_size,)  # one name, not its letters
+        elif not isinstance(same_size, (tuple, list)):
+            raise ConfigurationError(
+                f"kernel '{self.name}': same_size must be a sequence of parameter names, got {same_size!r}",
+                hint='e.g. same_size=("a", "b", "out")',
+            )
         self._same_size = tuple(self._param_index(n, "same_size") for n in same_size)
         if isinstance(signatures, str):
             signatures = [signatures]

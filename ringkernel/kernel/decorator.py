@@ -100,13 +100,35 @@ def kernel_from_source(source: str, name: str | None = None) -> Any:
 
     ns["cuda"] = cuda
     ns.update({k: getattr(intrinsics, k) for k in intrinsics.__all__})
-    before = set(ns)
+    if isinstance(source, bytes):
+        try:
+            source = source.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigurationError(f"kernel source is not UTF-8 text ({exc})", hint="pass a str") from None
+    if not isinstance(source, str):
+        raise ConfigurationError(f"kernel source must be a str, got {type(source).__name__}",
+                                 hint="pass the text of one `def`")  # fmt: skip
+    import ast
+
+    text = textwrap.dedent(source)
     try:
-        code = compile(textwrap.dedent(source), "<ringkernel kernel source>", "exec")
-        exec(code, ns)  # noqa: S102 - compiling the caller's own kernel source is the point
-    except SyntaxError as exc:
+        tree = ast.parse(text, "<ringkernel kernel source>")
+        code = compile(tree, "<ringkernel kernel source>", "exec")
+    except (SyntaxError, ValueError) as exc:  # (ValueError: a NUL character)
         raise ConfigurationError(f"kernel source does not parse: {exc}", hint="pass the text of one `def`") from exc
-    funcs = {k: v for k, v in ns.items() if k not in before and inspect.isfunction(v)}
+    # the functions the source itself defines with `def` at its top level (not what it
+    # imports, and also those named like a helper already in the namespace)
+    defined = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
+    try:
+        exec(code, ns)  # noqa: S102 - compiling the caller's own kernel source is the point
+    except BaseException as exc:  # noqa: BLE001 - SystemExit and the like from the source are its errors too
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise ConfigurationError(
+            f"running the kernel source raised {type(exc).__name__}: {exc}",
+            hint="the source may only define the kernel (and import what it needs)",
+        ) from exc
+    funcs = {k: ns[k] for k in defined if inspect.isfunction(ns.get(k))}
     if name is not None:
         if name not in funcs:
             raise ConfigurationError(f"the source defines no function {name!r}", details={"defined": sorted(funcs)})
