@@ -71,21 +71,8 @@ def calls_for(path: str, n: int) -> int:
 
 def time_calls(fn: Callable[[], Any], calls: int) -> float:
     """Median over batches of ``BATCH`` calls of the time per call, in microseconds; the
-    garbage collector paused (for every path alike)."""
-    batches = max(5, calls // BATCH)
-    samples = np.empty(batches, dtype=np.int64)
-    clock = time.perf_counter_ns
-    gc.collect()
-    gc.disable()
-    try:
-        for b in range(batches):
-            t = clock()
-            for _ in range(BATCH):
-                fn()
-            samples[b] = clock() - t
-    finally:
-        gc.enable()
-    return float(np.median(samples)) / BATCH / 1e3
+    garbage collector paused (for every path alike). One path of :func:`time_interleaved`."""
+    return time_interleaved({"fn": fn}, {"fn": max(5 * BATCH, calls)}, chunks=1)["fn"]
 
 
 def time_interleaved(fns: dict[str, Callable[[], Any]], calls: dict[str, int], chunks: int = 20,

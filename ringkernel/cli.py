@@ -189,21 +189,22 @@ def cmd_bench_run(args: argparse.Namespace) -> int:
     suite = BenchmarkSuite(cfg)
     if args.baseline:
         suite.set_baseline(args.baseline)
+    def write_finished(why: str) -> None:
+        """A run cut short (Ctrl-C, a case that raised): what the finished cases measured is written."""
+        if not suite.results:
+            print(f"ringkernel: {why} before any benchmark finished; nothing written", file=sys.stderr)
+            return
+        paths = suite.write_reports(args.out, args.formats, title=args.title or f"Benchmarks: {args.script}")
+        print(f"ringkernel: {why}; wrote the {len(suite.results)} completed results to "
+              + ", ".join(map(str, paths.values())), file=sys.stderr)  # fmt: skip
+
     try:
         suite.run(cases, runner=BenchmarkRunner(cfg, progress=None), progress=None)
     except KeyboardInterrupt:
-        if suite.results:  # Ctrl-C: what the finished cases measured is written, then 130 as a shell reports it
-            paths = suite.write_reports(args.out, args.formats, title=args.title or f"Benchmarks: {args.script}")
-            print(f"ringkernel: interrupted; wrote the {len(suite.results)} completed results to "
-                  + ", ".join(map(str, paths.values())), file=sys.stderr)  # fmt: skip
-        else:
-            print("ringkernel: interrupted before any benchmark finished; nothing written", file=sys.stderr)
-        return 130
+        write_finished("interrupted")
+        return 130  # as a shell reports Ctrl-C
     except BenchmarkError:
-        if suite.results:  # a case raised: what the cases before it measured is written, then the error
-            paths = suite.write_reports(args.out, args.formats, title=args.title or f"Benchmarks: {args.script}")
-            print(f"ringkernel: wrote the {len(suite.results)} completed results to " + ", ".join(map(str, paths.values())),
-                  file=sys.stderr)  # fmt: skip
+        write_finished("a benchmark raised")
         raise
     paths = suite.write_reports(args.out, args.formats, title=args.title or f"Benchmarks: {args.script}")
     print(suite.generate_markdown_report(args.title or f"Benchmarks: {args.script}"))

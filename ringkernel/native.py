@@ -223,11 +223,6 @@ def status() -> NativeStatus:
     return NativeStatus(False, _why or "not loaded")
 
 
-def cache_dir_of(mod: ModuleType) -> Path:
-    """The cache directory a loaded module came from (its ``native/`` directory's parent)."""
-    return Path(str(mod.__file__)).parent.parent
-
-
 def entry_type() -> Any:
     """``LaunchEntry`` of the compiled module, or None."""
     mod = load()

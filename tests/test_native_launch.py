@@ -533,7 +533,7 @@ def test_gc_replacing_the_kernels_lists_mid_call_is_safe(tmp_path: Path) -> None
     import subprocess
 
     root = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, PYTHONPATH=str(root), NUMBA_ENABLE_CUDASIM="1", RINGKERNEL_CACHE_DIR=str(N.cache_dir_of(mod)))
+    env = dict(os.environ, PYTHONPATH=str(root), NUMBA_ENABLE_CUDASIM="1", RINGKERNEL_CACHE_DIR=str(Path(str(mod.__file__)).parent.parent))  # (where mod was built)
     out = subprocess.run([sys.executable, "-c", GC_BOMB], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "survived" in out.stdout, (out.returncode, out.stderr[-2000:])
 

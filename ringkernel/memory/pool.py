@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import ConfigurationError, InvalidFree
 from .array import DeviceArray, new_device_array
-from .backend import MemoryBackend, default_backend
+from .backend import DriverBackend, MemoryBackend, default_backend
 from .pool_buffer import PooledBuffer
 from .pool_config import _CLASSES, _INDEX, _LIMITS, ClassDiagnostics, PoolConfig, PoolDiagnostics, SizeClass, _class_index
 from .pool_lifetime import _PoolLifetime, _release_all
@@ -75,7 +75,7 @@ class GpuMemoryPool(_PoolLifetime):
             except Exception:  # noqa: BLE001 - no answer from the device: keep nothing cached
                 cap = 0
         self._max_cached = cap
-        if type(self.backend).__name__ == "DriverBackend":  # a GPU: allocate/free in C where it builds
+        if isinstance(self.backend, DriverBackend):  # a GPU: allocate/free in C where it builds
             install_native_methods()
         # The lock and the counters the hot paths change on every call (_hits, _live_bytes,
         # _peak_live, _large_room: properties over it): the compiled module's PoolState when
@@ -248,14 +248,16 @@ class GpuMemoryPool(_PoolLifetime):
         no-op (a closed pool cannot tell a double free from a block it already released).
         """
         lock = self._lock
-        if lock.held_by_me() and type(buffer) is PooledBuffer:
-            # A finalizer that a garbage collection ran inside this pool's own call on this
-            # thread (which holds the lock): waiting would never end, so the block is queued
-            # and returned by the next call that takes the lock (as collected arrays' are).
-            self._pending.append(buffer)
-            return
         if type(buffer) is PooledBuffer and nbytes is None:
-            lock.acquire()
+            if not lock.acquire(False):  # (who holds it is asked only when it is held)
+                if lock.held_by_me():
+                    # A finalizer that a garbage collection ran inside this pool's own call on
+                    # this thread (which holds the lock): waiting would never end, so the block
+                    # is queued and returned by the next call that takes the lock (as collected
+                    # arrays' are).
+                    self._pending.append(buffer)
+                    return
+                lock.acquire()
             try:
                 i = buffer._i
                 if i >= 0:  # the hot path, inlined: a pooled block, no size given
@@ -286,6 +288,9 @@ class GpuMemoryPool(_PoolLifetime):
                         self._live[ptr] = live
             finally:
                 lock.release()
+        elif type(buffer) is PooledBuffer and lock.held_by_me():  # (a size given: the same as above)
+            self._pending.append(buffer)
+            return
         if type(buffer) is PooledBuffer:
             if buffer.pool is not self:
                 raise InvalidFree(f"buffer 0x{buffer.ptr:x} belongs to another pool", hint="free it with its own pool")
