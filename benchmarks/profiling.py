@@ -3,6 +3,10 @@ two traces (a 3-stream pipeline of copies and kernels, a multi-kernel loop) with
 
     python benchmarks/profiling.py --out-dir benchmarks/results/profiling
 
+* ``hook_modes_interleaved``: the per-launch cost with no profiler, the default profiler and
+  one timing with CUDA events, each with the compiled launch hook and the Python one, in 7
+  rounds of rotating order (``hook_modes_interleaved()``); ``minus_disabled_paired_us``: the
+  median of each round's difference to the same round's disabled figure.
 * ``launch_us.{disabled,enabled,after,no_profiling_import}``: host time per launch of one
   kernel on the same arrays (its memoised path), median of batches: with no profiler ever
   entered, inside ``with GpuProfiler(...)``, after leaving it, and in a child process that
@@ -112,6 +116,57 @@ for line in sys.stdin:  # one round per "go", measured while the parent waits
 """
 
 
+def hook_modes_interleaved(launch: Callable[[], None], rounds: int = 7) -> dict[str, Any]:
+    """Per-launch host cost with no profiler and with a profiler in each way of timing and
+    recording launches, in rounds whose order rotates (the host's speed changes in steps within
+    a run): the default (GpuTiming.AUTO: CUPTI where cupti-python works, else CUDA events) and
+    GpuTiming.EVENTS, each with the compiled launch hook (``_native.c`` Recorder) and with the
+    Python one (``RINGKERNEL``'s ``native.HOOKS`` off: the earlier sessions' path). Each round
+    enters a fresh profiler, warms it (300 launches), measures 8 batches and leaves (untimed)."""
+    from ringkernel import GpuProfiler, native
+    from ringkernel.kernel import hooks
+    from ringkernel.profiling import GpuTiming
+
+    names = ["disabled", "default", "default_python_hook", "events", "events_python_hook"]
+    per: dict[str, list[float]] = {k: [] for k in names}
+    fast_slow: dict[str, list[int]] = {}
+    mod = native.load()
+    for r in range(rounds):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            if name == "disabled":
+                per[name].append(per_launch_us(launch, batches=8))
+                continue
+            python_hook = name.endswith("python_hook")
+            native.HOOKS = not python_hook
+            if python_hook:
+                hooks.use_python()
+            elif mod is not None:
+                hooks.use_native(mod)
+            try:
+                prof = GpuProfiler(name, gpu_timing=GpuTiming.EVENTS if name.startswith("events") else GpuTiming.AUTO)
+                with prof:
+                    for _ in range(300):
+                        launch()
+                    per[name].append(per_launch_us(launch, batches=8))
+                    rec = prof._recorder
+                    if rec is not None:
+                        fast_slow[name] = [rec.fast, rec.slow]
+                    source = prof.timing_source
+                prof.close()
+                fast_slow.setdefault(name + "_timing", source)  # type: ignore[arg-type]
+            finally:
+                native.HOOKS = True
+                if mod is not None:
+                    hooks.use_native(mod)
+    med = {k: float(np.median(v)) for k, v in per.items()}
+    over = {k: float(np.median(np.subtract(per[k], per["disabled"]))) for k in names[1:]}
+    print("hook modes (us a launch, interleaved):", {k: round(v, 2) for k, v in med.items()},
+          "minus disabled (median of rounds' differences):", {k: round(v, 2) for k, v in over.items()}, flush=True)  # fmt: skip
+    return {"median_us": med, "minus_disabled_paired_us": over, "rounds_us": per, "recorder_fast_slow": fast_slow,
+            "compiled_module": mod is not None}  # fmt: skip
+
+
 def interleaved_with_child(measure: Callable[[], float], rounds: int = 8, batches: int = 8,
                            batch: int = 250) -> tuple[list[float], list[float]] | None:  # fmt: skip
     """``measure()`` here and the same launch in a child process that never imports
@@ -192,6 +247,7 @@ def main() -> int:
         disabled_minus_no_import = float(np.median(np.subtract(paired[0], paired[1])))
     print(f"disabled {disabled_paired} vs no profiling import {no_import} us (interleaved with a child process; "
           f"median of the rounds' differences {disabled_minus_no_import})", flush=True)
+    modes = hook_modes_interleaved(launch)
     disabled = per_launch_us(launch)
     prof = GpuProfiler("cost")
     with prof:
@@ -199,7 +255,18 @@ def main() -> int:
         enabled = per_launch_us(launch)
     timing_source = prof.timing_source
     after = per_launch_us(launch)
+    import gc
+
+    after_state = {"memo": len(vadd._memo), "memo_skip": vadd._memo_skip, "layouts": len(vadd._layouts),
+                   "layout_skip": vadd._layout_skip, "gc_counts": list(gc.get_count()),
+                   "call": type(type(vadd).__dict__["__call__"]).__name__,
+                   "cupti_in_use": bool(getattr(sys.modules.get("ringkernel.profiling._cupti"), "_in_use", None)
+                                        and sys.modules["ringkernel.profiling._cupti"]._in_use.locked())}  # fmt: skip
+    gc.collect()
+    after_state["after_gc_collect_us"] = per_launch_us(launch)
     prof.close()
+    after_state["after_close_us"] = per_launch_us(launch)
+    print("after leaving:", after, after_state, flush=True)
     # launches read from CUPTI's records (no launch hook): the per-launch cost, and the deferred
     # cost of reading the records when the profiler resolves, per launch
     cupti_capture = cupti_resolve = cupti_disabled = cupti_floor = None
@@ -431,6 +498,9 @@ def main() -> int:
         "launch_us": {"disabled": disabled, "enabled": enabled, "after": after, "no_profiling_import": no_import,
                       "enabled_cupti_capture": cupti_capture, "cupti_records_alone": cupti_floor},
         "enabled_minus_disabled_us": enabled - disabled,
+        "after_leaving_state": after_state,
+        # the same, each mode in 7 rotating rounds (the issue's figure: default minus disabled <= 2 us)
+        "hook_modes_interleaved": modes,
         "cupti_capture_disabled_interleaved_us": cupti_disabled,
         "cupti_capture_minus_disabled_us": None if cupti_capture is None or cupti_disabled is None else cupti_capture - cupti_disabled,
         "cupti_capture_resolve_us_per_launch": cupti_resolve,

@@ -23,11 +23,11 @@ fi
 export PYTHONPATH=$SITE:$PWD PYTHONUNBUFFERED=1 RINGKERNEL_GPU_TESTS=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 PART=${PART:-checks}
-if [ "$PART" = checks ] || [ "$PART" = all ] || [ "$PART" = launch ] || [ "$PART" = issue12 ]; then
-timeout "${TESTS_S:-200}" python3 -m pytest -m gpu -q -rs -p no:cacheprovider tests/gpu > "$OUT/gpu_tests.txt" 2>&1
+if [ "$PART" = checks ] || [ "$PART" = all ] || [ "$PART" = launch ] || [ "$PART" = issue12 ] || [ "$PART" = profchecks ]; then
+timeout "${TESTS_S:-200}" python3 -m pytest -m gpu -q -rs -p no:cacheprovider ${TESTS:-tests/gpu} > "$OUT/gpu_tests.txt" 2>&1
 echo "tests: rc=$? $(tail -1 "$OUT/gpu_tests.txt")"; grep -E "^FAILED" "$OUT/gpu_tests.txt" | head -10
 fi
-if [ "$PART" = checks ] || [ "$PART" = final ] || [ "$PART" = all ] || [ "$PART" = profiling ]; then
+if [ "$PART" = checks ] || [ "$PART" = final ] || [ "$PART" = all ] || [ "$PART" = profiling ] || [ "$PART" = profchecks ]; then
 mkdir -p "$OUT/profiling"
 timeout "${PROF_S:-120}" python3 benchmarks/profiling.py --out-dir "$OUT/profiling" > "$OUT/profiling/bench_log.txt" 2>&1
 echo "profiling: rc=$?"; grep -E "CUPTI capture|launch_us|durations" "$OUT/profiling/bench_log.txt"

@@ -29,6 +29,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 typedef int (*launch_fn)(void *, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, void *,
                          void **, void **);
@@ -70,10 +71,543 @@ typedef struct {
     ArraySlot *arrays;
     PyObject *stream_checks; /* tuple of callables: True when nothing must be waited for */
     PyObject *decision, *notify, *report_name, *launcher, *backoff;
+    PyObject *report_stream, *report_kind; /* what launch() reports (memo entries made while hooks were registered) */
     PyObject *dict;
 } Entry;
 
 static PyTypeObject EntryType;
+
+/* -- launch reports (issue 13) ----------------------------------------------------------------
+ * Notifier: kernel/hooks.py's notify(name, decision, stream, kind) in C (installed there once
+ *   this module is loaded: hooks.use_native). It gives each registered hook, in registration
+ *   order, the launch's LaunchEvent (made once, and only if a hook needs it); a Recorder hook is
+ *   taken in C. A hook that raises an Exception is reported to hooks._hook_failed (logged once)
+ *   and the launch goes on, as in the Python notify; other BaseExceptions propagate.
+ * Recorder: a GpuProfiler's launch hook (profiler.py _on_launch) in C for the usual case: the
+ *   profiler enabled, room for the event, no retirement waiting, the thread's (or asyncio
+ *   task's) track and the stream already known. It reads and writes the profiler's own
+ *   attributes (its __dict__: _count, _last; the same checks), so the two forms share one
+ *   state; every other case (a new thread, task or stream, the event limit) calls _on_launch
+ *   itself with the same event. A launch it takes is kept as a C record (no Python object
+ *   per launch: a launch's host cost includes the page faults of a growing heap) until the
+ *   profiler takes them (take(): the tuples _on_launch would have appended to _launches).
+ *   The timer's launched() is called at the launch, except for `fast_timer` (CUPTI's: its
+ *   launched() only appends (id, host time, thread & 0xFFFFFFFF) to _pending), whose entries
+ *   take() returns too, unless the instance's launched() was replaced (then it is called). */
+static PyObject *s_timer, *s_enabled, *s_filter, *s_count, *s_max_events, *s_to_retire, *s_tracks, *s_stacks,
+    *s_stream_cache, *s_streams, *s_ended, *s_id, *s_pending, *s_launched, *s_config, *s_grid,
+    *s_block, *s_shared_mem, *s_elements, *s_get_running_loop, *s_current_task, *s_asyncio, *s_plast;
+
+/* time.perf_counter_ns()'s clock (CLOCK_MONOTONIC on Linux; a test compares them) */
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + (int64_t)ts.tv_nsec;
+}
+
+typedef struct {
+    PyObject *name, *fields, *stream, *kind, *skey, *sid, *tid, *parent; /* strong references */
+    int64_t t, gap, end, rid;
+    unsigned long thread;
+    char has_gap, pending; /* pending: the fast timer's entry is owed (take() returns it) */
+} LaunchRec;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *pdict, *fallback, *fast_timer, *ctxvar, *ids, *event_type;
+    PyObject *timer_dict; /* fast_timer's __dict__ (or NULL) */
+    LaunchRec *recs;
+    Py_ssize_t n, cap;
+    long long fast, slow;
+} Recorder;
+
+static PyTypeObject RecorderType;
+
+static void rec_release(LaunchRec *recs, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        LaunchRec *x = &recs[i];
+        Py_XDECREF(x->name); Py_XDECREF(x->fields); Py_XDECREF(x->stream); Py_XDECREF(x->kind);
+        Py_XDECREF(x->skey); Py_XDECREF(x->sid); Py_XDECREF(x->tid); Py_XDECREF(x->parent);
+    }
+}
+
+static PyObject *g_get_loop = NULL; /* asyncio._get_running_loop, once asyncio is imported */
+
+/* The running asyncio task (a new reference), None, or NULL on an error: ranges.py _task(). */
+static PyObject *running_task(void) {
+    if (!g_get_loop) {
+        PyObject *aio = PyImport_GetModule(s_asyncio);
+        if (!aio) {
+            if (PyErr_Occurred()) return NULL;
+            Py_RETURN_NONE; /* not imported: no task can exist */
+        }
+        g_get_loop = PyObject_GetAttr(aio, s_get_running_loop);
+        Py_DECREF(aio);
+        if (!g_get_loop) return NULL;
+    }
+    PyObject *loop = PyObject_CallNoArgs(g_get_loop);
+    if (!loop || loop == Py_None) return loop;
+    PyObject *task = NULL, *aio = PyImport_GetModule(s_asyncio); /* (inside a loop: asyncio's current_task) */
+    PyObject *ct = aio ? PyObject_GetAttr(aio, s_current_task) : NULL;
+    if (ct) task = PyObject_CallOneArg(ct, loop);
+    else if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "asyncio is gone");
+    Py_XDECREF(ct);
+    Py_XDECREF(aio);
+    Py_DECREF(loop);
+    return task;
+}
+
+/* a borrowed reference to the profiler's attribute, or NULL (an error set, or not there) */
+static PyObject *pget(Recorder *r, PyObject *name) { return PyDict_GetItemWithError(r->pdict, name); }
+
+/* LaunchEvent(name, grid, block, shared_mem, stream, kind, elements, t): tuple.__new__ as _make does */
+static PyObject *make_event(PyObject *event_type, PyObject *name, PyObject *fields, PyObject *stream, PyObject *kind,
+                            int64_t t) {
+    PyObject *tobj = PyLong_FromLongLong(t);
+    if (!tobj) return NULL;
+    PyObject *vals = PyTuple_Pack(8, name, PyTuple_GET_ITEM(fields, 0), PyTuple_GET_ITEM(fields, 1),
+                                  PyTuple_GET_ITEM(fields, 2), stream, kind, PyTuple_GET_ITEM(fields, 3), tobj);
+    Py_DECREF(tobj);
+    if (!vals) return NULL;
+    PyObject *packed = PyTuple_Pack(1, vals);
+    Py_DECREF(vals);
+    if (!packed) return NULL;
+    PyObject *ev = PyTuple_Type.tp_new((PyTypeObject *)event_type, packed, NULL);
+    Py_DECREF(packed);
+    return ev;
+}
+
+#define NOT_TAKEN() do { result = PyErr_Occurred() ? -1 : 0; goto done; } while (0)
+
+/* 1: recorded (or nothing to record), 0: a case left to _on_launch (nothing changed), -1: error */
+static int rec_record(Recorder *r, PyObject *name, PyObject *fields, PyObject *stream, PyObject *kind, int64_t t) {
+    int result = -1;
+    PyObject *task = NULL, *key = NULL, *parent = NULL, *ctxval = NULL, *skey = NULL, *tid = NULL, *sid = NULL,
+             *rid = NULL, *end = NULL, *timer = NULL, *n1 = NULL;
+    int64_t gap = 0;
+    int has_gap = 0;
+    timer = pget(r, s_timer);
+    if (!timer) NOT_TAKEN();
+    if (timer == Py_None) return 1;
+    Py_INCREF(timer);
+    PyObject *en = pget(r, s_enabled);
+    if (!en) NOT_TAKEN();
+    if (en == Py_False) { result = 1; goto done; }
+    if (en != Py_True) NOT_TAKEN();
+    PyObject *filt = pget(r, s_filter);
+    if (!filt) NOT_TAKEN();
+    if (filt != Py_None) { /* GpuContext's: is the context current (read-only) */
+        Py_INCREF(filt);
+        PyObject *ok = PyObject_CallNoArgs(filt);
+        Py_DECREF(filt);
+        if (!ok) goto done;
+        int yes = PyObject_IsTrue(ok);
+        Py_DECREF(ok);
+        if (yes <= 0) { result = yes < 0 ? -1 : 1; goto done; }
+    }
+    PyObject *count = pget(r, s_count), *maxe = pget(r, s_max_events);
+    if (!count || !maxe || !PyLong_CheckExact(count) || !PyLong_CheckExact(maxe)) NOT_TAKEN();
+    int room = PyObject_RichCompareBool(count, maxe, Py_LT);
+    if (room <= 0) { result = room < 0 ? -1 : 0; goto done; } /* _on_launch counts the dropped one */
+    PyObject *tr = pget(r, s_to_retire);
+    if (!tr) NOT_TAKEN();
+    int busy = PyObject_IsTrue(tr);
+    if (busy) { result = busy < 0 ? -1 : 0; goto done; }
+    task = running_task();
+    if (!task) goto done;
+    unsigned long ident = PyThread_get_thread_ident();
+    key = PyLong_FromUnsignedLong(ident);
+    if (!key) goto done;
+    if (task != Py_None) {
+        PyObject *k2 = Py_BuildValue("(ON)", key, PyLong_FromVoidPtr(task));
+        Py_SETREF(key, k2);
+        if (!key) goto done;
+    }
+    PyObject *tracks = pget(r, s_tracks);
+    if (!tracks || !PyDict_Check(tracks)) NOT_TAKEN();
+    PyObject *track = PyDict_GetItemWithError(tracks, key);
+    if (!track || !PyTuple_Check(track) || PyTuple_GET_SIZE(track) < 1) NOT_TAKEN(); /* a new track */
+    tid = PyTuple_GET_ITEM(track, 0);
+    Py_INCREF(tid);
+    PyObject *last = pget(r, s_plast);
+    if (!last || !PyDict_Check(last)) NOT_TAKEN();
+    PyObject *lastv = PyDict_GetItemWithError(last, key);
+    if (lastv) {
+        int64_t lv = PyLong_AsLongLong(lastv);
+        if (lv == -1 && PyErr_Occurred()) goto done;
+        gap = t - lv;
+        has_gap = 1;
+    } else if (PyErr_Occurred()) {
+        goto done;
+    }
+    PyObject *stacks = pget(r, s_stacks);
+    if (!stacks || !PyDict_Check(stacks)) NOT_TAKEN();
+    PyObject *stack = PyDict_GetItemWithError(stacks, key);
+    if (!stack && PyErr_Occurred()) goto done;
+    if (stack && !PyTuple_Check(stack)) NOT_TAKEN();
+    if (stack && PyTuple_GET_SIZE(stack) > 0) {
+        parent = PyObject_GetAttr(PyTuple_GET_ITEM(stack, PyTuple_GET_SIZE(stack) - 1), s_id);
+        if (!parent) goto done;
+    } else { /* _inherited(): the innermost range still open where this context was made */
+        if (PyContextVar_Get(r->ctxvar, NULL, &ctxval) < 0) goto done;
+        if (!ctxval || !PyTuple_Check(ctxval)) NOT_TAKEN();
+        for (Py_ssize_t i = PyTuple_GET_SIZE(ctxval) - 1; i >= 0 && !parent; i--) {
+            PyObject *op = PyTuple_GET_ITEM(ctxval, i);
+            PyObject *ended = PyObject_GetAttr(op, s_ended);
+            if (!ended) goto done;
+            int e = PyObject_IsTrue(ended);
+            Py_DECREF(ended);
+            if (e < 0) goto done;
+            if (!e && !(parent = PyObject_GetAttr(op, s_id))) goto done;
+        }
+        if (!parent) { parent = Py_None; Py_INCREF(parent); }
+    }
+    if (stream == Py_None) {
+        skey = PyLong_FromLong(0);
+        if (!skey) goto done;
+    } else if (PyLong_CheckExact(stream)) {
+        skey = stream; /* int(stream or 0) */
+        Py_INCREF(skey);
+    } else {
+        PyObject *cache = pget(r, s_stream_cache);
+        if (!cache || !PyDict_Check(cache)) NOT_TAKEN();
+        PyObject *sidk = PyLong_FromVoidPtr(stream);
+        if (!sidk) goto done;
+        PyObject *c = PyDict_GetItemWithError(cache, sidk);
+        Py_DECREF(sidk);
+        if (!c || !PyTuple_Check(c) || PyTuple_GET_SIZE(c) != 2 || PyTuple_GET_ITEM(c, 0) != stream) NOT_TAKEN();
+        skey = PyTuple_GET_ITEM(c, 1);
+        Py_INCREF(skey);
+    }
+    PyObject *streams = pget(r, s_streams);
+    if (!streams || !PyDict_Check(streams)) NOT_TAKEN();
+    PyObject *s = PyDict_GetItemWithError(streams, skey);
+    if (!s || !PyTuple_Check(s) || PyTuple_GET_SIZE(s) < 1) NOT_TAKEN(); /* a new stream */
+    sid = PyTuple_GET_ITEM(s, 0);
+    Py_INCREF(sid);
+    if (r->n == r->cap) { /* room first: nothing below fails for want of memory after the timer ran */
+        Py_ssize_t cap = r->cap ? 2 * r->cap : 1024;
+        LaunchRec *grown = PyMem_Realloc(r->recs, (size_t)cap * sizeof(LaunchRec));
+        if (!grown) { PyErr_NoMemory(); goto done; }
+        r->recs = grown;
+        r->cap = cap;
+    }
+    /* -- taken: from here on every failure is an error, as in _on_launch -- */
+    rid = PyIter_Next(r->ids);
+    if (!rid) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "the profiler's id counter ended");
+        goto done;
+    }
+    int64_t rid64 = PyLong_AsLongLong(rid);
+    if (rid64 == -1 && PyErr_Occurred()) goto done;
+    int owed = 0;
+    if (timer == r->fast_timer && r->timer_dict) {
+        /* its launched() replaced on the instance (a test, a benchmark): called, not bypassed */
+        owed = !PyDict_GetItemWithError(r->timer_dict, s_launched);
+        if (PyErr_Occurred()) goto done;
+    }
+    if (!owed) {
+        PyObject *tobj = PyLong_FromLongLong(t), *gobj = has_gap ? PyLong_FromLongLong(gap) : Py_NewRef(Py_None);
+        PyObject *x = tobj && gobj ? PyObject_CallMethodObjArgs(timer, s_launched, rid, tobj, gobj, skey, NULL) : NULL;
+        Py_XDECREF(tobj);
+        Py_XDECREF(gobj);
+        if (!x) goto done;
+        Py_DECREF(x);
+    }
+    int64_t end64 = now_ns();
+    if (!(end = PyLong_FromLongLong(end64))) goto done;
+    count = pget(r, s_count); /* read again: the timer may have run Python */
+    if (!count) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_AttributeError, "the profiler has no _count");
+        goto done;
+    }
+    PyObject *one = PyLong_FromLong(1);
+    n1 = one ? PyNumber_Add(count, one) : NULL;
+    Py_XDECREF(one);
+    if (!n1) goto done;
+    last = pget(r, s_plast);
+    if (!last || !PyDict_Check(last)) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "the profiler's _last is not a dict");
+        goto done;
+    }
+    if (PyDict_SetItem(last, key, end) || PyDict_SetItem(r->pdict, s_count, n1)) goto done;
+    if (r->n == r->cap) { /* (the timer's Python took the room: a launch inside it) */
+        Py_ssize_t cap = 2 * r->cap;
+        LaunchRec *grown = PyMem_Realloc(r->recs, (size_t)cap * sizeof(LaunchRec));
+        if (!grown) { PyErr_NoMemory(); goto done; }
+        r->recs = grown;
+        r->cap = cap;
+    }
+    LaunchRec *x = &r->recs[r->n++];
+    Py_INCREF(name); Py_INCREF(fields); Py_INCREF(stream); Py_INCREF(kind);
+    x->name = name; x->fields = fields; x->stream = stream; x->kind = kind;
+    x->skey = skey; x->sid = sid; x->tid = tid; x->parent = parent; /* (the references move to the record) */
+    skey = sid = tid = parent = NULL;
+    x->t = t; x->gap = gap; x->has_gap = (char)has_gap; x->end = end64; x->rid = rid64; x->thread = ident;
+    x->pending = (char)owed;
+    r->fast++;
+    result = 1;
+done:
+    Py_XDECREF(timer); Py_XDECREF(task); Py_XDECREF(key); Py_XDECREF(parent); Py_XDECREF(ctxval); Py_XDECREF(skey);
+    Py_XDECREF(tid); Py_XDECREF(sid); Py_XDECREF(rid); Py_XDECREF(end); Py_XDECREF(n1);
+    return result;
+}
+#undef NOT_TAKEN
+
+/* take() -> (launches, pending): the records as _on_launch's tuples for _launches, and the fast
+ * timer's owed (id, host time, thread & 0xFFFFFFFF) entries for its _pending; forgets them. */
+static PyObject *recorder_take(PyObject *self, PyObject *unused) {
+    Recorder *r = (Recorder *)self;
+    LaunchRec *recs = r->recs; /* detached first: building the tuples may run a launch (a finalizer) */
+    Py_ssize_t n = r->n;
+    r->recs = NULL;
+    r->n = r->cap = 0;
+    PyObject *launches = PyList_New(0), *pending = PyList_New(0), *result = NULL;
+    if (!launches || !pending) goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        LaunchRec *x = &recs[i];
+        PyObject *ev = make_event(r->event_type, x->name, x->fields, x->stream, x->kind, x->t);
+        PyObject *rid = PyLong_FromLongLong(x->rid), *end = PyLong_FromLongLong(x->end);
+        PyObject *gap = x->has_gap ? PyLong_FromLongLong(x->gap) : Py_NewRef(Py_None);
+        PyObject *tup = ev && rid && end && gap ? PyTuple_Pack(8, ev, rid, x->skey, x->sid, gap, x->tid, x->parent, end) : NULL;
+        int bad = !tup || PyList_Append(launches, tup);
+        if (!bad && x->pending) {
+            PyObject *tobj = PyLong_FromLongLong(x->t), *th = PyLong_FromUnsignedLong(x->thread & 0xFFFFFFFFUL);
+            PyObject *p = tobj && th ? PyTuple_Pack(3, rid, tobj, th) : NULL;
+            bad = !p || PyList_Append(pending, p);
+            Py_XDECREF(p); Py_XDECREF(tobj); Py_XDECREF(th);
+        }
+        Py_XDECREF(ev); Py_XDECREF(rid); Py_XDECREF(end); Py_XDECREF(gap); Py_XDECREF(tup);
+        if (bad) goto done;
+    }
+    result = PyTuple_Pack(2, launches, pending);
+done:
+    rec_release(recs, n);
+    PyMem_Free(recs);
+    Py_XDECREF(launches);
+    Py_XDECREF(pending);
+    return result;
+}
+
+static PyObject *recorder_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    PyObject *pdict, *fallback, *fast_timer, *ctxvar, *ids, *event_type;
+    static char *kw[] = {"profiler_dict", "fallback", "fast_timer", "ctxvar", "ids", "event_type", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!OOOOO!:Recorder", kw, &PyDict_Type, &pdict, &fallback,
+                                     &fast_timer, &ctxvar, &ids, &PyType_Type, &event_type))
+        return NULL;
+    if (!PyCallable_Check(fallback) || !PyContextVar_CheckExact(ctxvar) || !PyIter_Check(ids) ||
+        !PyType_IsSubtype((PyTypeObject *)event_type, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "Recorder(profiler.__dict__, _on_launch, timer or None, a ContextVar, an iterator, LaunchEvent)");
+        return NULL;
+    }
+    Recorder *r = (Recorder *)type->tp_alloc(type, 0);
+    if (!r) return NULL;
+    r->pdict = Py_NewRef(pdict);
+    r->fallback = Py_NewRef(fallback);
+    r->fast_timer = Py_NewRef(fast_timer);
+    r->ctxvar = Py_NewRef(ctxvar);
+    r->ids = Py_NewRef(ids);
+    r->event_type = Py_NewRef(event_type);
+    if (fast_timer != Py_None) {
+        r->timer_dict = PyObject_GenericGetDict(fast_timer, NULL);
+        if (!r->timer_dict) { Py_DECREF(r); return NULL; }
+    }
+    return (PyObject *)r;
+}
+
+static PyObject *recorder_call(PyObject *self, PyObject *args, PyObject *kwargs) {
+    /* called as a hook by the Python notify (before this module was loaded): the Python form */
+    Recorder *r = (Recorder *)self;
+    r->slow++;
+    return PyObject_Call(r->fallback, args, kwargs);
+}
+
+static int recorder_traverse(PyObject *self, visitproc visit, void *arg) {
+    Recorder *r = (Recorder *)self;
+    Py_VISIT(r->pdict); Py_VISIT(r->fallback); Py_VISIT(r->fast_timer); Py_VISIT(r->ctxvar); Py_VISIT(r->ids);
+    Py_VISIT(r->event_type); Py_VISIT(r->timer_dict);
+    for (Py_ssize_t i = 0; i < r->n; i++) {
+        LaunchRec *x = &r->recs[i];
+        Py_VISIT(x->name); Py_VISIT(x->fields); Py_VISIT(x->stream); Py_VISIT(x->kind);
+        Py_VISIT(x->skey); Py_VISIT(x->sid); Py_VISIT(x->tid); Py_VISIT(x->parent);
+    }
+    return 0;
+}
+
+static int recorder_clear(PyObject *self) {
+    Recorder *r = (Recorder *)self;
+    LaunchRec *recs = r->recs;
+    Py_ssize_t n = r->n;
+    r->recs = NULL;
+    r->n = r->cap = 0;
+    rec_release(recs, n);
+    PyMem_Free(recs);
+    Py_CLEAR(r->pdict); Py_CLEAR(r->fallback); Py_CLEAR(r->fast_timer); Py_CLEAR(r->ctxvar); Py_CLEAR(r->ids);
+    Py_CLEAR(r->event_type); Py_CLEAR(r->timer_dict);
+    return 0;
+}
+
+static void recorder_dealloc(PyObject *self) {
+    PyObject_GC_UnTrack(self);
+    recorder_clear(self);
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyMethodDef recorder_methods[] = {
+    {"take", recorder_take, METH_NOARGS, "take() -> (launches, pending): the records kept since the last take"},
+    {NULL, NULL, 0, NULL}};
+
+static PyMemberDef recorder_members[] = {
+    {"fast", T_LONGLONG, offsetof(Recorder, fast), READONLY, "launches recorded in C"},
+    {"slow", T_LONGLONG, offsetof(Recorder, slow), READONLY, "launches handed to the profiler's _on_launch"},
+    {"waiting", T_PYSSIZET, offsetof(Recorder, n), READONLY, "records not taken yet"},
+    {"fallback", T_OBJECT, offsetof(Recorder, fallback), READONLY, "the profiler's _on_launch"},
+    {NULL, 0, 0, 0, NULL}};
+
+static PyTypeObject RecorderType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "ringkernel._native.Recorder",
+    .tp_basicsize = sizeof(Recorder),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = recorder_new,
+    .tp_dealloc = recorder_dealloc,
+    .tp_traverse = recorder_traverse,
+    .tp_clear = recorder_clear,
+    .tp_call = recorder_call,
+    .tp_methods = recorder_methods,
+    .tp_members = recorder_members,
+    .tp_doc = "A GpuProfiler's launch hook in C for the usual case (see the module's source).",
+};
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *hooks, *event_type, *on_error;
+    PyObject *cache_decision, *cache_fields; /* the last decision and its (grid, block, shared_mem, elements) */
+} Notifier;
+
+static PyTypeObject NotifierType;
+
+/* hooks._hook_failed(handle, hook, exc) for an Exception; 0, or -1 with the error set (another
+ * BaseException, as KeyboardInterrupt, goes on as the Python notify lets it) */
+static int report_failure(Notifier *n, PyObject *handle, PyObject *hook) {
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) return -1;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb && value) PyException_SetTraceback(value, tb);
+    PyObject *r = PyObject_CallFunctionObjArgs(n->on_error, handle, hook, value ? value : Py_None, NULL);
+    Py_XDECREF(type); Py_XDECREF(value); Py_XDECREF(tb);
+    if (!r) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static PyObject *notifier_go(Notifier *n, PyObject *name, PyObject *decision, PyObject *stream, PyObject *kind) {
+    if (!PyList_Check(n->hooks) || PyList_GET_SIZE(n->hooks) == 0) Py_RETURN_NONE;
+    int64_t t = now_ns();
+    PyObject *fields = NULL, *ev = NULL, *snapshot = NULL, *result = NULL;
+    if (decision == n->cache_decision && n->cache_fields) {
+        fields = Py_NewRef(n->cache_fields);
+    } else {
+        PyObject *c = PyObject_GetAttr(decision, s_config);
+        if (!c) return NULL;
+        PyObject *g = PyObject_GetAttr(c, s_grid), *b = g ? PyObject_GetAttr(c, s_block) : NULL;
+        PyObject *sm = b ? PyObject_GetAttr(c, s_shared_mem) : NULL, *el = sm ? PyObject_GetAttr(decision, s_elements) : NULL;
+        Py_DECREF(c);
+        if (el) fields = PyTuple_Pack(4, g, b, sm, el);
+        Py_XDECREF(g); Py_XDECREF(b); Py_XDECREF(sm); Py_XDECREF(el);
+        if (!fields) return NULL;
+        Py_XSETREF(n->cache_decision, Py_NewRef(decision));
+        Py_XSETREF(n->cache_fields, Py_NewRef(fields));
+    }
+    if (!(snapshot = PyList_AsTuple(n->hooks))) goto done; /* list(HOOKS): a hook may add or remove hooks */
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(snapshot); i++) {
+        PyObject *item = PyTuple_GET_ITEM(snapshot, i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) continue;
+        PyObject *handle = PyTuple_GET_ITEM(item, 0), *hook = PyTuple_GET_ITEM(item, 1);
+        int rc = 0;
+        if (Py_TYPE(hook) == &RecorderType) rc = rec_record((Recorder *)hook, name, fields, stream, kind, t);
+        if (rc == 0) { /* another hook, or a case the Recorder leaves to the profiler's _on_launch */
+            if (!ev && !(ev = make_event(n->event_type, name, fields, stream, kind, t))) goto done;
+            PyObject *target = hook;
+            if (Py_TYPE(hook) == &RecorderType) {
+                ((Recorder *)hook)->slow++;
+                target = ((Recorder *)hook)->fallback;
+            }
+            PyObject *x = PyObject_CallOneArg(target, ev);
+            rc = x ? 1 : -1;
+            Py_XDECREF(x);
+        }
+        if (rc < 0 && report_failure(n, handle, hook)) goto done;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(fields); Py_XDECREF(ev); Py_XDECREF(snapshot);
+    return result;
+}
+
+static PyObject *notifier_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    if (PyVectorcall_NARGS(nargsf) != 4 || (kwnames && PyTuple_GET_SIZE(kwnames))) {
+        PyErr_SetString(PyExc_TypeError, "notify(kernel_name, decision, stream, kind) takes 4 positional arguments");
+        return NULL;
+    }
+    return notifier_go((Notifier *)self, args[0], args[1], args[2], args[3]);
+}
+
+static PyObject *notifier_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    PyObject *hooks, *event_type, *on_error;
+    if (kwargs && PyDict_GET_SIZE(kwargs)) {
+        PyErr_SetString(PyExc_TypeError, "Notifier(hooks, LaunchEvent, on_error) takes no keywords");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "O!O!O:Notifier", &PyList_Type, &hooks, &PyType_Type, &event_type, &on_error))
+        return NULL;
+    if (!PyType_IsSubtype((PyTypeObject *)event_type, &PyTuple_Type) || !PyCallable_Check(on_error)) {
+        PyErr_SetString(PyExc_TypeError, "Notifier: the event type must be a tuple type, on_error callable");
+        return NULL;
+    }
+    Notifier *n = (Notifier *)type->tp_alloc(type, 0);
+    if (!n) return NULL;
+    n->vectorcall = notifier_vectorcall;
+    n->hooks = Py_NewRef(hooks);
+    n->event_type = Py_NewRef(event_type);
+    n->on_error = Py_NewRef(on_error);
+    return (PyObject *)n;
+}
+
+static int notifier_traverse(PyObject *self, visitproc visit, void *arg) {
+    Notifier *n = (Notifier *)self;
+    Py_VISIT(n->hooks); Py_VISIT(n->event_type); Py_VISIT(n->on_error); Py_VISIT(n->cache_decision);
+    Py_VISIT(n->cache_fields);
+    return 0;
+}
+
+static int notifier_clear(PyObject *self) {
+    Notifier *n = (Notifier *)self;
+    Py_CLEAR(n->hooks); Py_CLEAR(n->event_type); Py_CLEAR(n->on_error); Py_CLEAR(n->cache_decision);
+    Py_CLEAR(n->cache_fields);
+    return 0;
+}
+
+static void notifier_dealloc(PyObject *self) {
+    PyObject_GC_UnTrack(self);
+    notifier_clear(self);
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyTypeObject NotifierType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "ringkernel._native.Notifier",
+    .tp_basicsize = sizeof(Notifier),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = notifier_new,
+    .tp_dealloc = notifier_dealloc,
+    .tp_traverse = notifier_traverse,
+    .tp_clear = notifier_clear,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(Notifier, vectorcall),
+    .tp_doc = "kernel/hooks.py's notify in C (see the module's source).",
+};
 
 /* -- packing ------------------------------------------------------------------------------ */
 static int pack_scalar(char fmt, PyObject *v, char *dst) {
@@ -264,7 +798,9 @@ miss:
         Py_RETURN_NONE;
     }
     if (e->notify != Py_None) { /* made while launch hooks were registered */
-        PyObject *r = PyObject_CallFunctionObjArgs(e->notify, e->report_name, e->decision, Py_None, s_auto, NULL);
+        PyObject *r = Py_TYPE(e->notify) == &NotifierType
+                          ? notifier_go((Notifier *)e->notify, e->report_name, e->decision, Py_None, s_auto)
+                          : PyObject_CallFunctionObjArgs(e->notify, e->report_name, e->decision, Py_None, s_auto, NULL);
         if (!r) return NULL;
         Py_DECREF(r);
     }
@@ -301,6 +837,14 @@ static PyObject *entry_launch(PyObject *self, PyObject *unused) {
     if (closed) return PyLong_FromLong(400); /* CUDA_ERROR_INVALID_HANDLE: the checked path refuses it */
     int rc = launch_block(e, e->tmpl);
     if (rc == -1 && PyErr_Occurred()) return NULL;
+    if (rc == 0 && e->notify && e->notify != Py_None) { /* a memo entry made while launch hooks were registered */
+        PyObject *r = Py_TYPE(e->notify) == &NotifierType
+                          ? notifier_go((Notifier *)e->notify, e->report_name, e->decision, e->report_stream, e->report_kind)
+                          : PyObject_CallFunctionObjArgs(e->notify, e->report_name, e->decision, e->report_stream,
+                                                         e->report_kind, NULL);
+        if (!r) return NULL;
+        Py_DECREF(r);
+    }
     return PyLong_FromLong(rc);
 }
 
@@ -325,6 +869,7 @@ static int entry_clear(PyObject *self) {
     Entry *e = (Entry *)self;
     entry_free_slots(e);
     Py_CLEAR(e->stream_checks); Py_CLEAR(e->decision); Py_CLEAR(e->notify); Py_CLEAR(e->report_name);
+    Py_CLEAR(e->report_stream); Py_CLEAR(e->report_kind);
     Py_CLEAR(e->launcher); Py_CLEAR(e->backoff); Py_CLEAR(e->dict); Py_CLEAR(e->launch_keep);
     return 0;
 }
@@ -337,6 +882,7 @@ static int entry_traverse(PyObject *self, visitproc visit, void *arg) {
         Py_VISIT(s->tp); Py_VISIT(s->dtype); Py_VISIT(s->shape); Py_VISIT(s->strides); Py_VISIT(s->extra);
     }
     Py_VISIT(e->stream_checks); Py_VISIT(e->decision); Py_VISIT(e->notify); Py_VISIT(e->report_name);
+    Py_VISIT(e->report_stream); Py_VISIT(e->report_kind);
     Py_VISIT(e->launcher); Py_VISIT(e->backoff); Py_VISIT(e->dict); Py_VISIT(e->launch_keep);
     return 0;
 }
@@ -369,14 +915,15 @@ static int three(PyObject *t, unsigned out[3], const char *what) {
 static PyObject *entry_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     unsigned long long launch_addr, function, stream, shmem;
     PyObject *keep, *grid, *block, *scalars, *arrays, *checks, *decision, *notify, *report_name, *launcher;
+    PyObject *report_stream = Py_None, *report_kind = s_auto;
     Py_buffer tmpl;
     if (kwargs && PyDict_GET_SIZE(kwargs)) {
         PyErr_SetString(PyExc_TypeError, "LaunchEntry takes positional arguments");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "KOKO!O!KKy*O!O!O!OOOO:LaunchEntry", &launch_addr, &keep, &function, &PyTuple_Type, &grid, &PyTuple_Type,
+    if (!PyArg_ParseTuple(args, "KOKO!O!KKy*O!O!O!OOOO|OO:LaunchEntry", &launch_addr, &keep, &function, &PyTuple_Type, &grid, &PyTuple_Type,
                           &block, &shmem, &stream, &tmpl, &PyTuple_Type, &scalars, &PyTuple_Type, &arrays,
-                          &PyTuple_Type, &checks, &decision, &notify, &report_name, &launcher))
+                          &PyTuple_Type, &checks, &decision, &notify, &report_name, &launcher, &report_stream, &report_kind))
         return NULL;
     Entry *e = (Entry *)type->tp_alloc(type, 0);
     if (!e) { PyBuffer_Release(&tmpl); return NULL; }
@@ -434,6 +981,8 @@ static PyObject *entry_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     Py_INCREF(decision); e->decision = decision;
     Py_INCREF(notify); e->notify = notify;
     Py_INCREF(report_name); e->report_name = report_name;
+    Py_INCREF(report_stream); e->report_stream = report_stream;
+    Py_INCREF(report_kind); e->report_kind = report_kind;
     Py_INCREF(launcher); e->launcher = launcher;
     e->backoff = Py_BuildValue("[iii]", 0, 0, 0);
     if (!e->backoff) { Py_DECREF(e); return NULL; }
@@ -445,7 +994,7 @@ fail:
 }
 
 static PyMethodDef entry_methods[] = {
-    {"launch", entry_launch, METH_NOARGS, "launch the entry's own parameter block as it is; the driver's result"},
+    {"launch", entry_launch, METH_NOARGS, "launch the entry's own parameter block as it is; the driver's result (an entry made with notify reports the launch)"},
     {NULL, NULL, 0, NULL}};
 
 static PyMemberDef entry_members[] = {
@@ -1065,9 +1614,12 @@ static PyObject *pack(PyObject *self, PyObject *args) {
     return PyBytes_FromStringAndSize(out, 8);
 }
 
+static PyObject *py_now_ns(PyObject *self, PyObject *unused) { return PyLong_FromLongLong(now_ns()); }
+
 static PyMethodDef module_methods[] = {
     {"configure", configure, METH_VARARGS, "configure(ringkernel._current): where the count of active GpuContexts is read"},
     {"pack", pack, METH_VARARGS, "pack(format, value): the 8-byte slot a launch entry writes"},
+    {"now_ns", py_now_ns, METH_NOARGS, "now_ns(): the clock launch reports are timed by (time.perf_counter_ns's)"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef native_module = {PyModuleDef_HEAD_INIT, "_rk_native", NULL, -1, module_methods};
@@ -1085,9 +1637,16 @@ PyMODINIT_FUNC PyInit__rk_native(void) {
     INTERN(s_large_free, "_large_free"); INTERN(s_large, "_large"); INTERN(s_large_since, "_large_since");
     INTERN(s_large_clock, "_large_clock"); INTERN(s_allocate_py, "_allocate_py");
     INTERN(s_deallocate_py, "_deallocate_py");
+    INTERN(s_timer, "_timer"); INTERN(s_enabled, "_enabled"); INTERN(s_filter, "_filter"); INTERN(s_count, "_count");
+    INTERN(s_max_events, "max_events"); INTERN(s_to_retire, "_to_retire"); INTERN(s_tracks, "_tracks");
+    INTERN(s_stacks, "_stacks"); INTERN(s_stream_cache, "_stream_cache"); INTERN(s_streams, "_streams");
+    INTERN(s_ended, "ended"); INTERN(s_id, "id"); INTERN(s_pending, "_pending");
+    INTERN(s_launched, "launched"); INTERN(s_config, "config"); INTERN(s_grid, "grid"); INTERN(s_block, "block");
+    INTERN(s_shared_mem, "shared_mem"); INTERN(s_elements, "elements"); INTERN(s_get_running_loop, "_get_running_loop");
+    INTERN(s_current_task, "current_task"); INTERN(s_asyncio, "asyncio"); INTERN(s_plast, "_last");
     INTERN(s_memo, "_memo"); INTERN(s_layouts, "_layouts"); INTERN(s_last, "_last"); INTERN(s_nparams, "_nparams");
     if (PyType_Ready(&EntryType) < 0 || PyType_Ready(&KernelCallType) < 0 || PyType_Ready(&PoolMethodType) < 0 ||
-        PyType_Ready(&PoolStateType) < 0)
+        PyType_Ready(&PoolStateType) < 0 || PyType_Ready(&RecorderType) < 0 || PyType_Ready(&NotifierType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&native_module);
     if (!m) return NULL;
@@ -1095,10 +1654,14 @@ PyMODINIT_FUNC PyInit__rk_native(void) {
     Py_INCREF(&KernelCallType);
     Py_INCREF(&PoolMethodType);
     Py_INCREF(&PoolStateType);
+    Py_INCREF(&RecorderType);
+    Py_INCREF(&NotifierType);
     if (PyModule_AddObject(m, "LaunchEntry", (PyObject *)&EntryType) < 0 ||
         PyModule_AddObject(m, "KernelCall", (PyObject *)&KernelCallType) < 0 ||
         PyModule_AddObject(m, "PoolMethod", (PyObject *)&PoolMethodType) < 0 ||
         PyModule_AddObject(m, "PoolState", (PyObject *)&PoolStateType) < 0 ||
+        PyModule_AddObject(m, "Recorder", (PyObject *)&RecorderType) < 0 ||
+        PyModule_AddObject(m, "Notifier", (PyObject *)&NotifierType) < 0 ||
         PyModule_AddIntConstant(m, "K_CUPY", K_CUPY) < 0 || PyModule_AddIntConstant(m, "K_NUMBA", K_NUMBA) < 0 ||
         PyModule_AddIntConstant(m, "K_PTR", K_PTR) < 0 || PyModule_AddIntConstant(m, "K_TORCH", K_TORCH) < 0 ||
         PyModule_AddIntConstant(m, "K_GUARD", K_GUARD) < 0) {

@@ -53,6 +53,8 @@ ENTRIES = True
 CALL = True
 #: False: ``GpuMemoryPool.allocate``/``deallocate`` stay Python (memory/pool.py install_native_methods).
 POOL = True
+#: False: launch reports stay Python (kernel/hooks.py use_native; a profiler's ``Recorder``).
+HOOKS = True
 
 
 class NativeStatus(NamedTuple):
@@ -213,6 +215,11 @@ def load() -> ModuleType | None:
                     ) from exc
         _tried = True
         return _module
+
+
+def loaded() -> ModuleType | None:
+    """The compiled module if it is loaded already (never builds it)."""
+    return _module
 
 
 def status() -> NativeStatus:

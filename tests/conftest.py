@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from typing import Iterator
 
 # Must happen before anything imports numba: numba picks simulator or GPU at import time.
 if os.environ.get("RINGKERNEL_GPU_TESTS") != "1":
@@ -39,3 +40,27 @@ def _fresh_settings() -> None:
     config.reset()
     yield
     config.reset()
+
+
+@pytest.fixture(params=["python", "native"])
+def launch_reports(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Launch reports through the Python ``notify`` and profiler hook, or the compiled module's
+    ``Notifier`` and ``Recorder`` (ringkernel/_native.c, where it builds): profiling tests run
+    with both (``pytestmark = pytest.mark.usefixtures("launch_reports")``)."""
+    from ringkernel import native
+    from ringkernel.kernel import hooks
+
+    if request.param == "native":
+        mod = native.load()
+        if mod is None:
+            pytest.skip(f"the compiled module is not available here: {native.status().detail}")
+        native.HOOKS = True
+        hooks.use_native(mod)
+    else:
+        native.HOOKS = False
+        hooks.use_python()
+    try:
+        yield request.param
+    finally:
+        native.HOOKS = True
+        hooks.use_python()

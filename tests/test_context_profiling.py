@@ -15,6 +15,8 @@ from ringkernel import ConfigurationError, GpuContext, GpuContextBuilder, Resour
 from ringkernel.profiling import EventKind, reset
 from tests.test_profiling import validate_trace
 
+pytestmark = pytest.mark.usefixtures("launch_reports")
+
 
 @gpu_kernel
 def twice(a, out):  # type: ignore[no-untyped-def]

@@ -167,3 +167,34 @@ def test_a_launch_is_matched_to_its_own_threads_call(fake: _FakeCupti) -> None:
         assert (start, end) == (None, None) and "graph" in str(note)  # not launch 2's kernel
     finally:
         timer.close()
+
+
+def test_a_report_right_after_its_call_matches_though_the_clocks_disagree(fake: _FakeCupti) -> None:
+    """The compiled launch hook reports ~30 ns after the launch call returns, less than the
+    error of aligning CUPTI's clock with perf_counter_ns: a report that appears 300 ns *before*
+    its call ended (the alignment off by 330 ns) is still that call's, and the next call (a
+    quick non-launching one 400 ns after the report) is not taken for it."""
+    from ringkernel.profiling._cupti import CuptiTimer
+
+    timer = CuptiTimer()
+    try:
+        skew = 330  # the timer's offset is off by this much (CUPTI's records look later)
+        want = {}
+        t = time.perf_counter_ns()
+        for rid, corr in enumerate(range(500, 508), start=1):
+            c0, c1 = t, t + 2_000  # the launch call
+            report = c1 + 30
+            k0, k1 = c1 + 800, c1 + 800 + 5_000 * rid
+            q0, q1 = report + 400, report + 450  # a quick call right after (cuCtxGetCurrent, say)
+            fake.pending += [_Record(fake.ActivityKind.DRIVER, c0 - OFFSET + skew, c1 - OFFSET + skew, corr),
+                             _Record(fake.ActivityKind.CONCURRENT_KERNEL, k0 - OFFSET + skew, k1 - OFFSET + skew, corr),
+                             _Record(fake.ActivityKind.DRIVER, q0 - OFFSET + skew, q1 - OFFSET + skew, corr + 100)]  # fmt: skip
+            timer.launched(rid, report, None, 0)
+            want[rid] = k1 - k0
+            t += 4_000
+        timer.resolve(block=True)
+        for rid, dur in want.items():
+            start, end, _, note = timer.times[rid]
+            assert note is None and end - start == dur, (rid, timer.times[rid])
+    finally:
+        timer.close()

@@ -8,6 +8,8 @@ from numba import cuda
 
 from ringkernel import ConfigurationError, add_launch_hook, gpu_kernel, launch_hooks, remove_launch_hook
 
+pytestmark = pytest.mark.usefixtures("launch_reports")
+
 
 @gpu_kernel
 def double(a, out):  # type: ignore[no-untyped-def]

@@ -18,6 +18,8 @@ from ringkernel import GpuMemoryPool, GpuProfiler, ProfileCategory, ResourceClos
 from ringkernel.errors import ConfigurationError, ProfilerError
 from ringkernel.profiling import EventKind, GpuTiming, TransferDirection, markers, reset
 
+pytestmark = pytest.mark.usefixtures("launch_reports")
+
 
 @gpu_kernel
 def scale(a, out):  # type: ignore[no-untyped-def]

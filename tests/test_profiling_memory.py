@@ -15,6 +15,8 @@ from ringkernel.errors import ConfigurationError
 from ringkernel.profiling import EventKind, reset
 from tests.test_profiling import validate_trace
 
+pytestmark = pytest.mark.usefixtures("launch_reports")
+
 WRAPPED = ("allocate", "deallocate", "_close_buffer", "_release")
 
 

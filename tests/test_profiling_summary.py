@@ -12,6 +12,8 @@ import pytest
 from ringkernel.profiling import EventKind, ProfileCategory, ProfileEvent, ProfilingSummary, timing
 from ringkernel.profiling.timing import EventTimer
 
+pytestmark = pytest.mark.usefixtures("launch_reports")
+
 
 def kernel(name: str, start_us: float, dur_us: float, *, stream: str = "s0", host_us: float | None = 5.0,
            nbytes: int | None = None, estimated: bool = False) -> ProfileEvent:  # fmt: skip

@@ -21,6 +21,8 @@ from ringkernel.errors import ConfigurationError
 from ringkernel.profiling import reset
 from ringkernel.profiling.viewer import main, screenshot, trace_html
 
+pytestmark = pytest.mark.usefixtures("launch_reports")
+
 ROOT = Path(__file__).resolve().parents[1]
 EVIL = "<script>alert(1)</script>"
 

@@ -22,6 +22,8 @@ from ringkernel.config import simulator_enabled
 from ringkernel.memory import GpuMemoryPool
 from ringkernel.profiling.telemetry import _BUCKETS, INSTALL_HINT, GpuTelemetry
 
+pytestmark = pytest.mark.usefixtures("launch_reports")
+
 
 @gpu_kernel
 def scale(a, out):  # type: ignore[no-untyped-def]

@@ -24,7 +24,7 @@ import ctypes
 import operator
 import struct
 import threading
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -432,31 +432,44 @@ class KernelLauncher:
 
     def constant_call(
         self, infos: Sequence[ArgInfo], grid: tuple[int, int, int], block: tuple[int, int, int], shared_mem: int,
-        stream: int, compiled: bool = True,
+        stream: int, compiled: bool = True, report: tuple[Any, str, Any, Any, str] | None = None,
     ) -> tuple[Any, tuple[Any, ...], Any]:  # fmt: skip
         """``(fn, args, keepalive)``: ``fn(*args)`` is the complete ``cuLaunchKernel`` call for
         ``infos`` on ``stream``, with a parameter block of its own packed now (``keepalive``
         holds it). It never changes, so threads may call it concurrently (the launch memo).
         A compiled ``LaunchEntry``'s ``launch`` where the module is loaded, unless ``compiled``
-        is False; else ctypes' call of the driver."""
+        is False; else ctypes' call of the driver.
+
+        ``report``: ``(notify, kernel name, decision, stream, kind)``: each successful launch
+        then calls ``notify(kernel name, decision, stream, kind)`` (entries made while launch
+        hooks are registered; the compiled entry does it without a Python frame)."""
         buf, ptrs = self.pack_constant(infos)
         if compiled and _native.entry_type() is not None:  # the compiled path: entry.launch() is the whole call
-            entry = self.native_entry(buf, grid, block, shared_mem, stream)
+            if report is None:
+                entry = self.native_entry(buf, grid, block, shared_mem, stream)
+            else:
+                notify, name, decision, rstream, kind = report
+                entry = self.native_entry(buf, grid, block, shared_mem, stream, decision=decision, notify=notify,
+                                          report_name=name, report_stream=rstream, report_kind=kind)  # fmt: skip
             return entry.launch, (), entry
         args = (self._chandle, *grid, *block, shared_mem, ctypes.c_void_p(stream) if stream else None, ptrs, None)
+        if report is not None:
+            return _reporting(_launch_fn, *report), args, buf
         return _launch_fn, args, buf
 
     def native_entry(
         self, buf: Any, grid: tuple[int, int, int], block: tuple[int, int, int], shared_mem: int, stream: int,
         scalars: tuple[Any, ...] = (), arrays: tuple[Any, ...] = (), stream_checks: tuple[Any, ...] = (),
-        decision: Any = None, notify: Any = None, report_name: Any = None,
+        decision: Any = None, notify: Any = None, report_name: Any = None, report_stream: Any = None,
+        report_kind: str = "auto",
     ) -> Any:  # fmt: skip
         """A compiled ``LaunchEntry`` over a copy of parameter block ``buf`` (see ringkernel/_native.c)."""
         entry_type = _native.entry_type()
         fn = _launch_fn
         return entry_type(
             ctypes.cast(fn, ctypes.c_void_p).value or 0, fn, self.handle, tuple(grid), tuple(block), int(shared_mem), int(stream or 0), bytes(buf)[: self._slots * _PARAM]
-            or bytes(_PARAM), scalars, arrays, stream_checks, decision, notify, report_name, self,
+            or bytes(_PARAM), scalars, arrays, stream_checks, decision, notify, report_name, self, report_stream,
+            report_kind,
         )  # fmt: skip
 
     def launch(self, infos: Sequence[ArgInfo], grid: tuple[int, int, int], block: tuple[int, int, int], shared_mem: int, stream: int) -> None:
@@ -501,3 +514,16 @@ class KernelLauncher:
             else:
                 out.extend(info.values)
         return out
+
+
+def _reporting(raw: Any, notify: Any, name: str, decision: Any, stream: Any, kind: str) -> Callable[..., int]:
+    """``raw`` (ctypes' driver call) that also reports each successful launch to ``notify``
+    (a launch-memo entry made while launch hooks are registered; removing the last hook drops it)."""
+
+    def fn(*call_args: Any) -> int:
+        rc = raw(*call_args)
+        if not rc:
+            notify(name, decision, stream, kind)
+        return rc  # type: ignore[no-any-return]
+
+    return fn

@@ -82,6 +82,7 @@ def install_native_call() -> bool:
         mod = _native.load() if _native.CALL else None
         if mod is None:
             return False
+        _hooks.use_native(mod)  # launch reports in C too (a profiler's Recorder)
         GpuKernel.__call__ = mod.KernelCall()  # type: ignore[method-assign]
         return True
 

@@ -17,7 +17,7 @@ With no hook registered the seam costs nothing: the memoised fast paths have no 
 hooks at all. Registering the first hook (and removing the last) clears every kernel's launch
 memos and puts its layout entries aside (the entries of the other state come back: a profiler
 entered and left around one step of many does not rebuild them each time); entries made while
-hooks are registered carry the report in their driver call (``_notifying`` and the layout
+hooks are registered carry the report in their driver call (``constant_call``'s ``report`` and the layout
 entries' ``report``), so memoised launches stay fast and are still reported. The checked and
 fast-table paths report where they launch.
 """
@@ -96,7 +96,14 @@ def launch_hooks() -> list[LaunchHook]:
     return [f for _, f in HOOKS]
 
 
-def notify(kernel_name: str, decision: Any, stream: Any, kind: str) -> None:
+def _hook_failed(handle: int, hook: Any, exc: BaseException) -> None:
+    """A hook raised: logged once per hook, which stays registered (the launch goes on)."""
+    if handle not in _failed:
+        _failed.add(handle)
+        log.error("launch hook %r raised (reported once; it stays registered)", hook, exc_info=exc)
+
+
+def _py_notify(kernel_name: str, decision: Any, stream: Any, kind: str) -> None:
     """Report one launch to every hook (called by ``GpuKernel`` only when ``HOOKS`` is not empty)."""
     c = decision.config
     event = LaunchEvent(kernel_name, c.grid, c.block, c.shared_mem, stream, kind, decision.elements,
@@ -104,7 +111,28 @@ def notify(kernel_name: str, decision: Any, stream: Any, kind: str) -> None:
     for handle, hook in list(HOOKS):
         try:
             hook(event)
-        except Exception:  # noqa: BLE001 - a hook must not break the launch it observes
-            if handle not in _failed:
-                _failed.add(handle)
-                log.exception("launch hook %r raised (reported once; it stays registered)", hook)
+        except Exception as exc:  # noqa: BLE001 - a hook must not break the launch it observes
+            _hook_failed(handle, hook, exc)
+
+
+#: Report one launch to every hook: ``notify(kernel_name, decision, stream, kind)``. The Python
+#: function above, or once the compiled module is loaded (:func:`use_native`) its ``Notifier``,
+#: which does the same and records a profiler's launch in C (``Recorder``). Read at each call
+#: (``_hooks.notify``): entries made before the switch keep the Python one, which calls the
+#: same hooks.
+notify: Callable[[str, Any, Any, str], None] = _py_notify
+
+
+def use_native(mod: Any) -> None:
+    """Report launches through the compiled module's ``Notifier`` (``native.HOOKS`` False: not)."""
+    global notify
+    from .. import native
+
+    if native.HOOKS and not isinstance(notify, mod.Notifier):
+        notify = mod.Notifier(HOOKS, LaunchEvent, _hook_failed)
+
+
+def use_python() -> None:
+    """Back to the pure-Python ``notify`` (tests compare both)."""
+    global notify
+    notify = _py_notify

@@ -162,11 +162,12 @@ class RuntimeLaunchMixin:
 
         c = decision.config
         lau = ck.launcher
-        fn, call_args, buf = lau.constant_call(infos, c.grid, c.block, c.shared_mem, stream_handle(stream),
-                                               self._native_entries)  # fmt: skip
-        if hooked:
+        report = None
+        if hooked:  # the entry reports each launch to the hooks
             kind = "auto" if memo is self._memo else "explicit"
-            fn = _notifying(fn, self.name, decision if stream is None else with_stream(decision, stream), stream, kind)
+            report = (_hooks.notify, self.name, decision if stream is None else with_stream(decision, stream), stream, kind)
+        fn, call_args, buf = lau.constant_call(infos, c.grid, c.block, c.shared_mem, stream_handle(stream),
+                                               self._native_entries, report)  # fmt: skip
         memo[key] = (fn, call_args, decision, lau, infos, c, buf)
         register_memo(memo, key, args)
         if bool(_hooks.HOOKS) != hooked or _current.active or self._closed or lau.closed:
@@ -456,20 +457,6 @@ def _generated_launch(
     src += "    go.backoff = backoff\n    return go\n"
     exec(compile(src, f"<ringkernel layout entry {launcher.name}>", "exec"), env)  # noqa: S102 - see docstring
     return env["make"]()  # type: ignore[no-any-return]
-
-
-def _notifying(raw: Any, name: str, decision: Any, stream: Any, kind: str) -> Callable[..., int]:
-    """A launch-memo entry's driver call that also reports each launch to the hooks (entries
-    made while hooks are registered; removing the last hook drops them)."""
-    notify = _hooks.notify
-
-    def fn(*call_args: Any) -> int:
-        rc = raw(*call_args)
-        if not rc:
-            notify(name, decision, stream, kind)
-        return rc  # type: ignore[no-any-return]
-
-    return fn
 
 
 def _make_entry(*args: Any) -> Callable[[tuple[Any, ...]], Any]:

@@ -10,7 +10,7 @@ NVIDIA's ``cupti.cupti`` bindings: ``activity_register_callbacks``, ``activity_e
 Matching a record to a launch: CUPTI's ``DRIVER`` records carry the launching call's host
 interval and a correlation id shared with the ``CONCURRENT_KERNEL`` record of the kernel it
 queued. The launch seam reports right after the launch call returned, so a launch is the
-latest kernel-launching driver call that ended before its report (host clocks aligned by
+latest driver call of its thread whose middle came before its report (host clocks aligned by
 sampling ``get_timestamp`` against ``perf_counter_ns``). Launches from several threads at
 the same microsecond may be swapped.
 """
@@ -55,6 +55,9 @@ _in_use = threading.Lock()
 
 class CuptiTimer:
     source = "cupti activity records"
+    #: ``launched`` only appends ``(id, host time, thread & 0xFFFFFFFF)`` to ``_pending``: the
+    #: profiler's compiled launch hook (``_native.c`` Recorder) appends it itself.
+    launched_appends_pending = True
     _events: Any = None  # copies: CUDA events around each (an EventTimer, made at the first copy)
 
     def __init__(self, copy_timer: Any = None, *, collect: bool = False, limit: int = 1_000_000) -> None:
@@ -73,7 +76,9 @@ class CuptiTimer:
             self._offset = 0  # CUPTI's clock -> perf_counter_ns (measured below, before any record arrives)
             self._lock = threading.Lock()
             self._kernels: dict[int, tuple[Any, ...]] = {}  # correlation id -> (start, end, details or None)
-            self._calls: list[tuple[int, int, int]] = []  # (end, correlation id, thread) of driver calls
+            #: (middle, correlation id, thread, end) of driver calls: a launch is matched by its call's
+            #: middle (below), so that the clocks' alignment may be off by up to half a call
+            self._calls: list[tuple[int, int, int, int]] = []
             # collecting: records paired on arrival by correlation id. A call waits for its kernels
             # and kernels for their call (they come in separate buffers, in either order) until the
             # blocking resolve after next; a call stays after pairing for the other kernels of a
@@ -92,12 +97,16 @@ class CuptiTimer:
             c.activity_register_callbacks(self._requested, self._completed)
             for kind in self._kinds:
                 c.activity_enable(kind)
-            samples = []
-            for _ in range(5):
+            # the offset from the sample with the shortest round trip (its error at most half of it)
+            best = None
+            for _ in range(25):
                 t0 = time.perf_counter_ns()
                 ts = int(c.get_timestamp())
-                samples.append(((t0 + time.perf_counter_ns()) // 2) - ts)
-            self._offset = sorted(samples)[2]
+                t1 = time.perf_counter_ns()
+                if best is None or t1 - t0 < best[0]:
+                    best = (t1 - t0, (t0 + t1) // 2 - ts)
+            assert best is not None
+            self._offset = best[1]
             self._closed = False
         except BaseException:
             _in_use.release()
@@ -116,7 +125,9 @@ class CuptiTimer:
                 if int(a.kind) == self._kernel_kind:
                     self._kernels[int(a.correlation_id)] = (int(a.start), int(a.end), None)
                 else:
-                    self._calls.append((int(a.end), int(a.correlation_id), int(getattr(a, "thread_id", 0))))
+                    end = int(a.end)
+                    mid = (int(getattr(a, "start", end)) + end) // 2
+                    self._calls.append((mid, int(a.correlation_id), int(getattr(a, "thread_id", 0)), end))
 
     def _collect_records(self, activities: list[Any]) -> None:
         with self._lock:
@@ -212,18 +223,21 @@ class CuptiTimer:
             return
         with self._lock:
             off = self._offset
-            # A launch's own driver call is the last one its thread ended before the launch was
+            # A launch's own driver call is the last one of its thread before the launch was
             # reported (the seam reports right after the call; nothing calls the driver between):
             # exact, also where that call has no kernel record (queued while its stream captured
-            # a CUDA graph). Where the records carry no thread (or not this one), the latest
-            # kernel-launching call of any thread that ended before the report.
+            # a CUDA graph). "Before" by the call's middle: the report falls between the call's
+            # end and the thread's next call's start, and the compiled launch hook reports ~30 ns
+            # after the call, less than the clocks' alignment error (the first matching by ends
+            # missed launches there). Where the records carry no thread (or not this one), the
+            # latest kernel-launching call of any thread that ended before the report.
             per_thread: dict[int, list[tuple[int, int]]] = {}
-            for end, corr, thread in self._calls:
+            for end, corr, thread, _ in self._calls:
                 per_thread.setdefault(thread, []).append((end + off, corr))
             for lst in per_thread.values():
                 lst.sort()
             thread_ends = {t: [e for e, _ in lst] for t, lst in per_thread.items()}
-            launches = sorted((end + off, corr) for end, corr, _ in self._calls if corr in self._kernels)
+            launches = sorted((end + off, corr) for end, corr, _, _ in self._calls if corr in self._kernels)
             ends = [e for e, _ in launches]
             used: set[int] = set()
             left: list[tuple[int, int, int]] = []
@@ -253,7 +267,7 @@ class CuptiTimer:
             # Calls and kernels nobody claimed (other driver calls, launches outside ringkernel)
             # are kept for 10 s: a launch's records may arrive in different buffers.
             horizon = time.perf_counter_ns() - off - 10**10
-            self._calls = [(e, c, t) for e, c, t in self._calls if c not in used and e > horizon]
+            self._calls = [(m, c, t, e) for m, c, t, e in self._calls if c not in used and e > horizon]
             self._kernels = {c: se for c, se in self._kernels.items() if se[1] > horizon}
             if block:
                 for launch_id, _, _ in left:

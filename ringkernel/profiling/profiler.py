@@ -168,6 +168,8 @@ class GpuProfiler(RangesMixin, PoolTrackingMixin, ResultsMixin):
         self.launches = launches
         self._filter = launch_filter
         self._hook: int | None = None
+        #: The compiled launch hook while active (``_native_recorder``), else None.
+        self._recorder: Any = None
         self._depth = 0
         self._timer: Timer | None = None
         self._timing_meta: dict[str, Any] = {}
@@ -258,7 +260,8 @@ class GpuProfiler(RangesMixin, PoolTrackingMixin, ResultsMixin):
         else:
             self._timer = make_timer(self.gpu_timing, self._simulated)  # the hook comes last: nothing to undo
             self._timing_meta = self._timer.metadata()
-            self._hook = add_launch_hook(self._on_launch)
+            self._recorder = self._native_recorder()
+            self._hook = add_launch_hook(self._recorder if self._recorder is not None else self._on_launch)
         self._last[self._track()[0]] = time.perf_counter_ns()  # the first launch's host time starts here
         try:
             capture.register(self)  # copies and synchronisations
@@ -268,6 +271,23 @@ class GpuProfiler(RangesMixin, PoolTrackingMixin, ResultsMixin):
         except BaseException:
             self._deactivate()
             raise
+
+    def _native_recorder(self) -> Any:
+        """The launch hook in C (``_native.c``'s ``Recorder``: ``_on_launch``'s usual case without
+        a Python frame, ~4 us less a launch on the H200), or None: the compiled module cannot be
+        built, ``RINGKERNEL_NATIVE=0``, or on the simulator where nothing built it yet (on a GPU
+        it is built here if no kernel's first compile did)."""
+        from .. import native
+        from ..kernel import hooks
+
+        if not native.HOOKS:
+            return None
+        mod = native.loaded() if self._simulated else native.load()
+        if mod is None:
+            return None
+        hooks.use_native(mod)
+        fast = self._timer if getattr(type(self._timer), "launched_appends_pending", False) else None
+        return mod.Recorder(self.__dict__, self._on_launch, fast, self._ctx, self._ids, LaunchEvent)
 
     def _deactivate(self) -> None:
         if self._timer is None:
@@ -281,6 +301,8 @@ class GpuProfiler(RangesMixin, PoolTrackingMixin, ResultsMixin):
             self._resolve()  # the GPU finishes the profiled work: every launch gets its times
             self._sample_pools()
         finally:
+            self._take_recorded()  # (when resolving failed)
+            self._recorder = None
             timer, self._timer = self._timer, None
             if timer is not None:
                 timer.close()
@@ -417,7 +439,10 @@ class GpuProfiler(RangesMixin, PoolTrackingMixin, ResultsMixin):
         """The launch hook (runs on the launching thread, right after the launch was queued).
 
         Its cost is added to every launch while the profiler is active: lookups are inlined
-        and the slow cases (a new thread, task or stream) leave through helper calls.
+        and the slow cases (a new thread, task or stream) leave through helper calls. Where the
+        compiled module is loaded, ``_native.c``'s ``Recorder`` does the same for the usual case
+        (reading and writing these attributes) and calls this method for the rest: a change
+        here must be made there too (tests/profiling/test_native_recorder.py compares them).
         """
         timer = self._timer
         if timer is None or not self._enabled:
@@ -512,4 +537,5 @@ class GpuProfiler(RangesMixin, PoolTrackingMixin, ResultsMixin):
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "active" if self.active else "idle"
-        return f"GpuProfiler({self.session_name!r}, {state}, {len(self._events) + len(self._launches) + len(self._copies)} events)"
+        waiting = self._recorder.waiting if self._recorder is not None else 0
+        return f"GpuProfiler({self.session_name!r}, {state}, {len(self._events) + len(self._launches) + waiting + len(self._copies)} events)"

@@ -43,11 +43,23 @@ class ResultsMixin:
     _streams: dict[int, tuple[int, str]]
     _kernel_bytes: dict[str, tuple[int | None, int | None]]
     _timer: Timer | None
+    _recorder: Any
     _timing_meta: dict[str, Any]
     _simulated: bool | None
     _refuse: Callable[[str], NoReturn]
 
+    def _take_recorded(self) -> None:
+        """Move the launches the compiled launch hook kept (``_native.c`` Recorder) to
+        ``_launches``, and the CUPTI timer's entries it owes to that timer."""
+        rec = self._recorder
+        if rec is not None and rec.waiting:
+            launches, pending = rec.take()
+            self._launches += launches
+            if pending and self._timer is not None:
+                self._timer._pending += pending  # type: ignore[attr-defined]  # (a CuptiTimer: launched_appends_pending)
+
     def _resolve(self) -> None:
+        self._take_recorded()
         timer = self._timer
         if timer is not None:
             with capture.quiet():  # the timer's own wait for the GPU is not the user's synchronisation

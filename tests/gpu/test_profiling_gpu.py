@@ -303,3 +303,55 @@ def test_cupti_capture_sees_every_kernel_with_its_range_thread_and_time(tmp_path
     validate_trace(p.export_chrome_tracing(tmp_path / "cupti_capture.json"))
     print(p.summary())
     p.close()
+
+
+@pytest.mark.parametrize("timing", ["cupti", "events"])
+def test_the_compiled_launch_hook_on_the_gpu(timing: str) -> None:
+    """The profiler's launch hook is the compiled Recorder on a GPU: the usual launch is
+    recorded in C, every launch gets its GPU times from the timer (CUPTI's records matched to
+    the calls the Recorder appended, or the events EventTimer recorded), with the same
+    events, parents and streams as the Python hook gives the same launches."""
+    from numba import cuda
+
+    from ringkernel import GpuProfiler, ProfileCategory, native
+    from ringkernel.kernel import hooks
+    from ringkernel.kernels import vector_add
+    from ringkernel.profiling import EventKind, GpuTiming
+
+    if timing == "cupti":
+        pytest.importorskip("cupti.cupti", reason="the cupti extra (cupti-python) is not installed")
+    a = cuda.to_device(np.ones(4097, np.float32))
+    c = cuda.device_array_like(a)
+    s = cuda.stream()
+    vector_add(a, a, c)
+    cuda.synchronize()
+
+    def session(compiled: bool) -> tuple[list[tuple[object, ...]], object]:
+        native.HOOKS = compiled
+        mod = native.load()
+        assert mod is not None, native.status()
+        hooks.use_native(mod) if compiled else hooks.use_python()
+        try:
+            with GpuProfiler("compiled hook", gpu_timing=GpuTiming.CUPTI if timing == "cupti" else GpuTiming.EVENTS) as p:
+                assert (p._recorder is not None) == compiled
+                for _ in range(20):
+                    vector_add(a, a, c)
+                with p.range("step", ProfileCategory.ALGORITHM):
+                    for _ in range(20):
+                        vector_add(a, a, c, stream=s)
+                counts = (p._recorder.fast, p._recorder.slow) if compiled else None
+            kernels = [e for e in p.events() if e.kind is EventKind.KERNEL]
+            assert len(kernels) == 40
+            assert all(e.gpu_start_ns and e.gpu_end_ns and e.gpu_end_ns > e.gpu_start_ns for e in kernels), \
+                [e for e in kernels if not e.gpu_duration_ns][:3]
+            p.close()
+            return [(e.name, e.parent_id is None, e.stream_id, e.track_id) for e in kernels], counts
+        finally:
+            native.HOOKS = True
+            hooks.use_native(native.load())
+
+    py, _ = session(False)
+    nat, counts = session(True)
+    assert nat == py
+    assert counts is not None and counts[0] >= 36, counts  # the first launch on each stream goes to Python
+    np.testing.assert_array_equal(c.copy_to_host(), 2 * np.ones(4097, np.float32))
