@@ -322,8 +322,10 @@ def main() -> int:
               f"cProfile ({launched} launches)", flush=True)  # fmt: skip
     except ImportError:
         print("cupti-python not installed: no CUPTI capture figure", flush=True)
-    # where the enabled cost goes: the hook's Python alone (timer's launched() a no-op), and the
-    # two driver calls the event timer makes per launch, each on its own
+    # where the enabled cost goes: the hook with the timer's launched() replaced by a no-op
+    # Python function (the compiled hook then calls it: the hook plus one Python call), and the
+    # two driver calls the event timer makes per launch, each on its own through ctypes (the
+    # compiled EventStamps calls them directly, and not the capture check on stream 0)
     prof = GpuProfiler("cost breakdown")
     with prof:
         assert prof._timer is not None
@@ -349,8 +351,8 @@ def main() -> int:
     event_record_us = per_call_us(lambda: record(ev, stream0))
     cuda.synchronize()
     rk_driver.event_destroy(ev)
-    breakdown = {"hook_python_us": hook_only - disabled, "capture_check_us": capture_check_us,
-                 "event_record_us": event_record_us,
+    breakdown = {"hook_with_noop_timer_us": hook_only - disabled, "capture_check_us": capture_check_us,
+                 "event_record_us": event_record_us,  # (through ctypes)
                  "rest_us": enabled - hook_only - capture_check_us - event_record_us}  # fmt: skip
     print("enabled cost breakdown:", {k: round(v, 2) for k, v in breakdown.items()}, flush=True)
     print(f"launch_us disabled {disabled:.2f} enabled {enabled:.2f} after {after:.2f} no import {no_import}", flush=True)

@@ -77,6 +77,313 @@ typedef struct {
 
 static PyTypeObject EntryType;
 
+/* -- event stamps (issue 13) -------------------------------------------------------------------
+ * EventStamps: the per-launch half of profiling/timing.py's EventTimer (GpuTiming.EVENTS) in C:
+ *   record(launch_id, host_ns, stream) checks the stream is not capturing a CUDA graph
+ *   (cuStreamIsCapturing; not for the legacy default stream, which cannot), records a pooled event on it (cuEventRecord) and queues the stamp
+ *   in its stream's queue (GPU order: nothing between the record and the queueing lets another
+ *   thread in); poll() gives each finished stamp its GPU span from consecutive events of its
+ *   stream (cuEventElapsedTime against the previous one, the first against the calibration
+ *   event) and recycles the events. A profiler's Recorder calls stamps_record directly. The
+ *   driver's functions come as addresses (ctypes' ones; tests pass stand-ins). Python's
+ *   _PyStamps in timing.py does the same where this module is not built. */
+typedef int (*ev_record_fn)(void *, void *);
+typedef int (*ev_capturing_fn)(void *, int *);
+typedef int (*ev_elapsed_fn)(float *, void *, void *);
+#define CUDA_NOT_READY 600
+
+typedef struct { int64_t lid, host; uint64_t ev; } Stamp;
+typedef struct {
+    uint64_t stream;
+    Stamp *q;
+    Py_ssize_t head, n, cap; /* a ring */
+    int has_prev;
+    uint64_t prev_ev;
+    int64_t prev_end;
+} StreamQ;
+
+typedef struct {
+    PyObject_HEAD
+    ev_record_fn record;
+    ev_capturing_fn capturing;
+    ev_elapsed_fn elapsed;
+    PyObject *keep, *create, *check; /* the functions' owners; new_event(); check(rc, what) raises */
+    uint64_t *free_evs;
+    Py_ssize_t nfree, capfree;
+    StreamQ *sq;
+    Py_ssize_t nsq, capsq;
+    uint64_t ref_ev;
+    int64_t ref_ns;
+    Py_ssize_t queued, next_resolve;
+} Stamps;
+
+static PyTypeObject StampsType;
+
+static int stamps_raise(Stamps *s, int rc, const char *what) {
+    PyObject *r = PyObject_CallFunction(s->check, "is", rc, what);
+    if (!r) return -1;
+    Py_DECREF(r);
+    if (!PyErr_Occurred()) PyErr_Format(PyExc_RuntimeError, "%s failed (%d)", what, rc);
+    return -1;
+}
+
+static int stamps_give(Stamps *s, uint64_t ev) {
+    if (s->nfree == s->capfree) {
+        Py_ssize_t cap = s->capfree ? 2 * s->capfree : 64;
+        uint64_t *g = PyMem_Realloc(s->free_evs, (size_t)cap * sizeof(uint64_t));
+        if (!g) { PyErr_NoMemory(); return -1; }
+        s->free_evs = g;
+        s->capfree = cap;
+    }
+    s->free_evs[s->nfree++] = ev;
+    return 0;
+}
+
+/* an event from the pool, or a new one (new_event() in Python); 0 on an error */
+static uint64_t stamps_event(Stamps *s) {
+    if (s->nfree) return s->free_evs[--s->nfree];
+    PyObject *r = PyObject_CallNoArgs(s->create);
+    if (!r) return 0;
+    unsigned long long ev = PyLong_AsUnsignedLongLong(r);
+    Py_DECREF(r);
+    if (ev == (unsigned long long)-1 && PyErr_Occurred()) return 0;
+    if (!ev) { PyErr_SetString(PyExc_RuntimeError, "new_event() gave a null event"); return 0; }
+    return (uint64_t)ev;
+}
+
+static StreamQ *stamps_queue(Stamps *s, uint64_t stream) {
+    for (Py_ssize_t i = 0; i < s->nsq; i++)
+        if (s->sq[i].stream == stream) return &s->sq[i];
+    if (s->nsq == s->capsq) {
+        Py_ssize_t cap = s->capsq ? 2 * s->capsq : 8;
+        StreamQ *g = PyMem_Realloc(s->sq, (size_t)cap * sizeof(StreamQ));
+        if (!g) { PyErr_NoMemory(); return NULL; }
+        s->sq = g;
+        s->capsq = cap;
+    }
+    StreamQ *q = &s->sq[s->nsq++];
+    memset(q, 0, sizeof(*q));
+    q->stream = stream;
+    return q;
+}
+
+static int queue_push(StreamQ *q, Stamp st) {
+    if (q->n == q->cap) {
+        Py_ssize_t cap = q->cap ? 2 * q->cap : 256;
+        Stamp *g = PyMem_Malloc((size_t)cap * sizeof(Stamp));
+        if (!g) { PyErr_NoMemory(); return -1; }
+        for (Py_ssize_t i = 0; i < q->n; i++) g[i] = q->q[(q->head + i) % q->cap];
+        PyMem_Free(q->q);
+        q->q = g;
+        q->head = 0;
+        q->cap = cap;
+    }
+    q->q[(q->head + q->n) % q->cap] = st;
+    q->n++;
+    return 0;
+}
+
+/* 0: recorded, 1: the stream is capturing a graph (nothing recorded: untimed), 2: recorded and
+ * a poll is due (recycles events: a GPU far behind is not polled on every launch), -1: error */
+static int stamps_record(Stamps *s, int64_t lid, int64_t host, uint64_t stream) {
+    int status = 0, rc;
+    /* the legacy default stream (0) can never capture (CUDA refuses to begin a capture on it),
+     * and the launch just made on it succeeded: no query (~1 us) for the most common stream */
+    if (stream != 0 && ((rc = s->capturing((void *)(uintptr_t)stream, &status)) || status)) return 1;
+    uint64_t ev = stamps_event(s);
+    if (!ev) return -1;
+    StreamQ *q = stamps_queue(s, stream); /* (after the event: making one runs Python) */
+    if (!q) { stamps_give(s, ev); return -1; }
+    Stamp st = {lid, host, ev};
+    if (queue_push(q, st)) { stamps_give(s, ev); return -1; }
+    rc = s->record((void *)(uintptr_t)ev, (void *)(uintptr_t)stream);
+    if (rc) { /* not recorded: not queued either */
+        q->n--;
+        stamps_give(s, ev);
+        return stamps_raise(s, rc, "cuEventRecord");
+    }
+    s->queued++;
+    return s->queued >= s->next_resolve ? 2 : 0;
+}
+
+static PyObject *stamps_py_record(PyObject *self, PyObject *args) {
+    long long lid, host;
+    unsigned long long stream;
+    if (!PyArg_ParseTuple(args, "LLK:record", &lid, &host, &stream)) return NULL;
+    int r = stamps_record((Stamps *)self, lid, host, stream);
+    return r < 0 ? NULL : PyLong_FromLong(r);
+}
+
+/* poll(failed=None) -> list of (launch id, start, end, estimated) for every stamp whose event
+ * finished (in each stream's order, stopping at the first that has not); failed: {stream: why}
+ * whose remaining stamps are given up instead (their work failed): (launch id, None, None, why). */
+static PyObject *stamps_poll(PyObject *self, PyObject *args) {
+    Stamps *s = (Stamps *)self;
+    PyObject *failed = Py_None;
+    if (!PyArg_ParseTuple(args, "|O:poll", &failed)) return NULL;
+    PyObject *out = PyList_New(0);
+    if (!out) return NULL;
+    for (Py_ssize_t k = 0; k < s->nsq; k++) {
+        StreamQ *q = &s->sq[k];
+        PyObject *why = NULL;
+        if (failed != Py_None && q->n) {
+            PyObject *key = PyLong_FromUnsignedLongLong(q->stream);
+            if (!key) goto fail;
+            why = PyDict_Check(failed) ? PyDict_GetItemWithError(failed, key) : NULL;
+            Py_DECREF(key);
+            if (!why && PyErr_Occurred()) goto fail;
+        }
+        while (q->n) {
+            Stamp st = q->q[q->head];
+            PyObject *item;
+            if (why) {
+                item = Py_BuildValue("(LOOO)", (long long)st.lid, Py_None, Py_None, why);
+                if (stamps_give(s, st.ev)) { Py_XDECREF(item); goto fail; }
+            } else {
+                uint64_t base = q->has_prev ? q->prev_ev : s->ref_ev;
+                int64_t base_ns = q->has_prev ? q->prev_end : s->ref_ns;
+                float ms = 0;
+                int rc = s->elapsed(&ms, (void *)(uintptr_t)base, (void *)(uintptr_t)st.ev);
+                if (rc == CUDA_NOT_READY) break; /* not finished: later ones on this stream are not either */
+                if (rc) { stamps_raise(s, rc, "cuEventElapsedTime"); goto fail; }
+                int64_t end = base_ns + (int64_t)llround((double)ms * 1e6);
+                int64_t start = q->has_prev ? (st.host > q->prev_end ? st.host : q->prev_end) : st.host;
+                int estimated = !q->has_prev || st.host > q->prev_end;
+                item = Py_BuildValue("(LLLO)", (long long)st.lid, (long long)(start < end ? start : end), (long long)end,
+                                     estimated ? Py_True : Py_False);
+                if (q->has_prev && stamps_give(s, q->prev_ev)) { Py_XDECREF(item); goto fail; }
+                q->has_prev = 1;
+                q->prev_ev = st.ev;
+                q->prev_end = end;
+            }
+            q->head = (q->head + 1) % q->cap;
+            q->n--;
+            s->queued--;
+            if (!item || PyList_Append(out, item)) { Py_XDECREF(item); goto fail; }
+            Py_DECREF(item);
+        }
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* last() -> {stream: its newest queued event}: what a blocking resolve waits for */
+static PyObject *stamps_last(PyObject *self, PyObject *unused) {
+    Stamps *s = (Stamps *)self;
+    PyObject *d = PyDict_New();
+    if (!d) return NULL;
+    for (Py_ssize_t k = 0; k < s->nsq; k++) {
+        StreamQ *q = &s->sq[k];
+        if (!q->n) continue;
+        PyObject *key = PyLong_FromUnsignedLongLong(q->stream);
+        PyObject *v = PyLong_FromUnsignedLongLong(q->q[(q->head + q->n - 1) % q->cap].ev);
+        int bad = !key || !v || PyDict_SetItem(d, key, v);
+        Py_XDECREF(key);
+        Py_XDECREF(v);
+        if (bad) { Py_DECREF(d); return NULL; }
+    }
+    return d;
+}
+
+static PyObject *stamps_py_give(PyObject *self, PyObject *arg) {
+    unsigned long long ev = PyLong_AsUnsignedLongLong(arg);
+    if (ev == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    if (stamps_give((Stamps *)self, ev)) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *stamps_py_event(PyObject *self, PyObject *unused) {
+    uint64_t ev = stamps_event((Stamps *)self);
+    return ev ? PyLong_FromUnsignedLongLong(ev) : NULL;
+}
+
+static PyObject *stamps_set_reference(PyObject *self, PyObject *args) {
+    Stamps *s = (Stamps *)self;
+    unsigned long long ev;
+    long long ns;
+    if (!PyArg_ParseTuple(args, "KL:set_reference", &ev, &ns)) return NULL;
+    s->ref_ev = ev;
+    s->ref_ns = ns;
+    Py_RETURN_NONE;
+}
+
+static PyObject *stamps_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    unsigned long long rec, cap, ela;
+    PyObject *keep, *create, *check;
+    if (kwargs && PyDict_GET_SIZE(kwargs)) {
+        PyErr_SetString(PyExc_TypeError, "EventStamps takes positional arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "KKKOOO:EventStamps", &rec, &cap, &ela, &keep, &create, &check)) return NULL;
+    if (!rec || !cap || !ela || !PyCallable_Check(create) || !PyCallable_Check(check)) {
+        PyErr_SetString(PyExc_TypeError, "EventStamps(cuEventRecord, cuStreamIsCapturing, cuEventElapsedTime addresses, "
+                                         "keep, new_event, check)");
+        return NULL;
+    }
+    Stamps *s = (Stamps *)type->tp_alloc(type, 0);
+    if (!s) return NULL;
+    s->record = (ev_record_fn)(uintptr_t)rec;
+    s->capturing = (ev_capturing_fn)(uintptr_t)cap;
+    s->elapsed = (ev_elapsed_fn)(uintptr_t)ela;
+    s->keep = Py_NewRef(keep);
+    s->create = Py_NewRef(create);
+    s->check = Py_NewRef(check);
+    s->next_resolve = 512;
+    return (PyObject *)s;
+}
+
+static int stamps_traverse(PyObject *self, visitproc visit, void *arg) {
+    Stamps *s = (Stamps *)self;
+    Py_VISIT(s->keep); Py_VISIT(s->create); Py_VISIT(s->check);
+    return 0;
+}
+
+static int stamps_clear(PyObject *self) {
+    Stamps *s = (Stamps *)self;
+    Py_CLEAR(s->keep); Py_CLEAR(s->create); Py_CLEAR(s->check);
+    return 0;
+}
+
+static void stamps_dealloc(PyObject *self) {
+    Stamps *s = (Stamps *)self;
+    PyObject_GC_UnTrack(self);
+    stamps_clear(self);
+    for (Py_ssize_t k = 0; k < s->nsq; k++) PyMem_Free(s->sq[k].q);
+    PyMem_Free(s->sq);
+    PyMem_Free(s->free_evs); /* (the events themselves belong to the timer, which destroys them) */
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyMethodDef stamps_methods[] = {
+    {"record", stamps_py_record, METH_VARARGS, "record(launch_id, host_ns, stream) -> 0, 1 (capturing: untimed) or 2 (poll due)"},
+    {"poll", stamps_poll, METH_VARARGS, "poll(failed=None) -> [(launch id, start, end, estimated or why)]"},
+    {"last", stamps_last, METH_NOARGS, "{stream: its newest queued event}"},
+    {"give", stamps_py_give, METH_O, "give(event): back to the pool"},
+    {"event", stamps_py_event, METH_NOARGS, "an event from the pool (or a new one)"},
+    {"set_reference", stamps_set_reference, METH_VARARGS, "set_reference(event, host_ns): the calibration event"},
+    {NULL, NULL, 0, NULL}};
+
+static PyMemberDef stamps_members[] = {
+    {"queued", T_PYSSIZET, offsetof(Stamps, queued), READONLY, "stamps waiting for their event"},
+    {"next_resolve", T_PYSSIZET, offsetof(Stamps, next_resolve), 0, "record() says a poll is due from this many queued"},
+    {"pooled", T_PYSSIZET, offsetof(Stamps, nfree), READONLY, "events in the pool"},
+    {NULL, 0, 0, 0, NULL}};
+
+static PyTypeObject StampsType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "ringkernel._native.EventStamps",
+    .tp_basicsize = sizeof(Stamps),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = stamps_new,
+    .tp_dealloc = stamps_dealloc,
+    .tp_traverse = stamps_traverse,
+    .tp_clear = stamps_clear,
+    .tp_methods = stamps_methods,
+    .tp_members = stamps_members,
+    .tp_doc = "EventTimer's per-launch events in C (see the module's source).",
+};
+
 /* -- launch reports (issue 13) ----------------------------------------------------------------
  * Notifier: kernel/hooks.py's notify(name, decision, stream, kind) in C (installed there once
  *   this module is loaded: hooks.use_native). It gives each registered hook, in registration
@@ -96,7 +403,7 @@ static PyTypeObject EntryType;
  *   take() returns too, unless the instance's launched() was replaced (then it is called). */
 static PyObject *s_timer, *s_enabled, *s_filter, *s_count, *s_max_events, *s_to_retire, *s_tracks, *s_stacks,
     *s_stream_cache, *s_streams, *s_ended, *s_id, *s_pending, *s_launched, *s_config, *s_grid,
-    *s_block, *s_shared_mem, *s_elements, *s_get_running_loop, *s_current_task, *s_asyncio, *s_plast;
+    *s_block, *s_shared_mem, *s_elements, *s_get_running_loop, *s_current_task, *s_asyncio, *s_plast, *s_captured, *s_resolve;
 
 /* time.perf_counter_ns()'s clock (CLOCK_MONOTONIC on Linux; a test compares them) */
 static int64_t now_ns(void) {
@@ -116,6 +423,7 @@ typedef struct {
     PyObject_HEAD
     PyObject *pdict, *fallback, *fast_timer, *ctxvar, *ids, *event_type;
     PyObject *timer_dict; /* fast_timer's __dict__ (or NULL) */
+    PyObject *stamps;     /* fast_timer's EventStamps (an EventTimer), or NULL (CUPTI's timer) */
     LaunchRec *recs;
     Py_ssize_t n, cap;
     long long fast, slow;
@@ -300,13 +608,22 @@ static int rec_record(Recorder *r, PyObject *name, PyObject *fields, PyObject *s
     }
     int64_t rid64 = PyLong_AsLongLong(rid);
     if (rid64 == -1 && PyErr_Occurred()) goto done;
-    int owed = 0;
+    int owed = 0, direct = 0, stamped = 0;
     if (timer == r->fast_timer && r->timer_dict) {
         /* its launched() replaced on the instance (a test, a benchmark): called, not bypassed */
-        owed = !PyDict_GetItemWithError(r->timer_dict, s_launched);
+        int replaced = PyDict_GetItemWithError(r->timer_dict, s_launched) != NULL;
         if (PyErr_Occurred()) goto done;
+        if (!replaced) {
+            if (r->stamps) direct = 1;
+            else owed = 1;
+        }
     }
-    if (!owed) {
+    if (direct) { /* EventTimer.launched(): its event recorded here */
+        unsigned long long h = PyLong_AsUnsignedLongLong(skey);
+        if (h == (unsigned long long)-1 && PyErr_Occurred()) goto done;
+        stamped = stamps_record((Stamps *)r->stamps, rid64, t, h);
+        if (stamped < 0) goto done;
+    } else if (!owed) {
         PyObject *tobj = PyLong_FromLongLong(t), *gobj = has_gap ? PyLong_FromLongLong(gap) : Py_NewRef(Py_None);
         PyObject *x = tobj && gobj ? PyObject_CallMethodObjArgs(timer, s_launched, rid, tobj, gobj, skey, NULL) : NULL;
         Py_XDECREF(tobj);
@@ -346,6 +663,12 @@ static int rec_record(Recorder *r, PyObject *name, PyObject *fields, PyObject *s
     x->t = t; x->gap = gap; x->has_gap = (char)has_gap; x->end = end64; x->rid = rid64; x->thread = ident;
     x->pending = (char)owed;
     r->fast++;
+    if (stamped == 1 || stamped == 2) { /* untimed (a graph capture), or a poll due: the timer's Python */
+        PyObject *m = stamped == 1 ? PyObject_CallMethodOneArg(timer, s_captured, rid)
+                                   : PyObject_CallMethodOneArg(timer, s_resolve, Py_False);
+        if (!m) goto done;
+        Py_DECREF(m);
+    }
     result = 1;
 done:
     Py_XDECREF(timer); Py_XDECREF(task); Py_XDECREF(key); Py_XDECREF(parent); Py_XDECREF(ctxval); Py_XDECREF(skey);
@@ -390,11 +713,15 @@ done:
 }
 
 static PyObject *recorder_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
-    PyObject *pdict, *fallback, *fast_timer, *ctxvar, *ids, *event_type;
-    static char *kw[] = {"profiler_dict", "fallback", "fast_timer", "ctxvar", "ids", "event_type", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!OOOOO!:Recorder", kw, &PyDict_Type, &pdict, &fallback,
-                                     &fast_timer, &ctxvar, &ids, &PyType_Type, &event_type))
+    PyObject *pdict, *fallback, *fast_timer, *ctxvar, *ids, *event_type, *stamps = Py_None;
+    static char *kw[] = {"profiler_dict", "fallback", "fast_timer", "ctxvar", "ids", "event_type", "stamps", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!OOOOO!|O:Recorder", kw, &PyDict_Type, &pdict, &fallback,
+                                     &fast_timer, &ctxvar, &ids, &PyType_Type, &event_type, &stamps))
         return NULL;
+    if (stamps != Py_None && (Py_TYPE(stamps) != &StampsType || fast_timer == Py_None)) {
+        PyErr_SetString(PyExc_TypeError, "Recorder: stamps must be the fast timer's EventStamps");
+        return NULL;
+    }
     if (!PyCallable_Check(fallback) || !PyContextVar_CheckExact(ctxvar) || !PyIter_Check(ids) ||
         !PyType_IsSubtype((PyTypeObject *)event_type, &PyTuple_Type)) {
         PyErr_SetString(PyExc_TypeError,
@@ -409,6 +736,7 @@ static PyObject *recorder_new(PyTypeObject *type, PyObject *args, PyObject *kwar
     r->ctxvar = Py_NewRef(ctxvar);
     r->ids = Py_NewRef(ids);
     r->event_type = Py_NewRef(event_type);
+    if (stamps != Py_None) r->stamps = Py_NewRef(stamps);
     if (fast_timer != Py_None) {
         r->timer_dict = PyObject_GenericGetDict(fast_timer, NULL);
         if (!r->timer_dict) { Py_DECREF(r); return NULL; }
@@ -426,7 +754,7 @@ static PyObject *recorder_call(PyObject *self, PyObject *args, PyObject *kwargs)
 static int recorder_traverse(PyObject *self, visitproc visit, void *arg) {
     Recorder *r = (Recorder *)self;
     Py_VISIT(r->pdict); Py_VISIT(r->fallback); Py_VISIT(r->fast_timer); Py_VISIT(r->ctxvar); Py_VISIT(r->ids);
-    Py_VISIT(r->event_type); Py_VISIT(r->timer_dict);
+    Py_VISIT(r->event_type); Py_VISIT(r->timer_dict); Py_VISIT(r->stamps);
     for (Py_ssize_t i = 0; i < r->n; i++) {
         LaunchRec *x = &r->recs[i];
         Py_VISIT(x->name); Py_VISIT(x->fields); Py_VISIT(x->stream); Py_VISIT(x->kind);
@@ -444,7 +772,7 @@ static int recorder_clear(PyObject *self) {
     rec_release(recs, n);
     PyMem_Free(recs);
     Py_CLEAR(r->pdict); Py_CLEAR(r->fallback); Py_CLEAR(r->fast_timer); Py_CLEAR(r->ctxvar); Py_CLEAR(r->ids);
-    Py_CLEAR(r->event_type); Py_CLEAR(r->timer_dict);
+    Py_CLEAR(r->event_type); Py_CLEAR(r->timer_dict); Py_CLEAR(r->stamps);
     return 0;
 }
 
@@ -1644,9 +1972,11 @@ PyMODINIT_FUNC PyInit__rk_native(void) {
     INTERN(s_launched, "launched"); INTERN(s_config, "config"); INTERN(s_grid, "grid"); INTERN(s_block, "block");
     INTERN(s_shared_mem, "shared_mem"); INTERN(s_elements, "elements"); INTERN(s_get_running_loop, "_get_running_loop");
     INTERN(s_current_task, "current_task"); INTERN(s_asyncio, "asyncio"); INTERN(s_plast, "_last");
+    INTERN(s_captured, "_captured"); INTERN(s_resolve, "resolve");
     INTERN(s_memo, "_memo"); INTERN(s_layouts, "_layouts"); INTERN(s_last, "_last"); INTERN(s_nparams, "_nparams");
     if (PyType_Ready(&EntryType) < 0 || PyType_Ready(&KernelCallType) < 0 || PyType_Ready(&PoolMethodType) < 0 ||
-        PyType_Ready(&PoolStateType) < 0 || PyType_Ready(&RecorderType) < 0 || PyType_Ready(&NotifierType) < 0)
+        PyType_Ready(&PoolStateType) < 0 || PyType_Ready(&RecorderType) < 0 || PyType_Ready(&NotifierType) < 0 ||
+        PyType_Ready(&StampsType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&native_module);
     if (!m) return NULL;
@@ -1656,12 +1986,14 @@ PyMODINIT_FUNC PyInit__rk_native(void) {
     Py_INCREF(&PoolStateType);
     Py_INCREF(&RecorderType);
     Py_INCREF(&NotifierType);
+    Py_INCREF(&StampsType);
     if (PyModule_AddObject(m, "LaunchEntry", (PyObject *)&EntryType) < 0 ||
         PyModule_AddObject(m, "KernelCall", (PyObject *)&KernelCallType) < 0 ||
         PyModule_AddObject(m, "PoolMethod", (PyObject *)&PoolMethodType) < 0 ||
         PyModule_AddObject(m, "PoolState", (PyObject *)&PoolStateType) < 0 ||
         PyModule_AddObject(m, "Recorder", (PyObject *)&RecorderType) < 0 ||
         PyModule_AddObject(m, "Notifier", (PyObject *)&NotifierType) < 0 ||
+        PyModule_AddObject(m, "EventStamps", (PyObject *)&StampsType) < 0 ||
         PyModule_AddIntConstant(m, "K_CUPY", K_CUPY) < 0 || PyModule_AddIntConstant(m, "K_NUMBA", K_NUMBA) < 0 ||
         PyModule_AddIntConstant(m, "K_PTR", K_PTR) < 0 || PyModule_AddIntConstant(m, "K_TORCH", K_TORCH) < 0 ||
         PyModule_AddIntConstant(m, "K_GUARD", K_GUARD) < 0) {

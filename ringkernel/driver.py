@@ -295,6 +295,15 @@ def capture_checker() -> Callable[[int], bool]:
     return capturing
 
 
+def event_functions() -> tuple[int, int, int, Any]:
+    """The addresses of ``cuEventRecord``, ``cuStreamIsCapturing`` and ``cuEventElapsedTime``
+    and an object that keeps them alive: for the compiled event stamps (``_native.c``
+    ``EventStamps``; tests give stand-ins)."""
+    fns = (lib().cuEventRecord, lib().cuStreamIsCapturing, lib().cuEventElapsedTime)
+    addr = [ctypes.cast(f, ctypes.c_void_p).value or 0 for f in fns]
+    return addr[0], addr[1], addr[2], fns
+
+
 def event_elapsed_ms(start: int, end: int) -> float | None:
     """``cuEventElapsedTime`` between two raw events in ms; ``None`` while either has not completed."""
     ms = ctypes.c_float()

@@ -8,7 +8,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from numba import cuda
 
+from ringkernel import gpu_kernel
 from ringkernel.profiling import EventKind, ProfileCategory, ProfileEvent, ProfilingSummary, timing
 from ringkernel.profiling.timing import EventTimer
 
@@ -85,6 +87,7 @@ class ModelGpu:
         self.next_times: list[int] = []
         self.recorded: list[tuple[int, int]] = []
         self.capturing: set[int] = set()
+        self.capture_queries: list[int] = []
         self.destroyed: list[int] = []
 
     def event_create(self) -> int:
@@ -104,6 +107,7 @@ class ModelGpu:
         return 999
 
     def stream_is_capturing(self, stream: int) -> bool:
+        self.capture_queries.append(stream)
         return stream in self.capturing
 
     def event_destroy(self, ev: int) -> None:
@@ -113,20 +117,52 @@ class ModelGpu:
         self.destroyed.append(-stream)
 
 
+def _c_functions(model: ModelGpu) -> tuple[int, int, int, Any]:
+    """The model as the three driver functions the compiled EventStamps calls (C stand-ins)."""
+    import ctypes
+
+    rec_t = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+    cap_t = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int))
+    ela_t = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_float), ctypes.c_void_p, ctypes.c_void_p)
+
+    def record(ev: Any, stream: Any) -> int:
+        model.event_record(ev or 0, stream or 0)
+        return 0
+
+    def capturing(stream: Any, status: Any) -> int:
+        status[0] = int(model.stream_is_capturing(stream or 0))
+        return 0
+
+    def elapsed(ms: Any, a: Any, b: Any) -> int:
+        got = model.event_elapsed_ms(a or 0, b or 0)
+        if got is None:
+            return 600  # CUDA_ERROR_NOT_READY
+        ms[0] = got
+        return 0
+
+    fns = (rec_t(record), cap_t(capturing), ela_t(elapsed))
+    addr = [ctypes.cast(f, ctypes.c_void_p).value for f in fns]
+    return addr[0], addr[1], addr[2], fns  # type: ignore[return-value]
+
+
 @pytest.fixture
-def gpu(monkeypatch: pytest.MonkeyPatch) -> ModelGpu:
+def gpu(monkeypatch: pytest.MonkeyPatch, launch_reports: str) -> ModelGpu:
+    """A model GPU under the event timer: its Python stamps (driver calls through ctypes) or
+    the compiled ones (``launch_reports``: the driver's functions as C stand-ins)."""
     model = ModelGpu()
     for name in ("event_create", "event_synchronize", "event_elapsed_ms", "stream_create", "event_destroy",
-                 "stream_destroy"):  # fmt: skip
+                 "stream_destroy", "event_record"):  # fmt: skip
         monkeypatch.setattr(timing.driver, name, getattr(model, name))
     monkeypatch.setattr(timing.driver, "event_recorder", lambda: model.event_record)
     monkeypatch.setattr(timing.driver, "capture_checker", lambda: model.stream_is_capturing)
+    monkeypatch.setattr(timing.driver, "event_functions", lambda: _c_functions(model))
     return model
 
 
-def test_event_timer_spans_from_consecutive_events(gpu: ModelGpu) -> None:
+def test_event_timer_spans_from_consecutive_events(gpu: ModelGpu, launch_reports: str) -> None:
     gpu.next_times = [10_000] * 5  # the calibration events
     t = EventTimer()
+    assert type(t._stamps).__name__ == ("EventStamps" if launch_reports == "native" else "_PyStamps")
     ref_ns = t._ref_ns
     base = gpu.done_at[t._ref]
 
@@ -191,3 +227,82 @@ class _NoCupti:
     @staticmethod
     def import_module(name: str) -> Any:
         raise ImportError(f"No module named {name!r}")
+
+
+def test_event_timer_gives_up_the_launches_of_a_failed_stream(gpu: ModelGpu, monkeypatch: pytest.MonkeyPatch) -> None:
+    t = EventTimer()
+    base = gpu.done_at[t._ref]
+    gpu.next_times = [base + 1000, base + 2000, base + 3000]
+    for i in (1, 2):
+        t.launched(i, t._ref_ns, None, 7)
+    t.launched(3, t._ref_ns, None, 8)
+
+    def sync(ev: int) -> None:
+        if ev == gpu.recorded[-2][0]:  # stream 7's newest event: its kernel faulted
+            raise RuntimeError("an illegal address was encountered")
+
+    monkeypatch.setattr(timing.driver, "event_synchronize", sync)
+    t.resolve(block=True)
+    assert [t.times[i][3] for i in (1, 2)] == ["the GPU work before its event failed: an illegal address was "
+                                               "encountered"] * 2  # fmt: skip
+    assert t.times[3][1] == t._ref_ns + 3000 and t.times[3][3] is None  # the other stream is timed
+    assert t.metadata()["untimed_launches"] == 2 and t._stamps.queued == 0
+    t.close()
+
+
+def test_the_compiled_launch_hook_records_the_event_itself(gpu: ModelGpu, launch_reports: str) -> None:
+    """A profiler timing with events: its compiled Recorder records each launch's event through
+    the timer's EventStamps without the timer's Python, with the same spans."""
+    from ringkernel import GpuProfiler
+    from ringkernel.kernel.hooks import LaunchEvent, add_launch_hook, remove_launch_hook
+
+    if launch_reports != "native":
+        pytest.skip("the compiled module's path")
+
+    from ringkernel import native
+
+    mod = native.loaded()
+    x = cuda.to_device(np.zeros(7, np.float32))
+    p = GpuProfiler("events")
+    with p:
+        t = EventTimer()
+        p._timer = t
+        remove_launch_hook(p._hook)  # type: ignore[arg-type]
+        rec = mod.Recorder(p.__dict__, p._on_launch, t, p._ctx, p._ids, LaunchEvent, t._stamps)
+        p._recorder = rec
+        p._hook = add_launch_hook(rec)
+        calls: list[int] = []
+        python_launched = t.launched
+        t.__class__ = type("Counting", (EventTimer,), {"launched": lambda self, *a: (calls.append(a[0]), python_launched(*a))})
+        base = gpu.done_at[t._ref]
+        gpu.next_times = [base + 10_000 * k for k in range(1, 40)]
+        for _ in range(12):
+            inc(x)
+        assert rec.fast >= 10 and len(calls) == rec.slow, (rec.fast, rec.slow, calls)
+        assert t._stamps.queued == 12
+    kernels = [e for e in p.events() if e.kind is EventKind.KERNEL]
+    assert len(kernels) == 12 and all(e.gpu_end_ns for e in kernels)
+    ends = sorted(e.gpu_end_ns for e in kernels)  # type: ignore[type-var]
+    assert [b - a for a, b in zip(ends, ends[1:])] == [10_000] * 11
+    np.testing.assert_array_equal(x.copy_to_host(), np.full(7, 12, np.float32))
+
+
+@gpu_kernel
+def inc(x):  # type: ignore[no-untyped-def]
+    i = cuda.grid(1)
+    if i < x.size:
+        x[i] += 1
+
+
+def test_the_legacy_default_stream_is_never_asked_whether_it_captures(gpu: ModelGpu) -> None:
+    """CUDA cannot capture the legacy default stream: no cuStreamIsCapturing (~1 us) for it."""
+    t = EventTimer()
+    base = gpu.done_at[t._ref]
+    gpu.next_times = [base + 1000 * k for k in range(1, 6)]
+    for i in range(3):
+        t.launched(i, t._ref_ns, None, 0)
+    t.launched(3, t._ref_ns, None, 5)
+    assert gpu.capture_queries == [5]
+    t.resolve(block=True)
+    assert all(t.times[i][1] for i in range(4))
+    t.close()

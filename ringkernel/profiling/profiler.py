@@ -286,8 +286,11 @@ class GpuProfiler(RangesMixin, PoolTrackingMixin, ResultsMixin):
         if mod is None:
             return None
         hooks.use_native(mod)
-        fast = self._timer if getattr(type(self._timer), "launched_appends_pending", False) else None
-        return mod.Recorder(self.__dict__, self._on_launch, fast, self._ctx, self._ids, LaunchEvent)
+        timer = self._timer
+        stamps = getattr(timer, "_stamps", None)  # an EventTimer's: its events recorded in C too
+        stamps = stamps if isinstance(stamps, mod.EventStamps) else None
+        fast = timer if stamps is not None or getattr(type(timer), "launched_appends_pending", False) else None
+        return mod.Recorder(self.__dict__, self._on_launch, fast, self._ctx, self._ids, LaunchEvent, stamps)
 
     def _deactivate(self) -> None:
         if self._timer is None:

@@ -33,7 +33,7 @@ import time
 import weakref
 from collections import deque
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from .. import driver
 from ..errors import ConfigurationError
@@ -134,8 +134,104 @@ class HostTimer:
         pass
 
 
+class _PyStamps:
+    """The per-launch events of :class:`EventTimer` in Python: ``_native.c``'s ``EventStamps``
+    where the compiled module is not built (the same interface and results; tests compare them).
+    A stamp is (launch id, its report's host time, its event), queued per stream in GPU order."""
+
+    def __init__(self, new_event: Callable[[], int]) -> None:
+        self._new_event = new_event
+        self._free: list[int] = []
+        self._queues: dict[int, deque[tuple[int, int, int]]] = {}
+        self._prev: dict[int, tuple[int, int]] = {}  # stream -> (its last finished event, that event's time)
+        self._record = driver.event_recorder()
+        self._capturing = driver.capture_checker()
+        self._lock = threading.Lock()  # (the record is a ctypes call: it lets other threads in)
+        self._ref, self._ref_ns = 0, 0
+        self.queued = 0
+        self.next_resolve = 512
+
+    @property
+    def pooled(self) -> int:
+        return len(self._free)
+
+    def event(self) -> int:
+        try:
+            return self._free.pop()
+        except IndexError:
+            return self._new_event()
+
+    def give(self, ev: int) -> None:
+        self._free.append(ev)
+
+    def set_reference(self, ev: int, ns: int) -> None:
+        self._ref, self._ref_ns = ev, ns
+
+    def record(self, launch_id: int, host_ns: int, stream: int) -> int:
+        # the legacy default stream (0) can never capture (CUDA refuses to begin a capture on it)
+        if stream and self._capturing(stream):
+            return 1
+        with self._lock:  # record and enqueue together: a stream's queue is in GPU order
+            ev = self.event()
+            try:
+                self._record(ev, stream)
+            except BaseException:
+                self._free.append(ev)
+                raise
+            q = self._queues.get(stream)
+            if q is None:
+                q = self._queues[stream] = deque()
+            q.append((launch_id, host_ns, ev))
+            self.queued += 1
+        return 2 if self.queued >= self.next_resolve else 0
+
+    def last(self) -> dict[int, int]:
+        with self._lock:
+            return {k: q[-1][2] for k, q in self._queues.items() if q}
+
+    def poll(self, failed: dict[int, str] | None = None) -> list[tuple[int, Any, Any, Any]]:
+        out: list[tuple[int, Any, Any, Any]] = []
+        with self._lock:
+            for key, q in self._queues.items():
+                why = failed.get(key) if failed else None
+                while q:
+                    launch_id, host_ns, ev = q[0]
+                    if why is not None:
+                        out.append((launch_id, None, None, why))
+                        self._free.append(ev)
+                    else:
+                        prev = self._prev.get(key)
+                        base_ev, base_ns = prev if prev is not None else (self._ref, self._ref_ns)
+                        ms = driver.event_elapsed_ms(base_ev, ev)
+                        if ms is None:
+                            break  # not finished yet: later ones on this stream are not either
+                        end = base_ns + round(ms * 1e6)
+                        start = max(host_ns, prev[1]) if prev is not None else host_ns
+                        out.append((launch_id, min(start, end), end, prev is None or host_ns > prev[1]))
+                        if prev is not None:
+                            self._free.append(prev[0])
+                        self._prev[key] = (ev, end)
+                    q.popleft()
+                    self.queued -= 1
+        return out
+
+
+def _stamps(new_event: Callable[[], int]) -> Any:
+    """The compiled ``EventStamps`` where the module is loaded (and ``native.HOOKS``), else :class:`_PyStamps`."""
+    from .. import native
+
+    mod = native.loaded() if native.HOOKS else None
+    if mod is None:
+        return _PyStamps(new_event)
+    rec, cap, ela, keep = driver.event_functions()
+    return mod.EventStamps(rec, cap, ela, keep, new_event, driver.check)
+
+
 class EventTimer:
-    """One CUDA event after each launch on its stream; spans from consecutive events (module docstring)."""
+    """One CUDA event after each launch on its stream; spans from consecutive events (module docstring).
+
+    The events are recorded and read by ``_stamps`` (``_native.c``'s ``EventStamps``, or
+    :class:`_PyStamps`); a profiler's compiled launch hook records through it directly."""
 
     source = "cuda events (one event after each launch)"
 
@@ -146,70 +242,58 @@ class EventTimer:
         self._thread = threading.current_thread()
         self.times: dict[int, Span] = {}
         self._lock = threading.Lock()
-        self._free: list[int] = []
         self._owned: list[int] = []  # every event made: destroyed at close, with the calibration stream
         self._stream = driver.stream_create(0, non_blocking=True)
         self._finalizer = weakref.finalize(self, _destroy, self._owned, self._stream)
-        #: Per stream, in GPU order: (launch id, its report's host time, its event).
-        self._pending: dict[int, deque[tuple[int, int, int]]] = {}
-        self._prev: dict[int, tuple[int, int]] = {}  # stream -> (its last resolved event, that event's time)
-        self._queued = 0
-        self._next_resolve = 512
         self._untimed = 0
-        self._record = driver.event_recorder()
-        self._capturing = driver.capture_checker()
+        self._stamps = _stamps(self._new_event)
         self._ref, self._ref_ns, self._uncertainty_ns = self._calibrate()
+        self._stamps.set_reference(self._ref, self._ref_ns)
 
-    def _event(self) -> int:
-        try:
-            return self._free.pop()
-        except IndexError:
-            ev = driver.event_create()
-            self._owned.append(ev)
-            return ev
+    def _new_event(self) -> int:
+        ev = driver.event_create()
+        self._owned.append(ev)
+        return ev
 
     def _calibrate(self) -> tuple[int, int, int]:
         """An event on the private stream whose host time is known to half a round trip."""
         best: tuple[int, int, int] | None = None
+        stamps = self._stamps
         for _ in range(5):
-            ev = self._event()
+            ev = stamps.event()
             t0 = time.perf_counter_ns()
-            self._record(ev, self._stream)
+            driver.event_record(ev, self._stream)
             driver.event_synchronize(ev)
             t1 = time.perf_counter_ns()
             if best is None or t1 - t0 < best[2] - best[1]:
                 if best is not None:
-                    self._free.append(best[0])
+                    stamps.give(best[0])
                 best = (ev, t0, t1)
             else:
-                self._free.append(ev)
+                stamps.give(ev)
         assert best is not None
         ev, t0, t1 = best
         return ev, (t0 + t1) // 2, (t1 - t0) // 2
 
+    def _captured(self, launch_id: int) -> None:
+        """A launch queued while its stream captured a CUDA graph: no event (it would be a node
+        of the user's graph), no GPU times."""
+        self.times[launch_id] = (None, None, False, "launched during a CUDA graph capture: not timed")
+        self._untimed += 1
+
     def launched(self, launch_id: int, host_ns: int, host_gap_ns: int | None, stream_key: int) -> None:
-        if self._capturing(stream_key):
-            self.times[launch_id] = (None, None, False, "launched during a CUDA graph capture: not timed")
-            self._untimed += 1
-            return
-        free = self._free
-        with self._lock:  # record and enqueue together: a stream's queue is in GPU order
-            ev = free.pop() if free else self._event()
-            self._record(ev, stream_key)
-            q = self._pending.get(stream_key)
-            if q is None:
-                q = self._pending[stream_key] = deque()
-            q.append((launch_id, host_ns, ev))
-            self._queued += 1
-        if self._queued >= self._next_resolve:
+        done = self._stamps.record(launch_id, host_ns, stream_key)
+        if done == 1:
+            self._captured(launch_id)
+        elif done == 2:
             self.resolve(block=False)  # recycle the events of finished work
-            self._next_resolve = self._queued + 512  # a GPU far behind is not polled on every launch
 
     def before_copy(self, stream_key: int, host_ns: int) -> None:
         """An event right before a copy on its stream (launch id -1, never read): the copy's
-        span then starts at this event, not at the stream's previous one."""
-        if not self._capturing(stream_key):  # in a capture the copy itself goes untimed (copied())
-            self.launched(-1, host_ns, None, stream_key)
+        span then starts at this event, not at the stream's previous one. In a capture the
+        copy itself goes untimed (:meth:`copied`)."""
+        if self._stamps.record(-1, host_ns, stream_key) == 2:
+            self.resolve(block=False)
 
     def copied(self, launch_id: int, start_ns: int, end_ns: int, stream_key: int) -> None:
         """The event after a copy: its span runs from the event of :meth:`before_copy`."""
@@ -217,41 +301,27 @@ class EventTimer:
 
     def resolve(self, block: bool) -> None:
         """Give GPU times to every launch whose event completed (all of them when ``block``)."""
-        if self._queued and threading.current_thread() is not self._thread:
+        stamps = self._stamps
+        if stamps.queued and threading.current_thread() is not self._thread:
             from numba import cuda
 
             cuda.current_context()  # driver calls from another thread need numba's context current there
         with self._lock:
-            for key, q in self._pending.items():
-                while q:
-                    launch_id, host_ns, ev = q[0]
-                    if block:
-                        try:
-                            driver.event_synchronize(ev)
-                        except Exception as exc:  # noqa: BLE001 - a faulted kernel: report, keep the rest
-                            self._fail(q, f"the GPU work before its event failed: {exc}")
-                            break
-                    prev = self._prev.get(key)
-                    base_ev, base_ns = prev if prev is not None else (self._ref, self._ref_ns)
-                    ms = driver.event_elapsed_ms(base_ev, ev)
-                    if ms is None:
-                        break  # not finished yet: later ones on this stream are not either
-                    end = base_ns + round(ms * 1e6)
-                    start = max(host_ns, prev[1]) if prev is not None else host_ns
-                    estimated = prev is None or host_ns > prev[1]
-                    self.times[launch_id] = (min(start, end), end, estimated, None)
-                    q.popleft()
-                    self._queued -= 1
-                    if prev is not None:
-                        self._free.append(prev[0])
-                    self._prev[key] = (ev, end)
-
-    def _fail(self, q: deque[tuple[int, int, int]], why: str) -> None:
-        while q:
-            launch_id, _, _ = q.popleft()
-            self.times[launch_id] = (None, None, False, why)
-            self._queued -= 1
-            self._untimed += 1
+            failed: dict[int, str] | None = None
+            if block:  # a stream's newest event: everything queued before it on the stream finished too
+                for key, ev in stamps.last().items():
+                    try:
+                        driver.event_synchronize(ev)
+                    except Exception as exc:  # noqa: BLE001 - a faulted kernel: report, keep the rest
+                        failed = failed or {}
+                        failed[key] = f"the GPU work before its event failed: {exc}"
+            for launch_id, start, end, estimated in stamps.poll(failed):
+                if start is None:
+                    self.times[launch_id] = (None, None, False, estimated)
+                    self._untimed += 1
+                else:
+                    self.times[launch_id] = (start, end, estimated, None)
+            stamps.next_resolve = stamps.queued + 512  # a GPU far behind is not polled on every launch
 
     def metadata(self) -> dict[str, Any]:
         return {"timing_source": self.source,
