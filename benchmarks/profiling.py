@@ -400,8 +400,34 @@ def main() -> int:
 
     # rounds interleaved, the order alternating, so that clock or thermal drift between the two
     # measurements does not pass for a timing error
+    def bracketed_under_cupti() -> float | None:
+        # the same batches while CUPTI records kernels and driver calls (no profiler): what
+        # CUPTI's kernel tracing does to the kernels' own time
+        try:
+            import cupti.cupti as cc
+        except ImportError:
+            return None
+        kinds = [cc.ActivityKind.CONCURRENT_KERNEL, cc.ActivityKind.DRIVER]
+        cc.activity_register_callbacks(lambda: (8 << 20, 0), lambda activities: None)
+        for kind in kinds:
+            cc.activity_enable(kind)
+        try:
+            bracketed()
+            return bracketed()
+        finally:
+            cc.activity_flush_all(1)
+            for kind in kinds:
+                cc.activity_disable(kind)
+            cc.activity_flush_all(1)
+            if hasattr(cc, "finalize"):
+                cc.finalize()
+
+    from ringkernel.profiling import GpuTiming
+
     traced: list[float] = []
     evented: list[float] = []
+    event_timed: list[float] = []  # the profiler timing with CUDA events (GpuTiming.EVENTS)
+    under_cupti: list[float] = []
     captured_spans: list[float] = []  # the same under LaunchCapture.CUPTI, where cupti-python is
     round_medians: list[list[float | None]] = []
     for r in range(7):
@@ -413,6 +439,10 @@ def main() -> int:
             evented.append(bracketed())
         traced += spans
         round_medians.append([float(np.median(spans)) if spans else None, evented[-1]])
+        event_timed += profiled(gpu_timing=GpuTiming.EVENTS)[1:]  # (the first after a sync: its start estimated)
+        got = bracketed_under_cupti() if cupti_capture is not None else None
+        if got is not None:
+            under_cupti.append(got)
         if cupti_capture is not None:
             from ringkernel.profiling import LaunchCapture
 
@@ -420,7 +450,8 @@ def main() -> int:
     np.testing.assert_allclose(y.copy_to_host(), 2 * x.copy_to_host(), rtol=1e-6)
     ratio = float(np.median(traced) / np.median(evented)) if traced else None
     print(f"durations: profiler median {np.median(traced) if traced else None} ms, events {np.median(evented):.4f} ms, "
-          f"ratio {ratio}; same launches' events {np.median(inside):.4f} ms; CUPTI capture median {np.median(captured_spans) if captured_spans else None} ms", flush=True)  # fmt: skip
+          f"ratio {ratio}; same launches' events {np.median(inside):.4f} ms; CUPTI capture median {np.median(captured_spans) if captured_spans else None} ms; "
+          f"events timing {np.median(event_timed) if event_timed else None} ms; events under CUPTI {np.median(under_cupti) if under_cupti else None} ms", flush=True)  # fmt: skip
 
     # the first launch after leaving a profiler, with new arrays (a layout entry serves it:
     # leaving must not cost a rebuilt entry each time a profiler brackets one step of many);
@@ -526,6 +557,14 @@ def main() -> int:
             # mean per launch includes the gaps between kernels)
             "same_launches_events_median_ms": float(np.median(inside)),
             "same_launches_ratio": float(np.median(traced) / np.median(inside)) if traced else None,
+            # the profiler timing with CUDA events: spans between consecutive events of the busy
+            # stream (a kernel and the gap before the next)
+            "events_timing_median_ms": float(np.median(event_timed)) if event_timed else None,
+            "events_timing_ratio": float(np.median(event_timed) / np.median(evented)) if event_timed else None,
+            # CUDA events bracketing the same batches while CUPTI records (no profiler): CUPTI's
+            # kernel tracing's own effect on the kernels (what the default's ratio includes)
+            "cuda_events_under_cupti_median_ms": float(np.median(under_cupti)) if under_cupti else None,
+            "cupti_tracing_slowdown": float(np.median(under_cupti) / np.median(evented)) if under_cupti else None,
             "cupti_capture_median_ms": float(np.median(captured_spans)) if captured_spans else None,
             "cupti_capture_ratio": float(np.median(captured_spans) / np.median(evented)) if captured_spans else None,
         },
