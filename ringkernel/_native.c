@@ -111,7 +111,8 @@ typedef struct {
     uint64_t *free_evs;
     Py_ssize_t nfree, capfree;
     StreamQ *sq;
-    Py_ssize_t nsq, capsq;
+    Py_ssize_t nsq, capsq, last_q; /* last_q: the queue of the latest record (most launches repeat a stream) */
+    PyObject *index;               /* {stream: its queue's index} */
     uint64_t ref_ev;
     int64_t ref_ns;
     Py_ssize_t queued, next_resolve;
@@ -152,8 +153,26 @@ static uint64_t stamps_event(Stamps *s) {
 }
 
 static StreamQ *stamps_queue(Stamps *s, uint64_t stream) {
-    for (Py_ssize_t i = 0; i < s->nsq; i++)
-        if (s->sq[i].stream == stream) return &s->sq[i];
+    if (s->last_q < s->nsq && s->sq[s->last_q].stream == stream) return &s->sq[s->last_q];
+    PyObject *key = PyLong_FromUnsignedLongLong(stream);
+    if (!key) return NULL;
+    PyObject *at = PyDict_GetItemWithError(s->index, key);
+    if (at) {
+        Py_ssize_t i = PyLong_AsSsize_t(at);
+        Py_DECREF(key);
+        if (i < 0 || i >= s->nsq) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_SystemError, "EventStamps: a bad stream index");
+            return NULL;
+        }
+        s->last_q = i;
+        return &s->sq[i];
+    }
+    if (PyErr_Occurred()) { Py_DECREF(key); return NULL; }
+    PyObject *iv = PyLong_FromSsize_t(s->nsq);
+    int bad = !iv || PyDict_SetItem(s->index, key, iv);
+    Py_XDECREF(iv);
+    Py_DECREF(key);
+    if (bad) return NULL;
     if (s->nsq == s->capsq) {
         Py_ssize_t cap = s->capsq ? 2 * s->capsq : 8;
         StreamQ *g = PyMem_Realloc(s->sq, (size_t)cap * sizeof(StreamQ));
@@ -161,6 +180,7 @@ static StreamQ *stamps_queue(Stamps *s, uint64_t stream) {
         s->sq = g;
         s->capsq = cap;
     }
+    s->last_q = s->nsq;
     StreamQ *q = &s->sq[s->nsq++];
     memset(q, 0, sizeof(*q));
     q->stream = stream;
@@ -216,7 +236,10 @@ static PyObject *stamps_py_record(PyObject *self, PyObject *args) {
 
 /* poll(failed=None) -> list of (launch id, start, end, estimated) for every stamp whose event
  * finished (in each stream's order, stopping at the first that has not); failed: {stream: why}
- * whose remaining stamps are given up instead (their work failed): (launch id, None, None, why). */
+ * whose remaining stamps are given up instead (their work failed): (launch id, None, None, why);
+ * so is a stream whose cuEventElapsedTime fails (why: the driver's error). A stamp leaves its
+ * queue before any Python runs (building its item may collect garbage, whose finalizers may
+ * launch on a new stream and move the queues): the queue is found again by its index. */
 static PyObject *stamps_poll(PyObject *self, PyObject *args) {
     Stamps *s = (Stamps *)self;
     PyObject *failed = Py_None;
@@ -224,44 +247,64 @@ static PyObject *stamps_poll(PyObject *self, PyObject *args) {
     PyObject *out = PyList_New(0);
     if (!out) return NULL;
     for (Py_ssize_t k = 0; k < s->nsq; k++) {
-        StreamQ *q = &s->sq[k];
-        PyObject *why = NULL;
-        if (failed != Py_None && q->n) {
-            PyObject *key = PyLong_FromUnsignedLongLong(q->stream);
+        PyObject *why = NULL; /* a new reference while set */
+        if (failed != Py_None && s->sq[k].n) {
+            PyObject *key = PyLong_FromUnsignedLongLong(s->sq[k].stream);
             if (!key) goto fail;
             why = PyDict_Check(failed) ? PyDict_GetItemWithError(failed, key) : NULL;
             Py_DECREF(key);
             if (!why && PyErr_Occurred()) goto fail;
+            Py_XINCREF(why);
         }
-        while (q->n) {
+        while (k < s->nsq && s->sq[k].n) {
+            StreamQ *q = &s->sq[k];
             Stamp st = q->q[q->head];
-            PyObject *item;
-            if (why) {
-                item = Py_BuildValue("(LOOO)", (long long)st.lid, Py_None, Py_None, why);
-                if (stamps_give(s, st.ev)) { Py_XDECREF(item); goto fail; }
-            } else {
+            int64_t start = 0, end = 0;
+            int estimated = 0, given_up = why != NULL;
+            uint64_t recycle = 0;
+            if (!given_up) {
                 uint64_t base = q->has_prev ? q->prev_ev : s->ref_ev;
                 int64_t base_ns = q->has_prev ? q->prev_end : s->ref_ns;
                 float ms = 0;
                 int rc = s->elapsed(&ms, (void *)(uintptr_t)base, (void *)(uintptr_t)st.ev);
                 if (rc == CUDA_NOT_READY) break; /* not finished: later ones on this stream are not either */
-                if (rc) { stamps_raise(s, rc, "cuEventElapsedTime"); goto fail; }
-                int64_t end = base_ns + (int64_t)llround((double)ms * 1e6);
-                int64_t start = q->has_prev ? (st.host > q->prev_end ? st.host : q->prev_end) : st.host;
-                int estimated = !q->has_prev || st.host > q->prev_end;
-                item = Py_BuildValue("(LLLO)", (long long)st.lid, (long long)(start < end ? start : end), (long long)end,
-                                     estimated ? Py_True : Py_False);
-                if (q->has_prev && stamps_give(s, q->prev_ev)) { Py_XDECREF(item); goto fail; }
+                if (rc) { /* the rest of this stream is given up with the driver's error */
+                    stamps_raise(s, rc, "cuEventElapsedTime");
+                    PyObject *type, *value, *tb;
+                    PyErr_Fetch(&type, &value, &tb);
+                    why = value ? PyObject_Str(value) : PyUnicode_FromString("cuEventElapsedTime failed");
+                    Py_XDECREF(type); Py_XDECREF(value); Py_XDECREF(tb);
+                    if (!why) goto fail;
+                    q = &s->sq[k];
+                    continue;
+                }
+                end = base_ns + (int64_t)nearbyint((double)ms * 1e6); /* round() of Python: half to even */
+                start = q->has_prev ? (st.host > q->prev_end ? st.host : q->prev_end) : st.host;
+                estimated = !q->has_prev || st.host > q->prev_end;
+                if (q->has_prev) recycle = q->prev_ev;
                 q->has_prev = 1;
                 q->prev_ev = st.ev;
                 q->prev_end = end;
+            } else {
+                recycle = st.ev;
             }
             q->head = (q->head + 1) % q->cap;
             q->n--;
             s->queued--;
-            if (!item || PyList_Append(out, item)) { Py_XDECREF(item); goto fail; }
+            if (!q->n) { /* drained: its buffer goes (a program making many streams keeps little) */
+                PyMem_Free(q->q);
+                q->q = NULL;
+                q->head = q->cap = 0;
+            }
+            /* -- Python from here on: q may move -- */
+            if (recycle && stamps_give(s, recycle)) { Py_XDECREF(why); goto fail; }
+            PyObject *item = given_up ? Py_BuildValue("(LOOO)", (long long)st.lid, Py_None, Py_None, why)
+                                      : Py_BuildValue("(LLLO)", (long long)st.lid, (long long)(start < end ? start : end),
+                                                      (long long)end, estimated ? Py_True : Py_False);
+            if (!item || PyList_Append(out, item)) { Py_XDECREF(item); Py_XDECREF(why); goto fail; }
             Py_DECREF(item);
         }
+        Py_XDECREF(why);
     }
     return out;
 fail:
@@ -290,6 +333,7 @@ static PyObject *stamps_last(PyObject *self, PyObject *unused) {
 static PyObject *stamps_py_give(PyObject *self, PyObject *arg) {
     unsigned long long ev = PyLong_AsUnsignedLongLong(arg);
     if (ev == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    if (!ev) { PyErr_SetString(PyExc_ValueError, "give(event): a null event"); return NULL; }
     if (stamps_give((Stamps *)self, ev)) return NULL;
     Py_RETURN_NONE;
 }
@@ -331,18 +375,19 @@ static PyObject *stamps_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
     s->create = Py_NewRef(create);
     s->check = Py_NewRef(check);
     s->next_resolve = 512;
+    if (!(s->index = PyDict_New())) { Py_DECREF(s); return NULL; }
     return (PyObject *)s;
 }
 
 static int stamps_traverse(PyObject *self, visitproc visit, void *arg) {
     Stamps *s = (Stamps *)self;
-    Py_VISIT(s->keep); Py_VISIT(s->create); Py_VISIT(s->check);
+    Py_VISIT(s->keep); Py_VISIT(s->create); Py_VISIT(s->check); Py_VISIT(s->index);
     return 0;
 }
 
 static int stamps_clear(PyObject *self) {
     Stamps *s = (Stamps *)self;
-    Py_CLEAR(s->keep); Py_CLEAR(s->create); Py_CLEAR(s->check);
+    Py_CLEAR(s->keep); Py_CLEAR(s->create); Py_CLEAR(s->check); Py_CLEAR(s->index);
     return 0;
 }
 
@@ -403,7 +448,8 @@ static PyTypeObject StampsType = {
  *   take() returns too, unless the instance's launched() was replaced (then it is called). */
 static PyObject *s_timer, *s_enabled, *s_filter, *s_count, *s_max_events, *s_to_retire, *s_tracks, *s_stacks,
     *s_stream_cache, *s_streams, *s_ended, *s_id, *s_pending, *s_launched, *s_config, *s_grid,
-    *s_block, *s_shared_mem, *s_elements, *s_get_running_loop, *s_current_task, *s_asyncio, *s_plast, *s_captured, *s_resolve;
+    *s_block, *s_shared_mem, *s_elements, *s_get_running_loop, *s_current_task, *s_asyncio, *s_plast, *s_captured, *s_resolve, *s_recorder,
+    *s_launches;
 
 /* time.perf_counter_ns()'s clock (CLOCK_MONOTONIC on Linux; a test compares them) */
 static int64_t now_ns(void) {
@@ -485,11 +531,25 @@ static PyObject *make_event(PyObject *event_type, PyObject *name, PyObject *fiel
     return ev;
 }
 
+/* room for one more record (0), or -1 with MemoryError; take() may have emptied the buffer
+ * meanwhile (n = cap = 0): the same rule for every check */
+static int rec_reserve(Recorder *r) {
+    if (r->n < r->cap) return 0;
+    Py_ssize_t cap = r->cap ? 2 * r->cap : 1024;
+    LaunchRec *grown = PyMem_Realloc(r->recs, (size_t)cap * sizeof(LaunchRec));
+    if (!grown) { PyErr_NoMemory(); return -1; }
+    r->recs = grown;
+    r->cap = cap;
+    return 0;
+}
+
 #define NOT_TAKEN() do { result = PyErr_Occurred() ? -1 : 0; goto done; } while (0)
 
 /* 1: recorded (or nothing to record), 0: a case left to _on_launch (nothing changed), -1: error */
-static int rec_record(Recorder *r, PyObject *name, PyObject *fields, PyObject *stream, PyObject *kind, int64_t t) {
+static int rec_record(Recorder *r, PyObject *name, PyObject *fields, PyObject *stream, PyObject *kind, int64_t t,
+                      int *filtered) {
     int result = -1;
+    *filtered = 0;
     PyObject *task = NULL, *key = NULL, *parent = NULL, *ctxval = NULL, *skey = NULL, *tid = NULL, *sid = NULL,
              *rid = NULL, *end = NULL, *timer = NULL, *n1 = NULL;
     int64_t gap = 0;
@@ -512,6 +572,7 @@ static int rec_record(Recorder *r, PyObject *name, PyObject *fields, PyObject *s
         int yes = PyObject_IsTrue(ok);
         Py_DECREF(ok);
         if (yes <= 0) { result = yes < 0 ? -1 : 1; goto done; }
+        *filtered = 1; /* a case left to _on_launch must not ask the filter again */
     }
     PyObject *count = pget(r, s_count), *maxe = pget(r, s_max_events);
     if (!count || !maxe || !PyLong_CheckExact(count) || !PyLong_CheckExact(maxe)) NOT_TAKEN();
@@ -593,13 +654,7 @@ static int rec_record(Recorder *r, PyObject *name, PyObject *fields, PyObject *s
     if (!s || !PyTuple_Check(s) || PyTuple_GET_SIZE(s) < 1) NOT_TAKEN(); /* a new stream */
     sid = PyTuple_GET_ITEM(s, 0);
     Py_INCREF(sid);
-    if (r->n == r->cap) { /* room first: nothing below fails for want of memory after the timer ran */
-        Py_ssize_t cap = r->cap ? 2 * r->cap : 1024;
-        LaunchRec *grown = PyMem_Realloc(r->recs, (size_t)cap * sizeof(LaunchRec));
-        if (!grown) { PyErr_NoMemory(); goto done; }
-        r->recs = grown;
-        r->cap = cap;
-    }
+    if (rec_reserve(r)) goto done; /* room first: nothing below fails for want of memory after the timer ran */
     /* -- taken: from here on every failure is an error, as in _on_launch -- */
     rid = PyIter_Next(r->ids);
     if (!rid) {
@@ -648,13 +703,31 @@ static int rec_record(Recorder *r, PyObject *name, PyObject *fields, PyObject *s
         goto done;
     }
     if (PyDict_SetItem(last, key, end) || PyDict_SetItem(r->pdict, s_count, n1)) goto done;
-    if (r->n == r->cap) { /* (the timer's Python took the room: a launch inside it) */
-        Py_ssize_t cap = 2 * r->cap;
-        LaunchRec *grown = PyMem_Realloc(r->recs, (size_t)cap * sizeof(LaunchRec));
-        if (!grown) { PyErr_NoMemory(); goto done; }
-        r->recs = grown;
-        r->cap = cap;
+    PyObject *holder = pget(r, s_recorder);
+    if (!holder && PyErr_Occurred()) goto done;
+    if (holder != (PyObject *)r) {
+        /* the profiler took its records and let this Recorder go while the timer's Python ran
+         * (it was left on another thread): the launch goes where _on_launch would put it */
+        PyObject *ev = make_event(r->event_type, name, fields, stream, kind, t);
+        PyObject *gobj = ev ? (has_gap ? PyLong_FromLongLong(gap) : Py_NewRef(Py_None)) : NULL;
+        PyObject *tup = gobj ? PyTuple_Pack(8, ev, rid, skey, sid, gobj, tid, parent, end) : NULL;
+        PyObject *launches = tup ? pget(r, s_launches) : NULL;
+        int bad = !launches || !PyList_Check(launches) || PyList_Append(launches, tup);
+        if (bad && !PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "the profiler's _launches is not a list");
+        if (!bad && owed) { /* its CUPTI timer's entry, as launched() would have appended it */
+            PyObject *pend = PyDict_GetItemWithError(r->timer_dict, s_pending);
+            PyObject *th = PyLong_FromUnsignedLong(ident & 0xFFFFFFFFUL), *tobj = PyLong_FromLongLong(t);
+            PyObject *pt = th && tobj ? PyTuple_Pack(3, rid, tobj, th) : NULL;
+            bad = !pt || !pend || !PyList_Check(pend) || PyList_Append(pend, pt);
+            if (bad && !PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "the CUPTI timer's _pending is not a list");
+            Py_XDECREF(th); Py_XDECREF(tobj); Py_XDECREF(pt);
+        }
+        Py_XDECREF(ev); Py_XDECREF(gobj); Py_XDECREF(tup);
+        if (bad) goto done;
+        r->fast++;
+        goto after_record;
     }
+    if (rec_reserve(r)) goto done; /* (the timer's Python took the room, or take() emptied the buffer) */
     LaunchRec *x = &r->recs[r->n++];
     Py_INCREF(name); Py_INCREF(fields); Py_INCREF(stream); Py_INCREF(kind);
     x->name = name; x->fields = fields; x->stream = stream; x->kind = kind;
@@ -663,6 +736,7 @@ static int rec_record(Recorder *r, PyObject *name, PyObject *fields, PyObject *s
     x->t = t; x->gap = gap; x->has_gap = (char)has_gap; x->end = end64; x->rid = rid64; x->thread = ident;
     x->pending = (char)owed;
     r->fast++;
+after_record:
     if (stamped == 1 || stamped == 2) { /* untimed (a graph capture), or a poll due: the timer's Python */
         PyObject *m = stamped == 1 ? PyObject_CallMethodOneArg(timer, s_captured, rid)
                                    : PyObject_CallMethodOneArg(timer, s_resolve, Py_False);
@@ -846,34 +920,54 @@ static PyObject *notifier_go(Notifier *n, PyObject *name, PyObject *decision, Py
         if (el) fields = PyTuple_Pack(4, g, b, sm, el);
         Py_XDECREF(g); Py_XDECREF(b); Py_XDECREF(sm); Py_XDECREF(el);
         if (!fields) return NULL;
-        Py_XSETREF(n->cache_decision, Py_NewRef(decision));
-        Py_XSETREF(n->cache_fields, Py_NewRef(fields));
+        PyObject *old_d = n->cache_decision, *old_f = n->cache_fields; /* both new ones in before a release */
+        n->cache_decision = Py_NewRef(decision);
+        n->cache_fields = Py_NewRef(fields);
+        Py_XDECREF(old_d);
+        Py_XDECREF(old_f);
     }
     if (!(snapshot = PyList_AsTuple(n->hooks))) goto done; /* list(HOOKS): a hook may add or remove hooks */
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(snapshot); i++) {
         PyObject *item = PyTuple_GET_ITEM(snapshot, i);
         if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) continue;
         PyObject *handle = PyTuple_GET_ITEM(item, 0), *hook = PyTuple_GET_ITEM(item, 1);
-        int rc = 0;
-        if (Py_TYPE(hook) == &RecorderType) rc = rec_record((Recorder *)hook, name, fields, stream, kind, t);
+        int rc = 0, filtered = 0, rec = Py_TYPE(hook) == &RecorderType;
+        if (rec) rc = rec_record((Recorder *)hook, name, fields, stream, kind, t, &filtered);
         if (rc == 0) { /* another hook, or a case the Recorder leaves to the profiler's _on_launch */
             if (!ev && !(ev = make_event(n->event_type, name, fields, stream, kind, t))) goto done;
-            PyObject *target = hook;
-            if (Py_TYPE(hook) == &RecorderType) {
+            PyObject *x;
+            if (rec) {
                 ((Recorder *)hook)->slow++;
-                target = ((Recorder *)hook)->fallback;
+                PyObject *fargs[2] = {ev, filtered ? Py_True : Py_False};
+                x = PyObject_Vectorcall(((Recorder *)hook)->fallback, fargs, 2, NULL);
+            } else {
+                x = PyObject_CallOneArg(hook, ev);
             }
-            PyObject *x = PyObject_CallOneArg(target, ev);
             rc = x ? 1 : -1;
             Py_XDECREF(x);
         }
-        if (rc < 0 && report_failure(n, handle, hook)) goto done;
+        /* (a Recorder's failure is its profiler's: the log names _on_launch's profiler) */
+        if (rc < 0 && report_failure(n, handle, rec ? ((Recorder *)hook)->fallback : hook)) goto done;
     }
     result = Py_NewRef(Py_None);
 done:
     Py_XDECREF(fields); Py_XDECREF(ev); Py_XDECREF(snapshot);
     return result;
 }
+
+static PyObject *notifier_forget(PyObject *self, PyObject *unused) {
+    /* the last hook went: the cached decision (and the stream its configuration holds) is let go */
+    Notifier *n = (Notifier *)self;
+    PyObject *old_d = n->cache_decision, *old_f = n->cache_fields;
+    n->cache_decision = n->cache_fields = NULL;
+    Py_XDECREF(old_d);
+    Py_XDECREF(old_f);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef notifier_methods[] = {
+    {"forget", notifier_forget, METH_NOARGS, "let the cached decision go (the last hook was removed)"},
+    {NULL, NULL, 0, NULL}};
 
 static PyObject *notifier_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     if (PyVectorcall_NARGS(nargsf) != 4 || (kwnames && PyTuple_GET_SIZE(kwnames))) {
@@ -934,6 +1028,7 @@ static PyTypeObject NotifierType = {
     .tp_clear = notifier_clear,
     .tp_call = PyVectorcall_Call,
     .tp_vectorcall_offset = offsetof(Notifier, vectorcall),
+    .tp_methods = notifier_methods,
     .tp_doc = "kernel/hooks.py's notify in C (see the module's source).",
 };
 
@@ -1972,7 +2067,8 @@ PyMODINIT_FUNC PyInit__rk_native(void) {
     INTERN(s_launched, "launched"); INTERN(s_config, "config"); INTERN(s_grid, "grid"); INTERN(s_block, "block");
     INTERN(s_shared_mem, "shared_mem"); INTERN(s_elements, "elements"); INTERN(s_get_running_loop, "_get_running_loop");
     INTERN(s_current_task, "current_task"); INTERN(s_asyncio, "asyncio"); INTERN(s_plast, "_last");
-    INTERN(s_captured, "_captured"); INTERN(s_resolve, "resolve");
+    INTERN(s_captured, "_captured"); INTERN(s_resolve, "resolve"); INTERN(s_recorder, "_recorder");
+    INTERN(s_launches, "_launches");
     INTERN(s_memo, "_memo"); INTERN(s_layouts, "_layouts"); INTERN(s_last, "_last"); INTERN(s_nparams, "_nparams");
     if (PyType_Ready(&EntryType) < 0 || PyType_Ready(&KernelCallType) < 0 || PyType_Ready(&PoolMethodType) < 0 ||
         PyType_Ready(&PoolStateType) < 0 || PyType_Ready(&RecorderType) < 0 || PyType_Ready(&NotifierType) < 0 ||

@@ -11,6 +11,7 @@ with foreign calls and kernels interleaved and records arriving over several flu
 from __future__ import annotations
 
 import sys
+import threading
 import time
 import types
 from typing import Any, Iterator
@@ -173,7 +174,9 @@ def test_a_report_right_after_its_call_matches_though_the_clocks_disagree(fake: 
     """The compiled launch hook reports ~30 ns after the launch call returns, less than the
     error of aligning CUPTI's clock with perf_counter_ns: a report that appears 300 ns *before*
     its call ended (the alignment off by 330 ns) is still that call's, and the next call (a
-    quick non-launching one 400 ns after the report) is not taken for it."""
+    quick non-launching one 400 ns after the report) is not taken for it. (Records with the
+    launching thread's id, as CUPTI's DRIVER records carry; without one, calls are matched by
+    their ends: another thread's call may overlap the report.)"""
     from ringkernel.profiling._cupti import CuptiTimer
 
     timer = CuptiTimer()
@@ -186,9 +189,11 @@ def test_a_report_right_after_its_call_matches_though_the_clocks_disagree(fake: 
             report = c1 + 30
             k0, k1 = c1 + 800, c1 + 800 + 5_000 * rid
             q0, q1 = report + 400, report + 450  # a quick call right after (cuCtxGetCurrent, say)
-            fake.pending += [_Record(fake.ActivityKind.DRIVER, c0 - OFFSET + skew, c1 - OFFSET + skew, corr),
-                             _Record(fake.ActivityKind.CONCURRENT_KERNEL, k0 - OFFSET + skew, k1 - OFFSET + skew, corr),
-                             _Record(fake.ActivityKind.DRIVER, q0 - OFFSET + skew, q1 - OFFSET + skew, corr + 100)]  # fmt: skip
+            call = _Record(fake.ActivityKind.DRIVER, c0 - OFFSET + skew, c1 - OFFSET + skew, corr)
+            quick = _Record(fake.ActivityKind.DRIVER, q0 - OFFSET + skew, q1 - OFFSET + skew, corr + 100)
+            call.thread_id = quick.thread_id = threading.get_ident() & 0xFFFFFFFF  # type: ignore[attr-defined]
+            fake.pending += [call, _Record(fake.ActivityKind.CONCURRENT_KERNEL, k0 - OFFSET + skew, k1 - OFFSET + skew, corr),
+                             quick]  # fmt: skip
             timer.launched(rid, report, None, 0)
             want[rid] = k1 - k0
             t += 4_000

@@ -89,6 +89,9 @@ def remove_launch_hook(handle: int) -> None:
         if had and not HOOKS:  # the last one: entries that report launches give way to silent ones
             for k in list(KERNELS):
                 k._forget_memos(False)
+            forget = getattr(notify, "forget", None)
+            if forget is not None:
+                forget()  # the compiled notify's cached decision (and the stream it holds) goes
 
 
 def launch_hooks() -> list[LaunchHook]:

@@ -232,12 +232,14 @@ class CuptiTimer:
             # missed launches there). Where the records carry no thread (or not this one), the
             # latest kernel-launching call of any thread that ended before the report.
             per_thread: dict[int, list[tuple[int, int]]] = {}
-            for end, corr, thread, _ in self._calls:
-                per_thread.setdefault(thread, []).append((end + off, corr))
+            for mid, corr, thread, _ in self._calls:
+                per_thread.setdefault(thread, []).append((mid + off, corr))
             for lst in per_thread.values():
                 lst.sort()
             thread_ends = {t: [e for e, _ in lst] for t, lst in per_thread.items()}
-            launches = sorted((end + off, corr) for end, corr, _, _ in self._calls if corr in self._kernels)
+            # (no thread to tell calls apart: by ends, as a call of another thread still running at
+            # the report may have the later middle)
+            launches = sorted((end + off, corr) for _, corr, _, end in self._calls if corr in self._kernels)
             ends = [e for e, _ in launches]
             used: set[int] = set()
             left: list[tuple[int, int, int]] = []

@@ -438,7 +438,7 @@ class GpuProfiler(RangesMixin, PoolTrackingMixin, ResultsMixin):
                 s = self._streams.setdefault(key, (len(self._streams) + 1, label))
         return s[0]
 
-    def _on_launch(self, ev: LaunchEvent) -> None:
+    def _on_launch(self, ev: LaunchEvent, _filtered: bool = False) -> None:
         """The launch hook (runs on the launching thread, right after the launch was queued).
 
         Its cost is added to every launch while the profiler is active: lookups are inlined
@@ -450,8 +450,8 @@ class GpuProfiler(RangesMixin, PoolTrackingMixin, ResultsMixin):
         timer = self._timer
         if timer is None or not self._enabled:
             return
-        if self._filter is not None and not self._filter():
-            return
+        if self._filter is not None and not _filtered and not self._filter():
+            return  # (_filtered: the compiled hook asked the filter already, and hands the launch over)
         if self._count >= self.max_events:
             self._dropped += 1
             return

@@ -202,7 +202,11 @@ class _PyStamps:
                     else:
                         prev = self._prev.get(key)
                         base_ev, base_ns = prev if prev is not None else (self._ref, self._ref_ns)
-                        ms = driver.event_elapsed_ms(base_ev, ev)
+                        try:
+                            ms = driver.event_elapsed_ms(base_ev, ev)
+                        except Exception as exc:  # noqa: BLE001 - the rest of this stream is given up with the error
+                            why = str(exc)
+                            continue
                         if ms is None:
                             break  # not finished yet: later ones on this stream are not either
                         end = base_ns + round(ms * 1e6)
