@@ -33,8 +33,15 @@ SIZES = [1 << k for k in range(8, 27)]
 TIE = 1 << 21
 
 
+KERNEL = "poly50"
+
+
 def cost(gpu: bool, n: int) -> float:
-    """The sweep host's poly50 with host data: CPU 3108 us, GPU 2737 us at 2^21."""
+    """``--kernel poly50``: the ninth session's sweep host's poly50 with host data (CPU 3108 us,
+    GPU 2737 us at 2^21). ``--kernel trig``: the eleventh session's trig with host data, whose
+    sides cross near 2^15 (CPU 138 us, GPU 115 us there; CPU 74 us at 2^14)."""
+    if KERNEL == "trig":
+        return (85e-6 + n * 0.92e-9) if gpu else (10e-6 + n * 3.9e-9)
     return (100e-6 + n * 1.2575e-9) if gpu else (20e-6 + n * 1.4725e-9)
 
 
@@ -82,12 +89,16 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=12)
     p.add_argument("--seeds", type=int, default=24)
     p.add_argument("--oracle", action="store_true", help="always the true better side")
+    p.add_argument("--kernel", choices=["poly50", "trig"], default="poly50", help="the cost model (see cost())")
     args = p.parse_args()
+    global KERNEL, TIE
+    KERNEL = args.kernel
+    TIE = 1 << 15 if KERNEL == "trig" else 1 << 21
     runs = [one_run(s, args) for s in range(args.seeds)]
     at_tie = [r[0] for r in runs]
     worst = [r[1] for r in runs]
-    print(f"{'oracle' if args.oracle else 'ADAPTIVE'}, noise {args.noise}, switch {args.switch}, {args.seeds} runs: "
-          f"at 2^21 mean {np.mean(at_tie):.3f} max {max(at_tie):.3f}; worst size mean {np.mean(worst):.3f} "
+    print(f"{args.kernel}: {'oracle' if args.oracle else 'ADAPTIVE'}, rounds {args.rounds}, noise {args.noise}, switch {args.switch}, {args.seeds} runs: "
+          f"at 2^{TIE.bit_length() - 1} mean {np.mean(at_tie):.3f} max {max(at_tie):.3f}; worst size mean {np.mean(worst):.3f} "
           f"max {max(worst):.3f}; runs whose worst size is over 1.10: {sum(w > 1.10 for w in worst)}")
 
 
