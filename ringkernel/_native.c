@@ -168,18 +168,18 @@ static StreamQ *stamps_queue(Stamps *s, uint64_t stream) {
         return &s->sq[i];
     }
     if (PyErr_Occurred()) { Py_DECREF(key); return NULL; }
+    if (s->nsq == s->capsq) { /* room first: an index entry is made only for a queue that exists */
+        Py_ssize_t cap = s->capsq ? 2 * s->capsq : 8;
+        StreamQ *g = PyMem_Realloc(s->sq, (size_t)cap * sizeof(StreamQ));
+        if (!g) { Py_DECREF(key); PyErr_NoMemory(); return NULL; }
+        s->sq = g;
+        s->capsq = cap;
+    }
     PyObject *iv = PyLong_FromSsize_t(s->nsq);
     int bad = !iv || PyDict_SetItem(s->index, key, iv);
     Py_XDECREF(iv);
     Py_DECREF(key);
     if (bad) return NULL;
-    if (s->nsq == s->capsq) {
-        Py_ssize_t cap = s->capsq ? 2 * s->capsq : 8;
-        StreamQ *g = PyMem_Realloc(s->sq, (size_t)cap * sizeof(StreamQ));
-        if (!g) { PyErr_NoMemory(); return NULL; }
-        s->sq = g;
-        s->capsq = cap;
-    }
     s->last_q = s->nsq;
     StreamQ *q = &s->sq[s->nsq++];
     memset(q, 0, sizeof(*q));
@@ -254,6 +254,7 @@ static PyObject *stamps_poll(PyObject *self, PyObject *args) {
             why = PyDict_Check(failed) ? PyDict_GetItemWithError(failed, key) : NULL;
             Py_DECREF(key);
             if (!why && PyErr_Occurred()) goto fail;
+            if (why == Py_None) why = NULL; /* (as failed.get(stream) is None: not failed) */
             Py_XINCREF(why);
         }
         while (k < s->nsq && s->sq[k].n) {
@@ -270,6 +271,7 @@ static PyObject *stamps_poll(PyObject *self, PyObject *args) {
                 if (rc == CUDA_NOT_READY) break; /* not finished: later ones on this stream are not either */
                 if (rc) { /* the rest of this stream is given up with the driver's error */
                     stamps_raise(s, rc, "cuEventElapsedTime");
+                    if (!PyErr_ExceptionMatches(PyExc_Exception)) goto fail; /* (KeyboardInterrupt goes on) */
                     PyObject *type, *value, *tb;
                     PyErr_Fetch(&type, &value, &tb);
                     why = value ? PyObject_Str(value) : PyUnicode_FromString("cuEventElapsedTime failed");

@@ -306,3 +306,37 @@ def test_the_legacy_default_stream_is_never_asked_whether_it_captures(gpu: Model
     t.resolve(block=True)
     assert all(t.times[i][1] for i in range(4))
     t.close()
+
+
+def test_a_poll_due_inside_a_resolve_on_the_same_thread_does_not_wait_for_itself(gpu: ModelGpu,
+                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A collection inside a resolve may run a finalizer that launches on the resolving thread; a
+    launch whose record makes a poll due then asks resolve(block=False), which must not wait for
+    the lock its own thread holds, and a stream added meanwhile is not lost (found by the second
+    review of the compiled hook)."""
+    t = EventTimer()
+    base = gpu.done_at[t._ref]
+    gpu.next_times = [base + 1000 * k for k in range(1, 20)]
+    t.launched(1, t._ref_ns, None, 4)
+    inner: list[int] = []
+    model_elapsed = gpu.event_elapsed_ms
+
+    def elapsed(a: int, b: int) -> float | None:
+        if not inner:  # the first span read: a launch from inside the poll, on a new stream, a poll due
+            inner.append(1)
+            t._stamps.next_resolve = 0
+            t.launched(2, t._ref_ns, None, 9)
+        return model_elapsed(a, b)
+
+    monkeypatch.setattr(gpu, "event_elapsed_ms", elapsed)  # (the C stand-in calls the model's method)
+    monkeypatch.setattr(timing.driver, "event_elapsed_ms", elapsed)  # (the Python stamps call the driver's)
+    import threading
+
+    done = threading.Thread(target=t.resolve, args=(True,), daemon=True)  # (a regression hangs: fail instead)
+    done.start()
+    done.join(timeout=30)
+    assert not done.is_alive(), "resolve waited for its own thread's lock"
+    assert inner and t.times[1][1] is not None
+    t.resolve(block=True)
+    assert t.times[2][1] is not None and t._stamps.queued == 0
+    t.close()

@@ -74,6 +74,7 @@ class CuptiTimer:
         try:
             self._c = c
             self._offset = 0  # CUPTI's clock -> perf_counter_ns (measured below, before any record arrives)
+            self._offset_error = 0
             self._lock = threading.Lock()
             self._kernels: dict[int, tuple[Any, ...]] = {}  # correlation id -> (start, end, details or None)
             #: (middle, correlation id, thread, end) of driver calls: a launch is matched by its call's
@@ -107,6 +108,9 @@ class CuptiTimer:
                     best = (t1 - t0, (t0 + t1) // 2 - ts)
             assert best is not None
             self._offset = best[1]
+            #: The offset's error is at most half that round trip: calls matched by their ends
+            #: (records without the launching thread) allow for it
+            self._offset_error = best[0] // 2 + 1
             self._closed = False
         except BaseException:
             _in_use.release()
@@ -238,8 +242,10 @@ class CuptiTimer:
                 lst.sort()
             thread_ends = {t: [e for e, _ in lst] for t, lst in per_thread.items()}
             # (no thread to tell calls apart: by ends, as a call of another thread still running at
-            # the report may have the later middle)
+            # the report may have the later middle; ends up to the clocks' alignment error after
+            # the report count as before it: the compiled hook reports ~30 ns after its call)
             launches = sorted((end + off, corr) for _, corr, _, end in self._calls if corr in self._kernels)
+            slack = self._offset_error
             ends = [e for e, _ in launches]
             used: set[int] = set()
             left: list[tuple[int, int, int]] = []
@@ -256,7 +262,7 @@ class CuptiTimer:
                         continue
                     corr = own[i][1]
                 else:
-                    i = bisect_right(ends, host_ns) - 1
+                    i = bisect_right(ends, host_ns + slack) - 1
                     while i >= 0 and launches[i][1] in used:
                         i -= 1
                     if i < 0:

@@ -146,7 +146,9 @@ class _PyStamps:
         self._prev: dict[int, tuple[int, int]] = {}  # stream -> (its last finished event, that event's time)
         self._record = driver.event_recorder()
         self._capturing = driver.capture_checker()
-        self._lock = threading.Lock()  # (the record is a ctypes call: it lets other threads in)
+        # (the record is a ctypes call: it lets other threads in; reentrant: a finalizer run by a
+        # collection inside poll() may launch, and record, on this thread)
+        self._lock = threading.RLock()
         self._ref, self._ref_ns = 0, 0
         self.queued = 0
         self.next_resolve = 512
@@ -192,7 +194,7 @@ class _PyStamps:
     def poll(self, failed: dict[int, str] | None = None) -> list[tuple[int, Any, Any, Any]]:
         out: list[tuple[int, Any, Any, Any]] = []
         with self._lock:
-            for key, q in self._queues.items():
+            for key, q in list(self._queues.items()):  # (a launch meanwhile may add a stream)
                 why = failed.get(key) if failed else None
                 while q:
                     launch_id, host_ns, ev = q[0]
@@ -310,6 +312,15 @@ class EventTimer:
             from numba import cuda
 
             cuda.current_context()  # driver calls from another thread need numba's context current there
+        if not block:  # (a poll due at a launch: skipped while a resolve runs, e.g. one whose
+            # collection ran a finalizer that launched on this very thread: it would wait for itself)
+            if not self._lock.acquire(blocking=False):
+                return
+            try:
+                self._poll(None)
+            finally:
+                self._lock.release()
+            return
         with self._lock:
             failed: dict[int, str] | None = None
             if block:  # a stream's newest event: everything queued before it on the stream finished too
@@ -319,13 +330,18 @@ class EventTimer:
                     except Exception as exc:  # noqa: BLE001 - a faulted kernel: report, keep the rest
                         failed = failed or {}
                         failed[key] = f"the GPU work before its event failed: {exc}"
-            for launch_id, start, end, estimated in stamps.poll(failed):
-                if start is None:
-                    self.times[launch_id] = (None, None, False, estimated)
-                    self._untimed += 1
-                else:
-                    self.times[launch_id] = (start, end, estimated, None)
-            stamps.next_resolve = stamps.queued + 512  # a GPU far behind is not polled on every launch
+            self._poll(failed)
+
+    def _poll(self, failed: dict[int, str] | None) -> None:
+        """(the lock is held)"""
+        stamps = self._stamps
+        for launch_id, start, end, estimated in stamps.poll(failed):
+            if start is None:
+                self.times[launch_id] = (None, None, False, estimated)
+                self._untimed += 1
+            else:
+                self.times[launch_id] = (start, end, estimated, None)
+        stamps.next_resolve = stamps.queued + 512  # a GPU far behind is not polled on every launch
 
     def metadata(self) -> dict[str, Any]:
         return {"timing_source": self.source,
