@@ -175,9 +175,9 @@ def test_host_cost_of_a_launch_with_and_without_the_profiler(timing: str) -> Non
     afresh (the host's speed changes within a run: a plain launch measured 4.55 and 7.0 us
     minutes apart on one machine), the median of the rounds' differences. The bounds catch a
     regression, not the issue's figure (benchmarks/profiling.py measures that): the default
-    (the compiled hook, CUPTI timing) measured +1.6 to +2.3 us on six hosts (CUPTI's own
-    recording +0.9 to +2.8 of it), the Python hook +3.4 to +5.7; LaunchCapture.CUPTI +0.1 to
-    +2.3 (+2.34 on a slow host measured one after the other); CUDA events +4.8 to +5.6."""
+    (the compiled hook, CUPTI timing) measured +1.4 to +3.4 us on eight hosts (CUPTI's own
+    recording +0.9 to +2.8 of it), the Python hook +3.4 to +6.0; LaunchCapture.CUPTI +0.1 to
+    +2.3; CUDA events +2.0 to +6.7."""
     from numba import cuda
 
     from ringkernel import GpuProfiler, launch_hooks
@@ -215,12 +215,15 @@ def test_host_cost_of_a_launch_with_and_without_the_profiler(timing: str) -> Non
           f"after leaving {np.median(lefts):.2f} (+{left_over:.2f})")
     assert launch_hooks() == []
     assert left_over <= 0.3 * float(np.median(nevers)), "leaving the profiler removes every cost"
+    # relative to the plain launch: every figure scales with the host's speed (on a host whose
+    # plain launch took 5.6 us: the default +3.36, the Python hook +5.97, CUDA events +6.68)
+    never_us = float(np.median(nevers))
     if timing == "cupti_capture":
-        assert over <= 3.0, f"LaunchCapture.CUPTI: +{over:.2f} us a launch"
-    elif timing == "cupti":  # the compiled hook: a Python hook again would cost +3.4 to +5.7
-        assert over <= 3.0, f"the default (compiled hook, CUPTI timing): +{over:.2f} us a launch"
-    else:
-        assert over <= 8.0, f"CUDA events: +{over:.2f} us a launch (the timer's Python: +9 to +11)"
+        assert over <= 0.75 * never_us, f"LaunchCapture.CUPTI: +{over:.2f} us a launch over {never_us:.2f}"
+    elif timing == "cupti":  # the compiled hook: the Python hook costs about one plain launch more
+        assert over <= 0.75 * never_us, f"the default (compiled hook, CUPTI timing): +{over:.2f} us over {never_us:.2f}"
+    else:  # the compiled timer: with the timer's Python, 2.2-3x a plain launch
+        assert over <= 2.0 * never_us, f"CUDA events: +{over:.2f} us a launch over {never_us:.2f}"
 
 
 @pytest.mark.parametrize("capture", ["hook", "cupti"])
