@@ -64,3 +64,14 @@ def launch_reports(request: pytest.FixtureRequest) -> Iterator[str]:
     finally:
         native.HOOKS = True
         hooks.use_python()
+
+
+@pytest.fixture
+def mod() -> object:
+    """The compiled module (ringkernel/_native.c, built with the local compiler), or the test is skipped."""
+    from ringkernel import native
+
+    m = native.load()
+    if m is None:
+        pytest.skip(f"the compiled module is not available here: {native.status().detail}")
+    return m

@@ -27,14 +27,6 @@ ALG = ProfileCategory.ALGORITHM
 
 
 @pytest.fixture
-def mod() -> Any:
-    m = native.load()
-    if m is None:
-        pytest.skip(f"the compiled module is not available here: {native.status().detail}")
-    return m
-
-
-@pytest.fixture
 def reports(mod: Any) -> Iterator[None]:
     native.HOOKS = True
     hooks.use_native(mod)

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -40,30 +40,10 @@ def trial_add(x, out, s):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def mod() -> Any:
-    m = native.load()
-    if m is None:
-        pytest.skip(f"the compiled module is not available here: {native.status().detail}")
-    return m
-
-
-@pytest.fixture(params=["python", "native"])
-def form(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Launch reports through the Python notify/_on_launch, or the compiled Notifier/Recorder."""
-    if request.param == "native":
-        m = native.load()
-        if m is None:
-            pytest.skip("no compiled module")
-        native.HOOKS = True
-        hooks.use_native(m)
-    else:
-        native.HOOKS = False
-        hooks.use_python()
-    try:
-        yield request.param
-    finally:
-        native.HOOKS = True
-        hooks.use_python()
+def form(launch_reports: str) -> str:
+    """Launch reports through the Python notify/_on_launch, or the compiled Notifier/Recorder
+    (the conftest's ``launch_reports``)."""
+    return launch_reports
 
 
 def _arrays(n: int = 5) -> tuple[Any, Any]:

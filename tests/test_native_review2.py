@@ -22,7 +22,7 @@ import time
 import types
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -32,14 +32,6 @@ from ringkernel.kernel import hooks
 from ringkernel.profiling import timing
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def mod() -> Any:
-    m = native.load()
-    if m is None:
-        pytest.skip(f"the compiled module is not available here: {native.status().detail}")
-    return m
 
 
 def _env() -> dict[str, str]:
@@ -557,47 +549,8 @@ def test_remove_launch_hook_lets_the_cached_decision_go(mod: Any) -> None:
 
 
 # == CUPTI matching ==============================================================================
-OFFSET = 1_234_567_890
-
-
-class _Rec:
-    def __init__(self, kind: int, start: int, end: int, corr: int) -> None:
-        self.kind, self.start, self.end, self.correlation_id = kind, start, end, corr
-
-
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    class Fake(types.ModuleType):
-        class ActivityKind:
-            DRIVER = 5
-            CONCURRENT_KERNEL = 10
-
-        def __init__(self) -> None:
-            super().__init__("cupti.cupti")
-            self.pending: list[Any] = []
-            self.completed: Any = None
-
-        def activity_register_callbacks(self, requested: Any, completed: Any) -> None:
-            self.completed = completed
-
-        def activity_enable(self, kind: int) -> None: ...
-
-        def activity_disable(self, kind: int) -> None: ...
-
-        def activity_flush_all(self, flag: int) -> None:
-            records, self.pending = self.pending, []
-            if records:
-                self.completed(records)
-
-        def get_timestamp(self) -> int:
-            return time.perf_counter_ns() - OFFSET
-
-    c = Fake()
-    pkg = types.ModuleType("cupti")
-    pkg.cupti = c  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "cupti", pkg)
-    monkeypatch.setitem(sys.modules, "cupti.cupti", c)
-    yield c
+from tests.test_cupti_matching import OFFSET, fake  # noqa: E402,F401 - the fake cupti.cupti module and its fixture
+from tests.test_cupti_matching import _Record as _Rec  # noqa: E402
 
 
 def _skewed_session(fake: Any, thread_id: int | None, skew: int | None = 330) -> dict[int, Any]:
