@@ -38,6 +38,7 @@ Refuses to run on numba's simulator (exit 2).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -45,7 +46,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -114,6 +115,27 @@ for line in sys.stdin:  # one round per "go", measured while the parent waits
     assert "ringkernel.profiling" not in sys.modules, "the profiling package was imported"
     print(float(np.median(per)), flush=True)
 """
+
+
+@contextlib.contextmanager
+def cupti_records_alone(finalize: bool = False) -> Iterator[None]:
+    """CUPTI recording the kernel and driver-call records the capture enables, with no profiler:
+    delivered to a callback that drops them. ``finalize``: detach CUPTI afterwards."""
+    import cupti.cupti as cc
+
+    kinds = [cc.ActivityKind.CONCURRENT_KERNEL, cc.ActivityKind.DRIVER]
+    cc.activity_register_callbacks(lambda: (8 << 20, 0), lambda activities: None)
+    for kind in kinds:
+        cc.activity_enable(kind)
+    try:
+        yield
+    finally:
+        cc.activity_flush_all(1)
+        for kind in kinds:
+            cc.activity_disable(kind)
+        cc.activity_flush_all(1)
+        if finalize and hasattr(cc, "finalize"):
+            cc.finalize()
 
 
 def hook_modes_interleaved(launch: Callable[[], None], rounds: int = 7) -> dict[str, Any]:
@@ -271,25 +293,15 @@ def main() -> int:
     # cost of reading the records when the profiler resolves, per launch
     cupti_capture = cupti_resolve = cupti_disabled = cupti_floor = None
     try:
-        import cupti.cupti as cupti_c
+        import cupti.cupti  # noqa: F401 - (ImportError: no CUPTI figures)
 
         from ringkernel.profiling import LaunchCapture
 
         def cupti_alone_us() -> float:
-            """CUPTI's own recording, no profiler: the kernel and driver-call records the capture
-            enables, delivered to a callback that drops them (the floor under the capture's cost)."""
-            kinds = [cupti_c.ActivityKind.CONCURRENT_KERNEL, cupti_c.ActivityKind.DRIVER]
-            cupti_c.activity_register_callbacks(lambda: (8 << 20, 0), lambda activities: None)
-            for kind in kinds:
-                cupti_c.activity_enable(kind)
-            try:
+            """CUPTI's own recording, no profiler (the floor under the capture's cost)."""
+            with cupti_records_alone():
                 per_launch_us(launch, batches=2)
                 return per_launch_us(launch, batches=10)
-            finally:
-                cupti_c.activity_flush_all(1)
-                for kind in kinds:
-                    cupti_c.activity_disable(kind)
-                cupti_c.activity_flush_all(1)
 
         # interleaved rounds (the host's speed drifts over a run): disabled, CUPTI alone, the capture
         base, captured, floor, per_resolve, launched = [], [], [], [], 0
@@ -404,23 +416,12 @@ def main() -> int:
         # the same batches while CUPTI records kernels and driver calls (no profiler): what
         # CUPTI's kernel tracing does to the kernels' own time
         try:
-            import cupti.cupti as cc
+            import cupti.cupti  # noqa: F401
         except ImportError:
             return None
-        kinds = [cc.ActivityKind.CONCURRENT_KERNEL, cc.ActivityKind.DRIVER]
-        cc.activity_register_callbacks(lambda: (8 << 20, 0), lambda activities: None)
-        for kind in kinds:
-            cc.activity_enable(kind)
-        try:
+        with cupti_records_alone(finalize=True):
             bracketed()
             return bracketed()
-        finally:
-            cc.activity_flush_all(1)
-            for kind in kinds:
-                cc.activity_disable(kind)
-            cc.activity_flush_all(1)
-            if hasattr(cc, "finalize"):
-                cc.finalize()
 
     from ringkernel.profiling import GpuTiming
 

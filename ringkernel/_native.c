@@ -533,6 +533,27 @@ static PyObject *make_event(PyObject *event_type, PyObject *name, PyObject *fiel
     return ev;
 }
 
+/* The tuple _on_launch appends to _launches for record x, and where x->pending the CUPTI timer's
+ * (id, host time, thread & 0xFFFFFFFF) entry (else *pend is NULL): new references; -1 on an error. */
+static int rec_tuples(Recorder *r, const LaunchRec *x, PyObject **launch, PyObject **pend) {
+    *launch = *pend = NULL;
+    PyObject *ev = make_event(r->event_type, x->name, x->fields, x->stream, x->kind, x->t);
+    PyObject *rid = PyLong_FromLongLong(x->rid), *end = PyLong_FromLongLong(x->end);
+    PyObject *gap = x->has_gap ? PyLong_FromLongLong(x->gap) : Py_NewRef(Py_None);
+    if (ev && rid && end && gap) *launch = PyTuple_Pack(8, ev, rid, x->skey, x->sid, gap, x->tid, x->parent, end);
+    if (*launch && x->pending) {
+        PyObject *tobj = PyLong_FromLongLong(x->t), *th = PyLong_FromUnsignedLong(x->thread & 0xFFFFFFFFUL);
+        if (tobj && th) *pend = PyTuple_Pack(3, rid, tobj, th);
+        Py_XDECREF(tobj); Py_XDECREF(th);
+    }
+    Py_XDECREF(ev); Py_XDECREF(rid); Py_XDECREF(end); Py_XDECREF(gap);
+    if (!*launch || (x->pending && !*pend)) {
+        Py_CLEAR(*launch);
+        return -1;
+    }
+    return 0;
+}
+
 /* room for one more record (0), or -1 with MemoryError; take() may have emptied the buffer
  * meanwhile (n = cap = 0): the same rule for every check */
 static int rec_reserve(Recorder *r) {
@@ -710,21 +731,20 @@ static int rec_record(Recorder *r, PyObject *name, PyObject *fields, PyObject *s
     if (holder != (PyObject *)r) {
         /* the profiler took its records and let this Recorder go while the timer's Python ran
          * (it was left on another thread): the launch goes where _on_launch would put it */
-        PyObject *ev = make_event(r->event_type, name, fields, stream, kind, t);
-        PyObject *gobj = ev ? (has_gap ? PyLong_FromLongLong(gap) : Py_NewRef(Py_None)) : NULL;
-        PyObject *tup = gobj ? PyTuple_Pack(8, ev, rid, skey, sid, gobj, tid, parent, end) : NULL;
-        PyObject *launches = tup ? pget(r, s_launches) : NULL;
+        LaunchRec one = {name, fields, stream, kind, skey, sid, tid, parent, t, gap, end64, rid64, ident,
+                         (char)has_gap, (char)owed}; /* (borrowed references: not released) */
+        PyObject *tup, *pt;
+        if (rec_tuples(r, &one, &tup, &pt)) goto done;
+        PyObject *launches = pget(r, s_launches);
         int bad = !launches || !PyList_Check(launches) || PyList_Append(launches, tup);
         if (bad && !PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "the profiler's _launches is not a list");
-        if (!bad && owed) { /* its CUPTI timer's entry, as launched() would have appended it */
+        if (!bad && pt) { /* its CUPTI timer's entry, as launched() would have appended it */
             PyObject *pend = PyDict_GetItemWithError(r->timer_dict, s_pending);
-            PyObject *th = PyLong_FromUnsignedLong(ident & 0xFFFFFFFFUL), *tobj = PyLong_FromLongLong(t);
-            PyObject *pt = th && tobj ? PyTuple_Pack(3, rid, tobj, th) : NULL;
-            bad = !pt || !pend || !PyList_Check(pend) || PyList_Append(pend, pt);
+            bad = !pend || !PyList_Check(pend) || PyList_Append(pend, pt);
             if (bad && !PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "the CUPTI timer's _pending is not a list");
-            Py_XDECREF(th); Py_XDECREF(tobj); Py_XDECREF(pt);
         }
-        Py_XDECREF(ev); Py_XDECREF(gobj); Py_XDECREF(tup);
+        Py_DECREF(tup);
+        Py_XDECREF(pt);
         if (bad) goto done;
         r->fast++;
         goto after_record;
@@ -764,19 +784,11 @@ static PyObject *recorder_take(PyObject *self, PyObject *unused) {
     PyObject *launches = PyList_New(0), *pending = PyList_New(0), *result = NULL;
     if (!launches || !pending) goto done;
     for (Py_ssize_t i = 0; i < n; i++) {
-        LaunchRec *x = &recs[i];
-        PyObject *ev = make_event(r->event_type, x->name, x->fields, x->stream, x->kind, x->t);
-        PyObject *rid = PyLong_FromLongLong(x->rid), *end = PyLong_FromLongLong(x->end);
-        PyObject *gap = x->has_gap ? PyLong_FromLongLong(x->gap) : Py_NewRef(Py_None);
-        PyObject *tup = ev && rid && end && gap ? PyTuple_Pack(8, ev, rid, x->skey, x->sid, gap, x->tid, x->parent, end) : NULL;
-        int bad = !tup || PyList_Append(launches, tup);
-        if (!bad && x->pending) {
-            PyObject *tobj = PyLong_FromLongLong(x->t), *th = PyLong_FromUnsignedLong(x->thread & 0xFFFFFFFFUL);
-            PyObject *p = tobj && th ? PyTuple_Pack(3, rid, tobj, th) : NULL;
-            bad = !p || PyList_Append(pending, p);
-            Py_XDECREF(p); Py_XDECREF(tobj); Py_XDECREF(th);
-        }
-        Py_XDECREF(ev); Py_XDECREF(rid); Py_XDECREF(end); Py_XDECREF(gap); Py_XDECREF(tup);
+        PyObject *tup, *p;
+        if (rec_tuples(r, &recs[i], &tup, &p)) goto done;
+        int bad = PyList_Append(launches, tup) || (p && PyList_Append(pending, p));
+        Py_DECREF(tup);
+        Py_XDECREF(p);
         if (bad) goto done;
     }
     result = PyTuple_Pack(2, launches, pending);
@@ -928,9 +940,13 @@ static PyObject *notifier_go(Notifier *n, PyObject *name, PyObject *decision, Py
         Py_XDECREF(old_d);
         Py_XDECREF(old_f);
     }
-    if (!(snapshot = PyList_AsTuple(n->hooks))) goto done; /* list(HOOKS): a hook may add or remove hooks */
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(snapshot); i++) {
-        PyObject *item = PyTuple_GET_ITEM(snapshot, i);
+    /* list(HOOKS): a hook may add or remove hooks. One hook (a profiler's): its entry is held,
+     * no copy of the list is made for each launch */
+    Py_ssize_t count = PyList_GET_SIZE(n->hooks);
+    snapshot = count == 1 ? Py_NewRef(PyList_GET_ITEM(n->hooks, 0)) : PyList_AsTuple(n->hooks);
+    if (!snapshot) goto done;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = count == 1 ? snapshot : PyTuple_GET_ITEM(snapshot, i);
         if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) continue;
         PyObject *handle = PyTuple_GET_ITEM(item, 0), *hook = PyTuple_GET_ITEM(item, 1);
         int rc = 0, filtered = 0, rec = Py_TYPE(hook) == &RecorderType;

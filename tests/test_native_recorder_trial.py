@@ -646,8 +646,8 @@ def test_reused_thread_and_task_ids_get_their_own_tracks_in_both_forms(mod: Any)
     assert len({t for t, *_ in nat}) == 1 + 6 + 6 and len(nat) == 2 + 12 + 12 + 1
 
 
-# -- take() while another thread's launch is inside the timer ------------------------------------
-_TAKE_WHILE_RECORDING = r"""
+#: The start of the subprocess scripts below: a kernel, the form chosen by argv[1], two arrays.
+_SCRIPT_START = r"""
 import sys, threading
 import numpy as np
 from numba import cuda
@@ -667,6 +667,11 @@ if sys.argv[1] == "native":
 else:
     native.HOOKS = False
 x = cuda.to_device(np.arange(5, dtype=np.float32)); out = cuda.device_array_like(x)
+"""
+
+
+# -- take() while another thread's launch is inside the timer ------------------------------------
+_TAKE_WHILE_RECORDING = _SCRIPT_START + r"""
 inside, release = threading.Event(), threading.Event()
 p = GpuProfiler("take race")
 with p:
@@ -733,26 +738,7 @@ def test_stamps_round_a_span_as_the_python_form_does(monkeypatch: pytest.MonkeyP
     assert ends["native"] == ends["python"], ends
 
 
-_LAUNCH_WHILE_READING = r"""
-import sys, threading
-import numpy as np
-from numba import cuda
-from ringkernel import GpuProfiler, gpu_kernel, native
-from ringkernel.kernel import hooks
-from ringkernel.profiling import EventKind
-
-@gpu_kernel
-def add(x, out, s):
-    i = cuda.grid(1)
-    if i < x.size:
-        out[i] = x[i] + s
-
-if sys.argv[1] == "native":
-    native.HOOKS = True
-    hooks.use_native(native.load())
-else:
-    native.HOOKS = False
-x = cuda.to_device(np.arange(5, dtype=np.float32)); out = cuda.device_array_like(x)
+_LAUNCH_WHILE_READING = _SCRIPT_START + r"""
 add(x, out, 0.0)
 d = add.last_config
 sys.setswitchinterval(1e-6)

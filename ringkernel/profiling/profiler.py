@@ -274,7 +274,7 @@ class GpuProfiler(RangesMixin, PoolTrackingMixin, ResultsMixin):
 
     def _native_recorder(self) -> Any:
         """The launch hook in C (``_native.c``'s ``Recorder``: ``_on_launch``'s usual case without
-        a Python frame, ~4 us less a launch on the H200), or None: the compiled module cannot be
+        a Python frame: 1.6-2.6 us less a launch on the H200), or None: the compiled module cannot be
         built, ``RINGKERNEL_NATIVE=0``, or on the simulator where nothing built it yet (on a GPU
         it is built here if no kernel's first compile did)."""
         from .. import native
@@ -445,7 +445,7 @@ class GpuProfiler(RangesMixin, PoolTrackingMixin, ResultsMixin):
         and the slow cases (a new thread, task or stream) leave through helper calls. Where the
         compiled module is loaded, ``_native.c``'s ``Recorder`` does the same for the usual case
         (reading and writing these attributes) and calls this method for the rest: a change
-        here must be made there too (tests/profiling/test_native_recorder.py compares them).
+        here must be made there too (tests/test_native_recorder.py compares them).
         """
         timer = self._timer
         if timer is None or not self._enabled:
