@@ -244,6 +244,8 @@ def run(args: argparse.Namespace) -> int:
                 "sizes": sizes, "median_s": med, "best_s": best, "adaptive_over_best_per_size": over,
                 "adaptive_over_best": max(over), "adaptive_over_best_paired_per_size": paired,
                 "adaptive_over_best_paired": max(paired), "adaptive_gpu_share": [sum(choice[n]) / len(choice[n]) for n in sizes],
+                # every timed ADAPTIVE call's side in order (G/C; a burst's three calls per round)
+                "adaptive_sides": ["".join("G" if g else "C" for g in choice[n]) for n in sizes],
                 "crossover_learned": disp["adaptive"].crossover(kernel=kname, data_on_device=loc == "device"),
                 "explain_at_crossover_region": str(disp["adaptive"].explain(1 << 16, kernel=kname,
                                                                               data_on_device=loc == "device")),

@@ -15,6 +15,7 @@ from ringkernel import ConfigurationError, KernelArgumentError
 from ringkernel.hybrid import HybridConfig, HybridDispatcher, ProcessingMode, elementwise
 from ringkernel.hybrid.written import written_parameters
 from ringkernel.hybrid.model import CostModel
+from ringkernel.hybrid.dispatcher import Decision
 
 CPU = HybridDispatcher(HybridConfig(ProcessingMode.CPU_ONLY))
 GPU = HybridDispatcher(HybridConfig(ProcessingMode.GPU_ONLY))
@@ -730,6 +731,87 @@ def test_a_warm_up_followed_by_another_size_is_taught(rng: np.random.Generator) 
     assert 0.5 in (model.gpu if side else model.cpu)._history[n]
 
 
+def _settled_on_the_cpu(seed: int, n: int) -> HybridDispatcher:
+    """A ready dispatcher that has run ``n`` on both sides: the CPU 100 us, the GPU 130 us."""
+    d = _ready_dispatcher(seed)
+    for _ in range(5):
+        d.update_threshold(n, 100e-6, 130e-6, kernel="k")
+    assert not d.explain(n, kernel="k").use_gpu
+    return d
+
+
+def _first_gpu_probe(d: HybridDispatcher, n: int) -> None:
+    """Calls at ``n`` (the CPU taught 100 us) up to a re-probe's second call on the GPU."""
+    for _ in range(400):
+        dec = d.decide(n, kernel="k")
+        if dec.use_gpu and dec.reason == "reprobe":
+            return
+        if dec.use_gpu:  # the warm-up: its time is held, not taught
+            d.record_gpu_execution(1e-3, size=n, kernel="k", probe=True)
+        else:
+            d.record_cpu_execution(100e-6, size=n, kernel="k", probe=dec.reason != "model")
+    raise AssertionError("no re-probe of the GPU in 400 calls")
+
+
+def test_a_probe_that_beats_the_chosen_side_is_confirmed_at_once(rng: np.random.Generator) -> None:
+    """The GPU got faster (the host's speed stepped, another process left the device): the
+    first re-probe that shows it is followed at once by re-probes of the same side, until its
+    recent runs at that size decide: two more calls, not two more random probes (each tens of
+    calls apart), and then the GPU is chosen."""
+    n = 40_000
+    d = _settled_on_the_cpu(int(rng.integers(1 << 30)), n)
+    _first_gpu_probe(d, n)
+    d.record_gpu_execution(80e-6, size=n, kernel="k", probe=True)  # faster than the CPU's 100
+    probes = d.stats().probes
+    for _ in range(2):
+        dec = d.decide(n, kernel="k")
+        assert (dec.use_gpu, dec.reason) == (True, "reprobe")  # the size is repeated: no warm-up
+        d.record_gpu_execution(80e-6 * float(rng.uniform(0.97, 1.03)), size=n, kernel="k", probe=True)
+    assert d.stats().probes == probes + 2
+    dec = d.decide(n, kernel="k")  # the GPU now (or a re-probe of the CPU: this dispatcher probes half its calls)
+    assert (dec.use_gpu and dec.reason == "model") or dec == Decision(False, "warm-up"), (dec, d.explain(n, kernel="k"))
+    assert d._keys[("k", False)].confirm is None
+    e = d.explain(n, kernel="k")
+    assert e.gpu_measured is not None and e.gpu_measured[0] < 85e-6, e
+
+
+def test_a_probe_that_loses_asks_for_nothing_more(rng: np.random.Generator) -> None:
+    """Far from a tie (and wherever a probe confirms the choice) a probe is one call pair: the
+    next call is the model's; a streak's probe that loses ends the streak."""
+    n = 40_000
+    d = _settled_on_the_cpu(int(rng.integers(1 << 30)), n)
+    _first_gpu_probe(d, n)
+    d.record_gpu_execution(140e-6, size=n, kernel="k", probe=True)  # slower than the CPU's 100
+    dec = d.decide(n, kernel="k")
+    assert dec.reason != "reprobe" or not dec.use_gpu, dec
+    assert d._keys[("k", False)].confirm is None
+    # a win by noise, then a loss: the streak ends there, and the CPU stays chosen
+    d = _settled_on_the_cpu(int(rng.integers(1 << 30)), n)
+    _first_gpu_probe(d, n)
+    d.record_gpu_execution(95e-6, size=n, kernel="k", probe=True)
+    dec = d.decide(n, kernel="k")
+    assert (dec.use_gpu, dec.reason) == (True, "reprobe")
+    d.record_gpu_execution(135e-6, size=n, kernel="k", probe=True)
+    assert d._keys[("k", False)].confirm is None
+    dec = d.decide(n, kernel="k")
+    assert not (dec.use_gpu and dec.reason == "reprobe"), dec
+    assert not d.explain(n, kernel="k").use_gpu
+
+
+def test_a_confirmation_on_a_size_the_program_left_warms_up_first(rng: np.random.Generator) -> None:
+    """A program alternating two sizes: the confirming probe at ``n`` follows a call of another
+    size, so it is a warm-up and a re-probe (or the warm-up's time, taught when the program
+    moves on), as any probe there."""
+    n = 40_000
+    d = _settled_on_the_cpu(int(rng.integers(1 << 30)), n)
+    _first_gpu_probe(d, n)
+    d.record_gpu_execution(80e-6, size=n, kernel="k", probe=True)
+    other = d.decide(1 << 12, kernel="k")  # another size between
+    (d.record_gpu_execution if other.use_gpu else d.record_cpu_execution)(20e-6, size=1 << 12, kernel="k")
+    dec = d.decide(n, kernel="k")
+    assert (dec.use_gpu, dec.reason) == (True, "warm-up"), dec
+
+
 class _ImmutableArray:
     """An array type the launch path caches by identity (as ringkernel's DeviceArray): counts
     how often its pointer is read."""
@@ -998,6 +1080,45 @@ def test_an_elementwise_kernel_reuses_a_settled_decision_until_the_models_move()
     d.reset()  # forgetting everything ends a reused decision too
     k(2.0, x, x, out)
     assert asked[0] == before + 2
+
+
+def test_a_kernel_cycling_through_sizes_keeps_each_sizes_decision() -> None:
+    """A program calling a few sizes in turn (a burst of each): each size's kept decision is
+    held, so the dispatcher is asked about once per kept run of a size, not at every change of
+    size; the calls served so still count, and their size is the next decision's previous one."""
+    d = HybridDispatcher(HybridConfig(seed=6))
+    k = elementwise(saxpy, dispatcher=d)
+    _teach(d, 10e-6, 1.0, kernel="saxpy")
+    asked = [0]
+    decide = d.decide
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        asked[0] += 1
+        return decide(*args, **kwargs)
+
+    d.decide = counted  # type: ignore[method-assign]
+    sizes = (300, 301, 517)
+    data = {n: (np.arange(n, dtype=np.float64), np.empty(n)) for n in sizes}
+    calls = 0
+    for _ in range(40):
+        for n in sizes:
+            x, out = data[n]
+            for _ in range(4):
+                k(2.0, x, x, out)
+                calls += 1
+                assert not k.last_decision.use_gpu
+            np.testing.assert_allclose(out, 3 * x)
+    # (was one at every change of size: 120 of 480 calls)
+    assert asked[0] <= calls // 16 + 3 * len(sizes) + 8, asked[0]
+    assert d.stats().cpu_executions == calls
+    assert d._keys[("saxpy", False)].last_n == sizes[-1]
+    # a probe (not a kept decision) lets every held decision go: the next call of each size asks
+    d.update_threshold(300, 10e-6, 1.0, kernel="saxpy")  # (moves the models: all decided afresh)
+    before = asked[0]
+    for n in sizes:
+        x, out = data[n]
+        k(2.0, x, x, out)
+    assert asked[0] == before + len(sizes)
 
 
 def test_a_side_measured_much_slower_is_still_probed_now_and_then() -> None:

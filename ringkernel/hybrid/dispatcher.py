@@ -33,7 +33,7 @@ from threading import get_ident as _get_ident
 from typing import Any, ClassVar
 
 from ..errors import ConfigurationError
-from .model import CostModel, Fit
+from .model import HISTORY_MIN, CostModel, Fit
 
 __all__ = ["ProcessingMode", "HybridConfig", "HybridDispatcher", "HybridStats", "Decision", "Explanation"]
 
@@ -215,7 +215,7 @@ _SETTLED_SIZES = 256  # sizes whose decision is kept (all forgotten when more co
 
 
 class _Key:
-    __slots__ = ("cpu", "gpu", "calls", "explore_next_gpu", "ready", "warm_up", "last_n", "settled")
+    __slots__ = ("cpu", "gpu", "calls", "explore_next_gpu", "ready", "warm_up", "last_n", "settled", "confirm")
 
     def __init__(self, learning_rate: float) -> None:
         self.cpu = CostModel(learning_rate)
@@ -227,10 +227,14 @@ class _Key:
         #: the call count then] until that thread's next decision (other threads' calls pass it by)
         self.warm_up: list[Any] | None = None
         self.last_n = -1  # the previous call's size
-        #: size -> [decision, its re-probe probability, calls left, a probe due after them, dead]: a
-        #: model decision reused (the predictions, the ratio and the re-probe draw made once
-        #: for up to 16 calls); dropped when a probe moves a model
+        #: size -> [decision, its re-probe probability, calls left, a probe due after them, dead,
+        #: this key]: a model decision reused (the predictions, the ratio and the re-probe draw
+        #: made once for up to 16 calls); dropped when a probe moves a model
         self.settled: dict[int, list[Any]] = {}
+        #: [on the GPU, size, probes left]: a re-probe beat the chosen side's estimate there, so
+        #: the next calls of that size probe again (up to HISTORY_MIN in a row) until the probed
+        #: side's recent runs there decide, or a probe loses
+        self.confirm: list[Any] | None = None
 
 
 def _explore(k: _Key, n: int, need: int) -> bool | None:
@@ -333,6 +337,18 @@ class HybridDispatcher:
                 if w[2] is not None:  # the program moved to another size: the switch is what it pays
                     (k.gpu if w[0] else k.cpu).add(w[1], w[2], refit=True)
                     self._unsettle(k)
+                    self._after_probe(k, w[0], w[1], w[2])
+            c = k.confirm
+            if c is not None and c[1] == n and c[2] > 0 and k.ready:
+                t_cpu, t_gpu = k.cpu.predict(n), k.gpu.predict(n)
+                if t_cpu is not None and t_gpu is not None and (t_gpu < t_cpu) == c[0]:
+                    k.confirm = None  # the probed side is the cheaper one now: the models decide
+                else:
+                    c[2] -= 1
+                    self._probes += 1
+                    if repeat:  # the previous call was this size's probe, on that side: it is warm
+                        return _DECISIONS[c[0], "reprobe"]
+                    return self._warm_up(k, c[0], n)
             need = self.config.min_samples
             if not k.ready:
                 use_gpu = _explore(k, n, need)
@@ -414,7 +430,7 @@ class HybridDispatcher:
             if gap <= _SETTLED_CALLS + 1:
                 served, due = gap - 2, True  # the calls between this one and the candidate
         d = SETTLED_DECISIONS[use_gpu]
-        k.settled[n] = [d, p, served, due, False]
+        k.settled[n] = [d, p, served, due, False, k]
         return d
 
     @staticmethod
@@ -426,15 +442,37 @@ class HybridDispatcher:
         k.settled.clear()
 
     def lease(self, workload_size: int, *, kernel: str = DEFAULT_KERNEL, data_on_device: bool = False) -> list[Any] | None:
-        """The kept entry behind a decision of :data:`SETTLED_DECISIONS` at this size: a list ``[decision, probability, calls left, probe due, dead]`` that the
-        caller may use instead of calling :meth:`decide` while ``entry[2] > 0`` and not
-        ``entry[4]``, decrementing ``entry[2]`` (the count the dispatcher uses; ``dead`` once it
-        decides afresh: the next call after the count is the dispatcher's, which probes if one
-        was drawn). Calls served so count neither towards a warm-up's 64-decision timeout nor
-        as the previous size. ``None`` where there is none."""
+        """The kept entry behind a decision of :data:`SETTLED_DECISIONS` at this size: a list
+        ``[decision, probability, calls left, probe due, dead, key]`` that the caller may use
+        instead of calling :meth:`decide` while ``entry[2] > 0`` and not ``entry[4]``,
+        decrementing ``entry[2]`` (the count the dispatcher uses; ``dead`` once it decides
+        afresh: the next call after the count is the dispatcher's, which probes if one was
+        drawn) and setting ``entry[5].last_n`` to the size (the previous call's size, which the
+        next decision reads). Calls served so do not count towards a warm-up's 64-decision
+        timeout. ``None`` where there is none."""
         with self._lock:
             k = self._keys.get((kernel, bool(data_on_device)))
             return None if k is None else k.settled.get(workload_size)
+
+    @staticmethod
+    def _after_probe(k: _Key, gpu: bool, n: int, seconds: float) -> None:
+        """A probe of ``gpu``'s side at ``n`` was taught (locked). Where it ran faster than the other
+        side's estimate there, one run is not evidence enough to switch (a side's estimate at a
+        size is the median of its recent runs) but it may be the sign of a change (the host's
+        speed steps, another process left the GPU): the next calls of that size probe the same
+        side again, up to HISTORY_MIN runs in a row, so that its recent runs there are fresh and
+        decide; a probe that loses ends the streak. Where probes lose, as they do far from a
+        crossover, this adds nothing."""
+        if not k.ready:
+            return
+        incumbent = (k.cpu if gpu else k.gpu).predict(n)
+        c = k.confirm
+        if c is not None and c[0] == gpu and c[1] == n:
+            if c[2] <= 0 or incumbent is None or seconds >= incumbent:
+                k.confirm = None  # the streak ended, or its probe lost: the estimates decide as they are
+            return
+        if incumbent is not None and seconds < incumbent:
+            k.confirm = [gpu, n, HISTORY_MIN - 1]
 
     def _warm_up(self, k: _Key, use_gpu: bool, n: int) -> Decision:
         """A re-probe's first call, on ``use_gpu``'s side (locked)."""
@@ -470,6 +508,7 @@ class HybridDispatcher:
                 (k.gpu if gpu else k.cpu).add(n, float(seconds), refit=probe)
                 if probe:  # a probe is there to move the decision: decide afresh
                     self._unsettle(k)
+                    self._after_probe(k, gpu, n, float(seconds))
 
     def record_cpu_execution(self, seconds: float, *, size: int | None = None, kernel: str = DEFAULT_KERNEL,
                              data_on_device: bool = False, probe: bool = False) -> None:  # fmt: skip

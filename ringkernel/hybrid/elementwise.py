@@ -50,7 +50,7 @@ __all__ = ["elementwise", "HybridKernel", "default_dispatcher"]
 log = logging.getLogger(__name__)
 
 _TEACH_EVERY = 4
-_NO_LEASE: list[Any] = [-1, False, None, [None, 0.0, 0, False, True]]
+_LEASED_SIZES = 64  # sizes whose kept decisions a kernel holds (all let go when more come)
 _TEACH_EVERY_SETTLED = 16  # where the dispatcher keeps a decision (estimates 1.5x or more apart)
 _FIXED = frozenset({"mode", "threshold", "no GPU"})  # decisions no model made
 _NAMES: "weakref.WeakValueDictionary[str, HybridKernel]" = weakref.WeakValueDictionary()
@@ -223,7 +223,7 @@ class HybridKernel:
         #: [size, data on the device, dispatcher, the dispatcher's settled entry]: a decision
         #: far from a tie reused without asking (HybridDispatcher.lease), while the entry's
         #: count lasts
-        self._lease: list[Any] = _NO_LEASE
+        self._leases: dict[tuple[int, bool], tuple[HybridDispatcher, list[Any]]] = {}
 
     @property
     def dispatcher(self) -> HybridDispatcher:
@@ -486,19 +486,23 @@ class HybridKernel:
         if snap:
             args = self._snapshot(args, snap)
         d = self.dispatcher
-        lease = self._lease
-        entry = lease[3]
-        if entry[2] > 0 and not entry[4] and lease[0] == size and lease[1] == on_device and lease[2] is d:
+        # a decision the dispatcher keeps for this size, held per size (a program cycling through
+        # a few sizes asks the dispatcher once per kept run of each, not at every change of size)
+        held = self._leases.get((size, on_device))
+        if held is not None and held[0] is d and (entry := held[1])[2] > 0 and not entry[4]:
             entry[2] -= 1  # (not under the dispatcher's lock: at worst a call more or less)
+            entry[5].last_n = size  # (the previous size, for the dispatcher's next decision)
             decision = self.last_decision = entry[0]
         else:
             decision = self.last_decision = d.decide(size, kernel=self.name, data_on_device=on_device)
             if decision is SETTLED_DECISIONS[decision.use_gpu]:
-                entry = d.lease(size, kernel=self.name, data_on_device=on_device)
-                if entry is not None:
-                    self._lease = [size, on_device, d, entry]
-            elif entry[2] > 0:
-                self._lease = _NO_LEASE  # (a probe of this thread pairs with its next decision)
+                kept = d.lease(size, kernel=self.name, data_on_device=on_device)
+                if kept is not None:
+                    if len(self._leases) >= _LEASED_SIZES:
+                        self._leases.clear()
+                    self._leases[size, on_device] = (d, kept)
+            elif self._leases:
+                self._leases.clear()  # (a probe of this thread pairs with its next decision: every call asks)
         reason = decision.reason
         use_gpu = decision.use_gpu
         targets = self._targets
