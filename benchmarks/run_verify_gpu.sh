@@ -9,6 +9,7 @@
 # in the eighth session's run, more since the rounds are planned again from steady times);
 # final: profiling.tgz and hybrid (run with .whl_cupti too; HYBRID_S=480 keeps it within 10 min);
 # all: the three (HYBRID_S=450, ~8.5 min).
+# overhead (also in checks): benchmarks/experiments/hybrid_overhead.py ($OUT/hybrid_overhead.json, <1 min);
 # launch: the tests and benchmarks/launch_patterns.py ($OUT/launch_patterns.json, ~1 min);
 # issue12: launch plus benchmarks/memory_sizes.py ($OUT/memory_sizes.json); figures: the two benchmarks
 # without the tests (ROUNDS=9 for hosts whose speed changes in steps); profiling: profiling.tgz only.
@@ -40,6 +41,10 @@ fi
 if [ "$PART" = issue12 ] || [ "$PART" = figures ] || [ "$PART" = memory ]; then
   timeout "${MEMORY_S:-240}" python3 benchmarks/memory_sizes.py --rounds "${ROUNDS:-5}" --out "$OUT/memory_sizes.json" > "$OUT/memory_log.txt" 2>&1
   echo "memory sizes: rc=$?"; tail -12 "$OUT/memory_log.txt"
+fi
+if [ "$PART" = overhead ] || [ "$PART" = checks ]; then
+  PYTHONPATH=/tmp/site:$PWD timeout "${OVERHEAD_S:-150}" python3 benchmarks/experiments/hybrid_overhead.py --out "$OUT/hybrid_overhead.json" > "$OUT/hybrid_overhead_log.txt" 2>&1
+  echo "hybrid overhead: rc=$?"; cat "$OUT/hybrid_overhead_log.txt" | grep -v Warning | tail -8
 fi
 if [ "$PART" = hybrid ] || [ "$PART" = final ] || [ "$PART" = all ]; then
   export PYTHONPATH=/tmp/site:$PWD  # (CUPTI not needed there)

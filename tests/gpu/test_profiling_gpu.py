@@ -365,3 +365,39 @@ def test_the_compiled_launch_hook_on_the_gpu(timing: str) -> None:
     assert nat == py
     assert counts is not None and counts[0] >= 36, counts  # the first launch on each stream goes to Python
     np.testing.assert_array_equal(c.copy_to_host(), 2 * np.ones(4097, np.float32))
+
+
+@pytest.mark.parametrize("library", ["cupy", "torch"])
+@pytest.mark.parametrize("timing", ["cupti", "events"])
+def test_other_libraries_arrays_under_the_compiled_hook(library: str, timing: str) -> None:
+    """CuPy arrays and PyTorch tensors launched under a profiler with the compiled hook: their
+    launch entries report through the same Notifier as numba's; every launch is recorded with
+    GPU times, on its stream, and the results are right (the compiled entries took them)."""
+    from ringkernel import GpuProfiler, native
+    from ringkernel.kernels import vector_add
+    from ringkernel.profiling import EventKind, GpuTiming
+
+    if timing == "cupti":
+        pytest.importorskip("cupti.cupti", reason="the cupti extra (cupti-python) is not installed")
+    lib = pytest.importorskip(library)
+    rng = np.random.default_rng()
+    host = rng.random(3001).astype(np.float32)
+    if library == "cupy":
+        a, c = lib.asarray(host), lib.empty(3001, dtype=lib.float32)
+        back = lib.asnumpy
+    else:
+        a, c = lib.from_numpy(host).cuda(), lib.empty(3001, dtype=lib.float32, device="cuda")
+        back = lambda t: t.cpu().numpy()  # noqa: E731
+    vector_add(a, a, c)  # (first launch: compiled and its entry made outside the profiler)
+    assert native.loaded()
+    with GpuProfiler(f"{library} arrays", gpu_timing=GpuTiming.CUPTI if timing == "cupti" else GpuTiming.EVENTS) as p:
+        assert p._recorder is not None
+        for _ in range(30):
+            vector_add(a, a, c)
+        fast = p._recorder.fast
+    kernels = [e for e in p.events() if e.kind is EventKind.KERNEL]
+    assert len(kernels) == 30
+    assert all(e.gpu_end_ns and e.gpu_start_ns and e.gpu_end_ns > e.gpu_start_ns for e in kernels)
+    assert fast >= 29, fast  # the usual launch recorded in C
+    np.testing.assert_allclose(back(c), 2 * host, rtol=1e-6)
+    p.close()
