@@ -327,6 +327,44 @@ def test_cost_model_ignores_outliers_and_follows_drift() -> None:
     assert abs(m.fit().per_element_s - 3e-9) < 0.1e-9  # type: ignore[union-attr]
 
 
+def test_the_fit_is_the_least_squares_solution_without_lapack(rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The closed-form fit equals LAPACK's least squares on random samples (sizes 2^8..2^26,
+    weights of the learning rate), and never calls into NumPy's linear algebra (whose OpenBLAS
+    threads would spin on the CPU side's cores)."""
+    from ringkernel.hybrid.model import _solve
+
+    def no_lapack(*a, **k):  # type: ignore[no-untyped-def]
+        raise AssertionError("np.linalg used by the fit")
+
+    checked = 0
+    for _ in range(300):
+        k = int(rng.integers(2, 65))
+        n = 2.0 ** rng.integers(8, 27, k)
+        if len(set(n.tolist())) < 2:
+            continue
+        t = (rng.uniform(0, 1e-4) + n * rng.uniform(1e-12, 2e-9)) * rng.lognormal(0, 0.1, k)
+        w = 0.9 ** np.arange(k)[::-1]
+        sw = np.sqrt(w)
+        (a, b), *_ = np.linalg.lstsq(np.stack([sw / t, sw * n / t], axis=1), sw, rcond=None)
+        with monkeypatch.context() as m:
+            m.setattr(np.linalg, "lstsq", no_lapack)
+            got = _solve(n, t, w)
+        if a >= 0 and b >= 0:
+            np.testing.assert_allclose(got, (a, b), rtol=1e-9, atol=1e-15)
+            checked += 1
+        else:  # one coefficient at its bound: non-negative, and no worse than either alone
+            assert min(got) == 0.0 and max(got) >= 0.0
+    assert checked > 50
+    m2 = CostModel(0.1)
+    with monkeypatch.context() as m:
+        m.setattr(np.linalg, "lstsq", no_lapack)
+        for n_ in (256, 4096, 1 << 16, 1 << 20):
+            for _ in range(4):
+                m2.add(n_, 5e-6 + n_ * 1e-9)
+        f = m2.fit()
+    assert f is not None and abs(f.fixed_s - 5e-6) < 1e-9 and abs(f.per_element_s - 1e-9) < 1e-13, f
+
+
 def test_the_kernel_teaches_its_dispatcher(rng: np.random.Generator) -> None:
     d = HybridDispatcher(HybridConfig(seed=2))
     k = elementwise(saxpy, dispatcher=d)

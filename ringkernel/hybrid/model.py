@@ -154,20 +154,30 @@ def _typical(times: "deque[float]") -> float | None:
 
 
 def _solve(n: np.ndarray, t: np.ndarray, w: np.ndarray) -> tuple[float, float]:
-    """min sum w * ((a + b n - t) / t)^2 over a, b >= 0."""
+    """min sum w * ((a + b n - t) / t)^2 over a, b >= 0.
+
+    Two unknowns: the normal equations are solved in closed form, with the columns scaled to
+    unit norm (their scales differ by the sizes', up to 2^26), by elementwise NumPy only. A
+    LAPACK least-squares solve (``np.linalg.lstsq``) wakes OpenBLAS's thread pool, whose
+    threads then spin for a while on the cores the CPU side's parallel loop needs: on the
+    16-core GPU host, calls of both modes were slower for as long as ADAPTIVE kept refitting
+    (benchmarks/results/hybrid_overhead_session12.json)."""
     x0, x1 = 1.0 / t, n / t  # rows of the design, divided by t; the target is 1
-    sw = np.sqrt(w)
-    A = np.stack([x0 * sw, x1 * sw], axis=1)
-    y = sw
-    try:
-        (a, b), *_ = np.linalg.lstsq(A, y, rcond=None)
-    except np.linalg.LinAlgError:
-        a, b = -1.0, -1.0
+    s00, s01, s11 = float(np.sum(w * x0 * x0)), float(np.sum(w * x0 * x1)), float(np.sum(w * x1 * x1))
+    s0, s1 = float(np.sum(w * x0)), float(np.sum(w * x1))
+    a = b = -1.0
+    if s00 > 0 and s11 > 0:
+        c0, c1 = math.sqrt(s00), math.sqrt(s11)
+        r = s01 / (c0 * c1)  # the cosine between the two columns: 1 only for a single size
+        det = 1.0 - r * r
+        if det > 1e-12:
+            u0, u1 = s0 / c0, s1 / c1
+            a, b = (u0 - r * u1) / det / c0, (u1 - r * u0) / det / c1
     if a >= 0 and b >= 0:
         return float(a), float(b)
     # one coefficient at its bound: fit the other alone, keep the better of the two
-    b_only = float(max(np.sum(w * x1) / np.sum(w * x1 * x1), 0.0))
-    a_only = float(max(np.sum(w * x0) / np.sum(w * x0 * x0), 0.0))
+    b_only = max(s1 / s11, 0.0) if s11 > 0 else 0.0
+    a_only = max(s0 / s00, 0.0) if s00 > 0 else 0.0
     err_b = float(np.sum(w * (b_only * x1 - 1) ** 2))
     err_a = float(np.sum(w * (a_only * x0 - 1) ** 2))
     return (0.0, b_only) if err_b <= err_a else (a_only, 0.0)
