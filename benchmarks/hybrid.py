@@ -186,10 +186,14 @@ def run(args: argparse.Namespace) -> int:
                         plan(n, {m: float(np.median(times[m][n])) for m in ("cpu", "gpu")}, keep_slow=True)
                         replanned[n] = rounds[n]
                 order = sizes[r % len(sizes):] + sizes[: r % len(sizes)]
-                for i, n in enumerate(order):
+                for n in order:
                     if r >= rounds[n]:
                         continue
-                    for m in orders[(r + i) % len(orders)]:
+                    # the six orders in turn from one round of this size to the next (the size's own
+                    # index, not its place in the rotated order: r + place is constant for 19 rounds
+                    # at a time, which kept one mode first at a size for up to 19 rounds, where the
+                    # first call after another size pays for the previous size's evictions)
+                    for m in orders[(r + sizes.index(n)) % len(orders)]:
                         if m == slow_mode[n] and r >= args.reps:
                             continue
                         # a burst of calls of one mode after one untimed call, its median: the

@@ -62,9 +62,9 @@ def main() -> int:
             for n in sizes:
                 adaptive(*data[n])
         for teach in (True, False):
-            saved = ew._TEACH_EVERY, ew._TEACH_EVERY_SETTLED
+            saved = ew._TEACH_EVERY, ew._TEACH_SETTLED
             if not teach:
-                ew._TEACH_EVERY = ew._TEACH_EVERY_SETTLED = 1 << 40
+                ew._TEACH_EVERY, ew._TEACH_SETTLED = 1 << 40, False
             times = {m: {n: [] for n in sizes} for m in ("fixed", "adaptive")}
             sides = {n: [] for n in sizes}
             try:
@@ -83,7 +83,7 @@ def main() -> int:
                                     sides[n].append(adaptive.last_decision.use_gpu)
                             times[m][n].append(float(np.median(burst)))
             finally:
-                ew._TEACH_EVERY, ew._TEACH_EVERY_SETTLED = saved
+                ew._TEACH_EVERY, ew._TEACH_SETTLED = saved
             key = f"{loc}/{'teaching' if teach else 'no teaching'}"
             result[key] = {
                 str(n): {"fixed_us": round(float(np.median(times["fixed"][n])) * 1e6, 2),
@@ -93,7 +93,44 @@ def main() -> int:
                 for n in sizes
             }  # fmt: skip
             print(key, json.dumps(result[key]), flush=True)
+        # every ADAPTIVE call on its own, by what the dispatcher did in it: served by a held
+        # decision (no dispatcher call), a decide, a taught record; and the call after a taught one
         d = adaptive.dispatcher
+        kinds: dict[str, list[float]] = {"held": [], "decide": [], "taught": [], "after taught": [], "fixed": []}
+        flags = {"decide": False, "taught": False}
+        real_decide, real_cpu, real_gpu = d.decide, d.record_cpu_execution, d.record_gpu_execution
+
+        def decide(*a, **k):  # type: ignore[no-untyped-def]
+            flags["decide"] = True
+            return real_decide(*a, **k)
+
+        def rec(real):  # type: ignore[no-untyped-def]
+            def r(*a, **k):  # type: ignore[no-untyped-def]
+                if k.get("size") is not None:
+                    flags["taught"] = True
+                return real(*a, **k)
+            return r
+
+        d.decide, d.record_cpu_execution, d.record_gpu_execution = decide, rec(real_cpu), rec(real_gpu)
+        prev_taught = False
+        n = sizes[0]  # (one size: the kinds' times compare; the smallest, where a microsecond weighs most)
+        for r in range(args.rounds * 4):
+            for _ in range(6):
+                flags["decide"] = flags["taught"] = False
+                t0 = time.perf_counter()
+                adaptive(*data[n])
+                t = time.perf_counter() - t0
+                kind = "taught" if flags["taught"] else "decide" if flags["decide"] else "after taught" if prev_taught else "held"
+                prev_taught = flags["taught"]
+                kinds[kind].append(t)
+                t0 = time.perf_counter()
+                fixed(*data[n])
+                kinds["fixed"].append(time.perf_counter() - t0)
+        d.decide, d.record_cpu_execution, d.record_gpu_execution = real_decide, real_cpu, real_gpu
+        result[f"{loc}/per_call_us"] = {k: {"calls": len(v), "median": round(float(np.median(v)) * 1e6, 2) if v else None,
+                                            "mean": round(float(np.mean(v)) * 1e6, 2) if v else None}
+                                        for k, v in kinds.items()}  # fmt: skip
+        print(loc, "per call", json.dumps(result[f"{loc}/per_call_us"]), flush=True)
         n = sizes[0]
         kw = {"kernel": "saxpy", "data_on_device": loc == "device"}
         result[f"{loc}/dispatcher_us"] = {

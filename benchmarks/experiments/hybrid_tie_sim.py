@@ -66,15 +66,31 @@ def one_run(seed: int, args: argparse.Namespace) -> tuple[float, float, int]:
         last[0] = gpu
         return t
 
+    held: dict[int, list] = {}  # @elementwise's kept decisions per size (HybridDispatcher.lease)
+
     def call(n: int) -> float:
-        dec = d.decide(n, kernel="k", data_on_device=False)
+        entry = held.get(n)
+        if entry is not None and entry[2] > 0 and not entry[4]:
+            entry[2] -= 1
+            entry[5].last_n = n
+            dec, asked = entry[0], False
+        else:
+            dec, asked = d.decide(n, kernel="k", data_on_device=False), True
+            if dec is SETTLED_DECISIONS[dec.use_gpu]:
+                kept = d.lease(n, kernel="k")
+                if kept is not None:
+                    held[n] = kept
+            else:
+                held.clear()
         if args.oracle:
             dec = SETTLED_DECISIONS[cost(True, n) < cost(False, n)]
         t = timed(dec.use_gpu, n)
         probe = dec.reason != "model"
-        taught[0] += 1
-        every = _ew._TEACH_EVERY_SETTLED if dec is SETTLED_DECISIONS[dec.use_gpu] else _ew._TEACH_EVERY
-        teach = probe or taught[0] % every == 0
+        if dec is SETTLED_DECISIONS[dec.use_gpu]:
+            teach = probe or asked
+        else:
+            taught[0] += 1
+            teach = probe or taught[0] % _ew._TEACH_EVERY == 0
         record = d.record_gpu_execution if dec.use_gpu else d.record_cpu_execution
         record(t, size=n if teach else None, kernel="k", probe=probe)
         return t

@@ -51,7 +51,9 @@ log = logging.getLogger(__name__)
 
 _TEACH_EVERY = 4
 _LEASED_SIZES = 64  # sizes whose kept decisions a kernel holds (all let go when more come)
-_TEACH_EVERY_SETTLED = 16  # where the dispatcher keeps a decision (estimates 1.5x or more apart)
+#: where the dispatcher keeps a decision (estimates 1.5x or more apart), the call that asked it
+#: teaches (one in about 16): the extra work of a call is then in one call of a run, not two
+_TEACH_SETTLED = True
 _FIXED = frozenset({"mode", "threshold", "no GPU"})  # decisions no model made
 _NAMES: "weakref.WeakValueDictionary[str, HybridKernel]" = weakref.WeakValueDictionary()
 _names_lock = threading.Lock()
@@ -493,7 +495,9 @@ class HybridKernel:
             entry[2] -= 1  # (not under the dispatcher's lock: at worst a call more or less)
             entry[5].last_n = size  # (the previous size, for the dispatcher's next decision)
             decision = self.last_decision = entry[0]
+            asked = False
         else:
+            asked = True
             decision = self.last_decision = d.decide(size, kernel=self.name, data_on_device=on_device)
             if decision is SETTLED_DECISIONS[decision.use_gpu]:
                 kept = d.lease(size, kernel=self.name, data_on_device=on_device)
@@ -542,12 +546,16 @@ class HybridKernel:
         record = d.record_gpu_execution if use_gpu else d.record_cpu_execution
         probe = reason != "model"
         # Every probe teaches the models; of the calls the models decided, one in four (enough
-        # to follow drift, and a microsecond less on the others, which matters at small sizes),
-        # one in sixteen where the dispatcher reuses a decision far from a tie; a fixed mode's
-        # calls teach nothing (no model decides there: counts and times only).
-        self._taught += 1
-        every = _TEACH_EVERY_SETTLED if decision is SETTLED_DECISIONS[use_gpu] else _TEACH_EVERY
-        teach = warm and reason not in _FIXED and (probe or self._taught % every == 0)
+        # to follow drift, and a microsecond less on the others, which matters at small sizes);
+        # where the dispatcher keeps a decision far from a tie, the call that asked it (about one
+        # in sixteen: a held decision's calls do no dispatcher work at all); a fixed mode's calls
+        # teach nothing (no model decides there: counts and times only).
+        if decision is SETTLED_DECISIONS[use_gpu]:
+            taught = asked and _TEACH_SETTLED
+        else:
+            self._taught += 1
+            taught = self._taught % _TEACH_EVERY == 0
+        teach = warm and reason not in _FIXED and (probe or taught)
         record(seconds, size=size if teach else None, kernel=self.name, data_on_device=on_device, probe=probe)
 
     @staticmethod
