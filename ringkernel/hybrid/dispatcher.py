@@ -210,7 +210,9 @@ class Explanation:
         return text
 
 
-_SETTLED_CALLS = 15  # calls a model decision is reused for at one size before it is made again
+#: calls a model decision is reused for at one size before it is made again (the call that makes
+#: it again, and teaches, cost 10-16 us more than a held call on the H200 host: 31, not 15, halves them)
+_SETTLED_CALLS = 31
 _SETTLED_SIZES = 256  # sizes whose decision is kept (all forgotten when more come)
 
 
@@ -229,7 +231,7 @@ class _Key:
         self.last_n = -1  # the previous call's size
         #: size -> [decision, its re-probe probability, calls left, a probe due after them, dead,
         #: this key]: a model decision reused (the predictions, the ratio and the re-probe draw
-        #: made once for up to 16 calls); dropped when a probe moves a model
+        #: made once for up to 32 calls); dropped when a probe moves a model
         self.settled: dict[int, list[Any]] = {}
         #: [on the GPU, size, probes left]: a re-probe beat the chosen side's estimate there, so
         #: the next calls of that size probe again (up to HISTORY_MIN in a row) until the probed
@@ -318,7 +320,7 @@ class HybridDispatcher:
             w = k.warm_up
             if w is None:
                 s = k.settled.get(n)
-                if s is not None:  # decided at this size within the last 16 calls
+                if s is not None:  # decided at this size within the last 32 calls
                     if s[2] > 0:
                         s[2] -= 1
                         return s[0]  # type: ignore[no-any-return]
@@ -405,14 +407,14 @@ class HybridDispatcher:
 
     def _settle(self, k: _Key, n: int, use_gpu: bool, p: float, repeat: bool, now: bool = True) -> Decision:
         """This call's decision at size ``n``, kept for the next calls of that size: a program
-        calling one size many times pays the predictions once every 16 calls (locked).
+        calling one size many times pays the predictions once every 32 calls (locked).
 
         Re-probing with probability ``p`` a call (halved where the previous call had the same
         size) is drawn once for the run, as the number of calls until the next candidate probe
         (geometric in ``p``: the same distribution as a draw every call), each candidate kept
         with probability 1/2 where its call follows one of the same size (thinning: the halved
         rate), so that a kept decision needs no draw: the entry serves the calls before the
-        candidate (at most 15; where it is further, the call after them decides afresh and
+        candidate (at most 31; where it is further, the call after them decides afresh and
         draws again, which memorylessness allows), and the candidate's call is the dispatcher's.
         ``now=False``: this call may not probe (its candidate was just thinned away)."""
         if len(k.settled) >= _SETTLED_SIZES and n not in k.settled:

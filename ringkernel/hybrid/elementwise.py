@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 _TEACH_EVERY = 4
 _LEASED_SIZES = 64  # sizes whose kept decisions a kernel holds (all let go when more come)
 #: where the dispatcher keeps a decision (estimates 1.5x or more apart), the call that asked it
-#: teaches (one in about 16): the extra work of a call is then in one call of a run, not two
+#: teaches (one in about 32): the extra work of a call is then in one call of a run, not two
 _TEACH_SETTLED = True
 _FIXED = frozenset({"mode", "threshold", "no GPU"})  # decisions no model made
 _NAMES: "weakref.WeakValueDictionary[str, HybridKernel]" = weakref.WeakValueDictionary()
@@ -548,7 +548,7 @@ class HybridKernel:
         # Every probe teaches the models; of the calls the models decided, one in four (enough
         # to follow drift, and a microsecond less on the others, which matters at small sizes);
         # where the dispatcher keeps a decision far from a tie, the call that asked it (about one
-        # in sixteen: a held decision's calls do no dispatcher work at all); a fixed mode's calls
+        # in 32: a held decision's calls do no dispatcher work at all); a fixed mode's calls
         # teach nothing (no model decides there: counts and times only).
         if decision is SETTLED_DECISIONS[use_gpu]:
             taught = asked and _TEACH_SETTLED
