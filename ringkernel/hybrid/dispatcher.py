@@ -324,6 +324,7 @@ class HybridDispatcher:
                     if s[2] > 0:
                         s[2] -= 1
                         return s[0]  # type: ignore[no-any-return]
+                    s[2], s[4] = 0, True  # (dead: a kernel's unlocked decrement cannot revive it)
                     del k.settled[n]
                     if s[3]:  # its drawn re-probe is due (thinned: kept with probability 1/2 after a same-size call)
                         if not repeat or self._rng.random() < 0.5:
@@ -341,16 +342,18 @@ class HybridDispatcher:
                     self._unsettle(k)
                     self._after_probe(k, w[0], w[1], w[2])
             c = k.confirm
-            if c is not None and c[1] == n and c[2] > 0 and k.ready:
+            if c is not None and c[1] == n and c[2] > 0 and k.ready and k.warm_up is None:
+                # (while another thread's re-probe is under way, the streak waits: a warm-up of
+                # this thread would take that one's place)
                 t_cpu, t_gpu = k.cpu.predict(n), k.gpu.predict(n)
                 if t_cpu is not None and t_gpu is not None and (t_gpu < t_cpu) == c[0]:
                     k.confirm = None  # the probed side is the cheaper one now: the models decide
                 else:
                     c[2] -= 1
-                    self._probes += 1
                     if repeat:  # the previous call was this size's probe, on that side: it is warm
+                        self._probes += 1
                         return _DECISIONS[c[0], "reprobe"]
-                    return self._warm_up(k, c[0], n)
+                    return self._warm_up(k, c[0], n)  # (counts its probe)
             need = self.config.min_samples
             if not k.ready:
                 use_gpu = _explore(k, n, need)
@@ -469,9 +472,12 @@ class HybridDispatcher:
             return
         incumbent = (k.cpu if gpu else k.gpu).predict(n)
         c = k.confirm
-        if c is not None and c[0] == gpu and c[1] == n:
-            if c[2] <= 0 or incumbent is None or seconds >= incumbent:
-                k.confirm = None  # the streak ended, or its probe lost: the estimates decide as they are
+        if c is not None and c[0] == gpu and c[1] == n and c[2] > 0:
+            if incumbent is None or seconds >= incumbent:
+                k.confirm = None  # the streak's probe lost: the estimates decide as they are
+            return
+        if c is not None and c[2] <= 0 and c[0] == gpu and c[1] == n:
+            k.confirm = None  # the streak's last probe: it ends here, whatever it showed
             return
         if incumbent is not None and seconds < incumbent:
             k.confirm = [gpu, n, HISTORY_MIN - 1]
@@ -535,6 +541,7 @@ class HybridDispatcher:
             k.cpu.add(n, float(cpu_time), refit=True)
             k.gpu.add(n, float(gpu_time), refit=True)
             self._unsettle(k)
+            k.confirm = None  # (both sides taught at once: a streak's premise may no longer hold)
 
     # -- reading ------------------------------------------------------------------------------
     def crossover(self, *, kernel: str = DEFAULT_KERNEL, data_on_device: bool = False) -> float | None:
