@@ -692,8 +692,8 @@ def test_device_arrays_read_through_their_interface() -> None:
     k._check((_CaiArray(0x10000, 10), _CaiArray(0x10000, 10)), None)  # the very same view: fine
 
 
-def _ready_dispatcher(seed: int) -> HybridDispatcher:
-    d = HybridDispatcher(HybridConfig(seed=seed, reprobe_probability=0.5))
+def _ready_dispatcher(seed: int, p: float = 0.5) -> HybridDispatcher:
+    d = HybridDispatcher(HybridConfig(seed=seed, reprobe_probability=p))
     for n in (1 << 10, 1 << 12, 1 << 14):
         for _ in range(3):
             d.update_threshold(n, 5e-6 + n * 1e-9, 40e-6 + n * 1e-10, kernel="k")
@@ -769,7 +769,7 @@ def test_a_warm_up_followed_by_another_size_is_taught(rng: np.random.Generator) 
     assert 0.5 in (model.gpu if side else model.cpu)._history[n]
 
 
-def _settled_on_the_cpu(seed: int, n: int) -> HybridDispatcher:
+def _settled_on_the_cpu(seed: int, n: int = 40_000) -> HybridDispatcher:
     """A ready dispatcher that has run ``n`` on both sides: the CPU 100 us, the GPU 130 us."""
     d = _ready_dispatcher(seed)
     for _ in range(5):
@@ -778,7 +778,7 @@ def _settled_on_the_cpu(seed: int, n: int) -> HybridDispatcher:
     return d
 
 
-def _first_gpu_probe(d: HybridDispatcher, n: int) -> None:
+def _first_gpu_probe(d: HybridDispatcher, n: int = 40_000) -> None:
     """Calls at ``n`` (the CPU taught 100 us) up to a re-probe's second call on the GPU."""
     for _ in range(400):
         dec = d.decide(n, kernel="k")
@@ -1087,10 +1087,8 @@ def test_a_settled_decision_is_reused_and_probes_keep_their_rate(monkeypatch: py
     assert abs(reasons["warm-up"] / chances - 0.025) <= 0.1 * 0.025, reasons
 
 
-def test_an_elementwise_kernel_reuses_a_settled_decision_until_the_models_move() -> None:
-    d = HybridDispatcher(HybridConfig(seed=5))
-    k = elementwise(saxpy, dispatcher=d)
-    _teach(d, 10e-6, 1.0, kernel="saxpy")  # the GPU hopeless: the CPU every time
+def _count_decisions(d: HybridDispatcher) -> list[int]:
+    """Counts ``d.decide``'s calls in the returned one-element list (an instance attribute wraps it)."""
     asked = [0]
     decide = d.decide
 
@@ -1099,6 +1097,14 @@ def test_an_elementwise_kernel_reuses_a_settled_decision_until_the_models_move()
         return decide(*args, **kwargs)
 
     d.decide = counted  # type: ignore[method-assign]
+    return asked
+
+
+def test_an_elementwise_kernel_reuses_a_settled_decision_until_the_models_move() -> None:
+    d = HybridDispatcher(HybridConfig(seed=5))
+    k = elementwise(saxpy, dispatcher=d)
+    _teach(d, 10e-6, 1.0, kernel="saxpy")  # the GPU hopeless: the CPU every time
+    asked = _count_decisions(d)
     x = np.arange(256, dtype=np.float64)
     out = np.empty_like(x)
     for _ in range(64):
@@ -1127,14 +1133,7 @@ def test_a_kernel_cycling_through_sizes_keeps_each_sizes_decision() -> None:
     d = HybridDispatcher(HybridConfig(seed=6))
     k = elementwise(saxpy, dispatcher=d)
     _teach(d, 10e-6, 1.0, kernel="saxpy")
-    asked = [0]
-    decide = d.decide
-
-    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
-        asked[0] += 1
-        return decide(*args, **kwargs)
-
-    d.decide = counted  # type: ignore[method-assign]
+    asked = _count_decisions(d)
     sizes = (300, 301, 517)
     data = {n: (np.arange(n, dtype=np.float64), np.empty(n)) for n in sizes}
     calls = 0

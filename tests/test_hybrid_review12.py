@@ -16,37 +16,12 @@ import pytest
 from ringkernel.hybrid import HybridConfig, HybridDispatcher, elementwise
 from ringkernel.hybrid.dispatcher import SETTLED_DECISIONS
 from ringkernel.hybrid.model import _solve
+from tests.test_hybrid import _first_gpu_probe as _first_gpu_reprobe
+from tests.test_hybrid import _ready_dispatcher as _ready
+from tests.test_hybrid import _settled_on_the_cpu
 
 N = 40_000
 PROBE_REASONS = {"explore", "warm-up", "reprobe", "unmeasured size"}
-
-
-def _ready(seed: int, p: float = 0.5) -> HybridDispatcher:
-    d = HybridDispatcher(HybridConfig(seed=seed, reprobe_probability=p))
-    for n in (1 << 10, 1 << 12, 1 << 14):
-        for _ in range(3):
-            d.update_threshold(n, 5e-6 + n * 1e-9, 40e-6 + n * 1e-10, kernel="k")
-    return d
-
-
-def _settled_on_the_cpu(seed: int, n: int = N) -> HybridDispatcher:
-    d = _ready(seed)
-    for _ in range(5):
-        d.update_threshold(n, 100e-6, 130e-6, kernel="k")
-    assert not d.explain(n, kernel="k").use_gpu
-    return d
-
-
-def _first_gpu_reprobe(d: HybridDispatcher, n: int = N) -> None:
-    for _ in range(400):
-        dec = d.decide(n, kernel="k")
-        if dec.use_gpu and dec.reason == "reprobe":
-            return
-        if dec.use_gpu:
-            d.record_gpu_execution(1e-3, size=n, kernel="k", probe=True)
-        else:
-            d.record_cpu_execution(100e-6, size=n, kernel="k", probe=dec.reason != "model")
-    raise AssertionError("no GPU re-probe in 400 calls")
 
 
 def _confirming(seed: int) -> HybridDispatcher:
