@@ -16,6 +16,7 @@ import pytest
 from ringkernel.hybrid import HybridConfig, HybridDispatcher, elementwise
 from ringkernel.hybrid.dispatcher import SETTLED_DECISIONS
 from ringkernel.hybrid.model import _solve
+from tests.test_hybrid import _count_decisions as _counting
 from tests.test_hybrid import _first_gpu_probe as _first_gpu_reprobe
 from tests.test_hybrid import _ready_dispatcher as _ready
 from tests.test_hybrid import _settled_on_the_cpu
@@ -172,14 +173,7 @@ def test_review_an_entry_the_dispatcher_drops_at_expiry_is_not_marked_dead() -> 
     held[2] = racing_read - 1  # ... and the reading thread stores its decrement
     assert held[4], "an entry the dispatcher let go of should be dead"  # fails
     d.reset()
-    asked = [0]
-    decide = d.decide
-
-    def counted(*a, **kw):  # type: ignore[no-untyped-def]
-        asked[0] += 1
-        return decide(*a, **kw)
-
-    d.decide = counted  # type: ignore[method-assign]
+    asked = _counting(d)
     k(x, out)
     assert asked[0] == 1  # after reset() the call asks (it is served from the orphaned entry instead)
 
@@ -262,18 +256,6 @@ def test_held_decisions_are_per_data_location() -> None:
     assert set(k._leases) <= {(64, False), (64, True)}
     s = d.stats()
     assert (s.cpu_executions, s.gpu_executions) == (40, 40)
-
-
-def _counting(d: HybridDispatcher) -> list[int]:
-    asked = [0]
-    decide = d.decide
-
-    def counted(*a, **kw):  # type: ignore[no-untyped-def]
-        asked[0] += 1
-        return decide(*a, **kw)
-
-    d.decide = counted  # type: ignore[method-assign]
-    return asked
 
 
 def test_held_decisions_end_on_reset_update_threshold_probe_and_are_not_shared_by_with_dispatcher() -> None:
