@@ -472,12 +472,9 @@ class HybridDispatcher:
             return
         incumbent = (k.cpu if gpu else k.gpu).predict(n)
         c = k.confirm
-        if c is not None and c[0] == gpu and c[1] == n and c[2] > 0:
-            if incumbent is None or seconds >= incumbent:
-                k.confirm = None  # the streak's probe lost: the estimates decide as they are
-            return
-        if c is not None and c[2] <= 0 and c[0] == gpu and c[1] == n:
-            k.confirm = None  # the streak's last probe: it ends here, whatever it showed
+        if c is not None and c[0] == gpu and c[1] == n:
+            if c[2] <= 0 or incumbent is None or seconds >= incumbent:
+                k.confirm = None  # the streak's last probe, or one that lost: the estimates decide
             return
         if incumbent is not None and seconds < incumbent:
             k.confirm = [gpu, n, HISTORY_MIN - 1]

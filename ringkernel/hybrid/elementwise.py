@@ -51,9 +51,6 @@ log = logging.getLogger(__name__)
 
 _TEACH_EVERY = 4
 _LEASED_SIZES = 64  # sizes whose kept decisions a kernel holds (all let go when more come)
-#: where the dispatcher keeps a decision (estimates 1.5x or more apart), the call that asked it
-#: teaches (one in about 32): the extra work of a call is then in one call of a run, not two
-_TEACH_SETTLED = True
 _FIXED = frozenset({"mode", "threshold", "no GPU"})  # decisions no model made
 _NAMES: "weakref.WeakValueDictionary[str, HybridKernel]" = weakref.WeakValueDictionary()
 _names_lock = threading.Lock()
@@ -222,9 +219,9 @@ class HybridKernel:
         self.last_decision: Any = None
         self._taught = 0
         self._first_array = ""
-        #: [size, data on the device, dispatcher, the dispatcher's settled entry]: a decision
-        #: far from a tie reused without asking (HybridDispatcher.lease), while the entry's
-        #: count lasts
+        #: (size, data on the device) -> (dispatcher, the dispatcher's settled entry): decisions
+        #: far from a tie reused without asking (HybridDispatcher.lease), while an entry's count
+        #: lasts
         self._leases: dict[tuple[int, bool], tuple[HybridDispatcher, list[Any]]] = {}
 
     @property
@@ -551,7 +548,7 @@ class HybridKernel:
         # in 32: a held decision's calls do no dispatcher work at all); a fixed mode's calls
         # teach nothing (no model decides there: counts and times only).
         if decision is SETTLED_DECISIONS[use_gpu]:
-            taught = asked and _TEACH_SETTLED
+            taught = asked  # (the extra work of a call then falls in one call of a run, not two)
         else:
             self._taught += 1
             taught = self._taught % _TEACH_EVERY == 0

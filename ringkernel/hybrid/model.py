@@ -161,7 +161,7 @@ def _solve(n: np.ndarray, t: np.ndarray, w: np.ndarray) -> tuple[float, float]:
     LAPACK least-squares solve (``np.linalg.lstsq``) wakes OpenBLAS's thread pool, whose
     threads then spin for a while on the cores the CPU side's parallel loop needs: on the
     16-core GPU host, calls of both modes were slower for as long as ADAPTIVE kept refitting
-    (benchmarks/results/hybrid_overhead_session12.json)."""
+    (benchmarks/results/hybrid_overhead_session12_run1.json)."""
     x0, x1 = 1.0 / t, n / t  # rows of the design, divided by t; the target is 1
     s00, s01, s11 = float(np.sum(w * x0 * x0)), float(np.sum(w * x0 * x1)), float(np.sum(w * x1 * x1))
     s0, s1 = float(np.sum(w * x0)), float(np.sum(w * x1))
